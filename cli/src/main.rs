@@ -1,0 +1,2 @@
+//! `banger`: the command-line interface.
+fn main() {}

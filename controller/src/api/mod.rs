@@ -1,0 +1,2 @@
+//! HTTP/JSON API of the daemon on a Unix socket.
+pub mod types;

@@ -1,0 +1,1 @@
+//! Firecracker driver (owned by the Firecracker work).

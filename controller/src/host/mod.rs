@@ -1,0 +1,4 @@
+//! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks.
+//!
+//! Every host object banger creates has a deterministic name derived from its owner's
+//! uid ([`names`]), so it can be found again by probing and garbage-collected.

@@ -1,0 +1,46 @@
+//! One problem found while loading specs, printed as one line.
+
+use std::fmt;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The load is invalid.
+    Error,
+    /// Worth telling, not fatal (for example a reference to an object outside the load).
+    Warning,
+}
+
+/// A problem with a spec: where, which field, what is wrong.
+///
+/// Displayed as `file:line:column: field: message` (with `warning: ` in front of the
+/// message for warnings); `field` is a dotted path such as `spec.memory`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    /// File path as given by the user, or `<stdin>`.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted field path (`spec.network.ip`), when the problem is about one field.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// Error or warning.
+    pub severity: Severity,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared harness for banger end-to-end tests.
