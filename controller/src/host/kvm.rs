@@ -1,0 +1,1 @@
+//! KVM detection (filled in below).
