@@ -14,12 +14,19 @@ use std::time::Duration;
 
 use banger_controller::driver::firecracker::api::{ActionType, ApiClient, ApiError, InstanceState};
 use banger_controller::driver::firecracker::boot::boot_sequence;
-use banger_controller::driver::firecracker::configure_and_start;
-use banger_controller::driver::LaunchSpec;
+use banger_controller::driver::firecracker::{
+    configure_and_start, detect_version, is_available, FirecrackerDriver, FirecrackerTimeouts,
+};
+use banger_controller::driver::{
+    DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
-use support::fc_api_server::{FcApiServer, InstanceEvent, NOT_AFTER_START, NOT_BEFORE_START};
+use support::fc_api_server::{
+    read_journal_file, FcApiServer, InstanceEvent, RecordedRequest, NOT_AFTER_START,
+    NOT_BEFORE_START,
+};
 
 const INSTANCE_ID: &str = "banger-7d1e0c52-1f0a-4c57-9a51-2b8f0e6f7a10";
 
@@ -418,4 +425,423 @@ async fn second_root_drive_is_refused_before_start() {
     );
     let second = raw(server.socket(), "PUT", "/drives/other", &drive("other")).await;
     assert_eq!(fault(&second), "A root block device already exists!");
+}
+
+// ---------------------------------------------------------------------------------
+// The whole driver, with a real process: the test stand-in for the firecracker binary
+// (`support/fc_stand_in.rs`) serves the same model on the driver's `--api-sock`.
+// ---------------------------------------------------------------------------------
+
+const STAND_IN: &str = env!("CARGO_BIN_EXE_banger-test-firecracker-stand-in");
+
+fn stand_in_driver() -> FirecrackerDriver {
+    FirecrackerDriver::new(STAND_IN).with_timeouts(FirecrackerTimeouts {
+        api_socket: Duration::from_secs(20),
+        request: Duration::from_secs(5),
+        term_grace: Duration::from_secs(5),
+        kill_grace: Duration::from_secs(10),
+    })
+}
+
+/// A VM directory for the stand-in with the given behaviour (see `fc_stand_in.rs`).
+fn stand_in_vm(dir: &Path, uid: &str, behaviour: Value) -> LaunchSpec {
+    let mut spec = vm_files(dir);
+    spec.uid = uid.to_owned();
+    std::fs::write(dir.join("fc-stand-in.json"), behaviour.to_string()).unwrap();
+    std::fs::remove_file(dir.join("firecracker.log")).unwrap();
+    spec
+}
+
+fn stand_in_journal(dir: &Path) -> Vec<RecordedRequest> {
+    read_journal_file(&dir.join("fc-stand-in.journal"))
+}
+
+fn console(spec: &LaunchSpec) -> String {
+    std::fs::read_to_string(&spec.console_log).unwrap_or_default()
+}
+
+/// A uid unique to this test run (detached stand-ins of an earlier, aborted run must
+/// not be mistaken for this run's).
+fn unique_uid(test: u32) -> String {
+    format!(
+        "0b6f3c1e-{test:04x}-4f35-{:04x}-{:012x}",
+        std::process::id() & 0xffff,
+        nanos()
+    )
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        & 0xffff_ffff_ffff
+}
+
+/// Kills (SIGKILL) every stand-in carrying the VM's marker when the test ends, so a
+/// failing test leaves no detached process behind.
+struct KillOnDrop(String);
+
+impl KillOnDrop {
+    fn new(uid: &str) -> Self {
+        Self(format!("banger-{uid}"))
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in processes_with_marker(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Live (non-zombie) processes whose command line carries `marker`.
+fn processes_with_marker(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the console log contains `needle`.
+async fn console_shows(spec: &LaunchSpec, needle: &str) -> bool {
+    for _ in 0..200 {
+        if console(spec).contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn launch_probe_and_graceful_shutdown_of_a_real_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(1);
+    let _cleanup = KillOnDrop::new(uid);
+    let spec = stand_in_vm(dir.path(), uid, json!({"on_ctrl_alt_del": "reset"}));
+    let driver = stand_in_driver();
+
+    let process = driver.launch(&spec).await.unwrap();
+    assert_eq!(process.hypervisor, HypervisorKind::Firecracker);
+    assert_eq!(process.control_socket, dir.path().join("firecracker.sock"));
+    // The recorded identity is the live process, in its own session, carrying the marker.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid)).unwrap();
+    let after_comm: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(after_comm[19].parse::<u64>().unwrap(), process.start_time);
+    assert_eq!(
+        after_comm[3].parse::<i32>().unwrap(),
+        process.pid,
+        "own session"
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", process.pid)).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let socket = dir.path().join("firecracker.sock").display().to_string();
+    let marker = format!("banger-{uid}");
+    assert_eq!(
+        args[1..],
+        [
+            String::from("--api-sock"),
+            socket,
+            "--id".into(),
+            marker.clone()
+        ]
+    );
+
+    // The stand-in saw exactly the boot sequence, each accepted.
+    let expected = boot_sequence(&spec, &dir.path().join("firecracker.log")).unwrap();
+    let journal = stand_in_journal(dir.path());
+    assert_eq!(journal.len(), expected.len(), "{journal:#?}");
+    for (seen, call) in journal.iter().zip(&expected) {
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str(), &seen.body),
+            ("PUT", call.path.as_str(), &call.body)
+        );
+        assert_eq!(seen.status, 204, "{seen:?}");
+    }
+    // Firecracker's log file exists (the logger call needs it) and stdout is the console.
+    assert!(dir.path().join("firecracker.log").is_file());
+    assert!(
+        console_shows(&spec, "instance started").await,
+        "{}",
+        console(&spec)
+    );
+
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+    // Another VM's uid, or a different start time, is not this process.
+    assert_eq!(
+        driver.probe(&process, &unique_uid(99)).await,
+        Liveness::Exited
+    );
+    let reused = VmmProcess {
+        start_time: process.start_time + 1,
+        ..process.clone()
+    };
+    assert_eq!(driver.probe(&reused, uid).await, Liveness::Exited);
+    // Shutting down a pid that is not ours anymore touches nothing.
+    driver
+        .shutdown(&reused, uid, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+
+    driver
+        .shutdown(&process, uid, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Exited);
+    assert!(processes_with_marker(&marker).is_empty());
+    assert_eq!(
+        stand_in_journal(dir.path()).last().unwrap().body,
+        json!({"action_type": "SendCtrlAltDel"})
+    );
+    let text = console(&spec);
+    assert!(text.contains("reboot: Restarting system"), "{text}");
+    assert!(
+        !text.contains("SIGTERM"),
+        "the graceful path needs no signal: {text}"
+    );
+    assert!(
+        !dir.path().join("firecracker.sock").exists(),
+        "socket removed"
+    );
+    // Already gone: still a success.
+    driver
+        .shutdown(&process, uid, Duration::from_secs(1))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn guest_power_off_under_a_live_vmm_is_guest_halted_and_a_relaunch_starts_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(2);
+    let _cleanup = KillOnDrop::new(uid);
+    let spec = stand_in_vm(dir.path(), uid, json!({"on_ctrl_alt_del": "power-off"}));
+    let driver = stand_in_driver();
+    let process = driver.launch(&spec).await.unwrap();
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+
+    // The guest powers off; the VMM stays alive and keeps answering "Running".
+    let client = ApiClient::new(&process.control_socket, Duration::from_secs(5));
+    client.action(ActionType::SendCtrlAltDel).await.unwrap();
+    assert!(console_shows(&spec, "reboot: Power down").await);
+    assert_eq!(
+        client.instance_info().await.unwrap().state,
+        InstanceState::Running
+    );
+    assert_eq!(driver.probe(&process, uid).await, Liveness::GuestHalted);
+
+    // Shutdown does not wait out a long grace for a halted guest: it goes on to SIGTERM.
+    driver
+        .shutdown(&process, uid, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(console(&spec).contains("SIGTERM received"));
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Exited);
+
+    // The console log keeps the old power-down line; the next launch is judged only on
+    // its own output.
+    let again = driver.launch(&spec).await.unwrap();
+    assert_ne!(again.pid, process.pid);
+    assert_eq!(driver.probe(&again, uid).await, Liveness::Running);
+    driver
+        .shutdown(&again, uid, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(driver.probe(&again, uid).await, Liveness::Exited);
+}
+
+#[tokio::test]
+async fn ignored_ctrl_alt_del_escalates_to_sigterm_then_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(3);
+    let _cleanup = KillOnDrop::new(uid);
+    let spec = stand_in_vm(
+        dir.path(),
+        uid,
+        json!({"on_ctrl_alt_del": "ignore", "ignore_sigterm": true}),
+    );
+    let driver = FirecrackerDriver::new(STAND_IN).with_timeouts(FirecrackerTimeouts {
+        api_socket: Duration::from_secs(20),
+        request: Duration::from_secs(5),
+        term_grace: Duration::from_millis(300),
+        kill_grace: Duration::from_secs(10),
+    });
+    let process = driver.launch(&spec).await.unwrap();
+    driver
+        .shutdown(&process, uid, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let text = console(&spec);
+    assert!(text.contains("Ctrl-Alt-Del ignored"), "{text}");
+    assert!(
+        text.contains("SIGTERM received"),
+        "SIGTERM was sent and survived: {text}"
+    );
+    // Only SIGKILL can have ended it.
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Exited);
+    assert!(processes_with_marker(&format!("banger-{uid}")).is_empty());
+}
+
+#[tokio::test]
+async fn paused_or_unreachable_instances_are_unresponsive() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(4);
+    let _cleanup = KillOnDrop::new(uid);
+    let spec = stand_in_vm(dir.path(), uid, json!({}));
+    let driver = stand_in_driver();
+    let process = driver.launch(&spec).await.unwrap();
+
+    let socket = process.control_socket.clone();
+    assert_eq!(
+        raw(&socket, "PATCH", "/vm", r#"{"state":"Paused"}"#)
+            .await
+            .0,
+        204
+    );
+    let Liveness::Unresponsive { reason } = driver.probe(&process, uid).await else {
+        panic!("a paused guest is not Running");
+    };
+    assert!(reason.contains("Paused"), "{reason}");
+    assert_eq!(
+        raw(&socket, "PATCH", "/vm", r#"{"state":"Resumed"}"#)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+
+    // The process lives but its socket is gone: unresponsive, and shutdown falls back to
+    // signals.
+    std::fs::remove_file(&socket).unwrap();
+    let Liveness::Unresponsive { reason } = driver.probe(&process, uid).await else {
+        panic!("no socket cannot be Running");
+    };
+    assert!(reason.contains("connect to API socket"), "{reason}");
+    driver
+        .shutdown(&process, uid, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Exited);
+    assert!(console(&spec).contains("SIGTERM received"));
+}
+
+#[tokio::test]
+async fn refused_configuration_fails_the_launch_and_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(5);
+    let _cleanup = KillOnDrop::new(uid);
+    let mut spec = stand_in_vm(dir.path(), uid, json!({}));
+    spec.root_disk = dir.path().join("no-such-root.ext4");
+    let err = stand_in_driver().launch(&spec).await.unwrap_err();
+    let DriverError::Operation {
+        vm,
+        operation,
+        reason,
+    } = &err
+    else {
+        panic!("expected an operation error, got {err:?}");
+    };
+    assert_eq!((vm.as_str(), operation.as_str()), ("web", "configure"));
+    assert!(reason.contains("PUT /drives/rootfs"), "{reason}");
+    assert!(reason.contains("400"), "{reason}");
+    assert!(
+        reason.contains("Unable to create the block device"),
+        "fault_message surfaces: {reason}"
+    );
+    assert!(
+        processes_with_marker(&format!("banger-{uid}")).is_empty(),
+        "the half-configured VMM was killed"
+    );
+    // Nothing after the refusal reached the API.
+    assert_eq!(
+        stand_in_journal(dir.path()).last().unwrap().path,
+        "/drives/rootfs"
+    );
+}
+
+#[tokio::test]
+async fn missing_or_broken_binaries_fail_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(6);
+    let _cleanup = KillOnDrop::new(uid);
+    let spec = stand_in_vm(dir.path(), uid, json!({}));
+
+    let err = FirecrackerDriver::new("banger-no-such-firecracker")
+        .launch(&spec)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DriverError::Binary { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("banger-no-such-firecracker"),
+        "{err}"
+    );
+
+    // A binary that exits at once (here `false`) never opens the socket.
+    let err = FirecrackerDriver::new("false")
+        .launch(&spec)
+        .await
+        .unwrap_err();
+    let DriverError::Operation {
+        operation, reason, ..
+    } = &err
+    else {
+        panic!("expected an operation error, got {err:?}");
+    };
+    assert_eq!(operation, "spawn");
+    assert!(reason.contains("exited"), "{reason}");
+
+    // A file that is not a socket where the socket goes is never deleted.
+    std::fs::write(dir.path().join("firecracker.sock"), b"not a socket").unwrap();
+    let err = stand_in_driver().launch(&spec).await.unwrap_err();
+    assert!(err.to_string().contains("is not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("firecracker.sock")).unwrap(),
+        b"not a socket"
+    );
+    assert!(processes_with_marker(&format!("banger-{uid}")).is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_socket_from_an_earlier_run_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = &unique_uid(7);
+    let _cleanup = KillOnDrop::new(uid);
+    let spec = stand_in_vm(dir.path(), uid, json!({}));
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join("firecracker.sock")).unwrap());
+    let driver = stand_in_driver();
+    let process = driver.launch(&spec).await.unwrap();
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+    driver
+        .shutdown(&process, uid, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn detection_reads_the_version_of_the_binary() {
+    assert_eq!(
+        detect_version(Path::new(STAND_IN), Duration::from_secs(10)).unwrap(),
+        "1.9.0"
+    );
+    assert!(is_available(Path::new(STAND_IN)));
+    assert!(!is_available(Path::new("banger-no-such-firecracker")));
 }

@@ -538,6 +538,7 @@ pub struct FirecrackerModel {
     drives: BTreeMap<String, Value>,
     interfaces: BTreeMap<String, Value>,
     journal: Vec<RecordedRequest>,
+    journal_file: Option<PathBuf>,
 }
 
 /// The message Firecracker gives for a pre-boot-only request after the start.
@@ -560,7 +561,15 @@ impl FirecrackerModel {
             drives: BTreeMap::new(),
             interfaces: BTreeMap::new(),
             journal: Vec::new(),
+            journal_file: None,
         }
+    }
+
+    /// The same model, also appending each [`RecordedRequest`] as one JSON line to
+    /// `path` (how a stand-in process shows its journal to the test).
+    pub fn with_journal_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.journal_file = Some(path.into());
+        self
     }
 
     /// Every request so far, in arrival order.
@@ -598,7 +607,7 @@ impl FirecrackerModel {
             Ok(value) => value,
             Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
         };
-        self.journal.push(RecordedRequest {
+        let record = RecordedRequest {
             method: method.to_owned(),
             path: path.to_owned(),
             body: recorded_body,
@@ -610,7 +619,11 @@ impl FirecrackerModel {
                 .and_then(|b| b.get("fault_message"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-        });
+        };
+        if let Some(path) = &self.journal_file {
+            append_json_line(path, &record);
+        }
+        self.journal.push(record);
         answer
     }
 
@@ -847,6 +860,30 @@ impl FirecrackerModel {
     }
 }
 
+fn append_json_line(path: &Path, record: &RecordedRequest) {
+    use std::io::Write;
+    let Ok(mut line) = serde_json::to_vec(record) else {
+        return;
+    };
+    line.push(b'\n');
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = file.write_all(&line);
+    }
+}
+
+/// Reads a journal file written by [`FirecrackerModel::with_journal_file`].
+pub fn read_journal_file(path: &Path) -> Vec<RecordedRequest> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 fn str_field<'a>(body: &'a Value, key: &str) -> &'a str {
     body.get(key).and_then(Value::as_str).unwrap_or("")
 }
@@ -882,8 +919,17 @@ impl FcApiServer {
         instance_id: &str,
         hook: Option<EventHook>,
     ) -> std::io::Result<Self> {
+        Self::start_model(socket, FirecrackerModel::new(instance_id), hook)
+    }
+
+    /// Binds `socket` and serves `model`.
+    pub fn start_model(
+        socket: &Path,
+        model: FirecrackerModel,
+        hook: Option<EventHook>,
+    ) -> std::io::Result<Self> {
         let listener = UnixListener::bind(socket)?;
-        let model = Arc::new(Mutex::new(FirecrackerModel::new(instance_id)));
+        let model = Arc::new(Mutex::new(model));
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(serve(listener, Arc::clone(&model), hook, Arc::clone(&stop)));
         Ok(Self {
