@@ -293,6 +293,14 @@ async fn model_checks_every_request_against_the_definition() {
     )
     .await;
     assert!(fault(&mismatch).contains("does not match"));
+    let bad_id = raw(
+        s,
+        "PUT",
+        "/drives/root-fs",
+        r#"{"drive_id":"root-fs","is_root_device":true}"#,
+    )
+    .await;
+    assert!(fault(&bad_id).contains("alphanumeric characters and underscores"));
     // virtio-block drives need their path and read-only flag.
     let no_path = raw(
         s,
@@ -821,7 +829,7 @@ async fn missing_or_broken_binaries_fail_the_launch() {
 }
 
 #[tokio::test]
-async fn a_stale_socket_from_an_earlier_run_is_replaced() {
+async fn a_stale_socket_is_replaced_but_a_live_one_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let uid = &unique_uid(7);
     let _cleanup = KillOnDrop::new(uid);
@@ -830,6 +838,11 @@ async fn a_stale_socket_from_an_earlier_run_is_replaced() {
     let driver = stand_in_driver();
     let process = driver.launch(&spec).await.unwrap();
     assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+    // A socket a live Firecracker still serves is never replaced.
+    let err = driver.launch(&spec).await.unwrap_err();
+    assert!(err.to_string().contains("served by a live process"), "{err}");
+    assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
+    assert_eq!(processes_with_marker(&format!("banger-{uid}")), [process.pid]);
     driver
         .shutdown(&process, uid, Duration::from_secs(20))
         .await

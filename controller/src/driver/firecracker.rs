@@ -337,13 +337,21 @@ fn operation_error(vm: &str, operation: &str, reason: impl Into<String>) -> Driv
     }
 }
 
-/// Removes a socket left by an earlier Firecracker (it refuses to bind over one). Any
-/// other kind of file at that path is an error: banger does not delete what it did not
-/// make.
+/// Removes a socket left by an earlier Firecracker (it refuses to bind over one). A
+/// socket something still listens on, or any other kind of file at that path, is an
+/// error: banger does not delete what is in use or what it did not make.
 fn remove_stale_socket(socket: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(socket) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(socket)
-            .map_err(|e| format!("remove stale API socket {}: {e}", socket.display())),
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Err(format!(
+                    "{} is served by a live process; refusing to replace it",
+                    socket.display()
+                ));
+            }
+            std::fs::remove_file(socket)
+                .map_err(|e| format!("remove stale API socket {}: {e}", socket.display()))
+        }
         Ok(_) => Err(format!(
             "{} exists and is not a socket; refusing to replace it",
             socket.display()

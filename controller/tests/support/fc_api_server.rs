@@ -14,11 +14,12 @@
 //! - `PUT`/`PATCH` bodies must be JSON objects matching the operation's definition:
 //!   required fields present, every field known, each of the right type, integers in
 //!   range, enum values valid (recursively for nested objects); `GET` takes no body;
-//! - the id in the path must equal the id in the body (`drive_id`, `iface_id`);
+//! - the id in the path must be alphanumeric or `_` and equal the id in the body
+//!   (`drive_id`, `iface_id`);
 //! - pre-boot-only operations are refused after `InstanceStart`, post-boot-only ones
 //!   before it; `InstanceStart` is accepted once;
 //! - semantic rules Firecracker applies when it acts on a request: the kernel, initrd
-//!   and drive files must exist, one root drive at most, a valid and unique guest MAC,
+//!   and drive files and the logger's `log_path` must exist, one root drive at most, a valid and unique guest MAC,
 //!   a unique tap name of at most 15 bytes, SMT needs 1 or an even vCPU count, memory
 //!   is not zero, virtio-block drives carry `path_on_host` and `is_read_only`;
 //! - banger's launch contract, stricter than Firecracker (which defaults the machine
@@ -643,6 +644,13 @@ impl FirecrackerModel {
                 }
             }
         }
+        if let Some(param) = &param {
+            if !param.chars().all(|c| c == '_' || c.is_alphanumeric()) {
+                return Answer::fault(
+                    "API Resource IDs can only contain alphanumeric characters and underscores.",
+                );
+            }
+        }
         if let (Some(field), Some(param)) = (operation.id_field, &param) {
             if body.get(field).and_then(Value::as_str) != Some(param.as_str()) {
                 return Answer::fault("The id from the path does not match the id from the body!");
@@ -737,7 +745,8 @@ impl FirecrackerModel {
 
     fn put_logger(&mut self, body: &Value) -> Answer {
         if let Some(path) = body.get("log_path").and_then(Value::as_str) {
-            if !Path::new(path).is_file() {
+            // Firecracker opens an existing file or named pipe; it does not create one.
+            if !Path::new(path).exists() {
                 return Answer::fault(format!(
                     "Cannot initialize the logger: cannot open {path}: No such file or directory"
                 ));
