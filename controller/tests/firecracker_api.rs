@@ -15,11 +15,13 @@ use std::time::Duration;
 use banger_controller::driver::firecracker::api::{ActionType, ApiClient, ApiError, InstanceState};
 use banger_controller::driver::firecracker::boot::boot_sequence;
 use banger_controller::driver::firecracker::{
-    configure_and_start, detect_version, is_available, FirecrackerDriver, FirecrackerTimeouts,
+    configure_and_start, detect_version, host_suitability, is_available, FirecrackerDriver,
+    FirecrackerTimeouts, Unsuitable,
 };
 use banger_controller::driver::{
     DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess,
 };
+use banger_controller::host::kvm::KvmStatus;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
@@ -840,9 +842,15 @@ async fn a_stale_socket_is_replaced_but_a_live_one_is_not() {
     assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
     // A socket a live Firecracker still serves is never replaced.
     let err = driver.launch(&spec).await.unwrap_err();
-    assert!(err.to_string().contains("served by a live process"), "{err}");
+    assert!(
+        err.to_string().contains("served by a live process"),
+        "{err}"
+    );
     assert_eq!(driver.probe(&process, uid).await, Liveness::Running);
-    assert_eq!(processes_with_marker(&format!("banger-{uid}")), [process.pid]);
+    assert_eq!(
+        processes_with_marker(&format!("banger-{uid}")),
+        [process.pid]
+    );
     driver
         .shutdown(&process, uid, Duration::from_secs(20))
         .await
@@ -857,4 +865,21 @@ fn detection_reads_the_version_of_the_binary() {
     );
     assert!(is_available(Path::new(STAND_IN)));
     assert!(!is_available(Path::new("banger-no-such-firecracker")));
+    // `hypervisor: auto` and doctor: a working binary is not enough without KVM for
+    // stock guests (a kvm_pvm host such as banger's CI).
+    assert_eq!(
+        host_suitability(Path::new(STAND_IN), &KvmStatus::Usable).unwrap(),
+        "1.9.0"
+    );
+    let pvm = host_suitability(Path::new(STAND_IN), &KvmStatus::ParavirtOnly).unwrap_err();
+    assert!(
+        matches!(pvm, Unsuitable::Kvm(KvmStatus::ParavirtOnly)),
+        "{pvm:?}"
+    );
+    assert!(pvm.to_string().contains("kvm_pvm"), "{pvm}");
+    let missing = host_suitability(Path::new(STAND_IN), &KvmStatus::Missing).unwrap_err();
+    assert!(
+        missing.to_string().contains("/dev/kvm does not exist"),
+        "{missing}"
+    );
 }

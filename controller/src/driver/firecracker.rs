@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use self::api::{ActionType, ApiCall, ApiClient, ApiError, InstanceState};
 use super::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
+use crate::host::kvm::KvmStatus;
 use crate::host::process::{
     spawn_detached, terminate_tracked, uid_marker, DetachedCommand, IdentityCheck, ProcessIdentity,
     TrackedProcess,
@@ -178,6 +179,28 @@ pub fn detect_version(binary: &Path, timeout: Duration) -> Result<String, Detect
 /// Whether `binary` is a runnable Firecracker (found and `--version` answers).
 pub fn is_available(binary: &Path) -> bool {
     detect_version(binary, Duration::from_secs(5)).is_ok()
+}
+
+/// Why Firecracker cannot run VMs on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsuitable {
+    /// The binary is missing or is not Firecracker.
+    #[error(transparent)]
+    Binary(#[from] DetectError),
+    /// Firecracker needs KVM that runs stock guest kernels (it has no emulation).
+    #[error("firecracker needs KVM for stock guests: {0}")]
+    Kvm(KvmStatus),
+}
+
+/// Whether Firecracker can run stock guests here (what `hypervisor: auto` asks before
+/// choosing it over QEMU, and what `banger doctor` reports): the binary answers
+/// `--version` and KVM runs stock guests. Returns the version.
+pub fn host_suitability(binary: &Path, kvm: &KvmStatus) -> Result<String, Unsuitable> {
+    let version = detect_version(binary, Duration::from_secs(5))?;
+    if !kvm.stock_guests_can_run() {
+        return Err(Unsuitable::Kvm(kvm.clone()));
+    }
+    Ok(version)
 }
 
 /// How long each bounded step of the driver may take.
@@ -618,6 +641,63 @@ mod tests {
         assert_eq!(parse_version("QEMU emulator version 7.2.0"), None);
         assert_eq!(parse_version("Firecracker vx"), None);
         assert_eq!(parse_version(""), None);
+    }
+
+    #[test]
+    fn instance_id_is_the_uid_marker_within_firecrackers_rules() {
+        let uid = "7d1e0c52-1f0a-4c57-9a51-2b8f0e6f7a10";
+        assert_eq!(instance_id(uid).unwrap(), format!("banger-{uid}"));
+        assert!(instance_id("has space").is_err());
+        assert!(instance_id("under_score").is_err());
+        assert!(instance_id(&"a".repeat(58)).is_err(), "banger- + 58 > 64");
+        assert!(instance_id(&"a".repeat(57)).is_ok());
+    }
+
+    #[test]
+    fn command_line_carries_socket_and_marker() {
+        let args = command_args(Path::new("/vms/a/firecracker.sock"), "banger-x");
+        assert_eq!(
+            args,
+            ["--api-sock", "/vms/a/firecracker.sock", "--id", "banger-x"]
+                .map(OsString::from)
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn only_this_launchs_console_counts_for_halt() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        std::fs::write(&console, "old boot\nreboot: Power down\n").unwrap();
+        let offset = std::fs::metadata(&console).unwrap().len();
+        assert!(
+            !guest_halted(dir.path()),
+            "no launch record: unknown, not halted"
+        );
+        write_launch_record(
+            dir.path(),
+            &LaunchRecord {
+                console_log: console.clone(),
+                console_offset: offset,
+            },
+        )
+        .unwrap();
+        assert!(!guest_halted(dir.path()));
+        std::fs::write(&console, "old boot\nreboot: Power down\nnew boot\nlogin:\n").unwrap();
+        assert!(!guest_halted(dir.path()));
+        assert_eq!(console_tail(dir.path()), "console: new boot | login:");
+        let mut text = std::fs::read_to_string(&console).unwrap();
+        text.push_str("reboot: System halted\n");
+        std::fs::write(&console, text).unwrap();
+        assert!(guest_halted(dir.path()));
+    }
+
+    #[test]
+    fn firecracker_is_unsuitable_without_kvm_for_stock_guests() {
+        let missing = host_suitability(Path::new("banger-no-such-binary"), &KvmStatus::Usable);
+        assert!(matches!(missing, Err(Unsuitable::Binary(_))), "{missing:?}");
+        // The version path with a real binary is tested with the test stand-in in
+        // tests/firecracker_api.rs.
     }
 
     #[test]
