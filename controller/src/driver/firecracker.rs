@@ -266,6 +266,22 @@ pub fn instance_id(uid: &str) -> Result<String, String> {
     }
 }
 
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The API socket of a VM directory, if its path fits a Unix socket address.
+pub fn api_socket_path(vm_dir: &Path) -> Result<PathBuf, String> {
+    let socket = vm_dir.join(API_SOCKET_FILE);
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "API socket path {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}",
+            socket.display()
+        ));
+    }
+    Ok(socket)
+}
+
 /// The command line of one VM's Firecracker (after the program name).
 pub fn command_args(api_socket: &Path, instance_id: &str) -> Vec<OsString> {
     vec![
@@ -445,7 +461,7 @@ impl Hypervisor for FirecrackerDriver {
             binary: self.binary.display().to_string(),
             reason: "not found on PATH or not executable".to_owned(),
         })?;
-        let socket = spec.vm_dir.join(API_SOCKET_FILE);
+        let socket = api_socket_path(&spec.vm_dir).map_err(|e| operation_error(vm, "spawn", e))?;
         let log = spec.vm_dir.join(LOG_FILE);
         let calls = boot::boot_sequence(spec, &log)
             .map_err(|e| operation_error(vm, "configure", e.to_string()))?;
@@ -651,6 +667,15 @@ mod tests {
         assert!(instance_id("under_score").is_err());
         assert!(instance_id(&"a".repeat(58)).is_err(), "banger- + 58 > 64");
         assert!(instance_id(&"a".repeat(57)).is_ok());
+    }
+
+    #[test]
+    fn api_socket_path_must_fit_a_unix_socket_address() {
+        let fits = api_socket_path(Path::new("/var/lib/banger/vms/web")).unwrap();
+        assert_eq!(fits, Path::new("/var/lib/banger/vms/web/firecracker.sock"));
+        let deep = format!("/{}", "d".repeat(90));
+        let err = api_socket_path(Path::new(&deep)).unwrap_err();
+        assert!(err.contains("at most 107"), "{err}");
     }
 
     #[test]
