@@ -1,0 +1,288 @@
+//! Bridge, tap, forwarding and NAT against the real kernel, inside a network namespace
+//! each test creates (the host's own namespace is never touched).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use banger_controller::host::names::{self, ObjectUid};
+use banger_controller::host::net::bridge::{ensure_bridge, probe_bridge, remove_bridge};
+use banger_controller::host::net::nat::Nftables;
+use banger_controller::host::net::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap};
+use banger_controller::host::net::{
+    enable_ipv4_forwarding, ipv4_forwarding_enabled, BridgeConfig, NetError, Netlink,
+};
+use common::{host_links, TestNetns};
+
+fn uid(text: &str) -> ObjectUid {
+    ObjectUid::parse(text).unwrap()
+}
+
+#[test]
+fn bridge_ensure_is_idempotent_and_probed() {
+    let host_before = host_links();
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::default();
+    let index = ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            let before = probe_bridge(&nl, &cfg).await.unwrap();
+            assert_eq!(before.index, None);
+            assert!(!before.is_healthy());
+
+            let first = ensure_bridge(&nl, &cfg).await.unwrap();
+            assert!(first.is_healthy(), "{first:?}");
+            let second = ensure_bridge(&nl, &cfg).await.unwrap();
+            assert_eq!(first, second, "second ensure changed something");
+            second.index.unwrap()
+        }
+    });
+
+    // Inspect from outside with ip(8).
+    let addr = ns.ip(&["-4", "-o", "addr", "show", "dev", "banger0"]);
+    assert!(addr.contains("inet 172.30.0.1/24"), "{addr}");
+    assert_eq!(addr.lines().count(), 1, "address added twice: {addr}");
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", "banger0"]);
+    assert!(link.contains("bridge"), "{link}");
+    assert!(link.contains("<") && link.contains("UP"), "{link}");
+    assert!(link.starts_with(&format!("{index}:")), "{link}");
+
+    // A missing address and a downed bridge are repaired.
+    ns.ip(&["addr", "flush", "dev", "banger0"]);
+    ns.ip(&["link", "set", "banger0", "down"]);
+    ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            let probe = probe_bridge(&nl, &cfg).await.unwrap();
+            assert!(!probe.has_address && !probe.up, "{probe:?}");
+            assert!(ensure_bridge(&nl, &cfg).await.unwrap().is_healthy());
+            remove_bridge(&nl, &cfg).await.unwrap();
+            assert_eq!(probe_bridge(&nl, &cfg).await.unwrap().index, None);
+            remove_bridge(&nl, &cfg).await.unwrap();
+        }
+    });
+    assert_eq!(host_links(), host_before, "host interfaces changed");
+}
+
+#[test]
+fn bridge_name_taken_by_another_kind_is_an_error() {
+    let ns = TestNetns::new();
+    ns.ip(&[
+        "link",
+        "add",
+        "notabridge",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nb-peer",
+    ]);
+    let cfg = BridgeConfig::new("notabridge", "10.9.0.0/24".parse().unwrap()).unwrap();
+    ns.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        let err = ensure_bridge(&nl, &cfg).await.unwrap_err();
+        assert!(matches!(err, NetError::WrongKind { .. }), "{err}");
+        assert!(err.to_string().contains("notabridge"), "{err}");
+        assert!(remove_bridge(&nl, &cfg).await.is_err());
+    });
+    // Left as it was.
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", "notabridge"]);
+    assert!(link.contains("veth"), "{link}");
+}
+
+#[test]
+fn tap_create_attach_probe_remove_recreate() {
+    let host_before = host_links();
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::new("br-test", "10.77.0.0/24".parse().unwrap()).unwrap();
+    let vm = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+    let other = uid("7f000000-0000-4000-8000-000000000001");
+    let tap = names::tap_name(&vm);
+
+    ns.run({
+        let (cfg, vm, other, tap) = (cfg.clone(), vm.clone(), other.clone(), tap.clone());
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            ensure_bridge(&nl, &cfg).await.unwrap();
+            let absent = probe_tap(&nl, &tap, &cfg).await.unwrap();
+            assert_eq!(absent.index, None);
+
+            let made = ensure_tap(&nl, &vm, &cfg).await.unwrap();
+            assert!(made.is_healthy(), "{made:?}");
+            assert_eq!(made.name, tap);
+            let again = ensure_tap(&nl, &vm, &cfg).await.unwrap();
+            assert_eq!(made, again);
+
+            ensure_tap(&nl, &other, &cfg).await.unwrap();
+            let listed = list_banger_taps(&nl).await.unwrap();
+            let mut expected = vec![tap.clone(), names::tap_name(&other)];
+            expected.sort();
+            assert_eq!(listed, expected);
+        }
+    });
+
+    // Persistent tun device in tap mode, master = bridge, up.
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", &tap]);
+    assert!(link.contains("master br-test"), "{link}");
+    assert!(link.contains("tun type tap"), "{link}");
+    assert!(link.contains("UP"), "{link}");
+
+    // Detach and down: the probe sees it and ensure repairs it.
+    ns.ip(&["link", "set", &tap, "nomaster"]);
+    ns.ip(&["link", "set", &tap, "down"]);
+    ns.run({
+        let (cfg, vm, tap) = (cfg.clone(), vm.clone(), tap.clone());
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            let probe = probe_tap(&nl, &tap, &cfg).await.unwrap();
+            assert!(probe.is_tap && !probe.attached && !probe.up, "{probe:?}");
+            assert!(ensure_tap(&nl, &vm, &cfg).await.unwrap().is_healthy());
+
+            remove_tap(&nl, &tap).await.unwrap();
+            assert_eq!(probe_tap(&nl, &tap, &cfg).await.unwrap().index, None);
+            remove_tap(&nl, &tap).await.unwrap();
+            assert_eq!(list_banger_taps(&nl).await.unwrap().len(), 1);
+
+            let recreated = ensure_tap(&nl, &vm, &cfg).await.unwrap();
+            assert!(recreated.is_healthy(), "{recreated:?}");
+        }
+    });
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", &tap]);
+    assert!(link.contains("master br-test"), "{link}");
+
+    // remove_tap refuses a non-tap device.
+    ns.ip(&[
+        "link",
+        "add",
+        "bgt000000000000",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "bgt-peer",
+    ]);
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let err = remove_tap(&nl, "bgt000000000000").await.unwrap_err();
+        assert!(matches!(err, NetError::WrongKind { .. }), "{err}");
+    });
+    assert_eq!(host_links(), host_before, "host interfaces changed");
+}
+
+#[test]
+fn ipv4_forwarding_is_per_namespace() {
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        // A fresh namespace starts with forwarding off.
+        assert!(!ipv4_forwarding_enabled().unwrap());
+        enable_ipv4_forwarding().unwrap();
+        enable_ipv4_forwarding().unwrap();
+        assert!(ipv4_forwarding_enabled().unwrap());
+    });
+    let inside = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), "1");
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    assert_eq!(host_before, host_after, "host forwarding changed");
+}
+
+fn nft_in(ns: &TestNetns, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn nat_rule_ensure_probe_replace_remove() {
+    let host_table = Nftables::default().read_table().unwrap();
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::default();
+    let a = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+    let b = uid("7f000000-0000-4000-8000-000000000001");
+    let ip_a = Ipv4Addr::new(172, 30, 0, 2);
+    let ip_b = Ipv4Addr::new(172, 30, 0, 3);
+
+    ns.run({
+        let (cfg, a, b) = (cfg.clone(), a.clone(), b.clone());
+        move || async move {
+            let nft = Nftables::default();
+            assert!(!nft.read_table().unwrap().exists);
+            assert_eq!(nft.probe_vm(&a).unwrap(), None);
+            nft.remove_vm(&a).unwrap(); // nothing there: still fine
+
+            let rule = nft.ensure_vm(&a, ip_a, &cfg).unwrap();
+            assert_eq!(rule.uid, a);
+            assert_eq!(rule.ip, Some(ip_a));
+            let again = nft.ensure_vm(&a, ip_a, &cfg).unwrap();
+            assert_eq!(rule, again, "second ensure rewrote the rule");
+            assert_eq!(nft.probe_vm(&a).unwrap(), Some(rule.clone()));
+
+            let table = nft.read_table().unwrap();
+            assert_eq!(table.forward_bridges, vec!["banger0", "banger0"]);
+            assert_eq!(table.vm_rules.len(), 1);
+
+            nft.ensure_vm(&b, ip_b, &cfg).unwrap();
+            // A changed address replaces the rule (one rule per VM, new handle).
+            let moved = nft
+                .ensure_vm(&a, Ipv4Addr::new(172, 30, 0, 9), &cfg)
+                .unwrap();
+            assert_ne!(moved.handle, rule.handle);
+            let rules = nft.list_vm_rules().unwrap();
+            assert_eq!(rules.len(), 2, "{rules:?}");
+            assert_eq!(rules.iter().filter(|r| r.uid == a).count(), 1);
+        }
+    });
+
+    let (ok, text) = nft_in(&ns, &["list", "table", "ip", "banger"]);
+    assert!(ok);
+    assert!(
+        text.contains(&format!(
+            "ip saddr 172.30.0.9 oifname != \"banger0\" masquerade comment \"banger-vm:{a}\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("ip saddr 172.30.0.3"), "{text}");
+    assert!(!text.contains("172.30.0.2 "), "{text}");
+
+    ns.run({
+        let (a, b) = (a.clone(), b.clone());
+        move || async move {
+            let nft = Nftables::default();
+            nft.remove_vm(&a).unwrap();
+            assert_eq!(nft.probe_vm(&a).unwrap(), None);
+            nft.remove_vm(&a).unwrap();
+            let left = nft.list_vm_rules().unwrap();
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].uid, b);
+            nft.remove_table().unwrap();
+            assert!(!nft.read_table().unwrap().exists);
+            nft.remove_table().unwrap();
+        }
+    });
+    let (ok, _) = nft_in(&ns, &["list", "table", "ip", "banger"]);
+    assert!(!ok, "table still there");
+    assert_eq!(
+        Nftables::default().read_table().unwrap(),
+        host_table,
+        "host's nftables changed"
+    );
+}
