@@ -3,5 +3,7 @@
 //! Every host object banger creates has a deterministic name derived from its owner's
 //! uid ([`names`]), so it can be found again by probing and garbage-collected.
 
+pub mod disk;
 pub mod names;
 pub mod net;
+pub mod safe_path;
