@@ -58,7 +58,10 @@ pub struct LoadSet {
 /// resolve against `base_dir`.
 pub fn parse_document_set(bytes: &[u8], file: &str, base_dir: &Path) -> FileLoad {
     let _ = (bytes, base_dir);
-    FileLoad { file: file.to_string(), ..FileLoad::default() }
+    FileLoad {
+        file: file.to_string(),
+        ..FileLoad::default()
+    }
 }
 
 /// Reads and parses one file.

@@ -19,7 +19,9 @@ pub const API_VERSION: &str = "banger.dev/v1alpha1";
 
 /// The kinds of resource banger manages, in dependency order (an Image is needed by a
 /// VM, a VM by a Workspace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Kind {
     /// A bootable image: kernel, optional initrd and a root filesystem.
     Image,
@@ -113,7 +115,10 @@ pub struct Readiness {
 
 impl Default for Readiness {
     fn default() -> Self {
-        Readiness { tcp_port: Some(22), console_marker: None }
+        Readiness {
+            tcp_port: Some(22),
+            console_marker: None,
+        }
     }
 }
 
@@ -191,7 +196,10 @@ pub struct NetworkSpec {
 
 impl Default for NetworkSpec {
     fn default() -> Self {
-        NetworkSpec { nat: true, ip: None }
+        NetworkSpec {
+            nat: true,
+            ip: None,
+        }
     }
 }
 
@@ -285,7 +293,12 @@ pub struct ObjectKey {
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.kind.as_str().to_ascii_lowercase(), self.name)
+        write!(
+            f,
+            "{}/{}",
+            self.kind.as_str().to_ascii_lowercase(),
+            self.name
+        )
     }
 }
 
@@ -315,6 +328,9 @@ impl Resource {
 
     /// Kind and name.
     pub fn key(&self) -> ObjectKey {
-        ObjectKey { kind: self.kind(), name: self.name().to_string() }
+        ObjectKey {
+            kind: self.kind(),
+            name: self.name().to_string(),
+        }
     }
 }
