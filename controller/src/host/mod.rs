@@ -7,6 +7,7 @@ pub mod kvm;
 pub mod process;
 
 pub mod disk;
+pub mod doctor;
 pub mod names;
 pub mod net;
 pub mod safe_path;
