@@ -22,7 +22,7 @@ fn uid(text: &str) -> ObjectUid {
 
 #[test]
 fn bridge_ensure_is_idempotent_and_probed() {
-    let host_before = host_links();
+    let host_before = host_links(&["banger0"]);
     let ns = TestNetns::new();
     let cfg = BridgeConfig::default();
     let index = ns.run({
@@ -65,7 +65,11 @@ fn bridge_ensure_is_idempotent_and_probed() {
             remove_bridge(&nl, &cfg).await.unwrap();
         }
     });
-    assert_eq!(host_links(), host_before, "host interfaces changed");
+    assert_eq!(
+        host_links(&["banger0"]),
+        host_before,
+        "host interfaces changed"
+    );
 }
 
 #[test]
@@ -96,12 +100,14 @@ fn bridge_name_taken_by_another_kind_is_an_error() {
 
 #[test]
 fn tap_create_attach_probe_remove_recreate() {
-    let host_before = host_links();
     let ns = TestNetns::new();
     let cfg = BridgeConfig::new("br-test", "10.77.0.0/24".parse().unwrap()).unwrap();
     let vm = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
     let other = uid("7f000000-0000-4000-8000-000000000001");
     let tap = names::tap_name(&vm);
+    let other_tap = names::tap_name(&other);
+    let watched = ["br-test", tap.as_str(), other_tap.as_str()];
+    let host_before = host_links(&watched);
 
     ns.run({
         let (cfg, vm, other, tap) = (cfg.clone(), vm.clone(), other.clone(), tap.clone());
@@ -170,7 +176,25 @@ fn tap_create_attach_probe_remove_recreate() {
         let err = remove_tap(&nl, "bgt000000000000").await.unwrap_err();
         assert!(matches!(err, NetError::WrongKind { .. }), "{err}");
     });
-    assert_eq!(host_links(), host_before, "host interfaces changed");
+    assert_eq!(host_links(&watched), host_before, "host interfaces changed");
+}
+
+#[test]
+fn tap_without_bridge_is_reported() {
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let cfg = BridgeConfig::default();
+        let err = ensure_tap(&nl, &uid("abc123"), &cfg).await.unwrap_err();
+        assert!(
+            matches!(err, NetError::Missing { ref device } if device == "banger0"),
+            "{err}"
+        );
+        assert!(
+            list_banger_taps(&nl).await.unwrap().is_empty(),
+            "tap left behind"
+        );
+    });
 }
 
 #[test]

@@ -81,6 +81,12 @@ pub async fn ensure_tap(
     bridge: &BridgeConfig,
 ) -> Result<TapProbe, NetError> {
     let name = names::tap_name(uid);
+    // The bridge first: never leave a fresh, unattached tap behind.
+    let Some(bridge_link) = find_link(nl, bridge.name()).await? else {
+        return Err(NetError::Missing {
+            device: bridge.name().to_string(),
+        });
+    };
     let mut probe = probe_tap(nl, &name, bridge).await?;
     if probe.index.is_none() {
         create_persistent_tap(&name)?;
@@ -98,11 +104,6 @@ pub async fn ensure_tap(
     if probe.attached && probe.up {
         return Ok(probe);
     }
-    let Some(bridge_link) = find_link(nl, bridge.name()).await? else {
-        return Err(NetError::Missing {
-            device: bridge.name().to_string(),
-        });
-    };
     nl.handle()
         .link()
         .set(
