@@ -310,3 +310,48 @@ fn nat_rule_ensure_probe_replace_remove() {
         "host's nftables changed"
     );
 }
+
+#[test]
+fn qemu_opens_the_persistent_tap() {
+    let ns = TestNetns::new();
+    let vm = uid("5eed0000-0000-4000-8000-00000000000a");
+    let tap = names::tap_name(&vm);
+    let mac = names::mac_address(&vm);
+    let output = ns.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        let cfg = BridgeConfig::default();
+        ensure_bridge(&nl, &cfg).await.unwrap();
+        assert!(ensure_tap(&nl, &vm, &cfg).await.unwrap().is_healthy());
+        // QEMU paused (-S), driven over QMP on stdio: it must accept the tap, answer,
+        // and quit. `timeout` bounds it if anything hangs.
+        let mut child = Command::new("timeout")
+            .args(["20", "qemu-system-x86_64", "-M", "microvm", "-nodefaults"])
+            .args(["-no-user-config", "-display", "none", "-S", "-qmp", "stdio"])
+            .arg("-netdev")
+            .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+            .arg("-device")
+            .arg(format!("virtio-net-device,netdev=n0,mac={mac}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64 (and timeout) must be installed");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(
+                    b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\"}\n{\"execute\":\"quit\"}\n",
+                )
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "qemu failed: {stderr}\n{stdout}");
+    assert!(
+        stdout.contains("\"status\": \"prelaunch\""),
+        "{stdout}\n{stderr}"
+    );
+}
