@@ -355,3 +355,70 @@ fn qemu_opens_the_persistent_tap() {
         "{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn vm_network_lifecycle_and_garbage() {
+    use banger_controller::host::net::vm::{
+        ensure_vm_network, list_net_garbage, probe_vm_network, remove_vm_network, VmNetworkSpec,
+    };
+    use std::collections::BTreeSet;
+
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let nft = Nftables::default();
+        let bridge = BridgeConfig::default();
+        let a = VmNetworkSpec {
+            uid: uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88"),
+            ip: Ipv4Addr::new(172, 30, 0, 2),
+            nat: true,
+        };
+        let b = VmNetworkSpec {
+            uid: uid("7f000000-0000-4000-8000-000000000001"),
+            ip: Ipv4Addr::new(172, 30, 0, 3),
+            nat: false,
+        };
+        let pa = ensure_vm_network(&nl, &nft, &bridge, &a).await.unwrap();
+        assert!(pa.matches(&a), "{pa:?}");
+        let pb = ensure_vm_network(&nl, &nft, &bridge, &b).await.unwrap();
+        assert!(pb.matches(&b), "{pb:?}");
+        assert!(ipv4_forwarding_enabled().unwrap());
+        assert_eq!(
+            probe_vm_network(&nl, &nft, &bridge, &a.uid).await.unwrap(),
+            pa
+        );
+
+        // Turning NAT off removes the rule; the probe sees it.
+        let a_off = VmNetworkSpec {
+            nat: false,
+            ..a.clone()
+        };
+        let p = ensure_vm_network(&nl, &nft, &bridge, &a_off).await.unwrap();
+        assert!(p.nat_rule.is_none() && p.matches(&a_off));
+        assert!(!probe_vm_network(&nl, &nft, &bridge, &a.uid)
+            .await
+            .unwrap()
+            .matches(&a));
+        ensure_vm_network(&nl, &nft, &bridge, &a).await.unwrap();
+
+        // Only `b` is known: `a`'s tap and rule are garbage.
+        let known: BTreeSet<ObjectUid> = [b.uid.clone()].into_iter().collect();
+        let garbage = list_net_garbage(&nl, &nft, &known).await.unwrap();
+        assert_eq!(garbage.taps, vec![names::tap_name(&a.uid)]);
+        assert_eq!(garbage.nat_rules.len(), 1);
+        assert_eq!(garbage.nat_rules[0].uid, a.uid);
+
+        remove_vm_network(&nl, &nft, &a.uid).await.unwrap();
+        remove_vm_network(&nl, &nft, &a.uid).await.unwrap();
+        let after = probe_vm_network(&nl, &nft, &bridge, &a.uid).await.unwrap();
+        assert_eq!(after.tap.index, None);
+        assert_eq!(after.nat_rule, None);
+        assert!(after.bridge.is_healthy(), "bridge is shared and stays");
+        let garbage = list_net_garbage(&nl, &nft, &known).await.unwrap();
+        assert!(garbage.taps.is_empty() && garbage.nat_rules.is_empty());
+        assert!(probe_vm_network(&nl, &nft, &bridge, &b.uid)
+            .await
+            .unwrap()
+            .matches(&b));
+    });
+}

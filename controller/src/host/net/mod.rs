@@ -5,6 +5,7 @@
 //! - [`tap`]: persistent taps made through `/dev/net/tun`, attached to the bridge over
 //!   rtnetlink.
 //! - [`nat`]: per-VM masquerade rules in banger's own nftables table.
+//! - [`vm`]: one VM's network composed from the above, and the garbage finder.
 //!
 //! Everything here acts on the network namespace of the *calling thread* (netlink
 //! sockets, `/proc/sys/net` and child processes take the namespace of the thread that
@@ -21,6 +22,7 @@ pub mod bridge;
 pub mod cidr;
 pub mod nat;
 pub mod tap;
+pub mod vm;
 
 pub use cidr::Ipv4Cidr;
 
