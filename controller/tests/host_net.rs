@@ -422,3 +422,79 @@ fn vm_network_lifecycle_and_garbage() {
             .matches(&b));
     });
 }
+
+/// Pings `target` once from inside namespace `ns` (busybox ping; bounded by -W).
+fn ping_from(ns: &str, target: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "2", target,
+        ])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Real traffic: a "guest" namespace behind the bridge reaches an "outside" namespace
+/// that has no route back to the bridge subnet only while the VM's masquerade rule is
+/// in place.
+#[test]
+fn masquerade_rule_really_translates() {
+    let host = TestNetns::new();
+    let guest = TestNetns::new();
+    let outside = TestNetns::new();
+    let vm = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+
+    host.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        ensure_bridge(&nl, &BridgeConfig::default()).await.unwrap();
+        enable_ipv4_forwarding().unwrap();
+    });
+    // The guest: a veth whose host end is a bridge port (stands in for the tap).
+    host.ip(&[
+        "link", "add", "gveth", "type", "veth", "peer", "name", "gport",
+    ]);
+    host.ip(&["link", "set", "gveth", "netns", &guest.name]);
+    host.ip(&["link", "set", "gport", "master", "banger0", "up"]);
+    guest.ip(&["addr", "add", "172.30.0.2/24", "dev", "gveth"]);
+    guest.ip(&["link", "set", "gveth", "up"]);
+    guest.ip(&["link", "set", "lo", "up"]);
+    guest.ip(&["route", "add", "default", "via", "172.30.0.1"]);
+    // The outside world: reachable from the host namespace, no route to 172.30.0.0/24.
+    host.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "out0"]);
+    host.ip(&["link", "set", "out0", "netns", &outside.name]);
+    host.ip(&["addr", "add", "10.99.0.1/24", "dev", "up0"]);
+    host.ip(&["link", "set", "up0", "up"]);
+    outside.ip(&["addr", "add", "10.99.0.2/24", "dev", "out0"]);
+    outside.ip(&["link", "set", "out0", "up"]);
+
+    assert!(
+        ping_from(&guest.name, "172.30.0.1"),
+        "guest cannot reach the bridge"
+    );
+    assert!(
+        !ping_from(&guest.name, "10.99.0.2"),
+        "outside reachable without NAT: the test proves nothing"
+    );
+
+    host.run({
+        let vm = vm.clone();
+        move || async move {
+            Nftables::default()
+                .ensure_vm(&vm, Ipv4Addr::new(172, 30, 0, 2), &BridgeConfig::default())
+                .unwrap();
+        }
+    });
+    assert!(
+        ping_from(&guest.name, "10.99.0.2"),
+        "masquerade does not work"
+    );
+
+    host.run(move || async move {
+        Nftables::default().remove_vm(&vm).unwrap();
+    });
+    assert!(
+        !ping_from(&guest.name, "10.99.0.2"),
+        "outside still reachable after the rule was removed"
+    );
+}
