@@ -183,6 +183,31 @@ fn sparse_copy_grows_and_leaves_the_image_alone() {
     .unwrap_err();
     assert!(matches!(err, DiskError::OtherImage { .. }), "{err}");
 
+    // A grow interrupted after extending the file (filesystem not resized yet) is
+    // finished by the next ensure.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&grown.path)
+        .unwrap()
+        .set_len(384 * MIB)
+        .unwrap();
+    assert_eq!(fs_bytes(&grown.path), 320 * MIB);
+    let finished = ensure_root_disk(&req(384 * MIB)).unwrap();
+    assert_eq!(fs_bytes(&finished.path), 384 * MIB);
+    assert_eq!(finished.source.unwrap().filesystem_bytes, 384 * MIB);
+    fsck_clean(&finished.path);
+
+    // Without its sidecar a disk's origin is unknown: refused, not overwritten.
+    let sidecar = vm_dir.join("rootfs.source.json");
+    let saved = std::fs::read(&sidecar).unwrap();
+    std::fs::remove_file(&sidecar).unwrap();
+    let err = ensure_root_disk(&req(384 * MIB)).unwrap_err();
+    assert!(
+        matches!(err, DiskError::OtherImage { ref recorded, .. } if recorded == "unknown"),
+        "{err}"
+    );
+    std::fs::write(&sidecar, saved).unwrap();
+
     assert_eq!(sha256(&image_path), image_hash, "image modified");
 
     // Remove: idempotent, leaves the VM directory.

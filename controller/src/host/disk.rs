@@ -282,16 +282,16 @@ fn keep_existing(
     sidecar: &Path,
 ) -> Result<RootDisk, DiskError> {
     let recorded = read_sidecar(sidecar).map_err(ctx.io("read sidecar", sidecar))?;
-    let Some(mut source) = recorded.filter(|s| s.image_identity == req.image.identity) else {
-        return Err(DiskError::OtherImage {
-            vm: req.vm_name.to_string(),
-            path: disk.to_path_buf(),
-            recorded: read_sidecar(sidecar)
-                .ok()
-                .flatten()
-                .map_or_else(|| "unknown".to_string(), |s| s.image_identity),
-            requested: req.image.identity.clone(),
-        });
+    let mut source = match recorded {
+        Some(source) if source.image_identity == req.image.identity => source,
+        other => {
+            return Err(DiskError::OtherImage {
+                vm: req.vm_name.to_string(),
+                path: disk.to_path_buf(),
+                recorded: other.map_or_else(|| "unknown".to_string(), |s| s.image_identity),
+                requested: req.image.identity.clone(),
+            })
+        }
     };
     let current = std::fs::metadata(disk)
         .map_err(ctx.io("inspect disk", disk))?

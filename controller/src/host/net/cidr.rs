@@ -193,7 +193,10 @@ pub struct GuestPool {
 impl GuestPool {
     /// Number of addresses in the pool.
     pub fn len(&self) -> usize {
-        usize::try_from(self.last.saturating_sub(self.first) + 1).unwrap_or(usize::MAX)
+        if self.first > self.last {
+            return 0;
+        }
+        usize::try_from(self.last - self.first).map_or(usize::MAX, |n| n.saturating_add(1))
     }
 
     /// Whether the pool has no address (never, for a valid [`Ipv4Cidr`]).
