@@ -2,7 +2,7 @@
 //! (the bridge check only reads, but stays out of the host's namespace anyway).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod netns_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use banger_controller::host::doctor::{
 };
 use banger_controller::host::net::bridge::ensure_bridge;
 use banger_controller::host::net::{BridgeConfig, Netlink};
-use common::TestNetns;
+use netns_support::TestNetns;
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);

@@ -2,7 +2,7 @@
 //! each test creates (the host's own namespace is never touched).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod netns_support;
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -14,7 +14,7 @@ use banger_controller::host::net::tap::{ensure_tap, list_banger_taps, probe_tap,
 use banger_controller::host::net::{
     enable_ipv4_forwarding, ipv4_forwarding_enabled, BridgeConfig, NetError, Netlink,
 };
-use common::{host_links, TestNetns};
+use netns_support::{host_links, TestNetns};
 
 fn uid(text: &str) -> ObjectUid {
     ObjectUid::parse(text).unwrap()
