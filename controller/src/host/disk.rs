@@ -28,6 +28,7 @@ use nix::unistd::{lseek, Whence};
 use serde::{Deserialize, Serialize};
 
 use crate::host::safe_path::{self, UnsafePath};
+use crate::host::which::find_executable;
 
 /// File name of a VM's root disk inside its VM directory.
 pub const ROOT_DISK_FILE: &str = "rootfs.ext4";
@@ -527,7 +528,8 @@ fn run_tool(
     disk: &Path,
     ok: &[i32],
 ) -> Result<(), DiskError> {
-    let output = Command::new(tool)
+    let bin = find_executable(Path::new(tool)).unwrap_or_else(|| PathBuf::from(tool));
+    let output = Command::new(bin)
         .args(args)
         .arg(disk)
         .stdin(std::process::Stdio::null())

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::host::kvm::{self, KvmPaths, KvmStatus};
 use crate::host::net::bridge::probe_bridge;
 use crate::host::net::{BridgeConfig, Netlink};
+use crate::host::which::find_executable;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -504,26 +505,6 @@ fn first_line(text: &str) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("(no output)")
         .to_string()
-}
-
-/// `bin` itself when it has a slash, else the first executable `PATH` entry of that name.
-fn find_executable(bin: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if bin.components().count() > 1 || bin.is_absolute() {
-        return is_exec(bin).then(|| bin.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    // e2fsprogs live in sbin, which a non-root PATH may lack.
-    for extra in ["/usr/sbin", "/sbin"] {
-        dirs.push(PathBuf::from(extra));
-    }
-    dirs.into_iter().map(|d| d.join(bin)).find(|p| is_exec(p))
 }
 
 fn run_bounded(path: &Path, arg: &str, timeout: Duration) -> Result<String, String> {

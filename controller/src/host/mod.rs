@@ -11,3 +11,4 @@ pub mod doctor;
 pub mod names;
 pub mod net;
 pub mod safe_path;
+pub mod which;

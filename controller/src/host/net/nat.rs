@@ -29,6 +29,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::host::names::{self, ObjectUid};
+use crate::host::which::find_executable;
 
 use super::BridgeConfig;
 
@@ -98,10 +99,10 @@ pub struct Nftables {
 }
 
 impl Default for Nftables {
-    /// `nft` from `PATH`.
+    /// `nft` from `PATH` (or `/usr/sbin`, `/sbin`).
     fn default() -> Self {
         Nftables {
-            bin: PathBuf::from("nft"),
+            bin: find_executable(Path::new("nft")).unwrap_or_else(|| PathBuf::from("nft")),
         }
     }
 }
