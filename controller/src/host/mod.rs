@@ -5,3 +5,10 @@
 
 pub mod kvm;
 pub mod process;
+
+pub mod disk;
+pub mod doctor;
+pub mod names;
+pub mod net;
+pub mod safe_path;
+pub mod which;
