@@ -166,11 +166,15 @@ impl Cx<'_> {
         allowed: &[&'static str],
     ) -> Option<Fields<'n>> {
         let Value::Map(entries) = &node.value else {
-            let what = if path.is_empty() { "a document" } else { path };
+            let what = if path.is_empty() {
+                "a document must be"
+            } else {
+                "must be"
+            };
             self.error(
                 node.mark,
                 path,
-                format!("{what} must be a mapping, found {}", node.type_name()),
+                format!("{what} a mapping, found {}", node.type_name()),
             );
             return None;
         };
@@ -399,6 +403,8 @@ impl Cx<'_> {
     /// Kernel command-line arguments: one line, no control characters; blank means none.
     fn kernel_args(&mut self, node: &Node, field: &str) -> Option<Option<String>> {
         let text = self.string(node, field)?;
+        // Surrounding whitespace (such as the final newline of a `>` block) is dropped.
+        let text = text.trim();
         if let Some(bad) = text.chars().find(|c| c.is_control()) {
             let message = format!(
                 "kernel arguments must be one line without control characters; found `{}`",
@@ -407,8 +413,7 @@ impl Cx<'_> {
             self.error(node.mark, field, message);
             return None;
         }
-        let trimmed = text.trim();
-        Some((!trimmed.is_empty()).then(|| trimmed.to_string()))
+        Some((!text.is_empty()).then(|| text.to_string()))
     }
 
     fn string_map(
@@ -462,9 +467,14 @@ impl Cx<'_> {
             );
             return (None, None);
         }
+        // Missing top-level fields are reported at the document's first key.
+        let first_key = match &root.value {
+            Value::Map(entries) => entries.first().map_or(root.mark, |e| e.key_mark),
+            _ => root.mark,
+        };
         let Some(top) = self.fields(
             root,
-            root.mark,
+            first_key,
             "",
             &["apiVersion", "kind", "metadata", "spec"],
         ) else {

@@ -390,7 +390,8 @@ impl Builder<'_> {
                     node
                 }
                 None => {
-                    return Err(self.fatal(mark, path, "YAML alias to an unknown anchor".into()))
+                    let message = "YAML alias (`*name`) to an anchor not defined earlier in this document; anchors do not carry across `---`";
+                    return Err(self.fatal(mark, path, message.into()));
                 }
             },
             Event::SequenceStart(anchor, tag) => {
