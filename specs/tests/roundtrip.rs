@@ -30,7 +30,7 @@ fn spell_size(mib: u64, how: u8) -> String {
         1 => format!("{mib}Mi"),
         2 => format!("{mib}M"),
         3 => format!("{}", mib * 1024 * 1024),
-        _ if mib % 1024 == 0 => format!("{}G", mib / 1024),
+        _ if mib.is_multiple_of(1024) => format!("{}G", mib / 1024),
         _ => format!("{}KiB", mib * 1024),
     }
 }
