@@ -84,7 +84,7 @@ pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Free-form string annotations. banger reads `banger.dev/on-remove`
-    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"`).
+    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"` | `"false"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
