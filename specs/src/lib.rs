@@ -49,7 +49,9 @@ pub mod types;
 pub mod yaml;
 
 pub use canonical::{resource_from_json, CanonicalError};
-pub use load::{check_set, load_file, load_inputs, parse_document_set, FileLoad, LoadSet, LoadedObject, Origin};
+pub use load::{
+    check_set, load_file, load_inputs, parse_document_set, FileLoad, LoadSet, LoadedObject, Origin,
+};
 pub use problem::{Problem, Severity};
 pub use quantity::ByteSize;
 pub use types::*;
