@@ -78,13 +78,22 @@ impl std::fmt::Display for Kind {
 pub struct ObjectMeta {
     /// The object's name: a DNS label (1–63 of `a-z 0-9 -`, no leading or trailing `-`),
     /// unique per kind.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub name: String,
     /// Free-form string labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "pattern": r"^\S{1,253}$" }))]
     pub labels: BTreeMap<String, String>,
     /// Free-form string annotations. banger reads `banger.dev/on-remove`
-    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"`).
+    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"` | `"false"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "propertyNames" = { "pattern": r"^\S{1,253}$" },
+        "properties" = {
+            "banger.dev/on-remove": { "enum": ["Delete", "Orphan", "Stop"] },
+            "banger.dev/allow-recreate": { "enum": ["true", "false"] }
+        }
+    ))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -94,6 +103,7 @@ pub struct ObjectMeta {
 pub struct OciSource {
     /// Image reference, e.g. `127.0.0.1:5000/dev/base:1.0`.
     #[serde(rename = "ref")]
+    #[schemars(regex(pattern = r"^\S+$"))]
     pub reference: String,
     /// Allow plain HTTP and unverified TLS to the registry.
     #[serde(default)]
@@ -103,13 +113,16 @@ pub struct OciSource {
 /// How banger decides that a guest is really up (`GuestReady`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct Readiness {
     /// TCP port on the guest that accepts a connection once it is up (default 22, SSH).
     /// Exactly one of `tcpPort` and `consoleMarker` is set in canonical form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub tcp_port: Option<u16>,
     /// A line the guest prints on its serial console once it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), regex(pattern = r"^[^\n\r]+$"))]
     pub console_marker: Option<String>,
 }
 
@@ -125,6 +138,7 @@ impl Default for Readiness {
 /// `spec` of an Image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{ "required": ["rootfs"] }, { "required": ["oci"] }]))]
 pub struct ImageSpec {
     /// Guest kernel (absolute after normalisation; relative paths resolve against the
     /// directory of the declaring file).
@@ -140,6 +154,7 @@ pub struct ImageSpec {
     pub oci: Option<OciSource>,
     /// Extra kernel command-line arguments for every VM of this image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\s*[^\u0000-\u001f\u007f]*\s*$"))]
     pub kernel_args: Option<String>,
     /// Guest readiness probe (default: TCP port 22).
     #[serde(default)]
@@ -190,7 +205,7 @@ pub struct NetworkSpec {
     pub nat: bool,
     /// A static IPv4 address inside the bridge's network; leased from the pool when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("format" = "ipv4"))]
     pub ip: Option<Ipv4Addr>,
 }
 
@@ -207,28 +222,51 @@ fn default_true() -> bool {
     true
 }
 
+fn default_vcpus() -> u8 {
+    crate::decode::DEFAULT_VCPUS
+}
+
+fn default_memory() -> ByteSize {
+    crate::decode::DEFAULT_MEMORY
+}
+
+fn default_disk() -> ByteSize {
+    crate::decode::DEFAULT_DISK
+}
+
 /// `spec` of a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmSpec {
     /// Name of the Image this VM boots.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub image: String,
     /// Virtual CPUs, 1..=32 (default 1).
+    #[serde(default = "default_vcpus")]
+    #[schemars(range(min = 1, max = 32))]
     pub vcpus: u8,
     /// Guest memory in bytes (default 512MiB, at least 128MiB, a whole number of MiB).
+    #[serde(default = "default_memory")]
     pub memory: ByteSize,
-    /// Size of the VM's writable root disk in bytes (default 2GiB).
+    /// Size of the VM's writable root disk in bytes (default 2GiB, at least 64MiB, a
+    /// whole number of MiB).
+    #[serde(default = "default_disk")]
     pub disk: ByteSize,
     /// Desired power state (default Running).
+    #[serde(default)]
     pub state: PowerState,
     /// Restart policy (default Always).
+    #[serde(default)]
     pub restart_policy: RestartPolicy,
     /// Hypervisor (default auto).
+    #[serde(default)]
     pub hypervisor: HypervisorChoice,
-    /// Networking.
+    /// Networking (default: NAT on, address leased from the pool).
+    #[serde(default)]
     pub network: NetworkSpec,
     /// Extra kernel command-line arguments (appended after the Image's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\s*[^\u0000-\u001f\u007f]*\s*$"))]
     pub kernel_args: Option<String>,
 }
 
@@ -248,12 +286,15 @@ pub enum IncludeMode {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceSpec {
     /// Name of the VM the workspace is copied into.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub vm: String,
     /// Host path of a git checkout (absolute after normalisation).
     pub source: PathBuf,
     /// Absolute, normalised guest path (default `/root/<name of the source folder>`).
+    #[schemars(regex(pattern = r"^/"))]
     pub path: String,
     /// Which files to copy (default untracked).
+    #[serde(default)]
     pub include: IncludeMode,
 }
 
