@@ -82,7 +82,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 in_ns() { ip netns exec "$NETNS" "$@"; }
 
 ssh_guest() {
-    in_ns ssh -i "$KIT_DIR/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    in_ns ssh -i "$SSH_KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o BatchMode=yes -o ConnectTimeout=3 -o LogLevel=ERROR "root@$GUEST_IP" "$@"
 }
 
@@ -98,8 +98,10 @@ main() {
     command -v ssh >/dev/null || fail "ssh (openssh-client) not found"
 
     "$SCRIPT_DIR/guest-kit.sh"
-    # shellcheck source=/dev/null
+    # shellcheck source=/dev/null # sets KERNEL, VMLINUX, INITRD, ROOTFS, SSH_KEY, CMDLINE
     source "$KIT_DIR/kit.env"
+    [[ -n "${KERNEL:-}" && -n "${VMLINUX:-}" && -n "${INITRD:-}" && -n "${ROOTFS:-}" && -n "${SSH_KEY:-}" && -n "${CMDLINE:-}" ]] ||
+        fail "$KIT_DIR/kit.env lacks KERNEL, VMLINUX, INITRD, ROOTFS, SSH_KEY or CMDLINE"
     log "kernel $KERNEL_VERSION"
 
     TSC_KHZ="${BANGER_SELFTEST_TSC_KHZ-$(host_tsc_khz)}"

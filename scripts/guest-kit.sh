@@ -60,8 +60,9 @@ parse_args() {
         esac
         shift
     done
-    [[ "$ROOTFS_MIB" =~ ^[0-9]+$ ]] && ((ROOTFS_MIB >= 16)) ||
+    if ! [[ "$ROOTFS_MIB" =~ ^[0-9]+$ ]] || ((ROOTFS_MIB < 16)); then
         die "BANGER_KIT_ROOTFS_MIB must be an integer >= 16, got: $ROOTFS_MIB"
+    fi
 }
 
 # is_fresh OUT INPUT... — true when OUT exists and is newer than every INPUT (and no --force).
@@ -258,6 +259,7 @@ fstype=ext4
 mode=rw
 rootwait=30
 set -f
+# shellcheck disable=SC2013 # the command line is one line of words (globbing is off)
 for word in $(cat /proc/cmdline); do
     case "$word" in
         root=/dev/*) root="${word#root=}" ;;
@@ -398,6 +400,7 @@ echo 0 >/proc/sys/kernel/ctrl-alt-del
 name=""
 ip_arg=""
 set -f
+# shellcheck disable=SC2013 # the command line is one line of words (globbing is off)
 for word in $(cat /proc/cmdline); do
     case "$word" in
         banger.name=*) name="${word#banger.name=}" ;;
@@ -415,7 +418,10 @@ mask_to_prefix() {
     esac
     bits=0
     old_ifs="$IFS"; IFS=.
+    set -f
+    # shellcheck disable=SC2086 # split on dots on purpose (globbing is off)
     set -- $1
+    set +f
     IFS="$old_ifs"
     for octet in "$@"; do
         case "$octet" in
@@ -435,6 +441,7 @@ configure_network() {
         *:*)
             old_ifs="$IFS"; IFS=:
             set -f
+            # shellcheck disable=SC2086 # split on colons on purpose (globbing is off)
             set -- $ip_arg
             set +f
             IFS="$old_ifs"
@@ -460,7 +467,9 @@ configure_network() {
     ip addr add "$addr/$prefix" dev "$dev" || return 1
     if [ -n "$gw" ]; then ip route add default via "$gw" dev "$dev" || return 1; fi
     : >/etc/resolv.conf
-    for ns in $dns0 $dns1; do echo "nameserver $ns" >>/etc/resolv.conf; done
+    for ns in "$dns0" "$dns1"; do
+        if [ -n "$ns" ]; then echo "nameserver $ns" >>/etc/resolv.conf; fi
+    done
     say "network: $dev $addr/$prefix gateway ${gw:-none}"
 }
 
