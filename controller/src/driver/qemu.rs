@@ -752,8 +752,15 @@ mod tests {
             resolve_binary(Path::new("no-such-qemu-binary")).unwrap_err(),
             "not found in PATH"
         );
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("qemu");
+        std::fs::write(&plain, b"").unwrap();
         assert_eq!(
-            resolve_binary(Path::new("/etc/hostname")).unwrap_err(),
+            resolve_binary(&plain).unwrap_err(),
+            "not an executable file"
+        );
+        assert_eq!(
+            resolve_binary(&dir.path().join("missing")).unwrap_err(),
             "not an executable file"
         );
     }
