@@ -411,7 +411,7 @@ impl QemuDriver {
                 .await
                 .map_err(|e| op("shutdown", e))?;
         }
-        remove_leftovers(&vmm.control_socket);
+        remove_leftovers(&vmm.control_socket, vmm.pid);
         Ok(())
     }
 
@@ -581,12 +581,23 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-fn remove_leftovers(socket: &Path) {
-    let mut paths = vec![socket.to_path_buf()];
-    if let Some(dir) = socket.parent() {
-        paths.push(pid_file_path(dir));
+/// Removes the QMP socket and pid file of a QEMU that is gone: the socket only when
+/// nobody listens on it, the pid file only when it names `pid`. A live QEMU's files (say,
+/// of a newer launch than the record we were given) are never touched.
+fn remove_leftovers(socket: &Path, pid: i32) {
+    let mut stale = Vec::new();
+    if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            stale.push(socket.to_path_buf());
+        }
     }
-    for path in paths {
+    if let Some(dir) = socket.parent() {
+        let pid_file = pid_file_path(dir);
+        if std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid.to_string()) {
+            stale.push(pid_file);
+        }
+    }
+    for path in stale {
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::debug!(path = %path.display(), error = %e, "could not remove QEMU leftover");
