@@ -16,6 +16,7 @@ use banger_controller::driver::qemu::{QemuDriver, QemuOptions};
 use banger_controller::driver::{DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess};
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::process::{self, read_stat, IdentityCheck, ProcessIdentity};
+use banger_controller::host::readiness::{console_len, ConsoleWatch};
 
 const KIT_MARKER: &str = "BANGER-GUEST-READY";
 const TINY_MARKER: &str = "BANGER-TINY-READY";
@@ -191,16 +192,13 @@ impl Cpio {
     }
 }
 
-/// Waits (bounded) until the console log contains `needle`.
-async fn wait_for_console(path: &Path, needle: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+/// Waits (bounded) until the console log gets `needle` after byte `from`.
+async fn wait_for_console(path: &Path, needle: &str, from: u64, timeout: Duration) -> bool {
+    let mut watch = ConsoleWatch::new(path, needle, from);
+    watch
+        .wait(timeout, Duration::from_millis(100))
+        .await
+        .unwrap()
 }
 
 fn identity(vmm: &VmmProcess) -> ProcessIdentity {
@@ -234,7 +232,7 @@ async fn kit_guest_runs_detached_and_powers_off_on_request() {
     assert_eq!(vmm.control_socket, dir.path().join("qmp.sock"));
     let started = Instant::now();
     assert!(
-        wait_for_console(&spec.console_log, KIT_MARKER, Duration::from_secs(120)).await,
+        wait_for_console(&spec.console_log, KIT_MARKER, 0, Duration::from_secs(120)).await,
         "no {KIT_MARKER} on the console"
     );
     eprintln!(
@@ -294,42 +292,31 @@ async fn kit_guest_runs_detached_and_powers_off_on_request() {
         .await
         .unwrap();
 
-    // A second boot appends to the same console log.
-    let before = console.matches(KIT_MARKER).count();
+    // A second boot appends to the same console log; readiness looks only at the new part.
+    let offset = console_len(&spec.console_log).unwrap();
+    assert!(offset > 0);
     let vmm = launch(&driver, &spec).await;
     assert!(
-        wait_for_console_count(
+        wait_for_console(
             &spec.console_log,
             KIT_MARKER,
-            before + 1,
+            offset,
             Duration::from_secs(120)
         )
         .await,
         "second boot's marker appended"
+    );
+    assert!(
+        std::fs::read_to_string(&spec.console_log)
+            .unwrap()
+            .starts_with(&console[..64]),
+        "first boot's log kept"
     );
     driver
         .shutdown(&vmm, &uid, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(driver.probe(&vmm, &uid).await, Liveness::Exited);
-}
-
-async fn wait_for_console_count(
-    path: &Path,
-    needle: &str,
-    count: usize,
-    timeout: Duration,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::fs::read(path)
-            .is_ok_and(|b| String::from_utf8_lossy(&b).matches(needle).count() >= count)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -341,7 +328,7 @@ async fn busybox_guest_ignores_powerdown_and_shutdown_falls_back() {
     let driver = driver();
     let vmm = launch(&driver, &spec).await;
     assert!(
-        wait_for_console(&spec.console_log, TINY_MARKER, Duration::from_secs(120)).await,
+        wait_for_console(&spec.console_log, TINY_MARKER, 0, Duration::from_secs(120)).await,
         "no {TINY_MARKER} on the console"
     );
     assert_eq!(driver.probe(&vmm, &uid).await, Liveness::Running);

@@ -5,3 +5,4 @@
 
 pub mod kvm;
 pub mod process;
+pub mod readiness;
