@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_controller::driver::qemu::{QemuDriver, QemuOptions};
+use banger_controller::driver::qmp::{QmpClient, QmpError};
 use banger_controller::driver::{DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess};
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::process::{self, read_stat, IdentityCheck, ProcessIdentity};
@@ -331,6 +332,45 @@ async fn busybox_guest_ignores_powerdown_and_shutdown_falls_back() {
         wait_for_console(&spec.console_log, TINY_MARKER, 0, Duration::from_secs(120)).await,
         "no {TINY_MARKER} on the console"
     );
+    assert_eq!(driver.probe(&vmm, &uid).await, Liveness::Running);
+
+    // Straight QMP: the power button is pressed (QEMU reports POWERDOWN), the guest has
+    // no acpid and keeps running; events are skipped while waiting for answers.
+    let qmp_timeout = Duration::from_secs(5);
+    let mut qmp = QmpClient::connect(&vmm.control_socket, qmp_timeout)
+        .await
+        .unwrap();
+    assert!(
+        qmp.version()
+            .is_some_and(|v| v.starts_with(char::is_numeric)),
+        "{:?}",
+        qmp.version()
+    );
+    qmp.system_powerdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = qmp.query_status().await.unwrap();
+    assert!(status.running, "{status:?}");
+    assert!(
+        qmp.events().iter().any(|e| e == "POWERDOWN"),
+        "{:?}",
+        qmp.events()
+    );
+    match qmp.execute("no-such-command", None).await {
+        Err(QmpError::Command { class, .. }) => assert_eq!(class, "CommandNotFound"),
+        other => panic!("expected CommandNotFound, got {other:?}"),
+    }
+    // A paused guest is alive but not running: unresponsive, not exited.
+    qmp.execute("stop", None).await.unwrap();
+    drop(qmp);
+    assert!(matches!(
+        driver.probe(&vmm, &uid).await,
+        Liveness::Unresponsive { .. }
+    ));
+    let mut qmp = QmpClient::connect(&vmm.control_socket, qmp_timeout)
+        .await
+        .unwrap();
+    qmp.execute("cont", None).await.unwrap();
+    drop(qmp);
     assert_eq!(driver.probe(&vmm, &uid).await, Liveness::Running);
 
     let grace = Duration::from_secs(2);
