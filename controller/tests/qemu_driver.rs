@@ -399,6 +399,11 @@ async fn exit_after_kill_9_is_noticed() {
     let marker = process::uid_marker(&uid);
     let exited = process::watch_exit(&identity(&vmm), &marker).unwrap();
 
+    // No twin while it runs.
+    let err = driver.launch(&spec).await.unwrap_err().to_string();
+    assert!(err.contains("already serves"), "{err}");
+    assert_eq!(driver.probe(&vmm, &uid).await, Liveness::Running);
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(vmm.pid),
         nix::sys::signal::Signal::SIGKILL,
