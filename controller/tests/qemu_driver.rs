@@ -17,7 +17,7 @@ use banger_controller::driver::qmp::{QmpClient, QmpError};
 use banger_controller::driver::{DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess};
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::process::{self, read_stat, IdentityCheck, ProcessIdentity};
-use banger_controller::host::readiness::{console_len, ConsoleWatch};
+use banger_controller::host::readiness::{console_len, tcp_ready, ConsoleWatch};
 
 const KIT_MARKER: &str = "BANGER-GUEST-READY";
 const TINY_MARKER: &str = "BANGER-TINY-READY";
@@ -454,4 +454,101 @@ async fn failed_launch_explains_and_leaves_no_process() {
         QemuOptions::for_host(Some(PathBuf::from("/nonexistent/qemu")), Accel::Tcg).unwrap();
     let err = QemuDriver::new(options).launch(&spec).await.unwrap_err();
     assert!(matches!(err, DriverError::Binary { .. }), "{err}");
+}
+
+/// A network namespace with a bridge and a tap, removed on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn create(name: &str) -> NetNs {
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", name]);
+        let ns = NetNs {
+            name: name.to_owned(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        ip(&["-n", name, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", name, "addr", "add", "172.31.0.1/24", "dev", "br0"]);
+        ip(&["-n", name, "link", "set", "br0", "up"]);
+        ip(&["-n", name, "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ip(&["-n", name, "link", "set", "tap0", "master", "br0"]);
+        ip(&["-n", name, "link", "set", "tap0", "up"]);
+        ns
+    }
+}
+
+/// Moves the calling thread (and so the processes it spawns) into namespace `name`.
+fn enter_netns(name: &str) {
+    let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn kit_guest_on_a_tap_answers_tcp_readiness() {
+    let Some(kit) = kit() else { return };
+    let ns = NetNs::create(&format!("bqt{}", std::process::id()));
+    // A dedicated thread: the namespace switch must not leak into other tests' threads.
+    let ns_name = ns.name.clone();
+    let worker = std::thread::spawn(move || {
+        enter_netns(&ns_name);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let uid = uid("net");
+            let mut spec = kit_spec(&kit, &uid, dir.path());
+            spec.tap = Some("tap0".to_owned());
+            spec.mac = "02:00:ac:1f:00:02".to_owned();
+            spec.cmdline
+                .push_str(" ip=172.31.0.2::172.31.0.1:255.255.255.0::eth0:off");
+            let driver = driver();
+            let vmm = launch(&driver, &spec).await;
+            let started = Instant::now();
+            let addr = "172.31.0.2:22".parse().unwrap();
+            let mut last = String::new();
+            let mut ready = false;
+            while started.elapsed() < Duration::from_secs(120) {
+                match tcp_ready(addr, Duration::from_secs(2)).await {
+                    Ok(()) => {
+                        ready = true;
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            eprintln!(
+                "{}: running to ssh port open {:?}",
+                spec.name,
+                started.elapsed()
+            );
+            let shutdown = driver.shutdown(&vmm, &uid, Duration::from_secs(60)).await;
+            assert!(ready, "guest ssh port never answered: {last}");
+            shutdown.unwrap();
+            assert_eq!(driver.probe(&vmm, &uid).await, Liveness::Exited);
+        });
+    });
+    let result = worker.join();
+    drop(ns);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
