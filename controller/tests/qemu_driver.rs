@@ -3,7 +3,8 @@
 //!
 //! - the guest kit (`scripts/guest-kit.sh`; directory from `BANGER_KIT_DIR`, default
 //!   `<repo>/.cache/guest-kit`): Debian cloud kernel, initramfs, ext4 root with acpid;
-//! - a tiny busybox initramfs built here (kit kernel, no acpid: ignores the power button).
+//! - a tiny busybox initramfs built here (kit kernel, no acpid: ignores the power button);
+//! - one kit guest on a tap in a network namespace the test creates and removes.
 //!
 //! Without the kit these tests fail when `CI` is set and skip loudly otherwise.
 
