@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use banger_controller::driver::qemu::{QemuDriver, QemuOptions};
+use banger_controller::driver::qemu::{binary_version, QemuDriver, QemuOptions, DEFAULT_BINARY};
 use banger_controller::driver::qmp::{QmpClient, QmpError};
 use banger_controller::driver::{DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess};
 use banger_controller::host::kvm::Accel;
@@ -450,6 +450,16 @@ async fn failed_launch_explains_and_leaves_no_process() {
             );
         }
     }
+
+    let version = binary_version(Path::new(DEFAULT_BINARY), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(version.starts_with("QEMU emulator version"), "{version}");
+    assert!(
+        binary_version(Path::new("/nonexistent/qemu"), Duration::from_secs(10))
+            .await
+            .is_err()
+    );
 
     let options =
         QemuOptions::for_host(Some(PathBuf::from("/nonexistent/qemu")), Accel::Tcg).unwrap();

@@ -594,6 +594,39 @@ pub fn resolve_binary(binary: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "not found in PATH".to_owned())
 }
 
+/// The first line of `BINARY --version` (for `banger doctor`), bounded by `timeout`.
+pub async fn binary_version(binary: &Path, timeout: Duration) -> Result<String, String> {
+    let resolved = resolve_binary(binary)?;
+    let run = tokio::process::Command::new(&resolved)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(format!("{}: {e}", resolved.display())),
+        Err(_) => {
+            return Err(format!(
+                "{} --version: no answer within {timeout:?}",
+                resolved.display()
+            ))
+        }
+    };
+    if !output.status.success() {
+        return Err(format!(
+            "{} --version: {}",
+            resolved.display(),
+            output.status
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .next()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| format!("{} --version printed nothing", resolved.display()))
+}
+
 /// The last lines of QEMU's output log, for error messages.
 fn log_tail(path: &Path) -> String {
     match std::fs::read(path) {
