@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# banger's main job on a fresh machine: installs the Debian packages and the guest kit,
+# builds banger, starts `banger daemon` with examples/ as its specs directory (unless a
+# daemon already answers on the socket), and waits until the example VMs are Ready.
+# Must run as root (bridges, taps, nftables). The daemon keeps running afterwards; stop it
+# with `kill $(cat /run/banger/daemon.pid)` — the VMs survive a daemon stop by design;
+# `banger delete vm dev ci` removes them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "up.sh: run as root (sudo $0): the daemon creates a bridge, taps and nftables rules" >&2
+  exit 2
+fi
+
+scripts/deps.sh
+scripts/guest-kit.sh
+cargo build --release -p banger
+
+bin="$PWD/target/release/banger"
+state_dir="${BANGER_STATE_DIR:-/var/lib/banger}"
+socket="${BANGER_SOCKET:-/run/banger/banger.sock}"
+log="${BANGER_LOG:-/var/log/banger-daemon.log}"
+export BANGER_SOCKET="$socket"
+
+if ! "$bin" get vms >/dev/null 2>&1; then
+  mkdir -p "$(dirname "$socket")" "$state_dir"
+  echo "up.sh: starting banger daemon (log: $log)" >&2
+  setsid "$bin" daemon --specs-dir "$PWD/examples" --state-dir "$state_dir" --socket "$socket" \
+    >>"$log" 2>&1 </dev/null &
+  echo $! >"$(dirname "$socket")/daemon.pid"
+  for _ in $(seq 1 100); do
+    "$bin" get vms >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+fi
+
+for vm in dev ci; do
+  "$bin" wait "vm/$vm" --for=condition=Ready --timeout 5m
+done
+"$bin" get all -o wide 2>/dev/null || "$bin" get vms -o wide
