@@ -195,7 +195,12 @@ impl VmContext {
 
     /// The tap device name: `bg` + the first 12 characters of the uid (fits IFNAMSIZ).
     pub fn tap_name(&self) -> String {
-        let short: String = self.uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let short: String = self
+            .uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
         format!("bg{short}")
     }
 }
