@@ -20,6 +20,7 @@ use crate::runtime::VmRuntime;
 use crate::sources::{apply, SourceError};
 use crate::status;
 
+mod api;
 mod directory;
 mod lifecycle;
 mod scale;
