@@ -513,21 +513,19 @@ impl Cx<'_> {
         let (Some(kind), Some(spec_node)) = (kind, spec_node) else {
             return (None, key);
         };
+        // The spec is checked even when the metadata is invalid, to report everything.
         let resource = match kind {
             Kind::Image => self
                 .image_spec(spec_node, spec_at)
-                .map(|spec| Resource::Image(object(kind, metadata.clone(), spec))),
+                .and_then(|spec| Some(Resource::Image(object(kind, metadata?, spec)))),
             Kind::Vm => self
                 .vm_spec(spec_node, spec_at)
-                .map(|spec| Resource::Vm(object(kind, metadata.clone(), spec))),
+                .and_then(|spec| Some(Resource::Vm(object(kind, metadata?, spec)))),
             Kind::Workspace => self
                 .workspace_spec(spec_node, spec_at)
-                .map(|spec| Resource::Workspace(object(kind, metadata.clone(), spec))),
+                .and_then(|spec| Some(Resource::Workspace(object(kind, metadata?, spec)))),
         };
-        match (resource, metadata) {
-            (Some(r), Some(_)) => (Some(r), key),
-            _ => (None, key),
-        }
+        (resource, key)
     }
 
     /// Returns the metadata when valid, and the name when it is at least a string.
@@ -903,11 +901,11 @@ impl Cx<'_> {
     }
 }
 
-fn object<S>(kind: Kind, metadata: Option<ObjectMeta>, spec: S) -> Object<S> {
+fn object<S>(kind: Kind, metadata: ObjectMeta, spec: S) -> Object<S> {
     Object {
         api_version: API_VERSION.to_string(),
         kind,
-        metadata: metadata.unwrap_or_default(),
+        metadata,
         spec,
     }
 }

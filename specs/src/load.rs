@@ -355,3 +355,128 @@ pub fn check_set_knowing(objects: &[LoadedObject], also_known: &[ObjectKey]) -> 
     }
     problems
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const IMAGE: &str = "apiVersion: banger.dev/v1alpha1\nkind: Image\nmetadata: {name: base}\nspec: {kernel: k, rootfs: r}\n";
+    const VM: &str =
+        "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata: {name: dev}\nspec: {image: base}\n";
+    const WS: &str = "apiVersion: banger.dev/v1alpha1\nkind: Workspace\nmetadata: {name: code}\nspec: {vm: dev, source: /src}\n";
+
+    fn parse(text: &str) -> FileLoad {
+        parse_document_set(text.as_bytes(), "f.yaml", Path::new("/d"))
+    }
+
+    #[test]
+    fn references_within_the_load_are_quiet() {
+        let load = parse(&format!("{IMAGE}---\n{VM}---\n{WS}"));
+        assert!(load.problems.is_empty(), "{:?}", load.problems);
+        assert_eq!(load.objects.len(), 3);
+        assert_eq!(
+            load.objects[1].origin,
+            Origin {
+                file: "f.yaml".into(),
+                line: 6
+            }
+        );
+        assert!(check_set(&load.objects).is_empty());
+    }
+
+    #[test]
+    fn references_outside_the_load_are_warnings() {
+        let load = parse(&format!("{VM}---\n{WS}"));
+        let problems = check_set(&load.objects);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].severity, Severity::Warning);
+        assert_eq!(problems[0].field.as_deref(), Some("spec.image"));
+        assert_eq!(problems[0].line, 1);
+        // An Image named by an invalid file of the same load counts as present.
+        let image = ObjectKey {
+            kind: Kind::Image,
+            name: "base".into(),
+        };
+        assert!(check_set_knowing(&load.objects, &[image]).is_empty());
+    }
+
+    #[test]
+    fn duplicate_names_per_kind() {
+        let other_kind = VM
+            .replace("kind: VM", "kind: Image")
+            .replace("{image: base}", "{kernel: k, rootfs: r}");
+        let load = parse(&format!("{VM}---\n{other_kind}---\n{VM}"));
+        let problems = check_set(&load.objects);
+        let errors: Vec<_> = problems.iter().filter(|p| p.is_error()).collect();
+        assert_eq!(errors.len(), 1, "{problems:?}");
+        assert_eq!(errors[0].line, 11);
+        assert!(
+            errors[0].message.contains("already declared at f.yaml:1"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn a_file_is_all_or_nothing_and_reports_everything() {
+        let load = parse(&format!(
+            "{IMAGE}---\n{}",
+            VM.replace("image: base", "image: base, vcpus: 0, disk: 1")
+        ));
+        assert!(load.objects.is_empty());
+        assert_eq!(load.problems.len(), 2);
+        assert_eq!(
+            load.identities.len(),
+            2,
+            "identities of valid and invalid documents"
+        );
+    }
+
+    #[test]
+    fn empty_inputs_are_errors() {
+        for text in ["", "# comment\n", "---\n---\n"] {
+            let load = parse(text);
+            assert_eq!(load.problems.len(), 1, "{text:?}");
+            assert!(load.problems[0].message.contains("no objects"));
+        }
+        let load = parse(&format!("{IMAGE}---\n"));
+        assert!(load.problems.is_empty(), "a trailing separator is fine");
+    }
+
+    #[test]
+    fn file_level_problems_print_without_position() {
+        let p = Problem::file_level("x.yaml", "cannot read file: gone".into());
+        assert_eq!(p.to_string(), "x.yaml: cannot read file: gone");
+    }
+
+    #[test]
+    fn directories_and_missing_inputs() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("image.yaml"), IMAGE).unwrap();
+        std::fs::write(tmp.path().join(".hidden.yaml"), "garbage: [").unwrap();
+        std::fs::write(tmp.path().join("notes.txt"), "not a spec").unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        std::fs::write(tmp.path().join("sub/vm.yml"), VM).unwrap();
+        let dir = tmp.path().display().to_string();
+        let flat = load_inputs(std::slice::from_ref(&dir), false);
+        assert_eq!((flat.objects.len(), flat.files.len()), (1, 1));
+        let deep = load_inputs(std::slice::from_ref(&dir), true);
+        assert_eq!((deep.objects.len(), deep.files.len()), (2, 2));
+        assert!(deep.problems.is_empty(), "{:?}", deep.problems);
+        // The same file named twice is loaded once (no duplicate-name error).
+        let twice = load_inputs(&[dir.clone(), format!("{dir}/image.yaml")], false);
+        assert_eq!(twice.objects.len(), 1);
+        let missing = load_inputs(&[format!("{dir}/nope.yaml")], false);
+        assert_eq!(missing.problems.len(), 1);
+        assert!(missing.problems[0].message.starts_with("cannot read"));
+        // Paths resolve against the file's directory.
+        let Resource::Image(image) = &flat.objects[0].resource else {
+            panic!()
+        };
+        assert_eq!(
+            image.spec.kernel,
+            std::path::absolute(tmp.path().join("k")).unwrap()
+        );
+    }
+}

@@ -82,10 +82,18 @@ pub struct ObjectMeta {
     pub name: String,
     /// Free-form string labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "pattern": r"^\S{1,253}$" }))]
     pub labels: BTreeMap<String, String>,
     /// Free-form string annotations. banger reads `banger.dev/on-remove`
-    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"`).
+    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"` | `"false"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "propertyNames" = { "pattern": r"^\S{1,253}$" },
+        "properties" = {
+            "banger.dev/on-remove": { "enum": ["Delete", "Orphan", "Stop"] },
+            "banger.dev/allow-recreate": { "enum": ["true", "false"] }
+        }
+    ))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -95,6 +103,7 @@ pub struct ObjectMeta {
 pub struct OciSource {
     /// Image reference, e.g. `127.0.0.1:5000/dev/base:1.0`.
     #[serde(rename = "ref")]
+    #[schemars(regex(pattern = r"^\S+$"))]
     pub reference: String,
     /// Allow plain HTTP and unverified TLS to the registry.
     #[serde(default)]
@@ -104,6 +113,7 @@ pub struct OciSource {
 /// How banger decides that a guest is really up (`GuestReady`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct Readiness {
     /// TCP port on the guest that accepts a connection once it is up (default 22, SSH).
     /// Exactly one of `tcpPort` and `consoleMarker` is set in canonical form.
@@ -112,7 +122,7 @@ pub struct Readiness {
     pub tcp_port: Option<u16>,
     /// A line the guest prints on its serial console once it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), regex(pattern = r"^[^\n\r]+$"))]
     pub console_marker: Option<String>,
 }
 
@@ -128,6 +138,7 @@ impl Default for Readiness {
 /// `spec` of an Image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{ "required": ["rootfs"] }, { "required": ["oci"] }]))]
 pub struct ImageSpec {
     /// Guest kernel (absolute after normalisation; relative paths resolve against the
     /// directory of the declaring file).
@@ -143,6 +154,7 @@ pub struct ImageSpec {
     pub oci: Option<OciSource>,
     /// Extra kernel command-line arguments for every VM of this image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\s*[^\u0000-\u001f\u007f]*\s*$"))]
     pub kernel_args: Option<String>,
     /// Guest readiness probe (default: TCP port 22).
     #[serde(default)]
@@ -254,6 +266,7 @@ pub struct VmSpec {
     pub network: NetworkSpec,
     /// Extra kernel command-line arguments (appended after the Image's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\s*[^\u0000-\u001f\u007f]*\s*$"))]
     pub kernel_args: Option<String>,
 }
 
@@ -278,6 +291,7 @@ pub struct WorkspaceSpec {
     /// Host path of a git checkout (absolute after normalisation).
     pub source: PathBuf,
     /// Absolute, normalised guest path (default `/root/<name of the source folder>`).
+    #[schemars(regex(pattern = r"^/"))]
     pub path: String,
     /// Which files to copy (default untracked).
     #[serde(default)]

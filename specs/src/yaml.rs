@@ -227,24 +227,38 @@ pub fn decode_utf8(bytes: &[u8]) -> Result<&str, YamlProblem> {
 
 /// Parses a YAML stream (many documents separated by `---`) into marked trees.
 pub fn parse_stream(text: &str) -> Stream {
-    let tabs = find_indentation_tabs(text);
-    if !tabs.is_empty() {
-        return Stream {
-            documents: Vec::new(),
-            problems: tabs,
-        };
-    }
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         problems: Vec::new(),
         nodes: 0,
+        block_scalar_start: None,
+        block_scalar_lines: Vec::new(),
     };
     let mut documents = Vec::new();
     let _ = builder.stream(&mut documents);
+    let tabs: Vec<YamlProblem> = find_indentation_tabs(text)
+        .into_iter()
+        .filter(|p| {
+            !builder
+                .block_scalar_lines
+                .iter()
+                .any(|r| r.contains(&p.mark.line))
+        })
+        .collect();
+    let mut problems = builder.problems;
+    if let Some(first_tab) = tabs.first().map(|p| p.mark) {
+        // A syntax error after a tab is almost always caused by it: report the tab.
+        problems.retain(|p| {
+            let syntax = p.message.starts_with("YAML syntax error");
+            !(syntax && (p.mark >= first_tab || p.message.contains("tab")))
+        });
+        problems.extend(tabs);
+        problems.sort_by_key(|p| p.mark);
+    }
     Stream {
         documents,
-        problems: builder.problems,
+        problems,
     }
 }
 
@@ -282,12 +296,27 @@ struct Builder<'a> {
     anchors: HashMap<usize, Node>,
     problems: Vec<YamlProblem>,
     nodes: usize,
+    /// Line of the last literal (`|`) or folded (`>`) scalar, until the next event.
+    block_scalar_start: Option<usize>,
+    /// Lines holding block scalar content, where a tab is just text.
+    block_scalar_lines: Vec<std::ops::RangeInclusive<usize>>,
 }
 
 impl Builder<'_> {
     fn next(&mut self) -> Result<(Event, Mark), Fatal> {
         match self.parser.next_token() {
-            Ok((event, marker)) => Ok((event, Mark::from_marker(&marker))),
+            Ok((event, marker)) => {
+                let mark = Mark::from_marker(&marker);
+                if let Some(start) = self.block_scalar_start.take() {
+                    // The scalar's content ends before the next event's line.
+                    self.block_scalar_lines.push(start..=mark.line);
+                }
+                if let Event::Scalar(_, TScalarStyle::Literal | TScalarStyle::Folded, _, _) = &event
+                {
+                    self.block_scalar_start = Some(mark.line);
+                }
+                Ok((event, mark))
+            }
             Err(e) => {
                 self.problems.push(YamlProblem {
                     mark: Mark::from_marker(e.marker()),
@@ -664,6 +693,25 @@ mod tests {
         assert_eq!(s.problems.len(), 1);
         assert_eq!(s.problems[0].mark, Mark { line: 2, column: 1 });
         assert!(s.problems[0].message.contains("tab"));
+    }
+
+    #[test]
+    fn tabs_anywhere_in_indentation_but_not_in_block_scalars() {
+        for text in ["\ta: 1\n", "a:\n \tb: 1\n", "a:\n  - x\n\t- y\n"] {
+            let s = parse_stream(text);
+            assert_eq!(s.problems.len(), 1, "{text:?}: {:?}", s.problems);
+            assert!(s.problems[0].message.contains("tab"), "{text:?}");
+        }
+        let s = parse_stream("a: |\n  x\n  \ty\nb: >\n  \tz\n");
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        let entries = map(&s.documents[0].root);
+        assert_eq!(
+            entries[0].value.value,
+            Value::Scalar(Scalar {
+                text: "x\n\ty\n".into(),
+                plain: false
+            })
+        );
     }
 
     #[test]

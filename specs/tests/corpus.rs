@@ -141,6 +141,11 @@ fn anchors_and_merge_keys_are_resolved() {
 
 #[test]
 fn crlf_and_flow_forms_mean_the_same() {
+    let crlf_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/specs/valid/crlf.yaml");
+    assert!(
+        std::fs::read_to_string(crlf_path).unwrap().contains("\r\n"),
+        "crlf.yaml lost its CRLF line endings"
+    );
     let crlf = load_valid("crlf.yaml");
     assert_eq!(crlf.len(), 2);
     let Resource::Vm(vm) = &crlf[0] else { panic!() };

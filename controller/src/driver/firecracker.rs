@@ -1,1 +1,763 @@
-//! Firecracker driver (owned by the Firecracker work).
+//! Firecracker driver: one `firecracker` process per VM, configured over its HTTP API.
+//!
+//! Launch: spawn `firecracker --api-sock <vm_dir>/firecracker.sock --id banger-<uid>`
+//! detached (stdout and stderr appended to the VM's console log: Firecracker writes the
+//! guest's serial console to its stdout), wait (bounded) for the API socket, then send
+//! the calls of [`boot::boot_sequence`] in order — logger, machine config, boot source,
+//! root drive, network interface, `InstanceStart`. A refusal stops the launch, kills
+//! the half-configured process and surfaces Firecracker's `fault_message`.
+//!
+//! Probe: identity (pid + start time + the `banger-<uid>` marker on the command line),
+//! then `GET /` (the instance's `state` and `id`), then the console log since this
+//! launch: a guest that powered off or panicked while Firecracker stays alive (what
+//! Firecracker does on x86 without a reset) is reported as [`Liveness::GuestHalted`].
+//!
+//! Shutdown: `SendCtrlAltDel` (Firecracker exits when the guest resets), a bounded wait,
+//! then SIGTERM and SIGKILL. Succeeds if the process is already gone.
+//!
+//! Detection ([`detect_version`], [`is_available`]) serves `hypervisor: auto` and
+//! `banger doctor`.
+
+pub mod api;
+pub mod boot;
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use self::api::{ActionType, ApiCall, ApiClient, ApiError, InstanceState};
+use super::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
+use crate::host::kvm::KvmStatus;
+use crate::host::process::{
+    spawn_detached, terminate_tracked, uid_marker, DetachedCommand, IdentityCheck, ProcessIdentity,
+    TrackedProcess,
+};
+
+/// The binary used when none is configured (looked up on `PATH`).
+pub const DEFAULT_BINARY: &str = "firecracker";
+/// File name of the API socket inside the VM's directory.
+pub const API_SOCKET_FILE: &str = "firecracker.sock";
+/// File name of Firecracker's own log inside the VM's directory.
+pub const LOG_FILE: &str = "firecracker.log";
+
+/// File name of the launch record inside the VM's directory (see [`LaunchRecord`]).
+pub const LAUNCH_RECORD_FILE: &str = "firecracker.launch.json";
+
+/// Kernel messages that mean the guest is gone while the VMM may live on.
+pub const HALT_MARKERS: &[&str] = &[
+    "reboot: Power down",
+    "reboot: System halted",
+    "Kernel panic - not syncing",
+];
+
+/// Whether console output contains a [`HALT_MARKERS`] line.
+pub fn console_shows_halt(console: &str) -> bool {
+    HALT_MARKERS.iter().any(|marker| console.contains(marker))
+}
+
+/// Sends `calls` in order, stopping at the first refusal.
+pub async fn configure_and_start(client: &ApiClient, calls: &[ApiCall]) -> Result<(), ApiError> {
+    for call in calls {
+        client.send(call).await?;
+    }
+    Ok(())
+}
+
+/// Why Firecracker could not be detected.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// Not found on `PATH`, or the path does not exist / is not executable.
+    #[error("{binary}: not found or not executable")]
+    NotFound {
+        /// Binary as configured.
+        binary: PathBuf,
+    },
+    /// `--version` could not be run or did not finish in time.
+    #[error("{binary} --version: {reason}")]
+    Run {
+        /// Binary as resolved.
+        binary: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `--version` printed something that is not Firecracker's version line.
+    #[error("{binary} --version printed {output:?}, not `Firecracker vX.Y.Z`")]
+    NotFirecracker {
+        /// Binary as resolved.
+        binary: PathBuf,
+        /// First line of the output.
+        output: String,
+    },
+}
+
+/// Resolves `binary` the way `exec` does: a name without `/` is looked up on `PATH`;
+/// the result must be an executable regular file.
+pub fn resolve_binary(binary: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if binary.as_os_str().is_empty() {
+        return None;
+    }
+    if binary.components().count() > 1 || binary.is_absolute() {
+        return executable(binary).then(|| binary.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| executable(candidate))
+}
+
+/// Extracts `X.Y.Z` from Firecracker's `--version` output (`Firecracker vX.Y.Z`).
+pub fn parse_version(output: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        if words.next()? != "Firecracker" {
+            return None;
+        }
+        let version = words.next()?.strip_prefix('v')?;
+        version
+            .chars()
+            .next()
+            .filter(char::is_ascii_digit)
+            .map(|_| version.to_owned())
+    })
+}
+
+/// Runs `binary --version` (bounded by `timeout`) and returns the version, e.g.
+/// `1.9.0`.
+pub fn detect_version(binary: &Path, timeout: Duration) -> Result<String, DetectError> {
+    let resolved = resolve_binary(binary).ok_or_else(|| DetectError::NotFound {
+        binary: binary.to_path_buf(),
+    })?;
+    let run_error = |reason: String| DetectError::Run {
+        binary: resolved.clone(),
+        reason,
+    };
+    let mut child = Command::new(&resolved)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| run_error(e.to_string()))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(run_error(format!("no answer within {timeout:?}")));
+            }
+            Err(e) => return Err(run_error(e.to_string())),
+        }
+    };
+    let mut output = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        // The version line is short; cap what we read from an unexpected binary.
+        let _ = stdout.by_ref().take(64 * 1024).read_to_string(&mut output);
+    }
+    if !status.success() {
+        return Err(run_error(format!("exited with {status}")));
+    }
+    parse_version(&output).ok_or_else(|| DetectError::NotFirecracker {
+        binary: resolved.clone(),
+        output: output.lines().next().unwrap_or("").to_owned(),
+    })
+}
+
+/// Whether `binary` is a runnable Firecracker (found and `--version` answers).
+pub fn is_available(binary: &Path) -> bool {
+    detect_version(binary, Duration::from_secs(5)).is_ok()
+}
+
+/// Why Firecracker cannot run VMs on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsuitable {
+    /// The binary is missing or is not Firecracker.
+    #[error(transparent)]
+    Binary(#[from] DetectError),
+    /// Firecracker needs KVM that runs stock guest kernels (it has no emulation).
+    #[error("firecracker needs KVM for stock guests: {0}")]
+    Kvm(KvmStatus),
+}
+
+/// Whether Firecracker can run stock guests here (what `hypervisor: auto` asks before
+/// choosing it over QEMU, and what `banger doctor` reports): the binary answers
+/// `--version` and KVM runs stock guests. Returns the version.
+pub fn host_suitability(binary: &Path, kvm: &KvmStatus) -> Result<String, Unsuitable> {
+    let version = detect_version(binary, Duration::from_secs(5))?;
+    if !kvm.stock_guests_can_run() {
+        return Err(Unsuitable::Kvm(kvm.clone()));
+    }
+    Ok(version)
+}
+
+/// How long each bounded step of the driver may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirecrackerTimeouts {
+    /// From spawn until the API socket accepts connections.
+    pub api_socket: Duration,
+    /// One API request (connect, send, answer).
+    pub request: Duration,
+    /// After SIGTERM, before SIGKILL.
+    pub term_grace: Duration,
+    /// After SIGKILL, before giving up.
+    pub kill_grace: Duration,
+}
+
+impl Default for FirecrackerTimeouts {
+    fn default() -> Self {
+        Self {
+            api_socket: Duration::from_secs(5),
+            request: Duration::from_secs(5),
+            term_grace: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the driver notes in the VM's directory at launch, for later probes: where the
+/// console log is and how long it was before this launch (the log is appended to
+/// across launches, so only the part after `console_offset` belongs to this guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    /// The VM's console log.
+    pub console_log: PathBuf,
+    /// Its length in bytes when this launch began.
+    pub console_offset: u64,
+}
+
+/// The Firecracker adapter of [`Hypervisor`].
+#[derive(Debug, Clone)]
+pub struct FirecrackerDriver {
+    binary: PathBuf,
+    timeouts: FirecrackerTimeouts,
+}
+
+impl Default for FirecrackerDriver {
+    fn default() -> Self {
+        Self::new(DEFAULT_BINARY)
+    }
+}
+
+/// The value of Firecracker's `--id` for a VM: the uid marker (`banger-<uid>`), which
+/// also identifies the process on its command line. Firecracker accepts 1 to 64
+/// ASCII letters, digits and `-`.
+pub fn instance_id(uid: &str) -> Result<String, String> {
+    let id = uid_marker(uid);
+    let valid = id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid {
+        Ok(id)
+    } else {
+        Err(format!(
+            "instance id {id:?} is not accepted by Firecracker (1-64 ASCII letters, digits, '-')"
+        ))
+    }
+}
+
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The API socket of a VM directory, if its path fits a Unix socket address.
+pub fn api_socket_path(vm_dir: &Path) -> Result<PathBuf, String> {
+    let socket = vm_dir.join(API_SOCKET_FILE);
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "API socket path {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}",
+            socket.display()
+        ));
+    }
+    Ok(socket)
+}
+
+/// The command line of one VM's Firecracker (after the program name).
+pub fn command_args(api_socket: &Path, instance_id: &str) -> Vec<OsString> {
+    vec![
+        OsString::from("--api-sock"),
+        api_socket.as_os_str().to_owned(),
+        OsString::from("--id"),
+        OsString::from(instance_id),
+    ]
+}
+
+impl FirecrackerDriver {
+    /// A driver running `binary` (a path, or a name looked up on `PATH`).
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            timeouts: FirecrackerTimeouts::default(),
+        }
+    }
+
+    /// The same driver with other timeouts.
+    pub fn with_timeouts(mut self, timeouts: FirecrackerTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The configured binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn client(&self, socket: &Path) -> ApiClient {
+        ApiClient::new(socket, self.timeouts.request)
+    }
+
+    /// Waits (bounded) until the API socket accepts a connection, failing early when
+    /// the process exits.
+    async fn wait_for_socket(&self, process: &TrackedProcess, socket: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + self.timeouts.api_socket;
+        loop {
+            if process.has_exited() {
+                return Err("firecracker exited before its API socket appeared".to_owned());
+            }
+            if tokio::net::UnixStream::connect(socket).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "API socket {} did not accept connections within {:?}",
+                    socket.display(),
+                    self.timeouts.api_socket
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Kills a process whose launch failed; the launch error stays the one reported.
+    async fn kill_failed_launch(&self, process: &TrackedProcess, vm: &str) {
+        let short = Duration::from_millis(500);
+        if let Err(e) = terminate_tracked(process, short, self.timeouts.kill_grace).await {
+            tracing::warn!(vm, error = %e, "could not stop firecracker after a failed launch");
+        }
+    }
+
+    /// Waits up to `grace` for the process to exit; returns early (false) when the
+    /// console shows the guest halted, since then it will not exit by itself.
+    async fn wait_exit_or_halt(
+        &self,
+        process: &TrackedProcess,
+        vm_dir: Option<&Path>,
+        grace: Duration,
+    ) -> Result<bool, String> {
+        let deadline = Instant::now() + grace;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let step = remaining.min(Duration::from_millis(100));
+            if process.wait_exit(step).await.map_err(|e| e.to_string())? {
+                return Ok(true);
+            }
+            if remaining.is_zero() || vm_dir.is_some_and(guest_halted) {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+fn operation_error(vm: &str, operation: &str, reason: impl Into<String>) -> DriverError {
+    DriverError::Operation {
+        vm: vm.to_owned(),
+        operation: operation.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Removes a socket left by an earlier Firecracker (it refuses to bind over one). A
+/// socket something still listens on, or any other kind of file at that path, is an
+/// error: banger does not delete what is in use or what it did not make.
+fn remove_stale_socket(socket: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Err(format!(
+                    "{} is served by a live process; refusing to replace it",
+                    socket.display()
+                ));
+            }
+            std::fs::remove_file(socket)
+                .map_err(|e| format!("remove stale API socket {}: {e}", socket.display()))
+        }
+        Ok(_) => Err(format!(
+            "{} exists and is not a socket; refusing to replace it",
+            socket.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("inspect {}: {e}", socket.display())),
+    }
+}
+
+fn write_launch_record(vm_dir: &Path, record: &LaunchRecord) -> Result<(), String> {
+    let path = vm_dir.join(LAUNCH_RECORD_FILE);
+    let text = serde_json::to_vec(record).map_err(|e| format!("encode launch record: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn read_launch_record(vm_dir: &Path) -> Option<LaunchRecord> {
+    let text = std::fs::read(vm_dir.join(LAUNCH_RECORD_FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// At most this much of the console's end is read by a probe.
+const CONSOLE_SCAN_BYTES: u64 = 64 * 1024;
+
+/// The console output of the current launch (its last [`CONSOLE_SCAN_BYTES`] at most).
+fn console_since_launch(vm_dir: &Path) -> Option<String> {
+    let record = read_launch_record(vm_dir)?;
+    let mut file = std::fs::File::open(&record.console_log).ok()?;
+    let len = file.metadata().ok()?.len();
+    let start = record
+        .console_offset
+        .max(len.saturating_sub(CONSOLE_SCAN_BYTES));
+    if start >= len {
+        return Some(String::new());
+    }
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(len - start).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Whether the console of the current launch shows the guest halted or panicked.
+fn guest_halted(vm_dir: &Path) -> bool {
+    console_since_launch(vm_dir).is_some_and(|text| console_shows_halt(&text))
+}
+
+/// The last lines of this launch's console, for error messages.
+fn console_tail(vm_dir: &Path) -> String {
+    let text = console_since_launch(vm_dir).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    if tail.is_empty() {
+        "console log is empty".to_owned()
+    } else {
+        format!("console: {tail}")
+    }
+}
+
+impl Hypervisor for FirecrackerDriver {
+    fn kind(&self) -> HypervisorKind {
+        HypervisorKind::Firecracker
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
+        let vm = spec.name.as_str();
+        let id = instance_id(&spec.uid).map_err(|e| operation_error(vm, "spawn", e))?;
+        let binary = resolve_binary(&self.binary).ok_or_else(|| DriverError::Binary {
+            vm: vm.to_owned(),
+            binary: self.binary.display().to_string(),
+            reason: "not found on PATH or not executable".to_owned(),
+        })?;
+        let socket = api_socket_path(&spec.vm_dir).map_err(|e| operation_error(vm, "spawn", e))?;
+        let log = spec.vm_dir.join(LOG_FILE);
+        let calls = boot::boot_sequence(spec, &log)
+            .map_err(|e| operation_error(vm, "configure", e.to_string()))?;
+
+        remove_stale_socket(&socket).map_err(|e| operation_error(vm, "spawn", e))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| operation_error(vm, "spawn", format!("create {}: {e}", log.display())))?;
+        let console_offset = std::fs::metadata(&spec.console_log).map_or(0, |m| m.len());
+        write_launch_record(
+            &spec.vm_dir,
+            &LaunchRecord {
+                console_log: spec.console_log.clone(),
+                console_offset,
+            },
+        )
+        .map_err(|e| operation_error(vm, "spawn", e))?;
+
+        let identity = spawn_detached(&DetachedCommand {
+            program: binary,
+            args: command_args(&socket, &id),
+            output_log: spec.console_log.clone(),
+            cwd: spec.vm_dir.clone(),
+            marker: id.clone(),
+        })
+        .map_err(|e| operation_error(vm, "spawn", e.to_string()))?;
+        let process = VmmProcess {
+            hypervisor: HypervisorKind::Firecracker,
+            pid: identity.pid,
+            start_time: identity.start_time,
+            control_socket: socket.clone(),
+        };
+        let tracked = identity
+            .attach(&id)
+            .map_err(|e| operation_error(vm, "spawn", e.to_string()))?
+            .ok_or_else(|| {
+                operation_error(
+                    vm,
+                    "spawn",
+                    format!(
+                        "firecracker exited right after spawn; {}",
+                        console_tail(&spec.vm_dir)
+                    ),
+                )
+            })?;
+
+        if let Err(reason) = self.wait_for_socket(&tracked, &socket).await {
+            self.kill_failed_launch(&tracked, vm).await;
+            return Err(operation_error(
+                vm,
+                "spawn",
+                format!("{reason}; {}", console_tail(&spec.vm_dir)),
+            ));
+        }
+        let client = self.client(&socket);
+        if let Err(e) = configure_and_start(&client, &calls).await {
+            self.kill_failed_launch(&tracked, vm).await;
+            let step = match &e {
+                ApiError::Fault { path, .. }
+                | ApiError::Http { path, .. }
+                | ApiError::Timeout { path, .. }
+                    if path == "/actions" =>
+                {
+                    "start"
+                }
+                _ => "configure",
+            };
+            return Err(operation_error(vm, step, e.to_string()));
+        }
+        tracing::info!(vm, pid = process.pid, "firecracker guest started");
+        Ok(process)
+    }
+
+    async fn probe(&self, process: &VmmProcess, uid: &str) -> Liveness {
+        let Ok(id) = instance_id(uid) else {
+            return Liveness::Exited;
+        };
+        let identity = ProcessIdentity {
+            pid: process.pid,
+            start_time: process.start_time,
+        };
+        match identity.check(&id) {
+            Ok(IdentityCheck::Ours) => {}
+            Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. }) => return Liveness::Exited,
+            Err(e) => {
+                return Liveness::Unresponsive {
+                    reason: format!("identity check: {e}"),
+                }
+            }
+        }
+        let info = match self.client(&process.control_socket).instance_info().await {
+            Ok(info) => info,
+            Err(e) => {
+                return Liveness::Unresponsive {
+                    reason: e.to_string(),
+                }
+            }
+        };
+        if info.id != id {
+            return Liveness::Unresponsive {
+                reason: format!(
+                    "API socket {} answers for instance {:?}, not {id:?}",
+                    process.control_socket.display(),
+                    info.id
+                ),
+            };
+        }
+        match info.state {
+            InstanceState::Running => {
+                let halted = process.control_socket.parent().is_some_and(guest_halted);
+                if halted {
+                    Liveness::GuestHalted
+                } else {
+                    Liveness::Running
+                }
+            }
+            InstanceState::Paused => Liveness::Unresponsive {
+                reason: "firecracker reports the guest Paused".to_owned(),
+            },
+            InstanceState::NotStarted => Liveness::Unresponsive {
+                reason: "firecracker reports the guest Not started (launch did not finish)"
+                    .to_owned(),
+            },
+        }
+    }
+
+    async fn shutdown(
+        &self,
+        process: &VmmProcess,
+        uid: &str,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        let id = instance_id(uid).map_err(|e| operation_error(uid, "shutdown", e))?;
+        let identity = ProcessIdentity {
+            pid: process.pid,
+            start_time: process.start_time,
+        };
+        let vm_dir = process.control_socket.parent();
+        let tracked = identity
+            .attach(&id)
+            .map_err(|e| operation_error(uid, "shutdown", e.to_string()))?;
+        // Not our process (gone, or the pid was reused): nothing to stop. Its socket is
+        // left alone too: it may belong to a newer launch; the next launch replaces a
+        // stale one.
+        let Some(tracked) = tracked else {
+            return Ok(());
+        };
+        {
+            let graceful = match self
+                .client(&process.control_socket)
+                .action(ActionType::SendCtrlAltDel)
+                .await
+            {
+                Ok(()) => self
+                    .wait_exit_or_halt(&tracked, vm_dir, grace)
+                    .await
+                    .map_err(|e| operation_error(uid, "shutdown", e))?,
+                Err(e) => {
+                    tracing::info!(vm = uid, error = %e, "SendCtrlAltDel failed; stopping with signals");
+                    false
+                }
+            };
+            if !graceful {
+                terminate_tracked(&tracked, self.timeouts.term_grace, self.timeouts.kill_grace)
+                    .await
+                    .map_err(|e| operation_error(uid, "shutdown", e.to_string()))?;
+            }
+        }
+        // Our process is gone. Firecracker leaves its socket behind; remove it.
+        remove_stale_socket(&process.control_socket)
+            .map_err(|e| operation_error(uid, "shutdown", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_firecrackers_version_line() {
+        assert_eq!(
+            parse_version("Firecracker v1.9.0\n").as_deref(),
+            Some("1.9.0")
+        );
+        assert_eq!(
+            parse_version("\nFirecracker v1.10.1-dev\n\nmore\n").as_deref(),
+            Some("1.10.1-dev")
+        );
+        assert_eq!(parse_version("QEMU emulator version 7.2.0"), None);
+        assert_eq!(parse_version("Firecracker vx"), None);
+        assert_eq!(parse_version(""), None);
+    }
+
+    #[test]
+    fn instance_id_is_the_uid_marker_within_firecrackers_rules() {
+        let uid = "7d1e0c52-1f0a-4c57-9a51-2b8f0e6f7a10";
+        assert_eq!(instance_id(uid).unwrap(), format!("banger-{uid}"));
+        assert!(instance_id("has space").is_err());
+        assert!(instance_id("under_score").is_err());
+        assert!(instance_id(&"a".repeat(58)).is_err(), "banger- + 58 > 64");
+        assert!(instance_id(&"a".repeat(57)).is_ok());
+    }
+
+    #[test]
+    fn api_socket_path_must_fit_a_unix_socket_address() {
+        let fits = api_socket_path(Path::new("/var/lib/banger/vms/web")).unwrap();
+        assert_eq!(fits, Path::new("/var/lib/banger/vms/web/firecracker.sock"));
+        let deep = format!("/{}", "d".repeat(90));
+        let err = api_socket_path(Path::new(&deep)).unwrap_err();
+        assert!(err.contains("at most 107"), "{err}");
+    }
+
+    #[test]
+    fn command_line_carries_socket_and_marker() {
+        let args = command_args(Path::new("/vms/a/firecracker.sock"), "banger-x");
+        assert_eq!(
+            args,
+            ["--api-sock", "/vms/a/firecracker.sock", "--id", "banger-x"]
+                .map(OsString::from)
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn only_this_launchs_console_counts_for_halt() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        std::fs::write(&console, "old boot\nreboot: Power down\n").unwrap();
+        let offset = std::fs::metadata(&console).unwrap().len();
+        assert!(
+            !guest_halted(dir.path()),
+            "no launch record: unknown, not halted"
+        );
+        write_launch_record(
+            dir.path(),
+            &LaunchRecord {
+                console_log: console.clone(),
+                console_offset: offset,
+            },
+        )
+        .unwrap();
+        assert!(!guest_halted(dir.path()));
+        std::fs::write(&console, "old boot\nreboot: Power down\nnew boot\nlogin:\n").unwrap();
+        assert!(!guest_halted(dir.path()));
+        assert_eq!(console_tail(dir.path()), "console: new boot | login:");
+        let mut text = std::fs::read_to_string(&console).unwrap();
+        text.push_str("reboot: System halted\n");
+        std::fs::write(&console, text).unwrap();
+        assert!(guest_halted(dir.path()));
+    }
+
+    #[test]
+    fn firecracker_is_unsuitable_without_kvm_for_stock_guests() {
+        let missing = host_suitability(Path::new("banger-no-such-binary"), &KvmStatus::Usable);
+        assert!(matches!(missing, Err(Unsuitable::Binary(_))), "{missing:?}");
+        // The version path with a real binary is tested with the test stand-in in
+        // tests/firecracker_api.rs.
+    }
+
+    #[test]
+    fn halt_markers_are_recognised() {
+        assert!(console_shows_halt("[   3.2] reboot: Power down\n"));
+        assert!(console_shows_halt("Kernel panic - not syncing: VFS"));
+        assert!(!console_shows_halt("reboot: Restarting system\nlogin:"));
+    }
+
+    #[test]
+    fn resolve_binary_checks_path_and_executability() {
+        assert!(resolve_binary(Path::new("sh")).is_some());
+        assert!(resolve_binary(Path::new("/bin/sh")).is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("not-executable");
+        std::fs::write(&plain, b"#!/bin/sh\n").unwrap();
+        assert!(resolve_binary(&plain).is_none());
+        assert!(resolve_binary(dir.path()).is_none());
+        assert!(resolve_binary(Path::new("banger-no-such-binary")).is_none());
+        assert!(resolve_binary(Path::new("")).is_none());
+    }
+
+    #[test]
+    fn detection_rejects_missing_and_foreign_binaries() {
+        let missing = detect_version(Path::new("banger-no-such-binary"), Duration::from_secs(5));
+        assert!(
+            matches!(missing, Err(DetectError::NotFound { .. })),
+            "{missing:?}"
+        );
+        // `true --version` exits 0 and prints nothing: not Firecracker.
+        let foreign = detect_version(Path::new("true"), Duration::from_secs(5));
+        assert!(
+            matches!(foreign, Err(DetectError::NotFirecracker { .. })),
+            "{foreign:?}"
+        );
+        assert!(!is_available(Path::new("banger-no-such-binary")));
+    }
+}

@@ -2,3 +2,13 @@
 //!
 //! Every host object banger creates has a deterministic name derived from its owner's
 //! uid ([`names`]), so it can be found again by probing and garbage-collected.
+
+pub mod kvm;
+pub mod process;
+
+pub mod disk;
+pub mod doctor;
+pub mod names;
+pub mod net;
+pub mod safe_path;
+pub mod which;

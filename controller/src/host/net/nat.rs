@@ -1,0 +1,477 @@
+//! NAT masquerade for VMs with `network.nat: true`, in an nftables table banger owns.
+//!
+//! Layout of `table ip banger` ([`names::NFT_TABLE`]):
+//! - chain `postrouting` (nat hook, priority 100): one rule per VM,
+//!   `ip saddr <vm ip> oifname != "<bridge>" masquerade comment "banger-vm:<uid>"`;
+//! - chain `forward` (filter hook, priority 0): two rules accepting traffic from the
+//!   bridge and established/related traffic to it, tagged `banger-bridge:<bridge>`.
+//!
+//! # Why this is not shell interpolation
+//! `nft` is spawned directly with an argv vector (`nft -f -`, no shell), and the
+//! ruleset is written to its stdin. Every value placed in the ruleset text is typed and
+//! validated before it gets there: IPs are [`Ipv4Addr`] (rendered as digits and dots),
+//! interface names passed [`names::validate_ifname`] (ASCII letters, digits, `-_.`), and
+//! uids are [`ObjectUid`]s (`[0-9a-f-]`). None can contain a quote, whitespace, `;`,
+//! `#`, a brace or a newline, so no value can change the structure of the ruleset.
+//! Reading uses `nft -j list table ip banger`, parsed with serde_json; rules are deleted
+//! by handle (`nft delete rule ip banger postrouting handle N`, argv again).
+//!
+//! A ruleset file is applied by nft as one atomic transaction.
+//!
+//! Concurrency: an ensure/remove for one VM must run under that VM's lock (probe and
+//! write are two steps); different VMs touch different rules.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::host::names::{self, ObjectUid};
+use crate::host::which::find_executable;
+
+use super::BridgeConfig;
+
+/// Comment prefix of the forward-chain rules; the bridge name follows.
+const BRIDGE_COMMENT_PREFIX: &str = "banger-bridge:";
+
+/// Why an nftables operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatError {
+    /// `nft` could not be started or talked to.
+    #[error("cannot run {bin} ({step}): {source}")]
+    Spawn {
+        /// The nft binary.
+        bin: PathBuf,
+        /// What banger was doing.
+        step: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` exited non-zero.
+    #[error("{bin} failed ({step}): {stderr}")]
+    Failed {
+        /// The nft binary.
+        bin: PathBuf,
+        /// What banger was doing.
+        step: String,
+        /// nft's error output.
+        stderr: String,
+    },
+    /// `nft -j` printed something that is not the JSON banger expects.
+    #[error("cannot parse `nft -j list table ip {table}` output: {reason}")]
+    Parse {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A VM's masquerade rule as found in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatRule {
+    /// The VM's uid (from the rule's comment).
+    pub uid: ObjectUid,
+    /// The source address the rule matches, if it has the expected shape.
+    pub ip: Option<Ipv4Addr>,
+    /// The rule's handle (for deletion).
+    pub handle: u64,
+}
+
+/// What banger's table holds, as parsed from `nft -j`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatTable {
+    /// Whether the table exists at all.
+    pub exists: bool,
+    /// Per-VM masquerade rules in the postrouting chain.
+    pub vm_rules: Vec<NatRule>,
+    /// Bridge names with forward-chain rules, one entry per rule.
+    pub forward_bridges: Vec<String>,
+}
+
+/// The nftables command banger drives (binary path configurable for tests/doctor).
+#[derive(Debug, Clone)]
+pub struct Nftables {
+    bin: PathBuf,
+}
+
+impl Default for Nftables {
+    /// `nft` from `PATH` (or `/usr/sbin`, `/sbin`).
+    fn default() -> Self {
+        Nftables {
+            bin: find_executable(Path::new("nft")).unwrap_or_else(|| PathBuf::from("nft")),
+        }
+    }
+}
+
+impl Nftables {
+    /// Uses the nft binary at `bin`.
+    pub fn new(bin: impl AsRef<Path>) -> Self {
+        Nftables {
+            bin: bin.as_ref().to_path_buf(),
+        }
+    }
+
+    /// Reads banger's table. A missing table is an empty, non-existent [`NatTable`].
+    pub fn read_table(&self) -> Result<NatTable, NatError> {
+        let step = "list table";
+        let output = Command::new(&self.bin)
+            .args(["-j", "list", "table", "ip", names::NFT_TABLE])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| self.spawn_err(step, source))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if stderr.contains("No such file or directory") {
+                return Ok(NatTable::default());
+            }
+            return Err(NatError::Failed {
+                bin: self.bin.clone(),
+                step: step.to_string(),
+                stderr,
+            });
+        }
+        parse_table(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// Makes the table, both chains and the bridge's forward rules exist (idempotent:
+    /// the forward chain is rewritten atomically only when its rules are not exactly
+    /// the two for this bridge).
+    pub fn ensure_base(&self, bridge: &BridgeConfig) -> Result<(), NatError> {
+        let table = self.read_table()?;
+        let forward_ok = table.forward_bridges.len() == 2
+            && table.forward_bridges.iter().all(|b| b == bridge.name());
+        if table.exists && forward_ok {
+            return Ok(());
+        }
+        self.apply(
+            "ensure table, chains and forward rules",
+            &base_ruleset(bridge),
+        )
+    }
+
+    /// Makes the masquerade rule of VM `uid` (source `ip`) exist, replacing a rule of
+    /// that VM with another address in the same transaction; returns the rule.
+    pub fn ensure_vm(
+        &self,
+        uid: &ObjectUid,
+        ip: Ipv4Addr,
+        bridge: &BridgeConfig,
+    ) -> Result<NatRule, NatError> {
+        self.ensure_base(bridge)?;
+        let table = self.read_table()?;
+        let mine: Vec<&NatRule> = table.vm_rules.iter().filter(|r| &r.uid == uid).collect();
+        if let [only] = mine.as_slice() {
+            if only.ip == Some(ip) {
+                return Ok((*only).clone());
+            }
+        }
+        let stale: Vec<u64> = mine.iter().map(|r| r.handle).collect();
+        let text = vm_rule_ruleset(uid, ip, bridge, &stale);
+        self.apply(&format!("add NAT rule for VM {uid}"), &text)?;
+        self.probe_vm(uid)?.ok_or_else(|| NatError::Failed {
+            bin: self.bin.clone(),
+            step: format!("add NAT rule for VM {uid}"),
+            stderr: "rule not found after adding it".to_string(),
+        })
+    }
+
+    /// The masquerade rule of VM `uid`, if there is one (the first, if several).
+    pub fn probe_vm(&self, uid: &ObjectUid) -> Result<Option<NatRule>, NatError> {
+        Ok(self
+            .read_table()?
+            .vm_rules
+            .into_iter()
+            .find(|r| &r.uid == uid))
+    }
+
+    /// Deletes every masquerade rule of VM `uid`, by handle (idempotent).
+    pub fn remove_vm(&self, uid: &ObjectUid) -> Result<(), NatError> {
+        let handles: Vec<u64> = self
+            .read_table()?
+            .vm_rules
+            .iter()
+            .filter(|r| &r.uid == uid)
+            .map(|r| r.handle)
+            .collect();
+        for handle in handles {
+            self.delete_rule(handle, &format!("delete NAT rule of VM {uid}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every per-VM masquerade rule in the table: the candidates for garbage collection.
+    pub fn list_vm_rules(&self) -> Result<Vec<NatRule>, NatError> {
+        Ok(self.read_table()?.vm_rules)
+    }
+
+    /// Deletes banger's whole table (idempotent).
+    pub fn remove_table(&self) -> Result<(), NatError> {
+        if !self.read_table()?.exists {
+            return Ok(());
+        }
+        self.run_argv("delete table", &["delete", "table", "ip", names::NFT_TABLE])
+    }
+
+    fn delete_rule(&self, handle: u64, step: &str) -> Result<(), NatError> {
+        let handle = handle.to_string();
+        self.run_argv(
+            step,
+            &[
+                "delete",
+                "rule",
+                "ip",
+                names::NFT_TABLE,
+                names::NFT_POSTROUTING_CHAIN,
+                "handle",
+                &handle,
+            ],
+        )
+    }
+
+    fn run_argv(&self, step: &str, args: &[&str]) -> Result<(), NatError> {
+        let output = Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| self.spawn_err(step, source))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(NatError::Failed {
+                bin: self.bin.clone(),
+                step: step.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Feeds `ruleset` to `nft -f -` (one atomic transaction).
+    fn apply(&self, step: &str, ruleset: &str) -> Result<(), NatError> {
+        let mut child = Command::new(&self.bin)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| self.spawn_err(step, source))?;
+        let write_result = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(ruleset.as_bytes()),
+            None => Ok(()),
+        };
+        let output = child
+            .wait_with_output()
+            .map_err(|source| self.spawn_err(step, source))?;
+        if !output.status.success() {
+            return Err(NatError::Failed {
+                bin: self.bin.clone(),
+                step: step.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        write_result.map_err(|source| self.spawn_err(step, source))
+    }
+
+    fn spawn_err(&self, step: &str, source: std::io::Error) -> NatError {
+        NatError::Spawn {
+            bin: self.bin.clone(),
+            step: step.to_string(),
+            source,
+        }
+    }
+}
+
+fn table_and_chains() -> String {
+    let t = names::NFT_TABLE;
+    let post = names::NFT_POSTROUTING_CHAIN;
+    let fwd = names::NFT_FORWARD_CHAIN;
+    format!(
+        "add table ip {t}\n\
+         add chain ip {t} {post} {{ type nat hook postrouting priority 100; policy accept; }}\n\
+         add chain ip {t} {fwd} {{ type filter hook forward priority 0; policy accept; }}\n"
+    )
+}
+
+/// The ruleset making the table, its chains and the bridge's forward rules (the
+/// forward chain is flushed and refilled in the same transaction).
+pub fn base_ruleset(bridge: &BridgeConfig) -> String {
+    let t = names::NFT_TABLE;
+    let fwd = names::NFT_FORWARD_CHAIN;
+    let br = bridge.name();
+    format!(
+        "{head}flush chain ip {t} {fwd}\n\
+         add rule ip {t} {fwd} iifname \"{br}\" accept comment \"{BRIDGE_COMMENT_PREFIX}{br}\"\n\
+         add rule ip {t} {fwd} oifname \"{br}\" ct state established,related accept comment \"{BRIDGE_COMMENT_PREFIX}{br}\"\n",
+        head = table_and_chains()
+    )
+}
+
+/// The ruleset adding VM `uid`'s masquerade rule (after deleting `stale` handles).
+pub fn vm_rule_ruleset(
+    uid: &ObjectUid,
+    ip: Ipv4Addr,
+    bridge: &BridgeConfig,
+    stale: &[u64],
+) -> String {
+    let t = names::NFT_TABLE;
+    let post = names::NFT_POSTROUTING_CHAIN;
+    let mut text = table_and_chains();
+    for handle in stale {
+        text.push_str(&format!("delete rule ip {t} {post} handle {handle}\n"));
+    }
+    text.push_str(&format!(
+        "add rule ip {t} {post} ip saddr {ip} oifname != \"{br}\" masquerade comment \"{comment}\"\n",
+        br = bridge.name(),
+        comment = names::nat_rule_comment(uid)
+    ));
+    text
+}
+
+/// Parses `nft -j list table ip banger` output.
+pub fn parse_table(json: &str) -> Result<NatTable, NatError> {
+    let parse_err = |reason: &str| NatError::Parse {
+        table: names::NFT_TABLE,
+        reason: reason.to_string(),
+    };
+    let value: Value = serde_json::from_str(json).map_err(|e| parse_err(&e.to_string()))?;
+    let items = value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or_else(|| parse_err("no top-level `nftables` array"))?;
+    let mut table = NatTable::default();
+    for item in items {
+        if let Some(t) = item.get("table") {
+            if t.get("name").and_then(Value::as_str) == Some(names::NFT_TABLE) {
+                table.exists = true;
+            }
+            continue;
+        }
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
+        if rule.get("table").and_then(Value::as_str) != Some(names::NFT_TABLE) {
+            continue;
+        }
+        let chain = rule
+            .get("chain")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let comment = rule
+            .get("comment")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if chain == names::NFT_POSTROUTING_CHAIN {
+            let Some(uid) = names::uid_from_nat_comment(comment) else {
+                continue;
+            };
+            let handle = rule
+                .get("handle")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| parse_err("a rule has no numeric handle"))?;
+            table.vm_rules.push(NatRule {
+                uid,
+                ip: rule_saddr(rule),
+                handle,
+            });
+        } else if chain == names::NFT_FORWARD_CHAIN {
+            if let Some(bridge) = comment.strip_prefix(BRIDGE_COMMENT_PREFIX) {
+                table.forward_bridges.push(bridge.to_string());
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// The address of an `ip saddr == X` match in a rule's expressions.
+fn rule_saddr(rule: &Value) -> Option<Ipv4Addr> {
+    rule.get("expr")?.as_array()?.iter().find_map(|expr| {
+        let m = expr.get("match")?;
+        let payload = m.get("left")?.get("payload")?;
+        let is_saddr = payload.get("protocol")?.as_str()? == "ip"
+            && payload.get("field")?.as_str()? == "saddr"
+            && m.get("op")?.as_str()? == "==";
+        if !is_saddr {
+            return None;
+        }
+        m.get("right")?.as_str()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn uid() -> ObjectUid {
+        ObjectUid::parse("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88").unwrap()
+    }
+
+    #[test]
+    fn base_ruleset_text() {
+        let text = base_ruleset(&BridgeConfig::default());
+        assert_eq!(
+            text,
+            "add table ip banger\n\
+             add chain ip banger postrouting { type nat hook postrouting priority 100; policy accept; }\n\
+             add chain ip banger forward { type filter hook forward priority 0; policy accept; }\n\
+             flush chain ip banger forward\n\
+             add rule ip banger forward iifname \"banger0\" accept comment \"banger-bridge:banger0\"\n\
+             add rule ip banger forward oifname \"banger0\" ct state established,related accept comment \"banger-bridge:banger0\"\n"
+        );
+    }
+
+    #[test]
+    fn vm_rule_text_with_and_without_stale_handles() {
+        let bridge = BridgeConfig::default();
+        let ip = Ipv4Addr::new(172, 30, 0, 5);
+        let text = vm_rule_ruleset(&uid(), ip, &bridge, &[]);
+        assert!(text.ends_with(
+            "add rule ip banger postrouting ip saddr 172.30.0.5 oifname != \"banger0\" masquerade comment \"banger-vm:0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88\"\n"
+        ), "{text}");
+        assert!(!text.contains("delete"));
+        let text = vm_rule_ruleset(&uid(), ip, &bridge, &[7, 9]);
+        let delete7 = text
+            .find("delete rule ip banger postrouting handle 7\n")
+            .unwrap();
+        let delete9 = text
+            .find("delete rule ip banger postrouting handle 9\n")
+            .unwrap();
+        let add = text.find("add rule ip banger postrouting").unwrap();
+        assert!(delete7 < add && delete9 < add);
+    }
+
+    #[test]
+    fn parses_nft_json() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+          {"table": {"family": "ip", "name": "banger", "handle": 1}},
+          {"chain": {"family": "ip", "table": "banger", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+          {"rule": {"family": "ip", "table": "banger", "chain": "postrouting", "handle": 5, "comment": "banger-vm:0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88",
+            "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "172.30.0.5"}},
+                     {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "banger0"}}, {"masquerade": null}]}},
+          {"rule": {"family": "ip", "table": "banger", "chain": "postrouting", "handle": 6, "comment": "someone else's", "expr": []}},
+          {"rule": {"family": "ip", "table": "banger", "chain": "forward", "handle": 3, "comment": "banger-bridge:banger0", "expr": []}},
+          {"rule": {"family": "ip", "table": "banger", "chain": "forward", "handle": 4, "comment": "banger-bridge:banger0", "expr": []}}]}"#;
+        let table = parse_table(json).unwrap();
+        assert!(table.exists);
+        assert_eq!(
+            table.vm_rules,
+            vec![NatRule {
+                uid: uid(),
+                ip: Some(Ipv4Addr::new(172, 30, 0, 5)),
+                handle: 5
+            }]
+        );
+        assert_eq!(table.forward_bridges, vec!["banger0", "banger0"]);
+    }
+
+    #[test]
+    fn rejects_non_nft_json() {
+        assert!(parse_table("[]").is_err());
+        assert!(parse_table("not json").is_err());
+        let empty = parse_table(r#"{"nftables": []}"#).unwrap();
+        assert!(!empty.exists);
+    }
+}

@@ -1,0 +1,316 @@
+//! Per-VM root disks from a real ext4 image made with mkfs.ext4: sparse copy, growth,
+//! fsck, image left untouched, symlinks refused.
+//!
+//! Disks touch no network state, so these tests need no network namespace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use banger_controller::host::disk::{
+    ensure_root_disk, probe_root_disk, remove_root_disk, root_disk_path, sparse_copy, CopyMethod,
+    DiskError, ImageSource, RootDiskRequest,
+};
+use sha2::{Digest, Sha256};
+
+const MIB: u64 = 1024 * 1024;
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// A mostly empty 128 MiB ext4 image holding /hello.txt.
+fn make_image(dir: &Path) -> PathBuf {
+    let content = dir.join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), b"hello from the image\n").unwrap();
+    let image = dir.join("rootfs.ext4");
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&content)
+        .arg(&image)
+        .arg("128M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image
+}
+
+fn fsck_clean(path: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Filesystem size in bytes from dumpe2fs -h.
+fn fs_bytes(path: &Path) -> u64 {
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    field("Block count:") * field("Block size:")
+}
+
+fn read_in_image(path: &Path, file: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {file}"))
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn sparse_copy_grows_and_leaves_the_image_alone() {
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let image_hash = sha256(&image_path);
+    let image_meta = std::fs::metadata(&image_path).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let vm_dir = state.path().join("vms/vm-0b6d8f1e");
+    let image = ImageSource {
+        identity: "image-uid-1".into(),
+        rootfs: image_path.clone(),
+    };
+    let req = |size| RootDiskRequest {
+        vm_name: "web",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: size,
+    };
+
+    let started = Instant::now();
+    let disk = ensure_root_disk(&req(256 * MIB)).unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "measure: image {} MiB apparent, {} KiB allocated; disk made by {:?} in {:?}: {} MiB apparent, {} KiB allocated",
+        image_meta.len() / MIB,
+        image_meta.blocks() * 512 / 1024,
+        disk.method,
+        elapsed,
+        disk.size_bytes / MIB,
+        disk.allocated_bytes / 1024
+    );
+    assert!(matches!(
+        disk.method,
+        CopyMethod::Sparse | CopyMethod::Reflink
+    ));
+    assert_eq!(disk.path, root_disk_path(&vm_dir));
+    assert_eq!(disk.size_bytes, 256 * MIB);
+    assert!(
+        disk.allocated_bytes < 64 * MIB,
+        "copy is not sparse: {} bytes allocated",
+        disk.allocated_bytes
+    );
+    let source = disk.source.clone().unwrap();
+    assert_eq!(source.image_identity, "image-uid-1");
+    assert_eq!(source.image_path, image_path);
+    assert_eq!(source.image_size, 128 * MIB);
+    assert_eq!(source.filesystem_bytes, 256 * MIB);
+    assert_eq!(fs_bytes(&disk.path), 256 * MIB, "filesystem not grown");
+    fsck_clean(&disk.path);
+    assert_eq!(
+        read_in_image(&disk.path, "/hello.txt"),
+        "hello from the image\n"
+    );
+    assert_eq!(sha256(&image_path), image_hash, "image modified");
+    assert!(!vm_dir.join(".rootfs.ext4.tmp").exists());
+
+    // Again: kept as is.
+    let kept = ensure_root_disk(&req(256 * MIB)).unwrap();
+    assert_eq!(kept.method, CopyMethod::Existing);
+    assert_eq!(kept.size_bytes, 256 * MIB);
+
+    // Larger: grown in place, contents kept.
+    let grown = ensure_root_disk(&req(320 * MIB)).unwrap();
+    assert_eq!(grown.size_bytes, 320 * MIB);
+    assert_eq!(fs_bytes(&grown.path), 320 * MIB);
+    assert_eq!(grown.source.unwrap().filesystem_bytes, 320 * MIB);
+    fsck_clean(&grown.path);
+    assert_eq!(
+        read_in_image(&grown.path, "/hello.txt"),
+        "hello from the image\n"
+    );
+
+    // Smaller: refused, naming the VM and both sizes; nothing changes.
+    let err = ensure_root_disk(&req(200 * MIB)).unwrap_err();
+    assert!(matches!(err, DiskError::WouldShrink { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("web")
+            && text.contains(&(320 * MIB).to_string())
+            && text.contains(&(200 * MIB).to_string()),
+        "{text}"
+    );
+    assert_eq!(std::fs::metadata(&grown.path).unwrap().len(), 320 * MIB);
+
+    // Another image: refused, never silently rebuilt.
+    let other = ImageSource {
+        identity: "image-uid-2".into(),
+        rootfs: image_path.clone(),
+    };
+    let err = ensure_root_disk(&RootDiskRequest {
+        image: &other,
+        ..req(320 * MIB)
+    })
+    .unwrap_err();
+    assert!(matches!(err, DiskError::OtherImage { .. }), "{err}");
+
+    // A grow interrupted after extending the file (filesystem not resized yet) is
+    // finished by the next ensure.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&grown.path)
+        .unwrap()
+        .set_len(384 * MIB)
+        .unwrap();
+    assert_eq!(fs_bytes(&grown.path), 320 * MIB);
+    let finished = ensure_root_disk(&req(384 * MIB)).unwrap();
+    assert_eq!(fs_bytes(&finished.path), 384 * MIB);
+    assert_eq!(finished.source.unwrap().filesystem_bytes, 384 * MIB);
+    fsck_clean(&finished.path);
+
+    // Without its sidecar a disk's origin is unknown: refused, not overwritten.
+    let sidecar = vm_dir.join("rootfs.source.json");
+    let saved = std::fs::read(&sidecar).unwrap();
+    std::fs::remove_file(&sidecar).unwrap();
+    let err = ensure_root_disk(&req(384 * MIB)).unwrap_err();
+    assert!(
+        matches!(err, DiskError::OtherImage { ref recorded, .. } if recorded == "unknown"),
+        "{err}"
+    );
+    std::fs::write(&sidecar, saved).unwrap();
+
+    assert_eq!(sha256(&image_path), image_hash, "image modified");
+
+    // Remove: idempotent, leaves the VM directory.
+    remove_root_disk("web", state.path(), &vm_dir).unwrap();
+    assert_eq!(probe_root_disk(&vm_dir).unwrap(), None);
+    assert!(!vm_dir.join("rootfs.source.json").exists());
+    assert!(vm_dir.is_dir());
+    remove_root_disk("web", state.path(), &vm_dir).unwrap();
+}
+
+#[test]
+fn sparse_copy_alone_is_byte_identical_and_sparse() {
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let copy_path = images.path().join("copy.ext4");
+    let src = std::fs::File::open(&image_path).unwrap();
+    let dst = std::fs::File::create(&copy_path).unwrap();
+    let started = Instant::now();
+    sparse_copy(&src, &dst).unwrap();
+    let elapsed = started.elapsed();
+    let meta = std::fs::metadata(&copy_path).unwrap();
+    println!(
+        "measure: sparse_copy of a 128 MiB mkfs.ext4 image took {elapsed:?}; copy has {} KiB allocated (image {} KiB)",
+        meta.blocks() * 512 / 1024,
+        std::fs::metadata(&image_path).unwrap().blocks() * 512 / 1024
+    );
+    assert_eq!(meta.len(), 128 * MIB);
+    assert!(meta.blocks() * 512 < 16 * MIB);
+    assert_eq!(sha256(&copy_path), sha256(&image_path), "copy differs");
+}
+
+#[test]
+fn image_larger_than_requested_size_is_refused() {
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let state = tempfile::tempdir().unwrap();
+    let vm_dir = state.path().join("vms/vm-small");
+    let image = ImageSource {
+        identity: "img".into(),
+        rootfs: image_path,
+    };
+    let err = ensure_root_disk(&RootDiskRequest {
+        vm_name: "small",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: 64 * MIB,
+    })
+    .unwrap_err();
+    assert!(matches!(err, DiskError::WouldShrink { .. }), "{err}");
+    assert!(err.to_string().contains("small"), "{err}");
+    assert_eq!(probe_root_disk(&vm_dir).unwrap(), None);
+}
+
+#[test]
+fn symlinks_in_the_path_are_refused() {
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let image = ImageSource {
+        identity: "img".into(),
+        rootfs: image_path,
+    };
+    let state = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    // A planted symlink for the VM directory.
+    std::fs::create_dir_all(state.path().join("vms")).unwrap();
+    let vm_dir = state.path().join("vms/vm-evil");
+    std::os::unix::fs::symlink(elsewhere.path(), &vm_dir).unwrap();
+    let err = ensure_root_disk(&RootDiskRequest {
+        vm_name: "evil",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: 128 * MIB,
+    })
+    .unwrap_err();
+    assert!(matches!(err, DiskError::UnsafePath { .. }), "{err}");
+    assert!(err.to_string().contains("evil"), "{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    assert!(matches!(
+        remove_root_disk("evil", state.path(), &vm_dir),
+        Err(DiskError::UnsafePath { .. })
+    ));
+
+    // A planted symlink for the disk file itself.
+    let vm_dir = state.path().join("vms/vm-evil2");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let target = elsewhere.path().join("victim");
+    std::fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, vm_dir.join("rootfs.ext4")).unwrap();
+    let err = ensure_root_disk(&RootDiskRequest {
+        vm_name: "evil2",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: 128 * MIB,
+    })
+    .unwrap_err();
+    assert!(matches!(err, DiskError::UnsafePath { .. }), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    // Removal deletes the link, not its target.
+    remove_root_disk("evil2", state.path(), &vm_dir).unwrap();
+    assert!(!vm_dir.join("rootfs.ext4").exists());
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}

@@ -1,0 +1,500 @@
+//! Bridge, tap, forwarding and NAT against the real kernel, inside a network namespace
+//! each test creates (the host's own namespace is never touched).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod netns_support;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use banger_controller::host::names::{self, ObjectUid};
+use banger_controller::host::net::bridge::{ensure_bridge, probe_bridge, remove_bridge};
+use banger_controller::host::net::nat::Nftables;
+use banger_controller::host::net::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap};
+use banger_controller::host::net::{
+    enable_ipv4_forwarding, ipv4_forwarding_enabled, BridgeConfig, NetError, Netlink,
+};
+use netns_support::{host_links, TestNetns};
+
+fn uid(text: &str) -> ObjectUid {
+    ObjectUid::parse(text).unwrap()
+}
+
+#[test]
+fn bridge_ensure_is_idempotent_and_probed() {
+    let host_before = host_links(&["banger0"]);
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::default();
+    let index = ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            let before = probe_bridge(&nl, &cfg).await.unwrap();
+            assert_eq!(before.index, None);
+            assert!(!before.is_healthy());
+
+            let first = ensure_bridge(&nl, &cfg).await.unwrap();
+            assert!(first.is_healthy(), "{first:?}");
+            let second = ensure_bridge(&nl, &cfg).await.unwrap();
+            assert_eq!(first, second, "second ensure changed something");
+            second.index.unwrap()
+        }
+    });
+
+    // Inspect from outside with ip(8).
+    let addr = ns.ip(&["-4", "-o", "addr", "show", "dev", "banger0"]);
+    assert!(addr.contains("inet 172.30.0.1/24"), "{addr}");
+    assert_eq!(addr.lines().count(), 1, "address added twice: {addr}");
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", "banger0"]);
+    assert!(link.contains("bridge"), "{link}");
+    assert!(link.contains("<") && link.contains("UP"), "{link}");
+    assert!(link.starts_with(&format!("{index}:")), "{link}");
+
+    // A missing address and a downed bridge are repaired.
+    ns.ip(&["addr", "flush", "dev", "banger0"]);
+    ns.ip(&["link", "set", "banger0", "down"]);
+    ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            let probe = probe_bridge(&nl, &cfg).await.unwrap();
+            assert!(!probe.has_address && !probe.up, "{probe:?}");
+            assert!(ensure_bridge(&nl, &cfg).await.unwrap().is_healthy());
+            remove_bridge(&nl, &cfg).await.unwrap();
+            assert_eq!(probe_bridge(&nl, &cfg).await.unwrap().index, None);
+            remove_bridge(&nl, &cfg).await.unwrap();
+        }
+    });
+    assert_eq!(
+        host_links(&["banger0"]),
+        host_before,
+        "host interfaces changed"
+    );
+}
+
+#[test]
+fn bridge_name_taken_by_another_kind_is_an_error() {
+    let ns = TestNetns::new();
+    ns.ip(&[
+        "link",
+        "add",
+        "notabridge",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nb-peer",
+    ]);
+    let cfg = BridgeConfig::new("notabridge", "10.9.0.0/24".parse().unwrap()).unwrap();
+    ns.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        let err = ensure_bridge(&nl, &cfg).await.unwrap_err();
+        assert!(matches!(err, NetError::WrongKind { .. }), "{err}");
+        assert!(err.to_string().contains("notabridge"), "{err}");
+        assert!(remove_bridge(&nl, &cfg).await.is_err());
+    });
+    // Left as it was.
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", "notabridge"]);
+    assert!(link.contains("veth"), "{link}");
+}
+
+#[test]
+fn tap_create_attach_probe_remove_recreate() {
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::new("br-test", "10.77.0.0/24".parse().unwrap()).unwrap();
+    let vm = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+    let other = uid("7f000000-0000-4000-8000-000000000001");
+    let tap = names::tap_name(&vm);
+    let other_tap = names::tap_name(&other);
+    let watched = ["br-test", tap.as_str(), other_tap.as_str()];
+    let host_before = host_links(&watched);
+
+    ns.run({
+        let (cfg, vm, other, tap) = (cfg.clone(), vm.clone(), other.clone(), tap.clone());
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            ensure_bridge(&nl, &cfg).await.unwrap();
+            let absent = probe_tap(&nl, &tap, &cfg).await.unwrap();
+            assert_eq!(absent.index, None);
+
+            let made = ensure_tap(&nl, &vm, &cfg).await.unwrap();
+            assert!(made.is_healthy(), "{made:?}");
+            assert_eq!(made.name, tap);
+            let again = ensure_tap(&nl, &vm, &cfg).await.unwrap();
+            assert_eq!(made, again);
+
+            ensure_tap(&nl, &other, &cfg).await.unwrap();
+            let listed = list_banger_taps(&nl).await.unwrap();
+            let mut expected = vec![tap.clone(), names::tap_name(&other)];
+            expected.sort();
+            assert_eq!(listed, expected);
+        }
+    });
+
+    // Persistent tun device in tap mode, master = bridge, up.
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", &tap]);
+    assert!(link.contains("master br-test"), "{link}");
+    assert!(link.contains("tun type tap"), "{link}");
+    assert!(link.contains("UP"), "{link}");
+
+    // Detach and down: the probe sees it and ensure repairs it.
+    ns.ip(&["link", "set", &tap, "nomaster"]);
+    ns.ip(&["link", "set", &tap, "down"]);
+    ns.run({
+        let (cfg, vm, tap) = (cfg.clone(), vm.clone(), tap.clone());
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            let probe = probe_tap(&nl, &tap, &cfg).await.unwrap();
+            assert!(probe.is_tap && !probe.attached && !probe.up, "{probe:?}");
+            assert!(ensure_tap(&nl, &vm, &cfg).await.unwrap().is_healthy());
+
+            remove_tap(&nl, &tap).await.unwrap();
+            assert_eq!(probe_tap(&nl, &tap, &cfg).await.unwrap().index, None);
+            remove_tap(&nl, &tap).await.unwrap();
+            assert_eq!(list_banger_taps(&nl).await.unwrap().len(), 1);
+
+            let recreated = ensure_tap(&nl, &vm, &cfg).await.unwrap();
+            assert!(recreated.is_healthy(), "{recreated:?}");
+        }
+    });
+    let link = ns.ip(&["-d", "-o", "link", "show", "dev", &tap]);
+    assert!(link.contains("master br-test"), "{link}");
+
+    // remove_tap refuses a non-tap device.
+    ns.ip(&[
+        "link",
+        "add",
+        "bgt000000000000",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "bgt-peer",
+    ]);
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let err = remove_tap(&nl, "bgt000000000000").await.unwrap_err();
+        assert!(matches!(err, NetError::WrongKind { .. }), "{err}");
+    });
+    assert_eq!(host_links(&watched), host_before, "host interfaces changed");
+}
+
+#[test]
+fn tap_without_bridge_is_reported() {
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let cfg = BridgeConfig::default();
+        let err = ensure_tap(&nl, &uid("abc123"), &cfg).await.unwrap_err();
+        assert!(
+            matches!(err, NetError::Missing { ref device } if device == "banger0"),
+            "{err}"
+        );
+        assert!(
+            list_banger_taps(&nl).await.unwrap().is_empty(),
+            "tap left behind"
+        );
+    });
+}
+
+#[test]
+fn ipv4_forwarding_is_per_namespace() {
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        // A fresh namespace starts with forwarding off.
+        assert!(!ipv4_forwarding_enabled().unwrap());
+        enable_ipv4_forwarding().unwrap();
+        enable_ipv4_forwarding().unwrap();
+        assert!(ipv4_forwarding_enabled().unwrap());
+    });
+    let inside = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), "1");
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    assert_eq!(host_before, host_after, "host forwarding changed");
+}
+
+fn nft_in(ns: &TestNetns, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn nat_rule_ensure_probe_replace_remove() {
+    let host_table = Nftables::default().read_table().unwrap();
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::default();
+    let a = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+    let b = uid("7f000000-0000-4000-8000-000000000001");
+    let ip_a = Ipv4Addr::new(172, 30, 0, 2);
+    let ip_b = Ipv4Addr::new(172, 30, 0, 3);
+
+    ns.run({
+        let (cfg, a, b) = (cfg.clone(), a.clone(), b.clone());
+        move || async move {
+            let nft = Nftables::default();
+            assert!(!nft.read_table().unwrap().exists);
+            assert_eq!(nft.probe_vm(&a).unwrap(), None);
+            nft.remove_vm(&a).unwrap(); // nothing there: still fine
+
+            let rule = nft.ensure_vm(&a, ip_a, &cfg).unwrap();
+            assert_eq!(rule.uid, a);
+            assert_eq!(rule.ip, Some(ip_a));
+            let again = nft.ensure_vm(&a, ip_a, &cfg).unwrap();
+            assert_eq!(rule, again, "second ensure rewrote the rule");
+            assert_eq!(nft.probe_vm(&a).unwrap(), Some(rule.clone()));
+
+            let table = nft.read_table().unwrap();
+            assert_eq!(table.forward_bridges, vec!["banger0", "banger0"]);
+            assert_eq!(table.vm_rules.len(), 1);
+
+            nft.ensure_vm(&b, ip_b, &cfg).unwrap();
+            // A changed address replaces the rule (one rule per VM, new handle).
+            let moved = nft
+                .ensure_vm(&a, Ipv4Addr::new(172, 30, 0, 9), &cfg)
+                .unwrap();
+            assert_ne!(moved.handle, rule.handle);
+            let rules = nft.list_vm_rules().unwrap();
+            assert_eq!(rules.len(), 2, "{rules:?}");
+            assert_eq!(rules.iter().filter(|r| r.uid == a).count(), 1);
+        }
+    });
+
+    let (ok, text) = nft_in(&ns, &["list", "table", "ip", "banger"]);
+    assert!(ok);
+    assert!(
+        text.contains(&format!(
+            "ip saddr 172.30.0.9 oifname != \"banger0\" masquerade comment \"banger-vm:{a}\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("ip saddr 172.30.0.3"), "{text}");
+    assert!(!text.contains("172.30.0.2 "), "{text}");
+
+    ns.run({
+        let (a, b) = (a.clone(), b.clone());
+        move || async move {
+            let nft = Nftables::default();
+            nft.remove_vm(&a).unwrap();
+            assert_eq!(nft.probe_vm(&a).unwrap(), None);
+            nft.remove_vm(&a).unwrap();
+            let left = nft.list_vm_rules().unwrap();
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].uid, b);
+            nft.remove_table().unwrap();
+            assert!(!nft.read_table().unwrap().exists);
+            nft.remove_table().unwrap();
+        }
+    });
+    let (ok, _) = nft_in(&ns, &["list", "table", "ip", "banger"]);
+    assert!(!ok, "table still there");
+    assert_eq!(
+        Nftables::default().read_table().unwrap(),
+        host_table,
+        "host's nftables changed"
+    );
+}
+
+#[test]
+fn qemu_opens_the_persistent_tap() {
+    let ns = TestNetns::new();
+    let vm = uid("5eed0000-0000-4000-8000-00000000000a");
+    let tap = names::tap_name(&vm);
+    let mac = names::mac_address(&vm);
+    let output = ns.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        let cfg = BridgeConfig::default();
+        ensure_bridge(&nl, &cfg).await.unwrap();
+        assert!(ensure_tap(&nl, &vm, &cfg).await.unwrap().is_healthy());
+        // QEMU paused (-S), driven over QMP on stdio: it must accept the tap, answer,
+        // and quit. `timeout` bounds it if anything hangs.
+        let mut child = Command::new("timeout")
+            .args(["20", "qemu-system-x86_64", "-M", "microvm", "-nodefaults"])
+            .args(["-no-user-config", "-display", "none", "-S", "-qmp", "stdio"])
+            .arg("-netdev")
+            .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+            .arg("-device")
+            .arg(format!("virtio-net-device,netdev=n0,mac={mac}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64 (and timeout) must be installed");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(
+                    b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\"}\n{\"execute\":\"quit\"}\n",
+                )
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "qemu failed: {stderr}\n{stdout}");
+    assert!(
+        stdout.contains("\"status\": \"prelaunch\""),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn vm_network_lifecycle_and_garbage() {
+    use banger_controller::host::net::vm::{
+        ensure_vm_network, list_net_garbage, probe_vm_network, remove_vm_network, VmNetworkSpec,
+    };
+    use std::collections::BTreeSet;
+
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let nft = Nftables::default();
+        let bridge = BridgeConfig::default();
+        let a = VmNetworkSpec {
+            uid: uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88"),
+            ip: Ipv4Addr::new(172, 30, 0, 2),
+            nat: true,
+        };
+        let b = VmNetworkSpec {
+            uid: uid("7f000000-0000-4000-8000-000000000001"),
+            ip: Ipv4Addr::new(172, 30, 0, 3),
+            nat: false,
+        };
+        let pa = ensure_vm_network(&nl, &nft, &bridge, &a).await.unwrap();
+        assert!(pa.matches(&a), "{pa:?}");
+        let pb = ensure_vm_network(&nl, &nft, &bridge, &b).await.unwrap();
+        assert!(pb.matches(&b), "{pb:?}");
+        assert!(ipv4_forwarding_enabled().unwrap());
+        assert_eq!(
+            probe_vm_network(&nl, &nft, &bridge, &a.uid).await.unwrap(),
+            pa
+        );
+
+        // Turning NAT off removes the rule; the probe sees it.
+        let a_off = VmNetworkSpec {
+            nat: false,
+            ..a.clone()
+        };
+        let p = ensure_vm_network(&nl, &nft, &bridge, &a_off).await.unwrap();
+        assert!(p.nat_rule.is_none() && p.matches(&a_off));
+        assert!(!probe_vm_network(&nl, &nft, &bridge, &a.uid)
+            .await
+            .unwrap()
+            .matches(&a));
+        ensure_vm_network(&nl, &nft, &bridge, &a).await.unwrap();
+
+        // Only `b` is known: `a`'s tap and rule are garbage.
+        let known: BTreeSet<ObjectUid> = [b.uid.clone()].into_iter().collect();
+        let garbage = list_net_garbage(&nl, &nft, &known).await.unwrap();
+        assert_eq!(garbage.taps, vec![names::tap_name(&a.uid)]);
+        assert_eq!(garbage.nat_rules.len(), 1);
+        assert_eq!(garbage.nat_rules[0].uid, a.uid);
+
+        remove_vm_network(&nl, &nft, &a.uid).await.unwrap();
+        remove_vm_network(&nl, &nft, &a.uid).await.unwrap();
+        let after = probe_vm_network(&nl, &nft, &bridge, &a.uid).await.unwrap();
+        assert_eq!(after.tap.index, None);
+        assert_eq!(after.nat_rule, None);
+        assert!(after.bridge.is_healthy(), "bridge is shared and stays");
+        let garbage = list_net_garbage(&nl, &nft, &known).await.unwrap();
+        assert!(garbage.taps.is_empty() && garbage.nat_rules.is_empty());
+        assert!(probe_vm_network(&nl, &nft, &bridge, &b.uid)
+            .await
+            .unwrap()
+            .matches(&b));
+    });
+}
+
+/// Pings `target` once from inside namespace `ns` (busybox ping; bounded by -W).
+fn ping_from(ns: &str, target: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "2", target,
+        ])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Real traffic: a "guest" namespace behind the bridge reaches an "outside" namespace
+/// that has no route back to the bridge subnet only while the VM's masquerade rule is
+/// in place.
+#[test]
+fn masquerade_rule_really_translates() {
+    let host = TestNetns::new();
+    let guest = TestNetns::new();
+    let outside = TestNetns::new();
+    let vm = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+
+    host.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        ensure_bridge(&nl, &BridgeConfig::default()).await.unwrap();
+        enable_ipv4_forwarding().unwrap();
+    });
+    // The guest: a veth whose host end is a bridge port (stands in for the tap).
+    host.ip(&[
+        "link", "add", "gveth", "type", "veth", "peer", "name", "gport",
+    ]);
+    host.ip(&["link", "set", "gveth", "netns", &guest.name]);
+    host.ip(&["link", "set", "gport", "master", "banger0", "up"]);
+    guest.ip(&["addr", "add", "172.30.0.2/24", "dev", "gveth"]);
+    guest.ip(&["link", "set", "gveth", "up"]);
+    guest.ip(&["link", "set", "lo", "up"]);
+    guest.ip(&["route", "add", "default", "via", "172.30.0.1"]);
+    // The outside world: reachable from the host namespace, no route to 172.30.0.0/24.
+    host.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "out0"]);
+    host.ip(&["link", "set", "out0", "netns", &outside.name]);
+    host.ip(&["addr", "add", "10.99.0.1/24", "dev", "up0"]);
+    host.ip(&["link", "set", "up0", "up"]);
+    outside.ip(&["addr", "add", "10.99.0.2/24", "dev", "out0"]);
+    outside.ip(&["link", "set", "out0", "up"]);
+
+    assert!(
+        ping_from(&guest.name, "172.30.0.1"),
+        "guest cannot reach the bridge"
+    );
+    assert!(
+        !ping_from(&guest.name, "10.99.0.2"),
+        "outside reachable without NAT: the test proves nothing"
+    );
+
+    host.run({
+        let vm = vm.clone();
+        move || async move {
+            Nftables::default()
+                .ensure_vm(&vm, Ipv4Addr::new(172, 30, 0, 2), &BridgeConfig::default())
+                .unwrap();
+        }
+    });
+    assert!(
+        ping_from(&guest.name, "10.99.0.2"),
+        "masquerade does not work"
+    );
+
+    host.run(move || async move {
+        Nftables::default().remove_vm(&vm).unwrap();
+    });
+    assert!(
+        !ping_from(&guest.name, "10.99.0.2"),
+        "outside still reachable after the rule was removed"
+    );
+}

@@ -1,0 +1,46 @@
+//! Loading never panics, whatever the bytes, and every problem it reports has a
+//! position inside the input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use banger_specs::load::parse_document_set;
+use proptest::prelude::*;
+
+fn check(bytes: &[u8]) {
+    let load = parse_document_set(bytes, "fuzz.yaml", Path::new("/base"));
+    let lines = bytes.split(|b| *b == b'\n').count().max(1);
+    for problem in &load.problems {
+        assert!(
+            problem.line >= 1 && problem.line <= lines + 1,
+            "{problem} (input has {lines} lines)"
+        );
+        assert!(problem.column >= 1, "{problem}");
+    }
+    if load.problems.iter().any(|p| p.is_error()) {
+        assert!(load.objects.is_empty());
+    }
+}
+
+const VALID: &str = "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata:\n  name: dev\n  labels: {a: b}\nspec:\n  image: base\n  memory: 1G\n  network: {nat: true, ip: 10.0.0.2}\n---\napiVersion: banger.dev/v1alpha1\nkind: Workspace\nmetadata: {name: w}\nspec: {vm: dev, source: ../x}\n";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        check(&bytes);
+    }
+
+    #[test]
+    fn yaml_like_text(text in "[-a-zA-Z0-9:{}\\[\\],&*!|>#'\" \t\n.<~]{0,200}") {
+        check(text.as_bytes());
+    }
+
+    #[test]
+    fn mutated_valid_specs(at in 0..VALID.len(), len in 0usize..8, insert in "[-a-z0-9:{}\\[\\],&*!|>#'\" \t\n.]{0,6}") {
+        let end = (at + len).min(VALID.len());
+        let mutated = format!("{}{}{}", &VALID[..at], insert, &VALID[end..]);
+        check(mutated.as_bytes());
+    }
+}
