@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod firecracker;
 pub mod qemu;
+pub mod qmp;
 
 /// Which hypervisor a VM runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,1 +1,775 @@
-//! QEMU `-M microvm` driver (owned by the QEMU work).
+//! QEMU `-M microvm` driver.
+//!
+//! A VM is one detached `qemu-system-x86_64` process ([`crate::host::process`]) started
+//! from an argv vector built by the pure [`qemu_argv`]: virtio-mmio block and net
+//! devices, the serial console appended to the VM's console log, QMP on a Unix socket in
+//! the VM directory, `-name banger-<uid>` as the identity marker and a pid file.
+//!
+//! - **Launch** spawns QEMU and waits, bounded by [`QemuOptions::launch_timeout`], until
+//!   QMP answers `query-status` with `running`; if QEMU exits first, the error carries
+//!   the tail of its output log. A failed launch leaves no process behind.
+//! - **Probe** checks the identity (pid + start time + marker), then asks QMP.
+//! - **Shutdown**: `system_powerdown` (the ACPI power button), a bounded wait of `grace`;
+//!   then QMP `quit`; then SIGTERM and SIGKILL. A guest without acpid ignores the button,
+//!   so the fallbacks are part of the normal path. Already gone counts as success.
+//!
+//! QMP connections are short-lived (one per probe or step) because QEMU's QMP socket
+//! serves one client at a time; callers serialise operations per VM.
+//!
+//! Under TCG the guest's TSC is the host's, but the guest kernel calibrates it against
+//! the emulated PIT, which fails on a busy host and leaves the guest without a working
+//! clock (it hangs in early boot). The driver therefore passes the host's measured TSC
+//! frequency as `tsc_early_khz=` ([`QemuOptions::tsc_khz`]) unless the command line
+//! already sets it.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::driver::qmp::{QmpClient, QmpError};
+use crate::driver::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
+use crate::host::kvm::{self, Accel, AccelError, ResolvedAccel};
+use crate::host::process::{self, DetachedCommand, IdentityCheck, ProcessIdentity, TrackedProcess};
+
+/// The QEMU binary looked up in `PATH` when none is configured.
+pub const DEFAULT_BINARY: &str = "qemu-system-x86_64";
+
+/// How the driver runs QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuOptions {
+    /// QEMU binary: a path, or a name looked up in `PATH`.
+    pub binary: PathBuf,
+    /// The accelerator (already resolved against the host).
+    pub accel: ResolvedAccel,
+    /// Under TCG: the host TSC frequency in kHz, passed to the guest as `tsc_early_khz=`.
+    pub tsc_khz: Option<u64>,
+    /// Bound on launch: from spawn until QMP reports the guest running.
+    pub launch_timeout: Duration,
+    /// Bound on each QMP connection and command.
+    pub qmp_timeout: Duration,
+    /// Wait after QMP `quit` before SIGTERM.
+    pub quit_grace: Duration,
+    /// Wait after SIGTERM before SIGKILL.
+    pub term_grace: Duration,
+    /// Wait after SIGKILL before giving up.
+    pub kill_grace: Duration,
+}
+
+impl QemuOptions {
+    /// Options for `binary` with a resolved accelerator and default bounds; no TSC hint.
+    pub fn new(binary: impl Into<PathBuf>, accel: ResolvedAccel) -> QemuOptions {
+        QemuOptions {
+            binary: binary.into(),
+            accel,
+            tsc_khz: None,
+            launch_timeout: Duration::from_secs(30),
+            qmp_timeout: Duration::from_secs(3),
+            quit_grace: Duration::from_secs(3),
+            term_grace: Duration::from_secs(3),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Options for this host: resolves `accel` with [`kvm::detect`] and, under TCG,
+    /// measures the TSC frequency (blocks ~20 ms). `binary` defaults to
+    /// [`DEFAULT_BINARY`].
+    pub fn for_host(binary: Option<PathBuf>, accel: Accel) -> Result<QemuOptions, AccelError> {
+        let resolved = kvm::resolve(accel, &kvm::detect())?;
+        let mut options = QemuOptions::new(
+            binary.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY)),
+            resolved,
+        );
+        if resolved == ResolvedAccel::Tcg {
+            options.tsc_khz = measure_tsc_khz();
+        }
+        Ok(options)
+    }
+}
+
+/// The QMP socket of a VM.
+pub fn qmp_socket_path(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("qmp.sock")
+}
+
+/// The pid file QEMU writes.
+pub fn pid_file_path(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("qemu.pid")
+}
+
+/// Where QEMU's own stdout and stderr go.
+pub fn output_log_path(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("qemu.log")
+}
+
+/// The kernel command line QEMU passes: `spec.cmdline`, plus `tsc_early_khz=` under TCG
+/// when known and not already set.
+pub fn kernel_cmdline(spec: &LaunchSpec, options: &QemuOptions) -> String {
+    match (options.accel, options.tsc_khz) {
+        (ResolvedAccel::Tcg, Some(khz))
+            if !spec
+                .cmdline
+                .split_whitespace()
+                .any(|a| a.starts_with("tsc_early_khz=")) =>
+        {
+            if spec.cmdline.trim().is_empty() {
+                format!("tsc_early_khz={khz}")
+            } else {
+                format!("{} tsc_early_khz={khz}", spec.cmdline.trim_end())
+            }
+        }
+        _ => spec.cmdline.clone(),
+    }
+}
+
+/// Escapes a value for QEMU's `key=value,…` option syntax (a comma is written twice).
+pub fn escape_option_value(value: &OsStr) -> OsString {
+    let mut out = Vec::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+fn option(prefix: &str, value: &OsStr, suffix: &str) -> OsString {
+    let mut out = OsString::from(prefix);
+    out.push(escape_option_value(value));
+    out.push(suffix);
+    out
+}
+
+/// The full QEMU argv (without the program) for `spec`. Pure.
+pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["-name"]);
+    args.push(escape_option_value(OsStr::new(&process::uid_marker(
+        &spec.uid,
+    ))));
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    // microvm: no option ROMs; the ISA serial port, ACPI (power button) and the RTC stay.
+    push(&["-M", "microvm,x-option-roms=off"]);
+    match options.accel {
+        ResolvedAccel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        ResolvedAccel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+    }
+    let smp = spec.vcpus.max(1).to_string();
+    let memory = format!("{}M", spec.memory_mib);
+    push(&["-smp", &smp, "-m", &memory]);
+    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    args.push("-kernel".into());
+    args.push(spec.kernel.clone().into_os_string());
+    if let Some(initrd) = &spec.initrd {
+        args.push("-initrd".into());
+        args.push(initrd.clone().into_os_string());
+    }
+    args.push("-append".into());
+    args.push(kernel_cmdline(spec, options).into());
+    args.push("-drive".into());
+    args.push(option(
+        "id=root,file=",
+        spec.root_disk.as_os_str(),
+        ",format=raw,if=none,cache=writeback",
+    ));
+    args.extend(["-device", "virtio-blk-device,drive=root"].map(OsString::from));
+    if let Some(tap) = &spec.tap {
+        args.push("-netdev".into());
+        args.push(option(
+            "tap,id=net0,ifname=",
+            OsStr::new(tap),
+            ",script=no,downscript=no",
+        ));
+        args.push("-device".into());
+        args.push(option(
+            "virtio-net-device,netdev=net0,mac=",
+            OsStr::new(&spec.mac),
+            "",
+        ));
+    }
+    args.push("-chardev".into());
+    args.push(option(
+        "file,id=console,path=",
+        spec.console_log.as_os_str(),
+        ",append=on",
+    ));
+    args.extend(["-serial", "chardev:console"].map(OsString::from));
+    args.push("-chardev".into());
+    args.push(option(
+        "socket,id=qmp,path=",
+        qmp_socket_path(&spec.vm_dir).as_os_str(),
+        ",server=on,wait=off",
+    ));
+    args.extend(["-mon", "chardev=qmp,mode=control"].map(OsString::from));
+    args.push("-pidfile".into());
+    args.push(pid_file_path(&spec.vm_dir).into_os_string());
+    args
+}
+
+/// Measures the host TSC frequency in kHz against the monotonic clock (~20 ms), if the
+/// TSC is constant and non-stop. `None` elsewhere.
+pub fn measure_tsc_khz() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+        let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
+        if !(has("constant_tsc") && has("nonstop_tsc")) {
+            return None;
+        }
+        // Pair a TSC read with the clock; keep the tightest of several pairs so that a
+        // preemption between the two reads does not skew the result.
+        let sample = || -> (Instant, u64) {
+            let mut best: Option<(Duration, Instant, u64)> = None;
+            for _ in 0..9 {
+                let before = Instant::now();
+                // SAFETY: RDTSC has no memory effects; every x86_64 CPU implements it.
+                #[allow(unused_unsafe)]
+                let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+                let after = Instant::now();
+                let gap = after - before;
+                if best.is_none_or(|(g, _, _)| gap < g) {
+                    best = Some((gap, before + gap / 2, tsc));
+                }
+            }
+            best.map(|(_, at, tsc)| (at, tsc))
+                .unwrap_or((Instant::now(), 0))
+        };
+        let (t0, c0) = sample();
+        std::thread::sleep(Duration::from_millis(20));
+        let (t1, c1) = sample();
+        let nanos = u64::try_from((t1 - t0).as_nanos()).ok()?;
+        let cycles = c1.checked_sub(c0)?;
+        let khz = u128::from(cycles) * 1_000_000 / u128::from(nanos.max(1));
+        u64::try_from(khz).ok().filter(|&k| k > 100_000)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// The QEMU adapter behind [`Hypervisor`].
+#[derive(Debug, Clone)]
+pub struct QemuDriver {
+    options: QemuOptions,
+}
+
+impl QemuDriver {
+    /// A driver with these options.
+    pub fn new(options: QemuOptions) -> QemuDriver {
+        QemuDriver { options }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &QemuOptions {
+        &self.options
+    }
+
+    async fn launch_inner(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
+        let op = |operation: &str, reason: String| DriverError::Operation {
+            vm: spec.name.clone(),
+            operation: operation.to_owned(),
+            reason,
+        };
+        let binary =
+            resolve_binary(&self.options.binary).map_err(|reason| DriverError::Binary {
+                vm: spec.name.clone(),
+                binary: self.options.binary.display().to_string(),
+                reason,
+            })?;
+        if !spec.vm_dir.is_dir() {
+            return Err(op(
+                "prepare",
+                format!("vm directory {} does not exist", spec.vm_dir.display()),
+            ));
+        }
+        let socket = qmp_socket_path(&spec.vm_dir);
+        // sun_path holds 108 bytes including the terminating NUL.
+        if socket.as_os_str().len() >= 108 {
+            return Err(op(
+                "prepare",
+                format!(
+                    "QMP socket path {} is longer than 107 bytes",
+                    socket.display()
+                ),
+            ));
+        }
+        for stale in [socket.clone(), pid_file_path(&spec.vm_dir)] {
+            match std::fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(op(
+                        "prepare",
+                        format!("remove stale {}: {e}", stale.display()),
+                    ))
+                }
+            }
+        }
+        let marker = process::uid_marker(&spec.uid);
+        let output_log = output_log_path(&spec.vm_dir);
+        let command = DetachedCommand {
+            program: binary,
+            args: qemu_argv(spec, &self.options),
+            output_log: output_log.clone(),
+            cwd: spec.vm_dir.clone(),
+            marker: marker.clone(),
+        };
+        let identity = process::spawn_detached(&command).map_err(|e| op("spawn", e.to_string()))?;
+        let tracked = match identity.attach(&marker) {
+            Ok(Some(tracked)) => tracked,
+            Ok(None) => {
+                return Err(op(
+                    "spawn",
+                    format!("QEMU exited at once; {}", log_tail(&output_log)),
+                ))
+            }
+            Err(e) => return Err(op("spawn", e.to_string())),
+        };
+        match self.wait_running(&tracked, &socket, &output_log).await {
+            Ok(()) => Ok(VmmProcess {
+                hypervisor: HypervisorKind::Qemu,
+                pid: identity.pid,
+                start_time: identity.start_time,
+                control_socket: socket,
+            }),
+            Err(reason) => {
+                // Leave nothing behind: a failed launch is not a VM.
+                let stop = process::terminate_tracked(
+                    &tracked,
+                    self.options.term_grace,
+                    self.options.kill_grace,
+                )
+                .await;
+                let stop_note = match stop {
+                    Ok(_) => String::new(),
+                    Err(e) => format!(" (and stopping it failed: {e})"),
+                };
+                Err(op("start", format!("{reason}{stop_note}")))
+            }
+        }
+    }
+
+    /// Polls QMP until the guest runs, QEMU exits, or the launch timeout passes.
+    async fn wait_running(
+        &self,
+        tracked: &TrackedProcess,
+        socket: &Path,
+        output_log: &Path,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.options.launch_timeout;
+        let mut last_error = String::from("QMP socket not created yet");
+        while Instant::now() < deadline {
+            if tracked.has_exited() {
+                return Err(format!(
+                    "QEMU exited during launch; {}",
+                    log_tail(output_log)
+                ));
+            }
+            if socket.exists() {
+                match QmpClient::connect(socket, self.options.qmp_timeout).await {
+                    Ok(mut qmp) => match qmp.query_status().await {
+                        Ok(status) if status.running => return Ok(()),
+                        Ok(status) => last_error = format!("guest status {}", status.status),
+                        Err(e) => last_error = e.to_string(),
+                    },
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "guest not running within {:?}: {last_error}",
+            self.options.launch_timeout
+        ))
+    }
+
+    async fn shutdown_inner(
+        &self,
+        vmm: &VmmProcess,
+        uid: &str,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        let op = |operation: &str, reason: String| DriverError::Operation {
+            vm: uid.to_owned(),
+            operation: operation.to_owned(),
+            reason,
+        };
+        let identity = ProcessIdentity {
+            pid: vmm.pid,
+            start_time: vmm.start_time,
+        };
+        let marker = process::uid_marker(uid);
+        let tracked = identity
+            .attach(&marker)
+            .map_err(|e| op("shutdown", e.to_string()))?;
+        if let Some(tracked) = tracked {
+            self.stop_tracked(&tracked, &vmm.control_socket, grace)
+                .await
+                .map_err(|e| op("shutdown", e))?;
+        }
+        remove_leftovers(&vmm.control_socket);
+        Ok(())
+    }
+
+    async fn stop_tracked(
+        &self,
+        tracked: &TrackedProcess,
+        socket: &Path,
+        grace: Duration,
+    ) -> Result<(), String> {
+        let wait = |timeout: Duration| async move {
+            tracked.wait_exit(timeout).await.map_err(|e| e.to_string())
+        };
+        // 1. The ACPI power button: a guest with acpid powers off cleanly.
+        match QmpClient::connect(socket, self.options.qmp_timeout).await {
+            Ok(mut qmp) => {
+                if let Err(e) = qmp.system_powerdown().await {
+                    tracing::debug!(socket = %socket.display(), error = %e, "system_powerdown failed");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(socket = %socket.display(), error = %e, "QMP unreachable for powerdown")
+            }
+        }
+        if wait(grace).await? {
+            return Ok(());
+        }
+        // 2. QMP quit: QEMU exits at once (the guest gets no say).
+        match QmpClient::connect(socket, self.options.qmp_timeout).await {
+            Ok(qmp) => {
+                if let Err(e) = qmp.quit().await {
+                    tracing::debug!(socket = %socket.display(), error = %e, "QMP quit failed");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(socket = %socket.display(), error = %e, "QMP unreachable for quit")
+            }
+        }
+        if wait(self.options.quit_grace).await? {
+            return Ok(());
+        }
+        // 3. Signals.
+        process::terminate_tracked(tracked, self.options.term_grace, self.options.kill_grace)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn probe_inner(&self, vmm: &VmmProcess, uid: &str) -> Liveness {
+        let identity = ProcessIdentity {
+            pid: vmm.pid,
+            start_time: vmm.start_time,
+        };
+        match identity.check(&process::uid_marker(uid)) {
+            Ok(IdentityCheck::Ours) => {}
+            Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. }) => return Liveness::Exited,
+            Err(e) => {
+                return Liveness::Unresponsive {
+                    reason: e.to_string(),
+                }
+            }
+        }
+        let status = async {
+            let mut qmp = QmpClient::connect(&vmm.control_socket, self.options.qmp_timeout).await?;
+            qmp.query_status().await
+        };
+        match status.await {
+            Ok(status) => liveness_of_status(&status.status),
+            Err(e) => {
+                // QEMU may have exited while we asked.
+                if matches!(
+                    identity.check(&process::uid_marker(uid)),
+                    Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. })
+                ) {
+                    return Liveness::Exited;
+                }
+                Liveness::Unresponsive {
+                    reason: describe_qmp_error(&e),
+                }
+            }
+        }
+    }
+}
+
+fn describe_qmp_error(e: &QmpError) -> String {
+    e.to_string()
+}
+
+/// Maps a QMP run state to [`Liveness`] (for a process already known to be ours).
+pub fn liveness_of_status(status: &str) -> Liveness {
+    match status {
+        "running" => Liveness::Running,
+        // The guest powered off, panicked or hit an internal error while QEMU lives on.
+        "shutdown" | "guest-panicked" | "internal-error" => Liveness::GuestHalted,
+        other => Liveness::Unresponsive {
+            reason: format!("guest is not running (QEMU status {other})"),
+        },
+    }
+}
+
+impl Hypervisor for QemuDriver {
+    fn kind(&self) -> HypervisorKind {
+        HypervisorKind::Qemu
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
+        let started = Instant::now();
+        let result = self.launch_inner(spec).await;
+        match &result {
+            Ok(vmm) => {
+                tracing::info!(vm = %spec.name, pid = vmm.pid, elapsed_ms = started.elapsed().as_millis(), "QEMU guest running")
+            }
+            Err(e) => tracing::warn!(vm = %spec.name, error = %e, "QEMU launch failed"),
+        }
+        result
+    }
+
+    async fn probe(&self, process: &VmmProcess, uid: &str) -> Liveness {
+        self.probe_inner(process, uid).await
+    }
+
+    async fn shutdown(
+        &self,
+        process: &VmmProcess,
+        uid: &str,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        self.shutdown_inner(process, uid, grace).await
+    }
+}
+
+/// Finds the binary: a path must exist and be executable; a bare name is looked up in
+/// `PATH`.
+pub fn resolve_binary(binary: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if binary.components().count() > 1 || binary.is_absolute() {
+        return if executable(binary) {
+            Ok(binary.to_path_buf())
+        } else {
+            Err("not an executable file".to_owned())
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| "not found in PATH".to_owned())
+}
+
+/// The last lines of QEMU's output log, for error messages.
+fn log_tail(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+            if tail.is_empty() {
+                format!("{} is empty", path.display())
+            } else {
+                format!("{}: {tail}", path.display())
+            }
+        }
+        Err(e) => format!("{}: {e}", path.display()),
+    }
+}
+
+fn remove_leftovers(socket: &Path) {
+    let mut paths = vec![socket.to_path_buf()];
+    if let Some(dir) = socket.parent() {
+        paths.push(pid_file_path(dir));
+    }
+    for path in paths {
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::debug!(path = %path.display(), error = %e, "could not remove QEMU leftover");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            uid: "6f1d".to_owned(),
+            name: "web".to_owned(),
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: "/img/vmlinuz".into(),
+            initrd: Some("/img/initrd.img".into()),
+            cmdline: "console=ttyS0 root=/dev/vda rw".to_owned(),
+            root_disk: "/state/vms/6f1d/root,disk.ext4".into(),
+            tap: Some("bgt6f1d".to_owned()),
+            mac: "02:00:00:00:00:01".to_owned(),
+            vm_dir: "/state/vms/6f1d".into(),
+            console_log: "/state/vms/6f1d/console.log".into(),
+        }
+    }
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn builds_tcg_argv() {
+        let mut options = QemuOptions::new("qemu-system-x86_64", ResolvedAccel::Tcg);
+        options.tsc_khz = Some(2_596_102);
+        let args = strings(&qemu_argv(&spec(), &options));
+        assert_eq!(value_after(&args, "-name"), ["banger-6f1d"]);
+        assert_eq!(value_after(&args, "-M"), ["microvm,x-option-roms=off"]);
+        assert_eq!(value_after(&args, "-accel"), ["tcg"]);
+        assert_eq!(value_after(&args, "-cpu"), ["max"]);
+        assert_eq!(value_after(&args, "-smp"), ["2"]);
+        assert_eq!(value_after(&args, "-m"), ["512M"]);
+        for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+            assert!(args.iter().any(|a| a == flag), "{flag} missing");
+        }
+        assert_eq!(value_after(&args, "-kernel"), ["/img/vmlinuz"]);
+        assert_eq!(value_after(&args, "-initrd"), ["/img/initrd.img"]);
+        assert_eq!(
+            value_after(&args, "-append"),
+            ["console=ttyS0 root=/dev/vda rw tsc_early_khz=2596102"]
+        );
+        // The comma inside the disk path is doubled for QEMU's option parser.
+        assert_eq!(
+            value_after(&args, "-drive"),
+            ["id=root,file=/state/vms/6f1d/root,,disk.ext4,format=raw,if=none,cache=writeback"]
+        );
+        assert_eq!(
+            value_after(&args, "-device"),
+            [
+                "virtio-blk-device,drive=root",
+                "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01"
+            ]
+        );
+        assert_eq!(
+            value_after(&args, "-netdev"),
+            ["tap,id=net0,ifname=bgt6f1d,script=no,downscript=no"]
+        );
+        assert_eq!(
+            value_after(&args, "-chardev"),
+            [
+                "file,id=console,path=/state/vms/6f1d/console.log,append=on",
+                "socket,id=qmp,path=/state/vms/6f1d/qmp.sock,server=on,wait=off"
+            ]
+        );
+        assert_eq!(value_after(&args, "-serial"), ["chardev:console"]);
+        assert_eq!(value_after(&args, "-mon"), ["chardev=qmp,mode=control"]);
+        assert_eq!(value_after(&args, "-pidfile"), ["/state/vms/6f1d/qemu.pid"]);
+    }
+
+    #[test]
+    fn builds_kvm_argv_without_network() {
+        let mut s = spec();
+        s.tap = None;
+        s.initrd = None;
+        s.vcpus = 0;
+        let options = QemuOptions {
+            tsc_khz: Some(1),
+            ..QemuOptions::new("qemu", ResolvedAccel::Kvm)
+        };
+        let args = strings(&qemu_argv(&s, &options));
+        assert_eq!(value_after(&args, "-accel"), ["kvm"]);
+        assert_eq!(value_after(&args, "-cpu"), ["host"]);
+        assert_eq!(value_after(&args, "-smp"), ["1"], "at least one vCPU");
+        assert!(!args.iter().any(|a| a == "-netdev" || a == "-initrd"));
+        assert_eq!(
+            value_after(&args, "-device"),
+            ["virtio-blk-device,drive=root"]
+        );
+        // No TSC hint under KVM.
+        assert_eq!(
+            value_after(&args, "-append"),
+            ["console=ttyS0 root=/dev/vda rw"]
+        );
+    }
+
+    #[test]
+    fn keeps_an_explicit_tsc_hint() {
+        let mut s = spec();
+        s.cmdline = "console=ttyS0 tsc_early_khz=1000000".to_owned();
+        let options = QemuOptions {
+            tsc_khz: Some(2_000_000),
+            ..QemuOptions::new("qemu", ResolvedAccel::Tcg)
+        };
+        assert_eq!(
+            kernel_cmdline(&s, &options),
+            "console=ttyS0 tsc_early_khz=1000000"
+        );
+        s.cmdline = String::new();
+        assert_eq!(kernel_cmdline(&s, &options), "tsc_early_khz=2000000");
+        let no_hint = QemuOptions::new("qemu", ResolvedAccel::Tcg);
+        assert_eq!(kernel_cmdline(&s, &no_hint), "");
+    }
+
+    #[test]
+    fn escapes_commas() {
+        assert_eq!(
+            escape_option_value(OsStr::new("a,b,,c")),
+            OsString::from("a,,b,,,,c")
+        );
+        assert_eq!(
+            escape_option_value(OsStr::new("plain")),
+            OsString::from("plain")
+        );
+    }
+
+    #[test]
+    fn maps_status_to_liveness() {
+        assert_eq!(liveness_of_status("running"), Liveness::Running);
+        assert_eq!(liveness_of_status("shutdown"), Liveness::GuestHalted);
+        assert_eq!(liveness_of_status("guest-panicked"), Liveness::GuestHalted);
+        assert!(matches!(
+            liveness_of_status("paused"),
+            Liveness::Unresponsive { .. }
+        ));
+    }
+
+    #[test]
+    fn resolves_binaries() {
+        assert!(resolve_binary(Path::new("sh")).unwrap().is_absolute());
+        assert_eq!(
+            resolve_binary(Path::new("no-such-qemu-binary")).unwrap_err(),
+            "not found in PATH"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("qemu");
+        std::fs::write(&plain, b"").unwrap();
+        assert_eq!(
+            resolve_binary(&plain).unwrap_err(),
+            "not an executable file"
+        );
+        assert_eq!(
+            resolve_binary(&dir.path().join("missing")).unwrap_err(),
+            "not an executable file"
+        );
+    }
+
+    #[test]
+    fn measures_a_plausible_tsc() {
+        if let Some(khz) = measure_tsc_khz() {
+            // Between 100 MHz and 10 GHz.
+            assert!((100_000..10_000_000).contains(&khz), "{khz} kHz");
+        }
+    }
+}
