@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::driver::VmmProcess;
 
+pub mod host;
 pub mod simulated;
 
 /// An IP lease of one VM, as the engine allocated it.
