@@ -27,7 +27,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::driver::qmp::{QmpClient, QmpError};
+use crate::driver::qmp::QmpClient;
 use crate::driver::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
 use crate::host::kvm::{self, Accel, AccelError, ResolvedAccel};
 use crate::host::process::{self, DetachedCommand, IdentityCheck, ProcessIdentity, TrackedProcess};
@@ -141,71 +141,94 @@ fn option(prefix: &str, value: &OsStr, suffix: &str) -> OsString {
     out
 }
 
+/// An argv under construction.
+#[derive(Default)]
+struct Argv(Vec<OsString>);
+
+impl Argv {
+    fn flag(&mut self, flag: &str) {
+        self.0.push(flag.into());
+    }
+
+    fn opt(&mut self, flag: &str, value: impl Into<OsString>) {
+        self.0.push(flag.into());
+        self.0.push(value.into());
+    }
+}
+
 /// The full QEMU argv (without the program) for `spec`. Pure.
 pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions) -> Vec<OsString> {
-    let mut args: Vec<OsString> = Vec::new();
-    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-    push(&["-name"]);
-    args.push(escape_option_value(OsStr::new(&process::uid_marker(
-        &spec.uid,
-    ))));
-    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-    // microvm: no option ROMs; the ISA serial port, ACPI (power button) and the RTC stay.
-    push(&["-M", "microvm,x-option-roms=off"]);
-    match options.accel {
-        ResolvedAccel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        ResolvedAccel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+    let mut argv = Argv::default();
+    argv.opt(
+        "-name",
+        escape_option_value(OsStr::new(&process::uid_marker(&spec.uid))),
+    );
+    // microvm without option ROMs; the ISA serial port, ACPI (the power button that
+    // `system_powerdown` presses) and the RTC stay.
+    argv.opt("-M", "microvm,x-option-roms=off");
+    let (accel, cpu) = match options.accel {
+        ResolvedAccel::Kvm => ("kvm", "host"),
+        ResolvedAccel::Tcg => ("tcg", "max"),
+    };
+    argv.opt("-accel", accel);
+    argv.opt("-cpu", cpu);
+    argv.opt("-smp", spec.vcpus.max(1).to_string());
+    argv.opt("-m", format!("{}M", spec.memory_mib));
+    for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+        argv.flag(flag);
     }
-    let smp = spec.vcpus.max(1).to_string();
-    let memory = format!("{}M", spec.memory_mib);
-    push(&["-smp", &smp, "-m", &memory]);
-    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    args.push("-kernel".into());
-    args.push(spec.kernel.clone().into_os_string());
+    argv.opt("-kernel", spec.kernel.as_os_str());
     if let Some(initrd) = &spec.initrd {
-        args.push("-initrd".into());
-        args.push(initrd.clone().into_os_string());
+        argv.opt("-initrd", initrd.as_os_str());
     }
-    args.push("-append".into());
-    args.push(kernel_cmdline(spec, options).into());
-    args.push("-drive".into());
-    args.push(option(
-        "id=root,file=",
-        spec.root_disk.as_os_str(),
-        ",format=raw,if=none,cache=writeback",
-    ));
-    args.extend(["-device", "virtio-blk-device,drive=root"].map(OsString::from));
+    argv.opt("-append", kernel_cmdline(spec, options));
+    argv.opt(
+        "-drive",
+        option(
+            "id=root,file=",
+            spec.root_disk.as_os_str(),
+            ",format=raw,if=none,cache=writeback",
+        ),
+    );
+    argv.opt("-device", "virtio-blk-device,drive=root");
     if let Some(tap) = &spec.tap {
-        args.push("-netdev".into());
-        args.push(option(
-            "tap,id=net0,ifname=",
-            OsStr::new(tap),
-            ",script=no,downscript=no",
-        ));
-        args.push("-device".into());
-        args.push(option(
-            "virtio-net-device,netdev=net0,mac=",
-            OsStr::new(&spec.mac),
-            "",
-        ));
+        argv.opt(
+            "-netdev",
+            option(
+                "tap,id=net0,ifname=",
+                OsStr::new(tap),
+                ",script=no,downscript=no",
+            ),
+        );
+        argv.opt(
+            "-device",
+            option(
+                "virtio-net-device,netdev=net0,mac=",
+                OsStr::new(&spec.mac),
+                "",
+            ),
+        );
     }
-    args.push("-chardev".into());
-    args.push(option(
-        "file,id=console,path=",
-        spec.console_log.as_os_str(),
-        ",append=on",
-    ));
-    args.extend(["-serial", "chardev:console"].map(OsString::from));
-    args.push("-chardev".into());
-    args.push(option(
-        "socket,id=qmp,path=",
-        qmp_socket_path(&spec.vm_dir).as_os_str(),
-        ",server=on,wait=off",
-    ));
-    args.extend(["-mon", "chardev=qmp,mode=control"].map(OsString::from));
-    args.push("-pidfile".into());
-    args.push(pid_file_path(&spec.vm_dir).into_os_string());
-    args
+    argv.opt(
+        "-chardev",
+        option(
+            "file,id=console,path=",
+            spec.console_log.as_os_str(),
+            ",append=on",
+        ),
+    );
+    argv.opt("-serial", "chardev:console");
+    argv.opt(
+        "-chardev",
+        option(
+            "socket,id=qmp,path=",
+            qmp_socket_path(&spec.vm_dir).as_os_str(),
+            ",server=on,wait=off",
+        ),
+    );
+    argv.opt("-mon", "chardev=qmp,mode=control");
+    argv.opt("-pidfile", pid_file_path(&spec.vm_dir));
+    argv.0
 }
 
 /// Measures the host TSC frequency in kHz against the monotonic clock (~20 ms), if the
@@ -293,6 +316,17 @@ impl QemuDriver {
                 "prepare",
                 format!(
                     "QMP socket path {} is longer than 107 bytes",
+                    socket.display()
+                ),
+            ));
+        }
+        // A QEMU still serving this VM's socket (say, one the store lost track of) must not
+        // get a twin writing to the same disk.
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(op(
+                "prepare",
+                format!(
+                    "a QEMU already serves {}; refusing to start a second one",
                     socket.display()
                 ),
             ));
@@ -411,7 +445,7 @@ impl QemuDriver {
                 .await
                 .map_err(|e| op("shutdown", e))?;
         }
-        remove_leftovers(&vmm.control_socket);
+        remove_leftovers(&vmm.control_socket, vmm.pid);
         Ok(())
     }
 
@@ -488,15 +522,11 @@ impl QemuDriver {
                     return Liveness::Exited;
                 }
                 Liveness::Unresponsive {
-                    reason: describe_qmp_error(&e),
+                    reason: e.to_string(),
                 }
             }
         }
     }
-}
-
-fn describe_qmp_error(e: &QmpError) -> String {
-    e.to_string()
 }
 
 /// Maps a QMP run state to [`Liveness`] (for a process already known to be ours).
@@ -564,6 +594,39 @@ pub fn resolve_binary(binary: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "not found in PATH".to_owned())
 }
 
+/// The first line of `BINARY --version` (for `banger doctor`), bounded by `timeout`.
+pub async fn binary_version(binary: &Path, timeout: Duration) -> Result<String, String> {
+    let resolved = resolve_binary(binary)?;
+    let run = tokio::process::Command::new(&resolved)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(format!("{}: {e}", resolved.display())),
+        Err(_) => {
+            return Err(format!(
+                "{} --version: no answer within {timeout:?}",
+                resolved.display()
+            ))
+        }
+    };
+    if !output.status.success() {
+        return Err(format!(
+            "{} --version: {}",
+            resolved.display(),
+            output.status
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .next()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| format!("{} --version printed nothing", resolved.display()))
+}
+
 /// The last lines of QEMU's output log, for error messages.
 fn log_tail(path: &Path) -> String {
     match std::fs::read(path) {
@@ -581,12 +644,23 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-fn remove_leftovers(socket: &Path) {
-    let mut paths = vec![socket.to_path_buf()];
-    if let Some(dir) = socket.parent() {
-        paths.push(pid_file_path(dir));
+/// Removes the QMP socket and pid file of a QEMU that is gone: the socket only when
+/// nobody listens on it, the pid file only when it names `pid`. A live QEMU's files (say,
+/// of a newer launch than the record we were given) are never touched.
+fn remove_leftovers(socket: &Path, pid: i32) {
+    let mut stale = Vec::new();
+    if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            stale.push(socket.to_path_buf());
+        }
     }
-    for path in paths {
+    if let Some(dir) = socket.parent() {
+        let pid_file = pid_file_path(dir);
+        if std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid.to_string()) {
+            stale.push(pid_file);
+        }
+    }
+    for path in stale {
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::debug!(path = %path.display(), error = %e, "could not remove QEMU leftover");

@@ -12,3 +12,4 @@ pub mod names;
 pub mod net;
 pub mod safe_path;
 pub mod which;
+pub mod readiness;

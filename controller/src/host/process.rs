@@ -499,6 +499,19 @@ pub fn watch_exit(
     })
 }
 
+/// Waits at most `timeout` for our process to exit; `Ok(true)` once it is gone (also when
+/// it was gone already or the pid was reused). Call inside a tokio runtime.
+pub async fn wait_for_exit(
+    identity: &ProcessIdentity,
+    marker: &str,
+    timeout: Duration,
+) -> Result<bool, ProcessError> {
+    match identity.attach(marker)? {
+        Some(process) => process.wait_exit(timeout).await,
+        None => Ok(true),
+    }
+}
+
 /// How [`terminate`] ended a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopOutcome {

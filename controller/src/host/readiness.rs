@@ -1,0 +1,212 @@
+//! Guest readiness (`GuestReady`): is the guest really up, not just its VMM?
+//!
+//! Two probes, chosen per Image (`spec.readiness`):
+//!
+//! - [`tcp_ready`]: a TCP connect to the guest's port (default 22, SSH) succeeds within
+//!   a timeout;
+//! - [`ConsoleWatch`]: a line of the serial console log contains a marker. The console
+//!   log is appended across boots, so a watch starts at the offset the log had when the
+//!   VM was launched ([`console_len`]) and never matches an earlier boot's marker. It
+//!   reads only the new bytes on each poll, at most [`MAX_READ_PER_POLL`] of them.
+//!
+//! A guest that powered off while its VMM lives on is not "not ready" but exited: the
+//! driver's probe reports it as [`crate::driver::Liveness::GuestHalted`].
+
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The most console bytes one [`ConsoleWatch::poll`] reads.
+pub const MAX_READ_PER_POLL: u64 = 4 * 1024 * 1024;
+
+/// Errors of readiness probing, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadinessError {
+    /// The console log could not be read.
+    #[error("console log {path}: {source}")]
+    Console {
+        /// Log path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The current length of a console log (0 if it does not exist yet): record it before a
+/// launch and start a [`ConsoleWatch`] there.
+pub fn console_len(path: &Path) -> Result<u64, ReadinessError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(ReadinessError::Console {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Incremental search for a marker in a growing console log.
+#[derive(Debug, Clone)]
+pub struct ConsoleWatch {
+    path: PathBuf,
+    marker: Vec<u8>,
+    offset: u64,
+    /// The tail of the bytes already read, so a marker split across polls is found.
+    carry: Vec<u8>,
+    found: bool,
+}
+
+impl ConsoleWatch {
+    /// Watches `path` for `marker` in bytes written at or after `from_offset`.
+    pub fn new(path: &Path, marker: &str, from_offset: u64) -> ConsoleWatch {
+        ConsoleWatch {
+            path: path.to_path_buf(),
+            marker: marker.as_bytes().to_vec(),
+            offset: from_offset,
+            carry: Vec::new(),
+            found: false,
+        }
+    }
+
+    /// Reads what was appended since the last poll; returns whether the marker has been
+    /// seen. A log that does not exist yet or was truncated below the offset is "not yet".
+    pub fn poll(&mut self) -> Result<bool, ReadinessError> {
+        if self.found {
+            return Ok(true);
+        }
+        if self.marker.is_empty() {
+            self.found = true;
+            return Ok(true);
+        }
+        let err = |source| ReadinessError::Console {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(err(source)),
+        };
+        let len = file.metadata().map_err(err)?.len();
+        if len <= self.offset {
+            return Ok(false);
+        }
+        file.seek(SeekFrom::Start(self.offset)).map_err(err)?;
+        let mut fresh = Vec::new();
+        let read = file
+            .take(MAX_READ_PER_POLL)
+            .read_to_end(&mut fresh)
+            .map_err(err)?;
+        self.offset += read as u64;
+        let mut window = std::mem::take(&mut self.carry);
+        window.extend_from_slice(&fresh);
+        if window
+            .windows(self.marker.len())
+            .any(|w| w == self.marker.as_slice())
+        {
+            self.found = true;
+            return Ok(true);
+        }
+        let keep = self.marker.len().saturating_sub(1).min(window.len());
+        self.carry = window[window.len() - keep..].to_vec();
+        Ok(false)
+    }
+
+    /// Polls every `interval` until the marker appears or `timeout` passes.
+    pub async fn wait(
+        &mut self,
+        timeout: Duration,
+        interval: Duration,
+    ) -> Result<bool, ReadinessError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.poll()? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(interval.min(deadline - tokio::time::Instant::now())).await;
+        }
+    }
+}
+
+/// Whether a TCP connection to `addr` is accepted within `timeout`. `Err` carries why
+/// not (refused, unreachable, timed out), for the condition's message.
+pub async fn tcp_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(format!("tcp {addr}: {e}")),
+        Err(_) => Err(format!("tcp {addr}: no answer within {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn append(path: &Path, text: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn finds_marker_written_in_pieces_after_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        append(&log, "old boot\r\nREADY-MARK\r\n");
+        let start = console_len(&log).unwrap();
+        let mut watch = ConsoleWatch::new(&log, "READY-MARK", start);
+        assert!(
+            !watch.poll().unwrap(),
+            "the previous boot's marker does not count"
+        );
+        append(&log, "[    0.1] booting\r\nREA");
+        assert!(!watch.poll().unwrap());
+        append(&log, "DY-MA");
+        assert!(!watch.poll().unwrap());
+        append(&log, "RK\r\n");
+        assert!(watch.poll().unwrap(), "marker split across three polls");
+        assert!(watch.poll().unwrap(), "stays found");
+    }
+
+    #[test]
+    fn missing_log_is_not_ready_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("absent.log");
+        assert_eq!(console_len(&log).unwrap(), 0);
+        let mut watch = ConsoleWatch::new(&log, "X", 0);
+        assert!(!watch.poll().unwrap());
+        append(&log, "..X..");
+        assert!(watch.poll().unwrap());
+    }
+
+    #[tokio::test]
+    async fn waits_with_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        append(&log, "nothing here\n");
+        let mut watch = ConsoleWatch::new(&log, "NEVER", 0);
+        assert!(!watch
+            .wait(Duration::from_millis(200), Duration::from_millis(20))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn tcp_probe() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tcp_ready(addr, Duration::from_secs(2)).await.unwrap();
+        drop(listener);
+        let err = tcp_ready(addr, Duration::from_secs(2)).await.unwrap_err();
+        assert!(err.contains(&addr.to_string()), "{err}");
+    }
+}
