@@ -10,6 +10,6 @@ pub mod disk;
 pub mod doctor;
 pub mod names;
 pub mod net;
+pub mod readiness;
 pub mod safe_path;
 pub mod which;
-pub mod readiness;

@@ -38,7 +38,7 @@ use crate::driver::{
     Driver, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess,
 };
 use crate::host::disk::{self, ImageSource, RootDiskRequest};
-use crate::host::kvm::{self, Accel};
+use crate::host::kvm::{self, Accel, KvmStatus};
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::bridge::ensure_bridge;
 use crate::host::net::cidr::kernel_ip_arg;
@@ -46,6 +46,7 @@ use crate::host::net::nat::Nftables;
 use crate::host::net::tap::{ensure_tap, probe_tap, remove_tap};
 use crate::host::net::{enable_ipv4_forwarding, BridgeConfig, Netlink};
 use crate::host::process::{self, ProcessIdentity};
+use crate::host::readiness::{self, ConsoleWatch};
 use crate::host::safe_path;
 
 /// Key in [`VmHandles::extra`]: console log length when the current VMM was launched, so
@@ -85,6 +86,8 @@ pub struct HostRuntime {
     firecracker: FirecrackerDriver,
     /// Whether Firecracker can run stock guests here (its version), or why not.
     firecracker_suitable: Result<String, String>,
+    /// What KVM can do here, probed once at start.
+    kvm: KvmStatus,
     netlink: Netlink,
     nft: Nftables,
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
@@ -120,14 +123,16 @@ impl HostRuntime {
             .firecracker_bin
             .clone()
             .unwrap_or_else(|| PathBuf::from(firecracker::DEFAULT_BINARY));
+        let kvm = kvm::detect();
         let firecracker_suitable =
-            firecracker::host_suitability(&fc_bin, &kvm::detect()).map_err(|e| e.to_string());
+            firecracker::host_suitability(&fc_bin, &kvm).map_err(|e| e.to_string());
         let netlink = Netlink::connect().map_err(|e| HostRuntimeError::Netlink(e.to_string()))?;
         Ok(HostRuntime {
             firecracker: FirecrackerDriver::new(fc_bin),
             config,
             qemu,
             firecracker_suitable,
+            kvm,
             netlink,
             nft: Nftables::default(),
             notifier: Arc::new(Mutex::new(None)),
@@ -141,10 +146,9 @@ impl HostRuntime {
         match choice {
             HypervisorChoice::Qemu => HypervisorKind::Qemu,
             HypervisorChoice::Firecracker => HypervisorKind::Firecracker,
-            HypervisorChoice::Auto if self.firecracker_suitable.is_ok() => {
-                HypervisorKind::Firecracker
+            HypervisorChoice::Auto => {
+                kvm::choose_auto_hypervisor(self.firecracker_suitable.is_ok(), &self.kvm)
             }
-            HypervisorChoice::Auto => HypervisorKind::Qemu,
         }
     }
 
@@ -312,7 +316,7 @@ impl HostRuntime {
         // A launch interrupted before its handles were recorded leaves a VMM only the
         // uid marker on its command line can find.
         let marker = process::uid_marker(&vm.uid);
-        for identity in find_by_marker(&marker) {
+        for identity in process::find_by_marker(&marker) {
             tracing::warn!(vm = %vm.name, pid = identity.pid, "stopping a VMM the handles did not name");
             process::terminate(
                 &identity,
@@ -353,8 +357,7 @@ impl HostRuntime {
             }
             Liveness::GuestHalted => ProcessState::Exited { clean: true },
             Liveness::Exited => ProcessState::Exited {
-                clean: console_since_launch(&vm.handles, &vm.console_log())
-                    .is_some_and(|text| firecracker::console_shows_halt(&text)),
+                clean: console_shows_halt(&vm.handles, &vm.console_log()),
             },
             Liveness::Unresponsive { reason } => ProcessState::Unresponsive { reason },
         }
@@ -363,21 +366,19 @@ impl HostRuntime {
     async fn guest_ready(&self, vm: &VmContext) -> bool {
         let Some(image) = &vm.image else { return false };
         if let Some(marker) = &image.readiness.console_marker {
-            return console_since_launch(&vm.handles, &vm.console_log())
-                .is_some_and(|text| text.contains(marker.as_str()));
+            return ConsoleWatch::new(&vm.console_log(), marker, console_offset(&vm.handles))
+                .poll()
+                .unwrap_or(false);
         }
         let (Some(port), Some(lease)) = (image.readiness.tcp_port, &vm.lease) else {
             return false;
         };
-        let addr = SocketAddr::from((lease.ip, port));
-        matches!(
-            tokio::time::timeout(
-                READINESS_CONNECT_TIMEOUT,
-                tokio::net::TcpStream::connect(addr)
-            )
-            .await,
-            Ok(Ok(_))
+        readiness::tcp_ready(
+            SocketAddr::from((lease.ip, port)),
+            READINESS_CONNECT_TIMEOUT,
         )
+        .await
+        .is_ok()
     }
 }
 
@@ -400,45 +401,22 @@ fn kernel_cmdline(
     parts.join(" ")
 }
 
-/// The console output of the current launch (from the offset recorded at launch), at most
-/// the last 1 MiB of it.
-fn console_since_launch(handles: &VmHandles, console_log: &Path) -> Option<String> {
-    const MAX: u64 = 1 << 20;
-    let offset: u64 = handles
+/// Where the console log ended when the current VMM was launched.
+fn console_offset(handles: &VmHandles) -> u64 {
+    handles
         .extra
         .get(CONSOLE_OFFSET)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut file = std::fs::File::open(console_log).ok()?;
-    let len = file.metadata().ok()?.len();
-    let start = offset.max(len.saturating_sub(MAX));
-    file.seek(SeekFrom::Start(start)).ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX).read_to_end(&mut bytes).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or(0)
 }
 
-/// Live processes whose command line carries `marker` (a VM's uid marker).
-fn find_by_marker(marker: &str) -> Vec<ProcessIdentity> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let needle = marker.as_bytes();
-    let own = std::process::id();
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| u32::try_from(*pid).ok() != Some(own))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| contains(arg, needle)))
-        })
-        .filter_map(|pid| ProcessIdentity::of_pid(pid).ok().flatten())
-        .collect()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether the guest of the current launch printed a power-off or halt line.
+fn console_shows_halt(handles: &VmHandles, console_log: &Path) -> bool {
+    firecracker::HALT_MARKERS.iter().any(|marker| {
+        ConsoleWatch::new(console_log, marker, console_offset(handles))
+            .poll()
+            .unwrap_or(false)
+    })
 }
 
 /// Identity of an image's root filesystem: path, size and modification time (cheap, and
@@ -700,13 +678,6 @@ mod tests {
                 "/x/rootfs.ext4:67108864:1.2".to_string()
             )
         );
-    }
-
-    #[test]
-    fn contains_finds_needles_only() {
-        assert!(contains(b"-name banger-abc,debug", b"banger-abc"));
-        assert!(!contains(b"-name banger-abd", b"banger-abc"));
-        assert!(!contains(b"anything", b""));
     }
 
     #[test]
