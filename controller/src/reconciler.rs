@@ -56,6 +56,21 @@ pub enum ReconcileError {
     },
 }
 
+impl ReconcileError {
+    /// The condition reason reported for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Store(
+                StoreError::LeaseConflict { .. } | StoreError::LeasesExhausted { .. },
+            ) => "IPConflict",
+            ReconcileError::Store(_) => "StoreError",
+            ReconcileError::Runtime(RuntimeError::Image { .. }) => "ImageUnavailable",
+            ReconcileError::Runtime(RuntimeError::Step { .. }) => "StepFailed",
+            ReconcileError::Handles { .. } => "HandlesNotSaved",
+        }
+    }
+}
+
 /// Restarts after exits counted for crash-loop detection within this window.
 const CRASH_WINDOW_SECS: i64 = 600;
 /// Restarts within the window before the crash-loop backoff starts.
@@ -203,7 +218,7 @@ impl<R: VmRuntime> Engine<R> {
             ConditionUpdate {
                 type_: status::READY,
                 status: FALSE,
-                reason: "ReconcileFailed",
+                reason: err.reason(),
                 message: msg.clone(),
             },
             g,
@@ -634,6 +649,10 @@ impl<R: VmRuntime> Engine<R> {
                 || obj.allow_recreate
                 || objects::allow_recreate_annotation(&obj.resource),
             crash_backoff: crash_backoff_remaining(&internal.restarts, unix_now()).is_some(),
+            ip: spec
+                .network
+                .ip
+                .or(self.store.lease_of(&obj.uid)?.map(|(ip, _)| ip)),
         };
         Ok(planner::plan_vm(&desired, &observed))
     }
@@ -647,27 +666,7 @@ impl<R: VmRuntime> Engine<R> {
         let deleting = obj.deleting.is_some();
         let (mut view, mut internal) = self.store.get_status(Kind::Vm, &name)?;
         let old_phase = view.phase.clone();
-        let mut ctx = match self.vm_context(obj, spec, deleting) {
-            Ok(c) => c,
-            Err(e @ StoreError::LeaseConflict { .. })
-            | Err(e @ StoreError::LeasesExhausted { .. }) => {
-                let now = status::now_rfc3339();
-                status::set_condition(
-                    &mut view.conditions,
-                    ConditionUpdate {
-                        type_: status::READY,
-                        status: FALSE,
-                        reason: "IPConflict",
-                        message: e.to_string(),
-                    },
-                    obj.generation,
-                    &now,
-                );
-                self.store.put_status(Kind::Vm, &name, &view, &internal)?;
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let mut ctx = self.vm_context(obj, spec, deleting)?;
         let allow_recreate =
             obj.allow_recreate || objects::allow_recreate_annotation(&obj.resource);
         let mut observed;
@@ -682,6 +681,7 @@ impl<R: VmRuntime> Engine<R> {
                 deleting,
                 allow_recreate,
                 crash_backoff: backoff.is_some(),
+                ip: ctx.lease.as_ref().map(|l| l.ip),
             };
             plan = planner::plan_vm(&desired, &observed);
             if plan.steps.is_empty() || plan.blocked.is_some() || rounds >= MAX_ROUNDS {

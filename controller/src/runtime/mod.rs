@@ -100,13 +100,17 @@ pub struct LaunchConfig {
     pub hypervisor: HypervisorChoice,
     /// Kernel, initrd and kernel arguments (image's then VM's), hashed.
     pub boot_digest: String,
+    /// The guest address passed on the kernel command line (`ip=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
 }
 
 impl LaunchConfig {
-    /// The launch configuration a VM context asks for. Both runtimes record this value
-    /// in [`VmHandles::launched`] on [`VmStep::Launch`].
-    pub fn desired(spec: &VmSpec, image: &ResolvedImage) -> Self {
+    /// The launch configuration a VM asks for. Both runtimes record this value in
+    /// [`VmHandles::launched`] on [`VmStep::Launch`] (`ip` from [`VmContext::lease`]).
+    pub fn desired(spec: &VmSpec, image: &ResolvedImage, ip: Option<Ipv4Addr>) -> Self {
         LaunchConfig {
+            ip,
             vcpus: spec.vcpus,
             memory_mib: spec.memory.0 / (1024 * 1024),
             hypervisor: spec.hypervisor,

@@ -280,7 +280,11 @@ impl SimulatedRuntime {
                 duplicate = vm.process.as_ref().is_some_and(|p| p.alive);
                 vm.process = Some(SimProcess {
                     pid,
-                    launched: LaunchConfig::desired(&ctx.spec, image),
+                    launched: LaunchConfig::desired(
+                        &ctx.spec,
+                        image,
+                        ctx.lease.as_ref().map(|l| l.ip),
+                    ),
                     alive: true,
                     clean_exit: false,
                     observations: 0,

@@ -428,3 +428,72 @@ async fn interrupted_launch_is_rolled_back_and_resumed_after_a_crash() {
     assert_eq!(sim.running_count(), 1);
     assert!(h.engine.store.journal_unfinished().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_ip_is_honoured_and_conflicts_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let fixed = |name: &str, ip: &str| {
+        vm_yaml(
+            name,
+            "base",
+            "512Mi",
+            &format!("  network:\n    ip: {ip}\n"),
+        )
+    };
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", fixed("a", "172.30.0.50")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "a").ip.as_deref(), Some("172.30.0.50"));
+
+    h.apply(&[("/s/b.yaml", &fixed("b", "172.30.0.50"))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "b", READY, FALSE, "IPConflict")
+        .await;
+    let msg = status::condition(&h.status(Kind::Vm, "b").conditions, READY)
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("172.30.0.50") && msg.contains("already leased"),
+        "{msg}"
+    );
+    assert_eq!(h.sim.pid_of(&h.uid(Kind::Vm, "b")), None);
+
+    // Moving a to another static address is a restart with the new address.
+    let uid = h.uid(Kind::Vm, "a");
+    let pid = h.sim.pid_of(&uid).unwrap();
+    let moved = h
+        .apply(&[("/s/a.yaml", &fixed("a", "172.30.0.60"))], |_| {})
+        .await
+        .unwrap();
+    assert!(
+        moved.items[0]
+            .plan
+            .iter()
+            .all(|p| p.change_class == "restart"),
+        "{:?}",
+        moved.items[0].plan
+    );
+    h.until("a moved", |h| {
+        h.status(Kind::Vm, "a").ip.as_deref() == Some("172.30.0.60")
+            && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
+    })
+    .await;
+    assert_ne!(h.sim.pid_of(&uid), Some(pid));
+    let launched = h.engine.load_handles(&uid).unwrap().launched.unwrap();
+    assert_eq!(launched.ip, Some("172.30.0.60".parse().unwrap()));
+    // Now b gets its address.
+    h.engine.queue.retry_now(key(Kind::Vm, "b"));
+    h.until_condition(Kind::Vm, "b", READY, TRUE, "Running")
+        .await;
+}
