@@ -603,6 +603,11 @@ impl<R: VmRuntime> Engine<R> {
 
     /// Runs one step with its journal row; persists the handles it returns.
     pub async fn run_step(&self, ctx: &mut VmContext, step: VmStep) -> Result<(), ReconcileError> {
+        // Copying or growing a root disk is heavy: bounded like image pulls.
+        let _permit = match step {
+            VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
+            _ => None,
+        };
         let id = self
             .store
             .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())?;
@@ -812,8 +817,7 @@ impl<R: VmRuntime> Engine<R> {
             .handles
             .process
             .as_ref()
-            .map(|p| p.hypervisor.as_str().to_string())
-            .or_else(|| Some(self.runtime.name().to_string()));
+            .map(|p| p.hypervisor.as_str().to_string());
         let mut handles = serde_json::to_value(&ctx.handles).unwrap_or(serde_json::Value::Null);
         if let (Some(map), Some(lease)) = (handles.as_object_mut(), &ctx.lease) {
             map.insert(

@@ -311,6 +311,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The object with this uid, if any.
+    pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE uid = ?1",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![uid],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
+    }
+
     /// Names of objects of `kind` that reference `target` (VMs of an Image, Workspaces
     /// of a VM), including those being deleted.
     pub fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
