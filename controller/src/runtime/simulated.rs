@@ -195,6 +195,15 @@ impl SimulatedRuntime {
             .map(|p| p.pid)
     }
 
+    /// How many times the live VMM of a uid was observed.
+    pub fn observations(&self, uid: &str) -> u32 {
+        self.w()
+            .vms
+            .get(uid)
+            .and_then(|v| v.process.as_ref())
+            .map_or(0, |p| p.observations)
+    }
+
     /// Steps executed so far, `(vm name, step)`, in order.
     pub fn executed(&self) -> Vec<(String, VmStep)> {
         self.w().executed.clone()
