@@ -477,6 +477,8 @@ pub struct ImageFacts {
     pub generation: i64,
     /// Names of VMs (not yet gone) that use the image.
     pub used_by: Vec<String>,
+    /// The resolved files are still present (re-probed at every reconcile).
+    pub files_present: bool,
 }
 
 /// Plans one Image.
@@ -498,6 +500,9 @@ pub fn plan_image(f: &ImageFacts) -> Plan {
             ChangeClass::Live,
             format!("spec changed (generation {g} -> {})", f.generation),
         )),
+        Some(_) if !f.files_present => {
+            Some((ChangeClass::Create, "image files missing".to_string()))
+        }
         Some(_) => None,
     };
     Plan {
@@ -844,6 +849,7 @@ mod tests {
             resolved_generation: None,
             generation: 1,
             used_by: vec![],
+            files_present: true,
         };
         assert_eq!(plan_image(&facts).steps[0].class, ChangeClass::Create);
         let same = ImageFacts {

@@ -307,6 +307,10 @@ impl<R: VmRuntime> Engine<R> {
             resolved_generation: internal.resolved_generation,
             generation: obj.generation,
             used_by,
+            files_present: match &internal.resolved {
+                Some(r) if obj.deleting.is_none() => self.runtime.image_present(r).await,
+                _ => false,
+            },
         };
         let plan = planner::plan_image(&facts);
         let now = status::now_rfc3339();

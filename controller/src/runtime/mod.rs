@@ -410,6 +410,13 @@ pub trait VmRuntime: Send + Sync + 'static {
         image: &ImageContext,
     ) -> impl std::future::Future<Output = Result<ResolvedImage, RuntimeError>> + Send;
 
+    /// Cheap check, at every reconcile of the Image (so at every resync), that a
+    /// resolved image's files are still there; when not, the engine resolves it again.
+    fn image_present(
+        &self,
+        image: &ResolvedImage,
+    ) -> impl std::future::Future<Output = bool> + Send;
+
     /// Removes whatever [`Self::resolve_image`] put in the image's cache directory.
     fn remove_image(
         &self,

@@ -50,6 +50,7 @@ struct World {
     step_faults: HashMap<(String, VmStep), u32>,
     image_faults: HashMap<String, u32>,
     hangs: HashMap<(String, VmStep), ()>,
+    missing_images: std::collections::HashSet<PathBuf>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
     global_in_flight: u32,
@@ -116,6 +117,11 @@ impl SimulatedRuntime {
     /// Makes resolving Image `name` fail its next `times` runs.
     pub fn fail_image(&self, name: &str, times: u32) {
         self.w().image_faults.insert(name.to_string(), times);
+    }
+
+    /// Makes the resolved rootfs at `rootfs` disappear (until resolved again).
+    pub fn lose_image_files(&self, rootfs: &std::path::Path) {
+        self.w().missing_images.insert(rootfs.to_path_buf());
     }
 
     /// Makes `step` of VM `name` do its effect and then never return (a crash mid-step).
@@ -368,6 +374,10 @@ impl VmRuntime for SimulatedRuntime {
             readiness: spec.readiness.clone(),
             rootfs_digest: hex::encode(h.finalize()),
         })
+    }
+
+    async fn image_present(&self, image: &ResolvedImage) -> bool {
+        !self.w().missing_images.contains(&image.rootfs)
     }
 
     async fn remove_image(&self, _image: &ImageContext) -> Result<(), RuntimeError> {

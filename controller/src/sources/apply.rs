@@ -118,6 +118,10 @@ pub async fn plan_for<R: VmRuntime>(
                 resolved_generation: internal.resolved_generation,
                 generation,
                 used_by: vec![],
+                files_present: match &internal.resolved {
+                    Some(r) => engine.runtime.image_present(r).await,
+                    None => false,
+                },
             })
         }
         Resource::Workspace(ws) => {

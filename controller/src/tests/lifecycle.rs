@@ -497,3 +497,46 @@ async fn static_ip_is_honoured_and_conflicts_are_reported() {
     h.until_condition(Kind::Vm, "b", READY, TRUE, "Running")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    h.until_phase(Kind::Image, "base", "Ready").await;
+    let uid = h.uid(Kind::Image, "base");
+    let count = |h: &Harness| {
+        h.engine
+            .store
+            .journal_for(&uid, 50)
+            .unwrap()
+            .iter()
+            .filter(|s| s.step == "resolve-image")
+            .count()
+    };
+    assert_eq!(count(&h), 1);
+    h.sim.lose_image_files(Path::new("/images/rootfs.ext4"));
+    h.sim.fail_image("base", 1);
+    h.engine.enqueue_all().unwrap(); // what a resync does
+    h.until("resolved again after a failure", |h| {
+        count(h) == 3 && status::is_true(&h.status(Kind::Image, "base").conditions, READY)
+    })
+    .await;
+    let outcomes: Vec<String> = h
+        .engine
+        .store
+        .journal_for(&uid, 50)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.outcome)
+        .collect();
+    assert_eq!(outcomes, vec!["done", "failed", "done"]);
+    let events = h
+        .engine
+        .store
+        .list_events(Some((Kind::Image, "base")), None, 0, 100)
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.reason == "ReconcileFailed" && e.message.contains("simulated failure")));
+}
