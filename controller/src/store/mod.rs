@@ -347,7 +347,7 @@ impl Store {
     /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
     /// generation.
     pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
-        let document = objects::document_json(&o.resource).to_string();
+        let document = objects::document_json(&o.resource);
         let owner = serde_json::to_string(&o.owner)
             .map_err(|e| self.corrupt("write owner", e.to_string()))?;
         let ref_name = objects::reference(&o.resource).map(|(_, n)| n);
