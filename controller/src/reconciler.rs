@@ -954,23 +954,38 @@ impl<R: VmRuntime> Engine<R> {
             let rollback = VmStep::from_name(&row.step).and_then(VmStep::rollback);
             match (obj, rollback) {
                 (Some(obj), Some(undo)) => {
-                    if let Resource::Vm(vm) = &obj.resource {
-                        let spec = vm.spec.clone();
-                        let mut ctx = self.vm_context(&obj, &spec, true)?;
-                        tracing::info!(vm = %row.name, step = %row.step, undo = undo.name(), "rolling back an interrupted step");
-                        self.run_step(&mut ctx, undo).await?;
-                    }
-                    self.store.journal_finish(
-                        row.id,
-                        "rolled-back",
-                        Some("interrupted by a daemon stop"),
-                    )?;
+                    let undone = match &obj.resource {
+                        Resource::Vm(vm) => {
+                            let spec = vm.spec.clone();
+                            tracing::info!(vm = %row.name, step = %row.step, undo = undo.name(), "rolling back an interrupted step");
+                            match self.vm_context(&obj, &spec, true) {
+                                Ok(mut ctx) => self.run_step(&mut ctx, undo).await,
+                                Err(e) => Err(e.into()),
+                            }
+                        }
+                        _ => Ok(()),
+                    };
+                    // A failed rollback never keeps the daemon from starting: the row
+                    // says so, and the object's next reconcile plans from what is there.
+                    let (outcome, note, reason) = match &undone {
+                        Ok(()) => (
+                            "rolled-back",
+                            "interrupted by a daemon stop".to_string(),
+                            "StepRolledBack",
+                        ),
+                        Err(e) => (
+                            "failed",
+                            format!("interrupted by a daemon stop; rollback failed: {e}"),
+                            "RollbackFailed",
+                        ),
+                    };
+                    self.store.journal_finish(row.id, outcome, Some(&note))?;
                     self.event(
                         row.kind,
                         &row.name,
                         "Warning",
-                        "StepRolledBack",
-                        &format!("interrupted step {} rolled back", row.step),
+                        reason,
+                        &format!("interrupted step {}: {note}", row.step),
                     );
                     self.queue.add(ObjectKey {
                         kind: row.kind,

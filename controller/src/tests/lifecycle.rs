@@ -540,3 +540,63 @@ async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
         .iter()
         .any(|e| e.reason == "ReconcileFailed" && e.message.contains("simulated failure")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollback_does_not_stop_the_next_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    sim.hang_after("a", VmStep::PrepareDisk);
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until("prepare-disk journaled as running", |h| {
+        h.engine
+            .store
+            .journal_unfinished()
+            .unwrap()
+            .iter()
+            .any(|r| r.step == "prepare-disk")
+    })
+    .await;
+    let uid = h.uid(Kind::Vm, "a");
+    h.crash();
+
+    sim.clear_hangs();
+    sim.fail_step("a", VmStep::RemoveDisk, 1);
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    assert_eq!(
+        bounded("recover", engine.recover_journal()).await.unwrap(),
+        1
+    );
+    let h = Harness::with_engine(engine, sim.clone());
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let steps = h.engine.store.journal_for(&uid, 50).unwrap();
+    let prepare: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.step == "prepare-disk")
+        .map(|s| s.outcome.as_str())
+        .collect();
+    assert_eq!(prepare.first(), Some(&"failed"), "{steps:?}");
+    assert!(steps
+        .iter()
+        .find(|s| s.step == "prepare-disk")
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("rollback failed"));
+    let events = h
+        .engine
+        .store
+        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .unwrap();
+    assert!(events.iter().any(|e| e.reason == "RollbackFailed"));
+}
