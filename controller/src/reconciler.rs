@@ -38,6 +38,17 @@ use crate::store::{self, InternalState, Store, StoreError, StoredObject};
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// Steps succeeded but observation still wants them: the runtime's steps do not
+    /// take effect. Treated as a failure (backoff, then Stalled) instead of a hot loop.
+    #[error("vm {vm}: still needs {steps} after {rounds} rounds of steps")]
+    NoProgress {
+        /// VM name.
+        vm: String,
+        /// The steps still planned.
+        steps: String,
+        /// Rounds run.
+        rounds: usize,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -67,6 +78,7 @@ impl ReconcileError {
             ReconcileError::Runtime(RuntimeError::Image { .. }) => "ImageUnavailable",
             ReconcileError::Runtime(RuntimeError::Step { .. }) => "StepFailed",
             ReconcileError::Handles { .. } => "HandlesNotSaved",
+            ReconcileError::NoProgress { .. } => "NoProgress",
         }
     }
 }
@@ -734,6 +746,15 @@ impl<R: VmRuntime> Engine<R> {
                     );
                 }
             }
+        }
+        if rounds >= MAX_ROUNDS && !plan.steps.is_empty() && plan.blocked.is_none() {
+            self.store.put_status(Kind::Vm, &name, &view, &internal)?;
+            let steps: Vec<&str> = plan.steps.iter().map(|p| p.action.name()).collect();
+            return Err(ReconcileError::NoProgress {
+                vm: name,
+                steps: steps.join(", "),
+                rounds,
+            });
         }
         if deleting && plan.steps.is_empty() {
             self.store.release_lease(&obj.uid)?;

@@ -51,6 +51,7 @@ struct World {
     image_faults: HashMap<String, u32>,
     hangs: HashMap<(String, VmStep), ()>,
     missing_images: std::collections::HashSet<PathBuf>,
+    no_effect: std::collections::HashSet<(String, VmStep)>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
     global_in_flight: u32,
@@ -117,6 +118,18 @@ impl SimulatedRuntime {
     /// Makes resolving Image `name` fail its next `times` runs.
     pub fn fail_image(&self, name: &str, times: u32) {
         self.w().image_faults.insert(name.to_string(), times);
+    }
+
+    /// Makes `step` of VM `name` report success without doing anything (`on`), or
+    /// work again (`!on`): a runtime whose steps do not take effect.
+    pub fn set_no_effect(&self, name: &str, step: VmStep, on: bool) {
+        let key = (name.to_string(), step);
+        let mut w = self.w();
+        if on {
+            w.no_effect.insert(key);
+        } else {
+            w.no_effect.remove(&key);
+        }
     }
 
     /// Makes the resolved rootfs at `rootfs` disappear (until resolved again).
@@ -427,7 +440,7 @@ impl VmRuntime for SimulatedRuntime {
 
     async fn execute(&self, step: VmStep, vm: &VmContext) -> Result<VmHandles, RuntimeError> {
         let _guard = self.enter(&vm.name);
-        let (latency, fault, hang) = {
+        let (latency, fault, hang, no_effect) = {
             let mut w = self.w();
             let fault = match w.step_faults.get_mut(&(vm.name.clone(), step)) {
                 Some(n) if *n > 0 => {
@@ -436,10 +449,12 @@ impl VmRuntime for SimulatedRuntime {
                 }
                 _ => false,
             };
+            let key = (vm.name.clone(), step);
             (
                 w.latency,
                 fault,
-                w.hangs.contains_key(&(vm.name.clone(), step)),
+                w.hangs.contains_key(&key),
+                w.no_effect.contains(&key),
             )
         };
         if !latency.is_zero() {
@@ -453,7 +468,9 @@ impl VmRuntime for SimulatedRuntime {
         if fault {
             return Err(err("simulated failure".into()));
         }
-        self.apply(step, vm).map_err(err)?;
+        if !no_effect {
+            self.apply(step, vm).map_err(err)?;
+        }
         if step == VmStep::Launch {
             Self::console(vm, &format!("[simulated] {} booted", vm.name));
         }

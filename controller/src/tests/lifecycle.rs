@@ -600,3 +600,30 @@ async fn a_failed_rollback_does_not_stop_the_next_daemon() {
         .unwrap();
     assert!(events.iter().any(|e| e.reason == "RollbackFailed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_without_effect_are_failures_not_a_hot_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_no_effect("a", VmStep::EnsureVmDir, true);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", STALLED, TRUE, "RepeatedFailures")
+        .await;
+    let ready = status::condition(&h.status(Kind::Vm, "a").conditions, READY)
+        .unwrap()
+        .clone();
+    assert_eq!(ready.reason, "NoProgress");
+    assert!(ready.message.contains("ensure-vm-dir"), "{}", ready.message);
+    h.sim.set_no_effect("a", VmStep::EnsureVmDir, false);
+    h.engine.queue.retry_now(key(Kind::Vm, "a"));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+}
