@@ -172,12 +172,12 @@ impl<R: VmRuntime> Engine<R> {
         }
     }
 
-    /// Queues every object (start and resync).
+    /// Queues every object (start and resync); objects waiting out a backoff keep it.
     pub fn enqueue_all(&self) -> Result<usize, StoreError> {
         let mut all = self.store.list_objects(None)?;
         all.sort_by_key(|o| planner::kind_order(o.resource.kind(), o.deleting.is_some()));
         for o in &all {
-            self.queue.add(key_of(o));
+            self.queue.add_unless_queued(key_of(o));
         }
         Ok(all.len())
     }
