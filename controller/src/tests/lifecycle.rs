@@ -627,3 +627,39 @@ async fn steps_without_effect_are_failures_not_a_hot_loop() {
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booting_guest_is_polled_until_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_boot_observations(4);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", GUEST_READY, FALSE, "Booting")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    assert_eq!(s.phase, "Running");
+    assert_eq!(
+        status::condition(&s.conditions, READY).unwrap().reason,
+        "Booting"
+    );
+    assert!(status::is_true(&s.conditions, status::RECONCILING));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    let guest = status::condition(&s.conditions, GUEST_READY).unwrap();
+    assert_eq!(guest.status, TRUE);
+    assert_eq!(
+        status::condition(&s.conditions, status::RECONCILING)
+            .unwrap()
+            .status,
+        FALSE
+    );
+}
