@@ -84,20 +84,19 @@ pub async fn run<R: VmRuntime>(
         let engine = engine.clone();
         tokio::spawn(async move {
             while let Some(notice) = exit_rx.recv().await {
-                match engine.store.list_objects(Some(banger_specs::Kind::Vm)) {
-                    Ok(vms) => {
-                        if let Some(vm) = vms.iter().find(|o| o.uid == notice.uid) {
-                            tracing::info!(vm = %vm.resource.name(), "VMM exited");
-                            engine.event(
-                                banger_specs::Kind::Vm,
-                                vm.resource.name(),
-                                "Warning",
-                                "ProcessExited",
-                                "the VMM process exited",
-                            );
-                            engine.queue.add(vm.resource.key());
-                        }
+                match engine.store.object_by_uid(&notice.uid) {
+                    Ok(Some(vm)) => {
+                        tracing::info!(vm = %vm.resource.name(), "VMM exited");
+                        engine.event(
+                            vm.resource.kind(),
+                            vm.resource.name(),
+                            "Warning",
+                            "ProcessExited",
+                            "the VMM process exited",
+                        );
+                        engine.queue.add(vm.resource.key());
                     }
+                    Ok(None) => tracing::debug!(uid = %notice.uid, "exit of an unknown VM"),
                     Err(e) => tracing::warn!(error = %e, "mapping an exit to its VM"),
                 }
             }

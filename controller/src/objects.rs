@@ -94,14 +94,9 @@ pub fn spec_hash(resource: &Resource) -> String {
     resource.spec_hash()
 }
 
-/// The whole document as JSON.
-pub fn document_json(resource: &Resource) -> serde_json::Value {
-    let v = match resource {
-        Resource::Image(o) => serde_json::to_value(o),
-        Resource::Vm(o) => serde_json::to_value(o),
-        Resource::Workspace(o) => serde_json::to_value(o),
-    };
-    v.unwrap_or(serde_json::Value::Null)
+/// The whole document as canonical JSON text (keys sorted, no whitespace).
+pub fn document_json(resource: &Resource) -> String {
+    banger_specs::canonical::canonical_json(&resource.to_json())
 }
 
 /// Parses a document stored by [`document_json`].

@@ -10,7 +10,7 @@
 //! - `live`: applied without restarting the guest (NAT on/off, power state, restart
 //!   policy);
 //! - `restart`: the VMM is shut down and launched again (vcpus, memory, kernel args,
-//!   kernel/initrd, hypervisor, a larger disk);
+//!   kernel/initrd, hypervisor, static IP, a larger disk);
 //! - `recreate`: the root disk is rebuilt from the image (a different image or image
 //!   content, a smaller disk). Needs `allow_recreate`, else the plan is
 //!   [`Blocker::RecreateBlocked`] and nothing runs;
@@ -181,6 +181,9 @@ pub struct DesiredVm<'a> {
     pub allow_recreate: bool,
     /// The crash-loop backoff is active: a restart after an exit must wait.
     pub crash_backoff: bool,
+    /// The VM's leased address (`None` when not leased yet, or unknown in a dry run:
+    /// then an address change is not planned).
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// Plans one VM.
@@ -296,7 +299,7 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
         }
         (ProcessState::Running { launched }, true) => {
             if let Some(image) = desired.image {
-                let want = LaunchConfig::desired(spec, image);
+                let want = LaunchConfig::desired(spec, image, desired.ip);
                 let diffs = launch_diffs(launched, &want);
                 if !diffs.is_empty() {
                     let reason = diffs.join(", ");
@@ -394,6 +397,11 @@ pub fn launch_diffs(have: &LaunchConfig, want: &LaunchConfig) -> Vec<String> {
     if have.hypervisor != want.hypervisor {
         d.push(format!("hypervisor {:?} -> {:?}", have.hypervisor, want.hypervisor).to_lowercase());
     }
+    if let (Some(a), Some(b)) = (have.ip, want.ip) {
+        if a != b {
+            d.push(format!("ip {a} -> {b}"));
+        }
+    }
     if have.boot_digest != want.boot_digest {
         d.push("kernel, initrd or kernel args changed".to_string());
     }
@@ -469,6 +477,8 @@ pub struct ImageFacts {
     pub generation: i64,
     /// Names of VMs (not yet gone) that use the image.
     pub used_by: Vec<String>,
+    /// The resolved files are still present (re-probed at every reconcile).
+    pub files_present: bool,
 }
 
 /// Plans one Image.
@@ -490,6 +500,9 @@ pub fn plan_image(f: &ImageFacts) -> Plan {
             ChangeClass::Live,
             format!("spec changed (generation {g} -> {})", f.generation),
         )),
+        Some(_) if !f.files_present => {
+            Some((ChangeClass::Create, "image files missing".to_string()))
+        }
         Some(_) => None,
     };
     Plan {
@@ -597,7 +610,7 @@ mod tests {
     fn running(spec: &VmSpec, image: &ResolvedImage) -> ObservedVm {
         ObservedVm {
             process: ProcessState::Running {
-                launched: LaunchConfig::desired(spec, image),
+                launched: LaunchConfig::desired(spec, image, None),
             },
             disk: Some(ObservedDisk {
                 image: spec.image.clone(),
@@ -621,6 +634,7 @@ mod tests {
             deleting: false,
             allow_recreate: false,
             crash_backoff: false,
+            ip: None,
         }
     }
 
@@ -772,6 +786,7 @@ mod tests {
             deleting: false,
             allow_recreate: false,
             crash_backoff: false,
+            ip: None,
         };
         let plan = plan_vm(&d, &ObservedVm::nothing());
         assert_eq!(
@@ -834,6 +849,7 @@ mod tests {
             resolved_generation: None,
             generation: 1,
             used_by: vec![],
+            files_present: true,
         };
         assert_eq!(plan_image(&facts).steps[0].class, ChangeClass::Create);
         let same = ImageFacts {

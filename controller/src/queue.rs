@@ -97,6 +97,20 @@ impl WorkQueue {
         self.add_at(key, Instant::now());
     }
 
+    /// Queues a key now unless it is already queued (at whatever time) or active: a
+    /// periodic resync uses this so that it never cuts a failure's backoff short.
+    pub fn add_unless_queued(&self, key: ObjectKey) {
+        {
+            let mut s = self.s();
+            if s.closed || s.due.contains_key(&key) || s.active.contains(&key) {
+                return;
+            }
+            s.insert(key, Instant::now());
+        }
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
     /// Queues a key after a delay.
     pub fn add_after(&self, key: ObjectKey, delay: Duration) {
         self.add_at(key, Instant::now() + delay);
@@ -300,6 +314,11 @@ mod tests {
         assert_eq!(q.failures(&key), 0);
         assert!(q.is_empty());
         q.add_after(k("b"), Duration::from_secs(3600));
+        q.add_unless_queued(k("b"));
+        assert!(
+            next_within(&q, Duration::from_millis(50)).await.is_none(),
+            "a resync keeps the delay"
+        );
         q.retry_now(k("b"));
         assert_eq!(
             next_within(&q, Duration::from_secs(1)).await,

@@ -38,6 +38,17 @@ use crate::store::{self, InternalState, Store, StoreError, StoredObject};
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// Steps succeeded but observation still wants them: the runtime's steps do not
+    /// take effect. Treated as a failure (backoff, then Stalled) instead of a hot loop.
+    #[error("vm {vm}: still needs {steps} after {rounds} rounds of steps")]
+    NoProgress {
+        /// VM name.
+        vm: String,
+        /// The steps still planned.
+        steps: String,
+        /// Rounds run.
+        rounds: usize,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -54,6 +65,22 @@ pub enum ReconcileError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl ReconcileError {
+    /// The condition reason reported for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Store(
+                StoreError::LeaseConflict { .. } | StoreError::LeasesExhausted { .. },
+            ) => "IPConflict",
+            ReconcileError::Store(_) => "StoreError",
+            ReconcileError::Runtime(RuntimeError::Image { .. }) => "ImageUnavailable",
+            ReconcileError::Runtime(RuntimeError::Step { .. }) => "StepFailed",
+            ReconcileError::Handles { .. } => "HandlesNotSaved",
+            ReconcileError::NoProgress { .. } => "NoProgress",
+        }
+    }
 }
 
 /// Restarts after exits counted for crash-loop detection within this window.
@@ -145,12 +172,12 @@ impl<R: VmRuntime> Engine<R> {
         }
     }
 
-    /// Queues every object (start and resync).
+    /// Queues every object (start and resync); objects waiting out a backoff keep it.
     pub fn enqueue_all(&self) -> Result<usize, StoreError> {
         let mut all = self.store.list_objects(None)?;
         all.sort_by_key(|o| planner::kind_order(o.resource.kind(), o.deleting.is_some()));
         for o in &all {
-            self.queue.add(key_of(o));
+            self.queue.add_unless_queued(key_of(o));
         }
         Ok(all.len())
     }
@@ -203,7 +230,7 @@ impl<R: VmRuntime> Engine<R> {
             ConditionUpdate {
                 type_: status::READY,
                 status: FALSE,
-                reason: "ReconcileFailed",
+                reason: err.reason(),
                 message: msg.clone(),
             },
             g,
@@ -292,6 +319,10 @@ impl<R: VmRuntime> Engine<R> {
             resolved_generation: internal.resolved_generation,
             generation: obj.generation,
             used_by,
+            files_present: match &internal.resolved {
+                Some(r) if obj.deleting.is_none() => self.runtime.image_present(r).await,
+                _ => false,
+            },
         };
         let plan = planner::plan_image(&facts);
         let now = status::now_rfc3339();
@@ -588,6 +619,11 @@ impl<R: VmRuntime> Engine<R> {
 
     /// Runs one step with its journal row; persists the handles it returns.
     pub async fn run_step(&self, ctx: &mut VmContext, step: VmStep) -> Result<(), ReconcileError> {
+        // Copying or growing a root disk is heavy: bounded like image pulls.
+        let _permit = match step {
+            VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
+            _ => None,
+        };
         let id = self
             .store
             .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())?;
@@ -634,6 +670,10 @@ impl<R: VmRuntime> Engine<R> {
                 || obj.allow_recreate
                 || objects::allow_recreate_annotation(&obj.resource),
             crash_backoff: crash_backoff_remaining(&internal.restarts, unix_now()).is_some(),
+            ip: spec
+                .network
+                .ip
+                .or(self.store.lease_of(&obj.uid)?.map(|(ip, _)| ip)),
         };
         Ok(planner::plan_vm(&desired, &observed))
     }
@@ -647,27 +687,7 @@ impl<R: VmRuntime> Engine<R> {
         let deleting = obj.deleting.is_some();
         let (mut view, mut internal) = self.store.get_status(Kind::Vm, &name)?;
         let old_phase = view.phase.clone();
-        let mut ctx = match self.vm_context(obj, spec, deleting) {
-            Ok(c) => c,
-            Err(e @ StoreError::LeaseConflict { .. })
-            | Err(e @ StoreError::LeasesExhausted { .. }) => {
-                let now = status::now_rfc3339();
-                status::set_condition(
-                    &mut view.conditions,
-                    ConditionUpdate {
-                        type_: status::READY,
-                        status: FALSE,
-                        reason: "IPConflict",
-                        message: e.to_string(),
-                    },
-                    obj.generation,
-                    &now,
-                );
-                self.store.put_status(Kind::Vm, &name, &view, &internal)?;
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let mut ctx = self.vm_context(obj, spec, deleting)?;
         let allow_recreate =
             obj.allow_recreate || objects::allow_recreate_annotation(&obj.resource);
         let mut observed;
@@ -682,6 +702,7 @@ impl<R: VmRuntime> Engine<R> {
                 deleting,
                 allow_recreate,
                 crash_backoff: backoff.is_some(),
+                ip: ctx.lease.as_ref().map(|l| l.ip),
             };
             plan = planner::plan_vm(&desired, &observed);
             if plan.steps.is_empty() || plan.blocked.is_some() || rounds >= MAX_ROUNDS {
@@ -725,6 +746,15 @@ impl<R: VmRuntime> Engine<R> {
                     );
                 }
             }
+        }
+        if rounds >= MAX_ROUNDS && !plan.steps.is_empty() && plan.blocked.is_none() {
+            self.store.put_status(Kind::Vm, &name, &view, &internal)?;
+            let steps: Vec<&str> = plan.steps.iter().map(|p| p.action.name()).collect();
+            return Err(ReconcileError::NoProgress {
+                vm: name,
+                steps: steps.join(", "),
+                rounds,
+            });
         }
         if deleting && plan.steps.is_empty() {
             self.store.release_lease(&obj.uid)?;
@@ -812,8 +842,7 @@ impl<R: VmRuntime> Engine<R> {
             .handles
             .process
             .as_ref()
-            .map(|p| p.hypervisor.as_str().to_string())
-            .or_else(|| Some(self.runtime.name().to_string()));
+            .map(|p| p.hypervisor.as_str().to_string());
         let mut handles = serde_json::to_value(&ctx.handles).unwrap_or(serde_json::Value::Null);
         if let (Some(map), Some(lease)) = (handles.as_object_mut(), &ctx.lease) {
             map.insert(
@@ -946,23 +975,38 @@ impl<R: VmRuntime> Engine<R> {
             let rollback = VmStep::from_name(&row.step).and_then(VmStep::rollback);
             match (obj, rollback) {
                 (Some(obj), Some(undo)) => {
-                    if let Resource::Vm(vm) = &obj.resource {
-                        let spec = vm.spec.clone();
-                        let mut ctx = self.vm_context(&obj, &spec, true)?;
-                        tracing::info!(vm = %row.name, step = %row.step, undo = undo.name(), "rolling back an interrupted step");
-                        self.run_step(&mut ctx, undo).await?;
-                    }
-                    self.store.journal_finish(
-                        row.id,
-                        "rolled-back",
-                        Some("interrupted by a daemon stop"),
-                    )?;
+                    let undone = match &obj.resource {
+                        Resource::Vm(vm) => {
+                            let spec = vm.spec.clone();
+                            tracing::info!(vm = %row.name, step = %row.step, undo = undo.name(), "rolling back an interrupted step");
+                            match self.vm_context(&obj, &spec, true) {
+                                Ok(mut ctx) => self.run_step(&mut ctx, undo).await,
+                                Err(e) => Err(e.into()),
+                            }
+                        }
+                        _ => Ok(()),
+                    };
+                    // A failed rollback never keeps the daemon from starting: the row
+                    // says so, and the object's next reconcile plans from what is there.
+                    let (outcome, note, reason) = match &undone {
+                        Ok(()) => (
+                            "rolled-back",
+                            "interrupted by a daemon stop".to_string(),
+                            "StepRolledBack",
+                        ),
+                        Err(e) => (
+                            "failed",
+                            format!("interrupted by a daemon stop; rollback failed: {e}"),
+                            "RollbackFailed",
+                        ),
+                    };
+                    self.store.journal_finish(row.id, outcome, Some(&note))?;
                     self.event(
                         row.kind,
                         &row.name,
                         "Warning",
-                        "StepRolledBack",
-                        &format!("interrupted step {} rolled back", row.step),
+                        reason,
+                        &format!("interrupted step {}: {note}", row.step),
                     );
                     self.queue.add(ObjectKey {
                         kind: row.kind,

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
-    ObjectView, PlannedStepView,
+    ObjectView,
 };
 use crate::objects::{self, ANNOTATION_OWNER};
 use crate::reconciler::Engine;
@@ -242,32 +242,14 @@ async fn describe<R: VmRuntime>(
 ) -> Result<Json<DescribeView>, ApiError> {
     let o = find(&engine, &kind, &name)?;
     let plan = apply::plan_for(&engine, Some(&o), &o.resource, false).await?;
-    let view = PlannedStepsView::from(&plan);
     Ok(Json(DescribeView {
         object: object_view(&engine, &o)?,
         steps: engine.store.journal_for(&o.uid, 20)?,
         events: engine
             .store
             .recent_events(o.resource.kind(), o.resource.name(), 20)?,
-        plan: view.0,
+        plan: apply::plan_view(&plan),
     }))
-}
-
-struct PlannedStepsView(Vec<PlannedStepView>);
-
-impl From<&crate::planner::Plan> for PlannedStepsView {
-    fn from(plan: &crate::planner::Plan) -> Self {
-        PlannedStepsView(
-            plan.steps
-                .iter()
-                .map(|s| PlannedStepView {
-                    step: s.action.name().into(),
-                    change_class: s.class.as_str().into(),
-                    reason: s.reason.clone(),
-                })
-                .collect(),
-        )
-    }
 }
 
 async fn retry<R: VmRuntime>(

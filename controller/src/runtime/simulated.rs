@@ -50,6 +50,8 @@ struct World {
     step_faults: HashMap<(String, VmStep), u32>,
     image_faults: HashMap<String, u32>,
     hangs: HashMap<(String, VmStep), ()>,
+    missing_images: std::collections::HashSet<PathBuf>,
+    no_effect: std::collections::HashSet<(String, VmStep)>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
     global_in_flight: u32,
@@ -116,6 +118,23 @@ impl SimulatedRuntime {
     /// Makes resolving Image `name` fail its next `times` runs.
     pub fn fail_image(&self, name: &str, times: u32) {
         self.w().image_faults.insert(name.to_string(), times);
+    }
+
+    /// Makes `step` of VM `name` report success without doing anything (`on`), or
+    /// work again (`!on`): a runtime whose steps do not take effect.
+    pub fn set_no_effect(&self, name: &str, step: VmStep, on: bool) {
+        let key = (name.to_string(), step);
+        let mut w = self.w();
+        if on {
+            w.no_effect.insert(key);
+        } else {
+            w.no_effect.remove(&key);
+        }
+    }
+
+    /// Makes the resolved rootfs at `rootfs` disappear (until resolved again).
+    pub fn lose_image_files(&self, rootfs: &std::path::Path) {
+        self.w().missing_images.insert(rootfs.to_path_buf());
     }
 
     /// Makes `step` of VM `name` do its effect and then never return (a crash mid-step).
@@ -193,6 +212,15 @@ impl SimulatedRuntime {
             .and_then(|v| v.process.as_ref())
             .filter(|p| p.alive)
             .map(|p| p.pid)
+    }
+
+    /// How many times the live VMM of a uid was observed.
+    pub fn observations(&self, uid: &str) -> u32 {
+        self.w()
+            .vms
+            .get(uid)
+            .and_then(|v| v.process.as_ref())
+            .map_or(0, |p| p.observations)
     }
 
     /// Steps executed so far, `(vm name, step)`, in order.
@@ -280,7 +308,11 @@ impl SimulatedRuntime {
                 duplicate = vm.process.as_ref().is_some_and(|p| p.alive);
                 vm.process = Some(SimProcess {
                     pid,
-                    launched: LaunchConfig::desired(&ctx.spec, image),
+                    launched: LaunchConfig::desired(
+                        &ctx.spec,
+                        image,
+                        ctx.lease.as_ref().map(|l| l.ip),
+                    ),
                     alive: true,
                     clean_exit: false,
                     observations: 0,
@@ -357,6 +389,10 @@ impl VmRuntime for SimulatedRuntime {
         })
     }
 
+    async fn image_present(&self, image: &ResolvedImage) -> bool {
+        !self.w().missing_images.contains(&image.rootfs)
+    }
+
     async fn remove_image(&self, _image: &ImageContext) -> Result<(), RuntimeError> {
         Ok(())
     }
@@ -404,7 +440,7 @@ impl VmRuntime for SimulatedRuntime {
 
     async fn execute(&self, step: VmStep, vm: &VmContext) -> Result<VmHandles, RuntimeError> {
         let _guard = self.enter(&vm.name);
-        let (latency, fault, hang) = {
+        let (latency, fault, hang, no_effect) = {
             let mut w = self.w();
             let fault = match w.step_faults.get_mut(&(vm.name.clone(), step)) {
                 Some(n) if *n > 0 => {
@@ -413,10 +449,12 @@ impl VmRuntime for SimulatedRuntime {
                 }
                 _ => false,
             };
+            let key = (vm.name.clone(), step);
             (
                 w.latency,
                 fault,
-                w.hangs.contains_key(&(vm.name.clone(), step)),
+                w.hangs.contains_key(&key),
+                w.no_effect.contains(&key),
             )
         };
         if !latency.is_zero() {
@@ -430,7 +468,9 @@ impl VmRuntime for SimulatedRuntime {
         if fault {
             return Err(err("simulated failure".into()));
         }
-        self.apply(step, vm).map_err(err)?;
+        if !no_effect {
+            self.apply(step, vm).map_err(err)?;
+        }
         if step == VmStep::Launch {
             Self::console(vm, &format!("[simulated] {} booted", vm.name));
         }

@@ -63,7 +63,9 @@ fn normalised_path_set(req: &ApplyRequest) -> Vec<String> {
     set.into_iter().collect()
 }
 
-fn view(plan: &Plan) -> Vec<PlannedStepView> {
+/// A plan as the API shows it; a blocked plan ends with a `blocked` pseudo-step whose
+/// reason is `Reason: message`.
+pub fn plan_view(plan: &Plan) -> Vec<PlannedStepView> {
     plan.steps
         .iter()
         .map(|s| PlannedStepView {
@@ -118,6 +120,10 @@ pub async fn plan_for<R: VmRuntime>(
                 resolved_generation: internal.resolved_generation,
                 generation,
                 used_by: vec![],
+                files_present: match &internal.resolved {
+                    Some(r) => engine.runtime.image_present(r).await,
+                    None => false,
+                },
             })
         }
         Resource::Workspace(ws) => {
@@ -233,7 +239,7 @@ pub async fn apply<R: VmRuntime>(
             name: key.name,
             action,
             changes,
-            plan: view(&plan),
+            plan: plan_view(&plan),
         });
     }
     for o in prune {
@@ -257,7 +263,7 @@ pub async fn apply<R: VmRuntime>(
             name: key.name,
             action: ApplyAction::Pruned,
             changes: vec![],
-            plan: view(&plan),
+            plan: plan_view(&plan),
         });
     }
     Ok(ApplyResponse { items, warnings })

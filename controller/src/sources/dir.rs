@@ -111,6 +111,7 @@ pub fn scan(dir: &Path) -> DirScan {
 #[derive(Default)]
 pub struct DirSource {
     reported_conflicts: Mutex<HashSet<(ObjectKey, String)>>,
+    logged_problems: Mutex<HashSet<String>>,
 }
 
 impl DirSource {
@@ -134,6 +135,14 @@ impl DirSource {
         for file in &scan.files {
             let first_error = file.problems.iter().find(|p| p.severity == Severity::Error);
             if let Some(problem) = first_error {
+                let mut logged = self
+                    .logged_problems
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if logged.insert(problem.to_string()) {
+                    tracing::warn!(file = %file.file, "invalid spec file, ignored (its objects keep their last good spec): {problem}");
+                }
+                drop(logged);
                 // Objects of this file (by record or by recognised identity) keep their spec.
                 let ids: BTreeSet<ObjectKey> = file.identities.iter().cloned().collect();
                 for o in &all {

@@ -117,7 +117,8 @@ pub(crate) fn upsert<R: VmRuntime>(
         ),
         _ => {}
     }
-    engine.queue.add(key);
+    // New desired state: retry at once, whatever the backoff of earlier failures.
+    engine.queue.retry_now(key);
     Ok((action, changes))
 }
 

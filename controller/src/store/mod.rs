@@ -311,6 +311,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The object with this uid, if any.
+    pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE uid = ?1",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![uid],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
+    }
+
     /// Names of objects of `kind` that reference `target` (VMs of an Image, Workspaces
     /// of a VM), including those being deleted.
     pub fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
@@ -330,7 +347,7 @@ impl Store {
     /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
     /// generation.
     pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
-        let document = objects::document_json(&o.resource).to_string();
+        let document = objects::document_json(&o.resource);
         let owner = serde_json::to_string(&o.owner)
             .map_err(|e| self.corrupt("write owner", e.to_string()))?;
         let ref_name = objects::reference(&o.resource).map(|(_, n)| n);

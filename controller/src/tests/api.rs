@@ -255,3 +255,115 @@ async fn daemon_serves_the_documented_api() {
     bounded("daemon exit", daemon).await.unwrap().unwrap();
     assert!(!socket.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_stop_leaves_vms_running_and_a_new_daemon_adopts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(
+        specs.join("all.yaml"),
+        format!(
+            "{IMAGE}---\n{}---\n{}",
+            vm_yaml("a", "base", "512Mi", ""),
+            vm_yaml("b", "base", "512Mi", "")
+        ),
+    )
+    .unwrap();
+    let mut config = test_config(dir.path());
+    config.specs_dir = Some(specs);
+    let sim = SimulatedRuntime::new();
+    let socket = config.socket.clone();
+
+    let run = |sim: SimulatedRuntime| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(crate::daemon::run(config.clone(), sim, async move {
+            let _ = rx.await;
+        }));
+        (tx, handle)
+    };
+    let store = |dir: &Path| crate::store::Store::open(&dir.join("state/banger.db")).unwrap();
+    let ready = |s: &crate::store::Store, name: &str| {
+        status::is_true(
+            &s.get_status(Kind::Vm, name).unwrap().0.conditions,
+            status::READY,
+        )
+    };
+
+    let (stop, daemon) = run(sim.clone());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "socket never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = store(dir.path());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !(ready(&s, "a") && ready(&s, "b")) {
+        assert!(tokio::time::Instant::now() < deadline, "VMs never Ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let uid_a = s.get_object(Kind::Vm, "a").unwrap().unwrap().uid;
+    let pid_a = sim.pid_of(&uid_a).unwrap();
+    stop.send(()).unwrap();
+    bounded("daemon exit", daemon).await.unwrap().unwrap();
+    assert!(!socket.exists());
+    assert_eq!(sim.running_count(), 2, "a daemon stop leaves VMs running");
+    let launches = sim
+        .executed()
+        .iter()
+        .filter(|(_, st)| *st == crate::runtime::VmStep::Launch)
+        .count();
+    let observed_a = sim.observations(&uid_a);
+
+    // A new daemon on the same state: adopts (no new launch, same pid), converges.
+    let (stop, daemon) = run(sim.clone());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "socket never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It notices exits (b) and re-probes every object at start (a).
+    let before = s.last_event_id().unwrap();
+    sim.exit_process(&s.get_object(Kind::Vm, "b").unwrap().unwrap().uid, false);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while s
+        .list_events(Some((Kind::Vm, "b")), None, before, 100)
+        .unwrap()
+        .iter()
+        .all(|e| e.reason != "Restarted")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new daemon never handled b's exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while sim.observations(&uid_a) == observed_a {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new daemon never looked at a"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready(&s, "a"));
+    assert_eq!(sim.pid_of(&uid_a), Some(pid_a), "adopted, not restarted");
+    let launches_after = sim
+        .executed()
+        .iter()
+        .filter(|(_, st)| *st == crate::runtime::VmStep::Launch)
+        .count();
+    assert_eq!(
+        launches_after,
+        launches + 1,
+        "only b's restart launched anything"
+    );
+    stop.send(()).unwrap();
+    bounded("daemon exit", daemon).await.unwrap().unwrap();
+}

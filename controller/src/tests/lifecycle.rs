@@ -428,3 +428,238 @@ async fn interrupted_launch_is_rolled_back_and_resumed_after_a_crash() {
     assert_eq!(sim.running_count(), 1);
     assert!(h.engine.store.journal_unfinished().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_ip_is_honoured_and_conflicts_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let fixed = |name: &str, ip: &str| {
+        vm_yaml(
+            name,
+            "base",
+            "512Mi",
+            &format!("  network:\n    ip: {ip}\n"),
+        )
+    };
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", fixed("a", "172.30.0.50")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "a").ip.as_deref(), Some("172.30.0.50"));
+
+    h.apply(&[("/s/b.yaml", &fixed("b", "172.30.0.50"))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "b", READY, FALSE, "IPConflict")
+        .await;
+    let msg = status::condition(&h.status(Kind::Vm, "b").conditions, READY)
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("172.30.0.50") && msg.contains("already leased"),
+        "{msg}"
+    );
+    assert_eq!(h.sim.pid_of(&h.uid(Kind::Vm, "b")), None);
+
+    // Moving a to another static address is a restart with the new address.
+    let uid = h.uid(Kind::Vm, "a");
+    let pid = h.sim.pid_of(&uid).unwrap();
+    let moved = h
+        .apply(&[("/s/a.yaml", &fixed("a", "172.30.0.60"))], |_| {})
+        .await
+        .unwrap();
+    assert!(
+        moved.items[0]
+            .plan
+            .iter()
+            .all(|p| p.change_class == "restart"),
+        "{:?}",
+        moved.items[0].plan
+    );
+    h.until("a moved", |h| {
+        h.status(Kind::Vm, "a").ip.as_deref() == Some("172.30.0.60")
+            && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
+    })
+    .await;
+    assert_ne!(h.sim.pid_of(&uid), Some(pid));
+    let launched = h.engine.load_handles(&uid).unwrap().launched.unwrap();
+    assert_eq!(launched.ip, Some("172.30.0.60".parse().unwrap()));
+    // Now b gets its address.
+    h.engine.queue.retry_now(key(Kind::Vm, "b"));
+    h.until_condition(Kind::Vm, "b", READY, TRUE, "Running")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    h.until_phase(Kind::Image, "base", "Ready").await;
+    let uid = h.uid(Kind::Image, "base");
+    let count = |h: &Harness| {
+        h.engine
+            .store
+            .journal_for(&uid, 50)
+            .unwrap()
+            .iter()
+            .filter(|s| s.step == "resolve-image")
+            .count()
+    };
+    assert_eq!(count(&h), 1);
+    h.sim.lose_image_files(Path::new("/images/rootfs.ext4"));
+    h.sim.fail_image("base", 1);
+    h.engine.enqueue_all().unwrap(); // what a resync does
+    h.until("resolved again after a failure", |h| {
+        count(h) == 3 && status::is_true(&h.status(Kind::Image, "base").conditions, READY)
+    })
+    .await;
+    let outcomes: Vec<String> = h
+        .engine
+        .store
+        .journal_for(&uid, 50)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.outcome)
+        .collect();
+    assert_eq!(outcomes, vec!["done", "failed", "done"]);
+    let events = h
+        .engine
+        .store
+        .list_events(Some((Kind::Image, "base")), None, 0, 100)
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.reason == "ReconcileFailed" && e.message.contains("simulated failure")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollback_does_not_stop_the_next_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    sim.hang_after("a", VmStep::PrepareDisk);
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until("prepare-disk journaled as running", |h| {
+        h.engine
+            .store
+            .journal_unfinished()
+            .unwrap()
+            .iter()
+            .any(|r| r.step == "prepare-disk")
+    })
+    .await;
+    let uid = h.uid(Kind::Vm, "a");
+    h.crash();
+
+    sim.clear_hangs();
+    sim.fail_step("a", VmStep::RemoveDisk, 1);
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    assert_eq!(
+        bounded("recover", engine.recover_journal()).await.unwrap(),
+        1
+    );
+    let h = Harness::with_engine(engine, sim.clone());
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let steps = h.engine.store.journal_for(&uid, 50).unwrap();
+    let prepare: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.step == "prepare-disk")
+        .map(|s| s.outcome.as_str())
+        .collect();
+    assert_eq!(prepare.first(), Some(&"failed"), "{steps:?}");
+    assert!(steps
+        .iter()
+        .find(|s| s.step == "prepare-disk")
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("rollback failed"));
+    let events = h
+        .engine
+        .store
+        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .unwrap();
+    assert!(events.iter().any(|e| e.reason == "RollbackFailed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_without_effect_are_failures_not_a_hot_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_no_effect("a", VmStep::EnsureVmDir, true);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", STALLED, TRUE, "RepeatedFailures")
+        .await;
+    let ready = status::condition(&h.status(Kind::Vm, "a").conditions, READY)
+        .unwrap()
+        .clone();
+    assert_eq!(ready.reason, "NoProgress");
+    assert!(ready.message.contains("ensure-vm-dir"), "{}", ready.message);
+    h.sim.set_no_effect("a", VmStep::EnsureVmDir, false);
+    h.engine.queue.retry_now(key(Kind::Vm, "a"));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booting_guest_is_polled_until_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_boot_observations(4);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", GUEST_READY, FALSE, "Booting")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    assert_eq!(s.phase, "Running");
+    assert_eq!(
+        status::condition(&s.conditions, READY).unwrap().reason,
+        "Booting"
+    );
+    assert!(status::is_true(&s.conditions, status::RECONCILING));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    let guest = status::condition(&s.conditions, GUEST_READY).unwrap();
+    assert_eq!(guest.status, TRUE);
+    assert_eq!(
+        status::condition(&s.conditions, status::RECONCILING)
+            .unwrap()
+            .status,
+        FALSE
+    );
+}

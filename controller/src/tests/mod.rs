@@ -59,8 +59,7 @@ impl Harness {
         let e = engine.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
-                let vms = e.store.list_objects(Some(Kind::Vm)).unwrap();
-                if let Some(vm) = vms.iter().find(|o| o.uid == n.uid) {
+                if let Some(vm) = e.store.object_by_uid(&n.uid).unwrap() {
                     e.queue.add(vm.resource.key());
                 }
             }
