@@ -294,7 +294,7 @@ impl HostRuntime {
             vmm.control_socket.display().to_string(),
         );
         handles.process = Some(vmm);
-        handles.launched = Some(LaunchConfig::desired(&vm.spec, image));
+        handles.launched = Some(LaunchConfig::desired(&vm.spec, image, Some(lease.ip)));
         Ok(handles)
     }
 
@@ -512,6 +512,12 @@ impl VmRuntime for HostRuntime {
             readiness: spec.readiness.clone(),
             rootfs_digest,
         })
+    }
+
+    async fn image_present(&self, image: &ResolvedImage) -> bool {
+        image.kernel.is_file()
+            && image.initrd.as_ref().is_none_or(|i| i.is_file())
+            && rootfs_digest(&image.rootfs).is_ok_and(|d| d == image.rootfs_digest)
     }
 
     async fn remove_image(&self, image: &ImageContext) -> Result<(), RuntimeError> {

@@ -198,15 +198,12 @@ impl VmContext {
         self.vm_dir.join("console.log")
     }
 
-    /// The tap device name: `bg` + the first 12 characters of the uid (fits IFNAMSIZ).
-    pub fn tap_name(&self) -> String {
-        let short: String = self
-            .uid
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(12)
-            .collect();
-        format!("bg{short}")
+    /// The tap device name ([`crate::host::names::tap_name`]); `None` when the uid is not
+    /// one banger generates.
+    pub fn tap_name(&self) -> Option<String> {
+        crate::host::names::ObjectUid::parse(&self.uid)
+            .ok()
+            .map(|uid| crate::host::names::tap_name(&uid))
     }
 }
 

@@ -290,7 +290,7 @@ impl SimulatedRuntime {
                 }
                 disk.size = disk.size.max(ctx.spec.disk.0);
             }
-            VmStep::EnsureTap => vm.tap = Some(ctx.tap_name()),
+            VmStep::EnsureTap => vm.tap = ctx.tap_name(),
             VmStep::EnsureNat => {
                 if vm.tap.is_none() {
                     return Err("no tap".into());
