@@ -1,0 +1,177 @@
+//! `banger daemon`: run the controller in the foreground.
+//!
+//! Parses the flags into the controller's configuration, logs with `tracing` on stderr
+//! (text or JSON), turns SIGTERM/SIGINT into a shutdown future and runs the daemon until
+//! it returns.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+use crate::error::CliError;
+use crate::paths::DefaultPaths;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--accel`: how QEMU accelerates guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when stock guests can run on it, else TCG (detected).
+    #[default]
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always TCG (software emulation).
+    Tcg,
+}
+
+/// Arguments of `banger daemon` (the socket is the global `--socket`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+The daemon runs in the foreground and logs on stderr. It watches the specs directory
+(every *.yaml/*.yml below it), accepts `banger apply`, and keeps the host matching.
+SIGTERM or SIGINT stops it; running VMs keep running and are adopted by the next start.
+
+Defaults as root: --socket /run/banger/banger.sock, --specs-dir /etc/banger/specs,
+--state-dir /var/lib/banger. Otherwise: $XDG_RUNTIME_DIR/banger.sock,
+$XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
+
+--simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
+tests and benchmarks of the engine; nothing boots.
+
+Examples:
+  sudo banger daemon
+  sudo banger daemon --specs-dir /srv/banger/specs --log-format json
+  banger daemon --simulate --specs-dir ./specs --state-dir /tmp/banger --socket /tmp/banger.sock")]
+pub struct DaemonArgs {
+    /// Directory of spec files to watch.
+    #[arg(long, value_name = "DIR")]
+    pub specs_dir: Option<PathBuf>,
+    /// Directory for the database and per-VM state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Period of the full resync (re-probe everything).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Run VMs on the simulated driver (tests and benchmarks only).
+    #[arg(long)]
+    pub simulate: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Reconciles running at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: Option<u32>,
+    /// Name of the bridge VMs attach to.
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// IPv4 network of the bridge (the bridge takes the first address).
+    #[arg(long, value_name = "CIDR")]
+    pub bridge_cidr: Option<String>,
+    /// QEMU binary (default: qemu-system-x86_64 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub qemu_bin: Option<PathBuf>,
+    /// Firecracker binary (default: firecracker on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub firecracker_bin: Option<PathBuf>,
+    /// QEMU acceleration.
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+}
+
+/// The daemon's locations after defaults are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonPaths {
+    /// API socket.
+    pub socket: PathBuf,
+    /// Specs directory.
+    pub specs_dir: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+}
+
+impl DaemonArgs {
+    /// Applies the defaults of [`DefaultPaths`] to unset locations.
+    pub fn paths(&self, socket: Option<PathBuf>, defaults: &DefaultPaths) -> DaemonPaths {
+        DaemonPaths {
+            socket: socket.unwrap_or_else(|| defaults.socket.clone()),
+            specs_dir: self
+                .specs_dir
+                .clone()
+                .unwrap_or_else(|| defaults.specs_dir.clone()),
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| defaults.state_dir.clone()),
+        }
+    }
+}
+
+/// Sets up `tracing` on stderr; the filter comes from `BANGER_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (only possible in tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot install signal handlers ({e}); stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `banger daemon` until a signal stops it.
+pub async fn run(args: &DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    init_tracing(args.log_format);
+    let paths = args.paths(socket, &DefaultPaths::current());
+    tracing::info!(socket = %paths.socket.display(), specs_dir = %paths.specs_dir.display(),
+        state_dir = %paths.state_dir.display(), simulate = args.simulate, "starting banger daemon");
+    engine::run(args, &paths, shutdown_signal()).await
+}
+
+/// The one place that hands the configuration to the controller engine.
+mod engine {
+    use super::*;
+
+    /// Starts the engine. The engine is merged into this branch separately; until then
+    /// the command says so and exits 2.
+    pub async fn run(
+        args: &DaemonArgs,
+        paths: &DaemonPaths,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<ExitCode, CliError> {
+        let _ = (args, paths, shutdown);
+        eprintln!("error: this build of banger has no controller engine yet");
+        Ok(ExitCode::from(2))
+    }
+}
