@@ -4,7 +4,8 @@
 //! rule: as root, system paths (`/run/banger/banger.sock`, `/etc/banger/specs`,
 //! `/var/lib/banger`); otherwise the XDG base directories of the user
 //! (`$XDG_RUNTIME_DIR/banger.sock`, `$XDG_CONFIG_HOME/banger/specs`,
-//! `$XDG_STATE_HOME/banger`), with the XDG fallbacks when a variable is unset.
+//! `$XDG_STATE_HOME/banger`), with the fallbacks `~/.config`, `~/.local/state` and the
+//! temporary directory when a variable is unset or empty.
 
 use std::path::PathBuf;
 
@@ -33,26 +34,25 @@ pub struct PathEnv {
     pub xdg_config_home: Option<PathBuf>,
     /// `$XDG_STATE_HOME`.
     pub xdg_state_home: Option<PathBuf>,
-    /// The effective user id (for the `/run/user/UID` fallback).
-    pub uid: u32,
+    /// The temporary directory (`$TMPDIR` or `/tmp`), used when `$XDG_RUNTIME_DIR` is unset.
+    pub temp_dir: PathBuf,
 }
 
 impl PathEnv {
     /// Reads the current process's environment.
     pub fn current() -> PathEnv {
-        let uid = nix::unistd::geteuid();
         let var = |name: &str| {
             std::env::var_os(name)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
         PathEnv {
-            is_root: uid.is_root(),
+            is_root: nix::unistd::geteuid().is_root(),
             home: var("HOME"),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
-            uid: uid.as_raw(),
+            temp_dir: std::env::temp_dir(),
         }
     }
 }
@@ -72,11 +72,11 @@ impl DefaultPaths {
                 state_dir: PathBuf::from("/var/lib/banger"),
             };
         }
-        let home = env.home.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let home = env.home.clone().unwrap_or_else(|| PathBuf::from("."));
         let runtime_dir = env
             .xdg_runtime_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", env.uid)));
+            .unwrap_or_else(|| env.temp_dir.clone());
         let config_home = env
             .xdg_config_home
             .clone()
@@ -119,7 +119,7 @@ mod tests {
             xdg_runtime_dir: Some("/run/user/1000".into()),
             xdg_config_home: Some("/home/ann/cfg".into()),
             xdg_state_home: None,
-            uid: 1000,
+            temp_dir: "/tmp".into(),
         };
         let paths = DefaultPaths::for_env(&env);
         assert_eq!(paths.socket, PathBuf::from("/run/user/1000/banger.sock"));
@@ -131,15 +131,19 @@ mod tests {
     }
 
     #[test]
-    fn user_without_runtime_dir_falls_back_to_run_user() {
+    fn user_without_runtime_dir_falls_back_to_the_temp_dir() {
         let env = PathEnv {
             is_root: false,
-            uid: 1234,
+            temp_dir: "/var/tmp".into(),
             ..PathEnv::default()
         };
         assert_eq!(
             DefaultPaths::for_env(&env).socket,
-            PathBuf::from("/run/user/1234/banger.sock")
+            PathBuf::from("/var/tmp/banger.sock")
+        );
+        assert_eq!(
+            DefaultPaths::for_env(&env).specs_dir,
+            PathBuf::from("./.config/banger/specs")
         );
     }
 }

@@ -4,6 +4,7 @@
 //! (text or JSON), turns SIGTERM/SIGINT into a shutdown future and runs the daemon until
 //! it returns.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,8 +76,8 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
     /// IPv4 network of the bridge (the bridge takes the first address).
-    #[arg(long, value_name = "CIDR")]
-    pub bridge_cidr: Option<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse_bridge_cidr)]
+    pub bridge_cidr: Option<BridgeCidr>,
     /// QEMU binary (default: qemu-system-x86_64 on PATH).
     #[arg(long, value_name = "PATH")]
     pub qemu_bin: Option<PathBuf>,
@@ -86,6 +87,38 @@ pub struct DaemonArgs {
     /// QEMU acceleration.
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
+}
+
+/// `--bridge-cidr`: an IPv4 network such as `172.30.0.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeCidr {
+    /// The network address (host bits zero).
+    pub network: Ipv4Addr,
+    /// The prefix length, 8..=30 (room for the bridge and at least one VM).
+    pub prefix: u8,
+}
+
+/// Parses `--bridge-cidr`.
+pub fn parse_bridge_cidr(s: &str) -> Result<BridgeCidr, String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not a CIDR such as 172.30.0.0/24"))?;
+    let network: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address (in {s:?})"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (8..=30).contains(p))
+        .ok_or_else(|| format!("prefix {prefix:?} must be a number from 8 to 30 (in {s:?})"))?;
+    let host_bits = u32::MAX >> prefix;
+    if u32::from(network) & host_bits != 0 {
+        let base = Ipv4Addr::from(u32::from(network) & !host_bits);
+        return Err(format!(
+            "{s:?} has host bits set: did you mean {base}/{prefix}?"
+        ));
+    }
+    Ok(BridgeCidr { network, prefix })
 }
 
 /// The daemon's locations after defaults are applied.
@@ -173,5 +206,65 @@ mod engine {
         let _ = (args, paths, shutdown);
         eprintln!("error: this build of banger has no controller engine yet");
         Ok(ExitCode::from(2))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_cidr() {
+        assert_eq!(
+            parse_bridge_cidr("172.30.0.0/24"),
+            Ok(BridgeCidr {
+                network: Ipv4Addr::new(172, 30, 0, 0),
+                prefix: 24
+            })
+        );
+        assert_eq!(parse_bridge_cidr("10.0.0.0/8").map(|c| c.prefix), Ok(8));
+        let err = parse_bridge_cidr("172.30.0.1/24").expect_err("host bits");
+        assert!(err.contains("did you mean 172.30.0.0/24"), "{err}");
+        for bad in [
+            "172.30.0.0",
+            "172.30.0/24",
+            "172.30.0.0/31",
+            "172.30.0.0/x",
+            "::1/64",
+        ] {
+            assert!(parse_bridge_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_take_flags_over_defaults() {
+        let defaults = DefaultPaths {
+            socket: "/d/sock".into(),
+            specs_dir: "/d/specs".into(),
+            state_dir: "/d/state".into(),
+        };
+        let args = DaemonArgs {
+            specs_dir: Some("/s".into()),
+            state_dir: None,
+            resync: Duration::from_secs(30),
+            simulate: true,
+            log_format: LogFormat::Text,
+            max_concurrent: None,
+            bridge: None,
+            bridge_cidr: None,
+            qemu_bin: None,
+            firecracker_bin: None,
+            accel: Accel::Auto,
+        };
+        let paths = args.paths(Some("/x.sock".into()), &defaults);
+        assert_eq!(
+            paths,
+            DaemonPaths {
+                socket: "/x.sock".into(),
+                specs_dir: "/s".into(),
+                state_dir: "/d/state".into()
+            }
+        );
     }
 }
