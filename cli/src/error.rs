@@ -28,6 +28,9 @@ pub enum CliError {
     /// A bad combination of arguments clap cannot express.
     #[error("{0}")]
     Usage(String),
+    /// The daemon could not run.
+    #[error("daemon: {0}")]
+    Daemon(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A wait ran out of time.
     #[error("{0}")]
     TimedOut(String),

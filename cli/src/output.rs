@@ -43,11 +43,10 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<String, PrintError> {
         })
 }
 
-/// A value as YAML.
-// The specs crate's `banger_specs::yaml::to_yaml_string` is the one place that talks to
-// the YAML libraries; this thin function stands in until it lands there.
+/// A value as YAML, through the specs crate (the one place that talks to the YAML
+/// libraries).
 pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, PrintError> {
-    serde_yaml::to_string(value).map_err(|e| PrintError {
+    banger_specs::yaml::to_yaml_string(value).map_err(|e| PrintError {
         format: "yaml",
         message: e.to_string(),
     })

@@ -1,35 +1,77 @@
-//! `banger validate` (placeholder in the cli branch: the specs helper's version replaces
-//! this file at merge).
+//! `banger validate`: check spec files without touching the host or the daemon.
 
 use std::process::ExitCode;
 
+use banger_specs::load::load_inputs;
+
 /// Arguments of `banger validate`.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Examples:\n  banger validate -f examples/\n  banger validate -f vm.yaml -f image.yaml\n  cat vm.yaml | banger validate -f -"
-)]
+#[command(after_help = "Examples:
+  banger validate -f examples/vm-dev.yaml
+  banger validate -f examples/            # every *.yaml / *.yml in the directory
+  banger validate -R -f specs/            # and in its subdirectories
+  cat vm.yaml | banger validate -f -      # read stdin
+
+Every problem is printed on stderr as one line: `file:line:column: field: message`.
+A reference to an Image or VM that is not among the files loaded is a warning: the
+daemon may already know it. Exit status: 0 when valid, 1 when any error was found.")]
 pub struct ValidateArgs {
-    /// A spec file, a directory, or - for stdin (repeatable).
+    /// Spec file, directory, or `-` for stdin (repeatable).
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
-    pub files: Vec<String>,
-    /// Read directories recursively.
+    pub filename: Vec<String>,
+    /// Search directories recursively.
     #[arg(short = 'R', long)]
     pub recursive: bool,
 }
 
-/// Loads the inputs and prints every problem; exit 1 when any is an error.
+/// Loads and checks every input; prints problems on stderr and a summary on stdout.
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let set = banger_specs::load::load_inputs(&args.files, args.recursive);
+    let set = load_inputs(&args.filename, args.recursive);
     for problem in &set.problems {
         eprintln!("{problem}");
     }
-    if set
-        .problems
-        .iter()
-        .any(|p| p.severity == banger_specs::Severity::Error)
-    {
-        ExitCode::from(1)
+    let errors = set.problems.iter().filter(|p| p.is_error()).count();
+    let warnings = set.problems.len() - errors;
+    let files = set.files.len();
+    if errors > 0 {
+        eprintln!(
+            "{} in {} {}: nothing is valid until all are fixed",
+            count(errors, "error"),
+            files,
+            plural(files, "file")
+        );
+        return ExitCode::from(1);
+    }
+    let objects = set.objects.len();
+    let mut summary = format!(
+        "{} {} in {}",
+        count(objects, "object"),
+        plural_verb(objects),
+        count(files, "file")
+    );
+    if warnings > 0 {
+        summary.push_str(&format!(" ({})", count(warnings, "warning")));
+    }
+    println!("{summary}");
+    ExitCode::SUCCESS
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
     } else {
-        ExitCode::SUCCESS
+        format!("{word}s")
+    }
+}
+
+fn count(n: usize, word: &str) -> String {
+    format!("{n} {}", plural(n, word))
+}
+
+fn plural_verb(n: usize) -> &'static str {
+    if n == 1 {
+        "is valid"
+    } else {
+        "valid"
     }
 }

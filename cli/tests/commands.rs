@@ -84,15 +84,28 @@ fn apply_get_describe_diff_delete() {
     assert_eq!(&row[..3], ["dev", "Running", "True"], "{}", run.stdout);
     assert_eq!(&row[4..7], ["1", "512Mi", "base"], "{}", run.stdout);
     let run = daemon.banger(&["get", "vms", "-o", "wide"]).expect_code(0);
-    assert!(
-        run.stdout
-            .lines()
-            .next()
-            .expect("header")
-            .ends_with("HYPERVISOR   PID   OWNER"),
+    let header: Vec<&str> = run
+        .stdout
+        .lines()
+        .next()
+        .expect("header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header[8..],
+        ["HYPERVISOR", "PID", "OWNER"],
         "{}",
         run.stdout
     );
+    let row: Vec<&str> = run
+        .stdout
+        .lines()
+        .nth(1)
+        .expect("row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[8], "simulated", "{}", run.stdout);
+    assert!(row[9].parse::<u32>().is_ok(), "{}", run.stdout);
     let run = daemon.banger(&["get"]).expect_code(0);
     assert!(
         run.stdout.lines().any(|l| l.starts_with("image/base ")),

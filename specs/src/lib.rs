@@ -15,11 +15,13 @@
 //! else.
 
 pub mod canonical;
+pub mod decode;
 pub mod load;
 pub mod name;
 pub mod problem;
 pub mod quantity;
 pub mod schema;
+pub mod suggest;
 pub mod types;
 pub mod yaml;
 

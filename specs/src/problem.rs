@@ -14,7 +14,7 @@ pub enum Severity {
 
 /// A problem with a spec: where, which field, what is wrong.
 ///
-/// Displayed as `file:line:column: field: message` (with `warning: ` in front of the
+/// Displayed as `file:line:column: field: message` (`file: message` when line is 0) (with `warning: ` in front of the
 /// message for warnings); `field` is a dotted path such as `spec.memory`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
@@ -32,9 +32,33 @@ pub struct Problem {
     pub severity: Severity,
 }
 
+impl Problem {
+    /// A problem with a whole file or input (cannot read it, no spec files in a
+    /// directory): line and column 0, printed as `file: message`.
+    pub fn file_level(file: &str, message: String) -> Problem {
+        Problem {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            field: None,
+            message,
+            severity: Severity::Error,
+        }
+    }
+
+    /// Whether this is an error (not a warning).
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if self.line == 0 {
+            write!(f, "{}: ", self.file)?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        }
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;
         }

@@ -19,7 +19,9 @@ pub const API_VERSION: &str = "banger.dev/v1alpha1";
 
 /// The kinds of resource banger manages, in dependency order (an Image is needed by a
 /// VM, a VM by a Workspace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Kind {
     /// A bootable image: kernel, optional initrd and a root filesystem.
     Image,
@@ -76,6 +78,7 @@ impl std::fmt::Display for Kind {
 pub struct ObjectMeta {
     /// The object's name: a DNS label (1–63 of `a-z 0-9 -`, no leading or trailing `-`),
     /// unique per kind.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub name: String,
     /// Free-form string labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -105,15 +108,20 @@ pub struct Readiness {
     /// TCP port on the guest that accepts a connection once it is up (default 22, SSH).
     /// Exactly one of `tcpPort` and `consoleMarker` is set in canonical form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub tcp_port: Option<u16>,
     /// A line the guest prints on its serial console once it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub console_marker: Option<String>,
 }
 
 impl Default for Readiness {
     fn default() -> Self {
-        Readiness { tcp_port: Some(22), console_marker: None }
+        Readiness {
+            tcp_port: Some(22),
+            console_marker: None,
+        }
     }
 }
 
@@ -185,13 +193,16 @@ pub struct NetworkSpec {
     pub nat: bool,
     /// A static IPv4 address inside the bridge's network; leased from the pool when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("format" = "ipv4"))]
     pub ip: Option<Ipv4Addr>,
 }
 
 impl Default for NetworkSpec {
     fn default() -> Self {
-        NetworkSpec { nat: true, ip: None }
+        NetworkSpec {
+            nat: true,
+            ip: None,
+        }
     }
 }
 
@@ -199,25 +210,47 @@ fn default_true() -> bool {
     true
 }
 
+fn default_vcpus() -> u8 {
+    crate::decode::DEFAULT_VCPUS
+}
+
+fn default_memory() -> ByteSize {
+    crate::decode::DEFAULT_MEMORY
+}
+
+fn default_disk() -> ByteSize {
+    crate::decode::DEFAULT_DISK
+}
+
 /// `spec` of a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmSpec {
     /// Name of the Image this VM boots.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub image: String,
     /// Virtual CPUs, 1..=32 (default 1).
+    #[serde(default = "default_vcpus")]
+    #[schemars(range(min = 1, max = 32))]
     pub vcpus: u8,
     /// Guest memory in bytes (default 512MiB, at least 128MiB, a whole number of MiB).
+    #[serde(default = "default_memory")]
     pub memory: ByteSize,
-    /// Size of the VM's writable root disk in bytes (default 2GiB).
+    /// Size of the VM's writable root disk in bytes (default 2GiB, at least 64MiB, a
+    /// whole number of MiB).
+    #[serde(default = "default_disk")]
     pub disk: ByteSize,
     /// Desired power state (default Running).
+    #[serde(default)]
     pub state: PowerState,
     /// Restart policy (default Always).
+    #[serde(default)]
     pub restart_policy: RestartPolicy,
     /// Hypervisor (default auto).
+    #[serde(default)]
     pub hypervisor: HypervisorChoice,
-    /// Networking.
+    /// Networking (default: NAT on, address leased from the pool).
+    #[serde(default)]
     pub network: NetworkSpec,
     /// Extra kernel command-line arguments (appended after the Image's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,12 +273,14 @@ pub enum IncludeMode {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceSpec {
     /// Name of the VM the workspace is copied into.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub vm: String,
     /// Host path of a git checkout (absolute after normalisation).
     pub source: PathBuf,
     /// Absolute, normalised guest path (default `/root/<name of the source folder>`).
     pub path: String,
     /// Which files to copy (default untracked).
+    #[serde(default)]
     pub include: IncludeMode,
 }
 
@@ -285,7 +320,12 @@ pub struct ObjectKey {
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.kind.as_str().to_ascii_lowercase(), self.name)
+        write!(
+            f,
+            "{}/{}",
+            self.kind.as_str().to_ascii_lowercase(),
+            self.name
+        )
     }
 }
 
@@ -315,6 +355,9 @@ impl Resource {
 
     /// Kind and name.
     pub fn key(&self) -> ObjectKey {
-        ObjectKey { kind: self.kind(), name: self.name().to_string() }
+        ObjectKey {
+            kind: self.kind(),
+            name: self.name().to_string(),
+        }
     }
 }

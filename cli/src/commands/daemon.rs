@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use banger_controller::config::DaemonConfig;
+
 use crate::duration::parse_duration;
 use crate::error::CliError;
 use crate::paths::DefaultPaths;
@@ -192,23 +194,60 @@ pub async fn run(args: &DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode,
     engine::run(args, &paths, shutdown_signal()).await
 }
 
-/// The one place that hands the configuration to the controller engine.
+/// The controller's configuration for these flags and paths.
+pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
+    let mut config = DaemonConfig::new(
+        Some(paths.specs_dir.clone()),
+        paths.state_dir.clone(),
+        paths.socket.clone(),
+    );
+    config.resync = args.resync;
+    if let Some(n) = args.max_concurrent {
+        config.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(bridge) = &args.bridge {
+        config.bridge_name = bridge.clone();
+    }
+    if let Some(cidr) = args.bridge_cidr {
+        config.bridge_network = cidr.network;
+        config.bridge_prefix = cidr.prefix;
+    }
+    config
+}
+
+/// The one place that picks the runtime and hands the configuration to the engine.
 mod engine {
     use super::*;
+    use banger_controller::runtime::simulated::SimulatedRuntime;
 
-    /// Starts the engine. The engine is merged into this branch separately; until then
-    /// the command says so and exits 2.
+    /// Runs the engine until `shutdown` resolves.
     pub async fn run(
         args: &DaemonArgs,
         paths: &DaemonPaths,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<ExitCode, CliError> {
-        let _ = (args, paths, shutdown);
-        eprintln!("error: this build of banger has no controller engine yet");
+        let config = daemon_config(args, paths);
+        if args.simulate {
+            tracing::warn!("--simulate: VMs run on the simulated driver; nothing boots");
+            banger_controller::daemon::run(config, SimulatedRuntime::new(), shutdown)
+                .await
+                .map_err(|e| CliError::Daemon(Box::new(e)))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // REAL RUNTIME (the lead replaces this block): build the host runtime from
+        // `args.qemu_bin`, `args.firecracker_bin` and `args.accel`, then call
+        // `banger_controller::daemon::run(config, runtime, shutdown)` as above.
+        let _ = (
+            config,
+            shutdown,
+            &args.qemu_bin,
+            &args.firecracker_bin,
+            args.accel,
+        );
+        eprintln!("error: the real runtime is not built yet: use --simulate");
         Ok(ExitCode::from(2))
     }
 }
-
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 mod tests {
@@ -258,6 +297,28 @@ mod tests {
             accel: Accel::Auto,
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
+        let config = daemon_config(
+            &DaemonArgs {
+                max_concurrent: Some(3),
+                bridge: Some("br-test".into()),
+                bridge_cidr: Some(BridgeCidr {
+                    network: Ipv4Addr::new(10, 9, 0, 0),
+                    prefix: 16,
+                }),
+                resync: Duration::from_secs(2),
+                ..args.clone()
+            },
+            &paths,
+        );
+        assert_eq!(config.specs_dir, Some(PathBuf::from("/s")));
+        assert_eq!(config.socket, PathBuf::from("/x.sock"));
+        assert_eq!(config.resync, Duration::from_secs(2));
+        assert_eq!(config.max_concurrent, 3);
+        assert_eq!(config.bridge_name, "br-test");
+        assert_eq!(
+            (config.bridge_network, config.bridge_prefix),
+            (Ipv4Addr::new(10, 9, 0, 0), 16)
+        );
         assert_eq!(
             paths,
             DaemonPaths {
