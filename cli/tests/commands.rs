@@ -399,3 +399,40 @@ fn specs_directory_and_cli_conflict_until_forced() {
         serde_json::json!(512u64 << 20)
     );
 }
+
+#[test]
+fn follow_events_and_console_logs() {
+    let daemon = Daemon::start();
+    let mut events = daemon.banger_streaming(&["events", "--follow"]);
+    daemon.write_work("f.yaml", &image_and_vm("f", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "f.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    // The events of the apply arrive on the running --follow.
+    let line = events
+        .line_matching(std::time::Duration::from_secs(30), |l| l.contains(" vm/f "))
+        .unwrap_or_else(|seen| panic!("no event of vm/f on --follow; saw {seen:?}"));
+    assert!(
+        line.contains("Normal") || line.contains("Warning"),
+        "{line}"
+    );
+    assert!(events.is_running(), "events --follow ended by itself");
+
+    // The simulated VM writes a console log; `logs` prints it, `--follow` streams it.
+    let run = daemon.banger(&["logs", "vm", "f"]).expect_code(0);
+    assert!(!run.stdout.is_empty(), "empty console log");
+    let first = run.stdout.lines().next().expect("a line").to_string();
+    let mut logs = daemon.banger_streaming(&["logs", "vm/f", "--follow"]);
+    logs.line_matching(std::time::Duration::from_secs(30), |l| l == first)
+        .unwrap_or_else(|seen| panic!("logs --follow did not print {first:?}; saw {seen:?}"));
+    assert!(logs.is_running(), "logs --follow ended by itself");
+
+    let run = daemon.banger(&["logs", "vm", "ghost"]).expect_code(1);
+    assert_eq!(run.stderr, "Error from daemon: vm \"ghost\" not found\n");
+    let run = daemon.banger(&["logs", "image", "base"]).expect_code(1);
+    assert!(
+        run.stderr.contains("logs works on vm objects only"),
+        "{}",
+        run.stderr
+    );
+}
