@@ -25,7 +25,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::DaemonClient;
 use crate::commands::{
-    apply, completion, daemon, delete, describe, diff, events, get, logs, retry, wait,
+    apply, completion, daemon, delete, describe, diff, doctor, events, get, logs, retry, wait,
 };
 use crate::error::CliError;
 
@@ -93,6 +93,8 @@ enum Command {
     Completion(completion::CompletionArgs),
     /// Run the controller in the foreground.
     Daemon(daemon::DaemonArgs),
+    /// Check whether this host can run banger's VMs.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn socket_path(cli: &Cli) -> PathBuf {
@@ -114,6 +116,7 @@ async fn run_client_command(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Retry(args) => retry::run(&client, args).await,
         Command::Logs(args) => logs::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
+        Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,
         Command::Validate(_) | Command::Schema(_) | Command::Completion(_) => {
             Err(CliError::Usage("internal: not a client command".into()))
         }

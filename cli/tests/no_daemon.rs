@@ -124,6 +124,9 @@ fn usage_errors_exit_2_and_help_has_examples() {
         "logs",
         "completion",
         "daemon",
+        "doctor",
+        "validate",
+        "schema",
     ] {
         let run = banger_at(&socket, dir.path(), &[command, "--help"]).expect_code(0);
         assert!(
@@ -156,4 +159,69 @@ fn completion_scripts_for_each_shell() {
             "{shell} completion lacks subcommands"
         );
     }
+}
+
+#[test]
+fn doctor_reports_every_check_and_exits_by_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("absent.sock");
+    let state = dir.path().join("state");
+    let state_arg = state.display().to_string();
+    let run = banger_at(&socket, dir.path(), &["doctor", "--state-dir", &state_arg]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kvm",
+            "qemu",
+            "firecracker",
+            "tun",
+            "bridge",
+            "nft",
+            "mkfs.ext4",
+            "resize2fs",
+            "disk",
+            "daemon"
+        ],
+        "{}",
+        run.stdout
+    );
+    for line in &lines {
+        assert!(
+            ["PASS  ", "WARN  ", "FAIL  "]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "{line}"
+        );
+    }
+    let failed = lines.iter().any(|l| l.starts_with("FAIL"));
+    assert_eq!(run.code, i32::from(failed), "{}", run.stdout);
+    let daemon_line = lines.last().expect("daemon line");
+    assert!(daemon_line.starts_with("WARN  daemon"), "{daemon_line}");
+    assert!(
+        daemon_line.contains(&socket.display().to_string()),
+        "{daemon_line}"
+    );
+    let disk_line = lines[8];
+    assert!(
+        disk_line.ends_with(&format!("free in {state_arg}")),
+        "{disk_line}"
+    );
+
+    // A named QEMU binary that does not exist is reported as such.
+    let run = banger_at(
+        &socket,
+        dir.path(),
+        &["doctor", "--qemu-bin", "/nonexistent/qemu"],
+    );
+    let qemu_line = run.stdout.lines().nth(1).expect("qemu line").to_string();
+    assert!(
+        qemu_line.contains("/nonexistent/qemu is not an executable file"),
+        "{qemu_line}"
+    );
+    assert!(!qemu_line.starts_with("PASS"), "{qemu_line}");
 }

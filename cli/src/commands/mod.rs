@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod delete;
 pub mod describe;
 pub mod diff;
+pub mod doctor;
 pub mod events;
 pub mod get;
 pub mod logs;
