@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use banger_controller::api::types::{ObjectRef, ObjectView};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::client::{ClientError, DaemonClient};
@@ -143,6 +145,26 @@ pub enum WaitOutcome {
     Met,
     /// The deadline passed; where the object stood then.
     TimedOut(String),
+    /// The object cannot get there without the user acting (see [`blocked_reason`]).
+    Blocked(String),
+}
+
+/// Reasons of `Ready=False` that no amount of waiting fixes: the user must act.
+const BLOCKING_REASONS: [&str; 1] = ["RecreateBlocked"];
+
+/// Why `object` cannot become Ready without the user acting, if it cannot: `Ready=False`
+/// for its current generation with a reason in [`BLOCKING_REASONS`], set at or after
+/// `since` (a condition set before then may predate what the user just changed).
+pub fn blocked_reason(object: &ObjectView, since: OffsetDateTime) -> Option<String> {
+    condition(object, "Ready")
+        .filter(|c| {
+            c.status == "False"
+                && c.observed_generation >= object.metadata.generation
+                && BLOCKING_REASONS.contains(&c.reason.as_str())
+                && OffsetDateTime::parse(&c.last_transition_time, &Rfc3339)
+                    .is_ok_and(|t| t >= since)
+        })
+        .map(|c| format!("{}: {}", c.reason, c.message))
 }
 
 /// Polls `object` until `wanted` holds or `deadline` passes.
@@ -152,10 +174,29 @@ pub async fn wait_until(
     wanted: &WaitFor,
     deadline: Instant,
 ) -> Result<WaitOutcome, ClientError> {
+    wait_until_or_blocked(client, object, wanted, deadline, None).await
+}
+
+/// Like [`wait_until`]; with `blocked_since`, also returns as soon as the object is
+/// blocked (see [`blocked_reason`]).
+pub async fn wait_until_or_blocked(
+    client: &DaemonClient,
+    object: &ObjectRef,
+    wanted: &WaitFor,
+    deadline: Instant,
+    blocked_since: Option<OffsetDateTime>,
+) -> Result<WaitOutcome, ClientError> {
     loop {
         let view = client.get(object).await?;
         if is_met(view.as_ref(), wanted) {
             return Ok(WaitOutcome::Met);
+        }
+        let blocked = view
+            .as_ref()
+            .zip(blocked_since)
+            .and_then(|(v, since)| blocked_reason(v, since));
+        if let Some(reason) = blocked {
+            return Ok(WaitOutcome::Blocked(reason));
         }
         let now = Instant::now();
         if now >= deadline {
@@ -262,6 +303,27 @@ mod tests {
             status: "False".into(),
         };
         assert!(is_met(Some(&view(1, &[("Ready", "False", 1)])), &not_ready));
+    }
+
+    #[test]
+    fn recreate_blocked_for_the_current_generation_blocks() {
+        let since = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+        let mut v = view(2, &[("Ready", "False", 2)]);
+        v.status.conditions[0].reason = "RecreateBlocked".into();
+        v.status.conditions[0].last_transition_time = "2026-01-01T00:00:00.5Z".into();
+        assert_eq!(
+            blocked_reason(&v, since),
+            Some("RecreateBlocked: msg".to_string())
+        );
+        // Set before the apply: it may be stale.
+        let later = time::macros::datetime!(2026-01-01 00:00:01 UTC);
+        assert_eq!(blocked_reason(&v, later), None);
+        v.status.conditions[0].observed_generation = 1;
+        assert_eq!(blocked_reason(&v, since), None);
+        assert_eq!(
+            blocked_reason(&view(2, &[("Ready", "False", 2)]), since),
+            None
+        );
     }
 
     #[test]

@@ -436,3 +436,64 @@ fn follow_events_and_console_logs() {
         run.stderr
     );
 }
+
+#[test]
+fn image_change_needs_allow_recreate() {
+    let daemon = Daemon::start();
+    std::fs::write(daemon.work_dir.join("rootfs2.ext4"), b"other rootfs").expect("write");
+    let other_image = "apiVersion: banger.dev/v1alpha1
+kind: Image
+metadata:
+  name: other
+spec:
+  kernel: ./vmlinux
+  rootfs: ./rootfs2.ext4
+---
+";
+    daemon.write_work(
+        "r.yaml",
+        &format!("{other_image}{}", image_and_vm("r", "256MiB")),
+    );
+    daemon
+        .banger(&["apply", "-f", "r.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+
+    let switched = format!(
+        "{other_image}{}",
+        image_and_vm("r", "256MiB").replace("image: base", "image: other")
+    );
+    daemon.write_work("r.yaml", &switched);
+    let run = daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(1);
+    assert!(run.stdout.contains("[recreate]"), "{}", run.stdout);
+    assert!(run.stdout.contains("spec.image"), "{}", run.stdout);
+
+    // Without --allow-recreate the VM keeps running and says why it is not Ready;
+    // apply --wait stops at once instead of waiting out its timeout.
+    let run = daemon
+        .banger(&["apply", "-f", "r.yaml", "--wait", "--timeout", "5m"])
+        .expect_code(1);
+    assert!(run.stdout.contains("vm/r configured\n"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("vm/r cannot become Ready: RecreateBlocked"),
+        "{}",
+        run.stderr
+    );
+    let r = get_json(&daemon, "vm/r");
+    assert_eq!(r.status.phase, "Running");
+    let run = daemon.banger(&["describe", "vm", "r"]).expect_code(0);
+    assert!(run.stdout.contains("RecreateBlocked"), "{}", run.stdout);
+
+    let run = daemon
+        .banger(&[
+            "apply",
+            "-f",
+            "r.yaml",
+            "--allow-recreate",
+            "--wait",
+            "--timeout",
+            WAIT,
+        ])
+        .expect_code(0);
+    assert!(run.stdout.contains("vm/r condition met"), "{}", run.stdout);
+}

@@ -11,7 +11,7 @@ use crate::duration::parse_duration;
 use crate::error::{print_out, CliError};
 use crate::selector::show;
 use crate::sources::read_sources_here;
-use crate::waiting::{timeout_message, wait_until, WaitFor, WaitOutcome};
+use crate::waiting::{timeout_message, wait_until_or_blocked, WaitFor, WaitOutcome};
 
 /// Arguments of `banger apply`.
 #[derive(Debug, clap::Args)]
@@ -124,6 +124,9 @@ pub async fn run(client: &DaemonClient, args: &ApplyArgs) -> Result<ExitCode, Cl
         args.force,
         args.allow_recreate,
     )?;
+    // With --allow-recreate nothing is blocked; otherwise a block set after this point
+    // answers --wait at once.
+    let blocked_since = (!args.allow_recreate).then(time::OffsetDateTime::now_utc);
     let response = client.apply(&request).await?;
     for warning in &response.warnings {
         eprintln!("{warning}");
@@ -148,7 +151,9 @@ pub async fn run(client: &DaemonClient, args: &ApplyArgs) -> Result<ExitCode, Cl
             kind: item.kind,
             name: item.name.clone(),
         };
-        match wait_until(client, &object, &WaitFor::ready(), deadline).await? {
+        match wait_until_or_blocked(client, &object, &WaitFor::ready(), deadline, blocked_since)
+            .await?
+        {
             WaitOutcome::Met => {
                 print_out(&format!("{} condition met\n", show(item.kind, &item.name)))?
             }
@@ -158,6 +163,12 @@ pub async fn run(client: &DaemonClient, args: &ApplyArgs) -> Result<ExitCode, Cl
                     &WaitFor::ready(),
                     args.timeout,
                     &state,
+                ));
+            }
+            WaitOutcome::Blocked(reason) => {
+                timeouts.push(format!(
+                    "{} cannot become Ready: {reason}",
+                    show(item.kind, &item.name)
                 ));
             }
         }

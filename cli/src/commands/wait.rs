@@ -61,7 +61,7 @@ pub async fn run(client: &DaemonClient, args: &WaitArgs) -> Result<ExitCode, Cli
                 };
                 print_out(&format!("{} {what}\n", Shown(object)))?;
             }
-            WaitOutcome::TimedOut(state) => {
+            WaitOutcome::TimedOut(state) | WaitOutcome::Blocked(state) => {
                 timeouts.push(timeout_message(object, wanted, args.timeout, &state))
             }
         }
