@@ -37,6 +37,11 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// Whether the command line itself was wrong (exit status 2, as for clap's errors).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, CliError::Selector(_) | CliError::Usage(_))
+    }
+
     /// Prints the error on stderr: spec problems one per line, then the error itself.
     pub fn report(&self) {
         let mut stderr = std::io::stderr().lock();

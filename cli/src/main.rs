@@ -145,7 +145,11 @@ fn main() -> ExitCode {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             error.report();
-            ExitCode::from(error_code)
+            if error.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(error_code)
+            }
         }
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -429,7 +429,7 @@ fn follow_events_and_console_logs() {
 
     let run = daemon.banger(&["logs", "vm", "ghost"]).expect_code(1);
     assert_eq!(run.stderr, "Error from daemon: vm \"ghost\" not found\n");
-    let run = daemon.banger(&["logs", "image", "base"]).expect_code(1);
+    let run = daemon.banger(&["logs", "image", "base"]).expect_code(2);
     assert!(
         run.stderr.contains("logs works on vm objects only"),
         "{}",

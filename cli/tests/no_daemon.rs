@@ -104,7 +104,7 @@ fn unreadable_input_is_an_error_before_any_request() {
 fn usage_errors_exit_2_and_help_has_examples() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("absent.sock");
-    let run = banger_at(&socket, dir.path(), &["get", "vmz"]).expect_code(1);
+    let run = banger_at(&socket, dir.path(), &["get", "vmz"]).expect_code(2);
     assert!(
         run.stderr.contains("unknown kind \"vmz\""),
         "{}",
