@@ -19,7 +19,9 @@ its field changes (~ spec.memory: 536870912 -> 1073741824) and the steps the pla
 would run, tagged with their change class: live (no restart), restart (vcpus, memory,
 kernelArgs), recreate (root disk rebuilt), create or delete.
 
-Exit status: 0 no changes, 1 changes, 2 error.
+Exit status: 0 no changes, 1 changes, 2 error. A change is an object that applying
+would create or configure; steps the daemon plans for an unchanged object (for example
+starting a VM that is still booting) are printed but do not count.
 
 Examples:
   # Compare a directory with what the daemon has
