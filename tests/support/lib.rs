@@ -136,13 +136,17 @@ impl Drop for NetNs {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
 /// Runs a command, panicking with its output when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -154,7 +158,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 /// Polls `check` every `every` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
@@ -227,7 +235,11 @@ impl Daemon {
             let out = self.cli(&["get", "vms"]);
             out.status.success().then_some(())
         });
-        assert!(ok.is_some(), "daemon did not answer within 30s; log:\n{}", self.log_text());
+        assert!(
+            ok.is_some(),
+            "daemon did not answer within 30s; log:\n{}",
+            self.log_text()
+        );
         self
     }
 
@@ -274,8 +286,12 @@ impl Daemon {
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
-        let Ok(pid) = i32::try_from(c.id()) else { return false };
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let Ok(pid) = i32::try_from(c.id()) else {
+            return false;
+        };
         // `ip netns exec` execs the daemon, so the pid is the daemon's.
         // SAFETY: kill(2) on our own child's pid.
         unsafe {

@@ -4,12 +4,15 @@
 //! (text or JSON), turns SIGTERM/SIGINT into a shutdown future and runs the daemon until
 //! it returns.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use banger_controller::config::DaemonConfig;
+use banger_controller::host::kvm::Accel;
+use banger_controller::host::net::cidr::Ipv4Cidr;
+use banger_controller::host::net::BridgeConfig;
+use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
 
 use crate::duration::parse_duration;
 use crate::error::CliError;
@@ -23,18 +26,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// `--accel`: how QEMU accelerates guests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Accel {
-    /// KVM when stock guests can run on it, else TCG (detected).
-    #[default]
-    Auto,
-    /// Always KVM.
-    Kvm,
-    /// Always TCG (software emulation).
-    Tcg,
 }
 
 /// Arguments of `banger daemon` (the socket is the global `--socket`).
@@ -78,49 +69,20 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
     /// IPv4 network of the bridge (the bridge takes the first address).
-    #[arg(long, value_name = "CIDR", value_parser = parse_bridge_cidr)]
-    pub bridge_cidr: Option<BridgeCidr>,
+    #[arg(long, value_name = "CIDR", value_parser = clap::value_parser!(Ipv4Cidr))]
+    pub bridge_cidr: Option<Ipv4Cidr>,
     /// QEMU binary (default: qemu-system-x86_64 on PATH).
     #[arg(long, value_name = "PATH")]
     pub qemu_bin: Option<PathBuf>,
     /// Firecracker binary (default: firecracker on PATH).
     #[arg(long, value_name = "PATH")]
     pub firecracker_bin: Option<PathBuf>,
-    /// QEMU acceleration.
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    /// QEMU acceleration: auto (KVM when stock guests can run on it, else TCG), kvm, tcg.
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = clap::value_parser!(Accel))]
     pub accel: Accel,
-}
-
-/// `--bridge-cidr`: an IPv4 network such as `172.30.0.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BridgeCidr {
-    /// The network address (host bits zero).
-    pub network: Ipv4Addr,
-    /// The prefix length, 8..=30 (room for the bridge and at least one VM).
-    pub prefix: u8,
-}
-
-/// Parses `--bridge-cidr`.
-pub fn parse_bridge_cidr(s: &str) -> Result<BridgeCidr, String> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not a CIDR such as 172.30.0.0/24"))?;
-    let network: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address (in {s:?})"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| (8..=30).contains(p))
-        .ok_or_else(|| format!("prefix {prefix:?} must be a number from 8 to 30 (in {s:?})"))?;
-    let host_bits = u32::MAX >> prefix;
-    if u32::from(network) & host_bits != 0 {
-        let base = Ipv4Addr::from(u32::from(network) & !host_bits);
-        return Err(format!(
-            "{s:?} has host bits set: did you mean {base}/{prefix}?"
-        ));
-    }
-    Ok(BridgeCidr { network, prefix })
+    /// How long a guest gets to power off on stop before its VMM is stopped by force.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
 }
 
 /// The daemon's locations after defaults are applied.
@@ -209,9 +171,9 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
     if let Some(bridge) = &args.bridge {
         config.bridge_name = bridge.clone();
     }
-    if let Some(cidr) = args.bridge_cidr {
-        config.bridge_network = cidr.network;
-        config.bridge_prefix = cidr.prefix;
+    if let Some(cidr) = &args.bridge_cidr {
+        config.bridge_network = cidr.network();
+        config.bridge_prefix = cidr.prefix();
     }
     config
 }
@@ -235,47 +197,31 @@ mod engine {
                 .map_err(|e| CliError::Daemon(Box::new(e)))?;
             return Ok(ExitCode::SUCCESS);
         }
-        // REAL RUNTIME (the lead replaces this block): build the host runtime from
-        // `args.qemu_bin`, `args.firecracker_bin` and `args.accel`, then call
-        // `banger_controller::daemon::run(config, runtime, shutdown)` as above.
-        let _ = (
-            config,
-            shutdown,
-            &args.qemu_bin,
-            &args.firecracker_bin,
-            args.accel,
-        );
-        eprintln!("error: the real runtime is not built yet: use --simulate");
-        Ok(ExitCode::from(2))
+        let bridge_cidr = Ipv4Cidr::new(config.bridge_network, config.bridge_prefix)
+            .map_err(|e| CliError::Usage(format!("--bridge-cidr: {e}")))?;
+        let bridge = BridgeConfig::new(&config.bridge_name, bridge_cidr)
+            .map_err(|e| CliError::Usage(format!("--bridge: {e}")))?;
+        let runtime = HostRuntime::new(HostRuntimeConfig {
+            state_dir: config.state_dir.clone(),
+            bridge,
+            qemu_bin: args.qemu_bin.clone(),
+            firecracker_bin: args.firecracker_bin.clone(),
+            accel: args.accel,
+            stop_grace: args.stop_grace,
+        })
+        .map_err(|e| CliError::Daemon(Box::new(e)))?;
+        tracing::info!(runtime = ?runtime, "host runtime ready");
+        banger_controller::daemon::run(config, runtime, shutdown)
+            .await
+            .map_err(|e| CliError::Daemon(Box::new(e)))?;
+        Ok(ExitCode::SUCCESS)
     }
 }
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bridge_cidr() {
-        assert_eq!(
-            parse_bridge_cidr("172.30.0.0/24"),
-            Ok(BridgeCidr {
-                network: Ipv4Addr::new(172, 30, 0, 0),
-                prefix: 24
-            })
-        );
-        assert_eq!(parse_bridge_cidr("10.0.0.0/8").map(|c| c.prefix), Ok(8));
-        let err = parse_bridge_cidr("172.30.0.1/24").expect_err("host bits");
-        assert!(err.contains("did you mean 172.30.0.0/24"), "{err}");
-        for bad in [
-            "172.30.0.0",
-            "172.30.0/24",
-            "172.30.0.0/31",
-            "172.30.0.0/x",
-            "::1/64",
-        ] {
-            assert!(parse_bridge_cidr(bad).is_err(), "{bad}");
-        }
-    }
+    use std::net::Ipv4Addr;
 
     #[test]
     fn paths_take_flags_over_defaults() {
@@ -296,16 +242,14 @@ mod tests {
             qemu_bin: None,
             firecracker_bin: None,
             accel: Accel::Auto,
+            stop_grace: Duration::from_secs(15),
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
         let config = daemon_config(
             &DaemonArgs {
                 max_concurrent: Some(3),
                 bridge: Some("br-test".into()),
-                bridge_cidr: Some(BridgeCidr {
-                    network: Ipv4Addr::new(10, 9, 0, 0),
-                    prefix: 16,
-                }),
+                bridge_cidr: Some("10.9.0.0/16".parse().expect("cidr")),
                 resync: Duration::from_secs(2),
                 ..args.clone()
             },
