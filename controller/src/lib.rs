@@ -11,6 +11,19 @@
 //!   a Unix socket).
 
 pub mod api;
+pub mod config;
+pub mod daemon;
 pub mod driver;
 pub mod host;
+pub mod objects;
+pub mod planner;
+pub mod queue;
+pub mod reconciler;
 pub mod runtime;
+pub mod sources;
+pub mod status;
+pub mod store;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;

@@ -1,2 +1,3 @@
 //! HTTP/JSON API of the daemon on a Unix socket.
+pub mod server;
 pub mod types;

@@ -155,3 +155,48 @@ pub trait Hypervisor: Send + Sync {
         grace: Duration,
     ) -> impl std::future::Future<Output = Result<(), DriverError>> + Send;
 }
+
+/// Every hypervisor adapter, as one value: what the host runtime dispatches on. Adding a
+/// hypervisor adds one variant here and one arm in each method below.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// QEMU `-M microvm`.
+    Qemu(qemu::QemuDriver),
+    /// Firecracker.
+    Firecracker(firecracker::FirecrackerDriver),
+}
+
+impl Hypervisor for Driver {
+    fn kind(&self) -> HypervisorKind {
+        match self {
+            Driver::Qemu(d) => d.kind(),
+            Driver::Firecracker(d) => d.kind(),
+        }
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
+        match self {
+            Driver::Qemu(d) => d.launch(spec).await,
+            Driver::Firecracker(d) => d.launch(spec).await,
+        }
+    }
+
+    async fn probe(&self, process: &VmmProcess, uid: &str) -> Liveness {
+        match self {
+            Driver::Qemu(d) => d.probe(process, uid).await,
+            Driver::Firecracker(d) => d.probe(process, uid).await,
+        }
+    }
+
+    async fn shutdown(
+        &self,
+        process: &VmmProcess,
+        uid: &str,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        match self {
+            Driver::Qemu(d) => d.shutdown(process, uid, grace).await,
+            Driver::Firecracker(d) => d.shutdown(process, uid, grace).await,
+        }
+    }
+}

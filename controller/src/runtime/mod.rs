@@ -1,1 +1,433 @@
-//! What a reconcile needs from the host (the port), with a real and a simulated adapter.
+//! The runtime port: everything a reconcile needs from the host, and nothing more.
+//!
+//! The engine ([`crate::reconciler`]) is written against the [`VmRuntime`] trait only.
+//! Two adapters exist: the real host runtime (disks, taps, NAT, hypervisor drivers;
+//! implemented by the runtime work) and [`simulated::SimulatedRuntime`], an in-memory
+//! stand-in used **only** by engine tests and benchmarks (`banger daemon --simulate`).
+//!
+//! ## The contract
+//! - [`VmRuntime::observe`] measures: it probes every handle it is given (process
+//!   identity and control socket, disk file, tap, NAT rule, guest readiness) and reports
+//!   plain values ([`ObservedVm`]). It never changes anything and never fails: what it
+//!   cannot confirm is reported as absent or unresponsive.
+//! - [`VmRuntime::execute`] acts: it performs one [`VmStep`] and returns the VM's
+//!   updated [`VmHandles`]. Every step is idempotent (running it twice is the same as
+//!   once) and verifies its own effect before returning `Ok`. A step that can leave a
+//!   partial artefact publishes it atomically (for example a disk copied to a temporary
+//!   name and renamed), so that `observe` never reports a half-made object as present.
+//! - The engine writes a journal row before each `execute` and completes it after. If
+//!   the daemon dies in between, on the next start the engine rolls back an interrupted
+//!   [`VmStep::PrepareDisk`] (runs [`VmStep::RemoveDisk`]) and an interrupted
+//!   [`VmStep::Launch`] (runs [`VmStep::Shutdown`]; the runtime must then find the VMM
+//!   by the uid marker on its command line even when the handles do not name it), and
+//!   resumes every other step by planning again.
+//! - The engine persists the handles `execute` returns in `<vm_dir>/handles.json` and
+//!   mirrors them in the store; it passes the last known handles back in
+//!   [`VmContext::handles`]. Handles are hints to probe, never trusted blindly.
+//! - IP leases belong to the engine (SQLite): the context carries the VM's lease.
+//! - A VMM that exits on its own is reported through the [`ExitNotifier`] the engine
+//!   hands over once at start ([`VmRuntime::set_exit_notifier`]), so the VM is
+//!   reconciled at once instead of at the next resync.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use banger_specs::{HypervisorChoice, ImageSpec, Readiness, VmSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::driver::VmmProcess;
+
+pub mod host;
+pub mod simulated;
+
+/// An IP lease of one VM, as the engine allocated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// The guest's IPv4 address.
+    pub ip: Ipv4Addr,
+    /// The guest's MAC address (`02:…`, derived from the VM uid).
+    pub mac: String,
+    /// The bridge's address: the guest's gateway.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the bridge network.
+    pub prefix: u8,
+}
+
+/// An Image after resolution: local files a VM can boot from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedImage {
+    /// Kernel file.
+    pub kernel: PathBuf,
+    /// Optional initrd.
+    pub initrd: Option<PathBuf>,
+    /// Root filesystem (ext4) the VMs' disks are copied from.
+    pub rootfs: PathBuf,
+    /// Extra kernel arguments of the image.
+    pub kernel_args: Option<String>,
+    /// How readiness is checked.
+    pub readiness: Readiness,
+    /// Identity of the root filesystem's content (a digest, or path + size + mtime):
+    /// when it changes, VM disks made from the old one must be recreated.
+    pub rootfs_digest: String,
+}
+
+/// What the runtime needs to resolve (check or pull) one Image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageContext {
+    /// The Image object's uid.
+    pub uid: String,
+    /// Its name.
+    pub name: String,
+    /// Its canonical spec.
+    pub spec: ImageSpec,
+    /// Its cache directory (`<state_dir>/images/<uid>`), for pulled content.
+    pub image_dir: PathBuf,
+}
+
+/// The configuration a VMM process was (or will be) launched with: what the planner
+/// compares to tell a `restart` change from a `live` one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchConfig {
+    /// Virtual CPUs.
+    pub vcpus: u8,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Requested hypervisor (as in the spec, before `auto` is resolved).
+    pub hypervisor: HypervisorChoice,
+    /// Kernel, initrd and kernel arguments (image's then VM's), hashed.
+    pub boot_digest: String,
+    /// The guest address passed on the kernel command line (`ip=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+}
+
+impl LaunchConfig {
+    /// The launch configuration a VM asks for. Both runtimes record this value in
+    /// [`VmHandles::launched`] on [`VmStep::Launch`] (`ip` from [`VmContext::lease`]).
+    pub fn desired(spec: &VmSpec, image: &ResolvedImage, ip: Option<Ipv4Addr>) -> Self {
+        LaunchConfig {
+            ip,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory.0 / (1024 * 1024),
+            hypervisor: spec.hypervisor,
+            boot_digest: boot_digest(image, spec.kernel_args.as_deref()),
+        }
+    }
+}
+
+/// Digest of what the guest boots: kernel and initrd paths and the extra arguments.
+pub fn boot_digest(image: &ResolvedImage, vm_args: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(image.kernel.to_string_lossy().as_bytes());
+    h.update([0]);
+    if let Some(i) = &image.initrd {
+        h.update(i.to_string_lossy().as_bytes());
+    }
+    h.update([0]);
+    h.update(image.kernel_args.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(vm_args.unwrap_or("").as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+/// A VM's transient host handles: what exists on the host for it. Persisted by the
+/// engine in `<vm_dir>/handles.json` and mirrored in the store; re-probed on every
+/// reconcile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmHandles {
+    /// The VMM process, once launched (kept after it exits, so an exit can be told from
+    /// a deliberate stop; cleared by [`VmStep::Shutdown`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<VmmProcess>,
+    /// The configuration the process was launched with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched: Option<LaunchConfig>,
+    /// Tap device name (derived from the uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// The VM's root disk file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk: Option<PathBuf>,
+    /// Name of the Image the disk was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_image: Option<String>,
+    /// [`ResolvedImage::rootfs_digest`] of the image the disk was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_digest: Option<String>,
+    /// Size of the disk in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<u64>,
+    /// NAT rule identifier (for example the nftables rule handle or comment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_rule: Option<String>,
+    /// Anything else an adapter wants to remember (sockets, log paths, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Everything the runtime knows about one VM when asked to observe it or run a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmContext {
+    /// The VM object's uid: every host object is named from it.
+    pub uid: String,
+    /// The VM's name.
+    pub name: String,
+    /// Its canonical spec (for deletion: the last spec known).
+    pub spec: VmSpec,
+    /// The resolved image, when its Image is Ready (steps that need it fail without).
+    pub image: Option<ResolvedImage>,
+    /// `<state_dir>/vms/<uid>`.
+    pub vm_dir: PathBuf,
+    /// The VM's IP lease.
+    pub lease: Option<Lease>,
+    /// Bridge device name.
+    pub bridge: String,
+    /// The last handles the engine recorded.
+    pub handles: VmHandles,
+}
+
+impl VmContext {
+    /// Where the guest's serial console is written: `<vm_dir>/console.log`.
+    pub fn console_log(&self) -> PathBuf {
+        self.vm_dir.join("console.log")
+    }
+
+    /// The tap device name ([`crate::host::names::tap_name`]); `None` when the uid is not
+    /// one banger generates.
+    pub fn tap_name(&self) -> Option<String> {
+        crate::host::names::ObjectUid::parse(&self.uid)
+            .ok()
+            .map(|uid| crate::host::names::tap_name(&uid))
+    }
+}
+
+/// State of the VMM process as probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum ProcessState {
+    /// No process was launched, or it was stopped deliberately.
+    Absent,
+    /// Running, launched with this configuration.
+    Running {
+        /// The configuration it was launched with.
+        launched: LaunchConfig,
+    },
+    /// A launched process exited on its own (or its guest powered off).
+    Exited {
+        /// The guest powered off by itself (a clean exit).
+        clean: bool,
+    },
+    /// The process is ours but does not answer; treated as failed.
+    Unresponsive {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// What the runtime measured about a VM: plain values, the planner's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedVm {
+    /// The VMM process.
+    pub process: ProcessState,
+    /// The root disk, if present and complete.
+    pub disk: Option<ObservedDisk>,
+    /// The tap device, if present.
+    pub tap: Option<ObservedTap>,
+    /// The NAT rule is present.
+    pub nat: bool,
+    /// The guest passed its readiness check.
+    pub guest_ready: bool,
+    /// `<vm_dir>` exists.
+    pub vm_dir: bool,
+}
+
+impl ObservedVm {
+    /// Nothing exists on the host for this VM.
+    pub fn nothing() -> Self {
+        ObservedVm {
+            process: ProcessState::Absent,
+            disk: None,
+            tap: None,
+            nat: false,
+            guest_ready: false,
+            vm_dir: false,
+        }
+    }
+}
+
+/// A present root disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedDisk {
+    /// Name of the Image it was made from.
+    pub image: String,
+    /// Rootfs digest of that image.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A present tap device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedTap {
+    /// Its name.
+    pub name: String,
+    /// It is attached to the bridge.
+    pub attached: bool,
+}
+
+/// One side-effecting step on the host for one VM. Every step is idempotent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmStep {
+    /// Create `<vm_dir>`.
+    EnsureVmDir,
+    /// Create the root disk: a copy of the image rootfs grown to `spec.disk`.
+    PrepareDisk,
+    /// Grow the (stopped VM's) root disk to `spec.disk`.
+    GrowDisk,
+    /// Create the tap device (named from the uid) and attach it to the bridge.
+    EnsureTap,
+    /// Add the VM's NAT masquerade rule.
+    EnsureNat,
+    /// Launch the VMM and boot the guest.
+    Launch,
+    /// Stop the VMM (graceful, bounded, then forced). Clears the process handle.
+    Shutdown,
+    /// Remove the NAT rule.
+    RemoveNat,
+    /// Remove the tap device.
+    RemoveTap,
+    /// Remove the root disk.
+    RemoveDisk,
+    /// Remove `<vm_dir>` and everything left in it.
+    RemoveVmDir,
+}
+
+impl VmStep {
+    /// The step's kebab-case name, as journaled and shown by `describe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmStep::EnsureVmDir => "ensure-vm-dir",
+            VmStep::PrepareDisk => "prepare-disk",
+            VmStep::GrowDisk => "grow-disk",
+            VmStep::EnsureTap => "ensure-tap",
+            VmStep::EnsureNat => "ensure-nat",
+            VmStep::Launch => "launch",
+            VmStep::Shutdown => "shutdown",
+            VmStep::RemoveNat => "remove-nat",
+            VmStep::RemoveTap => "remove-tap",
+            VmStep::RemoveDisk => "remove-disk",
+            VmStep::RemoveVmDir => "remove-vm-dir",
+        }
+    }
+
+    /// Parses [`Self::name`].
+    pub fn from_name(s: &str) -> Option<VmStep> {
+        ALL_STEPS.into_iter().find(|st| st.name() == s)
+    }
+
+    /// The step that undoes an interrupted run of this one, when a retry cannot simply
+    /// resume it (see the module docs).
+    pub fn rollback(self) -> Option<VmStep> {
+        match self {
+            VmStep::PrepareDisk => Some(VmStep::RemoveDisk),
+            VmStep::Launch => Some(VmStep::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+const ALL_STEPS: [VmStep; 11] = [
+    VmStep::EnsureVmDir,
+    VmStep::PrepareDisk,
+    VmStep::GrowDisk,
+    VmStep::EnsureTap,
+    VmStep::EnsureNat,
+    VmStep::Launch,
+    VmStep::Shutdown,
+    VmStep::RemoveNat,
+    VmStep::RemoveTap,
+    VmStep::RemoveDisk,
+    VmStep::RemoveVmDir,
+];
+
+/// A VMM exit noticed by the runtime: the uid of the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitNotice {
+    /// The VM's uid.
+    pub uid: String,
+}
+
+/// Where the runtime reports VMM exits.
+pub type ExitNotifier = tokio::sync::mpsc::UnboundedSender<ExitNotice>;
+
+/// An error of a runtime operation, with the VM/image and step it concerns.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuntimeError {
+    /// A step failed.
+    #[error("{object}: step {step}: {message}")]
+    Step {
+        /// `vm/NAME` or `image/NAME`.
+        object: String,
+        /// The step's name.
+        step: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The image cannot be resolved (missing file, pull failed).
+    #[error("image {image}: {message}")]
+    Image {
+        /// Image name.
+        image: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The port: what a reconcile needs from the host. See the module docs for the contract.
+pub trait VmRuntime: Send + Sync + 'static {
+    /// `host` or `simulated`: reported in VM status as the runtime in use.
+    fn name(&self) -> &'static str;
+
+    /// Called once at daemon start: the runtime reports every VMM exit it notices here.
+    fn set_exit_notifier(&self, notifier: ExitNotifier);
+
+    /// Checks an Image's files, or pulls it, and returns what VMs boot from. Heavy: the
+    /// engine bounds how many run at once.
+    fn resolve_image(
+        &self,
+        image: &ImageContext,
+    ) -> impl std::future::Future<Output = Result<ResolvedImage, RuntimeError>> + Send;
+
+    /// Cheap check, at every reconcile of the Image (so at every resync), that a
+    /// resolved image's files are still there; when not, the engine resolves it again.
+    fn image_present(
+        &self,
+        image: &ResolvedImage,
+    ) -> impl std::future::Future<Output = bool> + Send;
+
+    /// Removes whatever [`Self::resolve_image`] put in the image's cache directory.
+    fn remove_image(
+        &self,
+        image: &ImageContext,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Measures everything that exists on the host for a VM. Never changes anything.
+    fn observe(&self, vm: &VmContext) -> impl std::future::Future<Output = ObservedVm> + Send;
+
+    /// Runs one idempotent step and returns the VM's updated handles.
+    fn execute(
+        &self,
+        step: VmStep,
+        vm: &VmContext,
+    ) -> impl std::future::Future<Output = Result<VmHandles, RuntimeError>> + Send;
+}

@@ -1,0 +1,437 @@
+//! The daemon's HTTP/1.1 + JSON API, spoken over its Unix socket.
+//!
+//! One connection per request (the daemon is local; requests are few). Every request is
+//! bounded in time. A daemon that is not running is reported as one line that says how
+//! to start it; an error response is decoded from its [`ErrorBody`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use banger_controller::api::types::{
+    ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, DescribeView, ErrorBody, EventView,
+    ObjectList, ObjectRef, ObjectView,
+};
+use banger_specs::Kind;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The response header carrying the next log offset.
+pub const OFFSET_HEADER: &str = "x-banger-offset";
+
+/// How long any request may take beyond the long-poll time it asks for.
+const REQUEST_MARGIN: Duration = Duration::from_secs(30);
+
+/// Why a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket is absent or nobody listens on it.
+    #[error(
+        "cannot reach the banger daemon at {}: {source} — start it with `banger daemon` (or `sudo banger daemon`)",
+        socket.display()
+    )]
+    Unreachable {
+        /// The socket path.
+        socket: PathBuf,
+        /// What connect said.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange broke.
+    #[error("talking to the banger daemon at {}: {source}", socket.display())]
+    Http {
+        /// The socket path.
+        socket: PathBuf,
+        /// The transport error.
+        source: hyper::Error,
+    },
+    /// The request took longer than its bound.
+    #[error("the banger daemon at {} did not answer {what} within {}", socket.display(), humantime::format_duration(*limit))]
+    TimedOut {
+        /// The socket path.
+        socket: PathBuf,
+        /// The request.
+        what: String,
+        /// The bound.
+        limit: Duration,
+    },
+    /// The daemon answered with an error.
+    #[error("Error from daemon: {}", body.error)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The decoded error body.
+        body: ErrorBody,
+    },
+    /// The daemon's answer is not what the API defines.
+    #[error("unexpected answer from the banger daemon to {what}: {message}")]
+    Decode {
+        /// The request.
+        what: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the daemon said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api { status: 404, .. })
+    }
+}
+
+/// A raw response: status, next-offset header and body bytes.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The `x-banger-offset` header, when present and numeric.
+    pub offset: Option<u64>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A client of one daemon socket.
+#[derive(Debug, Clone)]
+pub struct DaemonClient {
+    socket: PathBuf,
+}
+
+/// Percent-encodes a path segment or query value (names are DNS labels, but be exact).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The API path of one object: `/v1/objects/vms/dev`.
+pub fn object_path(kind: Kind, name: &str) -> String {
+    format!("/v1/objects/{}/{}", kind.plural(), encode(name))
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only this name (with `kind`).
+    pub name: Option<String>,
+    /// Only events with an id above this.
+    pub after: Option<i64>,
+    /// Long-poll: wait up to this many seconds for a new event.
+    pub wait_seconds: Option<u64>,
+}
+
+impl EventQuery {
+    /// The request path with its query string.
+    pub fn path(&self) -> String {
+        let mut params = Vec::new();
+        if let Some(kind) = self.kind {
+            params.push(format!("kind={}", kind.plural()));
+        }
+        if let Some(name) = &self.name {
+            params.push(format!("name={}", encode(name)));
+        }
+        if let Some(after) = self.after {
+            params.push(format!("after={after}"));
+        }
+        if let Some(wait) = self.wait_seconds {
+            params.push(format!("waitSeconds={wait}"));
+        }
+        if params.is_empty() {
+            "/v1/events".to_string()
+        } else {
+            format!("/v1/events?{}", params.join("&"))
+        }
+    }
+}
+
+impl DaemonClient {
+    /// A client for the daemon listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> DaemonClient {
+        DaemonClient {
+            socket: socket.into(),
+        }
+    }
+
+    /// Sends one request and reads the whole response, within `REQUEST_MARGIN + wait`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        wait: Duration,
+    ) -> Result<RawResponse, ClientError> {
+        let limit = REQUEST_MARGIN + wait;
+        match tokio::time::timeout(limit, self.exchange(method.clone(), path, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::TimedOut {
+                socket: self.socket.clone(),
+                what: format!("{method} {path}"),
+                limit,
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, ClientError> {
+        let http = |source| ClientError::Http {
+            socket: self.socket.clone(),
+            source,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(http)?;
+        let driver = tokio::spawn(connection);
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("host", "banger");
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Decode {
+                what: format!("{method} {path}"),
+                message: e.to_string(),
+            })?;
+        let response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status();
+        let offset = response
+            .headers()
+            .get(OFFSET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes();
+        driver.abort();
+        Ok(RawResponse {
+            status,
+            offset,
+            body,
+        })
+    }
+
+    /// Sends a request and decodes a JSON answer; non-2xx answers become [`ClientError::Api`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        wait: Duration,
+    ) -> Result<T, ClientError> {
+        let what = format!("{method} {path}");
+        let response = self.checked(method, path, body, wait).await?;
+        serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
+            what,
+            message: e.to_string(),
+        })
+    }
+
+    /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn checked(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        wait: Duration,
+    ) -> Result<RawResponse, ClientError> {
+        let response = self.send(method, path, body, wait).await?;
+        if response.status.is_success() {
+            return Ok(response);
+        }
+        Err(api_error(response.status, &response.body))
+    }
+
+    fn json<B: Serialize>(what: &str, body: &B) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `POST /v1/apply`.
+    pub async fn apply(&self, request: &ApplyRequest) -> Result<ApplyResponse, ClientError> {
+        let body = Self::json("POST /v1/apply", request)?;
+        self.call(Method::POST, "/v1/apply", Some(body), Duration::ZERO)
+            .await
+    }
+
+    /// `POST /v1/delete`.
+    pub async fn delete(&self, request: &DeleteRequest) -> Result<DeleteResponse, ClientError> {
+        let body = Self::json("POST /v1/delete", request)?;
+        self.call(Method::POST, "/v1/delete", Some(body), Duration::ZERO)
+            .await
+    }
+
+    /// `GET /v1/objects[?kind=…]`.
+    pub async fn list(&self, kind: Option<Kind>) -> Result<ObjectList, ClientError> {
+        let path = match kind {
+            Some(kind) => format!("/v1/objects?kind={}", kind.plural()),
+            None => "/v1/objects".to_string(),
+        };
+        self.call(Method::GET, &path, None, Duration::ZERO).await
+    }
+
+    /// `GET /v1/objects/{kind}/{name}`; `Ok(None)` when the object does not exist.
+    pub async fn get(&self, object: &ObjectRef) -> Result<Option<ObjectView>, ClientError> {
+        match self
+            .call(
+                Method::GET,
+                &object_path(object.kind, &object.name),
+                None,
+                Duration::ZERO,
+            )
+            .await
+        {
+            Ok(view) => Ok(Some(view)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/objects/{kind}/{name}/describe`.
+    pub async fn describe(&self, object: &ObjectRef) -> Result<DescribeView, ClientError> {
+        let path = format!("{}/describe", object_path(object.kind, &object.name));
+        self.call(Method::GET, &path, None, Duration::ZERO).await
+    }
+
+    /// `POST /v1/objects/{kind}/{name}/retry`.
+    pub async fn retry(&self, object: &ObjectRef) -> Result<(), ClientError> {
+        let path = format!("{}/retry", object_path(object.kind, &object.name));
+        self.checked(Method::POST, &path, Some(b"{}".to_vec()), Duration::ZERO)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /v1/events?…` (a long-poll when `wait_seconds` is set).
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventView>, ClientError> {
+        let wait = Duration::from_secs(query.wait_seconds.unwrap_or(0));
+        self.call(Method::GET, &query.path(), None, wait).await
+    }
+
+    /// `GET /v1/vms/{name}/logs?offset=N[&waitSeconds=N]`: the bytes from `offset` and
+    /// the next offset.
+    pub async fn logs(
+        &self,
+        name: &str,
+        offset: u64,
+        wait_seconds: Option<u64>,
+    ) -> Result<(Bytes, u64), ClientError> {
+        let mut path = format!("/v1/vms/{}/logs?offset={offset}", encode(name));
+        if let Some(wait) = wait_seconds {
+            path.push_str(&format!("&waitSeconds={wait}"));
+        }
+        let wait = Duration::from_secs(wait_seconds.unwrap_or(0));
+        let response = self.checked(Method::GET, &path, None, wait).await?;
+        let next = response
+            .offset
+            .unwrap_or(offset + response.body.len() as u64);
+        Ok((response.body, next))
+    }
+}
+
+/// Decodes an error response; a body that is not an [`ErrorBody`] is kept as text.
+pub fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let body = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
+        error: format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()),
+        code: if status == StatusCode::NOT_FOUND {
+            "not-found"
+        } else {
+            "internal"
+        }
+        .to_string(),
+        problems: Vec::new(),
+    });
+    ClientError::Api {
+        status: status.as_u16(),
+        body,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_use_plural_kinds() {
+        assert_eq!(object_path(Kind::Vm, "dev"), "/v1/objects/vms/dev");
+        assert_eq!(object_path(Kind::Image, "a b"), "/v1/objects/images/a%20b");
+    }
+
+    #[test]
+    fn event_query_string() {
+        assert_eq!(EventQuery::default().path(), "/v1/events");
+        let q = EventQuery {
+            kind: Some(Kind::Workspace),
+            name: Some("src".into()),
+            after: Some(7),
+            wait_seconds: Some(30),
+        };
+        assert_eq!(
+            q.path(),
+            "/v1/events?kind=workspaces&name=src&after=7&waitSeconds=30"
+        );
+    }
+
+    #[test]
+    fn non_json_error_bodies_are_kept_as_text() {
+        let err = api_error(StatusCode::BAD_GATEWAY, b"oops");
+        assert_eq!(
+            err.to_string(),
+            "Error from daemon: HTTP 502 Bad Gateway: oops"
+        );
+        let err = api_error(
+            StatusCode::NOT_FOUND,
+            br#"{"error":"vm \"x\" not found","code":"not-found"}"#,
+        );
+        assert!(err.is_not_found());
+        assert_eq!(err.to_string(), "Error from daemon: vm \"x\" not found");
+    }
+
+    #[tokio::test]
+    async fn absent_socket_says_how_to_start_the_daemon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("none.sock");
+        let err = DaemonClient::new(&socket)
+            .list(None)
+            .await
+            .expect_err("no daemon");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot reach the banger daemon at {}: ",
+                socket.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("start it with `banger daemon` (or `sudo banger daemon`)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! `banger daemon`: run the controller in the foreground.
+//!
+//! Parses the flags into the controller's configuration, logs with `tracing` on stderr
+//! (text or JSON), turns SIGTERM/SIGINT into a shutdown future and runs the daemon until
+//! it returns.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use banger_controller::config::DaemonConfig;
+use banger_controller::host::kvm::Accel;
+use banger_controller::host::net::cidr::Ipv4Cidr;
+use banger_controller::host::net::BridgeConfig;
+use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
+
+use crate::duration::parse_duration;
+use crate::error::CliError;
+use crate::paths::DefaultPaths;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `banger daemon` (the socket is the global `--socket`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+The daemon runs in the foreground and logs on stderr. It watches the specs directory
+(every *.yaml/*.yml below it), accepts `banger apply`, and keeps the host matching.
+SIGTERM or SIGINT stops it; running VMs keep running and are adopted by the next start.
+
+Defaults as root: --socket /run/banger/banger.sock, --specs-dir /etc/banger/specs,
+--state-dir /var/lib/banger. Otherwise: $XDG_RUNTIME_DIR/banger.sock,
+$XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
+
+--simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
+tests and benchmarks of the engine; nothing boots.
+
+Examples:
+  sudo banger daemon
+  sudo banger daemon --specs-dir /srv/banger/specs --log-format json
+  banger daemon --simulate --specs-dir ./specs --state-dir /tmp/banger --socket /tmp/banger.sock")]
+pub struct DaemonArgs {
+    /// Directory of spec files to watch.
+    #[arg(long, value_name = "DIR")]
+    pub specs_dir: Option<PathBuf>,
+    /// Directory for the database and per-VM state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Period of the full resync (re-probe everything).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Run VMs on the simulated driver (tests and benchmarks only).
+    #[arg(long)]
+    pub simulate: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Reconciles running at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: Option<u32>,
+    /// Name of the bridge VMs attach to.
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// IPv4 network of the bridge (the bridge takes the first address).
+    #[arg(long, value_name = "CIDR", value_parser = clap::value_parser!(Ipv4Cidr))]
+    pub bridge_cidr: Option<Ipv4Cidr>,
+    /// QEMU binary (default: qemu-system-x86_64 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub qemu_bin: Option<PathBuf>,
+    /// Firecracker binary (default: firecracker on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub firecracker_bin: Option<PathBuf>,
+    /// QEMU acceleration: auto (KVM when stock guests can run on it, else TCG), kvm, tcg.
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = clap::value_parser!(Accel))]
+    pub accel: Accel,
+    /// How long a guest gets to power off on stop before its VMM is stopped by force.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+}
+
+/// The daemon's locations after defaults are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonPaths {
+    /// API socket.
+    pub socket: PathBuf,
+    /// Specs directory.
+    pub specs_dir: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+}
+
+impl DaemonArgs {
+    /// Applies the defaults of [`DefaultPaths`] to unset locations.
+    pub fn paths(&self, socket: Option<PathBuf>, defaults: &DefaultPaths) -> DaemonPaths {
+        DaemonPaths {
+            socket: socket.unwrap_or_else(|| defaults.socket.clone()),
+            specs_dir: self
+                .specs_dir
+                .clone()
+                .unwrap_or_else(|| defaults.specs_dir.clone()),
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| defaults.state_dir.clone()),
+        }
+    }
+}
+
+/// Sets up `tracing` on stderr; the filter comes from `BANGER_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second init (only possible in tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot install signal handlers ({e}); stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `banger daemon` until a signal stops it.
+pub async fn run(args: &DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    init_tracing(args.log_format);
+    let paths = args.paths(socket, &DefaultPaths::current());
+    tracing::info!(socket = %paths.socket.display(), specs_dir = %paths.specs_dir.display(),
+        state_dir = %paths.state_dir.display(), simulate = args.simulate, "starting banger daemon");
+    engine::run(args, &paths, shutdown_signal()).await
+}
+
+/// The controller's configuration for these flags and paths.
+pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
+    let mut config = DaemonConfig::new(
+        Some(paths.specs_dir.clone()),
+        paths.state_dir.clone(),
+        paths.socket.clone(),
+    );
+    config.resync = args.resync;
+    if let Some(n) = args.max_concurrent {
+        config.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(bridge) = &args.bridge {
+        config.bridge_name = bridge.clone();
+    }
+    if let Some(cidr) = &args.bridge_cidr {
+        config.bridge_network = cidr.network();
+        config.bridge_prefix = cidr.prefix();
+    }
+    config
+}
+
+/// The one place that picks the runtime and hands the configuration to the engine.
+mod engine {
+    use super::*;
+    use banger_controller::runtime::simulated::SimulatedRuntime;
+
+    /// Runs the engine until `shutdown` resolves.
+    pub async fn run(
+        args: &DaemonArgs,
+        paths: &DaemonPaths,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<ExitCode, CliError> {
+        let config = daemon_config(args, paths);
+        if args.simulate {
+            tracing::warn!("--simulate: VMs run on the simulated driver; nothing boots");
+            banger_controller::daemon::run(config, SimulatedRuntime::new(), shutdown)
+                .await
+                .map_err(|e| CliError::Daemon(Box::new(e)))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let bridge_cidr = Ipv4Cidr::new(config.bridge_network, config.bridge_prefix)
+            .map_err(|e| CliError::Usage(format!("--bridge-cidr: {e}")))?;
+        let bridge = BridgeConfig::new(&config.bridge_name, bridge_cidr)
+            .map_err(|e| CliError::Usage(format!("--bridge: {e}")))?;
+        let runtime = HostRuntime::new(HostRuntimeConfig {
+            state_dir: config.state_dir.clone(),
+            bridge,
+            qemu_bin: args.qemu_bin.clone(),
+            firecracker_bin: args.firecracker_bin.clone(),
+            accel: args.accel,
+            stop_grace: args.stop_grace,
+        })
+        .map_err(|e| CliError::Daemon(Box::new(e)))?;
+        tracing::info!(runtime = ?runtime, "host runtime ready");
+        banger_controller::daemon::run(config, runtime, shutdown)
+            .await
+            .map_err(|e| CliError::Daemon(Box::new(e)))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn paths_take_flags_over_defaults() {
+        let defaults = DefaultPaths {
+            socket: "/d/sock".into(),
+            specs_dir: "/d/specs".into(),
+            state_dir: "/d/state".into(),
+        };
+        let args = DaemonArgs {
+            specs_dir: Some("/s".into()),
+            state_dir: None,
+            resync: Duration::from_secs(30),
+            simulate: true,
+            log_format: LogFormat::Text,
+            max_concurrent: None,
+            bridge: None,
+            bridge_cidr: None,
+            qemu_bin: None,
+            firecracker_bin: None,
+            accel: Accel::Auto,
+            stop_grace: Duration::from_secs(15),
+        };
+        let paths = args.paths(Some("/x.sock".into()), &defaults);
+        let config = daemon_config(
+            &DaemonArgs {
+                max_concurrent: Some(3),
+                bridge: Some("br-test".into()),
+                bridge_cidr: Some("10.9.0.0/16".parse().expect("cidr")),
+                resync: Duration::from_secs(2),
+                ..args.clone()
+            },
+            &paths,
+        );
+        assert_eq!(config.specs_dir, Some(PathBuf::from("/s")));
+        assert_eq!(config.socket, PathBuf::from("/x.sock"));
+        assert_eq!(config.resync, Duration::from_secs(2));
+        assert_eq!(config.max_concurrent, 3);
+        assert_eq!(config.bridge_name, "br-test");
+        assert_eq!(
+            (config.bridge_network, config.bridge_prefix),
+            (Ipv4Addr::new(10, 9, 0, 0), 16)
+        );
+        assert_eq!(
+            paths,
+            DaemonPaths {
+                socket: "/x.sock".into(),
+                specs_dir: "/s".into(),
+                state_dir: "/d/state".into()
+            }
+        );
+    }
+}

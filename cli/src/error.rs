@@ -1,0 +1,70 @@
+//! The errors of CLI commands, and how they are printed.
+
+use std::io::Write;
+
+use crate::client::ClientError;
+use crate::output::PrintError;
+use crate::selector::SelectorError;
+use crate::sources::SourceError;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Talking to the daemon failed, or it answered with an error.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A `-f` input could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A bad object argument.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    /// Printing failed.
+    #[error(transparent)]
+    Print(#[from] PrintError),
+    /// Writing to stdout failed.
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+    /// A bad combination of arguments clap cannot express.
+    #[error("{0}")]
+    Usage(String),
+    /// The daemon could not run.
+    #[error("daemon: {0}")]
+    Daemon(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A wait ran out of time.
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+impl CliError {
+    /// Whether the command line itself was wrong (exit status 2, as for clap's errors).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, CliError::Selector(_) | CliError::Usage(_))
+    }
+
+    /// Prints the error on stderr: spec problems one per line, then the error itself.
+    pub fn report(&self) {
+        let mut stderr = std::io::stderr().lock();
+        if let CliError::Client(ClientError::Api { body, .. }) = self {
+            for problem in &body.problems {
+                let _ = writeln!(stderr, "{problem}");
+            }
+        }
+        let _ = match self {
+            CliError::Client(ClientError::Api { .. }) => writeln!(stderr, "{self}"),
+            _ => writeln!(stderr, "error: {self}"),
+        };
+    }
+}
+
+/// Writes text to stdout; a closed pipe (`banger get | head`) is not an error.
+pub fn print_out(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,351 @@
+//! Printing objects: aligned tables (kubectl style) and `-o wide|json|yaml`.
+
+use std::time::Duration;
+
+use banger_controller::api::types::{Condition, ObjectView};
+use banger_specs::Kind;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// `-o`: how `get` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// The default table.
+    #[default]
+    #[value(skip)]
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// JSON objects (`{"items": […]}` for lists).
+    Json,
+    /// YAML objects (`items: […]` for lists).
+    Yaml,
+}
+
+/// Printing a value failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot print as {format}: {message}")]
+pub struct PrintError {
+    /// `json` or `yaml`.
+    pub format: &'static str,
+    /// Why.
+    pub message: String,
+}
+
+/// A value as pretty JSON, with a final newline.
+pub fn to_json<T: Serialize>(value: &T) -> Result<String, PrintError> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| PrintError {
+            format: "json",
+            message: e.to_string(),
+        })
+}
+
+/// A value as YAML, through the specs crate (the one place that talks to the YAML
+/// libraries).
+pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, PrintError> {
+    banger_specs::yaml::to_yaml_string(value).map_err(|e| PrintError {
+        format: "yaml",
+        message: e.to_string(),
+    })
+}
+
+/// A table whose columns are padded to their widest cell, separated by three spaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Table {
+        Table {
+            headers: headers.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (missing cells print empty, extra cells are dropped).
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        let mut cells: Vec<String> = cells.into_iter().map(Into::into).collect();
+        cells.resize(self.headers.len(), String::new());
+        self.rows.push(cells);
+    }
+
+    /// The table as text, one line per row, each ending in a newline; no trailing spaces.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for line in std::iter::once(&self.headers).chain(&self.rows) {
+            let mut text = String::new();
+            for (i, (cell, width)) in line.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    text.push_str("   ");
+                }
+                text.push_str(cell);
+                text.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// kubectl-style age of a duration: `42s`, `3m12s`, `25m`, `5h3m`, `3d4h`, `120d`.
+pub fn format_age(age: Duration) -> String {
+    let s = age.as_secs();
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        format!("{m}m{}s", s % 60)
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        format!("{h}h{}m", m % 60)
+    } else if d < 2 {
+        format!("{h}h")
+    } else if d < 8 {
+        format!("{d}d{}h", h % 24)
+    } else {
+        format!("{d}d")
+    }
+}
+
+/// The age of an RFC 3339 timestamp at `now`; `<unknown>` when it does not parse.
+pub fn age_since(timestamp: &str, now: OffsetDateTime) -> String {
+    match OffsetDateTime::parse(timestamp, &Rfc3339) {
+        Ok(then) => {
+            let secs = (now - then).whole_seconds().max(0).unsigned_abs();
+            format_age(Duration::from_secs(secs))
+        }
+        Err(_) => "<unknown>".to_string(),
+    }
+}
+
+/// Bytes as the largest exact binary unit: `512Mi`, `2Gi`, `1536Ki`, `1000`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A condition by type.
+pub fn condition<'a>(object: &'a ObjectView, type_: &str) -> Option<&'a Condition> {
+    object.status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn ready(object: &ObjectView) -> String {
+    condition(object, "Ready").map_or_else(|| "-".to_string(), |c| c.status.clone())
+}
+
+fn spec_str(object: &ObjectView, pointer: &str) -> String {
+    match object.spec.pointer(pointer) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "-".to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn spec_bytes(object: &ObjectView, pointer: &str) -> String {
+    object
+        .spec
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .map_or_else(|| "-".into(), format_bytes)
+}
+
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// The `get` table of objects of one kind.
+pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: OffsetDateTime) -> Table {
+    let mut headers: Vec<&str> = match kind {
+        Kind::Vm => vec![
+            "NAME", "PHASE", "READY", "IP", "VCPUS", "MEMORY", "IMAGE", "AGE",
+        ],
+        Kind::Image => vec!["NAME", "PHASE", "READY", "SOURCE", "AGE"],
+        Kind::Workspace => vec!["NAME", "PHASE", "READY", "VM", "SOURCE", "PATH", "AGE"],
+    };
+    if wide {
+        match kind {
+            Kind::Vm => headers.extend(["HYPERVISOR", "PID", "OWNER"]),
+            Kind::Image => headers.extend(["KERNEL", "OWNER"]),
+            Kind::Workspace => headers.extend(["INCLUDE", "OWNER"]),
+        }
+    }
+    let mut table = Table::new(headers);
+    for object in objects {
+        let age = age_since(&object.metadata.creation_timestamp, now);
+        let phase = if object.status.phase.is_empty() {
+            "-".to_string()
+        } else {
+            object.status.phase.clone()
+        };
+        let mut cells = vec![object.metadata.name.clone(), phase, ready(object)];
+        match kind {
+            Kind::Vm => cells.extend([
+                or_dash(object.status.ip.as_ref()),
+                spec_str(object, "/vcpus"),
+                spec_bytes(object, "/memory"),
+                spec_str(object, "/image"),
+                age,
+            ]),
+            Kind::Image => {
+                let source = match object.spec.pointer("/oci/ref") {
+                    Some(serde_json::Value::String(r)) => r.clone(),
+                    _ => spec_str(object, "/rootfs"),
+                };
+                cells.extend([source, age]);
+            }
+            Kind::Workspace => cells.extend([
+                spec_str(object, "/vm"),
+                spec_str(object, "/source"),
+                spec_str(object, "/path"),
+                age,
+            ]),
+        }
+        if wide {
+            let owner = or_dash(object.metadata.annotations.get("banger.dev/owner"));
+            match kind {
+                Kind::Vm => cells.extend([
+                    or_dash(object.status.hypervisor.as_ref()),
+                    or_dash(object.status.pid),
+                    owner,
+                ]),
+                Kind::Image => cells.extend([spec_str(object, "/kernel"), owner]),
+                Kind::Workspace => cells.extend([spec_str(object, "/include"), owner]),
+            }
+        }
+        table.row(cells);
+    }
+    table
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use banger_controller::api::types::{ObjectMetaView, StatusView};
+    use time::macros::datetime;
+
+    #[test]
+    fn table_pads_columns_and_trims_line_ends() {
+        let mut table = Table::new(["NAME", "PHASE", "IP"]);
+        table.row(["dev", "Running", "172.30.0.2"]);
+        table.row(["a-much-longer-name", "Pending", ""]);
+        assert_eq!(
+            table.render(),
+            "NAME                 PHASE     IP\n\
+             dev                  Running   172.30.0.2\n\
+             a-much-longer-name   Pending\n"
+        );
+    }
+
+    #[test]
+    fn ages_like_kubectl() {
+        let cases = [
+            (0, "0s"),
+            (59, "59s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (30 * 60, "30m"),
+            (4 * 3600 + 5 * 60, "4h5m"),
+            (20 * 3600, "20h"),
+            (3 * 86400 + 4 * 3600, "3d4h"),
+            (30 * 86400, "30d"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(format_age(Duration::from_secs(secs)), want, "{secs}s");
+        }
+    }
+
+    #[test]
+    fn age_since_parses_rfc3339_and_flags_garbage() {
+        let now = datetime!(2026-01-01 00:10:00 UTC);
+        assert_eq!(age_since("2026-01-01T00:00:00Z", now), "10m");
+        assert_eq!(age_since("2026-01-01T00:20:00Z", now), "0s");
+        assert_eq!(age_since("yesterday", now), "<unknown>");
+    }
+
+    #[test]
+    fn bytes_in_binary_units() {
+        assert_eq!(format_bytes(512 << 20), "512Mi");
+        assert_eq!(format_bytes(2 << 30), "2Gi");
+        assert_eq!(format_bytes(1536 << 10), "1536Ki");
+        assert_eq!(format_bytes(1000), "1000");
+    }
+
+    #[test]
+    fn vm_table_columns() {
+        let view = ObjectView {
+            api_version: "banger.dev/v1alpha1".into(),
+            kind: Kind::Vm,
+            metadata: ObjectMetaView {
+                name: "dev".into(),
+                uid: "u1".into(),
+                generation: 1,
+                creation_timestamp: "2026-01-01T00:00:00Z".into(),
+                deletion_timestamp: None,
+                labels: Default::default(),
+                annotations: [("banger.dev/owner".to_string(), "cli".to_string())].into(),
+            },
+            spec: serde_json::json!({"image": "base", "vcpus": 2, "memory": 1073741824u64}),
+            status: StatusView {
+                phase: "Running".into(),
+                observed_generation: 1,
+                conditions: vec![Condition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    reason: "Running".into(),
+                    message: String::new(),
+                    last_transition_time: "2026-01-01T00:00:00Z".into(),
+                    observed_generation: 1,
+                }],
+                ip: Some("172.30.0.2".into()),
+                pid: Some(42),
+                hypervisor: Some("qemu".into()),
+                handles: None,
+            },
+        };
+        let now = datetime!(2026-01-01 00:00:30 UTC);
+        let narrow = object_table(Kind::Vm, &[&view], false, now).render();
+        assert_eq!(
+            narrow,
+            "NAME   PHASE     READY   IP           VCPUS   MEMORY   IMAGE   AGE\n\
+             dev    Running   True    172.30.0.2   2       1Gi      base    30s\n"
+        );
+        let wide = object_table(Kind::Vm, &[&view], true, now).render();
+        assert!(
+            wide.lines()
+                .next()
+                .is_some_and(|h| h.ends_with("HYPERVISOR   PID   OWNER")),
+            "{wide}"
+        );
+        assert!(
+            wide.lines()
+                .nth(1)
+                .is_some_and(|r| r.ends_with("qemu         42    cli")),
+            "{wide}"
+        );
+    }
+}

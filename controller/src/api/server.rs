@@ -1,0 +1,363 @@
+//! The daemon's HTTP/1.1 + JSON API on a Unix socket (axum). Documented in
+//! `docs/api.md`.
+//!
+//! Handlers only parse, call the engine's sources or read the store, and answer: reads
+//! take short store transactions and never wait for a reconcile in flight. Every error
+//! is an [`ErrorBody`] with 400, 404, 409, 422 or 500.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use banger_specs::{Kind, API_VERSION};
+use serde::Deserialize;
+
+use super::types::{
+    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
+    ObjectView,
+};
+use crate::objects::{self, ANNOTATION_OWNER};
+use crate::reconciler::Engine;
+use crate::runtime::VmRuntime;
+use crate::sources::{apply, SourceError};
+use crate::store::{StoreError, StoredObject};
+
+/// Longest a long poll may wait.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Most console bytes returned by one logs request.
+const MAX_LOG_CHUNK: u64 = 1024 * 1024;
+
+/// An API error: status code and body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                code: code.into(),
+                problems: Vec::new(),
+            },
+        }
+    }
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", what)
+    }
+    fn bad_request(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl From<SourceError> for ApiError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Invalid { message, problems } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: ErrorBody {
+                    error: message,
+                    code: "invalid".into(),
+                    problems,
+                },
+            },
+            SourceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            SourceError::Store(e) => e.into(),
+        }
+    }
+}
+
+type Shared<R> = Arc<Engine<R>>;
+
+/// The API's routes.
+pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
+    Router::new()
+        .route("/v1/healthz", get(healthz::<R>))
+        .route("/v1/apply", post(apply_handler::<R>))
+        .route("/v1/delete", post(delete_handler::<R>))
+        .route("/v1/objects", get(list::<R>))
+        .route("/v1/objects/{kind}/{name}", get(get_one::<R>))
+        .route("/v1/objects/{kind}/{name}/describe", get(describe::<R>))
+        .route("/v1/objects/{kind}/{name}/retry", post(retry::<R>))
+        .route("/v1/events", get(events::<R>))
+        .route("/v1/vms/{name}/logs", get(logs::<R>))
+        .with_state(engine)
+}
+
+/// Binds the socket (mode 0660; a stale socket file is replaced, a live one is an
+/// error) and serves until `shutdown` resolves.
+pub async fn serve<R: VmRuntime>(
+    engine: Shared<R>,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = bind(socket).await?;
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the API socket: parent created, stale file replaced, mode 0660.
+pub async fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{}: another daemon is listening", socket.display()),
+            ));
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn parse_kind(s: &str) -> Result<Kind, ApiError> {
+    Kind::parse_cli(s).ok_or_else(|| {
+        ApiError::bad_request(format!("unknown kind {s:?}: use images, vms or workspaces"))
+    })
+}
+
+/// Builds the view of a stored object.
+pub fn object_view<R: VmRuntime>(
+    engine: &Engine<R>,
+    o: &StoredObject,
+) -> Result<ObjectView, StoreError> {
+    let meta = o.resource.metadata();
+    let mut annotations: BTreeMap<String, String> = meta.annotations.clone();
+    annotations.insert(ANNOTATION_OWNER.into(), o.owner.label().into());
+    let (status, _) = engine
+        .store
+        .get_status(o.resource.kind(), o.resource.name())?;
+    Ok(ObjectView {
+        api_version: API_VERSION.into(),
+        kind: o.resource.kind(),
+        metadata: ObjectMetaView {
+            name: meta.name.clone(),
+            uid: o.uid.clone(),
+            generation: o.generation,
+            creation_timestamp: o.created.clone(),
+            deletion_timestamp: o.deleting.clone(),
+            labels: meta.labels.clone(),
+            annotations,
+        },
+        spec: objects::spec_json(&o.resource),
+        status,
+    })
+}
+
+async fn healthz<R: VmRuntime>(State(engine): State<Shared<R>>) -> Json<serde_json::Value> {
+    Json(
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": engine.runtime.name() }),
+    )
+}
+
+async fn apply_handler<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Json(req): Json<ApplyRequest>,
+) -> Result<Response, ApiError> {
+    let resp = apply::apply(&engine, &req).await?;
+    Ok(Json(resp).into_response())
+}
+
+async fn delete_handler<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Json(req): Json<DeleteRequest>,
+) -> Result<Response, ApiError> {
+    let resp = apply::delete(&engine, &req).await?;
+    Ok(Json(resp).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+}
+
+async fn list<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ObjectList>, ApiError> {
+    let kind = q.kind.as_deref().map(parse_kind).transpose()?;
+    let items = engine
+        .store
+        .list_objects(kind)?
+        .iter()
+        .map(|o| object_view(&engine, o))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(ObjectList { items }))
+}
+
+fn find<R: VmRuntime>(
+    engine: &Engine<R>,
+    kind: &str,
+    name: &str,
+) -> Result<StoredObject, ApiError> {
+    let kind = parse_kind(kind)?;
+    engine.store.get_object(kind, name)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{}/{name} not found",
+            kind.as_str().to_ascii_lowercase()
+        ))
+    })
+}
+
+async fn get_one<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+) -> Result<Json<ObjectView>, ApiError> {
+    let o = find(&engine, &kind, &name)?;
+    Ok(Json(object_view(&engine, &o)?))
+}
+
+async fn describe<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+) -> Result<Json<DescribeView>, ApiError> {
+    let o = find(&engine, &kind, &name)?;
+    let plan = apply::plan_for(&engine, Some(&o), &o.resource, false).await?;
+    Ok(Json(DescribeView {
+        object: object_view(&engine, &o)?,
+        steps: engine.store.journal_for(&o.uid, 20)?,
+        events: engine
+            .store
+            .recent_events(o.resource.kind(), o.resource.name(), 20)?,
+        plan: apply::plan_view(&plan),
+    }))
+}
+
+async fn retry<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let o = find(&engine, &kind, &name)?;
+    engine.queue.retry_now(o.resource.key());
+    engine.event(
+        o.resource.kind(),
+        o.resource.name(),
+        "Normal",
+        "RetryRequested",
+        "banger retry: backoff reset",
+    );
+    Ok(Json(serde_json::json!({ "queued": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    kind: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    wait_seconds: u64,
+}
+
+async fn events<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let kind = q.kind.as_deref().map(parse_kind).transpose()?;
+    if q.name.is_some() && kind.is_none() {
+        return Err(ApiError::bad_request("name needs kind"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
+    let mut rx = engine.subscribe_events();
+    loop {
+        rx.borrow_and_update();
+        let object = match (kind, q.name.as_deref()) {
+            (Some(k), Some(n)) => Some((k, n)),
+            _ => None,
+        };
+        let list = engine.store.list_events(object, kind, q.after, 1000)?;
+        if !list.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(list));
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return Ok(Json(Vec::new()));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsQuery {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    wait_seconds: u64,
+}
+
+fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    // A truncated or replaced log starts over.
+    let start = if offset > len { 0 } else { offset };
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(MAX_LOG_CHUNK).read_to_end(&mut buf)?;
+    let next = start + u64::try_from(buf.len()).unwrap_or(0);
+    Ok((buf, next))
+}
+
+async fn logs<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let o = find(&engine, "vms", &name)?;
+    let path = engine.config.vm_dir(&o.uid).join("console.log");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
+    loop {
+        let (bytes, next) = read_from(&path, q.offset).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("vm {name}: read {}: {e}", path.display()),
+            )
+        })?;
+        if !bytes.is_empty() || tokio::time::Instant::now() >= deadline {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-banger-offset", HeaderValue::from(next));
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return Ok((StatusCode::OK, headers, bytes).into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,134 @@
+//! Daemon configuration: where specs, state and the socket live, and the engine's bounds.
+//!
+//! Plain data built by the CLI from flags (`banger daemon --specs-dir … --state-dir …`)
+//! and handed to [`crate::daemon::run`]. Nothing here reads the environment except
+//! [`DaemonConfig::default_paths`], which computes the documented defaults.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `banger daemon` needs to know before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The watched specs directory (`--specs-dir`). `None` disables the directory source.
+    pub specs_dir: Option<PathBuf>,
+    /// State directory (`--state-dir`): `banger.db`, `vms/<uid>/`, `images/<uid>/`.
+    pub state_dir: PathBuf,
+    /// The API's Unix socket (`--socket`), created with mode 0660.
+    pub socket: PathBuf,
+    /// Period of the full resync (`--resync`, default 30 s).
+    pub resync: Duration,
+    /// How many reconciles may run at once, all objects together.
+    pub max_concurrent: usize,
+    /// How many heavy operations (image resolution and pulls) may run at once.
+    pub max_heavy: usize,
+    /// Consecutive failures after which an object is marked `Stalled=True`.
+    pub stall_after: u32,
+    /// Smallest backoff delay after a failure.
+    pub backoff_min: Duration,
+    /// Largest backoff delay after failures.
+    pub backoff_max: Duration,
+    /// Quiet time that ends a burst of file events in the specs directory.
+    pub debounce: Duration,
+    /// Events kept per object; older ones are dropped.
+    pub events_per_object: usize,
+    /// Bridge device name for VM networking.
+    pub bridge_name: String,
+    /// Bridge network: the bridge takes the first host address, VMs the rest.
+    pub bridge_network: Ipv4Addr,
+    /// Prefix length of [`Self::bridge_network`].
+    pub bridge_prefix: u8,
+    /// How long in-flight work may take to finish after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+/// Default bridge device name.
+pub const DEFAULT_BRIDGE: &str = "banger0";
+
+impl DaemonConfig {
+    /// A configuration with every default, rooted at the given directories.
+    pub fn new(specs_dir: Option<PathBuf>, state_dir: PathBuf, socket: PathBuf) -> Self {
+        DaemonConfig {
+            specs_dir,
+            state_dir,
+            socket,
+            resync: Duration::from_secs(30),
+            max_concurrent: 16,
+            max_heavy: 2,
+            stall_after: 5,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            debounce: Duration::from_millis(200),
+            events_per_object: 50,
+            bridge_name: DEFAULT_BRIDGE.to_string(),
+            bridge_network: Ipv4Addr::new(172, 30, 0, 0),
+            bridge_prefix: 24,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// The documented default paths: as root `/etc/banger/specs`, `/var/lib/banger` and
+    /// `/run/banger/banger.sock`; otherwise `$XDG_CONFIG_HOME/banger/specs`,
+    /// `$XDG_STATE_HOME/banger` and `$XDG_RUNTIME_DIR/banger.sock` (with the usual
+    /// `$HOME` fallbacks). Returns `(specs_dir, state_dir, socket)`.
+    pub fn default_paths(is_root: bool) -> (PathBuf, PathBuf, PathBuf) {
+        if is_root {
+            return (
+                PathBuf::from("/etc/banger/specs"),
+                PathBuf::from("/var/lib/banger"),
+                PathBuf::from("/run/banger/banger.sock"),
+            );
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let xdg = |var: &str, fallback: &Path| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| fallback.to_path_buf())
+        };
+        let config = xdg("XDG_CONFIG_HOME", &home.join(".config"));
+        let state = xdg("XDG_STATE_HOME", &home.join(".local/state"));
+        let runtime = xdg("XDG_RUNTIME_DIR", &std::env::temp_dir());
+        (
+            config.join("banger/specs"),
+            state.join("banger"),
+            runtime.join("banger.sock"),
+        )
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("banger.db")
+    }
+
+    /// The state directory of one VM, named from its uid.
+    pub fn vm_dir(&self, uid: &str) -> PathBuf {
+        self.state_dir.join("vms").join(uid)
+    }
+
+    /// The cache directory of one Image, named from its uid.
+    pub fn image_dir(&self, uid: &str) -> PathBuf {
+        self.state_dir.join("images").join(uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let c = DaemonConfig::new(None, PathBuf::from("/s"), PathBuf::from("/s.sock"));
+        assert_eq!(c.resync, Duration::from_secs(30));
+        assert_eq!(c.bridge_name, "banger0");
+        assert_eq!(c.bridge_network, Ipv4Addr::new(172, 30, 0, 0));
+        assert_eq!(c.bridge_prefix, 24);
+        assert_eq!(c.vm_dir("abc"), PathBuf::from("/s/vms/abc"));
+        let (specs, state, sock) = DaemonConfig::default_paths(true);
+        assert_eq!(specs, PathBuf::from("/etc/banger/specs"));
+        assert_eq!(state, PathBuf::from("/var/lib/banger"));
+        assert_eq!(sock, PathBuf::from("/run/banger/banger.sock"));
+    }
+}

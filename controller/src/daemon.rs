@@ -1,0 +1,192 @@
+//! `banger daemon`: the composition root.
+//!
+//! [`run`] opens the store, recovers the journal, starts the workers, the specs
+//! directory watcher, the resync ticker, the exit listener and the API, and runs until
+//! `shutdown` resolves. Then it stops taking work (API and queue closed), lets the
+//! steps in flight finish (each is journaled) within `shutdown_grace`, and returns,
+//! leaving every VM running.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::api::server;
+use crate::config::DaemonConfig;
+use crate::reconciler::{Engine, ReconcileError};
+use crate::runtime::{ExitNotice, VmRuntime};
+use crate::sources::dir::DirSource;
+use crate::store::StoreError;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory could not be made.
+    #[error("state dir {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Journal recovery failed.
+    #[error("journal recovery: {0}")]
+    Recovery(#[from] ReconcileError),
+    /// The API socket could not be bound.
+    #[error("socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon until `shutdown` resolves (the caller maps SIGTERM/SIGINT to it).
+pub async fn run<R: VmRuntime>(
+    config: DaemonConfig,
+    runtime: R,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    let engine = Arc::new(Engine::new(config.clone(), runtime)?);
+    let listener = server::bind(&config.socket)
+        .await
+        .map_err(|source| DaemonError::Socket {
+            path: config.socket.display().to_string(),
+            source,
+        })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let recovered = engine.recover_journal().await?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "handled unfinished journal rows of the previous daemon"
+        );
+    }
+
+    // VMM exits enqueue their VM at once.
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<ExitNotice>();
+    engine.runtime.set_exit_notifier(exit_tx);
+    let exits = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some(notice) = exit_rx.recv().await {
+                match engine.store.object_by_uid(&notice.uid) {
+                    Ok(Some(vm)) => {
+                        tracing::info!(vm = %vm.resource.name(), "VMM exited");
+                        engine.event(
+                            vm.resource.kind(),
+                            vm.resource.name(),
+                            "Warning",
+                            "ProcessExited",
+                            "the VMM process exited",
+                        );
+                        engine.queue.add(vm.resource.key());
+                    }
+                    Ok(None) => tracing::debug!(uid = %notice.uid, "exit of an unknown VM"),
+                    Err(e) => tracing::warn!(error = %e, "mapping an exit to its VM"),
+                }
+            }
+        })
+    };
+
+    let workers: Vec<_> = (0..config.max_concurrent.max(1))
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_worker().await })
+        })
+        .collect();
+
+    let dir_source = Arc::new(DirSource::new());
+    let watcher = config.specs_dir.clone().map(|dir| {
+        let (engine, src, rx) = (engine.clone(), dir_source.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot create the specs directory");
+                return;
+            }
+            if let Err(e) = src.watch(&engine, dir.clone(), stopped(rx)).await {
+                tracing::error!(dir = %dir.display(), error = %e, "specs directory watcher failed; resyncs still rescan it");
+            }
+        })
+    });
+
+    let resync = {
+        let (engine, src, rx) = (engine.clone(), dir_source.clone(), stop_rx.clone());
+        let dir = config.specs_dir.clone();
+        tokio::spawn(async move {
+            let stop = stopped(rx);
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(engine.config.resync);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tick.tick() => {}
+                }
+                if let Some(dir) = &dir {
+                    src.rescan(&engine, dir).await;
+                }
+                match engine.enqueue_all() {
+                    Ok(n) => tracing::debug!(objects = n, "resync"),
+                    Err(e) => tracing::warn!(error = %e, "resync"),
+                }
+            }
+        })
+    };
+
+    let api = {
+        let engine = engine.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let app = server::router(engine);
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
+                tracing::error!(error = %e, "API server failed");
+            }
+        })
+    };
+    tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), runtime = engine.runtime.name(), "banger daemon ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new work; finishing steps in flight");
+    let _ = stop_tx.send(true);
+    engine.begin_shutdown();
+    let finish = futures::future::join_all(workers);
+    if tokio::time::timeout(config.shutdown_grace, finish)
+        .await
+        .is_err()
+    {
+        tracing::warn!("steps still in flight after the grace period; their journal rows stay open for the next start");
+    }
+    exits.abort();
+    resync.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    // Long polls may hold the graceful shutdown; give the API a moment, then drop it.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), api)
+        .await
+        .is_err()
+    {
+        tracing::debug!("API connections dropped at shutdown");
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    tracing::info!("banger daemon stopped; VMs left running");
+    Ok(())
+}

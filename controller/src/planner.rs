@@ -1,0 +1,894 @@
+//! The planner: `plan(desired, observed) -> Plan`, pure.
+//!
+//! No I/O, no clock, no store: plain values in, plain values out. The same functions
+//! serve the reconciler, `banger diff` and `apply --dry-run`. Every planned step carries
+//! its change class ([`ChangeClass`]) and the reason it is needed, so a plan can be
+//! printed as is.
+//!
+//! Classification of a VM change:
+//! - `create`: something that does not exist yet is made (first boot, missing tap…);
+//! - `live`: applied without restarting the guest (NAT on/off, power state, restart
+//!   policy);
+//! - `restart`: the VMM is shut down and launched again (vcpus, memory, kernel args,
+//!   kernel/initrd, hypervisor, static IP, a larger disk);
+//! - `recreate`: the root disk is rebuilt from the image (a different image or image
+//!   content, a smaller disk). Needs `allow_recreate`, else the plan is
+//!   [`Blocker::RecreateBlocked`] and nothing runs;
+//! - `delete`: cleanup of a deleted object.
+//!
+//! Across objects: Images before VMs before Workspaces, deletes in reverse
+//! ([`kind_order`]). A VM whose Image is not resolved yet is [`Blocker::WaitingForImage`].
+
+use banger_specs::{Kind, PowerState, RestartPolicy, VmSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{LaunchConfig, ObservedVm, ProcessState, ResolvedImage, VmStep};
+
+/// How disruptive a planned step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeClass {
+    /// Makes something that does not exist yet.
+    Create,
+    /// Applied without restarting the guest.
+    Live,
+    /// Restarts the VMM.
+    Restart,
+    /// Rebuilds the root disk.
+    Recreate,
+    /// Cleans up a deleted object.
+    Delete,
+}
+
+impl ChangeClass {
+    /// `create`, `live`, `restart`, `recreate` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeClass::Create => "create",
+            ChangeClass::Live => "live",
+            ChangeClass::Restart => "restart",
+            ChangeClass::Recreate => "recreate",
+            ChangeClass::Delete => "delete",
+        }
+    }
+}
+
+/// What a planned step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A host step of a VM, run by the runtime.
+    Vm(VmStep),
+    /// Check or pull an Image.
+    ResolveImage,
+    /// Remove an Image's cached content.
+    RemoveImage,
+    /// Mark a Workspace as placed in its (running) VM.
+    BindWorkspace,
+    /// Forget a Workspace.
+    UnbindWorkspace,
+}
+
+impl Action {
+    /// The step's name, as shown by `diff` and `describe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Vm(s) => s.name(),
+            Action::ResolveImage => "resolve-image",
+            Action::RemoveImage => "remove-image",
+            Action::BindWorkspace => "bind-workspace",
+            Action::UnbindWorkspace => "unbind-workspace",
+        }
+    }
+}
+
+/// One planned step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// What it does.
+    pub action: Action,
+    /// How disruptive it is.
+    pub class: ChangeClass,
+    /// Why it is needed.
+    pub reason: String,
+}
+
+/// Why a plan must not run now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Blocker {
+    /// The VM's Image is not resolved yet.
+    WaitingForImage {
+        /// The image's name.
+        image: String,
+    },
+    /// The Workspace's VM is not running yet.
+    WaitingForVm {
+        /// The VM's name.
+        vm: String,
+    },
+    /// The plan rebuilds the root disk and that was not allowed.
+    RecreateBlocked {
+        /// Which change needs it.
+        reason: String,
+    },
+    /// The VMM keeps exiting: the next restart waits for the crash-loop backoff.
+    CrashLoopBackOff,
+    /// The object is still used by others (an Image by VMs): deletion waits.
+    InUse {
+        /// Who uses it.
+        by: Vec<String>,
+    },
+}
+
+impl Blocker {
+    /// The condition reason reported for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocker::WaitingForImage { .. } => "WaitingForImage",
+            Blocker::WaitingForVm { .. } => "WaitingForVM",
+            Blocker::RecreateBlocked { .. } => "RecreateBlocked",
+            Blocker::CrashLoopBackOff => "CrashLoopBackOff",
+            Blocker::InUse { .. } => "InUse",
+        }
+    }
+
+    /// A one-line message.
+    pub fn message(&self) -> String {
+        match self {
+            Blocker::WaitingForImage { image } => format!("waiting for image {image} to be ready"),
+            Blocker::WaitingForVm { vm } => format!("waiting for vm {vm} to be running"),
+            Blocker::RecreateBlocked { reason } => format!(
+                "{reason}: the root disk must be rebuilt; apply with --allow-recreate or annotate banger.dev/allow-recreate: \"true\""
+            ),
+            Blocker::CrashLoopBackOff => "the VMM keeps exiting; waiting before the next restart".to_string(),
+            Blocker::InUse { by } => format!("still used by {}", by.join(", ")),
+        }
+    }
+}
+
+/// The planner's answer: ordered steps, or why nothing may run now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The steps, in the order they run. When `blocked` is set they are what would run
+    /// once unblocked (shown by `diff`), and the executor runs none of them.
+    pub steps: Vec<PlannedStep>,
+    /// Set when the plan must not run now.
+    pub blocked: Option<Blocker>,
+}
+
+impl Plan {
+    /// Nothing to do and nothing blocked.
+    pub fn is_converged(&self) -> bool {
+        self.steps.is_empty() && self.blocked.is_none()
+    }
+
+    /// The most disruptive class among the steps.
+    pub fn worst_class(&self) -> Option<ChangeClass> {
+        self.steps.iter().map(|s| s.class).max()
+    }
+}
+
+/// What is wanted for one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVm<'a> {
+    /// Its canonical spec.
+    pub spec: &'a VmSpec,
+    /// Its Image, resolved; `None` while the Image is not Ready.
+    pub image: Option<&'a ResolvedImage>,
+    /// The object is being deleted.
+    pub deleting: bool,
+    /// A recreate may run (`--allow-recreate` or the annotation).
+    pub allow_recreate: bool,
+    /// The crash-loop backoff is active: a restart after an exit must wait.
+    pub crash_backoff: bool,
+    /// The VM's leased address (`None` when not leased yet, or unknown in a dry run:
+    /// then an address change is not planned).
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
+/// Plans one VM.
+pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
+    if desired.deleting {
+        return plan_vm_delete(observed);
+    }
+    let spec = desired.spec;
+    let mut b = VmPlanBuilder::default();
+    let fresh = observed.disk.is_none() && observed.process == ProcessState::Absent;
+    let new_class = if fresh {
+        ChangeClass::Create
+    } else {
+        ChangeClass::Live
+    };
+    let running = matches!(
+        observed.process,
+        ProcessState::Running { .. } | ProcessState::Unresponsive { .. }
+    );
+    let want_running = spec.state == PowerState::Running;
+
+    if !observed.vm_dir {
+        b.ensure_dir = Some((new_class, "state directory missing".into()));
+    }
+    match &observed.tap {
+        None => b.tap = Some((new_class, "tap device missing".into())),
+        Some(t) if !t.attached => {
+            b.tap = Some((
+                ChangeClass::Live,
+                format!("tap {} not attached to the bridge", t.name),
+            ))
+        }
+        Some(_) => {}
+    }
+    if spec.network.nat && !observed.nat {
+        b.nat_add = Some((new_class, "NAT rule missing (network.nat: true)".into()));
+    } else if !spec.network.nat && observed.nat {
+        b.nat_remove = Some((
+            ChangeClass::Live,
+            "NAT rule present (network.nat: false)".into(),
+        ));
+    }
+
+    // The root disk.
+    let mut recreate_reason = None;
+    match &observed.disk {
+        None => {
+            if desired.image.is_none() {
+                b.blocked = Some(Blocker::WaitingForImage {
+                    image: spec.image.clone(),
+                });
+            }
+            let reason = if fresh {
+                "root disk missing"
+            } else {
+                "root disk missing: rebuilt from the image"
+            };
+            b.prepare_disk = Some((new_class, reason.into()));
+        }
+        Some(disk) => {
+            if disk.image != spec.image {
+                recreate_reason = Some(format!("image {} -> {}", disk.image, spec.image));
+            } else if let Some(img) = desired.image.filter(|i| i.rootfs_digest != disk.digest) {
+                recreate_reason = Some(format!(
+                    "image {} content changed ({} -> {})",
+                    spec.image,
+                    short(&disk.digest),
+                    short(&img.rootfs_digest)
+                ));
+            } else if disk.size > spec.disk.0 {
+                recreate_reason = Some(format!(
+                    "disk {} -> {} bytes (shrink)",
+                    disk.size, spec.disk.0
+                ));
+            } else if disk.size < spec.disk.0 {
+                let reason = format!("disk {} -> {} bytes", disk.size, spec.disk.0);
+                b.grow_disk = Some((ChangeClass::Restart, reason.clone()));
+                if running {
+                    b.shutdown(ChangeClass::Restart, &reason);
+                    if want_running {
+                        b.launch(ChangeClass::Restart, &reason);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(reason) = &recreate_reason {
+        if desired.image.is_none() {
+            b.blocked = Some(Blocker::WaitingForImage {
+                image: spec.image.clone(),
+            });
+        }
+        b.remove_disk = Some((ChangeClass::Recreate, reason.clone()));
+        b.prepare_disk = Some((ChangeClass::Recreate, reason.clone()));
+        if running {
+            b.shutdown(ChangeClass::Recreate, reason);
+            if want_running {
+                b.launch(ChangeClass::Recreate, reason);
+            }
+        }
+        if !desired.allow_recreate && b.blocked.is_none() {
+            b.blocked = Some(Blocker::RecreateBlocked {
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    // The process.
+    match (&observed.process, want_running) {
+        (ProcessState::Absent, true) => {
+            let reason = if fresh { "new VM" } else { "state: Running" };
+            b.launch(new_class, reason);
+        }
+        (ProcessState::Running { launched }, true) => {
+            if let Some(image) = desired.image {
+                let want = LaunchConfig::desired(spec, image, desired.ip);
+                let diffs = launch_diffs(launched, &want);
+                if !diffs.is_empty() {
+                    let reason = diffs.join(", ");
+                    b.shutdown(ChangeClass::Restart, &reason);
+                    b.launch(ChangeClass::Restart, &reason);
+                }
+            }
+        }
+        (ProcessState::Unresponsive { reason }, true) => {
+            let reason = format!("VMM unresponsive: {reason}");
+            b.shutdown(ChangeClass::Restart, &reason);
+            b.launch(ChangeClass::Restart, &reason);
+        }
+        (ProcessState::Exited { clean }, true) => {
+            let restart = match spec.restart_policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !clean,
+                RestartPolicy::Never => false,
+            };
+            if restart {
+                let how = if *clean {
+                    "guest powered off"
+                } else {
+                    "VMM exited"
+                };
+                b.launch(
+                    ChangeClass::Restart,
+                    &format!("{how}; restartPolicy {:?}", spec.restart_policy),
+                );
+                if desired.crash_backoff && b.blocked.is_none() {
+                    b.blocked = Some(Blocker::CrashLoopBackOff);
+                }
+            }
+        }
+        (ProcessState::Absent, false) => {}
+        (_, false) => b.shutdown(ChangeClass::Live, "state: Stopped"),
+    }
+    if (b.launch.is_some() || b.prepare_disk.is_some())
+        && desired.image.is_none()
+        && b.blocked.is_none()
+    {
+        b.blocked = Some(Blocker::WaitingForImage {
+            image: spec.image.clone(),
+        });
+    }
+    b.build()
+}
+
+fn plan_vm_delete(observed: &ObservedVm) -> Plan {
+    let mut steps = Vec::new();
+    let mut push = |step: VmStep, reason: &str| {
+        steps.push(PlannedStep {
+            action: Action::Vm(step),
+            class: ChangeClass::Delete,
+            reason: reason.to_string(),
+        })
+    };
+    if observed.process != ProcessState::Absent {
+        push(VmStep::Shutdown, "VM deleted");
+    }
+    if observed.nat {
+        push(VmStep::RemoveNat, "VM deleted");
+    }
+    if observed.tap.is_some() {
+        push(VmStep::RemoveTap, "VM deleted");
+    }
+    if observed.disk.is_some() {
+        push(VmStep::RemoveDisk, "VM deleted");
+    }
+    if observed.vm_dir {
+        push(VmStep::RemoveVmDir, "VM deleted");
+    }
+    Plan {
+        steps,
+        blocked: None,
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// Field-level differences between a running launch configuration and the wanted one.
+pub fn launch_diffs(have: &LaunchConfig, want: &LaunchConfig) -> Vec<String> {
+    let mut d = Vec::new();
+    if have.vcpus != want.vcpus {
+        d.push(format!("vcpus {} -> {}", have.vcpus, want.vcpus));
+    }
+    if have.memory_mib != want.memory_mib {
+        d.push(format!(
+            "memory {}Mi -> {}Mi",
+            have.memory_mib, want.memory_mib
+        ));
+    }
+    if have.hypervisor != want.hypervisor {
+        d.push(format!("hypervisor {:?} -> {:?}", have.hypervisor, want.hypervisor).to_lowercase());
+    }
+    if let (Some(a), Some(b)) = (have.ip, want.ip) {
+        if a != b {
+            d.push(format!("ip {a} -> {b}"));
+        }
+    }
+    if have.boot_digest != want.boot_digest {
+        d.push("kernel, initrd or kernel args changed".to_string());
+    }
+    d
+}
+
+type Slot = Option<(ChangeClass, String)>;
+
+#[derive(Default)]
+struct VmPlanBuilder {
+    ensure_dir: Slot,
+    tap: Slot,
+    nat_add: Slot,
+    nat_remove: Slot,
+    shutdown: Slot,
+    remove_disk: Slot,
+    prepare_disk: Slot,
+    grow_disk: Slot,
+    launch: Slot,
+    blocked: Option<Blocker>,
+}
+
+impl VmPlanBuilder {
+    fn upgrade(slot: &mut Slot, class: ChangeClass, reason: &str) {
+        match slot {
+            Some((c, _)) if *c >= class => {}
+            _ => *slot = Some((class, reason.to_string())),
+        }
+    }
+    fn shutdown(&mut self, class: ChangeClass, reason: &str) {
+        Self::upgrade(&mut self.shutdown, class, reason);
+    }
+    fn launch(&mut self, class: ChangeClass, reason: &str) {
+        Self::upgrade(&mut self.launch, class, reason);
+    }
+    fn build(self) -> Plan {
+        let order = [
+            (VmStep::EnsureVmDir, self.ensure_dir),
+            (VmStep::EnsureTap, self.tap),
+            (VmStep::EnsureNat, self.nat_add),
+            (VmStep::Shutdown, self.shutdown),
+            (VmStep::RemoveDisk, self.remove_disk),
+            (VmStep::PrepareDisk, self.prepare_disk),
+            (VmStep::GrowDisk, self.grow_disk),
+            (VmStep::Launch, self.launch),
+            (VmStep::RemoveNat, self.nat_remove),
+        ];
+        let steps = order
+            .into_iter()
+            .filter_map(|(step, slot)| {
+                slot.map(|(class, reason)| PlannedStep {
+                    action: Action::Vm(step),
+                    class,
+                    reason,
+                })
+            })
+            .collect();
+        Plan {
+            steps,
+            blocked: self.blocked,
+        }
+    }
+}
+
+/// What is wanted for one Image, and what is known of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// The object is being deleted.
+    pub deleting: bool,
+    /// The generation the current resolution was made for (`None`: never resolved).
+    pub resolved_generation: Option<i64>,
+    /// The object's generation.
+    pub generation: i64,
+    /// Names of VMs (not yet gone) that use the image.
+    pub used_by: Vec<String>,
+    /// The resolved files are still present (re-probed at every reconcile).
+    pub files_present: bool,
+}
+
+/// Plans one Image.
+pub fn plan_image(f: &ImageFacts) -> Plan {
+    if f.deleting {
+        let steps = vec![PlannedStep {
+            action: Action::RemoveImage,
+            class: ChangeClass::Delete,
+            reason: "image deleted".into(),
+        }];
+        let blocked = (!f.used_by.is_empty()).then(|| Blocker::InUse {
+            by: f.used_by.clone(),
+        });
+        return Plan { steps, blocked };
+    }
+    let step = match f.resolved_generation {
+        None => Some((ChangeClass::Create, "image not resolved yet".to_string())),
+        Some(g) if g != f.generation => Some((
+            ChangeClass::Live,
+            format!("spec changed (generation {g} -> {})", f.generation),
+        )),
+        Some(_) if !f.files_present => {
+            Some((ChangeClass::Create, "image files missing".to_string()))
+        }
+        Some(_) => None,
+    };
+    Plan {
+        steps: step
+            .into_iter()
+            .map(|(class, reason)| PlannedStep {
+                action: Action::ResolveImage,
+                class,
+                reason,
+            })
+            .collect(),
+        blocked: None,
+    }
+}
+
+/// What is known of one Workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceFacts {
+    /// The object is being deleted.
+    pub deleting: bool,
+    /// Its VM's name.
+    pub vm: String,
+    /// The VM is Running.
+    pub vm_running: bool,
+    /// The workspace is bound for the current generation.
+    pub bound: bool,
+}
+
+/// Plans one Workspace. Copying files into the guest is the runtime work's; the engine
+/// binds a workspace to its VM once the VM runs.
+pub fn plan_workspace(f: &WorkspaceFacts) -> Plan {
+    if f.deleting {
+        let steps = vec![PlannedStep {
+            action: Action::UnbindWorkspace,
+            class: ChangeClass::Delete,
+            reason: "workspace deleted".into(),
+        }];
+        return Plan {
+            steps,
+            blocked: None,
+        };
+    }
+    if f.bound && f.vm_running {
+        return Plan::default();
+    }
+    Plan {
+        steps: vec![PlannedStep {
+            action: Action::BindWorkspace,
+            class: ChangeClass::Create,
+            reason: format!("place workspace in vm {}", f.vm),
+        }],
+        blocked: (!f.vm_running).then(|| Blocker::WaitingForVm { vm: f.vm.clone() }),
+    }
+}
+
+/// The order objects are worked on within one apply or rescan: Images, then VMs, then
+/// Workspaces; deletions in reverse.
+pub fn kind_order(kind: Kind, deleting: bool) -> u8 {
+    let base = match kind {
+        Kind::Image => 0,
+        Kind::Vm => 1,
+        Kind::Workspace => 2,
+    };
+    if deleting {
+        10 - base
+    } else {
+        base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ObservedDisk, ObservedTap};
+    use banger_specs::{ByteSize, HypervisorChoice, NetworkSpec};
+    use std::path::PathBuf;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            image: "base".into(),
+            vcpus: 1,
+            memory: ByteSize(512 * MIB),
+            disk: ByteSize(2048 * MIB),
+            state: PowerState::Running,
+            restart_policy: RestartPolicy::Always,
+            hypervisor: HypervisorChoice::Auto,
+            network: NetworkSpec::default(),
+            kernel_args: None,
+        }
+    }
+
+    fn image() -> ResolvedImage {
+        ResolvedImage {
+            kernel: PathBuf::from("/k"),
+            initrd: None,
+            rootfs: PathBuf::from("/r"),
+            kernel_args: None,
+            readiness: Default::default(),
+            rootfs_digest: "d1d1d1d1d1d1d1d1".into(),
+        }
+    }
+
+    fn running(spec: &VmSpec, image: &ResolvedImage) -> ObservedVm {
+        ObservedVm {
+            process: ProcessState::Running {
+                launched: LaunchConfig::desired(spec, image, None),
+            },
+            disk: Some(ObservedDisk {
+                image: spec.image.clone(),
+                digest: image.rootfs_digest.clone(),
+                size: spec.disk.0,
+            }),
+            tap: Some(ObservedTap {
+                name: "bgx".into(),
+                attached: true,
+            }),
+            nat: spec.network.nat,
+            guest_ready: true,
+            vm_dir: true,
+        }
+    }
+
+    fn desired<'a>(spec: &'a VmSpec, image: &'a ResolvedImage) -> DesiredVm<'a> {
+        DesiredVm {
+            spec,
+            image: Some(image),
+            deleting: false,
+            allow_recreate: false,
+            crash_backoff: false,
+            ip: None,
+        }
+    }
+
+    fn names(plan: &Plan) -> Vec<(&'static str, ChangeClass)> {
+        plan.steps
+            .iter()
+            .map(|s| (s.action.name(), s.class))
+            .collect()
+    }
+
+    #[test]
+    fn new_vm_is_created_in_order() {
+        let (s, i) = (spec(), image());
+        let plan = plan_vm(&desired(&s, &i), &ObservedVm::nothing());
+        assert_eq!(
+            names(&plan),
+            vec![
+                ("ensure-vm-dir", ChangeClass::Create),
+                ("ensure-tap", ChangeClass::Create),
+                ("ensure-nat", ChangeClass::Create),
+                ("prepare-disk", ChangeClass::Create),
+                ("launch", ChangeClass::Create),
+            ]
+        );
+        assert_eq!(plan.blocked, None);
+    }
+
+    #[test]
+    fn converged_vm_has_empty_plan() {
+        let (s, i) = (spec(), image());
+        let plan = plan_vm(&desired(&s, &i), &running(&s, &i));
+        assert!(plan.is_converged(), "{plan:?}");
+    }
+
+    #[test]
+    fn memory_vcpus_and_kernel_args_are_restarts() {
+        let (s, i) = (spec(), image());
+        let observed = running(&s, &i);
+        for change in [
+            |s: &mut VmSpec| s.memory = ByteSize(1024 * MIB),
+            |s: &mut VmSpec| s.vcpus = 2,
+            |s: &mut VmSpec| s.kernel_args = Some("quiet".into()),
+            |s: &mut VmSpec| s.hypervisor = HypervisorChoice::Qemu,
+        ] {
+            let mut s2 = spec();
+            change(&mut s2);
+            let plan = plan_vm(&desired(&s2, &i), &observed);
+            assert_eq!(
+                names(&plan),
+                vec![
+                    ("shutdown", ChangeClass::Restart),
+                    ("launch", ChangeClass::Restart)
+                ]
+            );
+            assert_eq!(plan.worst_class(), Some(ChangeClass::Restart));
+            assert_eq!(plan.blocked, None);
+        }
+    }
+
+    #[test]
+    fn nat_toggle_and_power_state_are_live() {
+        let (s, i) = (spec(), image());
+        let observed = running(&s, &i);
+        let mut s2 = spec();
+        s2.network.nat = false;
+        assert_eq!(
+            names(&plan_vm(&desired(&s2, &i), &observed)),
+            vec![("remove-nat", ChangeClass::Live)]
+        );
+        let mut s3 = spec();
+        s3.state = PowerState::Stopped;
+        assert_eq!(
+            names(&plan_vm(&desired(&s3, &i), &observed)),
+            vec![("shutdown", ChangeClass::Live)]
+        );
+        let mut stopped = observed.clone();
+        stopped.process = ProcessState::Absent;
+        assert_eq!(
+            names(&plan_vm(&desired(&s, &i), &stopped)),
+            vec![("launch", ChangeClass::Live)]
+        );
+        let mut s4 = spec();
+        s4.restart_policy = RestartPolicy::Never;
+        assert!(plan_vm(&desired(&s4, &i), &observed).is_converged());
+    }
+
+    #[test]
+    fn image_change_is_a_recreate_blocked_unless_allowed() {
+        let (s, i) = (spec(), image());
+        let observed = running(&s, &i);
+        let mut i2 = image();
+        i2.rootfs_digest = "e2e2e2e2e2e2e2e2".into();
+        let plan = plan_vm(&desired(&s, &i2), &observed);
+        assert_eq!(
+            names(&plan),
+            vec![
+                ("shutdown", ChangeClass::Recreate),
+                ("remove-disk", ChangeClass::Recreate),
+                ("prepare-disk", ChangeClass::Recreate),
+                ("launch", ChangeClass::Recreate),
+            ]
+        );
+        assert!(
+            matches!(plan.blocked, Some(Blocker::RecreateBlocked { .. })),
+            "{plan:?}"
+        );
+        let mut d = desired(&s, &i2);
+        d.allow_recreate = true;
+        let allowed = plan_vm(&d, &observed);
+        assert_eq!(allowed.blocked, None);
+        assert_eq!(allowed.worst_class(), Some(ChangeClass::Recreate));
+        // Another image by name is a recreate too.
+        let mut s2 = spec();
+        s2.image = "other".into();
+        assert!(matches!(
+            plan_vm(&desired(&s2, &i), &observed).blocked,
+            Some(Blocker::RecreateBlocked { .. })
+        ));
+    }
+
+    #[test]
+    fn disk_growth_is_a_restart_and_shrink_a_recreate() {
+        let (s, i) = (spec(), image());
+        let observed = running(&s, &i);
+        let mut bigger = spec();
+        bigger.disk = ByteSize(4096 * MIB);
+        assert_eq!(
+            names(&plan_vm(&desired(&bigger, &i), &observed)),
+            vec![
+                ("shutdown", ChangeClass::Restart),
+                ("grow-disk", ChangeClass::Restart),
+                ("launch", ChangeClass::Restart)
+            ]
+        );
+        let mut smaller = spec();
+        smaller.disk = ByteSize(1024 * MIB);
+        assert!(matches!(
+            plan_vm(&desired(&smaller, &i), &observed).blocked,
+            Some(Blocker::RecreateBlocked { .. })
+        ));
+    }
+
+    #[test]
+    fn waiting_for_image_blocks_without_error() {
+        let s = spec();
+        let d = DesiredVm {
+            spec: &s,
+            image: None,
+            deleting: false,
+            allow_recreate: false,
+            crash_backoff: false,
+            ip: None,
+        };
+        let plan = plan_vm(&d, &ObservedVm::nothing());
+        assert_eq!(
+            plan.blocked,
+            Some(Blocker::WaitingForImage {
+                image: "base".into()
+            })
+        );
+    }
+
+    #[test]
+    fn exits_follow_restart_policy_and_crash_backoff() {
+        let (s, i) = (spec(), image());
+        let mut observed = running(&s, &i);
+        observed.process = ProcessState::Exited { clean: false };
+        let plan = plan_vm(&desired(&s, &i), &observed);
+        assert_eq!(names(&plan), vec![("launch", ChangeClass::Restart)]);
+        let mut d = desired(&s, &i);
+        d.crash_backoff = true;
+        assert_eq!(
+            plan_vm(&d, &observed).blocked,
+            Some(Blocker::CrashLoopBackOff)
+        );
+        let mut never = spec();
+        never.restart_policy = RestartPolicy::Never;
+        assert!(plan_vm(&desired(&never, &i), &observed).is_converged());
+        let mut on_failure = spec();
+        on_failure.restart_policy = RestartPolicy::OnFailure;
+        observed.process = ProcessState::Exited { clean: true };
+        assert!(plan_vm(&desired(&on_failure, &i), &observed).is_converged());
+        observed.process = ProcessState::Exited { clean: false };
+        assert_eq!(
+            names(&plan_vm(&desired(&on_failure, &i), &observed)),
+            vec![("launch", ChangeClass::Restart)]
+        );
+    }
+
+    #[test]
+    fn delete_cleans_up_in_reverse() {
+        let (s, i) = (spec(), image());
+        let mut d = desired(&s, &i);
+        d.deleting = true;
+        assert_eq!(
+            names(&plan_vm(&d, &running(&s, &i))),
+            vec![
+                ("shutdown", ChangeClass::Delete),
+                ("remove-nat", ChangeClass::Delete),
+                ("remove-tap", ChangeClass::Delete),
+                ("remove-disk", ChangeClass::Delete),
+                ("remove-vm-dir", ChangeClass::Delete),
+            ]
+        );
+        assert!(plan_vm(&d, &ObservedVm::nothing()).is_converged());
+    }
+
+    #[test]
+    fn image_and_workspace_plans() {
+        let facts = ImageFacts {
+            deleting: false,
+            resolved_generation: None,
+            generation: 1,
+            used_by: vec![],
+            files_present: true,
+        };
+        assert_eq!(plan_image(&facts).steps[0].class, ChangeClass::Create);
+        let same = ImageFacts {
+            resolved_generation: Some(1),
+            ..facts.clone()
+        };
+        assert!(plan_image(&same).is_converged());
+        let changed = ImageFacts {
+            resolved_generation: Some(1),
+            generation: 2,
+            ..facts.clone()
+        };
+        assert_eq!(plan_image(&changed).steps[0].class, ChangeClass::Live);
+        let in_use = ImageFacts {
+            deleting: true,
+            used_by: vec!["a".into()],
+            ..facts
+        };
+        assert!(matches!(
+            plan_image(&in_use).blocked,
+            Some(Blocker::InUse { .. })
+        ));
+        let ws = WorkspaceFacts {
+            deleting: false,
+            vm: "a".into(),
+            vm_running: false,
+            bound: false,
+        };
+        assert_eq!(
+            plan_workspace(&ws).blocked,
+            Some(Blocker::WaitingForVm { vm: "a".into() })
+        );
+        assert!(plan_workspace(&WorkspaceFacts {
+            vm_running: true,
+            bound: true,
+            ..ws
+        })
+        .is_converged());
+        assert!(kind_order(Kind::Image, false) < kind_order(Kind::Vm, false));
+        assert!(kind_order(Kind::Vm, true) < kind_order(Kind::Image, true));
+    }
+}

@@ -1,0 +1,486 @@
+//! The simulated runtime: an in-memory host, for engine tests and benchmarks ONLY.
+//!
+//! Selected by `banger daemon --simulate`, never by default. It keeps a model of "the
+//! host" (processes, disks, taps, NAT rules) per VM uid in memory, so a daemon restart
+//! with the same [`SimulatedRuntime`] value sees the same host. The only real files it
+//! touches are each VM's `<vm_dir>` and its `console.log` (so `banger logs` works).
+//!
+//! Fault injection and probes for tests: [`SimulatedRuntime::fail_step`] (fail a step N
+//! times), [`SimulatedRuntime::fail_image`], [`SimulatedRuntime::exit_process`] (the
+//! VMM exits on its own; the exit is notified like a pidfd would),
+//! [`SimulatedRuntime::hang_after`] (a step does its effect and never returns: a daemon
+//! crash mid-step), and counters of concurrent steps per VM
+//! ([`SimulatedRuntime::max_concurrency_for`]).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    ExitNotice, ExitNotifier, ImageContext, LaunchConfig, ObservedDisk, ObservedTap, ObservedVm,
+    ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
+};
+use crate::driver::{HypervisorKind, VmmProcess};
+
+#[derive(Debug, Clone)]
+struct SimProcess {
+    pid: i32,
+    launched: LaunchConfig,
+    alive: bool,
+    clean_exit: bool,
+    observations: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SimVm {
+    process: Option<SimProcess>,
+    disk: Option<ObservedDisk>,
+    tap: Option<String>,
+    nat: bool,
+    vm_dir: bool,
+}
+
+#[derive(Default)]
+struct World {
+    vms: HashMap<String, SimVm>,
+    step_faults: HashMap<(String, VmStep), u32>,
+    image_faults: HashMap<String, u32>,
+    hangs: HashMap<(String, VmStep), ()>,
+    missing_images: std::collections::HashSet<PathBuf>,
+    no_effect: std::collections::HashSet<(String, VmStep)>,
+    in_flight: HashMap<String, u32>,
+    max_in_flight: HashMap<String, u32>,
+    global_in_flight: u32,
+    global_max: u32,
+    next_pid: i32,
+    executed: Vec<(String, VmStep)>,
+    duplicate_launches: u32,
+    boot_observations: u32,
+    latency: Duration,
+    notifier: Option<ExitNotifier>,
+}
+
+/// The simulated host. Cheap to clone (shared state).
+#[derive(Clone, Default)]
+pub struct SimulatedRuntime {
+    world: Arc<Mutex<World>>,
+}
+
+struct InFlight {
+    world: Arc<Mutex<World>>,
+    name: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = w.in_flight.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+        }
+        w.global_in_flight = w.global_in_flight.saturating_sub(1);
+    }
+}
+
+impl SimulatedRuntime {
+    /// A fresh, empty simulated host.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn w(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, name: &str) -> InFlight {
+        let mut w = self.w();
+        let n = w.in_flight.entry(name.to_string()).or_default();
+        *n += 1;
+        let now = *n;
+        let max = w.max_in_flight.entry(name.to_string()).or_default();
+        *max = (*max).max(now);
+        w.global_in_flight += 1;
+        w.global_max = w.global_max.max(w.global_in_flight);
+        InFlight {
+            world: self.world.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Makes `step` of VM `name` fail its next `times` runs.
+    pub fn fail_step(&self, name: &str, step: VmStep, times: u32) {
+        self.w().step_faults.insert((name.to_string(), step), times);
+    }
+
+    /// Makes resolving Image `name` fail its next `times` runs.
+    pub fn fail_image(&self, name: &str, times: u32) {
+        self.w().image_faults.insert(name.to_string(), times);
+    }
+
+    /// Makes `step` of VM `name` report success without doing anything (`on`), or
+    /// work again (`!on`): a runtime whose steps do not take effect.
+    pub fn set_no_effect(&self, name: &str, step: VmStep, on: bool) {
+        let key = (name.to_string(), step);
+        let mut w = self.w();
+        if on {
+            w.no_effect.insert(key);
+        } else {
+            w.no_effect.remove(&key);
+        }
+    }
+
+    /// Makes the resolved rootfs at `rootfs` disappear (until resolved again).
+    pub fn lose_image_files(&self, rootfs: &std::path::Path) {
+        self.w().missing_images.insert(rootfs.to_path_buf());
+    }
+
+    /// Makes `step` of VM `name` do its effect and then never return (a crash mid-step).
+    pub fn hang_after(&self, name: &str, step: VmStep) {
+        self.w().hangs.insert((name.to_string(), step), ());
+    }
+
+    /// Removes every hang.
+    pub fn clear_hangs(&self) {
+        self.w().hangs.clear();
+    }
+
+    /// The guest becomes ready after this many observations of a running VMM.
+    pub fn set_boot_observations(&self, n: u32) {
+        self.w().boot_observations = n;
+    }
+
+    /// Each observe and step takes this long (widens race windows in tests).
+    pub fn set_latency(&self, latency: Duration) {
+        self.w().latency = latency;
+    }
+
+    /// The VMM of the VM with this uid exits on its own; the exit is notified.
+    pub fn exit_process(&self, uid: &str, clean: bool) -> bool {
+        let notifier = {
+            let mut w = self.w();
+            let Some(p) = w.vms.get_mut(uid).and_then(|v| v.process.as_mut()) else {
+                return false;
+            };
+            p.alive = false;
+            p.clean_exit = clean;
+            w.notifier.clone()
+        };
+        if let Some(n) = notifier {
+            let _ = n.send(ExitNotice {
+                uid: uid.to_string(),
+            });
+        }
+        true
+    }
+
+    /// Highest number of steps (`execute` calls) seen running at once for one VM name.
+    /// Observations are not counted: the API also observes (for plans) while a
+    /// reconcile runs, which is allowed.
+    pub fn max_concurrency_for(&self, name: &str) -> u32 {
+        self.w().max_in_flight.get(name).copied().unwrap_or(0)
+    }
+
+    /// Highest number of steps seen running at once, all VMs together.
+    pub fn max_concurrency(&self) -> u32 {
+        self.w().global_max
+    }
+
+    /// Number of VMs with a live VMM.
+    pub fn running_count(&self) -> usize {
+        self.w()
+            .vms
+            .values()
+            .filter(|v| v.process.as_ref().is_some_and(|p| p.alive))
+            .count()
+    }
+
+    /// Whether anything at all exists for this uid on the simulated host.
+    pub fn has_anything(&self, uid: &str) -> bool {
+        self.w().vms.get(uid).is_some_and(|v| {
+            v.process.is_some() || v.disk.is_some() || v.tap.is_some() || v.nat || v.vm_dir
+        })
+    }
+
+    /// The live VMM's pid of a uid.
+    pub fn pid_of(&self, uid: &str) -> Option<i32> {
+        self.w()
+            .vms
+            .get(uid)
+            .and_then(|v| v.process.as_ref())
+            .filter(|p| p.alive)
+            .map(|p| p.pid)
+    }
+
+    /// How many times the live VMM of a uid was observed.
+    pub fn observations(&self, uid: &str) -> u32 {
+        self.w()
+            .vms
+            .get(uid)
+            .and_then(|v| v.process.as_ref())
+            .map_or(0, |p| p.observations)
+    }
+
+    /// Steps executed so far, `(vm name, step)`, in order.
+    pub fn executed(&self) -> Vec<(String, VmStep)> {
+        self.w().executed.clone()
+    }
+
+    /// How many times a Launch found a live VMM already running (a duplicate VMM).
+    pub fn duplicate_launches(&self) -> u32 {
+        self.w().duplicate_launches
+    }
+
+    fn handles_of(vm: &SimVm, ctx: &VmContext) -> VmHandles {
+        VmHandles {
+            process: vm.process.as_ref().map(|p| VmmProcess {
+                hypervisor: HypervisorKind::Simulated,
+                pid: p.pid,
+                start_time: u64::try_from(p.pid).unwrap_or(0),
+                control_socket: ctx.vm_dir.join("simulated.sock"),
+            }),
+            launched: vm.process.as_ref().map(|p| p.launched.clone()),
+            tap: vm.tap.clone(),
+            root_disk: vm.disk.as_ref().map(|_| ctx.vm_dir.join("rootfs.ext4")),
+            disk_image: vm.disk.as_ref().map(|d| d.image.clone()),
+            disk_digest: vm.disk.as_ref().map(|d| d.digest.clone()),
+            disk_size: vm.disk.as_ref().map(|d| d.size),
+            nat_rule: vm.nat.then(|| format!("banger-nat-{}", ctx.uid)),
+            extra: Default::default(),
+        }
+    }
+
+    fn console(ctx: &VmContext, line: &str) {
+        let path: PathBuf = ctx.console_log();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn apply(&self, step: VmStep, ctx: &VmContext) -> Result<(), String> {
+        let mut w = self.w();
+        w.next_pid = w.next_pid.max(100_000) + 1;
+        let pid = w.next_pid;
+        let mut duplicate = false;
+        let vm = w.vms.entry(ctx.uid.clone()).or_default();
+        match step {
+            VmStep::EnsureVmDir => {
+                std::fs::create_dir_all(&ctx.vm_dir)
+                    .map_err(|e| format!("create {}: {e}", ctx.vm_dir.display()))?;
+                vm.vm_dir = true;
+            }
+            VmStep::PrepareDisk => {
+                let image = ctx.image.as_ref().ok_or("no resolved image")?;
+                vm.disk = Some(ObservedDisk {
+                    image: ctx.spec.image.clone(),
+                    digest: image.rootfs_digest.clone(),
+                    size: ctx.spec.disk.0,
+                });
+            }
+            VmStep::GrowDisk => {
+                let disk = vm.disk.as_mut().ok_or("no root disk")?;
+                if vm.process.as_ref().is_some_and(|p| p.alive) {
+                    return Err("cannot grow the disk of a running VM".into());
+                }
+                disk.size = disk.size.max(ctx.spec.disk.0);
+            }
+            VmStep::EnsureTap => vm.tap = ctx.tap_name(),
+            VmStep::EnsureNat => {
+                if vm.tap.is_none() {
+                    return Err("no tap".into());
+                }
+                vm.nat = true;
+            }
+            VmStep::Launch => {
+                let image = ctx.image.as_ref().ok_or("no resolved image")?;
+                if vm.disk.is_none() {
+                    return Err("no root disk".into());
+                }
+                if ctx.lease.is_none() {
+                    return Err("no IP lease".into());
+                }
+                duplicate = vm.process.as_ref().is_some_and(|p| p.alive);
+                vm.process = Some(SimProcess {
+                    pid,
+                    launched: LaunchConfig::desired(
+                        &ctx.spec,
+                        image,
+                        ctx.lease.as_ref().map(|l| l.ip),
+                    ),
+                    alive: true,
+                    clean_exit: false,
+                    observations: 0,
+                });
+            }
+            VmStep::Shutdown => vm.process = None,
+            VmStep::RemoveNat => vm.nat = false,
+            VmStep::RemoveTap => {
+                if vm.nat {
+                    return Err("NAT rule still references the tap".into());
+                }
+                vm.tap = None;
+            }
+            VmStep::RemoveDisk => {
+                if vm.process.as_ref().is_some_and(|p| p.alive) {
+                    return Err("disk in use by a running VMM".into());
+                }
+                vm.disk = None;
+            }
+            VmStep::RemoveVmDir => {
+                match std::fs::remove_dir_all(&ctx.vm_dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("remove {}: {e}", ctx.vm_dir.display())),
+                }
+                vm.vm_dir = false;
+            }
+        }
+        if duplicate {
+            w.duplicate_launches += 1;
+        }
+        w.executed.push((ctx.name.clone(), step));
+        Ok(())
+    }
+}
+
+impl VmRuntime for SimulatedRuntime {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn set_exit_notifier(&self, notifier: ExitNotifier) {
+        self.w().notifier = Some(notifier);
+    }
+
+    async fn resolve_image(&self, image: &ImageContext) -> Result<ResolvedImage, RuntimeError> {
+        {
+            let mut w = self.w();
+            if let Some(n) = w.image_faults.get_mut(&image.name).filter(|n| **n > 0) {
+                *n -= 1;
+                return Err(RuntimeError::Image {
+                    image: image.name.clone(),
+                    message: "simulated failure".into(),
+                });
+            }
+        }
+        let spec = &image.spec;
+        let rootfs = spec
+            .rootfs
+            .clone()
+            .unwrap_or_else(|| image.image_dir.join("rootfs.ext4"));
+        let mut h = Sha256::new();
+        h.update(rootfs.to_string_lossy().as_bytes());
+        if let Some(oci) = &spec.oci {
+            h.update(oci.reference.as_bytes());
+        }
+        Ok(ResolvedImage {
+            kernel: spec.kernel.clone(),
+            initrd: spec.initrd.clone(),
+            rootfs,
+            kernel_args: spec.kernel_args.clone(),
+            readiness: spec.readiness.clone(),
+            rootfs_digest: hex::encode(h.finalize()),
+        })
+    }
+
+    async fn image_present(&self, image: &ResolvedImage) -> bool {
+        !self.w().missing_images.contains(&image.rootfs)
+    }
+
+    async fn remove_image(&self, _image: &ImageContext) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn observe(&self, vm: &VmContext) -> ObservedVm {
+        let latency = self.w().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let mut w = self.w();
+        let boot = w.boot_observations;
+        let Some(sim) = w.vms.get_mut(&vm.uid) else {
+            return ObservedVm::nothing();
+        };
+        let (process, guest_ready) = match sim.process.as_mut() {
+            None => (ProcessState::Absent, false),
+            Some(p) if p.alive => {
+                p.observations += 1;
+                (
+                    ProcessState::Running {
+                        launched: p.launched.clone(),
+                    },
+                    p.observations > boot,
+                )
+            }
+            Some(p) => (
+                ProcessState::Exited {
+                    clean: p.clean_exit,
+                },
+                false,
+            ),
+        };
+        ObservedVm {
+            process,
+            disk: sim.disk.clone(),
+            tap: sim.tap.clone().map(|name| ObservedTap {
+                name,
+                attached: true,
+            }),
+            nat: sim.nat,
+            guest_ready,
+            vm_dir: sim.vm_dir,
+        }
+    }
+
+    async fn execute(&self, step: VmStep, vm: &VmContext) -> Result<VmHandles, RuntimeError> {
+        let _guard = self.enter(&vm.name);
+        let (latency, fault, hang, no_effect) = {
+            let mut w = self.w();
+            let fault = match w.step_faults.get_mut(&(vm.name.clone(), step)) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
+            let key = (vm.name.clone(), step);
+            (
+                w.latency,
+                fault,
+                w.hangs.contains_key(&key),
+                w.no_effect.contains(&key),
+            )
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let err = |message: String| RuntimeError::Step {
+            object: format!("vm/{}", vm.name),
+            step: step.name().into(),
+            message,
+        };
+        if fault {
+            return Err(err("simulated failure".into()));
+        }
+        if !no_effect {
+            self.apply(step, vm).map_err(err)?;
+        }
+        if step == VmStep::Launch {
+            Self::console(vm, &format!("[simulated] {} booted", vm.name));
+        }
+        if hang {
+            // A daemon crash in the middle of the step: the effect happened, the answer
+            // never comes.
+            std::future::pending::<()>().await;
+        }
+        let w = self.w();
+        let sim = w.vms.get(&vm.uid).cloned().unwrap_or_default();
+        Ok(Self::handles_of(&sim, vm))
+    }
+}

@@ -1,0 +1,367 @@
+//! The specs directory source: every `*.yaml`/`*.yml` below it is desired state.
+//!
+//! - A full rescan runs at start, at every resync, and after each burst of file events
+//!   (debounced: an editor's writes or an atomic-rename save make one rescan).
+//! - A valid file's objects are created or updated, owned by the directory (owner
+//!   records the file, so renaming a file changes nothing else).
+//! - An invalid file changes nothing: the objects it declared (known by the file they
+//!   came from, or by the identities the parser still recognised) keep their last good
+//!   spec and get `SpecValid=False, reason: InvalidSpec` with `file:line`.
+//! - An object whose file is gone (and not declared elsewhere in the directory) is
+//!   deleted, unless its annotation `banger.dev/on-remove` is `Orphan` (the object is
+//!   forgotten; its VM, disk and lease stay) or `Stop` (the object stays, stopped).
+//! - Objects owned by `banger apply` are never touched; a file declaring one gets a
+//!   `SourceConflict` warning event (once per file and object).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use banger_specs::load::{parse_document_set, FileLoad};
+use banger_specs::{ObjectKey, PowerState, Resource, Severity};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::upsert;
+use crate::objects::{self, OnRemove, Owner};
+use crate::reconciler::Engine;
+use crate::runtime::VmRuntime;
+use crate::store::StoreError;
+
+/// Deepest directory level scanned.
+const MAX_DEPTH: usize = 16;
+/// Most files scanned.
+const MAX_FILES: usize = 10_000;
+/// Longest a burst of events may postpone a rescan.
+const MAX_BURST: Duration = Duration::from_secs(5);
+
+/// The result of reading the directory.
+#[derive(Debug, Default)]
+pub struct DirScan {
+    /// Every spec file, parsed, by path.
+    pub files: Vec<FileLoad>,
+}
+
+/// What a sync did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Objects created or updated.
+    pub applied: usize,
+    /// Objects whose file is invalid (kept at their last good spec).
+    pub kept_invalid: usize,
+    /// Objects marked for deletion.
+    pub deleted: usize,
+    /// Objects forgotten (`Orphan`).
+    pub orphaned: usize,
+    /// Objects stopped (`Stop`).
+    pub stopped: usize,
+    /// Declarations skipped because another source owns the object.
+    pub conflicts: usize,
+}
+
+fn is_spec_file(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Reads and parses every spec file below `dir`, sorted by path.
+pub fn scan(dir: &Path) -> DirScan {
+    let mut paths = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if ft.is_dir() && depth < MAX_DEPTH && !hidden {
+                stack.push((p, depth + 1));
+            } else if (ft.is_file() || ft.is_symlink())
+                && is_spec_file(&p)
+                && paths.len() < MAX_FILES
+            {
+                paths.push(p);
+            }
+        }
+    }
+    paths.sort();
+    let files = paths
+        .into_iter()
+        .filter_map(|p| {
+            let bytes = std::fs::read(&p).ok()?;
+            let base = p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.to_path_buf());
+            Some(parse_document_set(&bytes, &p.display().to_string(), &base))
+        })
+        .collect();
+    DirScan { files }
+}
+
+/// The directory source's memory across rescans.
+#[derive(Default)]
+pub struct DirSource {
+    reported_conflicts: Mutex<HashSet<(ObjectKey, String)>>,
+    logged_problems: Mutex<HashSet<String>>,
+}
+
+impl DirSource {
+    /// A fresh source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the store match a scan of the directory.
+    pub async fn sync<R: VmRuntime>(
+        &self,
+        engine: &Engine<R>,
+        scan: &DirScan,
+    ) -> Result<SyncReport, StoreError> {
+        let _guard = engine.source_lock.lock().await;
+        let mut report = SyncReport::default();
+        let mut claimed: BTreeMap<ObjectKey, String> = BTreeMap::new();
+        let mut invalid: BTreeMap<ObjectKey, String> = BTreeMap::new();
+        let all = engine.store.list_objects(None)?;
+
+        for file in &scan.files {
+            let first_error = file.problems.iter().find(|p| p.severity == Severity::Error);
+            if let Some(problem) = first_error {
+                let mut logged = self
+                    .logged_problems
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if logged.insert(problem.to_string()) {
+                    tracing::warn!(file = %file.file, "invalid spec file, ignored (its objects keep their last good spec): {problem}");
+                }
+                drop(logged);
+                // Objects of this file (by record or by recognised identity) keep their spec.
+                let ids: BTreeSet<ObjectKey> = file.identities.iter().cloned().collect();
+                for o in &all {
+                    let key = o.resource.key();
+                    let from_file =
+                        matches!(&o.owner, Owner::SpecsDir { file: f } if *f == file.file);
+                    let named = ids.contains(&key) && matches!(o.owner, Owner::SpecsDir { .. });
+                    if from_file || named {
+                        invalid.entry(key).or_insert_with(|| problem.to_string());
+                    }
+                }
+                continue;
+            }
+            for lo in &file.objects {
+                let key = lo.resource.key();
+                if let Some(first) = claimed.get(&key) {
+                    if self.first_report(&key, &file.file) {
+                        let msg = format!(
+                            "{key} is declared in both {first} and {}; the first wins",
+                            file.file
+                        );
+                        engine.event(key.kind, &key.name, "Warning", "DuplicateSpec", &msg);
+                    }
+                    continue;
+                }
+                let existing = all.iter().find(|o| o.resource.key() == key);
+                if let Some(e) = existing {
+                    if let Owner::Cli { .. } = e.owner {
+                        report.conflicts += 1;
+                        if self.first_report(&key, &file.file) {
+                            let msg = format!("{}:{} declares {key}, which banger apply owns; the file is ignored for it (apply --force from the file to move it, or delete it first)", lo.origin.file, lo.origin.line);
+                            engine.event(key.kind, &key.name, "Warning", "SourceConflict", &msg);
+                            tracing::warn!("{msg}");
+                        }
+                        continue;
+                    }
+                    if e.deleting.is_some() {
+                        // Being deleted: the next rescan after it is gone creates it again.
+                        claimed.insert(key, file.file.clone());
+                        continue;
+                    }
+                }
+                claimed.insert(key.clone(), file.file.clone());
+                let (action, _) = upsert(
+                    engine,
+                    &lo.resource,
+                    Owner::SpecsDir {
+                        file: file.file.clone(),
+                    },
+                    false,
+                )?;
+                if action != crate::api::types::ApplyAction::Unchanged {
+                    report.applied += 1;
+                }
+                self.clear_invalid(engine, &key)?;
+            }
+        }
+
+        for (key, problem) in &invalid {
+            if claimed.contains_key(key) {
+                continue;
+            }
+            report.kept_invalid += 1;
+            let (view, mut internal) = engine.store.get_status(key.kind, &key.name)?;
+            if internal.invalid_spec.as_deref() != Some(problem.as_str()) {
+                internal.invalid_spec = Some(problem.clone());
+                engine
+                    .store
+                    .put_status(key.kind, &key.name, &view, &internal)?;
+                engine.event(
+                    key.kind,
+                    &key.name,
+                    "Warning",
+                    "InvalidSpec",
+                    &format!("{problem}; keeping the last good spec"),
+                );
+                engine.queue.add(key.clone());
+            }
+        }
+
+        for o in &all {
+            let key = o.resource.key();
+            let Owner::SpecsDir { file } = &o.owner else {
+                continue;
+            };
+            if claimed.contains_key(&key) || invalid.contains_key(&key) || o.deleting.is_some() {
+                continue;
+            }
+            match objects::on_remove(&o.resource) {
+                OnRemove::Delete => {
+                    super::delete(
+                        engine,
+                        key.kind,
+                        &key.name,
+                        &format!("{file} no longer declares it"),
+                    )?;
+                    report.deleted += 1;
+                }
+                OnRemove::Orphan => {
+                    engine.store.remove_object(key.kind, &key.name, &o.uid)?;
+                    engine.event(key.kind, &key.name, "Normal", "Orphaned", &format!("{file} no longer declares it; forgotten, its host objects are left running (uid {})", o.uid));
+                    report.orphaned += 1;
+                }
+                OnRemove::Stop => {
+                    if let Resource::Vm(vm) = &o.resource {
+                        if vm.spec.state != PowerState::Stopped {
+                            let mut stopped = vm.clone();
+                            stopped.spec.state = PowerState::Stopped;
+                            upsert(
+                                engine,
+                                &Resource::Vm(stopped),
+                                o.owner.clone(),
+                                o.allow_recreate,
+                            )?;
+                            engine.event(
+                                key.kind,
+                                &key.name,
+                                "Normal",
+                                "SourceRemoved",
+                                &format!(
+                                    "{file} no longer declares it; stopping it (on-remove: Stop)"
+                                ),
+                            );
+                            report.stopped += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn first_report(&self, key: &ObjectKey, file: &str) -> bool {
+        self.reported_conflicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((key.clone(), file.to_string()))
+    }
+
+    fn clear_invalid<R: VmRuntime>(
+        &self,
+        engine: &Engine<R>,
+        key: &ObjectKey,
+    ) -> Result<(), StoreError> {
+        let (view, mut internal) = engine.store.get_status(key.kind, &key.name)?;
+        if internal.invalid_spec.take().is_some() {
+            engine
+                .store
+                .put_status(key.kind, &key.name, &view, &internal)?;
+            engine.event(
+                key.kind,
+                &key.name,
+                "Normal",
+                "SpecValid",
+                "the spec file is valid again",
+            );
+            engine.queue.add(key.clone());
+        }
+        Ok(())
+    }
+
+    /// Rescans and syncs, logging the outcome.
+    pub async fn rescan<R: VmRuntime>(&self, engine: &Engine<R>, dir: &Path) {
+        let dir2 = dir.to_path_buf();
+        let scan = match tokio::task::spawn_blocking(move || scan(&dir2)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "specs directory scan panicked");
+                return;
+            }
+        };
+        match self.sync(engine, &scan).await {
+            Ok(r) => tracing::debug!(?r, dir = %dir.display(), "specs directory synced"),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "syncing the specs directory")
+            }
+        }
+    }
+
+    /// Watches `dir` until `stop` resolves: a rescan at start, then one after each
+    /// debounced burst of file events. (Periodic resync rescans are the daemon's.)
+    pub async fn watch<R: VmRuntime>(
+        &self,
+        engine: &Engine<R>,
+        dir: PathBuf,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), notify::Error> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res {
+                    let relevant = match ev.kind {
+                        EventKind::Access(notify::event::AccessKind::Close(
+                            notify::event::AccessMode::Write,
+                        )) => true,
+                        EventKind::Access(_) => false,
+                        _ => true,
+                    };
+                    if relevant {
+                        let _ = tx.send(());
+                    }
+                }
+            })?;
+        watcher.watch(&dir, RecursiveMode::Recursive)?;
+        self.rescan(engine, &dir).await;
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                ev = rx.recv() => if ev.is_none() { return Ok(()) },
+            }
+            let burst_end = tokio::time::Instant::now() + MAX_BURST;
+            loop {
+                match tokio::time::timeout(engine.config.debounce, rx.recv()).await {
+                    Ok(Some(())) if tokio::time::Instant::now() < burst_end => continue,
+                    _ => break,
+                }
+            }
+            self.rescan(engine, &dir).await;
+        }
+    }
+}

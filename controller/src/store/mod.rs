@@ -1,0 +1,849 @@
+//! The engine's durable state in SQLite (rusqlite, bundled): objects, status, events,
+//! the step journal, IP leases and a mirror of each VM's handles.
+//!
+//! One connection in WAL mode behind a mutex. Every method is one short transaction and
+//! never blocks on anything but the database, so API reads never wait for a reconcile
+//! in flight (a reconcile holds no store lock across its steps). Schema changes are
+//! migrations numbered by SQLite's `user_version` ([`schema::MIGRATIONS`]).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use banger_specs::{Kind, Resource};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::api::types::{EventView, StatusView, StepRecordView};
+use crate::objects::{self, Owner};
+use crate::runtime::{ResolvedImage, VmHandles};
+use crate::status::now_rfc3339;
+
+pub mod schema;
+
+/// A store error, with the operation it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {operation}: {source}")]
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored row does not parse.
+    #[error("store {path}: {operation}: corrupt row: {message}")]
+    Corrupt {
+        /// Database file.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No free address left in the bridge network.
+    #[error("no free IP address left in {network}/{prefix}")]
+    LeasesExhausted {
+        /// Network.
+        network: Ipv4Addr,
+        /// Prefix length.
+        prefix: u8,
+    },
+    /// A static address is taken or outside the network.
+    #[error("static ip {ip}: {message}")]
+    LeaseConflict {
+        /// The address asked for.
+        ip: Ipv4Addr,
+        /// Why it cannot be had.
+        message: String,
+    },
+}
+
+/// An object as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its unique id.
+    pub uid: String,
+    /// Its generation.
+    pub generation: i64,
+    /// Its canonical document.
+    pub resource: Resource,
+    /// Hash of the canonical spec.
+    pub hash: String,
+    /// Who owns it.
+    pub owner: Owner,
+    /// The last apply passed `--allow-recreate`.
+    pub allow_recreate: bool,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Deletion requested at (RFC 3339).
+    pub deleting: Option<String>,
+}
+
+/// Engine bookkeeping kept next to the status, never shown as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalState {
+    /// Image: the current resolution.
+    #[serde(default)]
+    pub resolved: Option<ResolvedImage>,
+    /// Image: the generation `resolved` was made for.
+    #[serde(default)]
+    pub resolved_generation: Option<i64>,
+    /// VM: unix seconds of recent restarts after exits (crash-loop detection).
+    #[serde(default)]
+    pub restarts: Vec<i64>,
+    /// Workspace: bound for this generation.
+    #[serde(default)]
+    pub bound_generation: Option<i64>,
+    /// Spec file problem (invalid directory file): shown as `SpecValid=False`.
+    #[serde(default)]
+    pub invalid_spec: Option<String>,
+}
+
+/// One journal row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// Row id.
+    pub id: i64,
+    /// Object uid.
+    pub uid: String,
+    /// Object kind.
+    pub kind: Kind,
+    /// Object name.
+    pub name: String,
+    /// Step name.
+    pub step: String,
+    /// `running`, `done`, `failed`, `rolled-back`, `resumed`.
+    pub outcome: String,
+}
+
+/// The database.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn kind_str(kind: Kind) -> &'static str {
+    kind.as_str()
+}
+
+fn kind_parse(s: &str) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| k.as_str() == s)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
+
+impl Store {
+    /// Opens (creating if needed) the database file, enables WAL and migrates.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |operation| {
+            move |source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                operation,
+                source,
+            }
+        };
+        let conn = Connection::open(path).map_err(err("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enable foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("set busy timeout"))?;
+        let store = Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back
+        // an unfinished transaction when the Transaction is dropped.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sql(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            operation,
+            source,
+        }
+    }
+
+    fn corrupt(&self, operation: &'static str, message: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            operation,
+            message,
+        }
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql("read user_version"))
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql("read user_version"))?;
+        for (i, sql) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.transaction().map_err(self.sql("begin migration"))?;
+            tx.execute_batch(sql).map_err(self.sql("migrate"))?;
+            tx.pragma_update(None, "user_version", i + 1)
+                .map_err(self.sql("set user_version"))?;
+            tx.commit().map_err(self.sql("commit migration"))?;
+        }
+        Ok(())
+    }
+
+    fn row_to_object(&self, r: Row) -> Result<StoredObject, StoreError> {
+        let (kind, _name, uid, generation, document, hash, owner, allow, created, deleting) = r;
+        let kind = kind_parse(&kind)
+            .ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
+        let resource = objects::document_from_json(kind, &document)
+            .map_err(|e| self.corrupt("read object", e.to_string()))?;
+        let owner: Owner =
+            serde_json::from_str(&owner).map_err(|e| self.corrupt("read owner", e.to_string()))?;
+        Ok(StoredObject {
+            uid,
+            generation,
+            resource,
+            hash,
+            owner,
+            allow_recreate: allow != 0,
+            created,
+            deleting,
+        })
+    }
+
+    const OBJECT_COLUMNS: &'static str =
+        "kind, name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
+
+    fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+        ))
+    }
+
+    /// One object.
+    pub fn get_object(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE kind = ?1 AND name = ?2",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![kind_str(kind), name],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
+    }
+
+    /// All objects (of one kind), by kind then name.
+    pub fn list_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
+        let rows: Vec<Row> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM objects WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
+                    Self::OBJECT_COLUMNS
+                ))
+                .map_err(self.sql("list objects"))?;
+            let it = stmt
+                .query_map(params![kind.map(kind_str)], Self::map_row)
+                .map_err(self.sql("list objects"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("list objects"))?
+        };
+        let mut out: Vec<StoredObject> = rows
+            .into_iter()
+            .map(|r| self.row_to_object(r))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
+        Ok(out)
+    }
+
+    /// The object with this uid, if any.
+    pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE uid = ?1",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![uid],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
+    }
+
+    /// Names of objects of `kind` that reference `target` (VMs of an Image, Workspaces
+    /// of a VM), including those being deleted.
+    pub fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name FROM objects WHERE kind = ?1 AND ref_name = ?2 ORDER BY name",
+            )
+            .map_err(self.sql("list referrers"))?;
+        let it = stmt
+            .query_map(params![kind_str(kind), target], |r| r.get(0))
+            .map_err(self.sql("list referrers"))?;
+        it.collect::<Result<_, _>>()
+            .map_err(self.sql("list referrers"))
+    }
+
+    /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
+    /// generation.
+    pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
+        let document = objects::document_json(&o.resource);
+        let owner = serde_json::to_string(&o.owner)
+            .map_err(|e| self.corrupt("write owner", e.to_string()))?;
+        let ref_name = objects::reference(&o.resource).map(|(_, n)| n);
+        self.conn()
+            .execute(
+                "INSERT INTO objects (kind, name, uid, generation, document, hash, owner, ref_name, allow_recreate, created, deleting)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (kind, name) DO UPDATE SET uid = ?3, generation = ?4, document = ?5, hash = ?6, owner = ?7,
+                   ref_name = ?8, allow_recreate = ?9, created = ?10, deleting = ?11",
+                params![
+                    kind_str(o.resource.kind()),
+                    o.resource.name(),
+                    o.uid,
+                    o.generation,
+                    document,
+                    o.hash,
+                    owner,
+                    ref_name,
+                    i64::from(o.allow_recreate),
+                    o.created,
+                    o.deleting
+                ],
+            )
+            .map_err(self.sql("write object"))?;
+        Ok(())
+    }
+
+    /// Marks an object as being deleted (keeps the first mark). Returns false when the
+    /// object does not exist.
+    pub fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE objects SET deleting = COALESCE(deleting, ?3) WHERE kind = ?1 AND name = ?2",
+                params![kind_str(kind), name, now_rfc3339()],
+            )
+            .map_err(self.sql("mark deleting"))?;
+        Ok(n > 0)
+    }
+
+    /// Removes an object, its status and its handles mirror (the finalizer's last act).
+    /// Its events stay until capped.
+    pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin remove"))?;
+        tx.execute(
+            "DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3",
+            params![kind_str(kind), name, uid],
+        )
+        .map_err(self.sql("remove object"))?;
+        tx.execute(
+            "DELETE FROM status WHERE kind = ?1 AND name = ?2",
+            params![kind_str(kind), name],
+        )
+        .map_err(self.sql("remove status"))?;
+        tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("remove handles"))?;
+        tx.commit().map_err(self.sql("commit remove"))
+    }
+
+    /// Status of an object (default when never written).
+    pub fn get_status(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<(StatusView, InternalState), StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT view, internal FROM status WHERE kind = ?1 AND name = ?2",
+                params![kind_str(kind), name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sql("read status"))?;
+        match row {
+            None => Ok((
+                StatusView {
+                    phase: "Pending".into(),
+                    ..StatusView::default()
+                },
+                InternalState::default(),
+            )),
+            Some((v, i)) => Ok((
+                serde_json::from_str(&v).map_err(|e| self.corrupt("read status", e.to_string()))?,
+                serde_json::from_str(&i).map_err(|e| self.corrupt("read status", e.to_string()))?,
+            )),
+        }
+    }
+
+    /// Writes the status of an object.
+    pub fn put_status(
+        &self,
+        kind: Kind,
+        name: &str,
+        view: &StatusView,
+        internal: &InternalState,
+    ) -> Result<(), StoreError> {
+        let v =
+            serde_json::to_string(view).map_err(|e| self.corrupt("write status", e.to_string()))?;
+        let i = serde_json::to_string(internal)
+            .map_err(|e| self.corrupt("write status", e.to_string()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
+                params![kind_str(kind), name, v, i],
+            )
+            .map_err(self.sql("write status"))?;
+        Ok(())
+    }
+
+    /// Records an event and drops the object's events beyond `cap`. Returns its id.
+    pub fn add_event(
+        &self,
+        kind: Kind,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        cap: usize,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin event"))?;
+        tx.execute(
+            "INSERT INTO events (time, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_rfc3339(), kind_str(kind), name, type_, reason, message],
+        )
+        .map_err(self.sql("write event"))?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM events WHERE kind = ?1 AND name = ?2 AND id <= (
+               SELECT id FROM events WHERE kind = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+            params![kind_str(kind), name, i64::try_from(cap).unwrap_or(i64::MAX)],
+        )
+        .map_err(self.sql("cap events"))?;
+        tx.commit().map_err(self.sql("commit event"))?;
+        Ok(id)
+    }
+
+    /// Events after `after`, optionally of one object, oldest first, at most `limit`.
+    pub fn list_events(
+        &self,
+        object: Option<(Kind, &str)>,
+        kind: Option<Kind>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventView>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time, kind, name, type, reason, message FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
+                 ORDER BY id LIMIT ?4",
+            )
+            .map_err(self.sql("list events"))?;
+        let kind_filter = object.map(|(k, _)| k).or(kind).map(kind_str);
+        let name_filter = object.map(|(_, n)| n.to_string());
+        let rows = stmt
+            .query_map(
+                params![
+                    after,
+                    kind_filter,
+                    name_filter,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
+            .map_err(self.sql("list events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, time, kind, name, type_, reason, message) =
+                row.map_err(self.sql("list events"))?;
+            let Some(kind) = kind_parse(&kind) else {
+                continue;
+            };
+            out.push(EventView {
+                id,
+                time,
+                kind,
+                name,
+                type_,
+                reason,
+                message,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` events of an object, oldest first.
+    pub fn recent_events(
+        &self,
+        kind: Kind,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<EventView>, StoreError> {
+        let all = self.list_events(Some((kind, name)), None, 0, usize::MAX)?;
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    /// The highest event id (0 when none).
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+            .map_err(self.sql("read last event"))
+    }
+
+    /// Writes a `running` journal row before a side-effecting step. Returns its id.
+    pub fn journal_begin(
+        &self,
+        uid: &str,
+        kind: Kind,
+        name: &str,
+        step: &str,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin journal"))?;
+        tx.execute(
+            "INSERT INTO journal (uid, kind, name, step, started, started_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
+            params![uid, kind_str(kind), name, step, now_rfc3339(), unix_ms()],
+        )
+        .map_err(self.sql("write journal"))?;
+        let id = tx.last_insert_rowid();
+        // Keep the last 100 rows per object; unfinished rows are never dropped.
+        tx.execute(
+            "DELETE FROM journal WHERE uid = ?1 AND outcome != 'running' AND id <= (
+               SELECT id FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT 1 OFFSET 100)",
+            params![uid],
+        )
+        .map_err(self.sql("cap journal"))?;
+        tx.commit().map_err(self.sql("commit journal"))?;
+        Ok(id)
+    }
+
+    /// Completes a journal row: `done`, `failed`, `rolled-back` or `resumed`.
+    pub fn journal_finish(
+        &self,
+        id: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE journal SET outcome = ?2, error = ?3, duration_ms = ?4 - started_ms WHERE id = ?1",
+                params![id, outcome, error, unix_ms()],
+            )
+            .map_err(self.sql("finish journal"))?;
+        Ok(())
+    }
+
+    /// Rows still `running`: steps a previous daemon did not finish.
+    pub fn journal_unfinished(&self) -> Result<Vec<JournalRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, uid, kind, name, step, outcome FROM journal WHERE outcome = 'running' ORDER BY id")
+            .map_err(self.sql("read journal"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(self.sql("read journal"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, uid, kind, name, step, outcome) = row.map_err(self.sql("read journal"))?;
+            let Some(kind) = kind_parse(&kind) else {
+                continue;
+            };
+            out.push(JournalRow {
+                id,
+                uid,
+                kind,
+                name,
+                step,
+                outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` steps of an object, oldest first.
+    pub fn journal_for(&self, uid: &str, limit: usize) -> Result<Vec<StepRecordView>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT step, started, duration_ms, outcome, error FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT ?2")
+            .map_err(self.sql("read journal"))?;
+        let rows = stmt
+            .query_map(
+                params![uid, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(StepRecordView {
+                        step: r.get(0)?,
+                        started: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        outcome: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(self.sql("read journal"))?;
+        let mut out: Vec<StepRecordView> = rows
+            .collect::<Result<_, _>>()
+            .map_err(self.sql("read journal"))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The lease of a VM, if any: `(ip, mac)`.
+    pub fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT ip, mac FROM leases WHERE vm_uid = ?1",
+                params![uid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sql("read lease"))?;
+        row.map(|(ip, mac)| {
+            ip.parse()
+                .map(|ip| (ip, mac))
+                .map_err(|_| self.corrupt("read lease", format!("bad ip {ip}")))
+        })
+        .transpose()
+    }
+
+    /// Leases an address for a VM: its existing lease if it has one and it matches the
+    /// static address asked for, else the static address (if free and inside the
+    /// network), else the lowest free address. The network's first host address is the
+    /// bridge's and is never leased.
+    pub fn lease(
+        &self,
+        uid: &str,
+        mac: &str,
+        want: Option<Ipv4Addr>,
+        network: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Ipv4Addr, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin lease"))?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT ip FROM leases WHERE vm_uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("read lease"))?;
+        let current: Option<Ipv4Addr> = current.and_then(|s| s.parse().ok());
+        if let Some(ip) = current {
+            if want.is_none() || want == Some(ip) {
+                return Ok(ip);
+            }
+        }
+        let (first, last) = host_range(network, prefix);
+        let ip = match want {
+            Some(ip) => {
+                let n = u32::from(ip);
+                if n <= first || n > last {
+                    return Err(StoreError::LeaseConflict { ip, message: format!("outside the leasable range of {network}/{prefix} (the first address is the bridge)") });
+                }
+                let holder: Option<String> = tx
+                    .query_row(
+                        "SELECT vm_uid FROM leases WHERE ip = ?1",
+                        params![ip.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(self.sql("read lease"))?;
+                if let Some(h) = holder.filter(|h| h != uid) {
+                    return Err(StoreError::LeaseConflict {
+                        ip,
+                        message: format!("already leased to the VM with uid {h}"),
+                    });
+                }
+                ip
+            }
+            None => {
+                let taken: std::collections::HashSet<u32> = {
+                    let mut stmt = tx
+                        .prepare_cached("SELECT ip FROM leases")
+                        .map_err(self.sql("read leases"))?;
+                    let rows = stmt
+                        .query_map([], |r| r.get::<_, String>(0))
+                        .map_err(self.sql("read leases"))?;
+                    rows.filter_map(|r| r.ok())
+                        .filter_map(|s| s.parse::<Ipv4Addr>().ok())
+                        .map(u32::from)
+                        .collect()
+                };
+                let free = (first + 1..=last).find(|n| !taken.contains(n));
+                Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
+            }
+        };
+        tx.execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("write lease"))?;
+        tx.execute(
+            "INSERT INTO leases (ip, mac, vm_uid) VALUES (?1, ?2, ?3)",
+            params![ip.to_string(), mac, uid],
+        )
+        .map_err(self.sql("write lease"))?;
+        tx.commit().map_err(self.sql("commit lease"))?;
+        Ok(ip)
+    }
+
+    /// Releases a VM's lease.
+    pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("release lease"))?;
+        Ok(())
+    }
+
+    /// Number of leases held.
+    pub fn lease_count(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+            .map_err(self.sql("count leases"))
+    }
+
+    /// Mirrors a VM's handles.
+    pub fn put_handles(&self, uid: &str, handles: &VmHandles) -> Result<(), StoreError> {
+        let json = serde_json::to_string(handles)
+            .map_err(|e| self.corrupt("write handles", e.to_string()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
+                params![uid, json],
+            )
+            .map_err(self.sql("write handles"))?;
+        Ok(())
+    }
+
+    /// The mirrored handles of a VM.
+    pub fn get_handles(&self, uid: &str) -> Result<Option<VmHandles>, StoreError> {
+        let row: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT handles FROM handles WHERE vm_uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("read handles"))?;
+        row.map(|s| {
+            serde_json::from_str(&s).map_err(|e| self.corrupt("read handles", e.to_string()))
+        })
+        .transpose()
+    }
+}
+
+/// `(network address, broadcast-or-last)` as integers: hosts are strictly between.
+fn host_range(network: Ipv4Addr, prefix: u8) -> (u32, u32) {
+    let bits = u32::from(prefix.min(30));
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    let net = u32::from(network) & mask;
+    let last = (net | !mask).saturating_sub(1);
+    // `first` is the bridge's address: net + 1.
+    (net + 1, last)
+}
+
+/// The bridge (gateway) address of a network: its first host address.
+pub fn gateway_of(network: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(host_range(network, prefix).0)
+}
+
+/// A stable, locally administered MAC from a uid: `02:` + five bytes of its hash.
+pub fn mac_for(uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(uid.as_bytes());
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[0], h[1], h[2], h[3], h[4]
+    )
+}
+
+#[cfg(test)]
+mod tests;

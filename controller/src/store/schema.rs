@@ -1,0 +1,63 @@
+//! Schema migrations, applied in order and recorded in SQLite's `user_version`.
+
+/// Each entry migrates from version `index` to `index + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE objects (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uid TEXT NOT NULL UNIQUE,
+        generation INTEGER NOT NULL,
+        document TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        ref_name TEXT,
+        allow_recreate INTEGER NOT NULL DEFAULT 0,
+        created TEXT NOT NULL,
+        deleting TEXT,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE INDEX objects_ref ON objects (kind, ref_name);
+    CREATE TABLE status (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        view TEXT NOT NULL,
+        internal TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_object ON events (kind, name, id);
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        step TEXT NOT NULL,
+        started TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        duration_ms INTEGER,
+        outcome TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX journal_uid ON journal (uid, id);
+    CREATE INDEX journal_outcome ON journal (outcome);
+    CREATE TABLE leases (
+        ip TEXT PRIMARY KEY,
+        mac TEXT NOT NULL,
+        vm_uid TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE handles (
+        vm_uid TEXT PRIMARY KEY,
+        handles TEXT NOT NULL
+    );
+    "#,
+];

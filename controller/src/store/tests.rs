@@ -1,0 +1,143 @@
+use super::*;
+use crate::testutil::vm_resource;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("banger.db")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn migrations_run_once_and_reopen_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    {
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
+        let r = vm_resource("a", "base");
+        s.put_object(&StoredObject {
+            uid: "u1".into(),
+            generation: 1,
+            hash: objects::spec_hash(&r),
+            resource: r,
+            owner: Owner::Cli {
+                path_set: vec!["/x".into()],
+            },
+            allow_recreate: false,
+            created: "t".into(),
+            deleting: None,
+        })
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
+    let o = s.get_object(Kind::Vm, "a").unwrap().unwrap();
+    assert_eq!(o.uid, "u1");
+    assert_eq!(
+        o.owner,
+        Owner::Cli {
+            path_set: vec!["/x".into()]
+        }
+    );
+    assert_eq!(
+        s.referrers(Kind::Vm, "base").unwrap(),
+        vec!["a".to_string()]
+    );
+}
+
+#[test]
+fn leases_honour_static_ips_and_report_conflicts() {
+    let (_d, s) = open();
+    let net = Ipv4Addr::new(172, 30, 0, 0);
+    let a = s.lease("a", &mac_for("a"), None, net, 24).unwrap();
+    assert_eq!(
+        a,
+        Ipv4Addr::new(172, 30, 0, 2),
+        "first address is the bridge"
+    );
+    assert_eq!(
+        s.lease("a", &mac_for("a"), None, net, 24).unwrap(),
+        a,
+        "stable"
+    );
+    let b = s
+        .lease(
+            "b",
+            &mac_for("b"),
+            Some(Ipv4Addr::new(172, 30, 0, 50)),
+            net,
+            24,
+        )
+        .unwrap();
+    assert_eq!(b, Ipv4Addr::new(172, 30, 0, 50));
+    let err = s
+        .lease(
+            "c",
+            &mac_for("c"),
+            Some(Ipv4Addr::new(172, 30, 0, 50)),
+            net,
+            24,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("already leased"), "{err}");
+    let err = s
+        .lease(
+            "c",
+            &mac_for("c"),
+            Some(Ipv4Addr::new(10, 0, 0, 5)),
+            net,
+            24,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+    s.release_lease("b").unwrap();
+    assert_eq!(
+        s.lease(
+            "c",
+            &mac_for("c"),
+            Some(Ipv4Addr::new(172, 30, 0, 50)),
+            net,
+            24
+        )
+        .unwrap(),
+        b
+    );
+    assert_eq!(gateway_of(net, 24), Ipv4Addr::new(172, 30, 0, 1));
+    assert_ne!(mac_for("a"), mac_for("b"));
+    // Exhaustion of a tiny network.
+    let tiny = Ipv4Addr::new(10, 9, 9, 0);
+    s.lease("t1", "m", None, tiny, 30).unwrap();
+    assert!(matches!(
+        s.lease("t2", "m", None, tiny, 30),
+        Err(StoreError::LeasesExhausted { .. })
+    ));
+}
+
+#[test]
+fn events_are_capped_per_object_and_journal_tracks_unfinished() {
+    let (_d, s) = open();
+    for i in 0..10 {
+        s.add_event(Kind::Vm, "a", "Normal", "R", &format!("m{i}"), 4)
+            .unwrap();
+    }
+    s.add_event(Kind::Vm, "b", "Normal", "R", "other", 4)
+        .unwrap();
+    let a = s.list_events(Some((Kind::Vm, "a")), None, 0, 100).unwrap();
+    assert_eq!(
+        a.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        vec!["m6", "m7", "m8", "m9"]
+    );
+    assert_eq!(s.list_events(None, None, 0, 100).unwrap().len(), 5);
+    let id = s.journal_begin("u", Kind::Vm, "a", "launch").unwrap();
+    let id2 = s.journal_begin("u", Kind::Vm, "a", "ensure-tap").unwrap();
+    s.journal_finish(id2, "done", None).unwrap();
+    let open_rows = s.journal_unfinished().unwrap();
+    assert_eq!(open_rows.len(), 1);
+    assert_eq!(open_rows[0].id, id);
+    assert_eq!(open_rows[0].step, "launch");
+    let steps = s.journal_for("u", 10).unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(),
+        vec!["running", "done"]
+    );
+}
