@@ -588,7 +588,7 @@ impl<R: VmRuntime> Engine<R> {
         deleting: bool,
     ) -> Result<VmContext, StoreError> {
         let gateway = store::gateway_of(self.config.bridge_network, self.config.bridge_prefix);
-        let mac = store::mac_for(&obj.uid);
+        let mac = crate::host::names::mac_address_of(&obj.uid);
         let ip = if deleting {
             self.store.lease_of(&obj.uid)?.map(|(ip, _)| ip)
         } else {
@@ -649,18 +649,23 @@ impl<R: VmRuntime> Engine<R> {
         spec: &VmSpec,
         allow_recreate: bool,
     ) -> Result<Plan, StoreError> {
-        let mut ctx = VmContext {
+        let ctx = VmContext {
             uid: obj.uid.clone(),
             name: obj.resource.name().to_string(),
             spec: spec.clone(),
             image: self.resolved_image(&spec.image)?,
             vm_dir: self.config.vm_dir(&obj.uid),
-            lease: None,
+            // The lease the VM holds, if any (a plan never allocates one).
+            lease: self.store.lease_of(&obj.uid)?.map(|(ip, mac)| Lease {
+                ip,
+                mac,
+                gateway: store::gateway_of(self.config.bridge_network, self.config.bridge_prefix),
+                prefix: self.config.bridge_prefix,
+            }),
             bridge: self.config.bridge_name.clone(),
             handles: self.load_handles(&obj.uid)?,
         };
         let observed = self.runtime.observe(&ctx).await;
-        ctx.lease = None;
         let (_, internal) = self.store.get_status(Kind::Vm, obj.resource.name())?;
         let desired = DesiredVm {
             spec,

@@ -113,10 +113,13 @@ impl DaemonArgs {
     }
 }
 
-/// Sets up `tracing` on stderr; the filter comes from `BANGER_LOG` (default `info`).
+/// Sets up `tracing` on stderr; the filter comes from `BANGER_LOG` (default `info`, with
+/// netlink-packet-route's attribute warnings muted).
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // netlink-packet-route warns at every link dump that the kernel sends attributes
+        // newer than it knows; that is noise for banger's users.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

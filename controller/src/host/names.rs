@@ -127,20 +127,34 @@ pub fn is_banger_tap(name: &str) -> bool {
 /// The guest MAC address of the VM with this uid, as six bytes: `02` (locally
 /// administered, unicast) followed by five bytes of the uid's digest.
 pub fn mac_bytes(uid: &ObjectUid) -> [u8; 6] {
-    let digest = uid.digest();
+    mac_bytes_of(uid.as_str())
+}
+
+/// [`mac_bytes`] of a uid given as text (the digest needs no validation).
+fn mac_bytes_of(uid: &str) -> [u8; 6] {
+    let digest: [u8; 32] = Sha256::digest(uid.as_bytes()).into();
     let mut mac = [0u8; 6];
     mac[0] = 0x02;
     mac[1..].copy_from_slice(&digest[TAP_HEX_LEN / 2..TAP_HEX_LEN / 2 + 5]);
     mac
 }
 
-/// The guest MAC address of the VM with this uid, as `02:xx:xx:xx:xx:xx`.
-pub fn mac_address(uid: &ObjectUid) -> String {
-    mac_bytes(uid)
+/// [`mac_address`] of a uid given as text, as the store records it with the lease.
+pub fn mac_address_of(uid: &str) -> String {
+    format_mac(mac_bytes_of(uid))
+}
+
+fn format_mac(bytes: [u8; 6]) -> String {
+    bytes
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The guest MAC address of the VM with this uid, as `02:xx:xx:xx:xx:xx`.
+pub fn mac_address(uid: &ObjectUid) -> String {
+    format_mac(mac_bytes(uid))
 }
 
 /// The comment on the NAT rule of the VM with this uid: `banger-vm:<uid>`.

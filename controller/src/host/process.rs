@@ -750,24 +750,27 @@ mod tests {
     #[test]
     fn find_by_marker_finds_only_processes_carrying_the_marker() {
         let marker = format!("banger-find-{}", std::process::id());
-        let mut child = std::process::Command::new("sleep")
-            .args(["30", &marker])
+        // `sh -c SCRIPT NAME` carries NAME as $0 on its command line (sleep would reject
+        // an extra argument and exit); `; true` keeps sh from exec'ing sleep.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", &marker])
             .spawn()
             .unwrap();
         // Right after fork the child still shows our command line: poll (bounded) until
         // it has exec'd.
+        let child_pid = i32::try_from(child.id()).unwrap();
         let mut found = Vec::new();
-        for _ in 0..100 {
+        for _ in 0..500 {
             found = find_by_marker(&marker);
-            if !found.is_empty() {
+            if found.iter().any(|p| p.pid == child_pid) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].pid, i32::try_from(child.id()).unwrap());
+        let pids: Vec<i32> = found.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![child_pid], "{found:?}");
         assert!(find_by_marker(&format!("{marker}-nobody")).is_empty());
         assert!(!contains_bytes(b"anything", b""));
     }

@@ -33,7 +33,7 @@ use super::{
     ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
 };
 use crate::driver::firecracker::{self, FirecrackerDriver};
-use crate::driver::qemu::{QemuDriver, QemuOptions};
+use crate::driver::qemu::{self, QemuDriver, QemuOptions};
 use crate::driver::{
     Driver, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess,
 };
@@ -52,10 +52,10 @@ use crate::host::safe_path;
 /// Key in [`VmHandles::extra`]: console log length when the current VMM was launched, so
 /// readiness and halt markers of earlier boots are ignored.
 const CONSOLE_OFFSET: &str = "consoleOffset";
-/// Key in [`VmHandles::extra`]: the console log path.
-const CONSOLE_LOG: &str = "consoleLog";
-/// Key in [`VmHandles::extra`]: the VMM's control socket.
-const CONTROL_SOCKET: &str = "controlSocket";
+/// Key in [`VmHandles::extra`]: the VMM's own log file (its stdout/stderr or logger).
+const VMM_LOG: &str = "vmmLog";
+/// Key in [`VmHandles::extra`]: the VMM's pid file, where the hypervisor writes one.
+const PID_FILE: &str = "pidFile";
 /// Kernel command line every guest gets before the image's and VM's arguments.
 const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw";
 /// How long a readiness TCP connect may take.
@@ -286,13 +286,23 @@ impl HostRuntime {
         handles
             .extra
             .insert(CONSOLE_OFFSET.into(), console_offset.to_string());
+        // Every file the VMM keeps in the VM directory, so `describe` lists them all.
+        let (vmm_log, pid_file) = match kind {
+            HypervisorKind::Firecracker => (vm.vm_dir.join(firecracker::LOG_FILE), None),
+            _ => (
+                qemu::output_log_path(&vm.vm_dir),
+                Some(qemu::pid_file_path(&vm.vm_dir)),
+            ),
+        };
         handles
             .extra
-            .insert(CONSOLE_LOG.into(), console_log.display().to_string());
-        handles.extra.insert(
-            CONTROL_SOCKET.into(),
-            vmm.control_socket.display().to_string(),
-        );
+            .insert(VMM_LOG.into(), vmm_log.display().to_string());
+        match pid_file {
+            Some(p) => handles
+                .extra
+                .insert(PID_FILE.into(), p.display().to_string()),
+            None => handles.extra.remove(PID_FILE),
+        };
         handles.process = Some(vmm);
         handles.launched = Some(LaunchConfig::desired(&vm.spec, image, Some(lease.ip)));
         Ok(handles)
@@ -329,7 +339,7 @@ impl HostRuntime {
         }
         handles.process = None;
         handles.launched = None;
-        handles.extra.remove(CONTROL_SOCKET);
+        handles.extra.remove(PID_FILE);
         Ok(handles)
     }
 

@@ -835,15 +835,5 @@ pub fn gateway_of(network: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(host_range(network, prefix).0)
 }
 
-/// A stable, locally administered MAC from a uid: `02:` + five bytes of its hash.
-pub fn mac_for(uid: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(uid.as_bytes());
-    format!(
-        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        h[0], h[1], h[2], h[3], h[4]
-    )
-}
-
 #[cfg(test)]
 mod tests;

@@ -49,21 +49,24 @@ fn migrations_run_once_and_reopen_keeps_data() {
 fn leases_honour_static_ips_and_report_conflicts() {
     let (_d, s) = open();
     let net = Ipv4Addr::new(172, 30, 0, 0);
-    let a = s.lease("a", &mac_for("a"), None, net, 24).unwrap();
+    let a = s
+        .lease("a", &crate::host::names::mac_address_of("a"), None, net, 24)
+        .unwrap();
     assert_eq!(
         a,
         Ipv4Addr::new(172, 30, 0, 2),
         "first address is the bridge"
     );
     assert_eq!(
-        s.lease("a", &mac_for("a"), None, net, 24).unwrap(),
+        s.lease("a", &crate::host::names::mac_address_of("a"), None, net, 24)
+            .unwrap(),
         a,
         "stable"
     );
     let b = s
         .lease(
             "b",
-            &mac_for("b"),
+            &crate::host::names::mac_address_of("b"),
             Some(Ipv4Addr::new(172, 30, 0, 50)),
             net,
             24,
@@ -73,7 +76,7 @@ fn leases_honour_static_ips_and_report_conflicts() {
     let err = s
         .lease(
             "c",
-            &mac_for("c"),
+            &crate::host::names::mac_address_of("c"),
             Some(Ipv4Addr::new(172, 30, 0, 50)),
             net,
             24,
@@ -83,7 +86,7 @@ fn leases_honour_static_ips_and_report_conflicts() {
     let err = s
         .lease(
             "c",
-            &mac_for("c"),
+            &crate::host::names::mac_address_of("c"),
             Some(Ipv4Addr::new(10, 0, 0, 5)),
             net,
             24,
@@ -94,7 +97,7 @@ fn leases_honour_static_ips_and_report_conflicts() {
     assert_eq!(
         s.lease(
             "c",
-            &mac_for("c"),
+            &crate::host::names::mac_address_of("c"),
             Some(Ipv4Addr::new(172, 30, 0, 50)),
             net,
             24
@@ -103,7 +106,10 @@ fn leases_honour_static_ips_and_report_conflicts() {
         b
     );
     assert_eq!(gateway_of(net, 24), Ipv4Addr::new(172, 30, 0, 1));
-    assert_ne!(mac_for("a"), mac_for("b"));
+    assert_ne!(
+        crate::host::names::mac_address_of("a"),
+        crate::host::names::mac_address_of("b")
+    );
     // Exhaustion of a tiny network.
     let tiny = Ipv4Addr::new(10, 9, 9, 0);
     s.lease("t1", "m", None, tiny, 30).unwrap();
