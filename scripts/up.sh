@@ -38,4 +38,6 @@ fi
 for vm in dev ci; do
   "$bin" wait "vm/$vm" --for=condition=Ready --timeout 5m
 done
-"$bin" get all -o wide 2>/dev/null || "$bin" get vms -o wide
+"$bin" get images
+"$bin" get vms -o wide
+"$bin" get workspaces
