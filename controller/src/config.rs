@@ -80,14 +80,22 @@ impl DaemonConfig {
                 PathBuf::from("/run/banger/banger.sock"),
             );
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         let xdg = |var: &str, fallback: &Path| {
-            std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| fallback.to_path_buf())
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| fallback.to_path_buf())
         };
         let config = xdg("XDG_CONFIG_HOME", &home.join(".config"));
         let state = xdg("XDG_STATE_HOME", &home.join(".local/state"));
         let runtime = xdg("XDG_RUNTIME_DIR", &std::env::temp_dir());
-        (config.join("banger/specs"), state.join("banger"), runtime.join("banger.sock"))
+        (
+            config.join("banger/specs"),
+            state.join("banger"),
+            runtime.join("banger.sock"),
+        )
     }
 
     /// The SQLite database file.

@@ -48,13 +48,22 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon until `shutdown` resolves (the caller maps SIGTERM/SIGINT to it).
-pub async fn run<R: VmRuntime>(config: DaemonConfig, runtime: R, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|source| DaemonError::StateDir { path: config.state_dir.display().to_string(), source })?;
+pub async fn run<R: VmRuntime>(
+    config: DaemonConfig,
+    runtime: R,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
     let engine = Arc::new(Engine::new(config.clone(), runtime)?);
     let listener = server::bind(&config.socket)
         .await
-        .map_err(|source| DaemonError::Socket { path: config.socket.display().to_string(), source })?;
+        .map_err(|source| DaemonError::Socket {
+            path: config.socket.display().to_string(),
+            source,
+        })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -62,7 +71,10 @@ pub async fn run<R: VmRuntime>(config: DaemonConfig, runtime: R, shutdown: impl 
 
     let recovered = engine.recover_journal().await?;
     if recovered > 0 {
-        tracing::info!(recovered, "handled unfinished journal rows of the previous daemon");
+        tracing::info!(
+            recovered,
+            "handled unfinished journal rows of the previous daemon"
+        );
     }
 
     // VMM exits enqueue their VM at once.
@@ -72,14 +84,19 @@ pub async fn run<R: VmRuntime>(config: DaemonConfig, runtime: R, shutdown: impl 
         let engine = engine.clone();
         tokio::spawn(async move {
             while let Some(notice) = exit_rx.recv().await {
-                match engine.store.list_objects(Some(banger_specs::Kind::Vm)) {
-                    Ok(vms) => {
-                        if let Some(vm) = vms.iter().find(|o| o.uid == notice.uid) {
-                            tracing::info!(vm = %vm.resource.name(), "VMM exited");
-                            engine.event(banger_specs::Kind::Vm, vm.resource.name(), "Warning", "ProcessExited", "the VMM process exited");
-                            engine.queue.add(vm.resource.key());
-                        }
+                match engine.store.object_by_uid(&notice.uid) {
+                    Ok(Some(vm)) => {
+                        tracing::info!(vm = %vm.resource.name(), "VMM exited");
+                        engine.event(
+                            vm.resource.kind(),
+                            vm.resource.name(),
+                            "Warning",
+                            "ProcessExited",
+                            "the VMM process exited",
+                        );
+                        engine.queue.add(vm.resource.key());
                     }
+                    Ok(None) => tracing::debug!(uid = %notice.uid, "exit of an unknown VM"),
                     Err(e) => tracing::warn!(error = %e, "mapping an exit to its VM"),
                 }
             }
@@ -136,7 +153,10 @@ pub async fn run<R: VmRuntime>(config: DaemonConfig, runtime: R, shutdown: impl 
         let rx = stop_rx.clone();
         tokio::spawn(async move {
             let app = server::router(engine);
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(rx)).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
                 tracing::error!(error = %e, "API server failed");
             }
         })
@@ -148,7 +168,10 @@ pub async fn run<R: VmRuntime>(config: DaemonConfig, runtime: R, shutdown: impl 
     let _ = stop_tx.send(true);
     engine.begin_shutdown();
     let finish = futures::future::join_all(workers);
-    if tokio::time::timeout(config.shutdown_grace, finish).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, finish)
+        .await
+        .is_err()
+    {
         tracing::warn!("steps still in flight after the grace period; their journal rows stay open for the next start");
     }
     exits.abort();
@@ -157,7 +180,10 @@ pub async fn run<R: VmRuntime>(config: DaemonConfig, runtime: R, shutdown: impl 
         w.abort();
     }
     // Long polls may hold the graceful shutdown; give the API a moment, then drop it.
-    if tokio::time::timeout(std::time::Duration::from_secs(2), api).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(2), api)
+        .await
+        .is_err()
+    {
         tracing::debug!("API connections dropped at shutdown");
     }
     let _ = std::fs::remove_file(&config.socket);

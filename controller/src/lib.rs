@@ -24,4 +24,6 @@ pub mod sources;
 pub mod status;
 pub mod store;
 #[cfg(test)]
+mod tests;
+#[cfg(test)]
 mod testutil;

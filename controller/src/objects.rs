@@ -8,7 +8,6 @@
 
 use banger_specs::{ImageSpec, Kind, Object, Resource, VmSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Annotation: what happens to a directory object whose file is removed.
 pub const ANNOTATION_ON_REMOVE: &str = "banger.dev/on-remove";
@@ -64,7 +63,12 @@ pub enum OnRemove {
 
 /// Reads `banger.dev/on-remove` of a resource.
 pub fn on_remove(resource: &Resource) -> OnRemove {
-    match resource.metadata().annotations.get(ANNOTATION_ON_REMOVE).map(String::as_str) {
+    match resource
+        .metadata()
+        .annotations
+        .get(ANNOTATION_ON_REMOVE)
+        .map(String::as_str)
+    {
         Some("Orphan") => OnRemove::Orphan,
         Some("Stop") => OnRemove::Stop,
         _ => OnRemove::Delete,
@@ -73,35 +77,26 @@ pub fn on_remove(resource: &Resource) -> OnRemove {
 
 /// Whether `banger.dev/allow-recreate: "true"` is set.
 pub fn allow_recreate_annotation(resource: &Resource) -> bool {
-    resource.metadata().annotations.get(ANNOTATION_ALLOW_RECREATE).is_some_and(|v| v == "true")
+    resource
+        .metadata()
+        .annotations
+        .get(ANNOTATION_ALLOW_RECREATE)
+        .is_some_and(|v| v == "true")
 }
 
-/// The canonical JSON of the spec alone.
+/// The canonical JSON of the spec alone (see [`banger_specs::canonical`]).
 pub fn spec_json(resource: &Resource) -> serde_json::Value {
-    let v = match resource {
-        Resource::Image(o) => serde_json::to_value(&o.spec),
-        Resource::Vm(o) => serde_json::to_value(&o.spec),
-        Resource::Workspace(o) => serde_json::to_value(&o.spec),
-    };
-    v.unwrap_or(serde_json::Value::Null)
+    resource.spec_json()
 }
 
-/// The stable hash of the canonical spec (hex SHA-256).
+/// The stable hash of the canonical spec (hex SHA-256 of its canonical JSON).
 pub fn spec_hash(resource: &Resource) -> String {
-    // serde_json writes struct fields in declaration order and maps sorted (BTreeMap):
-    // the bytes are a function of the canonical value.
-    let bytes = serde_json::to_vec(&spec_json(resource)).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    resource.spec_hash()
 }
 
-/// The whole document as JSON.
-pub fn document_json(resource: &Resource) -> serde_json::Value {
-    let v = match resource {
-        Resource::Image(o) => serde_json::to_value(o),
-        Resource::Vm(o) => serde_json::to_value(o),
-        Resource::Workspace(o) => serde_json::to_value(o),
-    };
-    v.unwrap_or(serde_json::Value::Null)
+/// The whole document as canonical JSON text (keys sorted, no whitespace).
+pub fn document_json(resource: &Resource) -> String {
+    banger_specs::canonical::canonical_json(&resource.to_json())
 }
 
 /// Parses a document stored by [`document_json`].
@@ -109,7 +104,9 @@ pub fn document_from_json(kind: Kind, text: &str) -> Result<Resource, serde_json
     Ok(match kind {
         Kind::Image => Resource::Image(serde_json::from_str::<Object<ImageSpec>>(text)?),
         Kind::Vm => Resource::Vm(serde_json::from_str::<Object<VmSpec>>(text)?),
-        Kind::Workspace => Resource::Workspace(serde_json::from_str::<Object<WorkspaceSpec>>(text)?),
+        Kind::Workspace => {
+            Resource::Workspace(serde_json::from_str::<Object<WorkspaceSpec>>(text)?)
+        }
     })
 }
 
@@ -136,7 +133,12 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
                 let null = Value::Null;
-                diff_values(&format!("{path}.{k}"), x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                diff_values(
+                    &format!("{path}.{k}"),
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
             }
         }
         _ if a != b => out.push(format!("{path}: {a} -> {b}")),

@@ -10,7 +10,7 @@
 //! - `live`: applied without restarting the guest (NAT on/off, power state, restart
 //!   policy);
 //! - `restart`: the VMM is shut down and launched again (vcpus, memory, kernel args,
-//!   kernel/initrd, hypervisor, a larger disk);
+//!   kernel/initrd, hypervisor, static IP, a larger disk);
 //! - `recreate`: the root disk is rebuilt from the image (a different image or image
 //!   content, a smaller disk). Needs `allow_recreate`, else the plan is
 //!   [`Blocker::RecreateBlocked`] and nothing runs;
@@ -181,6 +181,9 @@ pub struct DesiredVm<'a> {
     pub allow_recreate: bool,
     /// The crash-loop backoff is active: a restart after an exit must wait.
     pub crash_backoff: bool,
+    /// The VM's leased address (`None` when not leased yet, or unknown in a dry run:
+    /// then an address change is not planned).
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// Plans one VM.
@@ -191,8 +194,15 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
     let spec = desired.spec;
     let mut b = VmPlanBuilder::default();
     let fresh = observed.disk.is_none() && observed.process == ProcessState::Absent;
-    let new_class = if fresh { ChangeClass::Create } else { ChangeClass::Live };
-    let running = matches!(observed.process, ProcessState::Running { .. } | ProcessState::Unresponsive { .. });
+    let new_class = if fresh {
+        ChangeClass::Create
+    } else {
+        ChangeClass::Live
+    };
+    let running = matches!(
+        observed.process,
+        ProcessState::Running { .. } | ProcessState::Unresponsive { .. }
+    );
     let want_running = spec.state == PowerState::Running;
 
     if !observed.vm_dir {
@@ -200,13 +210,21 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
     }
     match &observed.tap {
         None => b.tap = Some((new_class, "tap device missing".into())),
-        Some(t) if !t.attached => b.tap = Some((ChangeClass::Live, format!("tap {} not attached to the bridge", t.name))),
+        Some(t) if !t.attached => {
+            b.tap = Some((
+                ChangeClass::Live,
+                format!("tap {} not attached to the bridge", t.name),
+            ))
+        }
         Some(_) => {}
     }
     if spec.network.nat && !observed.nat {
         b.nat_add = Some((new_class, "NAT rule missing (network.nat: true)".into()));
     } else if !spec.network.nat && observed.nat {
-        b.nat_remove = Some((ChangeClass::Live, "NAT rule present (network.nat: false)".into()));
+        b.nat_remove = Some((
+            ChangeClass::Live,
+            "NAT rule present (network.nat: false)".into(),
+        ));
     }
 
     // The root disk.
@@ -214,18 +232,32 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
     match &observed.disk {
         None => {
             if desired.image.is_none() {
-                b.blocked = Some(Blocker::WaitingForImage { image: spec.image.clone() });
+                b.blocked = Some(Blocker::WaitingForImage {
+                    image: spec.image.clone(),
+                });
             }
-            let reason = if fresh { "root disk missing" } else { "root disk missing: rebuilt from the image" };
+            let reason = if fresh {
+                "root disk missing"
+            } else {
+                "root disk missing: rebuilt from the image"
+            };
             b.prepare_disk = Some((new_class, reason.into()));
         }
         Some(disk) => {
             if disk.image != spec.image {
                 recreate_reason = Some(format!("image {} -> {}", disk.image, spec.image));
             } else if let Some(img) = desired.image.filter(|i| i.rootfs_digest != disk.digest) {
-                recreate_reason = Some(format!("image {} content changed ({} -> {})", spec.image, short(&disk.digest), short(&img.rootfs_digest)));
+                recreate_reason = Some(format!(
+                    "image {} content changed ({} -> {})",
+                    spec.image,
+                    short(&disk.digest),
+                    short(&img.rootfs_digest)
+                ));
             } else if disk.size > spec.disk.0 {
-                recreate_reason = Some(format!("disk {} -> {} bytes (shrink)", disk.size, spec.disk.0));
+                recreate_reason = Some(format!(
+                    "disk {} -> {} bytes (shrink)",
+                    disk.size, spec.disk.0
+                ));
             } else if disk.size < spec.disk.0 {
                 let reason = format!("disk {} -> {} bytes", disk.size, spec.disk.0);
                 b.grow_disk = Some((ChangeClass::Restart, reason.clone()));
@@ -240,7 +272,9 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
     }
     if let Some(reason) = &recreate_reason {
         if desired.image.is_none() {
-            b.blocked = Some(Blocker::WaitingForImage { image: spec.image.clone() });
+            b.blocked = Some(Blocker::WaitingForImage {
+                image: spec.image.clone(),
+            });
         }
         b.remove_disk = Some((ChangeClass::Recreate, reason.clone()));
         b.prepare_disk = Some((ChangeClass::Recreate, reason.clone()));
@@ -251,7 +285,9 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
             }
         }
         if !desired.allow_recreate && b.blocked.is_none() {
-            b.blocked = Some(Blocker::RecreateBlocked { reason: reason.clone() });
+            b.blocked = Some(Blocker::RecreateBlocked {
+                reason: reason.clone(),
+            });
         }
     }
 
@@ -263,7 +299,7 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
         }
         (ProcessState::Running { launched }, true) => {
             if let Some(image) = desired.image {
-                let want = LaunchConfig::desired(spec, image);
+                let want = LaunchConfig::desired(spec, image, desired.ip);
                 let diffs = launch_diffs(launched, &want);
                 if !diffs.is_empty() {
                     let reason = diffs.join(", ");
@@ -284,8 +320,15 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
                 RestartPolicy::Never => false,
             };
             if restart {
-                let how = if *clean { "guest powered off" } else { "VMM exited" };
-                b.launch(ChangeClass::Restart, &format!("{how}; restartPolicy {:?}", spec.restart_policy));
+                let how = if *clean {
+                    "guest powered off"
+                } else {
+                    "VMM exited"
+                };
+                b.launch(
+                    ChangeClass::Restart,
+                    &format!("{how}; restartPolicy {:?}", spec.restart_policy),
+                );
                 if desired.crash_backoff && b.blocked.is_none() {
                     b.blocked = Some(Blocker::CrashLoopBackOff);
                 }
@@ -294,8 +337,13 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
         (ProcessState::Absent, false) => {}
         (_, false) => b.shutdown(ChangeClass::Live, "state: Stopped"),
     }
-    if (b.launch.is_some() || b.prepare_disk.is_some()) && desired.image.is_none() && b.blocked.is_none() {
-        b.blocked = Some(Blocker::WaitingForImage { image: spec.image.clone() });
+    if (b.launch.is_some() || b.prepare_disk.is_some())
+        && desired.image.is_none()
+        && b.blocked.is_none()
+    {
+        b.blocked = Some(Blocker::WaitingForImage {
+            image: spec.image.clone(),
+        });
     }
     b.build()
 }
@@ -303,7 +351,11 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
 fn plan_vm_delete(observed: &ObservedVm) -> Plan {
     let mut steps = Vec::new();
     let mut push = |step: VmStep, reason: &str| {
-        steps.push(PlannedStep { action: Action::Vm(step), class: ChangeClass::Delete, reason: reason.to_string() })
+        steps.push(PlannedStep {
+            action: Action::Vm(step),
+            class: ChangeClass::Delete,
+            reason: reason.to_string(),
+        })
     };
     if observed.process != ProcessState::Absent {
         push(VmStep::Shutdown, "VM deleted");
@@ -320,7 +372,10 @@ fn plan_vm_delete(observed: &ObservedVm) -> Plan {
     if observed.vm_dir {
         push(VmStep::RemoveVmDir, "VM deleted");
     }
-    Plan { steps, blocked: None }
+    Plan {
+        steps,
+        blocked: None,
+    }
 }
 
 fn short(digest: &str) -> &str {
@@ -334,10 +389,18 @@ pub fn launch_diffs(have: &LaunchConfig, want: &LaunchConfig) -> Vec<String> {
         d.push(format!("vcpus {} -> {}", have.vcpus, want.vcpus));
     }
     if have.memory_mib != want.memory_mib {
-        d.push(format!("memory {}Mi -> {}Mi", have.memory_mib, want.memory_mib));
+        d.push(format!(
+            "memory {}Mi -> {}Mi",
+            have.memory_mib, want.memory_mib
+        ));
     }
     if have.hypervisor != want.hypervisor {
         d.push(format!("hypervisor {:?} -> {:?}", have.hypervisor, want.hypervisor).to_lowercase());
+    }
+    if let (Some(a), Some(b)) = (have.ip, want.ip) {
+        if a != b {
+            d.push(format!("ip {a} -> {b}"));
+        }
     }
     if have.boot_digest != want.boot_digest {
         d.push("kernel, initrd or kernel args changed".to_string());
@@ -388,9 +451,18 @@ impl VmPlanBuilder {
         ];
         let steps = order
             .into_iter()
-            .filter_map(|(step, slot)| slot.map(|(class, reason)| PlannedStep { action: Action::Vm(step), class, reason }))
+            .filter_map(|(step, slot)| {
+                slot.map(|(class, reason)| PlannedStep {
+                    action: Action::Vm(step),
+                    class,
+                    reason,
+                })
+            })
             .collect();
-        Plan { steps, blocked: self.blocked }
+        Plan {
+            steps,
+            blocked: self.blocked,
+        }
     }
 }
 
@@ -405,22 +477,43 @@ pub struct ImageFacts {
     pub generation: i64,
     /// Names of VMs (not yet gone) that use the image.
     pub used_by: Vec<String>,
+    /// The resolved files are still present (re-probed at every reconcile).
+    pub files_present: bool,
 }
 
 /// Plans one Image.
 pub fn plan_image(f: &ImageFacts) -> Plan {
     if f.deleting {
-        let steps = vec![PlannedStep { action: Action::RemoveImage, class: ChangeClass::Delete, reason: "image deleted".into() }];
-        let blocked = (!f.used_by.is_empty()).then(|| Blocker::InUse { by: f.used_by.clone() });
+        let steps = vec![PlannedStep {
+            action: Action::RemoveImage,
+            class: ChangeClass::Delete,
+            reason: "image deleted".into(),
+        }];
+        let blocked = (!f.used_by.is_empty()).then(|| Blocker::InUse {
+            by: f.used_by.clone(),
+        });
         return Plan { steps, blocked };
     }
     let step = match f.resolved_generation {
         None => Some((ChangeClass::Create, "image not resolved yet".to_string())),
-        Some(g) if g != f.generation => Some((ChangeClass::Live, format!("spec changed (generation {g} -> {})", f.generation))),
+        Some(g) if g != f.generation => Some((
+            ChangeClass::Live,
+            format!("spec changed (generation {g} -> {})", f.generation),
+        )),
+        Some(_) if !f.files_present => {
+            Some((ChangeClass::Create, "image files missing".to_string()))
+        }
         Some(_) => None,
     };
     Plan {
-        steps: step.into_iter().map(|(class, reason)| PlannedStep { action: Action::ResolveImage, class, reason }).collect(),
+        steps: step
+            .into_iter()
+            .map(|(class, reason)| PlannedStep {
+                action: Action::ResolveImage,
+                class,
+                reason,
+            })
+            .collect(),
         blocked: None,
     }
 }
@@ -442,14 +535,25 @@ pub struct WorkspaceFacts {
 /// binds a workspace to its VM once the VM runs.
 pub fn plan_workspace(f: &WorkspaceFacts) -> Plan {
     if f.deleting {
-        let steps = vec![PlannedStep { action: Action::UnbindWorkspace, class: ChangeClass::Delete, reason: "workspace deleted".into() }];
-        return Plan { steps, blocked: None };
+        let steps = vec![PlannedStep {
+            action: Action::UnbindWorkspace,
+            class: ChangeClass::Delete,
+            reason: "workspace deleted".into(),
+        }];
+        return Plan {
+            steps,
+            blocked: None,
+        };
     }
     if f.bound && f.vm_running {
         return Plan::default();
     }
     Plan {
-        steps: vec![PlannedStep { action: Action::BindWorkspace, class: ChangeClass::Create, reason: format!("place workspace in vm {}", f.vm) }],
+        steps: vec![PlannedStep {
+            action: Action::BindWorkspace,
+            class: ChangeClass::Create,
+            reason: format!("place workspace in vm {}", f.vm),
+        }],
         blocked: (!f.vm_running).then(|| Blocker::WaitingForVm { vm: f.vm.clone() }),
     }
 }
@@ -505,9 +609,18 @@ mod tests {
 
     fn running(spec: &VmSpec, image: &ResolvedImage) -> ObservedVm {
         ObservedVm {
-            process: ProcessState::Running { launched: LaunchConfig::desired(spec, image) },
-            disk: Some(ObservedDisk { image: spec.image.clone(), digest: image.rootfs_digest.clone(), size: spec.disk.0 }),
-            tap: Some(ObservedTap { name: "bgx".into(), attached: true }),
+            process: ProcessState::Running {
+                launched: LaunchConfig::desired(spec, image, None),
+            },
+            disk: Some(ObservedDisk {
+                image: spec.image.clone(),
+                digest: image.rootfs_digest.clone(),
+                size: spec.disk.0,
+            }),
+            tap: Some(ObservedTap {
+                name: "bgx".into(),
+                attached: true,
+            }),
             nat: spec.network.nat,
             guest_ready: true,
             vm_dir: true,
@@ -515,11 +628,21 @@ mod tests {
     }
 
     fn desired<'a>(spec: &'a VmSpec, image: &'a ResolvedImage) -> DesiredVm<'a> {
-        DesiredVm { spec, image: Some(image), deleting: false, allow_recreate: false, crash_backoff: false }
+        DesiredVm {
+            spec,
+            image: Some(image),
+            deleting: false,
+            allow_recreate: false,
+            crash_backoff: false,
+            ip: None,
+        }
     }
 
     fn names(plan: &Plan) -> Vec<(&'static str, ChangeClass)> {
-        plan.steps.iter().map(|s| (s.action.name(), s.class)).collect()
+        plan.steps
+            .iter()
+            .map(|s| (s.action.name(), s.class))
+            .collect()
     }
 
     #[test]
@@ -559,7 +682,13 @@ mod tests {
             let mut s2 = spec();
             change(&mut s2);
             let plan = plan_vm(&desired(&s2, &i), &observed);
-            assert_eq!(names(&plan), vec![("shutdown", ChangeClass::Restart), ("launch", ChangeClass::Restart)]);
+            assert_eq!(
+                names(&plan),
+                vec![
+                    ("shutdown", ChangeClass::Restart),
+                    ("launch", ChangeClass::Restart)
+                ]
+            );
             assert_eq!(plan.worst_class(), Some(ChangeClass::Restart));
             assert_eq!(plan.blocked, None);
         }
@@ -571,13 +700,22 @@ mod tests {
         let observed = running(&s, &i);
         let mut s2 = spec();
         s2.network.nat = false;
-        assert_eq!(names(&plan_vm(&desired(&s2, &i), &observed)), vec![("remove-nat", ChangeClass::Live)]);
+        assert_eq!(
+            names(&plan_vm(&desired(&s2, &i), &observed)),
+            vec![("remove-nat", ChangeClass::Live)]
+        );
         let mut s3 = spec();
         s3.state = PowerState::Stopped;
-        assert_eq!(names(&plan_vm(&desired(&s3, &i), &observed)), vec![("shutdown", ChangeClass::Live)]);
+        assert_eq!(
+            names(&plan_vm(&desired(&s3, &i), &observed)),
+            vec![("shutdown", ChangeClass::Live)]
+        );
         let mut stopped = observed.clone();
         stopped.process = ProcessState::Absent;
-        assert_eq!(names(&plan_vm(&desired(&s, &i), &stopped)), vec![("launch", ChangeClass::Live)]);
+        assert_eq!(
+            names(&plan_vm(&desired(&s, &i), &stopped)),
+            vec![("launch", ChangeClass::Live)]
+        );
         let mut s4 = spec();
         s4.restart_policy = RestartPolicy::Never;
         assert!(plan_vm(&desired(&s4, &i), &observed).is_converged());
@@ -599,7 +737,10 @@ mod tests {
                 ("launch", ChangeClass::Recreate),
             ]
         );
-        assert!(matches!(plan.blocked, Some(Blocker::RecreateBlocked { .. })), "{plan:?}");
+        assert!(
+            matches!(plan.blocked, Some(Blocker::RecreateBlocked { .. })),
+            "{plan:?}"
+        );
         let mut d = desired(&s, &i2);
         d.allow_recreate = true;
         let allowed = plan_vm(&d, &observed);
@@ -608,7 +749,10 @@ mod tests {
         // Another image by name is a recreate too.
         let mut s2 = spec();
         s2.image = "other".into();
-        assert!(matches!(plan_vm(&desired(&s2, &i), &observed).blocked, Some(Blocker::RecreateBlocked { .. })));
+        assert!(matches!(
+            plan_vm(&desired(&s2, &i), &observed).blocked,
+            Some(Blocker::RecreateBlocked { .. })
+        ));
     }
 
     #[test]
@@ -619,19 +763,38 @@ mod tests {
         bigger.disk = ByteSize(4096 * MIB);
         assert_eq!(
             names(&plan_vm(&desired(&bigger, &i), &observed)),
-            vec![("shutdown", ChangeClass::Restart), ("grow-disk", ChangeClass::Restart), ("launch", ChangeClass::Restart)]
+            vec![
+                ("shutdown", ChangeClass::Restart),
+                ("grow-disk", ChangeClass::Restart),
+                ("launch", ChangeClass::Restart)
+            ]
         );
         let mut smaller = spec();
         smaller.disk = ByteSize(1024 * MIB);
-        assert!(matches!(plan_vm(&desired(&smaller, &i), &observed).blocked, Some(Blocker::RecreateBlocked { .. })));
+        assert!(matches!(
+            plan_vm(&desired(&smaller, &i), &observed).blocked,
+            Some(Blocker::RecreateBlocked { .. })
+        ));
     }
 
     #[test]
     fn waiting_for_image_blocks_without_error() {
         let s = spec();
-        let d = DesiredVm { spec: &s, image: None, deleting: false, allow_recreate: false, crash_backoff: false };
+        let d = DesiredVm {
+            spec: &s,
+            image: None,
+            deleting: false,
+            allow_recreate: false,
+            crash_backoff: false,
+            ip: None,
+        };
         let plan = plan_vm(&d, &ObservedVm::nothing());
-        assert_eq!(plan.blocked, Some(Blocker::WaitingForImage { image: "base".into() }));
+        assert_eq!(
+            plan.blocked,
+            Some(Blocker::WaitingForImage {
+                image: "base".into()
+            })
+        );
     }
 
     #[test]
@@ -643,7 +806,10 @@ mod tests {
         assert_eq!(names(&plan), vec![("launch", ChangeClass::Restart)]);
         let mut d = desired(&s, &i);
         d.crash_backoff = true;
-        assert_eq!(plan_vm(&d, &observed).blocked, Some(Blocker::CrashLoopBackOff));
+        assert_eq!(
+            plan_vm(&d, &observed).blocked,
+            Some(Blocker::CrashLoopBackOff)
+        );
         let mut never = spec();
         never.restart_policy = RestartPolicy::Never;
         assert!(plan_vm(&desired(&never, &i), &observed).is_converged());
@@ -652,7 +818,10 @@ mod tests {
         observed.process = ProcessState::Exited { clean: true };
         assert!(plan_vm(&desired(&on_failure, &i), &observed).is_converged());
         observed.process = ProcessState::Exited { clean: false };
-        assert_eq!(names(&plan_vm(&desired(&on_failure, &i), &observed)), vec![("launch", ChangeClass::Restart)]);
+        assert_eq!(
+            names(&plan_vm(&desired(&on_failure, &i), &observed)),
+            vec![("launch", ChangeClass::Restart)]
+        );
     }
 
     #[test]
@@ -675,17 +844,50 @@ mod tests {
 
     #[test]
     fn image_and_workspace_plans() {
-        let facts = ImageFacts { deleting: false, resolved_generation: None, generation: 1, used_by: vec![] };
+        let facts = ImageFacts {
+            deleting: false,
+            resolved_generation: None,
+            generation: 1,
+            used_by: vec![],
+            files_present: true,
+        };
         assert_eq!(plan_image(&facts).steps[0].class, ChangeClass::Create);
-        let same = ImageFacts { resolved_generation: Some(1), ..facts.clone() };
+        let same = ImageFacts {
+            resolved_generation: Some(1),
+            ..facts.clone()
+        };
         assert!(plan_image(&same).is_converged());
-        let changed = ImageFacts { resolved_generation: Some(1), generation: 2, ..facts.clone() };
+        let changed = ImageFacts {
+            resolved_generation: Some(1),
+            generation: 2,
+            ..facts.clone()
+        };
         assert_eq!(plan_image(&changed).steps[0].class, ChangeClass::Live);
-        let in_use = ImageFacts { deleting: true, used_by: vec!["a".into()], ..facts };
-        assert!(matches!(plan_image(&in_use).blocked, Some(Blocker::InUse { .. })));
-        let ws = WorkspaceFacts { deleting: false, vm: "a".into(), vm_running: false, bound: false };
-        assert_eq!(plan_workspace(&ws).blocked, Some(Blocker::WaitingForVm { vm: "a".into() }));
-        assert!(plan_workspace(&WorkspaceFacts { vm_running: true, bound: true, ..ws }).is_converged());
+        let in_use = ImageFacts {
+            deleting: true,
+            used_by: vec!["a".into()],
+            ..facts
+        };
+        assert!(matches!(
+            plan_image(&in_use).blocked,
+            Some(Blocker::InUse { .. })
+        ));
+        let ws = WorkspaceFacts {
+            deleting: false,
+            vm: "a".into(),
+            vm_running: false,
+            bound: false,
+        };
+        assert_eq!(
+            plan_workspace(&ws).blocked,
+            Some(Blocker::WaitingForVm { vm: "a".into() })
+        );
+        assert!(plan_workspace(&WorkspaceFacts {
+            vm_running: true,
+            bound: true,
+            ..ws
+        })
+        .is_converged());
         assert!(kind_order(Kind::Image, false) < kind_order(Kind::Vm, false));
         assert!(kind_order(Kind::Vm, true) < kind_order(Kind::Image, true));
     }

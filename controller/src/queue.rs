@@ -80,7 +80,12 @@ pub struct WorkQueue {
 impl WorkQueue {
     /// A new queue with the given backoff bounds.
     pub fn new(backoff_min: Duration, backoff_max: Duration) -> Self {
-        WorkQueue { state: Mutex::new(State::default()), notify: Notify::new(), backoff_min, backoff_max }
+        WorkQueue {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            backoff_min,
+            backoff_max,
+        }
     }
 
     fn s(&self) -> MutexGuard<'_, State> {
@@ -90,6 +95,20 @@ impl WorkQueue {
     /// Queues a key now.
     pub fn add(&self, key: ObjectKey) {
         self.add_at(key, Instant::now());
+    }
+
+    /// Queues a key now unless it is already queued (at whatever time) or active: a
+    /// periodic resync uses this so that it never cuts a failure's backoff short.
+    pub fn add_unless_queued(&self, key: ObjectKey) {
+        {
+            let mut s = self.s();
+            if s.closed || s.due.contains_key(&key) || s.active.contains(&key) {
+                return;
+            }
+            s.insert(key, Instant::now());
+        }
+        self.notify.notify_waiters();
+        self.notify.notify_one();
     }
 
     /// Queues a key after a delay.
@@ -223,9 +242,13 @@ impl WorkQueue {
     /// jitter, within the bounds.
     pub fn backoff(&self, failures: u32) -> Duration {
         let exp = failures.saturating_sub(1).min(20);
-        let base = self.backoff_min.saturating_mul(1u32 << exp).min(self.backoff_max);
+        let base = self
+            .backoff_min
+            .saturating_mul(1u32 << exp)
+            .min(self.backoff_max);
         let jitter: f64 = 0.8 + rand::random::<f64>() * 0.4;
-        base.mul_f64(jitter).clamp(self.backoff_min.mul_f64(0.8), self.backoff_max)
+        base.mul_f64(jitter)
+            .clamp(self.backoff_min.mul_f64(0.8), self.backoff_max)
     }
 }
 
@@ -235,7 +258,10 @@ mod tests {
     use banger_specs::Kind;
 
     fn k(n: &str) -> ObjectKey {
-        ObjectKey { kind: Kind::Vm, name: n.into() }
+        ObjectKey {
+            kind: Kind::Vm,
+            name: n.into(),
+        }
     }
 
     async fn next_within(q: &WorkQueue, d: Duration) -> Option<ObjectKey> {
@@ -254,9 +280,16 @@ mod tests {
         q.add(k("a")); // while active: dirty, not queued
         let second = next_within(&q, Duration::from_secs(1)).await.unwrap();
         assert_eq!(second, k("b"));
-        assert!(next_within(&q, Duration::from_millis(50)).await.is_none(), "a is active");
+        assert!(
+            next_within(&q, Duration::from_millis(50)).await.is_none(),
+            "a is active"
+        );
         q.done(&k("a"), Outcome::Done);
-        assert_eq!(next_within(&q, Duration::from_secs(1)).await, Some(k("a")), "dirty key requeued");
+        assert_eq!(
+            next_within(&q, Duration::from_secs(1)).await,
+            Some(k("a")),
+            "dirty key requeued"
+        );
     }
 
     #[tokio::test]
@@ -264,7 +297,10 @@ mod tests {
         let q = WorkQueue::new(Duration::from_millis(20), Duration::from_millis(200));
         for n in 1..=6 {
             let d = q.backoff(n);
-            assert!(d >= Duration::from_millis(16) && d <= Duration::from_millis(200), "{n}: {d:?}");
+            assert!(
+                d >= Duration::from_millis(16) && d <= Duration::from_millis(200),
+                "{n}: {d:?}"
+            );
         }
         assert!(q.backoff(10) >= Duration::from_millis(160));
         q.add(k("a"));
@@ -278,17 +314,35 @@ mod tests {
         assert_eq!(q.failures(&key), 0);
         assert!(q.is_empty());
         q.add_after(k("b"), Duration::from_secs(3600));
+        q.add_unless_queued(k("b"));
+        assert!(
+            next_within(&q, Duration::from_millis(50)).await.is_none(),
+            "a resync keeps the delay"
+        );
         q.retry_now(k("b"));
-        assert_eq!(next_within(&q, Duration::from_secs(1)).await, Some(k("b")), "retry-now overrides a delay");
+        assert_eq!(
+            next_within(&q, Duration::from_secs(1)).await,
+            Some(k("b")),
+            "retry-now overrides a delay"
+        );
     }
 
     #[tokio::test]
     async fn close_wakes_waiters() {
-        let q = std::sync::Arc::new(WorkQueue::new(Duration::from_millis(10), Duration::from_millis(100)));
+        let q = std::sync::Arc::new(WorkQueue::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        ));
         let q2 = q.clone();
         let h = tokio::spawn(async move { q2.next().await });
         tokio::task::yield_now().await;
         q.close();
-        assert_eq!(tokio::time::timeout(Duration::from_secs(2), h).await.unwrap().unwrap(), None);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), h)
+                .await
+                .unwrap()
+                .unwrap(),
+            None
+        );
     }
 }

@@ -24,10 +24,13 @@ use tokio::sync::{watch, Semaphore};
 use crate::api::types::StatusView;
 use crate::config::DaemonConfig;
 use crate::objects;
-use crate::planner::{self, Action, Blocker, ChangeClass, DesiredVm, ImageFacts, Plan, WorkspaceFacts};
+use crate::planner::{
+    self, Action, Blocker, ChangeClass, DesiredVm, ImageFacts, Plan, WorkspaceFacts,
+};
 use crate::queue::{Outcome, WorkQueue};
 use crate::runtime::{
-    ImageContext, Lease, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
+    ImageContext, Lease, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext,
+    VmHandles, VmRuntime, VmStep,
 };
 use crate::status::{self, ConditionUpdate, Phase, FALSE, TRUE};
 use crate::store::{self, InternalState, Store, StoreError, StoredObject};
@@ -35,6 +38,17 @@ use crate::store::{self, InternalState, Store, StoreError, StoredObject};
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// Steps succeeded but observation still wants them: the runtime's steps do not
+    /// take effect. Treated as a failure (backoff, then Stalled) instead of a hot loop.
+    #[error("vm {vm}: still needs {steps} after {rounds} rounds of steps")]
+    NoProgress {
+        /// VM name.
+        vm: String,
+        /// The steps still planned.
+        steps: String,
+        /// Rounds run.
+        rounds: usize,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,6 +65,22 @@ pub enum ReconcileError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl ReconcileError {
+    /// The condition reason reported for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Store(
+                StoreError::LeaseConflict { .. } | StoreError::LeasesExhausted { .. },
+            ) => "IPConflict",
+            ReconcileError::Store(_) => "StoreError",
+            ReconcileError::Runtime(RuntimeError::Image { .. }) => "ImageUnavailable",
+            ReconcileError::Runtime(RuntimeError::Step { .. }) => "StepFailed",
+            ReconcileError::Handles { .. } => "HandlesNotSaved",
+            ReconcileError::NoProgress { .. } => "NoProgress",
+        }
+    }
 }
 
 /// Restarts after exits counted for crash-loop detection within this window.
@@ -81,7 +111,10 @@ pub struct Engine<R: VmRuntime> {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// The key of a stored object.
@@ -124,7 +157,14 @@ impl<R: VmRuntime> Engine<R> {
 
     /// Records an event on an object. Failures to record are logged, never fatal.
     pub fn event(&self, kind: Kind, name: &str, type_: &str, reason: &str, message: &str) {
-        match self.store.add_event(kind, name, type_, reason, message, self.config.events_per_object) {
+        match self.store.add_event(
+            kind,
+            name,
+            type_,
+            reason,
+            message,
+            self.config.events_per_object,
+        ) {
             Ok(id) => {
                 self.events.send_replace(id);
             }
@@ -132,12 +172,12 @@ impl<R: VmRuntime> Engine<R> {
         }
     }
 
-    /// Queues every object (start and resync).
+    /// Queues every object (start and resync); objects waiting out a backoff keep it.
     pub fn enqueue_all(&self) -> Result<usize, StoreError> {
         let mut all = self.store.list_objects(None)?;
         all.sort_by_key(|o| planner::kind_order(o.resource.kind(), o.deleting.is_some()));
         for o in &all {
-            self.queue.add(key_of(o));
+            self.queue.add_unless_queued(key_of(o));
         }
         Ok(all.len())
     }
@@ -150,7 +190,9 @@ impl<R: VmRuntime> Engine<R> {
             Kind::Workspace => return,
         };
         match self.store.referrers(kind, name) {
-            Ok(names) => names.into_iter().for_each(|n| self.queue.add(ObjectKey { kind, name: n })),
+            Ok(names) => names
+                .into_iter()
+                .for_each(|n| self.queue.add(ObjectKey { kind, name: n })),
             Err(e) => tracing::warn!(error = %e, "listing referrers"),
         }
     }
@@ -174,21 +216,58 @@ impl<R: VmRuntime> Engine<R> {
         tracing::warn!(object = %key, failures, error = %err, "reconcile failed");
         let msg = err.to_string();
         self.event(key.kind, &key.name, "Warning", "ReconcileFailed", &msg);
-        let Ok(Some(obj)) = self.store.get_object(key.kind, &key.name) else { return };
-        let Ok((mut view, internal)) = self.store.get_status(key.kind, &key.name) else { return };
+        let Ok(Some(obj)) = self.store.get_object(key.kind, &key.name) else {
+            return;
+        };
+        let Ok((mut view, internal)) = self.store.get_status(key.kind, &key.name) else {
+            return;
+        };
         let now = status::now_rfc3339();
         let g = obj.generation;
         let stalled = failures >= self.config.stall_after;
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: FALSE, reason: "ReconcileFailed", message: msg.clone() }, g, &now);
         status::set_condition(
             &mut view.conditions,
-            ConditionUpdate { type_: status::RECONCILING, status: TRUE, reason: "Retrying", message: format!("{failures} failure(s) in a row; retrying with backoff") },
+            ConditionUpdate {
+                type_: status::READY,
+                status: FALSE,
+                reason: err.reason(),
+                message: msg.clone(),
+            },
             g,
             &now,
         );
-        let (st, reason) = if stalled { (TRUE, "RepeatedFailures") } else { (FALSE, "Retrying") };
-        let message = if stalled { format!("{failures} failures in a row; last: {msg}") } else { String::new() };
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::STALLED, status: st, reason, message }, g, &now);
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::RECONCILING,
+                status: TRUE,
+                reason: "Retrying",
+                message: format!("{failures} failure(s) in a row; retrying with backoff"),
+            },
+            g,
+            &now,
+        );
+        let (st, reason) = if stalled {
+            (TRUE, "RepeatedFailures")
+        } else {
+            (FALSE, "Retrying")
+        };
+        let message = if stalled {
+            format!("{failures} failures in a row; last: {msg}")
+        } else {
+            String::new()
+        };
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::STALLED,
+                status: st,
+                reason,
+                message,
+            },
+            g,
+            &now,
+        );
         if let Err(e) = self.store.put_status(key.kind, &key.name, &view, &internal) {
             tracing::warn!(error = %e, "writing status");
         }
@@ -196,7 +275,9 @@ impl<R: VmRuntime> Engine<R> {
 
     /// Reconciles one object, level-triggered.
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<Outcome, ReconcileError> {
-        let Some(obj) = self.store.get_object(key.kind, &key.name)? else { return Ok(Outcome::Done) };
+        let Some(obj) = self.store.get_object(key.kind, &key.name)? else {
+            return Ok(Outcome::Done);
+        };
         match &obj.resource {
             Resource::Image(_) => self.reconcile_image(&obj).await,
             Resource::Vm(vm) => {
@@ -224,7 +305,9 @@ impl<R: VmRuntime> Engine<R> {
 
     async fn reconcile_image(&self, obj: &StoredObject) -> Result<Outcome, ReconcileError> {
         let name = obj.resource.name().to_string();
-        let Some(ctx) = self.image_context(obj) else { return Ok(Outcome::Done) };
+        let Some(ctx) = self.image_context(obj) else {
+            return Ok(Outcome::Done);
+        };
         let (mut view, mut internal) = self.store.get_status(Kind::Image, &name)?;
         let used_by: Vec<String> = if obj.deleting.is_some() {
             self.store.referrers(Kind::Vm, &name)?
@@ -236,6 +319,10 @@ impl<R: VmRuntime> Engine<R> {
             resolved_generation: internal.resolved_generation,
             generation: obj.generation,
             used_by,
+            files_present: match &internal.resolved {
+                Some(r) if obj.deleting.is_none() => self.runtime.image_present(r).await,
+                _ => false,
+            },
         };
         let plan = planner::plan_image(&facts);
         let now = status::now_rfc3339();
@@ -243,13 +330,30 @@ impl<R: VmRuntime> Engine<R> {
         if facts.deleting {
             view.phase = Phase::Deleting.as_str().into();
             if let Some(b) = &plan.blocked {
-                status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: FALSE, reason: b.reason(), message: b.message() }, g, &now);
-                self.store.put_status(Kind::Image, &name, &view, &internal)?;
+                status::set_condition(
+                    &mut view.conditions,
+                    ConditionUpdate {
+                        type_: status::READY,
+                        status: FALSE,
+                        reason: b.reason(),
+                        message: b.message(),
+                    },
+                    g,
+                    &now,
+                );
+                self.store
+                    .put_status(Kind::Image, &name, &view, &internal)?;
                 return Ok(Outcome::RequeueAfter(Duration::from_secs(5)));
             }
-            let id = self.store.journal_begin(&obj.uid, Kind::Image, &name, Action::RemoveImage.name())?;
+            let id = self.store.journal_begin(
+                &obj.uid,
+                Kind::Image,
+                &name,
+                Action::RemoveImage.name(),
+            )?;
             if let Err(e) = self.runtime.remove_image(&ctx).await {
-                self.store.journal_finish(id, "failed", Some(&e.to_string()))?;
+                self.store
+                    .journal_finish(id, "failed", Some(&e.to_string()))?;
                 return Err(e.into());
             }
             self.store.journal_finish(id, "done", None)?;
@@ -259,36 +363,85 @@ impl<R: VmRuntime> Engine<R> {
         }
         if !plan.steps.is_empty() {
             let _permit = self.heavy.acquire().await;
-            let id = self.store.journal_begin(&obj.uid, Kind::Image, &name, Action::ResolveImage.name())?;
+            let id = self.store.journal_begin(
+                &obj.uid,
+                Kind::Image,
+                &name,
+                Action::ResolveImage.name(),
+            )?;
             match self.runtime.resolve_image(&ctx).await {
                 Ok(resolved) => {
                     self.store.journal_finish(id, "done", None)?;
                     internal.resolved = Some(resolved);
                     internal.resolved_generation = Some(g);
-                    self.event(Kind::Image, &name, "Normal", "Resolved", "image files ready");
+                    self.event(
+                        Kind::Image,
+                        &name,
+                        "Normal",
+                        "Resolved",
+                        "image files ready",
+                    );
                 }
                 Err(e) => {
-                    self.store.journal_finish(id, "failed", Some(&e.to_string()))?;
+                    self.store
+                        .journal_finish(id, "failed", Some(&e.to_string()))?;
                     return Err(e.into());
                 }
             }
         }
         view.phase = Phase::Ready.as_str().into();
         view.observed_generation = g;
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: TRUE, reason: "Resolved", message: "image files ready".into() }, g, &now);
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::READY,
+                status: TRUE,
+                reason: "Resolved",
+                message: "image files ready".into(),
+            },
+            g,
+            &now,
+        );
         self.common_success_conditions(&mut view, &internal, g, &now);
-        self.store.put_status(Kind::Image, &name, &view, &internal)?;
+        self.store
+            .put_status(Kind::Image, &name, &view, &internal)?;
         if !plan.steps.is_empty() {
             self.enqueue_referrers(Kind::Image, &name);
         }
         Ok(Outcome::Done)
     }
 
-    fn common_success_conditions(&self, view: &mut StatusView, internal: &InternalState, g: i64, now: &str) {
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::STALLED, status: FALSE, reason: "Reconciled", message: String::new() }, g, now);
+    fn common_success_conditions(
+        &self,
+        view: &mut StatusView,
+        internal: &InternalState,
+        g: i64,
+        now: &str,
+    ) {
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::STALLED,
+                status: FALSE,
+                reason: "Reconciled",
+                message: String::new(),
+            },
+            g,
+            now,
+        );
         match &internal.invalid_spec {
             Some(problem) => {
-                status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::SPEC_VALID, status: FALSE, reason: "InvalidSpec", message: problem.clone() }, g, now);
+                status::set_condition(
+                    &mut view.conditions,
+                    ConditionUpdate {
+                        type_: status::SPEC_VALID,
+                        status: FALSE,
+                        reason: "InvalidSpec",
+                        message: problem.clone(),
+                    },
+                    g,
+                    now,
+                );
             }
             None => {
                 status::remove_condition(&mut view.conditions, status::SPEC_VALID);
@@ -301,14 +454,27 @@ impl<R: VmRuntime> Engine<R> {
         let (mut view, mut internal) = self.store.get_status(Kind::Workspace, &name)?;
         let g = obj.generation;
         let vm_running = match self.store.get_object(Kind::Vm, vm)? {
-            Some(v) if v.deleting.is_none() => self.store.get_status(Kind::Vm, vm)?.0.phase == Phase::Running.as_str(),
+            Some(v) if v.deleting.is_none() => {
+                self.store.get_status(Kind::Vm, vm)?.0.phase == Phase::Running.as_str()
+            }
             _ => false,
         };
-        let facts = WorkspaceFacts { deleting: obj.deleting.is_some(), vm: vm.to_string(), vm_running, bound: internal.bound_generation == Some(g) };
+        let facts = WorkspaceFacts {
+            deleting: obj.deleting.is_some(),
+            vm: vm.to_string(),
+            vm_running,
+            bound: internal.bound_generation == Some(g),
+        };
         let plan = planner::plan_workspace(&facts);
         if facts.deleting {
             self.store.remove_object(Kind::Workspace, &name, &obj.uid)?;
-            self.event(Kind::Workspace, &name, "Normal", "Deleted", "workspace deleted");
+            self.event(
+                Kind::Workspace,
+                &name,
+                "Normal",
+                "Deleted",
+                "workspace deleted",
+            );
             return Ok(Outcome::Done);
         }
         let now = status::now_rfc3339();
@@ -316,21 +482,58 @@ impl<R: VmRuntime> Engine<R> {
             Some(b) => {
                 internal.bound_generation = None;
                 view.phase = Phase::Pending.as_str().into();
-                status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: FALSE, reason: b.reason(), message: b.message() }, g, &now);
+                status::set_condition(
+                    &mut view.conditions,
+                    ConditionUpdate {
+                        type_: status::READY,
+                        status: FALSE,
+                        reason: b.reason(),
+                        message: b.message(),
+                    },
+                    g,
+                    &now,
+                );
             }
             None => {
                 if !plan.steps.is_empty() {
                     internal.bound_generation = Some(g);
-                    self.event(Kind::Workspace, &name, "Normal", "Bound", &format!("placed in vm {vm}"));
+                    self.event(
+                        Kind::Workspace,
+                        &name,
+                        "Normal",
+                        "Bound",
+                        &format!("placed in vm {vm}"),
+                    );
                 }
                 view.phase = Phase::Ready.as_str().into();
-                status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: TRUE, reason: "VMRunning", message: format!("vm {vm} is running") }, g, &now);
+                status::set_condition(
+                    &mut view.conditions,
+                    ConditionUpdate {
+                        type_: status::READY,
+                        status: TRUE,
+                        reason: "VMRunning",
+                        message: format!("vm {vm} is running"),
+                    },
+                    g,
+                    &now,
+                );
             }
         }
         view.observed_generation = g;
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::RECONCILING, status: FALSE, reason: "Converged", message: String::new() }, g, &now);
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::RECONCILING,
+                status: FALSE,
+                reason: "Converged",
+                message: String::new(),
+            },
+            g,
+            &now,
+        );
         self.common_success_conditions(&mut view, &internal, g, &now);
-        self.store.put_status(Kind::Workspace, &name, &view, &internal)?;
+        self.store
+            .put_status(Kind::Workspace, &name, &view, &internal)?;
         Ok(Outcome::Done)
     }
 
@@ -354,12 +557,22 @@ impl<R: VmRuntime> Engine<R> {
         Ok(self.store.get_handles(uid)?.unwrap_or_default())
     }
 
-    fn save_handles(&self, name: &str, uid: &str, vm_dir: &Path, handles: &VmHandles) -> Result<(), ReconcileError> {
+    fn save_handles(
+        &self,
+        name: &str,
+        uid: &str,
+        vm_dir: &Path,
+        handles: &VmHandles,
+    ) -> Result<(), ReconcileError> {
         self.store.put_handles(uid, handles)?;
         if vm_dir.is_dir() {
             let path = vm_dir.join("handles.json");
             let tmp = vm_dir.join(".handles.json.tmp");
-            let err = |e: std::io::Error| ReconcileError::Handles { vm: name.to_string(), path: path.display().to_string(), message: e.to_string() };
+            let err = |e: std::io::Error| ReconcileError::Handles {
+                vm: name.to_string(),
+                path: path.display().to_string(),
+                message: e.to_string(),
+            };
             let text = serde_json::to_vec_pretty(handles).unwrap_or_default();
             std::fs::write(&tmp, text).map_err(err)?;
             std::fs::rename(&tmp, &path).map_err(err)?;
@@ -368,13 +581,24 @@ impl<R: VmRuntime> Engine<R> {
     }
 
     /// Builds the context of a VM; leases an address unless `deleting`.
-    pub fn vm_context(&self, obj: &StoredObject, spec: &VmSpec, deleting: bool) -> Result<VmContext, StoreError> {
+    pub fn vm_context(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        deleting: bool,
+    ) -> Result<VmContext, StoreError> {
         let gateway = store::gateway_of(self.config.bridge_network, self.config.bridge_prefix);
         let mac = store::mac_for(&obj.uid);
         let ip = if deleting {
             self.store.lease_of(&obj.uid)?.map(|(ip, _)| ip)
         } else {
-            Some(self.store.lease(&obj.uid, &mac, spec.network.ip, self.config.bridge_network, self.config.bridge_prefix)?)
+            Some(self.store.lease(
+                &obj.uid,
+                &mac,
+                spec.network.ip,
+                self.config.bridge_network,
+                self.config.bridge_prefix,
+            )?)
         };
         Ok(VmContext {
             uid: obj.uid.clone(),
@@ -382,7 +606,12 @@ impl<R: VmRuntime> Engine<R> {
             spec: spec.clone(),
             image: self.resolved_image(&spec.image)?,
             vm_dir: self.config.vm_dir(&obj.uid),
-            lease: ip.map(|ip| Lease { ip, mac, gateway, prefix: self.config.bridge_prefix }),
+            lease: ip.map(|ip| Lease {
+                ip,
+                mac,
+                gateway,
+                prefix: self.config.bridge_prefix,
+            }),
             bridge: self.config.bridge_name.clone(),
             handles: self.load_handles(&obj.uid)?,
         })
@@ -390,7 +619,14 @@ impl<R: VmRuntime> Engine<R> {
 
     /// Runs one step with its journal row; persists the handles it returns.
     pub async fn run_step(&self, ctx: &mut VmContext, step: VmStep) -> Result<(), ReconcileError> {
-        let id = self.store.journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())?;
+        // Copying or growing a root disk is heavy: bounded like image pulls.
+        let _permit = match step {
+            VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
+            _ => None,
+        };
+        let id = self
+            .store
+            .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())?;
         match self.runtime.execute(step, ctx).await {
             Ok(handles) => {
                 self.save_handles(&ctx.name, &ctx.uid, &ctx.vm_dir, &handles)?;
@@ -399,14 +635,20 @@ impl<R: VmRuntime> Engine<R> {
                 Ok(())
             }
             Err(e) => {
-                self.store.journal_finish(id, "failed", Some(&e.to_string()))?;
+                self.store
+                    .journal_finish(id, "failed", Some(&e.to_string()))?;
                 Err(e.into())
             }
         }
     }
 
     /// The VM plan as it would be now (for `describe`, `diff`, dry runs).
-    pub async fn plan_vm_now(&self, obj: &StoredObject, spec: &VmSpec, allow_recreate: bool) -> Result<Plan, StoreError> {
+    pub async fn plan_vm_now(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        allow_recreate: bool,
+    ) -> Result<Plan, StoreError> {
         let mut ctx = VmContext {
             uid: obj.uid.clone(),
             name: obj.resource.name().to_string(),
@@ -424,35 +666,44 @@ impl<R: VmRuntime> Engine<R> {
             spec,
             image: ctx.image.as_ref(),
             deleting: obj.deleting.is_some(),
-            allow_recreate: allow_recreate || obj.allow_recreate || objects::allow_recreate_annotation(&obj.resource),
+            allow_recreate: allow_recreate
+                || obj.allow_recreate
+                || objects::allow_recreate_annotation(&obj.resource),
             crash_backoff: crash_backoff_remaining(&internal.restarts, unix_now()).is_some(),
+            ip: spec
+                .network
+                .ip
+                .or(self.store.lease_of(&obj.uid)?.map(|(ip, _)| ip)),
         };
         Ok(planner::plan_vm(&desired, &observed))
     }
 
-    async fn reconcile_vm(&self, obj: &StoredObject, spec: &VmSpec) -> Result<Outcome, ReconcileError> {
+    async fn reconcile_vm(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+    ) -> Result<Outcome, ReconcileError> {
         let name = obj.resource.name().to_string();
         let deleting = obj.deleting.is_some();
         let (mut view, mut internal) = self.store.get_status(Kind::Vm, &name)?;
         let old_phase = view.phase.clone();
-        let mut ctx = match self.vm_context(obj, spec, deleting) {
-            Ok(c) => c,
-            Err(e @ StoreError::LeaseConflict { .. }) | Err(e @ StoreError::LeasesExhausted { .. }) => {
-                let now = status::now_rfc3339();
-                status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: FALSE, reason: "IPConflict", message: e.to_string() }, obj.generation, &now);
-                self.store.put_status(Kind::Vm, &name, &view, &internal)?;
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let allow_recreate = obj.allow_recreate || objects::allow_recreate_annotation(&obj.resource);
+        let mut ctx = self.vm_context(obj, spec, deleting)?;
+        let allow_recreate =
+            obj.allow_recreate || objects::allow_recreate_annotation(&obj.resource);
         let mut observed;
         let mut plan;
         let mut rounds = 0;
         loop {
             observed = self.runtime.observe(&ctx).await;
             let backoff = crash_backoff_remaining(&internal.restarts, unix_now());
-            let desired = DesiredVm { spec, image: ctx.image.as_ref(), deleting, allow_recreate, crash_backoff: backoff.is_some() };
+            let desired = DesiredVm {
+                spec,
+                image: ctx.image.as_ref(),
+                deleting,
+                allow_recreate,
+                crash_backoff: backoff.is_some(),
+                ip: ctx.lease.as_ref().map(|l| l.ip),
+            };
             plan = planner::plan_vm(&desired, &observed);
             if plan.steps.is_empty() || plan.blocked.is_some() || rounds >= MAX_ROUNDS {
                 break;
@@ -460,7 +711,9 @@ impl<R: VmRuntime> Engine<R> {
             rounds += 1;
             let after_exit = matches!(observed.process, ProcessState::Exited { .. });
             for planned in &plan.steps {
-                let Action::Vm(step) = planned.action else { continue };
+                let Action::Vm(step) = planned.action else {
+                    continue;
+                };
                 if self.is_shutting_down() {
                     return Ok(Outcome::RequeueAfter(Duration::ZERO));
                 }
@@ -471,27 +724,70 @@ impl<R: VmRuntime> Engine<R> {
                     let cutoff = unix_now() - CRASH_WINDOW_SECS;
                     internal.restarts.retain(|t| *t >= cutoff);
                     self.event(Kind::Vm, &name, "Warning", "Restarted", &planned.reason);
-                } else if matches!(step, VmStep::Launch | VmStep::Shutdown | VmStep::PrepareDisk | VmStep::RemoveDisk | VmStep::GrowDisk) {
-                    self.event(Kind::Vm, &name, "Normal", step_reason(step), &format!("{} ({}): {}", step.name(), planned.class.as_str(), planned.reason));
+                } else if matches!(
+                    step,
+                    VmStep::Launch
+                        | VmStep::Shutdown
+                        | VmStep::PrepareDisk
+                        | VmStep::RemoveDisk
+                        | VmStep::GrowDisk
+                ) {
+                    self.event(
+                        Kind::Vm,
+                        &name,
+                        "Normal",
+                        step_reason(step),
+                        &format!(
+                            "{} ({}): {}",
+                            step.name(),
+                            planned.class.as_str(),
+                            planned.reason
+                        ),
+                    );
                 }
             }
+        }
+        if rounds >= MAX_ROUNDS && !plan.steps.is_empty() && plan.blocked.is_none() {
+            self.store.put_status(Kind::Vm, &name, &view, &internal)?;
+            let steps: Vec<&str> = plan.steps.iter().map(|p| p.action.name()).collect();
+            return Err(ReconcileError::NoProgress {
+                vm: name,
+                steps: steps.join(", "),
+                rounds,
+            });
         }
         if deleting && plan.steps.is_empty() {
             self.store.release_lease(&obj.uid)?;
             self.store.remove_object(Kind::Vm, &name, &obj.uid)?;
-            self.event(Kind::Vm, &name, "Normal", "Deleted", "all host objects removed, lease released");
+            self.event(
+                Kind::Vm,
+                &name,
+                "Normal",
+                "Deleted",
+                "all host objects removed, lease released",
+            );
             if let Some(image) = referenced_image(&obj.resource) {
-                self.queue.add(ObjectKey { kind: Kind::Image, name: image });
+                self.queue.add(ObjectKey {
+                    kind: Kind::Image,
+                    name: image,
+                });
             }
             self.enqueue_referrers(Kind::Vm, &name);
             return Ok(Outcome::Done);
         }
-        let outcome = self.write_vm_status(obj, spec, &ctx, &observed, &plan, &mut view, &mut internal)?;
+        let outcome =
+            self.write_vm_status(obj, spec, &ctx, &observed, &plan, &mut view, &mut internal)?;
         self.store.put_status(Kind::Vm, &name, &view, &internal)?;
         if view.phase != old_phase {
             self.enqueue_referrers(Kind::Vm, &name);
             if old_phase != "Pending" || view.phase != "Creating" {
-                self.event(Kind::Vm, &name, "Normal", "PhaseChanged", &format!("{old_phase} -> {}", view.phase));
+                self.event(
+                    Kind::Vm,
+                    &name,
+                    "Normal",
+                    "PhaseChanged",
+                    &format!("{old_phase} -> {}", view.phase),
+                );
             }
         }
         Ok(outcome)
@@ -517,7 +813,10 @@ impl<R: VmRuntime> Engine<R> {
         } else {
             match &observed.process {
                 ProcessState::Running { .. } | ProcessState::Unresponsive { .. } => Phase::Running,
-                ProcessState::Exited { clean } if plan.steps.is_empty() || matches!(plan.blocked, Some(Blocker::CrashLoopBackOff)) => {
+                ProcessState::Exited { clean }
+                    if plan.steps.is_empty()
+                        || matches!(plan.blocked, Some(Blocker::CrashLoopBackOff)) =>
+                {
                     if *clean || !want_running {
                         Phase::Stopped
                     } else {
@@ -525,37 +824,75 @@ impl<R: VmRuntime> Engine<R> {
                     }
                 }
                 ProcessState::Absent if !want_running && observed.disk.is_some() => Phase::Stopped,
-                _ if matches!(plan.blocked, Some(Blocker::WaitingForImage { .. })) => Phase::Pending,
+                _ if matches!(plan.blocked, Some(Blocker::WaitingForImage { .. })) => {
+                    Phase::Pending
+                }
                 _ => Phase::Creating,
             }
         };
         view.phase = phase.as_str().into();
         view.observed_generation = g;
         view.ip = ctx.lease.as_ref().map(|l| l.ip.to_string());
-        view.pid = if running { ctx.handles.process.as_ref().map(|p| p.pid) } else { None };
-        view.hypervisor = ctx.handles.process.as_ref().map(|p| p.hypervisor.as_str().to_string()).or_else(|| Some(self.runtime.name().to_string()));
+        view.pid = if running {
+            ctx.handles.process.as_ref().map(|p| p.pid)
+        } else {
+            None
+        };
+        view.hypervisor = ctx
+            .handles
+            .process
+            .as_ref()
+            .map(|p| p.hypervisor.as_str().to_string());
         let mut handles = serde_json::to_value(&ctx.handles).unwrap_or(serde_json::Value::Null);
         if let (Some(map), Some(lease)) = (handles.as_object_mut(), &ctx.lease) {
-            map.insert("lease".into(), serde_json::to_value(lease).unwrap_or_default());
-            map.insert("vmDir".into(), serde_json::Value::String(ctx.vm_dir.display().to_string()));
-            map.insert("consoleLog".into(), serde_json::Value::String(ctx.console_log().display().to_string()));
+            map.insert(
+                "lease".into(),
+                serde_json::to_value(lease).unwrap_or_default(),
+            );
+            map.insert(
+                "vmDir".into(),
+                serde_json::Value::String(ctx.vm_dir.display().to_string()),
+            );
+            map.insert(
+                "consoleLog".into(),
+                serde_json::Value::String(ctx.console_log().display().to_string()),
+            );
         }
         view.handles = Some(handles);
 
         let guest = if running && observed.guest_ready {
-            (TRUE, "GuestUp", "the guest passed its readiness check".to_string())
+            (
+                TRUE,
+                "GuestUp",
+                "the guest passed its readiness check".to_string(),
+            )
         } else if running {
-            (FALSE, "Booting", "waiting for the guest's readiness check".to_string())
+            (
+                FALSE,
+                "Booting",
+                "waiting for the guest's readiness check".to_string(),
+            )
         } else {
             (FALSE, "NotRunning", "no running VMM".to_string())
         };
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::GUEST_READY, status: guest.0, reason: guest.1, message: guest.2 }, g, &now);
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::GUEST_READY,
+                status: guest.0,
+                reason: guest.1,
+                message: guest.2,
+            },
+            g,
+            &now,
+        );
 
         let mut outcome = Outcome::Done;
         let converged = plan.steps.is_empty() && plan.blocked.is_none();
         let (ready, reason, message): (&str, &str, String) = if let Some(b) = &plan.blocked {
             if let Blocker::CrashLoopBackOff = b {
-                let wait = crash_backoff_remaining(&internal.restarts, unix_now()).unwrap_or(Duration::from_secs(1));
+                let wait = crash_backoff_remaining(&internal.restarts, unix_now())
+                    .unwrap_or(Duration::from_secs(1));
                 outcome = Outcome::RequeueAfter(wait);
             }
             (FALSE, b.reason(), b.message())
@@ -564,22 +901,63 @@ impl<R: VmRuntime> Engine<R> {
             (FALSE, "Progressing", "steps remain".into())
         } else {
             match (&observed.process, want_running) {
-                (ProcessState::Running { .. }, true) if observed.guest_ready => (TRUE, "Running", "the VM runs and its guest is ready".into()),
+                (ProcessState::Running { .. }, true) if observed.guest_ready => {
+                    (TRUE, "Running", "the VM runs and its guest is ready".into())
+                }
                 (ProcessState::Running { .. }, true) => {
                     outcome = Outcome::RequeueAfter(GUEST_POLL);
-                    (FALSE, "Booting", "waiting for the guest's readiness check".into())
+                    (
+                        FALSE,
+                        "Booting",
+                        "waiting for the guest's readiness check".into(),
+                    )
                 }
-                (ProcessState::Exited { clean }, true) => {
-                    (FALSE, "Exited", format!("the VMM exited ({}) and restartPolicy {:?} keeps it down", if *clean { "clean" } else { "unclean" }, spec.restart_policy))
-                }
-                (_, false) => (TRUE, "Stopped", "the VM is stopped as desired; its disk is kept".into()),
+                (ProcessState::Exited { clean }, true) => (
+                    FALSE,
+                    "Exited",
+                    format!(
+                        "the VMM exited ({}) and restartPolicy {:?} keeps it down",
+                        if *clean { "clean" } else { "unclean" },
+                        spec.restart_policy
+                    ),
+                ),
+                (_, false) => (
+                    TRUE,
+                    "Stopped",
+                    "the VM is stopped as desired; its disk is kept".into(),
+                ),
                 _ => (FALSE, "Progressing", "steps remain".into()),
             }
         };
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::READY, status: ready, reason, message }, g, &now);
-        let reconciling = !converged && !matches!(plan.blocked, Some(Blocker::RecreateBlocked { .. }));
-        let (rs, rr) = if reconciling || outcome != Outcome::Done { (TRUE, "Progressing") } else { (FALSE, "Converged") };
-        status::set_condition(&mut view.conditions, ConditionUpdate { type_: status::RECONCILING, status: rs, reason: rr, message: String::new() }, g, &now);
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::READY,
+                status: ready,
+                reason,
+                message,
+            },
+            g,
+            &now,
+        );
+        let reconciling =
+            !converged && !matches!(plan.blocked, Some(Blocker::RecreateBlocked { .. }));
+        let (rs, rr) = if reconciling || outcome != Outcome::Done {
+            (TRUE, "Progressing")
+        } else {
+            (FALSE, "Converged")
+        };
+        status::set_condition(
+            &mut view.conditions,
+            ConditionUpdate {
+                type_: status::RECONCILING,
+                status: rs,
+                reason: rr,
+                message: String::new(),
+            },
+            g,
+            &now,
+        );
         self.common_success_conditions(view, internal, g, &now);
         Ok(outcome)
     }
@@ -590,25 +968,65 @@ impl<R: VmRuntime> Engine<R> {
     pub async fn recover_journal(&self) -> Result<usize, ReconcileError> {
         let rows = self.store.journal_unfinished()?;
         for row in &rows {
-            let obj = self.store.get_object(row.kind, &row.name)?.filter(|o| o.uid == row.uid);
+            let obj = self
+                .store
+                .get_object(row.kind, &row.name)?
+                .filter(|o| o.uid == row.uid);
             let rollback = VmStep::from_name(&row.step).and_then(VmStep::rollback);
             match (obj, rollback) {
                 (Some(obj), Some(undo)) => {
-                    if let Resource::Vm(vm) = &obj.resource {
-                        let spec = vm.spec.clone();
-                        let mut ctx = self.vm_context(&obj, &spec, true)?;
-                        tracing::info!(vm = %row.name, step = %row.step, undo = undo.name(), "rolling back an interrupted step");
-                        self.run_step(&mut ctx, undo).await?;
-                    }
-                    self.store.journal_finish(row.id, "rolled-back", Some("interrupted by a daemon stop"))?;
-                    self.event(row.kind, &row.name, "Warning", "StepRolledBack", &format!("interrupted step {} rolled back", row.step));
-                    self.queue.add(ObjectKey { kind: row.kind, name: row.name.clone() });
+                    let undone = match &obj.resource {
+                        Resource::Vm(vm) => {
+                            let spec = vm.spec.clone();
+                            tracing::info!(vm = %row.name, step = %row.step, undo = undo.name(), "rolling back an interrupted step");
+                            match self.vm_context(&obj, &spec, true) {
+                                Ok(mut ctx) => self.run_step(&mut ctx, undo).await,
+                                Err(e) => Err(e.into()),
+                            }
+                        }
+                        _ => Ok(()),
+                    };
+                    // A failed rollback never keeps the daemon from starting: the row
+                    // says so, and the object's next reconcile plans from what is there.
+                    let (outcome, note, reason) = match &undone {
+                        Ok(()) => (
+                            "rolled-back",
+                            "interrupted by a daemon stop".to_string(),
+                            "StepRolledBack",
+                        ),
+                        Err(e) => (
+                            "failed",
+                            format!("interrupted by a daemon stop; rollback failed: {e}"),
+                            "RollbackFailed",
+                        ),
+                    };
+                    self.store.journal_finish(row.id, outcome, Some(&note))?;
+                    self.event(
+                        row.kind,
+                        &row.name,
+                        "Warning",
+                        reason,
+                        &format!("interrupted step {}: {note}", row.step),
+                    );
+                    self.queue.add(ObjectKey {
+                        kind: row.kind,
+                        name: row.name.clone(),
+                    });
                 }
                 (Some(_), None) => {
-                    self.store.journal_finish(row.id, "resumed", Some("interrupted by a daemon stop"))?;
-                    self.queue.add(ObjectKey { kind: row.kind, name: row.name.clone() });
+                    self.store.journal_finish(
+                        row.id,
+                        "resumed",
+                        Some("interrupted by a daemon stop"),
+                    )?;
+                    self.queue.add(ObjectKey {
+                        kind: row.kind,
+                        name: row.name.clone(),
+                    });
                 }
-                (None, _) => self.store.journal_finish(row.id, "abandoned", Some("object gone"))?,
+                (None, _) => self
+                    .store
+                    .journal_finish(row.id, "abandoned", Some("object gone"))?,
             }
         }
         Ok(rows.len())
@@ -637,11 +1055,17 @@ fn step_reason(step: VmStep) -> &'static str {
 /// next restart waits `5 s * 2^(extra)` (at most 5 min) after the last one. Returns the
 /// time left to wait, if any.
 pub fn crash_backoff_remaining(restarts: &[i64], now: i64) -> Option<Duration> {
-    let recent: Vec<i64> = restarts.iter().copied().filter(|t| *t >= now - CRASH_WINDOW_SECS).collect();
+    let recent: Vec<i64> = restarts
+        .iter()
+        .copied()
+        .filter(|t| *t >= now - CRASH_WINDOW_SECS)
+        .collect();
     if recent.len() < CRASH_FREE_RESTARTS {
         return None;
     }
-    let extra = u32::try_from(recent.len() - CRASH_FREE_RESTARTS).unwrap_or(u32::MAX).min(6);
+    let extra = u32::try_from(recent.len() - CRASH_FREE_RESTARTS)
+        .unwrap_or(u32::MAX)
+        .min(6);
     let delay = (5i64 << extra).min(300);
     let last = recent.iter().copied().max().unwrap_or(now);
     let left = last + delay - now;
@@ -660,8 +1084,18 @@ mod tests {
     #[test]
     fn crash_backoff_starts_after_free_restarts() {
         assert_eq!(crash_backoff_remaining(&[100, 101], 102), None);
-        assert_eq!(crash_backoff_remaining(&[100, 101, 102], 103), Some(Duration::from_secs(4)));
-        assert_eq!(crash_backoff_remaining(&[100, 101, 102, 103], 104), Some(Duration::from_secs(9)));
-        assert_eq!(crash_backoff_remaining(&[100, 101, 102], 2000), None, "old restarts forgotten");
+        assert_eq!(
+            crash_backoff_remaining(&[100, 101, 102], 103),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            crash_backoff_remaining(&[100, 101, 102, 103], 104),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(
+            crash_backoff_remaining(&[100, 101, 102], 2000),
+            None,
+            "old restarts forgotten"
+        );
     }
 }

@@ -76,7 +76,12 @@ pub struct ConditionUpdate<'a> {
 
 /// Sets a condition. `lastTransitionTime` becomes `now` only when the status changes
 /// (or the condition is new). Returns whether anything changed.
-pub fn set_condition(conditions: &mut Vec<Condition>, update: ConditionUpdate<'_>, generation: i64, now: &str) -> bool {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    update: ConditionUpdate<'_>,
+    generation: i64,
+    now: &str,
+) -> bool {
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == update.type_) {
         let before = c.clone();
         if c.status != update.status {
@@ -119,7 +124,8 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 /// The current time as RFC 3339 (UTC).
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -127,7 +133,12 @@ mod tests {
     use super::*;
 
     fn up<'a>(status: &'a str, reason: &'a str) -> ConditionUpdate<'a> {
-        ConditionUpdate { type_: READY, status, reason, message: reason.to_string() }
+        ConditionUpdate {
+            type_: READY,
+            status,
+            reason,
+            message: reason.to_string(),
+        }
     }
 
     #[test]

@@ -21,7 +21,8 @@ use banger_specs::{Kind, API_VERSION};
 use serde::Deserialize;
 
 use super::types::{
-    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView, ObjectView, PlannedStepView,
+    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
+    ObjectView,
 };
 use crate::objects::{self, ANNOTATION_OWNER};
 use crate::reconciler::Engine;
@@ -43,7 +44,14 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
-        ApiError { status, body: ErrorBody { error: error.into(), code: code.into(), problems: Vec::new() } }
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                code: code.into(),
+                problems: Vec::new(),
+            },
+        }
     }
     fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", what)
@@ -68,9 +76,14 @@ impl From<StoreError> for ApiError {
 impl From<SourceError> for ApiError {
     fn from(e: SourceError) -> Self {
         match e {
-            SourceError::Invalid { message, problems } => {
-                ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, body: ErrorBody { error: message, code: "invalid".into(), problems } }
-            }
+            SourceError::Invalid { message, problems } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: ErrorBody {
+                    error: message,
+                    code: "invalid".into(),
+                    problems,
+                },
+            },
             SourceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             SourceError::Store(e) => e.into(),
         }
@@ -96,9 +109,15 @@ pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
 
 /// Binds the socket (mode 0660; a stale socket file is replaced, a live one is an
 /// error) and serves until `shutdown` resolves.
-pub async fn serve<R: VmRuntime>(engine: Shared<R>, socket: &Path, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve<R: VmRuntime>(
+    engine: Shared<R>,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = bind(socket).await?;
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds the API socket: parent created, stale file replaced, mode 0660.
@@ -121,15 +140,22 @@ pub async fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 fn parse_kind(s: &str) -> Result<Kind, ApiError> {
-    Kind::parse_cli(s).ok_or_else(|| ApiError::bad_request(format!("unknown kind {s:?}: use images, vms or workspaces")))
+    Kind::parse_cli(s).ok_or_else(|| {
+        ApiError::bad_request(format!("unknown kind {s:?}: use images, vms or workspaces"))
+    })
 }
 
 /// Builds the view of a stored object.
-pub fn object_view<R: VmRuntime>(engine: &Engine<R>, o: &StoredObject) -> Result<ObjectView, StoreError> {
+pub fn object_view<R: VmRuntime>(
+    engine: &Engine<R>,
+    o: &StoredObject,
+) -> Result<ObjectView, StoreError> {
     let meta = o.resource.metadata();
     let mut annotations: BTreeMap<String, String> = meta.annotations.clone();
     annotations.insert(ANNOTATION_OWNER.into(), o.owner.label().into());
-    let (status, _) = engine.store.get_status(o.resource.kind(), o.resource.name())?;
+    let (status, _) = engine
+        .store
+        .get_status(o.resource.kind(), o.resource.name())?;
     Ok(ObjectView {
         api_version: API_VERSION.into(),
         kind: o.resource.kind(),
@@ -148,15 +174,23 @@ pub fn object_view<R: VmRuntime>(engine: &Engine<R>, o: &StoredObject) -> Result
 }
 
 async fn healthz<R: VmRuntime>(State(engine): State<Shared<R>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": engine.runtime.name() }))
+    Json(
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": engine.runtime.name() }),
+    )
 }
 
-async fn apply_handler<R: VmRuntime>(State(engine): State<Shared<R>>, Json(req): Json<ApplyRequest>) -> Result<Response, ApiError> {
+async fn apply_handler<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Json(req): Json<ApplyRequest>,
+) -> Result<Response, ApiError> {
     let resp = apply::apply(&engine, &req).await?;
     Ok(Json(resp).into_response())
 }
 
-async fn delete_handler<R: VmRuntime>(State(engine): State<Shared<R>>, Json(req): Json<DeleteRequest>) -> Result<Response, ApiError> {
+async fn delete_handler<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Json(req): Json<DeleteRequest>,
+) -> Result<Response, ApiError> {
     let resp = apply::delete(&engine, &req).await?;
     Ok(Json(resp).into_response())
 }
@@ -166,54 +200,71 @@ struct ListQuery {
     kind: Option<String>,
 }
 
-async fn list<R: VmRuntime>(State(engine): State<Shared<R>>, Query(q): Query<ListQuery>) -> Result<Json<ObjectList>, ApiError> {
+async fn list<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ObjectList>, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
-    let items = engine.store.list_objects(kind)?.iter().map(|o| object_view(&engine, o)).collect::<Result<_, _>>()?;
+    let items = engine
+        .store
+        .list_objects(kind)?
+        .iter()
+        .map(|o| object_view(&engine, o))
+        .collect::<Result<_, _>>()?;
     Ok(Json(ObjectList { items }))
 }
 
-fn find<R: VmRuntime>(engine: &Engine<R>, kind: &str, name: &str) -> Result<StoredObject, ApiError> {
+fn find<R: VmRuntime>(
+    engine: &Engine<R>,
+    kind: &str,
+    name: &str,
+) -> Result<StoredObject, ApiError> {
     let kind = parse_kind(kind)?;
-    engine
-        .store
-        .get_object(kind, name)?
-        .ok_or_else(|| ApiError::not_found(format!("{}/{name} not found", kind.as_str().to_ascii_lowercase())))
+    engine.store.get_object(kind, name)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{}/{name} not found",
+            kind.as_str().to_ascii_lowercase()
+        ))
+    })
 }
 
-async fn get_one<R: VmRuntime>(State(engine): State<Shared<R>>, UrlPath((kind, name)): UrlPath<(String, String)>) -> Result<Json<ObjectView>, ApiError> {
+async fn get_one<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+) -> Result<Json<ObjectView>, ApiError> {
     let o = find(&engine, &kind, &name)?;
     Ok(Json(object_view(&engine, &o)?))
 }
 
-async fn describe<R: VmRuntime>(State(engine): State<Shared<R>>, UrlPath((kind, name)): UrlPath<(String, String)>) -> Result<Json<DescribeView>, ApiError> {
+async fn describe<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+) -> Result<Json<DescribeView>, ApiError> {
     let o = find(&engine, &kind, &name)?;
     let plan = apply::plan_for(&engine, Some(&o), &o.resource, false).await?;
-    let view = PlannedStepsView::from(&plan);
     Ok(Json(DescribeView {
         object: object_view(&engine, &o)?,
         steps: engine.store.journal_for(&o.uid, 20)?,
-        events: engine.store.recent_events(o.resource.kind(), o.resource.name(), 20)?,
-        plan: view.0,
+        events: engine
+            .store
+            .recent_events(o.resource.kind(), o.resource.name(), 20)?,
+        plan: apply::plan_view(&plan),
     }))
 }
 
-struct PlannedStepsView(Vec<PlannedStepView>);
-
-impl From<&crate::planner::Plan> for PlannedStepsView {
-    fn from(plan: &crate::planner::Plan) -> Self {
-        PlannedStepsView(
-            plan.steps
-                .iter()
-                .map(|s| PlannedStepView { step: s.action.name().into(), change_class: s.class.as_str().into(), reason: s.reason.clone() })
-                .collect(),
-        )
-    }
-}
-
-async fn retry<R: VmRuntime>(State(engine): State<Shared<R>>, UrlPath((kind, name)): UrlPath<(String, String)>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn retry<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let o = find(&engine, &kind, &name)?;
     engine.queue.retry_now(o.resource.key());
-    engine.event(o.resource.kind(), o.resource.name(), "Normal", "RetryRequested", "banger retry: backoff reset");
+    engine.event(
+        o.resource.kind(),
+        o.resource.name(),
+        "Normal",
+        "RetryRequested",
+        "banger retry: backoff reset",
+    );
     Ok(Json(serde_json::json!({ "queued": true })))
 }
 
@@ -228,7 +279,10 @@ struct EventsQuery {
     wait_seconds: u64,
 }
 
-async fn events<R: VmRuntime>(State(engine): State<Shared<R>>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<EventView>>, ApiError> {
+async fn events<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
     if q.name.is_some() && kind.is_none() {
         return Err(ApiError::bad_request("name needs kind"));
@@ -245,7 +299,10 @@ async fn events<R: VmRuntime>(State(engine): State<Shared<R>>, Query(q): Query<E
         if !list.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(list));
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
             return Ok(Json(Vec::new()));
         }
     }
@@ -276,18 +333,29 @@ fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
     Ok((buf, next))
 }
 
-async fn logs<R: VmRuntime>(State(engine): State<Shared<R>>, UrlPath(name): UrlPath<String>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+async fn logs<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
     let o = find(&engine, "vms", &name)?;
     let path = engine.config.vm_dir(&o.uid).join("console.log");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
     loop {
         let (bytes, next) = read_from(&path, q.offset).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("vm {name}: read {}: {e}", path.display()))
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("vm {name}: read {}: {e}", path.display()),
+            )
         })?;
         if !bytes.is_empty() || tokio::time::Instant::now() >= deadline {
             let mut headers = HeaderMap::new();
             headers.insert("x-banger-offset", HeaderValue::from(next));
-            headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
             return Ok((StatusCode::OK, headers, bytes).into_response());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -100,13 +100,17 @@ pub struct LaunchConfig {
     pub hypervisor: HypervisorChoice,
     /// Kernel, initrd and kernel arguments (image's then VM's), hashed.
     pub boot_digest: String,
+    /// The guest address passed on the kernel command line (`ip=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
 }
 
 impl LaunchConfig {
-    /// The launch configuration a VM context asks for. Both runtimes record this value
-    /// in [`VmHandles::launched`] on [`VmStep::Launch`].
-    pub fn desired(spec: &VmSpec, image: &ResolvedImage) -> Self {
+    /// The launch configuration a VM asks for. Both runtimes record this value in
+    /// [`VmHandles::launched`] on [`VmStep::Launch`] (`ip` from [`VmContext::lease`]).
+    pub fn desired(spec: &VmSpec, image: &ResolvedImage, ip: Option<Ipv4Addr>) -> Self {
         LaunchConfig {
+            ip,
             vcpus: spec.vcpus,
             memory_mib: spec.memory.0 / (1024 * 1024),
             hypervisor: spec.hypervisor,
@@ -195,7 +199,12 @@ impl VmContext {
 
     /// The tap device name: `bg` + the first 12 characters of the uid (fits IFNAMSIZ).
     pub fn tap_name(&self) -> String {
-        let short: String = self.uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let short: String = self
+            .uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
         format!("bg{short}")
     }
 }
@@ -400,6 +409,13 @@ pub trait VmRuntime: Send + Sync + 'static {
         &self,
         image: &ImageContext,
     ) -> impl std::future::Future<Output = Result<ResolvedImage, RuntimeError>> + Send;
+
+    /// Cheap check, at every reconcile of the Image (so at every resync), that a
+    /// resolved image's files are still there; when not, the engine resolves it again.
+    fn image_present(
+        &self,
+        image: &ResolvedImage,
+    ) -> impl std::future::Future<Output = bool> + Send;
 
     /// Removes whatever [`Self::resolve_image`] put in the image's cache directory.
     fn remove_image(

@@ -9,7 +9,7 @@
 //! times), [`SimulatedRuntime::fail_image`], [`SimulatedRuntime::exit_process`] (the
 //! VMM exits on its own; the exit is notified like a pidfd would),
 //! [`SimulatedRuntime::hang_after`] (a step does its effect and never returns: a daemon
-//! crash mid-step), and counters of concurrent calls per VM
+//! crash mid-step), and counters of concurrent steps per VM
 //! ([`SimulatedRuntime::max_concurrency_for`]).
 
 use std::collections::HashMap;
@@ -21,8 +21,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ExitNotice, ExitNotifier, ImageContext, LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState,
-    ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
+    ExitNotice, ExitNotifier, ImageContext, LaunchConfig, ObservedDisk, ObservedTap, ObservedVm,
+    ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
 };
 use crate::driver::{HypervisorKind, VmmProcess};
 
@@ -50,6 +50,8 @@ struct World {
     step_faults: HashMap<(String, VmStep), u32>,
     image_faults: HashMap<String, u32>,
     hangs: HashMap<(String, VmStep), ()>,
+    missing_images: std::collections::HashSet<PathBuf>,
+    no_effect: std::collections::HashSet<(String, VmStep)>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
     global_in_flight: u32,
@@ -102,7 +104,10 @@ impl SimulatedRuntime {
         *max = (*max).max(now);
         w.global_in_flight += 1;
         w.global_max = w.global_max.max(w.global_in_flight);
-        InFlight { world: self.world.clone(), name: name.to_string() }
+        InFlight {
+            world: self.world.clone(),
+            name: name.to_string(),
+        }
     }
 
     /// Makes `step` of VM `name` fail its next `times` runs.
@@ -113,6 +118,23 @@ impl SimulatedRuntime {
     /// Makes resolving Image `name` fail its next `times` runs.
     pub fn fail_image(&self, name: &str, times: u32) {
         self.w().image_faults.insert(name.to_string(), times);
+    }
+
+    /// Makes `step` of VM `name` report success without doing anything (`on`), or
+    /// work again (`!on`): a runtime whose steps do not take effect.
+    pub fn set_no_effect(&self, name: &str, step: VmStep, on: bool) {
+        let key = (name.to_string(), step);
+        let mut w = self.w();
+        if on {
+            w.no_effect.insert(key);
+        } else {
+            w.no_effect.remove(&key);
+        }
+    }
+
+    /// Makes the resolved rootfs at `rootfs` disappear (until resolved again).
+    pub fn lose_image_files(&self, rootfs: &std::path::Path) {
+        self.w().missing_images.insert(rootfs.to_path_buf());
     }
 
     /// Makes `step` of VM `name` do its effect and then never return (a crash mid-step).
@@ -139,40 +161,66 @@ impl SimulatedRuntime {
     pub fn exit_process(&self, uid: &str, clean: bool) -> bool {
         let notifier = {
             let mut w = self.w();
-            let Some(p) = w.vms.get_mut(uid).and_then(|v| v.process.as_mut()) else { return false };
+            let Some(p) = w.vms.get_mut(uid).and_then(|v| v.process.as_mut()) else {
+                return false;
+            };
             p.alive = false;
             p.clean_exit = clean;
             w.notifier.clone()
         };
         if let Some(n) = notifier {
-            let _ = n.send(ExitNotice { uid: uid.to_string() });
+            let _ = n.send(ExitNotice {
+                uid: uid.to_string(),
+            });
         }
         true
     }
 
-    /// Highest number of calls (observe/execute) seen at once for one VM name.
+    /// Highest number of steps (`execute` calls) seen running at once for one VM name.
+    /// Observations are not counted: the API also observes (for plans) while a
+    /// reconcile runs, which is allowed.
     pub fn max_concurrency_for(&self, name: &str) -> u32 {
         self.w().max_in_flight.get(name).copied().unwrap_or(0)
     }
 
-    /// Highest number of calls seen at once, all VMs together.
+    /// Highest number of steps seen running at once, all VMs together.
     pub fn max_concurrency(&self) -> u32 {
         self.w().global_max
     }
 
     /// Number of VMs with a live VMM.
     pub fn running_count(&self) -> usize {
-        self.w().vms.values().filter(|v| v.process.as_ref().is_some_and(|p| p.alive)).count()
+        self.w()
+            .vms
+            .values()
+            .filter(|v| v.process.as_ref().is_some_and(|p| p.alive))
+            .count()
     }
 
     /// Whether anything at all exists for this uid on the simulated host.
     pub fn has_anything(&self, uid: &str) -> bool {
-        self.w().vms.get(uid).is_some_and(|v| v.process.is_some() || v.disk.is_some() || v.tap.is_some() || v.nat || v.vm_dir)
+        self.w().vms.get(uid).is_some_and(|v| {
+            v.process.is_some() || v.disk.is_some() || v.tap.is_some() || v.nat || v.vm_dir
+        })
     }
 
     /// The live VMM's pid of a uid.
     pub fn pid_of(&self, uid: &str) -> Option<i32> {
-        self.w().vms.get(uid).and_then(|v| v.process.as_ref()).filter(|p| p.alive).map(|p| p.pid)
+        self.w()
+            .vms
+            .get(uid)
+            .and_then(|v| v.process.as_ref())
+            .filter(|p| p.alive)
+            .map(|p| p.pid)
+    }
+
+    /// How many times the live VMM of a uid was observed.
+    pub fn observations(&self, uid: &str) -> u32 {
+        self.w()
+            .vms
+            .get(uid)
+            .and_then(|v| v.process.as_ref())
+            .map_or(0, |p| p.observations)
     }
 
     /// Steps executed so far, `(vm name, step)`, in order.
@@ -206,7 +254,11 @@ impl SimulatedRuntime {
 
     fn console(ctx: &VmContext, line: &str) {
         let path: PathBuf = ctx.console_log();
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = writeln!(f, "{line}");
         }
     }
@@ -219,12 +271,17 @@ impl SimulatedRuntime {
         let vm = w.vms.entry(ctx.uid.clone()).or_default();
         match step {
             VmStep::EnsureVmDir => {
-                std::fs::create_dir_all(&ctx.vm_dir).map_err(|e| format!("create {}: {e}", ctx.vm_dir.display()))?;
+                std::fs::create_dir_all(&ctx.vm_dir)
+                    .map_err(|e| format!("create {}: {e}", ctx.vm_dir.display()))?;
                 vm.vm_dir = true;
             }
             VmStep::PrepareDisk => {
                 let image = ctx.image.as_ref().ok_or("no resolved image")?;
-                vm.disk = Some(ObservedDisk { image: ctx.spec.image.clone(), digest: image.rootfs_digest.clone(), size: ctx.spec.disk.0 });
+                vm.disk = Some(ObservedDisk {
+                    image: ctx.spec.image.clone(),
+                    digest: image.rootfs_digest.clone(),
+                    size: ctx.spec.disk.0,
+                });
             }
             VmStep::GrowDisk => {
                 let disk = vm.disk.as_mut().ok_or("no root disk")?;
@@ -251,7 +308,11 @@ impl SimulatedRuntime {
                 duplicate = vm.process.as_ref().is_some_and(|p| p.alive);
                 vm.process = Some(SimProcess {
                     pid,
-                    launched: LaunchConfig::desired(&ctx.spec, image),
+                    launched: LaunchConfig::desired(
+                        &ctx.spec,
+                        image,
+                        ctx.lease.as_ref().map(|l| l.ip),
+                    ),
                     alive: true,
                     clean_exit: false,
                     observations: 0,
@@ -302,11 +363,17 @@ impl VmRuntime for SimulatedRuntime {
             let mut w = self.w();
             if let Some(n) = w.image_faults.get_mut(&image.name).filter(|n| **n > 0) {
                 *n -= 1;
-                return Err(RuntimeError::Image { image: image.name.clone(), message: "simulated failure".into() });
+                return Err(RuntimeError::Image {
+                    image: image.name.clone(),
+                    message: "simulated failure".into(),
+                });
             }
         }
         let spec = &image.spec;
-        let rootfs = spec.rootfs.clone().unwrap_or_else(|| image.image_dir.join("rootfs.ext4"));
+        let rootfs = spec
+            .rootfs
+            .clone()
+            .unwrap_or_else(|| image.image_dir.join("rootfs.ext4"));
         let mut h = Sha256::new();
         h.update(rootfs.to_string_lossy().as_bytes());
         if let Some(oci) = &spec.oci {
@@ -322,31 +389,49 @@ impl VmRuntime for SimulatedRuntime {
         })
     }
 
+    async fn image_present(&self, image: &ResolvedImage) -> bool {
+        !self.w().missing_images.contains(&image.rootfs)
+    }
+
     async fn remove_image(&self, _image: &ImageContext) -> Result<(), RuntimeError> {
         Ok(())
     }
 
     async fn observe(&self, vm: &VmContext) -> ObservedVm {
-        let _guard = self.enter(&vm.name);
         let latency = self.w().latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
         let mut w = self.w();
         let boot = w.boot_observations;
-        let Some(sim) = w.vms.get_mut(&vm.uid) else { return ObservedVm::nothing() };
+        let Some(sim) = w.vms.get_mut(&vm.uid) else {
+            return ObservedVm::nothing();
+        };
         let (process, guest_ready) = match sim.process.as_mut() {
             None => (ProcessState::Absent, false),
             Some(p) if p.alive => {
                 p.observations += 1;
-                (ProcessState::Running { launched: p.launched.clone() }, p.observations > boot)
+                (
+                    ProcessState::Running {
+                        launched: p.launched.clone(),
+                    },
+                    p.observations > boot,
+                )
             }
-            Some(p) => (ProcessState::Exited { clean: p.clean_exit }, false),
+            Some(p) => (
+                ProcessState::Exited {
+                    clean: p.clean_exit,
+                },
+                false,
+            ),
         };
         ObservedVm {
             process,
             disk: sim.disk.clone(),
-            tap: sim.tap.clone().map(|name| ObservedTap { name, attached: true }),
+            tap: sim.tap.clone().map(|name| ObservedTap {
+                name,
+                attached: true,
+            }),
             nat: sim.nat,
             guest_ready,
             vm_dir: sim.vm_dir,
@@ -355,7 +440,7 @@ impl VmRuntime for SimulatedRuntime {
 
     async fn execute(&self, step: VmStep, vm: &VmContext) -> Result<VmHandles, RuntimeError> {
         let _guard = self.enter(&vm.name);
-        let (latency, fault, hang) = {
+        let (latency, fault, hang, no_effect) = {
             let mut w = self.w();
             let fault = match w.step_faults.get_mut(&(vm.name.clone(), step)) {
                 Some(n) if *n > 0 => {
@@ -364,16 +449,28 @@ impl VmRuntime for SimulatedRuntime {
                 }
                 _ => false,
             };
-            (w.latency, fault, w.hangs.contains_key(&(vm.name.clone(), step)))
+            let key = (vm.name.clone(), step);
+            (
+                w.latency,
+                fault,
+                w.hangs.contains_key(&key),
+                w.no_effect.contains(&key),
+            )
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let err = |message: String| RuntimeError::Step { object: format!("vm/{}", vm.name), step: step.name().into(), message };
+        let err = |message: String| RuntimeError::Step {
+            object: format!("vm/{}", vm.name),
+            step: step.name().into(),
+            message,
+        };
         if fault {
             return Err(err("simulated failure".into()));
         }
-        self.apply(step, vm).map_err(err)?;
+        if !no_effect {
+            self.apply(step, vm).map_err(err)?;
+        }
         if step == VmStep::Launch {
             Self::console(vm, &format!("[simulated] {} booted", vm.name));
         }

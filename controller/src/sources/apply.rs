@@ -7,13 +7,17 @@
 //! are never pruned.
 
 use std::collections::{BTreeMap, BTreeSet};
+
 use std::path::Path;
 
-use banger_specs::load::{check_set, parse_document_set};
+use banger_specs::load::{check_set_knowing, parse_document_set};
 use banger_specs::{LoadedObject, ObjectKey, Problem, Resource, Severity};
 
 use super::{upsert, SourceError};
-use crate::api::types::{ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ObjectRef, PlannedStepView, SourceFile};
+use crate::api::types::{
+    ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ObjectRef,
+    PlannedStepView, SourceFile,
+};
 use crate::objects::{self, Owner};
 use crate::planner::{self, ImageFacts, Plan, WorkspaceFacts};
 use crate::reconciler::Engine;
@@ -22,7 +26,10 @@ use crate::status::Phase;
 use crate::store::StoredObject;
 
 /// Parses request files; errors make the whole request invalid.
-pub fn parse_files(files: &[SourceFile]) -> Result<(Vec<LoadedObject>, Vec<Problem>), SourceError> {
+pub fn parse_files(
+    files: &[SourceFile],
+    known: &[ObjectKey],
+) -> Result<(Vec<LoadedObject>, Vec<Problem>), SourceError> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     for f in files {
@@ -30,27 +37,19 @@ pub fn parse_files(files: &[SourceFile]) -> Result<(Vec<LoadedObject>, Vec<Probl
         problems.extend(load.problems);
         objects.extend(load.objects);
     }
-    problems.extend(check_set(&objects));
-    let mut seen = BTreeMap::new();
-    for o in &objects {
-        if let Some(first) = seen.insert(o.resource.key(), o.origin.clone()) {
-            problems.push(Problem {
-                file: o.origin.file.clone(),
-                line: o.origin.line,
-                column: 1,
-                field: Some("metadata.name".into()),
-                message: format!("{} is declared twice (first at {}:{})", o.resource.key(), first.file, first.line),
-                severity: Severity::Error,
-            });
-        }
-    }
-    let (errors, warnings): (Vec<Problem>, Vec<Problem>) = problems.into_iter().partition(|p| p.severity == Severity::Error);
+    problems.extend(check_set_knowing(&objects, known));
+    let (errors, warnings): (Vec<Problem>, Vec<Problem>) = problems
+        .into_iter()
+        .partition(|p| p.severity == Severity::Error);
     if !errors.is_empty() {
         let message = match errors.len() {
             1 => errors[0].to_string(),
             n => format!("{} (and {} more problems)", errors[0], n - 1),
         };
-        return Err(SourceError::Invalid { message, problems: errors });
+        return Err(SourceError::Invalid {
+            message,
+            problems: errors,
+        });
     }
     Ok((objects, warnings))
 }
@@ -64,19 +63,40 @@ fn normalised_path_set(req: &ApplyRequest) -> Vec<String> {
     set.into_iter().collect()
 }
 
-fn view(plan: &Plan) -> Vec<PlannedStepView> {
+/// A plan as the API shows it; a blocked plan ends with a `blocked` pseudo-step whose
+/// reason is `Reason: message`.
+pub fn plan_view(plan: &Plan) -> Vec<PlannedStepView> {
     plan.steps
         .iter()
-        .map(|s| PlannedStepView { step: s.action.name().into(), change_class: s.class.as_str().into(), reason: s.reason.clone() })
-        .chain(plan.blocked.iter().map(|b| PlannedStepView { step: "blocked".into(), change_class: "none".into(), reason: format!("{}: {}", b.reason(), b.message()) }))
+        .map(|s| PlannedStepView {
+            step: s.action.name().into(),
+            change_class: s.class.as_str().into(),
+            reason: s.reason.clone(),
+        })
+        .chain(plan.blocked.iter().map(|b| PlannedStepView {
+            step: "blocked".into(),
+            change_class: "none".into(),
+            reason: format!("{}: {}", b.reason(), b.message()),
+        }))
         .collect()
 }
 
 /// The plan an object would get if `resource` were its spec now.
-pub async fn plan_for<R: VmRuntime>(engine: &Engine<R>, existing: Option<&StoredObject>, resource: &Resource, allow_recreate: bool) -> Result<Plan, SourceError> {
-    let generation = existing.map_or(1, |e| e.generation + i64::from(e.hash != objects::spec_hash(resource)));
+pub async fn plan_for<R: VmRuntime>(
+    engine: &Engine<R>,
+    existing: Option<&StoredObject>,
+    resource: &Resource,
+    allow_recreate: bool,
+) -> Result<Plan, SourceError> {
+    let generation = existing.map_or(1, |e| {
+        e.generation + i64::from(e.hash != objects::spec_hash(resource))
+    });
     let obj = match existing {
-        Some(e) => StoredObject { resource: resource.clone(), generation, ..e.clone() },
+        Some(e) => StoredObject {
+            resource: resource.clone(),
+            generation,
+            ..e.clone()
+        },
         None => StoredObject {
             uid: objects::new_uid(),
             generation,
@@ -95,22 +115,57 @@ pub async fn plan_for<R: VmRuntime>(engine: &Engine<R>, existing: Option<&Stored
                 Some(_) => engine.store.get_status(resource.kind(), resource.name())?.1,
                 None => Default::default(),
             };
-            planner::plan_image(&ImageFacts { deleting: obj.deleting.is_some(), resolved_generation: internal.resolved_generation, generation, used_by: vec![] })
+            planner::plan_image(&ImageFacts {
+                deleting: obj.deleting.is_some(),
+                resolved_generation: internal.resolved_generation,
+                generation,
+                used_by: vec![],
+                files_present: match &internal.resolved {
+                    Some(r) => engine.runtime.image_present(r).await,
+                    None => false,
+                },
+            })
         }
         Resource::Workspace(ws) => {
-            let vm_running = engine.store.get_status(banger_specs::Kind::Vm, &ws.spec.vm)?.0.phase == Phase::Running.as_str();
+            let vm_running = engine
+                .store
+                .get_status(banger_specs::Kind::Vm, &ws.spec.vm)?
+                .0
+                .phase
+                == Phase::Running.as_str();
             let bound = match existing {
-                Some(_) => engine.store.get_status(resource.kind(), resource.name())?.1.bound_generation == Some(generation),
+                Some(_) => {
+                    engine
+                        .store
+                        .get_status(resource.kind(), resource.name())?
+                        .1
+                        .bound_generation
+                        == Some(generation)
+                }
                 None => false,
             };
-            planner::plan_workspace(&WorkspaceFacts { deleting: obj.deleting.is_some(), vm: ws.spec.vm.clone(), vm_running, bound })
+            planner::plan_workspace(&WorkspaceFacts {
+                deleting: obj.deleting.is_some(),
+                vm: ws.spec.vm.clone(),
+                vm_running,
+                bound,
+            })
         }
     })
 }
 
 /// `POST /v1/apply`.
-pub async fn apply<R: VmRuntime>(engine: &Engine<R>, req: &ApplyRequest) -> Result<ApplyResponse, SourceError> {
-    let (mut loaded, warnings) = parse_files(&req.files)?;
+pub async fn apply<R: VmRuntime>(
+    engine: &Engine<R>,
+    req: &ApplyRequest,
+) -> Result<ApplyResponse, SourceError> {
+    let known: Vec<ObjectKey> = engine
+        .store
+        .list_objects(None)?
+        .iter()
+        .map(|o| o.resource.key())
+        .collect();
+    let (mut loaded, warnings) = parse_files(&req.files, &known)?;
     loaded.sort_by_key(|o| planner::kind_order(o.resource.kind(), false));
     let path_set = normalised_path_set(req);
     let _guard = engine.source_lock.lock().await;
@@ -121,7 +176,9 @@ pub async fn apply<R: VmRuntime>(engine: &Engine<R>, req: &ApplyRequest) -> Resu
         let key = o.resource.key();
         if let Some(e) = engine.store.get_object(key.kind, &key.name)? {
             if e.deleting.is_some() {
-                return Err(SourceError::Conflict(format!("{key} is being deleted; wait for it to go, then apply again")));
+                return Err(SourceError::Conflict(format!(
+                    "{key} is being deleted; wait for it to go, then apply again"
+                )));
             }
             if let Owner::SpecsDir { file } = &e.owner {
                 if !req.force {
@@ -138,7 +195,13 @@ pub async fn apply<R: VmRuntime>(engine: &Engine<R>, req: &ApplyRequest) -> Resu
     if req.prune {
         for o in engine.store.list_objects(None)? {
             let key = o.resource.key();
-            if o.deleting.is_none() && !wanted.contains(&key) && o.owner == (Owner::Cli { path_set: path_set.clone() }) {
+            if o.deleting.is_none()
+                && !wanted.contains(&key)
+                && o.owner
+                    == (Owner::Cli {
+                        path_set: path_set.clone(),
+                    })
+            {
                 prune.push(o);
             }
         }
@@ -153,13 +216,31 @@ pub async fn apply<R: VmRuntime>(engine: &Engine<R>, req: &ApplyRequest) -> Resu
         let (action, changes) = if req.dry_run {
             match old {
                 None => (ApplyAction::Created, Vec::new()),
-                Some(e) if e.hash == objects::spec_hash(&o.resource) => (ApplyAction::Unchanged, Vec::new()),
-                Some(e) => (ApplyAction::Configured, objects::spec_changes(&e.resource, &o.resource)),
+                Some(e) if e.hash == objects::spec_hash(&o.resource) => {
+                    (ApplyAction::Unchanged, Vec::new())
+                }
+                Some(e) => (
+                    ApplyAction::Configured,
+                    objects::spec_changes(&e.resource, &o.resource),
+                ),
             }
         } else {
-            upsert(engine, &o.resource, Owner::Cli { path_set: path_set.clone() }, req.allow_recreate)?
+            upsert(
+                engine,
+                &o.resource,
+                Owner::Cli {
+                    path_set: path_set.clone(),
+                },
+                req.allow_recreate,
+            )?
         };
-        items.push(ApplyItem { kind: key.kind, name: key.name, action, changes, plan: view(&plan) });
+        items.push(ApplyItem {
+            kind: key.kind,
+            name: key.name,
+            action,
+            changes,
+            plan: plan_view(&plan),
+        });
     }
     for o in prune {
         let key = o.resource.key();
@@ -170,19 +251,42 @@ pub async fn apply<R: VmRuntime>(engine: &Engine<R>, req: &ApplyRequest) -> Resu
             _ => Plan::default(),
         };
         if !req.dry_run {
-            super::delete(engine, key.kind, &key.name, "pruned by banger apply --prune")?;
+            super::delete(
+                engine,
+                key.kind,
+                &key.name,
+                "pruned by banger apply --prune",
+            )?;
         }
-        items.push(ApplyItem { kind: key.kind, name: key.name, action: ApplyAction::Pruned, changes: vec![], plan: view(&plan) });
+        items.push(ApplyItem {
+            kind: key.kind,
+            name: key.name,
+            action: ApplyAction::Pruned,
+            changes: vec![],
+            plan: plan_view(&plan),
+        });
     }
     Ok(ApplyResponse { items, warnings })
 }
 
 /// `POST /v1/delete`.
-pub async fn delete<R: VmRuntime>(engine: &Engine<R>, req: &DeleteRequest) -> Result<DeleteResponse, SourceError> {
+pub async fn delete<R: VmRuntime>(
+    engine: &Engine<R>,
+    req: &DeleteRequest,
+) -> Result<DeleteResponse, SourceError> {
     let mut refs: Vec<ObjectRef> = req.objects.clone();
     if !req.files.is_empty() {
-        let (loaded, _) = parse_files(&req.files)?;
-        refs.extend(loaded.iter().map(|o| ObjectRef { kind: o.resource.kind(), name: o.resource.name().to_string() }));
+        let known: Vec<ObjectKey> = engine
+            .store
+            .list_objects(None)?
+            .iter()
+            .map(|o| o.resource.key())
+            .collect();
+        let (loaded, _) = parse_files(&req.files, &known)?;
+        refs.extend(loaded.iter().map(|o| ObjectRef {
+            kind: o.resource.kind(),
+            name: o.resource.name().to_string(),
+        }));
     }
     refs.sort_by_key(|r| (planner::kind_order(r.kind, true), r.name.clone()));
     refs.dedup();

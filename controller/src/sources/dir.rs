@@ -61,7 +61,9 @@ pub struct SyncReport {
 }
 
 fn is_spec_file(p: &Path) -> bool {
-    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
@@ -70,14 +72,22 @@ pub fn scan(dir: &Path) -> DirScan {
     let mut paths = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in rd.flatten() {
             let p = entry.path();
             let Ok(ft) = entry.file_type() else { continue };
-            let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if ft.is_dir() && depth < MAX_DEPTH && !hidden {
                 stack.push((p, depth + 1));
-            } else if (ft.is_file() || ft.is_symlink()) && is_spec_file(&p) && paths.len() < MAX_FILES {
+            } else if (ft.is_file() || ft.is_symlink())
+                && is_spec_file(&p)
+                && paths.len() < MAX_FILES
+            {
                 paths.push(p);
             }
         }
@@ -87,7 +97,10 @@ pub fn scan(dir: &Path) -> DirScan {
         .into_iter()
         .filter_map(|p| {
             let bytes = std::fs::read(&p).ok()?;
-            let base = p.parent().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+            let base = p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.to_path_buf());
             Some(parse_document_set(&bytes, &p.display().to_string(), &base))
         })
         .collect();
@@ -98,6 +111,7 @@ pub fn scan(dir: &Path) -> DirScan {
 #[derive(Default)]
 pub struct DirSource {
     reported_conflicts: Mutex<HashSet<(ObjectKey, String)>>,
+    logged_problems: Mutex<HashSet<String>>,
 }
 
 impl DirSource {
@@ -107,7 +121,11 @@ impl DirSource {
     }
 
     /// Makes the store match a scan of the directory.
-    pub async fn sync<R: VmRuntime>(&self, engine: &Engine<R>, scan: &DirScan) -> Result<SyncReport, StoreError> {
+    pub async fn sync<R: VmRuntime>(
+        &self,
+        engine: &Engine<R>,
+        scan: &DirScan,
+    ) -> Result<SyncReport, StoreError> {
         let _guard = engine.source_lock.lock().await;
         let mut report = SyncReport::default();
         let mut claimed: BTreeMap<ObjectKey, String> = BTreeMap::new();
@@ -117,11 +135,20 @@ impl DirSource {
         for file in &scan.files {
             let first_error = file.problems.iter().find(|p| p.severity == Severity::Error);
             if let Some(problem) = first_error {
+                let mut logged = self
+                    .logged_problems
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if logged.insert(problem.to_string()) {
+                    tracing::warn!(file = %file.file, "invalid spec file, ignored (its objects keep their last good spec): {problem}");
+                }
+                drop(logged);
                 // Objects of this file (by record or by recognised identity) keep their spec.
                 let ids: BTreeSet<ObjectKey> = file.identities.iter().cloned().collect();
                 for o in &all {
                     let key = o.resource.key();
-                    let from_file = matches!(&o.owner, Owner::SpecsDir { file: f } if *f == file.file);
+                    let from_file =
+                        matches!(&o.owner, Owner::SpecsDir { file: f } if *f == file.file);
                     let named = ids.contains(&key) && matches!(o.owner, Owner::SpecsDir { .. });
                     if from_file || named {
                         invalid.entry(key).or_insert_with(|| problem.to_string());
@@ -133,7 +160,10 @@ impl DirSource {
                 let key = lo.resource.key();
                 if let Some(first) = claimed.get(&key) {
                     if self.first_report(&key, &file.file) {
-                        let msg = format!("{key} is declared in both {first} and {}; the first wins", file.file);
+                        let msg = format!(
+                            "{key} is declared in both {first} and {}; the first wins",
+                            file.file
+                        );
                         engine.event(key.kind, &key.name, "Warning", "DuplicateSpec", &msg);
                     }
                     continue;
@@ -156,7 +186,14 @@ impl DirSource {
                     }
                 }
                 claimed.insert(key.clone(), file.file.clone());
-                let (action, _) = upsert(engine, &lo.resource, Owner::SpecsDir { file: file.file.clone() }, false)?;
+                let (action, _) = upsert(
+                    engine,
+                    &lo.resource,
+                    Owner::SpecsDir {
+                        file: file.file.clone(),
+                    },
+                    false,
+                )?;
                 if action != crate::api::types::ApplyAction::Unchanged {
                     report.applied += 1;
                 }
@@ -172,21 +209,36 @@ impl DirSource {
             let (view, mut internal) = engine.store.get_status(key.kind, &key.name)?;
             if internal.invalid_spec.as_deref() != Some(problem.as_str()) {
                 internal.invalid_spec = Some(problem.clone());
-                engine.store.put_status(key.kind, &key.name, &view, &internal)?;
-                engine.event(key.kind, &key.name, "Warning", "InvalidSpec", &format!("{problem}; keeping the last good spec"));
+                engine
+                    .store
+                    .put_status(key.kind, &key.name, &view, &internal)?;
+                engine.event(
+                    key.kind,
+                    &key.name,
+                    "Warning",
+                    "InvalidSpec",
+                    &format!("{problem}; keeping the last good spec"),
+                );
                 engine.queue.add(key.clone());
             }
         }
 
         for o in &all {
             let key = o.resource.key();
-            let Owner::SpecsDir { file } = &o.owner else { continue };
+            let Owner::SpecsDir { file } = &o.owner else {
+                continue;
+            };
             if claimed.contains_key(&key) || invalid.contains_key(&key) || o.deleting.is_some() {
                 continue;
             }
             match objects::on_remove(&o.resource) {
                 OnRemove::Delete => {
-                    super::delete(engine, key.kind, &key.name, &format!("{file} no longer declares it"))?;
+                    super::delete(
+                        engine,
+                        key.kind,
+                        &key.name,
+                        &format!("{file} no longer declares it"),
+                    )?;
                     report.deleted += 1;
                 }
                 OnRemove::Orphan => {
@@ -199,8 +251,21 @@ impl DirSource {
                         if vm.spec.state != PowerState::Stopped {
                             let mut stopped = vm.clone();
                             stopped.spec.state = PowerState::Stopped;
-                            upsert(engine, &Resource::Vm(stopped), o.owner.clone(), o.allow_recreate)?;
-                            engine.event(key.kind, &key.name, "Normal", "SourceRemoved", &format!("{file} no longer declares it; stopping it (on-remove: Stop)"));
+                            upsert(
+                                engine,
+                                &Resource::Vm(stopped),
+                                o.owner.clone(),
+                                o.allow_recreate,
+                            )?;
+                            engine.event(
+                                key.kind,
+                                &key.name,
+                                "Normal",
+                                "SourceRemoved",
+                                &format!(
+                                    "{file} no longer declares it; stopping it (on-remove: Stop)"
+                                ),
+                            );
                             report.stopped += 1;
                         }
                     }
@@ -211,14 +276,29 @@ impl DirSource {
     }
 
     fn first_report(&self, key: &ObjectKey, file: &str) -> bool {
-        self.reported_conflicts.lock().unwrap_or_else(|p| p.into_inner()).insert((key.clone(), file.to_string()))
+        self.reported_conflicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((key.clone(), file.to_string()))
     }
 
-    fn clear_invalid<R: VmRuntime>(&self, engine: &Engine<R>, key: &ObjectKey) -> Result<(), StoreError> {
+    fn clear_invalid<R: VmRuntime>(
+        &self,
+        engine: &Engine<R>,
+        key: &ObjectKey,
+    ) -> Result<(), StoreError> {
         let (view, mut internal) = engine.store.get_status(key.kind, &key.name)?;
         if internal.invalid_spec.take().is_some() {
-            engine.store.put_status(key.kind, &key.name, &view, &internal)?;
-            engine.event(key.kind, &key.name, "Normal", "SpecValid", "the spec file is valid again");
+            engine
+                .store
+                .put_status(key.kind, &key.name, &view, &internal)?;
+            engine.event(
+                key.kind,
+                &key.name,
+                "Normal",
+                "SpecValid",
+                "the spec file is valid again",
+            );
             engine.queue.add(key.clone());
         }
         Ok(())
@@ -236,26 +316,36 @@ impl DirSource {
         };
         match self.sync(engine, &scan).await {
             Ok(r) => tracing::debug!(?r, dir = %dir.display(), "specs directory synced"),
-            Err(e) => tracing::warn!(error = %e, dir = %dir.display(), "syncing the specs directory"),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "syncing the specs directory")
+            }
         }
     }
 
     /// Watches `dir` until `stop` resolves: a rescan at start, then one after each
     /// debounced burst of file events. (Periodic resync rescans are the daemon's.)
-    pub async fn watch<R: VmRuntime>(&self, engine: &Engine<R>, dir: PathBuf, stop: impl std::future::Future<Output = ()>) -> Result<(), notify::Error> {
+    pub async fn watch<R: VmRuntime>(
+        &self,
+        engine: &Engine<R>,
+        dir: PathBuf,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), notify::Error> {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                let relevant = match ev.kind {
-                    EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)) => true,
-                    EventKind::Access(_) => false,
-                    _ => true,
-                };
-                if relevant {
-                    let _ = tx.send(());
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res {
+                    let relevant = match ev.kind {
+                        EventKind::Access(notify::event::AccessKind::Close(
+                            notify::event::AccessMode::Write,
+                        )) => true,
+                        EventKind::Access(_) => false,
+                        _ => true,
+                    };
+                    if relevant {
+                        let _ = tx.send(());
+                    }
                 }
-            }
-        })?;
+            })?;
         watcher.watch(&dir, RecursiveMode::Recursive)?;
         self.rescan(engine, &dir).await;
         tokio::pin!(stop);

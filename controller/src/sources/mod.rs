@@ -66,12 +66,20 @@ pub(crate) fn upsert<R: VmRuntime>(
         ),
         Some(old) => {
             let changed = old.hash != hash;
-            let changes = if changed { objects::spec_changes(&old.resource, resource) } else { Vec::new() };
+            let changes = if changed {
+                objects::spec_changes(&old.resource, resource)
+            } else {
+                Vec::new()
+            };
             let same_meta = old.resource.metadata() == resource.metadata();
             if !changed && same_meta && old.owner == owner && old.allow_recreate == allow_recreate {
                 return Ok((ApplyAction::Unchanged, Vec::new()));
             }
-            let action = if changed { ApplyAction::Configured } else { ApplyAction::Unchanged };
+            let action = if changed {
+                ApplyAction::Configured
+            } else {
+                ApplyAction::Unchanged
+            };
             (
                 action,
                 changes,
@@ -88,23 +96,42 @@ pub(crate) fn upsert<R: VmRuntime>(
     };
     engine.store.put_object(&stored)?;
     match action {
-        ApplyAction::Created => engine.event(key.kind, &key.name, "Normal", "Created", &format!("created by {}", stored.owner.describe())),
+        ApplyAction::Created => engine.event(
+            key.kind,
+            &key.name,
+            "Normal",
+            "Created",
+            &format!("created by {}", stored.owner.describe()),
+        ),
         ApplyAction::Configured => engine.event(
             key.kind,
             &key.name,
             "Normal",
             "SpecChanged",
-            &format!("generation {} by {}: {}", stored.generation, stored.owner.describe(), changes.join("; ")),
+            &format!(
+                "generation {} by {}: {}",
+                stored.generation,
+                stored.owner.describe(),
+                changes.join("; ")
+            ),
         ),
         _ => {}
     }
-    engine.queue.add(key);
+    // New desired state: retry at once, whatever the backoff of earlier failures.
+    engine.queue.retry_now(key);
     Ok((action, changes))
 }
 
 /// Marks an object deleting and queues it. Returns false when it does not exist.
-pub(crate) fn delete<R: VmRuntime>(engine: &Engine<R>, kind: Kind, name: &str, why: &str) -> Result<bool, StoreError> {
-    let Some(obj) = engine.store.get_object(kind, name)? else { return Ok(false) };
+pub(crate) fn delete<R: VmRuntime>(
+    engine: &Engine<R>,
+    kind: Kind,
+    name: &str,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let Some(obj) = engine.store.get_object(kind, name)? else {
+        return Ok(false);
+    };
     if obj.deleting.is_none() {
         engine.store.mark_deleting(kind, name)?;
         engine.event(kind, name, "Normal", "Deleting", why);

@@ -138,21 +138,48 @@ fn kind_parse(s: &str) -> Option<Kind> {
 }
 
 fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
-type Row = (String, String, String, i64, String, String, String, i64, String, Option<String>);
+type Row = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
 
 impl Store {
     /// Opens (creating if needed) the database file, enables WAL and migrates.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |operation| move |source| StoreError::Sqlite { path: path.to_path_buf(), operation, source };
+        let err = |operation| {
+            move |source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                operation,
+                source,
+            }
+        };
         let conn = Connection::open(path).map_err(err("open"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err("enable WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err("enable foreign keys"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err("set busy timeout"))?;
-        let store = Store { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enable foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("set busy timeout"))?;
+        let store = Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -164,25 +191,42 @@ impl Store {
     }
 
     fn sql(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite { path: self.path.clone(), operation, source }
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            operation,
+            source,
+        }
     }
 
     fn corrupt(&self, operation: &'static str, message: String) -> StoreError {
-        StoreError::Corrupt { path: self.path.clone(), operation, message }
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            operation,
+            message,
+        }
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.sql("read user_version"))
+        self.conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql("read user_version"))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.sql("read user_version"))?;
-        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql("read user_version"))?;
+        for (i, sql) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
             let tx = conn.transaction().map_err(self.sql("begin migration"))?;
             tx.execute_batch(sql).map_err(self.sql("migrate"))?;
-            tx.pragma_update(None, "user_version", i + 1).map_err(self.sql("set user_version"))?;
+            tx.pragma_update(None, "user_version", i + 1)
+                .map_err(self.sql("set user_version"))?;
             tx.commit().map_err(self.sql("commit migration"))?;
         }
         Ok(())
@@ -190,17 +234,40 @@ impl Store {
 
     fn row_to_object(&self, r: Row) -> Result<StoredObject, StoreError> {
         let (kind, _name, uid, generation, document, hash, owner, allow, created, deleting) = r;
-        let kind = kind_parse(&kind).ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
-        let resource = objects::document_from_json(kind, &document).map_err(|e| self.corrupt("read object", e.to_string()))?;
-        let owner: Owner = serde_json::from_str(&owner).map_err(|e| self.corrupt("read owner", e.to_string()))?;
-        Ok(StoredObject { uid, generation, resource, hash, owner, allow_recreate: allow != 0, created, deleting })
+        let kind = kind_parse(&kind)
+            .ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
+        let resource = objects::document_from_json(kind, &document)
+            .map_err(|e| self.corrupt("read object", e.to_string()))?;
+        let owner: Owner =
+            serde_json::from_str(&owner).map_err(|e| self.corrupt("read owner", e.to_string()))?;
+        Ok(StoredObject {
+            uid,
+            generation,
+            resource,
+            hash,
+            owner,
+            allow_recreate: allow != 0,
+            created,
+            deleting,
+        })
     }
 
     const OBJECT_COLUMNS: &'static str =
         "kind, name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
 
     fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+        ))
     }
 
     /// One object.
@@ -208,7 +275,10 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                &format!("SELECT {} FROM objects WHERE kind = ?1 AND name = ?2", Self::OBJECT_COLUMNS),
+                &format!(
+                    "SELECT {} FROM objects WHERE kind = ?1 AND name = ?2",
+                    Self::OBJECT_COLUMNS
+                ),
                 params![kind_str(kind), name],
                 Self::map_row,
             )
@@ -227,12 +297,35 @@ impl Store {
                     Self::OBJECT_COLUMNS
                 ))
                 .map_err(self.sql("list objects"))?;
-            let it = stmt.query_map(params![kind.map(kind_str)], Self::map_row).map_err(self.sql("list objects"))?;
-            it.collect::<Result<_, _>>().map_err(self.sql("list objects"))?
+            let it = stmt
+                .query_map(params![kind.map(kind_str)], Self::map_row)
+                .map_err(self.sql("list objects"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("list objects"))?
         };
-        let mut out: Vec<StoredObject> = rows.into_iter().map(|r| self.row_to_object(r)).collect::<Result<_, _>>()?;
+        let mut out: Vec<StoredObject> = rows
+            .into_iter()
+            .map(|r| self.row_to_object(r))
+            .collect::<Result<_, _>>()?;
         out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
         Ok(out)
+    }
+
+    /// The object with this uid, if any.
+    pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE uid = ?1",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![uid],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
     }
 
     /// Names of objects of `kind` that reference `target` (VMs of an Image, Workspaces
@@ -240,17 +333,23 @@ impl Store {
     pub fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT name FROM objects WHERE kind = ?1 AND ref_name = ?2 ORDER BY name")
+            .prepare_cached(
+                "SELECT name FROM objects WHERE kind = ?1 AND ref_name = ?2 ORDER BY name",
+            )
             .map_err(self.sql("list referrers"))?;
-        let it = stmt.query_map(params![kind_str(kind), target], |r| r.get(0)).map_err(self.sql("list referrers"))?;
-        it.collect::<Result<_, _>>().map_err(self.sql("list referrers"))
+        let it = stmt
+            .query_map(params![kind_str(kind), target], |r| r.get(0))
+            .map_err(self.sql("list referrers"))?;
+        it.collect::<Result<_, _>>()
+            .map_err(self.sql("list referrers"))
     }
 
     /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
     /// generation.
     pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
-        let document = objects::document_json(&o.resource).to_string();
-        let owner = serde_json::to_string(&o.owner).map_err(|e| self.corrupt("write owner", e.to_string()))?;
+        let document = objects::document_json(&o.resource);
+        let owner = serde_json::to_string(&o.owner)
+            .map_err(|e| self.corrupt("write owner", e.to_string()))?;
         let ref_name = objects::reference(&o.resource).map(|(_, n)| n);
         self.conn()
             .execute(
@@ -294,16 +393,27 @@ impl Store {
     pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin remove"))?;
-        tx.execute("DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3", params![kind_str(kind), name, uid])
-            .map_err(self.sql("remove object"))?;
-        tx.execute("DELETE FROM status WHERE kind = ?1 AND name = ?2", params![kind_str(kind), name])
-            .map_err(self.sql("remove status"))?;
-        tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid]).map_err(self.sql("remove handles"))?;
+        tx.execute(
+            "DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3",
+            params![kind_str(kind), name, uid],
+        )
+        .map_err(self.sql("remove object"))?;
+        tx.execute(
+            "DELETE FROM status WHERE kind = ?1 AND name = ?2",
+            params![kind_str(kind), name],
+        )
+        .map_err(self.sql("remove status"))?;
+        tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("remove handles"))?;
         tx.commit().map_err(self.sql("commit remove"))
     }
 
     /// Status of an object (default when never written).
-    pub fn get_status(&self, kind: Kind, name: &str) -> Result<(StatusView, InternalState), StoreError> {
+    pub fn get_status(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<(StatusView, InternalState), StoreError> {
         let row: Option<(String, String)> = self
             .conn()
             .query_row(
@@ -314,7 +424,13 @@ impl Store {
             .optional()
             .map_err(self.sql("read status"))?;
         match row {
-            None => Ok((StatusView { phase: "Pending".into(), ..StatusView::default() }, InternalState::default())),
+            None => Ok((
+                StatusView {
+                    phase: "Pending".into(),
+                    ..StatusView::default()
+                },
+                InternalState::default(),
+            )),
             Some((v, i)) => Ok((
                 serde_json::from_str(&v).map_err(|e| self.corrupt("read status", e.to_string()))?,
                 serde_json::from_str(&i).map_err(|e| self.corrupt("read status", e.to_string()))?,
@@ -323,9 +439,17 @@ impl Store {
     }
 
     /// Writes the status of an object.
-    pub fn put_status(&self, kind: Kind, name: &str, view: &StatusView, internal: &InternalState) -> Result<(), StoreError> {
-        let v = serde_json::to_string(view).map_err(|e| self.corrupt("write status", e.to_string()))?;
-        let i = serde_json::to_string(internal).map_err(|e| self.corrupt("write status", e.to_string()))?;
+    pub fn put_status(
+        &self,
+        kind: Kind,
+        name: &str,
+        view: &StatusView,
+        internal: &InternalState,
+    ) -> Result<(), StoreError> {
+        let v =
+            serde_json::to_string(view).map_err(|e| self.corrupt("write status", e.to_string()))?;
+        let i = serde_json::to_string(internal)
+            .map_err(|e| self.corrupt("write status", e.to_string()))?;
         self.conn()
             .execute(
                 "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
@@ -337,7 +461,15 @@ impl Store {
     }
 
     /// Records an event and drops the object's events beyond `cap`. Returns its id.
-    pub fn add_event(&self, kind: Kind, name: &str, type_: &str, reason: &str, message: &str, cap: usize) -> Result<i64, StoreError> {
+    pub fn add_event(
+        &self,
+        kind: Kind,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        cap: usize,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin event"))?;
         tx.execute(
@@ -357,7 +489,13 @@ impl Store {
     }
 
     /// Events after `after`, optionally of one object, oldest first, at most `limit`.
-    pub fn list_events(&self, object: Option<(Kind, &str)>, kind: Option<Kind>, after: i64, limit: usize) -> Result<Vec<EventView>, StoreError> {
+    pub fn list_events(
+        &self,
+        object: Option<(Kind, &str)>,
+        kind: Option<Kind>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventView>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -369,21 +507,53 @@ impl Store {
         let kind_filter = object.map(|(k, _)| k).or(kind).map(kind_str);
         let name_filter = object.map(|(_, n)| n.to_string());
         let rows = stmt
-            .query_map(params![after, kind_filter, name_filter, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?))
-            })
+            .query_map(
+                params![
+                    after,
+                    kind_filter,
+                    name_filter,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
             .map_err(self.sql("list events"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, time, kind, name, type_, reason, message) = row.map_err(self.sql("list events"))?;
-            let Some(kind) = kind_parse(&kind) else { continue };
-            out.push(EventView { id, time, kind, name, type_, reason, message });
+            let (id, time, kind, name, type_, reason, message) =
+                row.map_err(self.sql("list events"))?;
+            let Some(kind) = kind_parse(&kind) else {
+                continue;
+            };
+            out.push(EventView {
+                id,
+                time,
+                kind,
+                name,
+                type_,
+                reason,
+                message,
+            });
         }
         Ok(out)
     }
 
     /// The last `limit` events of an object, oldest first.
-    pub fn recent_events(&self, kind: Kind, name: &str, limit: usize) -> Result<Vec<EventView>, StoreError> {
+    pub fn recent_events(
+        &self,
+        kind: Kind,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<EventView>, StoreError> {
         let all = self.list_events(Some((kind, name)), None, 0, usize::MAX)?;
         let skip = all.len().saturating_sub(limit);
         Ok(all.into_iter().skip(skip).collect())
@@ -391,11 +561,19 @@ impl Store {
 
     /// The highest event id (0 when none).
     pub fn last_event_id(&self) -> Result<i64, StoreError> {
-        self.conn().query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)).map_err(self.sql("read last event"))
+        self.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+            .map_err(self.sql("read last event"))
     }
 
     /// Writes a `running` journal row before a side-effecting step. Returns its id.
-    pub fn journal_begin(&self, uid: &str, kind: Kind, name: &str, step: &str) -> Result<i64, StoreError> {
+    pub fn journal_begin(
+        &self,
+        uid: &str,
+        kind: Kind,
+        name: &str,
+        step: &str,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin journal"))?;
         tx.execute(
@@ -416,7 +594,12 @@ impl Store {
     }
 
     /// Completes a journal row: `done`, `failed`, `rolled-back` or `resumed`.
-    pub fn journal_finish(&self, id: i64, outcome: &str, error: Option<&str>) -> Result<(), StoreError> {
+    pub fn journal_finish(
+        &self,
+        id: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "UPDATE journal SET outcome = ?2, error = ?3, duration_ms = ?4 - started_ms WHERE id = ?1",
@@ -433,13 +616,31 @@ impl Store {
             .prepare_cached("SELECT id, uid, kind, name, step, outcome FROM journal WHERE outcome = 'running' ORDER BY id")
             .map_err(self.sql("read journal"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
             .map_err(self.sql("read journal"))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, uid, kind, name, step, outcome) = row.map_err(self.sql("read journal"))?;
-            let Some(kind) = kind_parse(&kind) else { continue };
-            out.push(JournalRow { id, uid, kind, name, step, outcome });
+            let Some(kind) = kind_parse(&kind) else {
+                continue;
+            };
+            out.push(JournalRow {
+                id,
+                uid,
+                kind,
+                name,
+                step,
+                outcome,
+            });
         }
         Ok(out)
     }
@@ -451,11 +652,22 @@ impl Store {
             .prepare_cached("SELECT step, started, duration_ms, outcome, error FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT ?2")
             .map_err(self.sql("read journal"))?;
         let rows = stmt
-            .query_map(params![uid, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok(StepRecordView { step: r.get(0)?, started: r.get(1)?, duration_ms: r.get(2)?, outcome: r.get(3)?, error: r.get(4)? })
-            })
+            .query_map(
+                params![uid, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(StepRecordView {
+                        step: r.get(0)?,
+                        started: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        outcome: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                },
+            )
             .map_err(self.sql("read journal"))?;
-        let mut out: Vec<StepRecordView> = rows.collect::<Result<_, _>>().map_err(self.sql("read journal"))?;
+        let mut out: Vec<StepRecordView> = rows
+            .collect::<Result<_, _>>()
+            .map_err(self.sql("read journal"))?;
         out.reverse();
         Ok(out)
     }
@@ -464,11 +676,17 @@ impl Store {
     pub fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
         let row: Option<(String, String)> = self
             .conn()
-            .query_row("SELECT ip, mac FROM leases WHERE vm_uid = ?1", params![uid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT ip, mac FROM leases WHERE vm_uid = ?1",
+                params![uid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(self.sql("read lease"))?;
         row.map(|(ip, mac)| {
-            ip.parse().map(|ip| (ip, mac)).map_err(|_| self.corrupt("read lease", format!("bad ip {ip}")))
+            ip.parse()
+                .map(|ip| (ip, mac))
+                .map_err(|_| self.corrupt("read lease", format!("bad ip {ip}")))
         })
         .transpose()
     }
@@ -477,11 +695,22 @@ impl Store {
     /// static address asked for, else the static address (if free and inside the
     /// network), else the lowest free address. The network's first host address is the
     /// bridge's and is never leased.
-    pub fn lease(&self, uid: &str, mac: &str, want: Option<Ipv4Addr>, network: Ipv4Addr, prefix: u8) -> Result<Ipv4Addr, StoreError> {
+    pub fn lease(
+        &self,
+        uid: &str,
+        mac: &str,
+        want: Option<Ipv4Addr>,
+        network: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Ipv4Addr, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin lease"))?;
         let current: Option<String> = tx
-            .query_row("SELECT ip FROM leases WHERE vm_uid = ?1", params![uid], |r| r.get(0))
+            .query_row(
+                "SELECT ip FROM leases WHERE vm_uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.sql("read lease"))?;
         let current: Option<Ipv4Addr> = current.and_then(|s| s.parse().ok());
@@ -498,45 +727,68 @@ impl Store {
                     return Err(StoreError::LeaseConflict { ip, message: format!("outside the leasable range of {network}/{prefix} (the first address is the bridge)") });
                 }
                 let holder: Option<String> = tx
-                    .query_row("SELECT vm_uid FROM leases WHERE ip = ?1", params![ip.to_string()], |r| r.get(0))
+                    .query_row(
+                        "SELECT vm_uid FROM leases WHERE ip = ?1",
+                        params![ip.to_string()],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(self.sql("read lease"))?;
                 if let Some(h) = holder.filter(|h| h != uid) {
-                    return Err(StoreError::LeaseConflict { ip, message: format!("already leased to the VM with uid {h}") });
+                    return Err(StoreError::LeaseConflict {
+                        ip,
+                        message: format!("already leased to the VM with uid {h}"),
+                    });
                 }
                 ip
             }
             None => {
                 let taken: std::collections::HashSet<u32> = {
-                    let mut stmt = tx.prepare_cached("SELECT ip FROM leases").map_err(self.sql("read leases"))?;
-                    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sql("read leases"))?;
-                    rows.filter_map(|r| r.ok()).filter_map(|s| s.parse::<Ipv4Addr>().ok()).map(u32::from).collect()
+                    let mut stmt = tx
+                        .prepare_cached("SELECT ip FROM leases")
+                        .map_err(self.sql("read leases"))?;
+                    let rows = stmt
+                        .query_map([], |r| r.get::<_, String>(0))
+                        .map_err(self.sql("read leases"))?;
+                    rows.filter_map(|r| r.ok())
+                        .filter_map(|s| s.parse::<Ipv4Addr>().ok())
+                        .map(u32::from)
+                        .collect()
                 };
                 let free = (first + 1..=last).find(|n| !taken.contains(n));
                 Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
             }
         };
-        tx.execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid]).map_err(self.sql("write lease"))?;
-        tx.execute("INSERT INTO leases (ip, mac, vm_uid) VALUES (?1, ?2, ?3)", params![ip.to_string(), mac, uid])
+        tx.execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
             .map_err(self.sql("write lease"))?;
+        tx.execute(
+            "INSERT INTO leases (ip, mac, vm_uid) VALUES (?1, ?2, ?3)",
+            params![ip.to_string(), mac, uid],
+        )
+        .map_err(self.sql("write lease"))?;
         tx.commit().map_err(self.sql("commit lease"))?;
         Ok(ip)
     }
 
     /// Releases a VM's lease.
     pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid]).map_err(self.sql("release lease"))?;
+        self.conn()
+            .execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("release lease"))?;
         Ok(())
     }
 
     /// Number of leases held.
     pub fn lease_count(&self) -> Result<i64, StoreError> {
-        self.conn().query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).map_err(self.sql("count leases"))
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+            .map_err(self.sql("count leases"))
     }
 
     /// Mirrors a VM's handles.
     pub fn put_handles(&self, uid: &str, handles: &VmHandles) -> Result<(), StoreError> {
-        let json = serde_json::to_string(handles).map_err(|e| self.corrupt("write handles", e.to_string()))?;
+        let json = serde_json::to_string(handles)
+            .map_err(|e| self.corrupt("write handles", e.to_string()))?;
         self.conn()
             .execute(
                 "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
@@ -550,17 +802,28 @@ impl Store {
     pub fn get_handles(&self, uid: &str) -> Result<Option<VmHandles>, StoreError> {
         let row: Option<String> = self
             .conn()
-            .query_row("SELECT handles FROM handles WHERE vm_uid = ?1", params![uid], |r| r.get(0))
+            .query_row(
+                "SELECT handles FROM handles WHERE vm_uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.sql("read handles"))?;
-        row.map(|s| serde_json::from_str(&s).map_err(|e| self.corrupt("read handles", e.to_string()))).transpose()
+        row.map(|s| {
+            serde_json::from_str(&s).map_err(|e| self.corrupt("read handles", e.to_string()))
+        })
+        .transpose()
     }
 }
 
 /// `(network address, broadcast-or-last)` as integers: hosts are strictly between.
 fn host_range(network: Ipv4Addr, prefix: u8) -> (u32, u32) {
     let bits = u32::from(prefix.min(30));
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     let net = u32::from(network) & mask;
     let last = (net | !mask).saturating_sub(1);
     // `first` is the bridge's address: net + 1.
@@ -576,7 +839,10 @@ pub fn gateway_of(network: Ipv4Addr, prefix: u8) -> Ipv4Addr {
 pub fn mac_for(uid: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(uid.as_bytes());
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3], h[4])
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[0], h[1], h[2], h[3], h[4]
+    )
 }
 
 #[cfg(test)]

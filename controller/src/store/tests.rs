@@ -20,7 +20,9 @@ fn migrations_run_once_and_reopen_keeps_data() {
             generation: 1,
             hash: objects::spec_hash(&r),
             resource: r,
-            owner: Owner::Cli { path_set: vec!["/x".into()] },
+            owner: Owner::Cli {
+                path_set: vec!["/x".into()],
+            },
             allow_recreate: false,
             created: "t".into(),
             deleting: None,
@@ -31,8 +33,16 @@ fn migrations_run_once_and_reopen_keeps_data() {
     assert_eq!(s.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     let o = s.get_object(Kind::Vm, "a").unwrap().unwrap();
     assert_eq!(o.uid, "u1");
-    assert_eq!(o.owner, Owner::Cli { path_set: vec!["/x".into()] });
-    assert_eq!(s.referrers(Kind::Vm, "base").unwrap(), vec!["a".to_string()]);
+    assert_eq!(
+        o.owner,
+        Owner::Cli {
+            path_set: vec!["/x".into()]
+        }
+    );
+    assert_eq!(
+        s.referrers(Kind::Vm, "base").unwrap(),
+        vec!["a".to_string()]
+    );
 }
 
 #[test]
@@ -40,33 +50,83 @@ fn leases_honour_static_ips_and_report_conflicts() {
     let (_d, s) = open();
     let net = Ipv4Addr::new(172, 30, 0, 0);
     let a = s.lease("a", &mac_for("a"), None, net, 24).unwrap();
-    assert_eq!(a, Ipv4Addr::new(172, 30, 0, 2), "first address is the bridge");
-    assert_eq!(s.lease("a", &mac_for("a"), None, net, 24).unwrap(), a, "stable");
-    let b = s.lease("b", &mac_for("b"), Some(Ipv4Addr::new(172, 30, 0, 50)), net, 24).unwrap();
+    assert_eq!(
+        a,
+        Ipv4Addr::new(172, 30, 0, 2),
+        "first address is the bridge"
+    );
+    assert_eq!(
+        s.lease("a", &mac_for("a"), None, net, 24).unwrap(),
+        a,
+        "stable"
+    );
+    let b = s
+        .lease(
+            "b",
+            &mac_for("b"),
+            Some(Ipv4Addr::new(172, 30, 0, 50)),
+            net,
+            24,
+        )
+        .unwrap();
     assert_eq!(b, Ipv4Addr::new(172, 30, 0, 50));
-    let err = s.lease("c", &mac_for("c"), Some(Ipv4Addr::new(172, 30, 0, 50)), net, 24).unwrap_err();
+    let err = s
+        .lease(
+            "c",
+            &mac_for("c"),
+            Some(Ipv4Addr::new(172, 30, 0, 50)),
+            net,
+            24,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("already leased"), "{err}");
-    let err = s.lease("c", &mac_for("c"), Some(Ipv4Addr::new(10, 0, 0, 5)), net, 24).unwrap_err();
+    let err = s
+        .lease(
+            "c",
+            &mac_for("c"),
+            Some(Ipv4Addr::new(10, 0, 0, 5)),
+            net,
+            24,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("outside"), "{err}");
     s.release_lease("b").unwrap();
-    assert_eq!(s.lease("c", &mac_for("c"), Some(Ipv4Addr::new(172, 30, 0, 50)), net, 24).unwrap(), b);
+    assert_eq!(
+        s.lease(
+            "c",
+            &mac_for("c"),
+            Some(Ipv4Addr::new(172, 30, 0, 50)),
+            net,
+            24
+        )
+        .unwrap(),
+        b
+    );
     assert_eq!(gateway_of(net, 24), Ipv4Addr::new(172, 30, 0, 1));
     assert_ne!(mac_for("a"), mac_for("b"));
     // Exhaustion of a tiny network.
     let tiny = Ipv4Addr::new(10, 9, 9, 0);
     s.lease("t1", "m", None, tiny, 30).unwrap();
-    assert!(matches!(s.lease("t2", "m", None, tiny, 30), Err(StoreError::LeasesExhausted { .. })));
+    assert!(matches!(
+        s.lease("t2", "m", None, tiny, 30),
+        Err(StoreError::LeasesExhausted { .. })
+    ));
 }
 
 #[test]
 fn events_are_capped_per_object_and_journal_tracks_unfinished() {
     let (_d, s) = open();
     for i in 0..10 {
-        s.add_event(Kind::Vm, "a", "Normal", "R", &format!("m{i}"), 4).unwrap();
+        s.add_event(Kind::Vm, "a", "Normal", "R", &format!("m{i}"), 4)
+            .unwrap();
     }
-    s.add_event(Kind::Vm, "b", "Normal", "R", "other", 4).unwrap();
+    s.add_event(Kind::Vm, "b", "Normal", "R", "other", 4)
+        .unwrap();
     let a = s.list_events(Some((Kind::Vm, "a")), None, 0, 100).unwrap();
-    assert_eq!(a.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), vec!["m6", "m7", "m8", "m9"]);
+    assert_eq!(
+        a.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        vec!["m6", "m7", "m8", "m9"]
+    );
     assert_eq!(s.list_events(None, None, 0, 100).unwrap().len(), 5);
     let id = s.journal_begin("u", Kind::Vm, "a", "launch").unwrap();
     let id2 = s.journal_begin("u", Kind::Vm, "a", "ensure-tap").unwrap();
@@ -76,5 +136,8 @@ fn events_are_capped_per_object_and_journal_tracks_unfinished() {
     assert_eq!(open_rows[0].id, id);
     assert_eq!(open_rows[0].step, "launch");
     let steps = s.journal_for("u", 10).unwrap();
-    assert_eq!(steps.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(), vec!["running", "done"]);
+    assert_eq!(
+        steps.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(),
+        vec!["running", "done"]
+    );
 }

@@ -1,0 +1,254 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::objects::Owner;
+use crate::sources::dir::DirSource;
+use crate::status::{FALSE, READY, SPEC_VALID, TRUE};
+
+/// An engine plus the specs directory watcher on a real temp dir.
+struct DirHarness {
+    h: Harness,
+    specs: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl DirHarness {
+    async fn start() -> DirHarness {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        std::fs::create_dir_all(&specs).unwrap();
+        let mut config = test_config(dir.path());
+        config.specs_dir = Some(specs.clone());
+        let h = Harness::start(config, SimulatedRuntime::new());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let engine = h.engine.clone();
+        let dir_path = specs.clone();
+        tokio::spawn(async move {
+            let src = DirSource::new();
+            src.watch(&engine, dir_path, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        DirHarness {
+            h,
+            specs,
+            stop: Some(tx),
+            _dir: dir,
+        }
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        // Atomic-rename save, as editors do.
+        let tmp = self.specs.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, self.specs.join(name)).unwrap();
+    }
+}
+
+impl Drop for DirHarness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn memory_mib(h: &Harness, name: &str) -> u64 {
+    match h
+        .engine
+        .store
+        .get_object(Kind::Vm, name)
+        .unwrap()
+        .unwrap()
+        .resource
+    {
+        banger_specs::Resource::Vm(o) => o.spec.memory.0 / (1024 * 1024),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_create_edit_rename_invalid_edit_and_delete() {
+    let d = DirHarness::start().await;
+    let h = &d.h;
+    d.write("image.yaml", IMAGE);
+    d.write("a.yaml", &vm_yaml("a", "base", "512Mi", ""));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    let owner = h
+        .engine
+        .store
+        .get_object(Kind::Vm, "a")
+        .unwrap()
+        .unwrap()
+        .owner;
+    assert_eq!(
+        owner,
+        Owner::SpecsDir {
+            file: d.specs.join("a.yaml").display().to_string()
+        }
+    );
+
+    // Edit: generation moves, the VM restarts with the new memory.
+    d.write("a.yaml", &vm_yaml("a", "base", "1Gi", ""));
+    h.until("edit picked up", |h| memory_mib(h, "a") == 1024)
+        .await;
+    assert_eq!(
+        h.engine
+            .store
+            .get_object(Kind::Vm, "a")
+            .unwrap()
+            .unwrap()
+            .generation,
+        2
+    );
+    h.until("restarted", |h| {
+        h.status(Kind::Vm, "a").observed_generation == 2
+            && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
+    })
+    .await;
+
+    // Rename: same object (same uid), now owned by the new file; nothing deleted.
+    std::fs::rename(d.specs.join("a.yaml"), d.specs.join("renamed.yaml")).unwrap();
+    h.until("rename picked up", |h| {
+        h.engine
+            .store
+            .get_object(Kind::Vm, "a")
+            .unwrap()
+            .is_some_and(|o| {
+                o.owner
+                    == Owner::SpecsDir {
+                        file: d.specs.join("renamed.yaml").display().to_string(),
+                    }
+            })
+    })
+    .await;
+    assert_eq!(h.uid(Kind::Vm, "a"), uid);
+    assert!(h
+        .engine
+        .store
+        .get_object(Kind::Vm, "a")
+        .unwrap()
+        .unwrap()
+        .deleting
+        .is_none());
+
+    // Invalid edit: the last good spec stays, with a condition naming file and line.
+    d.write("renamed.yaml", &vm_yaml("a", "base", "lots", ""));
+    h.until_condition(Kind::Vm, "a", SPEC_VALID, FALSE, "InvalidSpec")
+        .await;
+    let cond = status::condition(&h.status(Kind::Vm, "a").conditions, SPEC_VALID)
+        .unwrap()
+        .clone();
+    assert!(cond.message.contains("renamed.yaml:"), "{}", cond.message);
+    assert!(cond.message.contains("spec.memory"), "{}", cond.message);
+    assert_eq!(memory_mib(h, "a"), 1024);
+    assert!(
+        status::is_true(&h.status(Kind::Vm, "a").conditions, READY),
+        "the VM keeps running"
+    );
+
+    // Fixing it clears the condition.
+    d.write("renamed.yaml", &vm_yaml("a", "base", "1Gi", ""));
+    h.until("InvalidSpec cleared", |h| {
+        status::condition(&h.status(Kind::Vm, "a").conditions, SPEC_VALID).is_none()
+    })
+    .await;
+
+    // Delete the file: the VM goes, with everything it made.
+    std::fs::remove_file(d.specs.join("renamed.yaml")).unwrap();
+    h.until_gone(Kind::Vm, "a").await;
+    assert!(!h.sim.has_anything(&uid));
+    assert!(h.exists(Kind::Image, "base"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_remove_orphan_keeps_the_vm_and_stop_stops_it() {
+    let d = DirHarness::start().await;
+    let h = &d.h;
+    let orphan = "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata:\n  name: o\n  annotations:\n    banger.dev/on-remove: Orphan\nspec:\n  image: base\n";
+    let stop = "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata:\n  name: s\n  annotations:\n    banger.dev/on-remove: Stop\nspec:\n  image: base\n";
+    d.write("image.yaml", IMAGE);
+    d.write("o.yaml", orphan);
+    d.write("s.yaml", stop);
+    h.until_condition(Kind::Vm, "o", READY, TRUE, "Running")
+        .await;
+    h.until_condition(Kind::Vm, "s", READY, TRUE, "Running")
+        .await;
+    let (uo, us) = (h.uid(Kind::Vm, "o"), h.uid(Kind::Vm, "s"));
+    std::fs::remove_file(d.specs.join("o.yaml")).unwrap();
+    std::fs::remove_file(d.specs.join("s.yaml")).unwrap();
+    h.until_gone(Kind::Vm, "o").await;
+    assert!(h.sim.pid_of(&uo).is_some(), "orphaned VM keeps running");
+    h.until_condition(Kind::Vm, "s", READY, TRUE, "Stopped")
+        .await;
+    assert_eq!(h.sim.pid_of(&us), None);
+    assert!(h.exists(Kind::Vm, "s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_conflict_and_force_takes_ownership() {
+    let d = DirHarness::start().await;
+    let h = &d.h;
+    d.write("image.yaml", IMAGE);
+    d.write("a.yaml", &vm_yaml("a", "base", "512Mi", ""));
+    h.until("dir object", |h| h.exists(Kind::Vm, "a")).await;
+
+    // The CLI may not overwrite what the directory owns.
+    let err = h
+        .apply(&[("/cli/a.yaml", &vm_yaml("a", "base", "1Gi", ""))], |_| {})
+        .await
+        .unwrap_err();
+    match err {
+        SourceError::Conflict(m) => assert!(
+            m.contains("specs directory") && m.contains("--force"),
+            "{m}"
+        ),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(memory_mib(h, "a"), 512, "nothing changed");
+
+    // --force moves it to the CLI; the directory then leaves it alone (no overwrite,
+    // no delete) and reports the conflict as an event.
+    h.apply(&[("/cli/a.yaml", &vm_yaml("a", "base", "1Gi", ""))], |r| {
+        r.force = true
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        h.engine
+            .store
+            .get_object(Kind::Vm, "a")
+            .unwrap()
+            .unwrap()
+            .owner,
+        Owner::Cli { .. }
+    ));
+    d.write("a.yaml", &vm_yaml("a", "base", "256Mi", ""));
+    h.until("conflict event", |h| {
+        h.engine
+            .store
+            .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+            .unwrap()
+            .iter()
+            .any(|e| e.reason == "SourceConflict")
+    })
+    .await;
+    assert_eq!(memory_mib(h, "a"), 1024);
+    std::fs::remove_file(d.specs.join("a.yaml")).unwrap();
+    // A later rescan (here: a new file event) must not delete the CLI's object.
+    d.write("other.yaml", &vm_yaml("b", "base", "512Mi", ""));
+    h.until("b created", |h| h.exists(Kind::Vm, "b")).await;
+    assert!(h
+        .engine
+        .store
+        .get_object(Kind::Vm, "a")
+        .unwrap()
+        .unwrap()
+        .deleting
+        .is_none());
+}

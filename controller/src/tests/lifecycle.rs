@@ -1,0 +1,665 @@
+use super::*;
+use crate::runtime::VmStep;
+use crate::status::{FALSE, GUEST_READY, READY, STALLED, TRUE};
+
+const WORKSPACE: &str = "apiVersion: banger.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: code
+spec:
+  vm: a
+  source: /src/repo
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_runs_stops_and_is_deleted_with_everything_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let vm = vm_yaml("a", "base", "512Mi", "");
+    let resp = h
+        .apply(
+            &[(
+                "/specs/all.yaml",
+                &format!("{IMAGE}---\n{vm}---\n{WORKSPACE}"),
+            )],
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.items.len(), 3);
+    assert_eq!(resp.items[0].kind, Kind::Image, "images first");
+    assert_eq!(action_of(&resp, "a"), ApplyAction::Created);
+
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    assert_eq!(s.phase, "Running");
+    assert!(status::is_true(&s.conditions, GUEST_READY));
+    assert_eq!(s.ip.as_deref(), Some("172.30.0.2"));
+    assert_eq!(s.hypervisor.as_deref(), Some("simulated"));
+    let uid = h.uid(Kind::Vm, "a");
+    assert_eq!(s.pid, h.sim.pid_of(&uid));
+    let handles =
+        std::fs::read_to_string(h.engine.config.vm_dir(&uid).join("handles.json")).unwrap();
+    assert!(handles.contains("\"tap\""), "{handles}");
+    h.until_phase(Kind::Workspace, "code", "Ready").await;
+    assert_eq!(h.status(Kind::Image, "base").phase, "Ready");
+
+    // Stop: no process, disk kept, same lease; the workspace waits.
+    let stopped = vm_yaml("a", "base", "512Mi", "  state: Stopped\n");
+    h.apply(&[("/specs/all.yaml", &stopped)], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Stopped")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "a").phase, "Stopped");
+    assert_eq!(h.sim.pid_of(&uid), None);
+    assert!(h.sim.has_anything(&uid), "disk kept");
+    h.until_phase(Kind::Workspace, "code", "Pending").await;
+
+    // Running again: same IP.
+    h.apply(&[("/specs/all.yaml", &vm)], |_| {}).await.unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "a").ip.as_deref(), Some("172.30.0.2"));
+
+    // Delete all: workspace, VM, then the image; nothing left.
+    for (k, n) in [
+        (Kind::Image, "base"),
+        (Kind::Vm, "a"),
+        (Kind::Workspace, "code"),
+    ] {
+        h.delete(k, n).await;
+    }
+    h.until_gone(Kind::Vm, "a").await;
+    h.until_gone(Kind::Image, "base").await;
+    h.until_gone(Kind::Workspace, "code").await;
+    assert!(!h.sim.has_anything(&uid));
+    assert_eq!(h.engine.store.lease_count().unwrap(), 0);
+    assert!(!h.engine.config.vm_dir(&uid).exists());
+    let steps: Vec<VmStep> = h
+        .sim
+        .executed()
+        .into_iter()
+        .filter(|(n, _)| n == "a")
+        .map(|(_, s)| s)
+        .collect();
+    let shutdown = steps.iter().rposition(|s| *s == VmStep::Shutdown).unwrap();
+    let remove_disk = steps
+        .iter()
+        .rposition(|s| *s == VmStep::RemoveDisk)
+        .unwrap();
+    assert!(shutdown < remove_disk, "{steps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_classes_restart_and_recreate_blocked_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let image2 = IMAGE
+        .replace("name: base", "name: other")
+        .replace("/images/rootfs.ext4", "/images/other.ext4");
+    h.apply(
+        &[(
+            "/s/i.yaml",
+            &format!(
+                "{IMAGE}---\n{image2}---\n{}",
+                vm_yaml("a", "base", "512Mi", "")
+            ),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    let pid = h.sim.pid_of(&uid).unwrap();
+
+    // Unchanged: an explicit default is the same spec.
+    let same = h
+        .apply(
+            &[("/s/v.yaml", &vm_yaml("a", "base", "512Mi", "  vcpus: 1\n"))],
+            |r| r.dry_run = true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(action_of(&same, "a"), ApplyAction::Unchanged);
+    assert!(same.items[0].plan.is_empty(), "{:?}", same.items[0].plan);
+
+    // Memory: restart, shown by the dry run, nothing changed by it.
+    let dry = h
+        .apply(&[("/s/v.yaml", &vm_yaml("a", "base", "1Gi", ""))], |r| {
+            r.dry_run = true
+        })
+        .await
+        .unwrap();
+    assert_eq!(action_of(&dry, "a"), ApplyAction::Configured);
+    let classes: Vec<&str> = dry.items[0]
+        .plan
+        .iter()
+        .map(|p| p.change_class.as_str())
+        .collect();
+    assert_eq!(classes, vec!["restart", "restart"]);
+    assert!(
+        dry.items[0]
+            .changes
+            .iter()
+            .any(|c| c.starts_with("spec.memory")),
+        "{:?}",
+        dry.items[0].changes
+    );
+    assert_eq!(
+        h.engine
+            .store
+            .get_object(Kind::Vm, "a")
+            .unwrap()
+            .unwrap()
+            .generation,
+        1
+    );
+    let gen_before = h
+        .engine
+        .store
+        .get_object(Kind::Vm, "a")
+        .unwrap()
+        .unwrap()
+        .generation;
+    h.apply(&[("/s/v.yaml", &vm_yaml("a", "base", "1Gi", ""))], |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        h.engine
+            .store
+            .get_object(Kind::Vm, "a")
+            .unwrap()
+            .unwrap()
+            .generation,
+        gen_before + 1
+    );
+    h.until("restarted with 1Gi", |h| {
+        let s = h.status(Kind::Vm, "a");
+        s.observed_generation == 2
+            && status::is_true(&s.conditions, READY)
+            && h.sim.pid_of(&uid).is_some_and(|p| p != pid)
+    })
+    .await;
+
+    // NAT off: live, no restart.
+    let pid2 = h.sim.pid_of(&uid).unwrap();
+    let nat = h
+        .apply(
+            &[(
+                "/s/v.yaml",
+                &vm_yaml("a", "base", "1Gi", "  network:\n    nat: false\n"),
+            )],
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        nat.items[0]
+            .plan
+            .iter()
+            .map(|p| p.change_class.as_str())
+            .collect::<Vec<_>>(),
+        vec!["live"]
+    );
+    h.until("NAT removed", |h| {
+        h.status(Kind::Vm, "a").observed_generation == 3
+            && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
+    })
+    .await;
+    assert_eq!(h.sim.pid_of(&uid), Some(pid2));
+
+    // Another image: recreate, blocked without --allow-recreate, VM keeps running.
+    let other = vm_yaml("a", "other", "1Gi", "  network:\n    nat: false\n");
+    let blocked = h.apply(&[("/s/v.yaml", &other)], |_| {}).await.unwrap();
+    assert!(blocked.items[0]
+        .plan
+        .iter()
+        .any(|p| p.change_class == "recreate"));
+    h.until_condition(Kind::Vm, "a", READY, FALSE, "RecreateBlocked")
+        .await;
+    assert_eq!(h.sim.pid_of(&uid), Some(pid2));
+    assert_eq!(h.status(Kind::Vm, "a").phase, "Running");
+
+    h.apply(&[("/s/v.yaml", &other)], |r| r.allow_recreate = true)
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let handles = h.engine.load_handles(&uid).unwrap();
+    assert_eq!(handles.disk_image.as_deref(), Some("other"));
+    assert_ne!(h.sim.pid_of(&uid), Some(pid2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_waits_for_its_image_then_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let resp = h
+        .apply(&[("/s/v.yaml", &vm_yaml("a", "base", "512Mi", ""))], |_| {})
+        .await
+        .unwrap();
+    assert!(
+        resp.warnings.iter().any(|w| w.message.contains("base")),
+        "reference warning: {:?}",
+        resp.warnings
+    );
+    h.until_condition(Kind::Vm, "a", READY, FALSE, "WaitingForImage")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "a").phase, "Pending");
+    assert_eq!(
+        h.engine.queue.failures(&key(Kind::Vm, "a")),
+        0,
+        "waiting is not an error"
+    );
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_back_off_then_stall_and_retry_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.fail_step("a", VmStep::Launch, 1000);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", STALLED, TRUE, "RepeatedFailures")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    let stalled = status::condition(&s.conditions, STALLED).unwrap();
+    assert!(
+        stalled.message.contains("simulated failure") && stalled.message.contains("launch"),
+        "{}",
+        stalled.message
+    );
+    assert!(h.engine.queue.failures(&key(Kind::Vm, "a")) >= 3);
+    let steps = h
+        .engine
+        .store
+        .journal_for(&h.uid(Kind::Vm, "a"), 50)
+        .unwrap();
+    assert!(steps
+        .iter()
+        .any(|s| s.step == "launch" && s.outcome == "failed"));
+    assert!(h
+        .engine
+        .store
+        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .unwrap()
+        .iter()
+        .any(|e| e.reason == "ReconcileFailed"));
+
+    // Fix the fault; retry now resets the backoff; success clears Stalled.
+    h.sim.fail_step("a", VmStep::Launch, 0);
+    h.engine.queue.retry_now(key(Kind::Vm, "a"));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(
+        status::condition(&h.status(Kind::Vm, "a").conditions, STALLED)
+            .unwrap()
+            .status,
+        FALSE
+    );
+    assert_eq!(h.engine.queue.failures(&key(Kind::Vm, "a")), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_exits_follow_restart_policy_with_crash_loop_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let never = vm_yaml("n", "base", "512Mi", "  restartPolicy: Never\n");
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!(
+                "{IMAGE}---\n{}---\n{never}",
+                vm_yaml("a", "base", "512Mi", "")
+            ),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    h.until_condition(Kind::Vm, "n", READY, TRUE, "Running")
+        .await;
+
+    // Never: an unclean exit leaves it Failed.
+    assert!(h.sim.exit_process(&h.uid(Kind::Vm, "n"), false));
+    h.until_condition(Kind::Vm, "n", READY, FALSE, "Exited")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "n").phase, "Failed");
+
+    // Always: restarted at once (the exit notice enqueues it), three times freely, then
+    // the crash-loop backoff holds the fourth.
+    let uid = h.uid(Kind::Vm, "a");
+    for round in 0..3 {
+        let pid = h.sim.pid_of(&uid).unwrap();
+        assert!(h.sim.exit_process(&uid, false));
+        h.until(&format!("restart {round}"), |h| {
+            h.sim.pid_of(&uid).is_some_and(|p| p != pid)
+        })
+        .await;
+    }
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert!(h.sim.exit_process(&uid, false));
+    h.until_condition(Kind::Vm, "a", READY, FALSE, "CrashLoopBackOff")
+        .await;
+    assert_eq!(h.sim.pid_of(&uid), None);
+    let restarts = h
+        .engine
+        .store
+        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .unwrap()
+        .iter()
+        .filter(|e| e.reason == "Restarted")
+        .count();
+    assert_eq!(restarts, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_launch_is_rolled_back_and_resumed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    sim.hang_after("a", VmStep::Launch);
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until("launch journaled as running", |h| {
+        h.engine
+            .store
+            .journal_unfinished()
+            .unwrap()
+            .iter()
+            .any(|r| r.step == "launch")
+    })
+    .await;
+    let uid = h.uid(Kind::Vm, "a");
+    assert!(
+        sim.pid_of(&uid).is_some(),
+        "the VMM was spawned before the crash"
+    );
+    let engine = h.engine.clone();
+    h.crash();
+    drop(engine);
+
+    // A new daemon on the same state dir and the same (simulated) host.
+    sim.clear_hangs();
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    let handled = bounded("recover", engine.recover_journal()).await.unwrap();
+    assert_eq!(handled, 1);
+    let h = Harness::with_engine(engine, sim.clone());
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let steps = h.engine.store.journal_for(&uid, 50).unwrap();
+    let launch_rows: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.step == "launch")
+        .map(|s| s.outcome.as_str())
+        .collect();
+    assert_eq!(launch_rows, vec!["rolled-back", "done"], "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.step == "shutdown" && s.outcome == "done"),
+        "rollback ran shutdown"
+    );
+    assert_eq!(sim.duplicate_launches(), 0, "never two VMMs for one VM");
+    assert_eq!(sim.running_count(), 1);
+    assert!(h.engine.store.journal_unfinished().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_ip_is_honoured_and_conflicts_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let fixed = |name: &str, ip: &str| {
+        vm_yaml(
+            name,
+            "base",
+            "512Mi",
+            &format!("  network:\n    ip: {ip}\n"),
+        )
+    };
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", fixed("a", "172.30.0.50")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(h.status(Kind::Vm, "a").ip.as_deref(), Some("172.30.0.50"));
+
+    h.apply(&[("/s/b.yaml", &fixed("b", "172.30.0.50"))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "b", READY, FALSE, "IPConflict")
+        .await;
+    let msg = status::condition(&h.status(Kind::Vm, "b").conditions, READY)
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("172.30.0.50") && msg.contains("already leased"),
+        "{msg}"
+    );
+    assert_eq!(h.sim.pid_of(&h.uid(Kind::Vm, "b")), None);
+
+    // Moving a to another static address is a restart with the new address.
+    let uid = h.uid(Kind::Vm, "a");
+    let pid = h.sim.pid_of(&uid).unwrap();
+    let moved = h
+        .apply(&[("/s/a.yaml", &fixed("a", "172.30.0.60"))], |_| {})
+        .await
+        .unwrap();
+    assert!(
+        moved.items[0]
+            .plan
+            .iter()
+            .all(|p| p.change_class == "restart"),
+        "{:?}",
+        moved.items[0].plan
+    );
+    h.until("a moved", |h| {
+        h.status(Kind::Vm, "a").ip.as_deref() == Some("172.30.0.60")
+            && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
+    })
+    .await;
+    assert_ne!(h.sim.pid_of(&uid), Some(pid));
+    let launched = h.engine.load_handles(&uid).unwrap().launched.unwrap();
+    assert_eq!(launched.ip, Some("172.30.0.60".parse().unwrap()));
+    // Now b gets its address.
+    h.engine.queue.retry_now(key(Kind::Vm, "b"));
+    h.until_condition(Kind::Vm, "b", READY, TRUE, "Running")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    h.until_phase(Kind::Image, "base", "Ready").await;
+    let uid = h.uid(Kind::Image, "base");
+    let count = |h: &Harness| {
+        h.engine
+            .store
+            .journal_for(&uid, 50)
+            .unwrap()
+            .iter()
+            .filter(|s| s.step == "resolve-image")
+            .count()
+    };
+    assert_eq!(count(&h), 1);
+    h.sim.lose_image_files(Path::new("/images/rootfs.ext4"));
+    h.sim.fail_image("base", 1);
+    h.engine.enqueue_all().unwrap(); // what a resync does
+    h.until("resolved again after a failure", |h| {
+        count(h) == 3 && status::is_true(&h.status(Kind::Image, "base").conditions, READY)
+    })
+    .await;
+    let outcomes: Vec<String> = h
+        .engine
+        .store
+        .journal_for(&uid, 50)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.outcome)
+        .collect();
+    assert_eq!(outcomes, vec!["done", "failed", "done"]);
+    let events = h
+        .engine
+        .store
+        .list_events(Some((Kind::Image, "base")), None, 0, 100)
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.reason == "ReconcileFailed" && e.message.contains("simulated failure")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollback_does_not_stop_the_next_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    sim.hang_after("a", VmStep::PrepareDisk);
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until("prepare-disk journaled as running", |h| {
+        h.engine
+            .store
+            .journal_unfinished()
+            .unwrap()
+            .iter()
+            .any(|r| r.step == "prepare-disk")
+    })
+    .await;
+    let uid = h.uid(Kind::Vm, "a");
+    h.crash();
+
+    sim.clear_hangs();
+    sim.fail_step("a", VmStep::RemoveDisk, 1);
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    assert_eq!(
+        bounded("recover", engine.recover_journal()).await.unwrap(),
+        1
+    );
+    let h = Harness::with_engine(engine, sim.clone());
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let steps = h.engine.store.journal_for(&uid, 50).unwrap();
+    let prepare: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.step == "prepare-disk")
+        .map(|s| s.outcome.as_str())
+        .collect();
+    assert_eq!(prepare.first(), Some(&"failed"), "{steps:?}");
+    assert!(steps
+        .iter()
+        .find(|s| s.step == "prepare-disk")
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("rollback failed"));
+    let events = h
+        .engine
+        .store
+        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .unwrap();
+    assert!(events.iter().any(|e| e.reason == "RollbackFailed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_without_effect_are_failures_not_a_hot_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_no_effect("a", VmStep::EnsureVmDir, true);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", STALLED, TRUE, "RepeatedFailures")
+        .await;
+    let ready = status::condition(&h.status(Kind::Vm, "a").conditions, READY)
+        .unwrap()
+        .clone();
+    assert_eq!(ready.reason, "NoProgress");
+    assert!(ready.message.contains("ensure-vm-dir"), "{}", ready.message);
+    h.sim.set_no_effect("a", VmStep::EnsureVmDir, false);
+    h.engine.queue.retry_now(key(Kind::Vm, "a"));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booting_guest_is_polled_until_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_boot_observations(4);
+    h.apply(
+        &[(
+            "/s/a.yaml",
+            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", GUEST_READY, FALSE, "Booting")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    assert_eq!(s.phase, "Running");
+    assert_eq!(
+        status::condition(&s.conditions, READY).unwrap().reason,
+        "Booting"
+    );
+    assert!(status::is_true(&s.conditions, status::RECONCILING));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let s = h.status(Kind::Vm, "a");
+    let guest = status::condition(&s.conditions, GUEST_READY).unwrap();
+    assert_eq!(guest.status, TRUE);
+    assert_eq!(
+        status::condition(&s.conditions, status::RECONCILING)
+            .unwrap()
+            .status,
+        FALSE
+    );
+}

@@ -1,0 +1,180 @@
+use super::*;
+use crate::status::{READY, TRUE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_is_scoped_to_the_same_path_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let set_a = |r: &mut ApplyRequest| r.path_set = vec!["/work/a".into()];
+    let set_b = |r: &mut ApplyRequest| r.path_set = vec!["/work/b".into()];
+    h.apply(
+        &[
+            ("/work/a/i.yaml", IMAGE),
+            (
+                "/work/a/v.yaml",
+                &format!(
+                    "{}---\n{}",
+                    vm_yaml("a1", "base", "512Mi", ""),
+                    vm_yaml("a2", "base", "512Mi", "")
+                ),
+            ),
+        ],
+        set_a,
+    )
+    .await
+    .unwrap();
+    h.apply(
+        &[("/work/b/v.yaml", &vm_yaml("b1", "base", "512Mi", ""))],
+        set_b,
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a2", READY, TRUE, "Running")
+        .await;
+
+    // Dry run lists the prune and changes nothing.
+    let files = [
+        ("/work/a/i.yaml", IMAGE),
+        (
+            "/work/a/v.yaml",
+            &vm_yaml("a1", "base", "512Mi", "") as &str,
+        ),
+    ];
+    let dry = h
+        .apply(&files, |r| {
+            set_a(r);
+            r.prune = true;
+            r.dry_run = true;
+        })
+        .await
+        .unwrap();
+    let pruned: Vec<&str> = dry
+        .items
+        .iter()
+        .filter(|i| i.action == ApplyAction::Pruned)
+        .map(|i| i.name.as_str())
+        .collect();
+    assert_eq!(pruned, vec!["a2"]);
+    assert!(h.exists(Kind::Vm, "a2"));
+
+    let resp = h
+        .apply(&files, |r| {
+            set_a(r);
+            r.prune = true;
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.items
+            .iter()
+            .filter(|i| i.action == ApplyAction::Pruned)
+            .count(),
+        1
+    );
+    h.until_gone(Kind::Vm, "a2").await;
+    assert!(h.exists(Kind::Vm, "a1"));
+    assert!(h.exists(Kind::Vm, "b1"), "other path sets are never pruned");
+    assert!(h.exists(Kind::Image, "base"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_applies_run_one_reconcile_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    sim.set_latency(Duration::from_millis(2));
+    let h = Arc::new(Harness::start(test_config(dir.path()), sim.clone()));
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let mem = format!("{}Mi", 256 + 16 * (i % 8));
+            h.apply(&[("/s/a.yaml", &vm_yaml("a", "base", &mem, ""))], |_| {})
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        bounded("apply", t).await.unwrap();
+    }
+    h.until("converged on the last applied spec", |h| {
+        let obj = h.engine.store.get_object(Kind::Vm, "a").unwrap().unwrap();
+        let s = h.status(Kind::Vm, "a");
+        let want = match &obj.resource {
+            banger_specs::Resource::Vm(o) => o.spec.memory.0 / (1024 * 1024),
+            _ => 0,
+        };
+        let launched = h
+            .engine
+            .load_handles(&obj.uid)
+            .unwrap()
+            .launched
+            .map(|l| l.memory_mib);
+        s.observed_generation == obj.generation
+            && status::is_true(&s.conditions, READY)
+            && launched == Some(want)
+    })
+    .await;
+    assert_eq!(
+        sim.max_concurrency_for("a"),
+        1,
+        "two reconciles of one VM overlapped"
+    );
+    assert_eq!(sim.duplicate_launches(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_vms_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.bridge_network = std::net::Ipv4Addr::new(10, 200, 0, 0);
+    config.bridge_prefix = 16;
+    config.max_concurrent = 16;
+    let sim = SimulatedRuntime::new();
+    let h = Harness::start(config, sim.clone());
+    let mut docs = String::from(IMAGE);
+    for i in 0..1000 {
+        docs.push_str("---\n");
+        docs.push_str(&vm_yaml(&format!("vm-{i:04}"), "base", "256Mi", ""));
+    }
+    let resp = h.apply(&[("/s/many.yaml", &docs)], |_| {}).await.unwrap();
+    assert_eq!(resp.items.len(), 1001);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let ready = h
+            .engine
+            .store
+            .list_objects(Some(Kind::Vm))
+            .unwrap()
+            .iter()
+            .filter(|o| {
+                status::condition(&h.status(Kind::Vm, o.resource.name()).conditions, READY)
+                    .is_some_and(|c| c.status == TRUE && c.reason == "Running")
+            })
+            .count();
+        if ready == 1000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {ready}/1000 VMs ready"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(sim.running_count(), 1000);
+    assert_eq!(h.engine.store.lease_count().unwrap(), 1000);
+    assert!(
+        sim.max_concurrency() <= 16,
+        "global bound: {}",
+        sim.max_concurrency()
+    );
+    let ips: std::collections::HashSet<String> = h
+        .engine
+        .store
+        .list_objects(Some(Kind::Vm))
+        .unwrap()
+        .iter()
+        .filter_map(|o| h.status(Kind::Vm, o.resource.name()).ip)
+        .collect();
+    assert_eq!(ips.len(), 1000, "every VM has its own address");
+}
