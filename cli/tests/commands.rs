@@ -427,6 +427,40 @@ fn follow_events_and_console_logs() {
         .unwrap_or_else(|seen| panic!("logs --follow did not print {first:?}; saw {seen:?}"));
     assert!(logs.is_running(), "logs --follow ended by itself");
 
+    // A log longer than one answer of the daemon (1 MiB) is printed whole.
+    let handles = get_json(&daemon, "vm/f").status.handles.expect("handles");
+    let console = handles["consoleLog"]
+        .as_str()
+        .expect("consoleLog handle")
+        .to_string();
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&console)
+            .expect("open console log");
+        for i in 0..40_000 {
+            writeln!(
+                file,
+                "console line {i:06} padding padding padding padding padding padding"
+            )
+            .expect("append");
+        }
+    }
+    let expected = std::fs::read(&console).expect("read console log");
+    assert!(expected.len() > 2 << 20, "log is {} bytes", expected.len());
+    let output = std::process::Command::new(support::BANGER)
+        .args(["logs", "vm", "f"])
+        .env("BANGER_SOCKET", &daemon.socket)
+        .output()
+        .expect("run banger logs");
+    assert!(output.status.success());
+    assert_eq!(output.stdout.len(), expected.len());
+    assert!(
+        output.stdout == expected,
+        "logs output differs from the console log"
+    );
+
     let run = daemon.banger(&["logs", "vm", "ghost"]).expect_code(1);
     assert_eq!(run.stderr, "Error from daemon: vm \"ghost\" not found\n");
     let run = daemon.banger(&["logs", "image", "base"]).expect_code(2);
