@@ -531,3 +531,28 @@ spec:
         .expect_code(0);
     assert!(run.stdout.contains("vm/r condition met"), "{}", run.stdout);
 }
+
+#[test]
+fn events_lists_more_than_one_answer_holds() {
+    let daemon = Daemon::start();
+    let mut file = image_and_vm("vm-0", "128MiB");
+    for i in 1..250 {
+        file.push_str("---\n");
+        file.push_str(&vm_only(&format!("vm-{i}"), "128MiB"));
+    }
+    daemon.write_work("many.yaml", &file);
+    daemon
+        .banger(&["apply", "-f", "many.yaml", "--wait", "--timeout", "120s"])
+        .expect_code(0);
+    let run = daemon.banger(&["events"]).expect_code(0);
+    let rows = run.stdout.lines().count() - 1;
+    // Each VM records several events (created, disk prepared, launched, phase changed):
+    // more than the 1000 the daemon returns in one answer.
+    assert!(rows > 1000, "{rows} events listed");
+    for i in [0, 125, 249] {
+        assert!(
+            run.stdout.contains(&format!(" vm/vm-{i} ")),
+            "vm-{i} missing"
+        );
+    }
+}
