@@ -500,6 +500,16 @@ spec:
     let run = daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(1);
     assert!(run.stdout.contains("[recreate]"), "{}", run.stdout);
     assert!(run.stdout.contains("spec.image"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("  ! blocked: RecreateBlocked"),
+        "{}",
+        run.stdout
+    );
+    let run = daemon
+        .banger(&["diff", "-f", "r.yaml", "--allow-recreate"])
+        .expect_code(1);
+    assert!(run.stdout.contains("[recreate]"), "{}", run.stdout);
+    assert!(!run.stdout.contains("blocked"), "{}", run.stdout);
 
     // Without --allow-recreate the VM keeps running and says why it is not Ready;
     // apply --wait stops at once instead of waiting out its timeout.
@@ -517,6 +527,14 @@ spec:
     assert_eq!(r.status.phase, "Running");
     let run = daemon.banger(&["describe", "vm", "r"]).expect_code(0);
     assert!(run.stdout.contains("RecreateBlocked"), "{}", run.stdout);
+    // The spec is applied but the host does not match it: diff still reports a change.
+    let run = daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(1);
+    assert!(run.stdout.contains("vm/r unchanged\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("  ! blocked: RecreateBlocked"),
+        "{}",
+        run.stdout
+    );
 
     let run = daemon
         .banger(&[
@@ -530,6 +548,7 @@ spec:
         ])
         .expect_code(0);
     assert!(run.stdout.contains("vm/r condition met"), "{}", run.stdout);
+    daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(0);
 }
 
 #[test]
