@@ -575,3 +575,47 @@ fn events_lists_more_than_one_answer_holds() {
         );
     }
 }
+
+#[test]
+fn stopping_and_starting_a_vm() {
+    let daemon = Daemon::start();
+    daemon.write_work("s.yaml", &image_and_vm("s", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "s.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let ip = get_json(&daemon, "vm/s").status.ip.expect("an IP");
+
+    daemon.write_work(
+        "s.yaml",
+        &format!("{}  state: Stopped\n", image_and_vm("s", "256MiB")),
+    );
+    let run = daemon.banger(&["diff", "-f", "s.yaml"]).expect_code(1);
+    assert!(run.stdout.contains("spec.state"), "{}", run.stdout);
+    assert!(run.stdout.contains("[live]"), "{}", run.stdout);
+    daemon
+        .banger(&["apply", "-f", "s.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let stopped = get_json(&daemon, "vm/s");
+    assert_eq!(stopped.status.phase, "Stopped");
+    let run = daemon.banger(&["get", "vm", "s"]).expect_code(0);
+    assert!(
+        run.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("s ") && l.contains(" Stopped ")),
+        "{}",
+        run.stdout
+    );
+
+    daemon.write_work("s.yaml", &image_and_vm("s", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "s.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let running = get_json(&daemon, "vm/s");
+    assert_eq!(running.status.phase, "Running");
+    assert_eq!(
+        running.status.ip.as_deref(),
+        Some(ip.as_str()),
+        "the VM keeps its IP"
+    );
+}
