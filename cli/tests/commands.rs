@@ -619,3 +619,24 @@ fn stopping_and_starting_a_vm() {
         "the VM keeps its IP"
     );
 }
+
+#[test]
+fn daemon_logs_json_lines_and_stops_on_sigterm() {
+    let mut daemon = Daemon::start_with(&["--log-format", "json", "--max-concurrent", "2"]);
+    daemon.write_work("j.yaml", &image_and_vm("j", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "j.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    assert_eq!(daemon.stop(), Some(0), "daemon log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("SIGTERM"), "{log}");
+}
