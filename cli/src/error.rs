@@ -25,9 +25,6 @@ pub enum CliError {
     /// Writing to stdout failed.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
-    /// A bad combination of arguments clap cannot express.
-    #[error("{0}")]
-    Usage(String),
     /// The daemon could not run.
     #[error("daemon: {0}")]
     Daemon(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -39,7 +36,7 @@ pub enum CliError {
 impl CliError {
     /// Whether the command line itself was wrong (exit status 2, as for clap's errors).
     pub fn is_usage(&self) -> bool {
-        matches!(self, CliError::Selector(_) | CliError::Usage(_))
+        matches!(self, CliError::Selector(_))
     }
 
     /// Prints the error on stderr: spec problems one per line, then the error itself.

@@ -103,9 +103,12 @@ fn socket_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| paths::DefaultPaths::current().socket)
 }
 
-async fn run_client_command(cli: &Cli) -> Result<ExitCode, CliError> {
+async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     let client = DaemonClient::new(socket_path(cli));
     match &cli.command {
+        Command::Validate(args) => Ok(validate::run(args)),
+        Command::Schema(args) => Ok(schema::run(args)),
+        Command::Completion(args) => completion::run(&mut Cli::command(), args),
         Command::Apply(args) => apply::run(&client, args).await,
         Command::Diff(args) => diff::run(&client, args).await,
         Command::Get(args) => get::run(&client, args).await,
@@ -117,25 +120,17 @@ async fn run_client_command(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Logs(args) => logs::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,
-        Command::Validate(_) | Command::Schema(_) | Command::Completion(_) => {
-            Err(CliError::Usage("internal: not a client command".into()))
-        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<Result<ExitCode, CliError>> = (|| match &cli.command {
-        Command::Validate(args) => Ok(Ok(validate::run(args))),
-        Command::Schema(args) => Ok(Ok(schema::run(args))),
-        Command::Completion(args) => Ok(completion::run(&mut Cli::command(), args)),
-        _ => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            Ok(runtime.block_on(run_client_command(&cli)))
-        }
-    })();
+    let result: anyhow::Result<Result<ExitCode, CliError>> =
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
+            .map(|runtime| runtime.block_on(run(&cli)));
     let error_code = if matches!(cli.command, Command::Diff(_)) {
         2
     } else {

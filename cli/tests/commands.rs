@@ -427,6 +427,40 @@ fn follow_events_and_console_logs() {
         .unwrap_or_else(|seen| panic!("logs --follow did not print {first:?}; saw {seen:?}"));
     assert!(logs.is_running(), "logs --follow ended by itself");
 
+    // A log longer than one answer of the daemon (1 MiB) is printed whole.
+    let handles = get_json(&daemon, "vm/f").status.handles.expect("handles");
+    let console = handles["consoleLog"]
+        .as_str()
+        .expect("consoleLog handle")
+        .to_string();
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&console)
+            .expect("open console log");
+        for i in 0..40_000 {
+            writeln!(
+                file,
+                "console line {i:06} padding padding padding padding padding padding"
+            )
+            .expect("append");
+        }
+    }
+    let expected = std::fs::read(&console).expect("read console log");
+    assert!(expected.len() > 2 << 20, "log is {} bytes", expected.len());
+    let output = std::process::Command::new(support::BANGER)
+        .args(["logs", "vm", "f"])
+        .env("BANGER_SOCKET", &daemon.socket)
+        .output()
+        .expect("run banger logs");
+    assert!(output.status.success());
+    assert_eq!(output.stdout.len(), expected.len());
+    assert!(
+        output.stdout == expected,
+        "logs output differs from the console log"
+    );
+
     let run = daemon.banger(&["logs", "vm", "ghost"]).expect_code(1);
     assert_eq!(run.stderr, "Error from daemon: vm \"ghost\" not found\n");
     let run = daemon.banger(&["logs", "image", "base"]).expect_code(2);
@@ -466,6 +500,16 @@ spec:
     let run = daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(1);
     assert!(run.stdout.contains("[recreate]"), "{}", run.stdout);
     assert!(run.stdout.contains("spec.image"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("  ! blocked: RecreateBlocked"),
+        "{}",
+        run.stdout
+    );
+    let run = daemon
+        .banger(&["diff", "-f", "r.yaml", "--allow-recreate"])
+        .expect_code(1);
+    assert!(run.stdout.contains("[recreate]"), "{}", run.stdout);
+    assert!(!run.stdout.contains("blocked"), "{}", run.stdout);
 
     // Without --allow-recreate the VM keeps running and says why it is not Ready;
     // apply --wait stops at once instead of waiting out its timeout.
@@ -483,6 +527,14 @@ spec:
     assert_eq!(r.status.phase, "Running");
     let run = daemon.banger(&["describe", "vm", "r"]).expect_code(0);
     assert!(run.stdout.contains("RecreateBlocked"), "{}", run.stdout);
+    // The spec is applied but the host does not match it: diff still reports a change.
+    let run = daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(1);
+    assert!(run.stdout.contains("vm/r unchanged\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("  ! blocked: RecreateBlocked"),
+        "{}",
+        run.stdout
+    );
 
     let run = daemon
         .banger(&[
@@ -496,4 +548,95 @@ spec:
         ])
         .expect_code(0);
     assert!(run.stdout.contains("vm/r condition met"), "{}", run.stdout);
+    daemon.banger(&["diff", "-f", "r.yaml"]).expect_code(0);
+}
+
+#[test]
+fn events_lists_more_than_one_answer_holds() {
+    let daemon = Daemon::start();
+    let mut file = image_and_vm("vm-0", "128MiB");
+    for i in 1..250 {
+        file.push_str("---\n");
+        file.push_str(&vm_only(&format!("vm-{i}"), "128MiB"));
+    }
+    daemon.write_work("many.yaml", &file);
+    daemon
+        .banger(&["apply", "-f", "many.yaml", "--wait", "--timeout", "120s"])
+        .expect_code(0);
+    let run = daemon.banger(&["events"]).expect_code(0);
+    let rows = run.stdout.lines().count() - 1;
+    // Each VM records several events (created, disk prepared, launched, phase changed):
+    // more than the 1000 the daemon returns in one answer.
+    assert!(rows > 1000, "{rows} events listed");
+    for i in [0, 125, 249] {
+        assert!(
+            run.stdout.contains(&format!(" vm/vm-{i} ")),
+            "vm-{i} missing"
+        );
+    }
+}
+
+#[test]
+fn stopping_and_starting_a_vm() {
+    let daemon = Daemon::start();
+    daemon.write_work("s.yaml", &image_and_vm("s", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "s.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let ip = get_json(&daemon, "vm/s").status.ip.expect("an IP");
+
+    daemon.write_work(
+        "s.yaml",
+        &format!("{}  state: Stopped\n", image_and_vm("s", "256MiB")),
+    );
+    let run = daemon.banger(&["diff", "-f", "s.yaml"]).expect_code(1);
+    assert!(run.stdout.contains("spec.state"), "{}", run.stdout);
+    assert!(run.stdout.contains("[live]"), "{}", run.stdout);
+    daemon
+        .banger(&["apply", "-f", "s.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let stopped = get_json(&daemon, "vm/s");
+    assert_eq!(stopped.status.phase, "Stopped");
+    let run = daemon.banger(&["get", "vm", "s"]).expect_code(0);
+    assert!(
+        run.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("s ") && l.contains(" Stopped ")),
+        "{}",
+        run.stdout
+    );
+
+    daemon.write_work("s.yaml", &image_and_vm("s", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "s.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let running = get_json(&daemon, "vm/s");
+    assert_eq!(running.status.phase, "Running");
+    assert_eq!(
+        running.status.ip.as_deref(),
+        Some(ip.as_str()),
+        "the VM keeps its IP"
+    );
+}
+
+#[test]
+fn daemon_logs_json_lines_and_stops_on_sigterm() {
+    let mut daemon = Daemon::start_with(&["--log-format", "json", "--max-concurrent", "2"]);
+    daemon.write_work("j.yaml", &image_and_vm("j", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "j.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    assert_eq!(daemon.stop(), Some(0), "daemon log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("SIGTERM"), "{log}");
 }

@@ -62,6 +62,9 @@ pub struct ApplyArgs {
     pub allow_recreate: bool,
 }
 
+/// The pseudo-step that ends a plan which cannot run now.
+const BLOCKED_STEP: &str = "blocked";
+
 fn action_word(action: ApplyAction) -> &'static str {
     match action {
         ApplyAction::Created => "created",
@@ -84,6 +87,10 @@ pub fn item_lines(item: &ApplyItem, suffix: &str, details: bool) -> String {
             out.push_str(&format!("  ~ {change}\n"));
         }
         for step in &item.plan {
+            if step.step == BLOCKED_STEP {
+                out.push_str(&format!("  ! blocked: {}\n", step.reason));
+                continue;
+            }
             out.push_str(&format!("  [{}] {}", step.change_class, step.step));
             if !step.reason.is_empty() {
                 out.push_str(&format!(": {}", step.reason));
@@ -204,6 +211,18 @@ mod tests {
         assert_eq!(
             item_lines(&item, " (dry run)", true),
             "vm/dev configured (dry run)\n  ~ spec.memory: 536870912 -> 1073741824\n  [restart] restart-vm: memory changed\n"
+        );
+        let blocked = ApplyItem {
+            plan: vec![PlannedStepView {
+                step: "blocked".into(),
+                change_class: "none".into(),
+                reason: "RecreateBlocked: image base -> other".into(),
+            }],
+            ..item
+        };
+        assert_eq!(
+            item_lines(&blocked, "", true),
+            "vm/dev configured\n  ~ spec.memory: 536870912 -> 1073741824\n  ! blocked: RecreateBlocked: image base -> other\n"
         );
     }
 }

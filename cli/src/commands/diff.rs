@@ -19,9 +19,9 @@ its field changes (~ spec.memory: 536870912 -> 1073741824) and the steps the pla
 would run, tagged with their change class: live (no restart), restart (vcpus, memory,
 kernelArgs), recreate (root disk rebuilt), create or delete.
 
-Exit status: 0 no changes, 1 changes, 2 error. A change is an object that applying
-would create or configure; steps the daemon plans for an unchanged object (for example
-starting a VM that is still booting) are printed but do not count.
+Exit status: 0 no changes, 1 changes, 2 error. No changes means every object is
+unchanged and has nothing planned (the host already matches it); a plan that cannot
+run now ends with a line `! blocked: REASON` (for example RecreateBlocked).
 
 Examples:
   # Compare a directory with what the daemon has
@@ -39,18 +39,30 @@ pub struct DiffArgs {
     /// Diff as if applying with --force (objects owned by another source).
     #[arg(long)]
     pub force: bool,
+    /// Diff as if applying with --allow-recreate (without it, a plan that rebuilds a
+    /// root disk ends with `! blocked: RecreateBlocked`).
+    #[arg(long)]
+    pub allow_recreate: bool,
 }
 
-/// Whether applying these items would change any spec.
+/// Whether applying these items would change anything: an object created, configured
+/// or pruned, or one whose plan still has steps (the host does not match it yet).
 pub fn has_changes(items: &[ApplyItem]) -> bool {
     items
         .iter()
-        .any(|item| item.action != ApplyAction::Unchanged)
+        .any(|item| item.action != ApplyAction::Unchanged || !item.plan.is_empty())
 }
 
 /// Runs `banger diff`.
 pub async fn run(client: &DaemonClient, args: &DiffArgs) -> Result<ExitCode, CliError> {
-    let request = request_for(&args.files, args.recursive, true, false, args.force, true)?;
+    let request = request_for(
+        &args.files,
+        args.recursive,
+        true,
+        false,
+        args.force,
+        args.allow_recreate,
+    )?;
     let response = client.apply(&request).await?;
     for warning in &response.warnings {
         eprintln!("{warning}");
@@ -92,5 +104,14 @@ mod tests {
             item(ApplyAction::Created)
         ]));
         assert!(has_changes(&[item(ApplyAction::Configured)]));
+        let mut pending = item(ApplyAction::Unchanged);
+        pending
+            .plan
+            .push(banger_controller::api::types::PlannedStepView {
+                step: "launch".into(),
+                change_class: "create".into(),
+                reason: "new VM".into(),
+            });
+        assert!(has_changes(&[pending]));
     }
 }

@@ -13,6 +13,11 @@ use crate::selector::{parse_selection, show, Selection, SelectorError};
 /// Seconds one long-poll of `--follow` waits for new events.
 const FOLLOW_POLL_SECONDS: u64 = 30;
 
+/// Most events the daemon returns in one answer.
+const PAGE: usize = 1000;
+/// Bound on the pages read at start.
+const MAX_PAGES: usize = 10_000;
+
 /// Arguments of `banger events`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -71,7 +76,17 @@ pub async fn run(client: &DaemonClient, args: &EventsArgs) -> Result<ExitCode, C
             _ => return Err(SelectorError::NotOne(objects.len()).into()),
         },
     };
-    let events = client.events(&query).await?;
+    // The daemon answers at most PAGE events at a time, oldest first: page to the end.
+    let mut events = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let page = client.events(&query).await?;
+        let full = page.len() >= PAGE;
+        query.after = page.iter().map(|e| e.id).max().or(query.after);
+        events.extend(page);
+        if !full {
+            break;
+        }
+    }
     if events.is_empty() && !args.follow {
         eprintln!("No events found.");
     } else if !events.is_empty() {
@@ -80,7 +95,7 @@ pub async fn run(client: &DaemonClient, args: &EventsArgs) -> Result<ExitCode, C
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
-    query.after = events.iter().map(|e| e.id).max().or(Some(0));
+    query.after = query.after.or(Some(0));
     query.wait_seconds = Some(FOLLOW_POLL_SECONDS);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);

@@ -13,6 +13,9 @@ use crate::selector::{kind_word, parse_one, SelectorError};
 /// Seconds one long-poll of `--follow` waits for new output.
 const FOLLOW_POLL_SECONDS: u64 = 30;
 
+/// Bound on the answers read for one `logs` without `--follow` (1 MiB each).
+const MAX_CHUNKS: usize = 64 * 1024;
+
 /// Arguments of `banger logs`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -56,8 +59,17 @@ pub async fn run(client: &DaemonClient, args: &LogsArgs) -> Result<ExitCode, Cli
             }
         }
     };
-    let (bytes, mut offset) = fetch(0, None).await?;
-    write_bytes(&bytes)?;
+    // The daemon answers at most 1 MiB at a time: read up to the current end.
+    let mut offset = 0;
+    for _ in 0..MAX_CHUNKS {
+        let (bytes, next) = fetch(offset, None).await?;
+        write_bytes(&bytes)?;
+        let done = bytes.is_empty() || next <= offset;
+        offset = next;
+        if done {
+            break;
+        }
+    }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }

@@ -77,6 +77,11 @@ pub fn banger_at(socket: &Path, cwd: &Path, args: &[&str]) -> Run {
 impl Daemon {
     /// Starts `banger daemon --simulate` and waits until it answers.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts `banger daemon --simulate EXTRA…` and waits until it answers.
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let specs_dir = dir.path().join("specs");
         let state_dir = dir.path().join("state");
@@ -102,6 +107,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(["--resync", "2s"])
+            .args(extra)
             .env("BANGER_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
