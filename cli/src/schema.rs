@@ -40,10 +40,13 @@ pub fn run(args: &SchemaArgs) -> ExitCode {
         ),
     };
     match serde_json::to_string_pretty(&value) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => match crate::error::print_out(&format!("{text}\n")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("banger schema: {e}");
+                ExitCode::from(1)
+            }
+        },
         Err(e) => {
             eprintln!("banger schema: cannot print the schema: {e}");
             ExitCode::from(1)

@@ -52,8 +52,13 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     if warnings > 0 {
         summary.push_str(&format!(" ({})", count(warnings, "warning")));
     }
-    println!("{summary}");
-    ExitCode::SUCCESS
+    match crate::error::print_out(&format!("{summary}\n")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("banger validate: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn plural(n: usize, word: &str) -> String {

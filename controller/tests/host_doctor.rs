@@ -157,6 +157,8 @@ fn version_probe_is_bounded_and_reports_failures() {
             "--version",
             Duration::from_secs(1)
         ),
-        BinaryProbe::Missing
+        BinaryProbe::Missing {
+            requested: "banger-no-such-binary".into()
+        }
     );
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use banger_controller::config::DaemonConfig;
 use banger_controller::host::kvm::Accel;
+use banger_controller::host::names;
 use banger_controller::host::net::cidr::Ipv4Cidr;
 use banger_controller::host::net::BridgeConfig;
 use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
@@ -66,7 +67,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: Option<u32>,
     /// Name of the bridge VMs attach to.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_bridge_name)]
     pub bridge: Option<String>,
     /// IPv4 network of the bridge (the bridge takes the first address).
     #[arg(long, value_name = "CIDR", value_parser = clap::value_parser!(Ipv4Cidr))]
@@ -83,6 +84,12 @@ pub struct DaemonArgs {
     /// How long a guest gets to power off on stop before its VMM is stopped by force.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub stop_grace: Duration,
+}
+
+/// Parses `--bridge`: a valid interface name.
+fn parse_bridge_name(s: &str) -> Result<String, String> {
+    names::validate_ifname(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 /// The daemon's locations after defaults are applied.
@@ -201,9 +208,9 @@ mod engine {
             return Ok(ExitCode::SUCCESS);
         }
         let bridge_cidr = Ipv4Cidr::new(config.bridge_network, config.bridge_prefix)
-            .map_err(|e| CliError::Usage(format!("--bridge-cidr: {e}")))?;
+            .map_err(|e| CliError::Daemon(Box::new(e)))?;
         let bridge = BridgeConfig::new(&config.bridge_name, bridge_cidr)
-            .map_err(|e| CliError::Usage(format!("--bridge: {e}")))?;
+            .map_err(|e| CliError::Daemon(Box::new(e)))?;
         let runtime = HostRuntime::new(HostRuntimeConfig {
             state_dir: config.state_dir.clone(),
             bridge,

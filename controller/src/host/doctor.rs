@@ -168,7 +168,10 @@ pub enum BinaryProbe {
         version: String,
     },
     /// Not found (in `PATH` or at the given path).
-    Missing,
+    Missing {
+        /// The name or path that was looked for.
+        requested: PathBuf,
+    },
     /// Found but `--version` failed or timed out.
     Broken {
         /// Resolved path.
@@ -186,7 +189,9 @@ fn check_binary(name: &str, bin: &Path, timeout: Duration) -> (String, BinaryPro
 /// `timeout`.
 pub fn probe_binary(bin: &Path, arg: &str, timeout: Duration) -> BinaryProbe {
     let Some(path) = find_executable(bin) else {
-        return BinaryProbe::Missing;
+        return BinaryProbe::Missing {
+            requested: bin.to_path_buf(),
+        };
     };
     match run_bounded(&path, arg, timeout) {
         Ok(text) => BinaryProbe::Found {
@@ -224,14 +229,14 @@ pub fn judge_hypervisors(
                 path.display()
             ),
         ),
-        BinaryProbe::Missing => CheckResult::new(
+        BinaryProbe::Missing { requested } => CheckResult::new(
             &firecracker.0,
             if none_works {
                 CheckStatus::Fail
             } else {
                 CheckStatus::Warn
             },
-            "not found: QEMU is used",
+            format!("{} not found: QEMU is used", requested.display()),
         ),
         BinaryProbe::Broken { path, reason } => CheckResult::new(
             &firecracker.0,
@@ -249,14 +254,14 @@ pub fn judge_hypervisors(
             CheckStatus::Pass,
             format!("{version} ({})", path.display()),
         ),
-        BinaryProbe::Missing => CheckResult::new(
+        BinaryProbe::Missing { requested } => CheckResult::new(
             &qemu.0,
             if fc_ok {
                 CheckStatus::Warn
             } else {
                 CheckStatus::Fail
             },
-            "not found",
+            format!("{} not found", requested.display()),
         ),
         BinaryProbe::Broken { path, reason } => CheckResult::new(
             &qemu.0,
@@ -367,7 +372,7 @@ pub fn judge_bridge(
 pub fn check_nft(bin: &Path, timeout: Duration) -> CheckResult {
     let name = "nft";
     match probe_binary(bin, "--version", timeout) {
-        BinaryProbe::Missing => {
+        BinaryProbe::Missing { .. } => {
             CheckResult::new(name, CheckStatus::Fail, "not found (install nftables)")
         }
         BinaryProbe::Broken { path, reason } => CheckResult::new(
@@ -588,22 +593,30 @@ mod tests {
         let qm = |p| ("qemu".to_string(), p);
         // This host: no firecracker, qemu present, kvm_pvm.
         let (f, q) = judge_hypervisors(
-            fc(BinaryProbe::Missing),
+            fc(BinaryProbe::Missing {
+                requested: "x".into(),
+            }),
             qm(found("QEMU 7.2")),
             &KvmStatus::ParavirtOnly,
         );
         assert_eq!((f.status, q.status), (CheckStatus::Warn, CheckStatus::Pass));
         // Nothing at all.
         let (f, q) = judge_hypervisors(
-            fc(BinaryProbe::Missing),
-            qm(BinaryProbe::Missing),
+            fc(BinaryProbe::Missing {
+                requested: "x".into(),
+            }),
+            qm(BinaryProbe::Missing {
+                requested: "x".into(),
+            }),
             &KvmStatus::Usable,
         );
         assert_eq!((f.status, q.status), (CheckStatus::Fail, CheckStatus::Fail));
         // Firecracker with real KVM, no qemu.
         let (f, q) = judge_hypervisors(
             fc(found("Firecracker v1.7.0")),
-            qm(BinaryProbe::Missing),
+            qm(BinaryProbe::Missing {
+                requested: "x".into(),
+            }),
             &KvmStatus::Usable,
         );
         assert_eq!((f.status, q.status), (CheckStatus::Pass, CheckStatus::Warn));
@@ -611,7 +624,9 @@ mod tests {
         // Firecracker without usable KVM and no qemu: nothing can run.
         let (f, q) = judge_hypervisors(
             fc(found("Firecracker v1.7.0")),
-            qm(BinaryProbe::Missing),
+            qm(BinaryProbe::Missing {
+                requested: "x".into(),
+            }),
             &KvmStatus::ParavirtOnly,
         );
         assert_eq!((f.status, q.status), (CheckStatus::Warn, CheckStatus::Fail));
