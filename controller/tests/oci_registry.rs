@@ -484,6 +484,46 @@ async fn bad_blobs_and_oversized_images_are_rejected() {
         .collect();
     assert!(published.is_empty(), "{published:?}");
 
+    // A layer writing through a symlink that escapes the root: rejected, naming the
+    // layer and the entry; nothing is written outside and nothing is published.
+    let outside = tempfile::tempdir().unwrap();
+    let evil = vec![(
+        tar(&[
+            T::Sym("escape", outside.path().to_str().unwrap()),
+            T::File("escape/pwned", b"x", 0o644, 0),
+        ]),
+        true,
+    )];
+    let (desc, _) = layout.image(&evil, "amd64");
+    layout.tag(desc, "evil");
+    registry.push(&layout.dir, "evil", "test/evil:1", false);
+    let image_dir = work.path().join("images/evil");
+    let err = oci::pull_rootfs(&OciPull {
+        reference: &registry.reference("test/evil:1"),
+        insecure: true,
+        image_dir: &image_dir,
+        limits: &OciLimits::default(),
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("layer 1/1 sha256:")
+            && err.contains("escape/pwned")
+            && err.contains("symlink"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(image_dir.join("oci"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".lock"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staging removed, nothing published: {left:?}"
+    );
+
     // Unknown repository: a clear registry error naming the reference.
     let err = oci::pull_rootfs(&OciPull {
         reference: &registry.reference("test/missing:1"),

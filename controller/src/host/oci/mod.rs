@@ -517,6 +517,41 @@ async fn pull_locked(req: &OciPull<'_>) -> Result<PulledRootfs, OciError> {
     // Staging (under the lock, so one fixed name per digest; a leftover is discarded).
     let staging = oci_dir.join(format!("{STAGING_PREFIX}{hex}"));
     remove_if_present(&staging).map_err(io_err("clean", &staging))?;
+    if let Err(e) = build_staging(&registry, req, &layers, &bytes, &staging).await {
+        let _ = remove_if_present(&staging);
+        return Err(e);
+    }
+    let published = oci_dir.join(&hex);
+    fs::rename(&staging, &published).map_err(io_err("publish", &published))?;
+    record_current(&oci_dir, &text, &digest).map_err(io_err("record", &oci_dir))?;
+    prune_other_digests(&oci_dir, &hex);
+    Ok(PulledRootfs {
+        rootfs,
+        manifest_digest: digest,
+        reused: false,
+    })
+}
+
+/// Downloads, verifies and flattens every layer into `staging/root`, then builds
+/// `staging/rootfs.ext4` and keeps the manifest beside it; the tree and blobs are removed.
+async fn build_staging(
+    registry: &Registry,
+    req: &OciPull<'_>,
+    layers: &[Descriptor],
+    bytes: &[u8],
+    staging: &Path,
+) -> Result<(), OciError> {
+    let text = req.reference.to_string();
+    let io_err = |step: &'static str, path: &Path| {
+        let text = text.clone();
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            reference: text,
+            step,
+            path,
+            source,
+        }
+    };
     let tree = staging.join("root");
     let blobs = staging.join("blobs");
     fs::create_dir_all(&tree).map_err(io_err("create", &tree))?;
@@ -557,15 +592,7 @@ async fn pull_locked(req: &OciPull<'_>) -> Result<PulledRootfs, OciError> {
     fs::File::open(&image)
         .and_then(|f| f.sync_all())
         .map_err(io_err("sync", &image))?;
-    let published = oci_dir.join(&hex);
-    fs::rename(&staging, &published).map_err(io_err("publish", &published))?;
-    record_current(&oci_dir, &text, &digest).map_err(io_err("record", &oci_dir))?;
-    prune_other_digests(&oci_dir, &hex);
-    Ok(PulledRootfs {
-        rootfs,
-        manifest_digest: digest,
-        reused: false,
-    })
+    Ok(())
 }
 
 /// Narrows an index to its linux/amd64 manifest (fetched by digest and verified).
