@@ -585,7 +585,7 @@ async fn build_staging(
         .await
         .map_err(|e| registry.content(format!("build ext4: {e}")))?
         .map_err(|e| registry.content(format!("build ext4: {e}")))?;
-    fs::write(staging.join("manifest.json"), &bytes)
+    fs::write(staging.join("manifest.json"), bytes)
         .map_err(io_err("write", &staging.join("manifest.json")))?;
     remove_if_present(&tree).map_err(io_err("clean", &tree))?;
     remove_if_present(&blobs).map_err(io_err("clean", &blobs))?;
