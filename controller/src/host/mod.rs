@@ -10,6 +10,7 @@ pub mod disk;
 pub mod doctor;
 pub mod names;
 pub mod net;
+pub mod oci;
 pub mod readiness;
 pub mod safe_path;
 pub mod which;

@@ -45,6 +45,7 @@ use crate::host::net::cidr::kernel_ip_arg;
 use crate::host::net::nat::Nftables;
 use crate::host::net::tap::{ensure_tap, probe_tap, remove_tap};
 use crate::host::net::{enable_ipv4_forwarding, BridgeConfig, Netlink};
+use crate::host::oci;
 use crate::host::process::{self, ProcessIdentity};
 use crate::host::readiness::{self, ConsoleWatch};
 use crate::host::safe_path;
@@ -493,16 +494,43 @@ impl VmRuntime for HostRuntime {
 
     async fn resolve_image(&self, image: &ImageContext) -> Result<ResolvedImage, RuntimeError> {
         let spec = &image.spec;
-        let Some(rootfs) = &spec.rootfs else {
-            return Err(RuntimeError::Image {
-                image: image.name.clone(),
-                message: "spec.oci: pulling root filesystems from OCI registries is not supported by this version of banger; use spec.rootfs".into(),
-            });
-        };
         require_file(&image.name, "kernel", &spec.kernel)?;
         if let Some(initrd) = &spec.initrd {
             require_file(&image.name, "initrd", initrd)?;
         }
+        let Some(rootfs) = &spec.rootfs else {
+            // The rootfs comes from a registry; kernel and initrd stay host files.
+            let Some(source) = &spec.oci else {
+                return Err(RuntimeError::Image {
+                    image: image.name.clone(),
+                    message: "spec: neither rootfs nor oci is set".into(),
+                });
+            };
+            let limits = oci::OciLimits::default();
+            let pulled = oci::pull_rootfs(&oci::OciPull {
+                reference: &source.reference,
+                insecure: source.insecure,
+                image_dir: &image.image_dir,
+                limits: &limits,
+            })
+            .await
+            .map_err(|e| RuntimeError::Image {
+                image: image.name.clone(),
+                message: e.to_string(),
+            })?;
+            if !pulled.reused {
+                tracing::info!(image = %image.name, reference = %source.reference,
+                    digest = %pulled.manifest_digest, "pulled OCI root filesystem");
+            }
+            return Ok(ResolvedImage {
+                kernel: spec.kernel.clone(),
+                initrd: spec.initrd.clone(),
+                rootfs: pulled.rootfs,
+                kernel_args: spec.kernel_args.clone(),
+                readiness: spec.readiness.clone(),
+                rootfs_digest: pulled.manifest_digest,
+            });
+        };
         require_file(&image.name, "rootfs", rootfs)?;
         if !is_ext4(rootfs) {
             return Err(RuntimeError::Image {
@@ -527,7 +555,8 @@ impl VmRuntime for HostRuntime {
     async fn image_present(&self, image: &ResolvedImage) -> bool {
         image.kernel.is_file()
             && image.initrd.as_ref().is_none_or(|i| i.is_file())
-            && rootfs_digest(&image.rootfs).is_ok_and(|d| d == image.rootfs_digest)
+            && (oci::is_published(&image.rootfs, &image.rootfs_digest)
+                || rootfs_digest(&image.rootfs).is_ok_and(|d| d == image.rootfs_digest))
     }
 
     async fn remove_image(&self, image: &ImageContext) -> Result<(), RuntimeError> {

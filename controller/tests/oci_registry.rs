@@ -1,0 +1,610 @@
+//! `spec.oci` against a real registry: `docker-registry` on 127.0.0.1, images built here
+//! as OCI layouts and pushed with `skopeo`, pulled through the host runtime, and the
+//! resulting ext4 inspected with `debugfs` (nothing is mounted).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_controller::host::kvm::Accel;
+use banger_controller::host::net::BridgeConfig;
+use banger_controller::host::oci::{self, OciLimits, OciPull};
+use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
+use banger_controller::runtime::{ImageContext, VmRuntime};
+use banger_specs::{ImageSpec, OciSource, Readiness};
+use sha2::{Digest, Sha256};
+
+/// A `docker-registry` serving a temp dir on 127.0.0.1; killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let storage = dir.path().join("data");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/deps.sh installs it)");
+        let registry = Registry {
+            child,
+            port,
+            storage,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    fn reference(&self, repo_tag: &str) -> String {
+        format!("127.0.0.1:{}/{repo_tag}", self.port)
+    }
+
+    /// Pushes an OCI layout (tag `tag`) with skopeo; `all` copies a whole index.
+    fn push(&self, layout: &Path, tag: &str, dest: &str, all: bool) {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("copy")
+            .arg("--quiet")
+            .arg("--preserve-digests")
+            .arg("--dest-tls-verify=false");
+        if all {
+            cmd.arg("--all");
+        }
+        let out = cmd
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}", self.reference(dest)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The registry's stored copy of a blob.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// An OCI image layout being written.
+struct Layout {
+    dir: PathBuf,
+    index: Vec<serde_json::Value>,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout {
+            dir: dir.to_path_buf(),
+            index: Vec::new(),
+        }
+    }
+
+    fn blob(&self, bytes: &[u8]) -> String {
+        let digest = digest_of(bytes);
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        std::fs::write(self.dir.join("blobs/sha256").join(hex), bytes).unwrap();
+        digest
+    }
+
+    /// Writes config + manifest for `layers` (bytes, gzipped?); returns the manifest's
+    /// descriptor JSON and its digest.
+    fn image(&self, layers: &[(Vec<u8>, bool)], arch: &str) -> (serde_json::Value, String) {
+        let mut diff_ids = Vec::new();
+        let mut descriptors = Vec::new();
+        for (tar, gzip) in layers {
+            diff_ids.push(digest_of(tar));
+            let (bytes, media) = if *gzip {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(tar).unwrap();
+                (
+                    enc.finish().unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            } else {
+                (tar.clone(), "application/vnd.oci.image.layer.v1.tar")
+            };
+            descriptors.push(serde_json::json!({
+                "mediaType": media, "digest": self.blob(&bytes), "size": bytes.len()
+            }));
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": self.blob(&config), "size": config.len()},
+            "layers": descriptors
+        }))
+        .unwrap();
+        let digest = self.blob(&manifest);
+        let desc = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": manifest.len(),
+            "platform": {"architecture": arch, "os": "linux"}
+        });
+        (desc, digest)
+    }
+
+    fn tag(&mut self, mut desc: serde_json::Value, tag: &str) {
+        desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        self.index.push(desc);
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": self.index});
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// An image index of `manifests`, tagged `tag`.
+    fn index(&mut self, manifests: Vec<serde_json::Value>, tag: &str) {
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests
+        }))
+        .unwrap();
+        let desc = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": self.blob(&index), "size": index.len()
+        });
+        self.tag(desc, tag);
+    }
+}
+
+/// A tar layer from (path, kind) entries.
+enum T<'a> {
+    Dir(&'a str, u32, u64),
+    File(&'a str, &'a [u8], u32, u64),
+    Sym(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+}
+
+fn tar(entries: &[T<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        match e {
+            T::Dir(p, mode, uid) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                h.set_gid(*uid);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            T::File(p, data, mode, uid) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                h.set_gid(*uid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, *data).unwrap();
+            }
+            T::Sym(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            T::Hard(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn base_layers() -> Vec<(Vec<u8>, bool)> {
+    let lower = tar(&[
+        T::Dir("etc", 0o755, 0),
+        T::File("etc/motd", b"hello from oci\n", 0o644, 0),
+        T::File("etc/gone", b"deleted by a whiteout\n", 0o644, 0),
+        T::Dir("cache", 0o755, 0),
+        T::File("cache/old", b"hidden by an opaque dir\n", 0o644, 0),
+        T::Dir("home", 0o755, 0),
+        T::Dir("home/user", 0o700, 1000),
+        T::File("home/user/note", b"mine\n", 0o600, 1000),
+        T::Dir("bin", 0o755, 0),
+        T::File("bin/busybox", b"#!fake\n", 0o755, 0),
+        T::Sym("bin/sh", "/bin/busybox"),
+        T::Hard("bin/ash", "bin/busybox"),
+        T::Dir("usr/bin", 0o755, 0),
+        T::File("usr/bin/su", b"suid\n", 0o4755, 0),
+    ]);
+    let upper = tar(&[
+        T::File("etc/.wh.gone", b"", 0o644, 0),
+        T::File("cache/.wh..wh..opq", b"", 0o644, 0),
+        T::File("cache/new", b"written in layer 2\n", 0o644, 0),
+    ]);
+    vec![(lower, true), (upper, false)]
+}
+
+/// `debugfs -R CMD image` output (stdout and stderr together).
+fn debugfs(image: &Path, request: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(image)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A file's content read from an ext4 image with `debugfs -R 'cat PATH'`.
+fn cat(image: &Path, path: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn image_context(state: &Path, name: &str, reference: &str, kit: &Path) -> ImageContext {
+    ImageContext {
+        uid: format!("uid-{name}"),
+        name: name.to_string(),
+        spec: ImageSpec {
+            kernel: kit.join("vmlinuz"),
+            initrd: None,
+            rootfs: None,
+            oci: Some(OciSource {
+                reference: reference.to_string(),
+                insecure: true,
+            }),
+            kernel_args: None,
+            readiness: Readiness::default(),
+        },
+        image_dir: state.join("images").join(format!("uid-{name}")),
+    }
+}
+
+fn runtime(state: &Path) -> HostRuntime {
+    HostRuntime::new(HostRuntimeConfig {
+        state_dir: state.to_path_buf(),
+        bridge: BridgeConfig::default(),
+        qemu_bin: None,
+        firecracker_bin: None,
+        accel: Accel::Auto,
+        stop_grace: Duration::from_secs(1),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_image_is_pulled_flattened_and_reused() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&work.path().join("layout"));
+    let (desc, manifest_digest) = layout.image(&base_layers(), "amd64");
+    layout.tag(desc.clone(), "1");
+    registry.push(&layout.dir, "1", "test/img:1", false);
+
+    // The kernel stays a host file; any regular file will do for resolution.
+    let kit = work.path().join("kit");
+    std::fs::create_dir_all(&kit).unwrap();
+    std::fs::write(kit.join("vmlinuz"), b"kernel").unwrap();
+    let state = work.path().join("state");
+    std::fs::create_dir_all(state.join("images")).unwrap();
+    let host = runtime(&state);
+    let ctx = image_context(&state, "img", &registry.reference("test/img:1"), &kit);
+
+    let started = Instant::now();
+    let resolved = host.resolve_image(&ctx).await.unwrap();
+    eprintln!("pull + flatten + mkfs: {:?}", started.elapsed());
+    assert_eq!(resolved.rootfs_digest, manifest_digest);
+    assert_eq!(resolved.kernel, kit.join("vmlinuz"));
+    assert!(resolved.rootfs.starts_with(&ctx.image_dir));
+    assert!(host.image_present(&resolved).await);
+    let rootfs = &resolved.rootfs;
+
+    assert_eq!(cat(rootfs, "/etc/motd"), "hello from oci\n");
+    assert!(debugfs(rootfs, "stat /etc/gone").contains("File not found"));
+    assert!(debugfs(rootfs, "stat /cache/old").contains("File not found"));
+    assert_eq!(cat(rootfs, "/cache/new"), "written in layer 2\n");
+    let note = debugfs(rootfs, "stat /home/user/note");
+    assert!(note.contains("User:  1000   Group:  1000"), "{note}");
+    assert!(note.contains("Mode:  0600"), "{note}");
+    let home = debugfs(rootfs, "stat /home/user");
+    assert!(
+        home.contains("User:  1000") && home.contains("Mode:  0700"),
+        "{home}"
+    );
+    let su = debugfs(rootfs, "stat /usr/bin/su");
+    assert!(
+        su.contains("Mode:  04755") && su.contains("User:     0"),
+        "{su}"
+    );
+    let sh = debugfs(rootfs, "stat /bin/sh");
+    assert!(
+        sh.contains("Type: symlink") && sh.contains("Fast link dest: \"/bin/busybox\""),
+        "{sh}"
+    );
+    let ash = debugfs(rootfs, "stat /bin/ash");
+    assert!(ash.contains("Links: 2"), "hard link kept: {ash}");
+
+    // Re-resolving the same digest reuses the published rootfs (same inode, no pull).
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(rootfs).unwrap().ino();
+    let started = Instant::now();
+    let again = host.resolve_image(&ctx).await.unwrap();
+    eprintln!("re-resolve (cached): {:?}", started.elapsed());
+    assert_eq!(again, resolved);
+    assert_eq!(std::fs::metadata(&again.rootfs).unwrap().ino(), inode);
+
+    // A multi-platform index resolves to its linux/amd64 manifest.
+    let (arm, arm_digest) = layout.image(&base_layers()[..1], "arm64");
+    layout.index(vec![arm, desc], "multi");
+    registry.push(&layout.dir, "multi", "test/img:multi", true);
+    let multi = image_context(&state, "multi", &registry.reference("test/img:multi"), &kit);
+    let resolved_multi = host.resolve_image(&multi).await.unwrap();
+    assert_eq!(resolved_multi.rootfs_digest, manifest_digest);
+    assert_ne!(resolved_multi.rootfs_digest, arm_digest);
+
+    // A new push of the tag means a new digest; the old rootfs is pruned.
+    let mut layers = base_layers();
+    layers.push((tar(&[T::File("etc/motd", b"v2\n", 0o644, 0)]), true));
+    let (desc2, digest2) = layout.image(&layers, "amd64");
+    layout.tag(desc2, "2");
+    registry.push(&layout.dir, "2", "test/img:1", false);
+    let v2 = host.resolve_image(&ctx).await.unwrap();
+    assert_eq!(v2.rootfs_digest, digest2);
+    assert_eq!(cat(&v2.rootfs, "/etc/motd"), "v2\n");
+    assert!(!resolved.rootfs.exists(), "old digest pruned");
+    assert!(!host.image_present(&resolved).await);
+    assert!(host.image_present(&v2).await);
+
+    // Registry gone: the Image keeps resolving to what it pulled last.
+    drop(registry);
+    let offline = host.resolve_image(&ctx).await.unwrap();
+    assert_eq!(offline.rootfs_digest, digest2);
+
+    host.remove_image(&ctx).await.unwrap();
+    assert!(!ctx.image_dir.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_blobs_and_oversized_images_are_rejected() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&work.path().join("layout"));
+    let layers = vec![(tar(&[T::File("data", &noise(64 * 1024), 0o644, 0)]), false)];
+    let (desc, _) = layout.image(&layers, "amd64");
+    let layer_digest = desc_layer_digest(&layout, &desc);
+    layout.tag(desc, "1");
+    registry.push(&layout.dir, "1", "test/bad:1", false);
+    let reference = registry.reference("test/bad:1");
+
+    // Over the per-blob cap: refused before any download.
+    let image_dir = work.path().join("images/small");
+    let small = OciLimits {
+        max_blob_bytes: 1024,
+        ..OciLimits::default()
+    };
+    let err = oci::pull_rootfs(&OciPull {
+        reference: &reference,
+        insecure: true,
+        image_dir: &image_dir,
+        limits: &small,
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("per-blob limit is 1024"), "{err}");
+
+    // The registry serves bytes that do not match the digest: rejected, nothing published.
+    let stored = registry.blob_file(&layer_digest);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let last = bytes.len() - 2000;
+    bytes[last] ^= 0xff;
+    std::fs::write(&stored, &bytes).unwrap();
+    let image_dir = work.path().join("images/bad");
+    let err = oci::pull_rootfs(&OciPull {
+        reference: &reference,
+        insecure: true,
+        image_dir: &image_dir,
+        limits: &OciLimits::default(),
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    eprintln!("corrupt blob: {err}");
+    assert!(
+        err.contains(&layer_digest) && err.to_lowercase().contains("digest"),
+        "{err}"
+    );
+    let published: Vec<_> = std::fs::read_dir(image_dir.join("oci"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert!(published.is_empty(), "{published:?}");
+
+    // A layer writing through a symlink that escapes the root: rejected, naming the
+    // layer and the entry; nothing is written outside and nothing is published.
+    let outside = tempfile::tempdir().unwrap();
+    let evil = vec![(
+        tar(&[
+            T::Sym("escape", outside.path().to_str().unwrap()),
+            T::File("escape/pwned", b"x", 0o644, 0),
+        ]),
+        true,
+    )];
+    let (desc, _) = layout.image(&evil, "amd64");
+    layout.tag(desc, "evil");
+    registry.push(&layout.dir, "evil", "test/evil:1", false);
+    let image_dir = work.path().join("images/evil");
+    let err = oci::pull_rootfs(&OciPull {
+        reference: &registry.reference("test/evil:1"),
+        insecure: true,
+        image_dir: &image_dir,
+        limits: &OciLimits::default(),
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("layer 1/1 sha256:")
+            && err.contains("escape/pwned")
+            && err.contains("symlink"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(image_dir.join("oci"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".lock"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staging removed, nothing published: {left:?}"
+    );
+
+    // Unknown repository: a clear registry error naming the reference.
+    let err = oci::pull_rootfs(&OciPull {
+        reference: &registry.reference("test/missing:1"),
+        insecure: true,
+        image_dir: &work.path().join("images/missing"),
+        limits: &OciLimits::default(),
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("test/missing:1") && err.contains("manifest"),
+        "{err}"
+    );
+}
+
+/// Incompressible bytes (xorshift), so sizes survive any compression.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn desc_layer_digest(layout: &Layout, desc: &serde_json::Value) -> String {
+    let hex = desc["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.dir.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_image_coalesce() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&work.path().join("layout"));
+    let (desc, digest) = layout.image(&base_layers(), "amd64");
+    layout.tag(desc, "1");
+    registry.push(&layout.dir, "1", "test/img:1", false);
+    let reference = registry.reference("test/img:1");
+    let image_dir = work.path().join("images/one");
+    let limits = OciLimits::default();
+    let pulls: Vec<_> = (0..3)
+        .map(|_| {
+            let reference = reference.clone();
+            let image_dir = image_dir.clone();
+            let limits = limits.clone();
+            tokio::spawn(async move {
+                oci::pull_rootfs(&OciPull {
+                    reference: &reference,
+                    insecure: true,
+                    image_dir: &image_dir,
+                    limits: &limits,
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for p in pulls {
+        results.push(p.await.unwrap().unwrap());
+    }
+    assert!(results.iter().all(|r| r.manifest_digest == digest));
+    assert!(results.iter().all(|r| r.rootfs == results[0].rootfs));
+    assert_eq!(
+        results.iter().filter(|r| !r.reused).count(),
+        1,
+        "exactly one pull downloaded; the others waited and reused it"
+    );
+}
