@@ -24,6 +24,7 @@ use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
     ObjectView,
 };
+use crate::gc::GcReport;
 use crate::objects::{self, ANNOTATION_OWNER};
 use crate::reconciler::Engine;
 use crate::runtime::VmRuntime;
@@ -104,6 +105,7 @@ pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
         .route("/v1/objects/{kind}/{name}/retry", post(retry::<R>))
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
+        .route("/v1/gc", post(gc_handler::<R>))
         .with_state(engine)
 }
 
@@ -266,6 +268,20 @@ async fn retry<R: VmRuntime>(
         "banger retry: backoff reset",
     );
     Ok(Json(serde_json::json!({ "queued": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn gc_handler<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Query(q): Query<GcQuery>,
+) -> Result<Json<GcReport>, ApiError> {
+    Ok(Json(engine.collect_garbage(q.dry_run).await?))
 }
 
 #[derive(Deserialize)]
