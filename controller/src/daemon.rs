@@ -79,7 +79,10 @@ pub async fn run<R: VmRuntime>(
     }
     // Host objects of VMs the store does not know (a wiped store, a crash between a
     // delete's last step and its row going) are removed before any work is taken.
-    let gc = engine.collect_garbage(false).await?;
+    // Orphaned VMs (their lease row stays) are known: they keep running.
+    let gc = engine
+        .collect_garbage(crate::gc::GcOptions::default())
+        .await?;
     if !gc.items.is_empty() {
         tracing::info!(
             found = gc.items.len(),

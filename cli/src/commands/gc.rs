@@ -32,7 +32,9 @@ knows: tap devices (bgt…), NAT rules in `table ip banger` naming an unknown ui
 directories in <state>/vms, and VMM processes carrying the marker banger-<uid> and this
 daemon's state directory. The daemon also collects garbage once when it starts.
 Objects of known VMs (also of VMs being deleted) and other daemons' VMMs are never
-touched.
+touched. Nor are orphaned VMs (forgotten with `banger.dev/on-remove: Orphan`; they keep
+their IP lease and keep running), unless --include-orphans asks for them too: then
+their host objects are removed and their lease is released.
 
 Each item is printed on one line: KIND/NAME and what happened to it. Exit status 0,
 or 1 when an item could not be removed.
@@ -44,12 +46,18 @@ Examples:
   # Remove it
   banger gc
 
+  # Also stop and remove orphaned VMs, and release their IP leases
+  banger gc --include-orphans --dry-run
+
   # The same as JSON ({\"items\": [...], \"removed\": true})
   banger gc -o json")]
 pub struct GcArgs {
     /// List the garbage without removing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also collect orphaned VMs (their host objects and their IP lease).
+    #[arg(long)]
+    pub include_orphans: bool,
     /// Output format: json or yaml (default: one line per item).
     #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
     pub output: Option<GcOutput>,
@@ -72,12 +80,23 @@ pub fn render_lines(report: &GcReport) -> String {
         };
         out.push_str(&format!("{item} {outcome}{detail}\n"));
     }
+    let verb = if report.removed {
+        "released"
+    } else {
+        "would release"
+    };
+    for uid in &report.released_leases {
+        out.push_str(&format!("lease/{uid} {verb} (orphaned VM)\n"));
+    }
     out
 }
 
 /// Runs `banger gc`.
 pub async fn run(client: &DaemonClient, args: &GcArgs) -> Result<ExitCode, CliError> {
-    let path = format!("/v1/gc?dryRun={}", args.dry_run);
+    let path = format!(
+        "/v1/gc?dryRun={}&includeOrphans={}",
+        args.dry_run, args.include_orphans
+    );
     let response = client.checked(Method::POST, &path, None, GC_WAIT).await?;
     let report: GcReport =
         serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
@@ -87,7 +106,9 @@ pub async fn run(client: &DaemonClient, args: &GcArgs) -> Result<ExitCode, CliEr
     match args.output {
         Some(GcOutput::Json) => print_out(&to_json(&report)?)?,
         Some(GcOutput::Yaml) => print_out(&to_yaml(&report)?)?,
-        None if report.items.is_empty() => eprintln!("no garbage found"),
+        None if report.items.is_empty() && report.released_leases.is_empty() => {
+            eprintln!("no garbage found")
+        }
         None => print_out(&render_lines(&report))?,
     }
     Ok(if report.failed.is_empty() {
@@ -127,10 +148,12 @@ mod tests {
             items: items(),
             removed: false,
             failed: vec![],
+            released_leases: vec!["dead".into()],
         };
         assert_eq!(
             render_lines(&dry),
-            "process/4242 would remove (uid dead)\ntap/bgt0123456789ab would remove (tap)\n"
+            "process/4242 would remove (uid dead)\ntap/bgt0123456789ab would remove (tap)\n\
+             lease/dead would release (orphaned VM)\n"
         );
         let done = GcReport {
             items: items(),
@@ -139,6 +162,7 @@ mod tests {
                 item: "tap/bgt0123456789ab".into(),
                 error: "busy".into(),
             }],
+            released_leases: vec![],
         };
         assert_eq!(
             render_lines(&done),

@@ -24,7 +24,7 @@ use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
     ObjectView,
 };
-use crate::gc::GcReport;
+use crate::gc::{GcOptions, GcReport};
 use crate::objects::{self, ANNOTATION_OWNER};
 use crate::reconciler::Engine;
 use crate::runtime::VmRuntime;
@@ -275,13 +275,19 @@ async fn retry<R: VmRuntime>(
 struct GcQuery {
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    include_orphans: bool,
 }
 
 async fn gc_handler<R: VmRuntime>(
     State(engine): State<Shared<R>>,
     Query(q): Query<GcQuery>,
 ) -> Result<Json<GcReport>, ApiError> {
-    Ok(Json(engine.collect_garbage(q.dry_run).await?))
+    let options = GcOptions {
+        dry_run: q.dry_run,
+        include_orphans: q.include_orphans,
+    };
+    Ok(Json(engine.collect_garbage(options).await?))
 }
 
 #[derive(Deserialize)]

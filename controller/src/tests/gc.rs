@@ -80,7 +80,10 @@ fn kinds_of(report: &Value, uid: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_garbage_is_collected_at_start_and_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path());
+    let mut config = test_config(dir.path());
+    let specs_dir = dir.path().join("specs");
+    std::fs::create_dir_all(&specs_dir).unwrap();
+    config.specs_dir = Some(specs_dir.clone());
     let socket: PathBuf = config.socket.clone();
     let state_dir = config.state_dir.clone();
     let sim = SimulatedRuntime::new();
@@ -107,6 +110,46 @@ async fn planted_garbage_is_collected_at_start_and_through_the_api() {
     })
     .await;
     let keep_pid = sim.pid_of(&keep);
+
+    // An orphaned VM: declared in the specs directory, then forgotten with its host
+    // objects left running (`banger.dev/on-remove: Orphan`).
+    let orphan_file = specs_dir.join("orph.yaml");
+    std::fs::write(
+        &orphan_file,
+        vm_yaml("orph", "base", "256Mi", "").replace(
+            "metadata:\n  name: orph\n",
+            "metadata:\n  name: orph\n  annotations:\n    banger.dev/on-remove: Orphan\n",
+        ),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let orphan = loop {
+        let (st, v, _) = call(&socket, Method::GET, "/v1/objects/vms/orph", None).await;
+        if st == StatusCode::OK {
+            break v["metadata"]["uid"].as_str().unwrap().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vm/orph never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    until("orphan-to-be running", || sim.pid_of(&orphan).is_some()).await;
+    std::fs::remove_file(&orphan_file).unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (st, _, _) = call(&socket, Method::GET, "/v1/objects/vms/orph", None).await;
+        if st == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vm/orph never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let orphan_pid = sim.pid_of(&orphan);
+    assert!(orphan_pid.is_some(), "orphaning stopped the VM");
     daemon.stop().await;
 
     // Garbage appears while no daemon runs; the next daemon removes it before work.
@@ -121,6 +164,11 @@ async fn planted_garbage_is_collected_at_start_and_through_the_api() {
     assert!(!planted_dir.exists(), "stray VM directory left after start");
     assert_eq!(sim.pid_of(&keep), keep_pid, "known VM's VMM touched");
     assert!(state_dir.join("vms").join(&keep).is_dir());
+    assert_eq!(
+        sim.pid_of(&orphan),
+        orphan_pid,
+        "an orphaned VM was collected at start"
+    );
 
     // A VM being deleted is still known: its cleanup is stuck, gc leaves it alone.
     sim.fail_step("going", VmStep::RemoveNat, 1000);
@@ -153,6 +201,8 @@ async fn planted_garbage_is_collected_at_start_and_through_the_api() {
     );
     assert_eq!(report["items"].as_array().unwrap().len(), 4, "{report}");
     assert!(kinds_of(&report, &keep).is_empty() && kinds_of(&report, &going).is_empty());
+    assert!(kinds_of(&report, &orphan).is_empty(), "{report}");
+    assert!(report.get("releasedLeases").is_none(), "{report}");
     assert!(sim.has_anything(PLANTED_LATER) && planted_dir.is_dir());
 
     // The real run removes exactly those.
@@ -165,10 +215,45 @@ async fn planted_garbage_is_collected_at_start_and_through_the_api() {
     assert!(!planted_dir.exists());
     assert_eq!(sim.pid_of(&keep), keep_pid, "known VM's VMM touched");
     assert!(sim.has_anything(&going), "a VM being deleted was collected");
+    assert_eq!(
+        sim.pid_of(&orphan),
+        orphan_pid,
+        "an orphaned VM was collected"
+    );
 
-    // Nothing left: an empty report.
+    // Nothing left by default: an empty report.
     let (st, report, _) = call(&socket, Method::POST, "/v1/gc", None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(report["items"], json!([]));
+
+    // Orphans only on request: their host objects, then their lease.
+    let (st, report, _) = call(
+        &socket,
+        Method::POST,
+        "/v1/gc?dryRun=true&includeOrphans=true",
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{report}");
+    assert_eq!(
+        kinds_of(&report, &orphan),
+        ["process", "nat-rule", "tap", "vm-dir"],
+        "{report}"
+    );
+    assert_eq!(report["releasedLeases"], json!([orphan.clone()]));
+    assert!(sim.pid_of(&orphan).is_some());
+    let (st, report, _) = call(&socket, Method::POST, "/v1/gc?includeOrphans=true", None).await;
+    assert_eq!(st, StatusCode::OK, "{report}");
+    assert_eq!(report["removed"], true);
+    assert_eq!(report["releasedLeases"], json!([orphan.clone()]));
+    assert!(!sim.has_anything(&orphan));
+    assert!(!state_dir.join("vms").join(&orphan).exists());
+    assert_eq!(sim.pid_of(&keep), keep_pid, "known VM's VMM touched");
+    let (_, report, _) = call(&socket, Method::POST, "/v1/gc?includeOrphans=true", None).await;
+    assert_eq!(report["items"], json!([]), "{report}");
+    assert!(
+        report.get("releasedLeases").is_none(),
+        "lease not released: {report}"
+    );
     daemon.stop().await;
 }
