@@ -10,7 +10,7 @@ mod netns_support;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use banger_controller::host::kvm::Accel;
@@ -86,14 +86,17 @@ fn vm(uid: &str, name: &str, ip: u8, state_dir: &Path, image: &ResolvedImage) ->
     }
 }
 
-/// `sh -c 'sleep 60; true' banger-<uid> <dir>`: a process whose command line carries
-/// the marker of `uid` and mentions `dir`.
+/// `sh -c 'read line' banger-<uid> <dir>`: a process whose command line carries the
+/// marker of `uid` and mentions `dir`. It waits on its stdin (a pipe the test holds)
+/// with a shell builtin, so it never forks a child that would briefly carry the same
+/// command line.
 fn marked_process(uid: &str, dir: &Path) -> Child {
     Command::new("sh")
         .arg("-c")
-        .arg("sleep 60; true")
+        .arg("read line")
         .arg(format!("banger-{uid}"))
         .arg(dir)
+        .stdin(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -191,7 +194,7 @@ fn gc_removes_exactly_the_planted_objects() {
             .find(|g| g.kind == GarbageKind::Process)
             .unwrap();
         assert_eq!(process.uid.as_deref(), Some(GHOST));
-        assert!(process.detail.contains("sleep 60"), "{process:?}");
+        assert!(process.detail.contains("read line"), "{process:?}");
 
         // Without the known set, the known VM's objects would be listed too.
         let unknown_all = runtime.find_garbage(&BTreeSet::new()).await;

@@ -96,8 +96,10 @@ pub fn marker_uid(args: &[OsString]) -> Option<ObjectUid> {
     })
 }
 
-/// Pure: whether an argument mentions `dir` as a path: its bytes followed by `/`, `,`
-/// or the end of the argument (so `/s/state` does not match `/s/state2/x`).
+/// Pure: whether an argument mentions `dir` as a path: its bytes at the start of the
+/// argument or after `=`, `,` or `:`, and followed by `/`, `,` or the end of the
+/// argument (so `/s/state` matches `file=/s/state/vms/a/root` but not `/s/state2/x`
+/// nor `/t/s/state/x`).
 pub fn mentions_dir(args: &[OsString], dir: &Path) -> bool {
     let needle = dir.as_os_str().as_bytes();
     let needle = match needle.strip_suffix(b"/") {
@@ -111,6 +113,7 @@ pub fn mentions_dir(args: &[OsString], dir: &Path) -> bool {
         let hay = arg.as_bytes();
         (0..hay.len())
             .filter(|&i| hay[i..].starts_with(needle))
+            .filter(|&i| i == 0 || matches!(hay[i - 1], b'=' | b',' | b':'))
             .any(|i| matches!(hay.get(i + needle.len()), None | Some(b'/') | Some(b',')))
     })
 }
@@ -139,8 +142,13 @@ fn shown_cmdline(args: &[OsString]) -> String {
 }
 
 /// Live processes (this one excluded, zombies excluded) that are stray VMMs of the
-/// daemon with `state_dir`, by pid.
+/// daemon with `state_dir`, by pid. A relative `state_dir` finds none: a relative path
+/// on a command line cannot tell one daemon's directory from another's.
 pub fn find_stray_vmms(state_dir: &Path, known: &BTreeSet<String>) -> Vec<StrayVmm> {
+    if !state_dir.is_absolute() {
+        tracing::warn!(state_dir = %state_dir.display(), "gc: the state directory is relative; stray VMMs are not looked for");
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -179,6 +187,9 @@ pub async fn stop_stray_vmm(pid: &str, uid: &str, state_dir: &Path) -> Result<()
         expected: "a pid",
     })?;
     let err = |source| GarbageError::Process { pid, source };
+    if !state_dir.is_absolute() {
+        return Ok(());
+    }
     let Some(args) = process::read_cmdline(pid).map_err(err)? else {
         return Ok(());
     };
@@ -289,6 +300,12 @@ mod tests {
         ));
         assert!(!mentions_dir(&args(&["sh", "/s/state2/vms/a"]), dir));
         assert!(!mentions_dir(&args(&["sh", "/other/vms/a"]), dir));
+        assert!(!mentions_dir(&args(&["sh", "/t/s/state/vms/a"]), dir));
+        assert!(mentions_dir(&args(&["path=/s/state/vms/a/qmp.sock"]), dir));
+        assert!(mentions_dir(
+            &args(&["a,path=/s/state/vms/a/qmp.sock"]),
+            dir
+        ));
         assert!(!mentions_dir(&args(&["sh", "/s/state"]), Path::new("")));
     }
 
