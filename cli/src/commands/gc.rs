@@ -46,7 +46,7 @@ Examples:
   # Remove it
   banger gc
 
-  # Also stop and remove orphaned VMs, and release their IP leases
+  # Orphaned VMs too (stopped, removed, their IP leases released)
   banger gc --include-orphans --dry-run
 
   # The same as JSON ({\"items\": [...], \"removed\": true})

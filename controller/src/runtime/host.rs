@@ -24,6 +24,8 @@
 //! namespace), uid-named directories in `<state>/vms` of unknown uids, and stray VMMs
 //! of this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and** the
 //! state directory on the command line, so another daemon's VMMs are never touched).
+//! Tap and rule names do not name their daemon: two daemons must not share a network
+//! namespace.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Seek, SeekFrom};
