@@ -25,7 +25,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::DaemonClient;
 use crate::commands::{
-    apply, completion, daemon, delete, describe, diff, doctor, events, get, logs, retry, wait,
+    apply, completion, daemon, delete, describe, diff, doctor, events, gc, get, logs, retry, wait,
 };
 use crate::error::CliError;
 
@@ -89,6 +89,8 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Print a VM's console log.
     Logs(logs::LogsArgs),
+    /// Remove host objects of no known VM (taps, NAT rules, VM dirs, stray VMMs).
+    Gc(gc::GcArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run the controller in the foreground.
@@ -118,6 +120,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Events(args) => events::run(&client, args).await,
         Command::Retry(args) => retry::run(&client, args).await,
         Command::Logs(args) => logs::run(&client, args).await,
+        Command::Gc(args) => gc::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,
     }

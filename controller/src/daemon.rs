@@ -1,6 +1,7 @@
 //! `banger daemon`: the composition root.
 //!
-//! [`run`] opens the store, recovers the journal, starts the workers, the specs
+//! [`run`] opens the store, recovers the journal, garbage-collects host objects of no
+//! known VM ([`crate::gc`]), starts the workers, the specs
 //! directory watcher, the resync ticker, the exit listener and the API, and runs until
 //! `shutdown` resolves. Then it stops taking work (API and queue closed), lets the
 //! steps in flight finish (each is journaled) within `shutdown_grace`, and returns,
@@ -74,6 +75,19 @@ pub async fn run<R: VmRuntime>(
         tracing::info!(
             recovered,
             "handled unfinished journal rows of the previous daemon"
+        );
+    }
+    // Host objects of VMs the store does not know (a wiped store, a crash between a
+    // delete's last step and its row going) are removed before any work is taken.
+    // Orphaned VMs (their lease row stays) are known: they keep running.
+    let gc = engine
+        .collect_garbage(crate::gc::GcOptions::default())
+        .await?;
+    if !gc.items.is_empty() {
+        tracing::info!(
+            found = gc.items.len(),
+            failed = gc.failed.len(),
+            "garbage-collected host objects of no known VM"
         );
     }
 

@@ -14,6 +14,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod driver;
+pub mod gc;
 pub mod host;
 pub mod objects;
 pub mod planner;

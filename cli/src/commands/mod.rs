@@ -8,6 +8,7 @@ pub mod describe;
 pub mod diff;
 pub mod doctor;
 pub mod events;
+pub mod gc;
 pub mod get;
 pub mod logs;
 pub mod retry;

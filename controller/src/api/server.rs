@@ -24,6 +24,7 @@ use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
     ObjectView,
 };
+use crate::gc::{GcOptions, GcReport};
 use crate::objects::{self, ANNOTATION_OWNER};
 use crate::reconciler::Engine;
 use crate::runtime::VmRuntime;
@@ -104,6 +105,7 @@ pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
         .route("/v1/objects/{kind}/{name}/retry", post(retry::<R>))
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
+        .route("/v1/gc", post(gc_handler::<R>))
         .with_state(engine)
 }
 
@@ -266,6 +268,26 @@ async fn retry<R: VmRuntime>(
         "banger retry: backoff reset",
     );
     Ok(Json(serde_json::json!({ "queued": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    include_orphans: bool,
+}
+
+async fn gc_handler<R: VmRuntime>(
+    State(engine): State<Shared<R>>,
+    Query(q): Query<GcQuery>,
+) -> Result<Json<GcReport>, ApiError> {
+    let options = GcOptions {
+        dry_run: q.dry_run,
+        include_orphans: q.include_orphans,
+    };
+    Ok(Json(engine.collect_garbage(options).await?))
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ pub mod process;
 
 pub mod disk;
 pub mod doctor;
+pub mod garbage;
 pub mod names;
 pub mod net;
 pub mod oci;

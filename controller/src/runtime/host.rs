@@ -18,8 +18,16 @@
 //!
 //! Network objects live in the daemon's network namespace (tests run the daemon in a
 //! namespace of their own).
+//!
+//! Garbage ([`VmRuntime::find_garbage`]): taps named like banger's that are no known
+//! VM's, NAT rules whose comment names an unknown uid (both in the daemon's network
+//! namespace), uid-named directories in `<state>/vms` of unknown uids, and stray VMMs
+//! of this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and** the
+//! state directory on the command line, so another daemon's VMMs are never touched).
+//! Tap and rule names do not name their daemon: two daemons must not share a network
+//! namespace.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,8 +37,9 @@ use std::time::Duration;
 use banger_specs::HypervisorChoice;
 
 use super::{
-    ExitNotice, ExitNotifier, ImageContext, LaunchConfig, ObservedDisk, ObservedTap, ObservedVm,
-    ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
+    ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, LaunchConfig, ObservedDisk,
+    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles,
+    VmRuntime, VmStep,
 };
 use crate::driver::firecracker::{self, FirecrackerDriver};
 use crate::driver::qemu::{self, QemuDriver, QemuOptions};
@@ -38,12 +47,14 @@ use crate::driver::{
     Driver, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess,
 };
 use crate::host::disk::{self, ImageSource, RootDiskRequest};
+use crate::host::garbage;
 use crate::host::kvm::{self, Accel, KvmStatus};
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::bridge::ensure_bridge;
 use crate::host::net::cidr::kernel_ip_arg;
 use crate::host::net::nat::Nftables;
 use crate::host::net::tap::{ensure_tap, probe_tap, remove_tap};
+use crate::host::net::vm::list_net_garbage;
 use crate::host::net::{enable_ipv4_forwarding, BridgeConfig, Netlink};
 use crate::host::oci;
 use crate::host::process::{self, ProcessIdentity};
@@ -706,6 +717,109 @@ impl VmRuntime for HostRuntime {
             }
         }
         Ok(handles)
+    }
+
+    async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
+        self.host_garbage(known_vm_uids).await
+    }
+
+    async fn remove_garbage(&self, item: &Garbage) -> Result<(), RuntimeError> {
+        self.remove_host_garbage(item).await
+    }
+}
+
+impl HostRuntime {
+    /// [`VmRuntime::find_garbage`] for the host.
+    async fn host_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
+        let state_dir = &self.config.state_dir;
+        let mut items: Vec<Garbage> = garbage::find_stray_vmms(state_dir, known_vm_uids)
+            .into_iter()
+            .map(|vmm| Garbage {
+                kind: GarbageKind::Process,
+                name: vmm.identity.pid.to_string(),
+                uid: Some(vmm.uid.to_string()),
+                detail: vmm.cmdline,
+            })
+            .collect();
+        // Known uids that are not valid ObjectUids own no host object banger names.
+        let known: BTreeSet<ObjectUid> = known_vm_uids
+            .iter()
+            .filter_map(|u| ObjectUid::parse(u).ok())
+            .collect();
+        match list_net_garbage(&self.netlink, &self.nft, &known).await {
+            Ok(net) => {
+                items.extend(net.nat_rules.into_iter().map(|rule| Garbage {
+                    kind: GarbageKind::NatRule,
+                    name: names::nat_rule_comment(&rule.uid),
+                    uid: Some(rule.uid.to_string()),
+                    detail: match rule.ip {
+                        Some(ip) => format!(
+                            "table ip {} handle {} saddr {ip}",
+                            names::NFT_TABLE,
+                            rule.handle
+                        ),
+                        None => format!("table ip {} handle {}", names::NFT_TABLE, rule.handle),
+                    },
+                }));
+                items.extend(net.taps.into_iter().map(|tap| Garbage {
+                    kind: GarbageKind::Tap,
+                    name: tap,
+                    uid: None,
+                    detail: "tap device named like banger's, of no known VM".into(),
+                }));
+            }
+            Err(e) => tracing::warn!(error = %e, "gc: cannot list taps and NAT rules"),
+        }
+        match garbage::find_stray_vm_dirs(state_dir, known_vm_uids) {
+            Ok(dirs) => items.extend(dirs.into_iter().map(|d| Garbage {
+                kind: GarbageKind::VmDir,
+                name: d.uid.to_string(),
+                uid: Some(d.uid.to_string()),
+                detail: d.path.display().to_string(),
+            })),
+            Err(e) => tracing::warn!(
+                dir = %state_dir.join("vms").display(),
+                error = %e,
+                "gc: cannot list VM directories"
+            ),
+        }
+        items.sort();
+        items
+    }
+
+    /// [`VmRuntime::remove_garbage`] for the host.
+    async fn remove_host_garbage(&self, item: &Garbage) -> Result<(), RuntimeError> {
+        let err = |m: String| RuntimeError::Step {
+            object: item.to_string(),
+            step: "gc".into(),
+            message: m,
+        };
+        match item.kind {
+            GarbageKind::Process => {
+                let uid = item
+                    .uid
+                    .as_deref()
+                    .ok_or_else(|| err("no uid recorded for the process".into()))?;
+                garbage::stop_stray_vmm(&item.name, uid, &self.config.state_dir)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::NatRule => {
+                let uid = names::uid_from_nat_comment(&item.name)
+                    .ok_or_else(|| err("not a banger NAT rule comment".into()))?;
+                self.nft.remove_vm(&uid).map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::Tap => {
+                if !names::is_banger_tap(&item.name) {
+                    return Err(err("not a banger tap name".into()));
+                }
+                remove_tap(&self.netlink, &item.name)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::VmDir => garbage::remove_stray_vm_dir(&self.config.state_dir, &item.name)
+                .map_err(|e| err(e.to_string())),
+        }
     }
 }
 

@@ -28,8 +28,13 @@
 //! - A VMM that exits on its own is reported through the [`ExitNotifier`] the engine
 //!   hands over once at start ([`VmRuntime::set_exit_notifier`]), so the VM is
 //!   reconciled at once instead of at the next resync.
+//! - [`VmRuntime::find_garbage`] lists host objects that carry banger's naming but
+//!   belong to no VM the store knows ([`Garbage`]); it never changes anything.
+//!   [`VmRuntime::remove_garbage`] removes one of them (idempotent). Neither ever
+//!   touches an object of a known uid, nor one of another daemon (another state
+//!   directory).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -360,6 +365,56 @@ const ALL_STEPS: [VmStep; 11] = [
     VmStep::RemoveVmDir,
 ];
 
+/// What kind of host object a [`Garbage`] item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GarbageKind {
+    /// A VMM process carrying banger's uid marker and this daemon's state directory.
+    Process,
+    /// A NAT rule in banger's nftables table.
+    NatRule,
+    /// A tap device named like banger's.
+    Tap,
+    /// A VM directory below `<state_dir>/vms`.
+    VmDir,
+}
+
+impl GarbageKind {
+    /// The kebab-case name (`process`, `nat-rule`, `tap`, `vm-dir`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GarbageKind::Process => "process",
+            GarbageKind::NatRule => "nat-rule",
+            GarbageKind::Tap => "tap",
+            GarbageKind::VmDir => "vm-dir",
+        }
+    }
+}
+
+/// A host object that carries banger's naming but belongs to no VM the store knows.
+/// Ordered by kind in removal order: processes before the network, directories last.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Garbage {
+    /// What it is.
+    pub kind: GarbageKind,
+    /// Its name: the pid of a process, the tap's name, the NAT rule's comment, the VM
+    /// directory's name.
+    pub name: String,
+    /// The uid it names, when it can be told (a tap's name is a hash of it: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// More about it, for people: a command line, a rule handle, a path.
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl std::fmt::Display for Garbage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.name(), self.name)
+    }
+}
+
 /// A VMM exit noticed by the runtime: the uid of the VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitNotice {
@@ -376,7 +431,7 @@ pub enum RuntimeError {
     /// A step failed.
     #[error("{object}: step {step}: {message}")]
     Step {
-        /// `vm/NAME` or `image/NAME`.
+        /// `vm/NAME` or `image/NAME` (or `KIND/NAME` of a [`Garbage`] item, step `gc`).
         object: String,
         /// The step's name.
         step: String,
@@ -430,4 +485,19 @@ pub trait VmRuntime: Send + Sync + 'static {
         step: VmStep,
         vm: &VmContext,
     ) -> impl std::future::Future<Output = Result<VmHandles, RuntimeError>> + Send;
+
+    /// Lists the host objects carrying banger's naming whose uid is none of
+    /// `known_vm_uids` (see the module docs), sorted. Never changes anything; what
+    /// cannot be listed is logged and skipped.
+    fn find_garbage(
+        &self,
+        known_vm_uids: &BTreeSet<String>,
+    ) -> impl std::future::Future<Output = Vec<Garbage>> + Send;
+
+    /// Removes one item [`Self::find_garbage`] listed (idempotent: an item already gone
+    /// is `Ok`). The item is re-checked against the host before anything is removed.
+    fn remove_garbage(
+        &self,
+        item: &Garbage,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
 }

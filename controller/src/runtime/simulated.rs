@@ -9,10 +9,11 @@
 //! times), [`SimulatedRuntime::fail_image`], [`SimulatedRuntime::exit_process`] (the
 //! VMM exits on its own; the exit is notified like a pidfd would),
 //! [`SimulatedRuntime::hang_after`] (a step does its effect and never returns: a daemon
-//! crash mid-step), and counters of concurrent steps per VM
-//! ([`SimulatedRuntime::max_concurrency_for`]).
+//! crash mid-step), counters of concurrent steps per VM
+//! ([`SimulatedRuntime::max_concurrency_for`]) and [`SimulatedRuntime::plant_garbage`]
+//! (host objects of a uid the store does not know, for `banger gc`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,8 +22,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ExitNotice, ExitNotifier, ImageContext, LaunchConfig, ObservedDisk, ObservedTap, ObservedVm,
-    ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles, VmRuntime, VmStep,
+    ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, LaunchConfig, ObservedDisk,
+    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles,
+    VmRuntime, VmStep,
 };
 use crate::driver::{HypervisorKind, VmmProcess};
 
@@ -42,6 +44,8 @@ struct SimVm {
     tap: Option<String>,
     nat: bool,
     vm_dir: bool,
+    /// The real directory behind `vm_dir`, once made.
+    vm_dir_path: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -197,6 +201,48 @@ impl SimulatedRuntime {
             .count()
     }
 
+    /// Plants host objects of `uid` as if a VM with that uid had run and its record
+    /// were lost: a live VMM, a tap, a NAT rule, a root disk and, when `vm_dir` is
+    /// given, that directory (made for real). For `banger gc` tests.
+    pub fn plant_garbage(&self, uid: &str, vm_dir: Option<PathBuf>) {
+        if let Some(dir) = &vm_dir {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut w = self.w();
+        w.next_pid = w.next_pid.max(100_000) + 1;
+        let pid = w.next_pid;
+        let tap = crate::host::names::ObjectUid::parse(uid)
+            .map(|u| crate::host::names::tap_name(&u))
+            .unwrap_or_else(|_| format!("bgt-{uid}"));
+        w.vms.insert(
+            uid.to_string(),
+            SimVm {
+                process: Some(SimProcess {
+                    pid,
+                    launched: LaunchConfig {
+                        vcpus: 1,
+                        memory_mib: 128,
+                        hypervisor: banger_specs::HypervisorChoice::Auto,
+                        boot_digest: String::new(),
+                        ip: None,
+                    },
+                    alive: true,
+                    clean_exit: false,
+                    observations: 0,
+                }),
+                disk: Some(ObservedDisk {
+                    image: "planted".into(),
+                    digest: String::new(),
+                    size: 0,
+                }),
+                tap: Some(tap),
+                nat: true,
+                vm_dir: vm_dir.is_some(),
+                vm_dir_path: vm_dir,
+            },
+        );
+    }
+
     /// Whether anything at all exists for this uid on the simulated host.
     pub fn has_anything(&self, uid: &str) -> bool {
         self.w().vms.get(uid).is_some_and(|v| {
@@ -274,6 +320,7 @@ impl SimulatedRuntime {
                 std::fs::create_dir_all(&ctx.vm_dir)
                     .map_err(|e| format!("create {}: {e}", ctx.vm_dir.display()))?;
                 vm.vm_dir = true;
+                vm.vm_dir_path = Some(ctx.vm_dir.clone());
             }
             VmStep::PrepareDisk => {
                 let image = ctx.image.as_ref().ok_or("no resolved image")?;
@@ -339,6 +386,7 @@ impl SimulatedRuntime {
                     Err(e) => return Err(format!("remove {}: {e}", ctx.vm_dir.display())),
                 }
                 vm.vm_dir = false;
+                vm.vm_dir_path = None;
             }
         }
         if duplicate {
@@ -482,5 +530,76 @@ impl VmRuntime for SimulatedRuntime {
         let w = self.w();
         let sim = w.vms.get(&vm.uid).cloned().unwrap_or_default();
         Ok(Self::handles_of(&sim, vm))
+    }
+
+    async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
+        let w = self.w();
+        let mut items = Vec::new();
+        for (uid, vm) in w.vms.iter().filter(|(u, _)| !known_vm_uids.contains(*u)) {
+            let item = |kind, name: String, detail: String| Garbage {
+                kind,
+                name,
+                uid: Some(uid.clone()),
+                detail,
+            };
+            if let Some(p) = vm.process.as_ref().filter(|p| p.alive) {
+                items.push(item(
+                    GarbageKind::Process,
+                    p.pid.to_string(),
+                    format!("simulated VMM banger-{uid}"),
+                ));
+            }
+            if vm.nat {
+                items.push(item(
+                    GarbageKind::NatRule,
+                    format!("banger-vm:{uid}"),
+                    "simulated NAT rule".into(),
+                ));
+            }
+            if let Some(tap) = &vm.tap {
+                items.push(item(GarbageKind::Tap, tap.clone(), "simulated tap".into()));
+            }
+            if vm.vm_dir || vm.disk.is_some() {
+                let detail = vm.vm_dir_path.as_ref().map_or_else(
+                    || "simulated VM directory".into(),
+                    |p| p.display().to_string(),
+                );
+                items.push(item(GarbageKind::VmDir, uid.clone(), detail));
+            }
+        }
+        items.sort();
+        items
+    }
+
+    async fn remove_garbage(&self, item: &Garbage) -> Result<(), RuntimeError> {
+        let err = |message: String| RuntimeError::Step {
+            object: item.to_string(),
+            step: "gc".into(),
+            message,
+        };
+        let mut w = self.w();
+        let Some(vm) = item.uid.as_ref().and_then(|u| w.vms.get_mut(u)) else {
+            return Ok(());
+        };
+        match item.kind {
+            GarbageKind::Process => vm.process = None,
+            GarbageKind::NatRule => vm.nat = false,
+            GarbageKind::Tap => vm.tap = None,
+            GarbageKind::VmDir => {
+                if let Some(path) = vm.vm_dir_path.take() {
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            vm.vm_dir_path = Some(path.clone());
+                            return Err(err(format!("remove {}: {e}", path.display())));
+                        }
+                    }
+                }
+                vm.vm_dir = false;
+                vm.disk = None;
+            }
+        }
+        Ok(())
     }
 }

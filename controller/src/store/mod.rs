@@ -778,6 +778,20 @@ impl Store {
         Ok(())
     }
 
+    /// Uids of every VM holding a lease (objects in the store, and orphans: VMs
+    /// forgotten with `banger.dev/on-remove: Orphan`, whose lease row stays).
+    pub fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT vm_uid FROM leases ORDER BY vm_uid")
+            .map_err(self.sql("list leases"))?;
+        let it = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(self.sql("list leases"))?;
+        it.collect::<Result<_, _>>()
+            .map_err(self.sql("list leases"))
+    }
+
     /// Number of leases held.
     pub fn lease_count(&self) -> Result<i64, StoreError> {
         self.conn()

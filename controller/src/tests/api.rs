@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-async fn call(
+pub(super) async fn call(
     socket: &Path,
     method: Method,
     uri: &str,

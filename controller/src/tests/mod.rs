@@ -22,6 +22,7 @@ use crate::status;
 
 mod api;
 mod directory;
+mod gc;
 mod lifecycle;
 mod scale;
 

@@ -1,0 +1,249 @@
+//! Garbage collection on the real host runtime, inside a network namespace the test
+//! creates: planted objects of unknown uids (a tap, a NAT rule, a VM directory, a
+//! stray VMM-like process carrying the marker and the state dir) are listed and
+//! removed; a known VM's real QEMU VMM, tap, NAT rule and directory stay; a process
+//! carrying a marker but another state dir is left alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod netns_support;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_controller::host::kvm::Accel;
+use banger_controller::host::names::{self, ObjectUid};
+use banger_controller::host::net::BridgeConfig;
+use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
+use banger_controller::runtime::{
+    Garbage, GarbageKind, ImageContext, Lease, ProcessState, ResolvedImage, VmContext, VmHandles,
+    VmRuntime, VmStep,
+};
+use banger_specs::{
+    ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
+    VmSpec,
+};
+use netns_support::TestNetns;
+
+const KNOWN: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
+const GHOST: &str = "dead0000dead0000dead0000dead0000";
+const OTHER_DAEMONS: &str = "beef0000beef0000beef0000beef0000";
+/// A tap named like banger's that no uid here derives to.
+const STRAY_TAP: &str = "bgt0123456789ab";
+
+fn kit_dir() -> PathBuf {
+    std::env::var_os("BANGER_KIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest-kit"))
+}
+
+fn image_spec(kit: &Path) -> ImageSpec {
+    for f in ["vmlinuz", "initrd.img", "rootfs.ext4"] {
+        assert!(
+            kit.join(f).exists(),
+            "guest kit file {} missing: run scripts/guest-kit.sh",
+            kit.join(f).display()
+        );
+    }
+    ImageSpec {
+        kernel: kit.join("vmlinuz"),
+        initrd: Some(kit.join("initrd.img")),
+        rootfs: Some(kit.join("rootfs.ext4")),
+        oci: None,
+        kernel_args: None,
+        readiness: Readiness::default(),
+    }
+}
+
+fn vm(uid: &str, name: &str, ip: u8, state_dir: &Path, image: &ResolvedImage) -> VmContext {
+    let object_uid = ObjectUid::parse(uid).unwrap();
+    VmContext {
+        uid: uid.to_string(),
+        name: name.to_string(),
+        spec: VmSpec {
+            image: "kit".into(),
+            vcpus: 1,
+            memory: ByteSize(256 * 1024 * 1024),
+            disk: ByteSize(256 * 1024 * 1024),
+            state: PowerState::Running,
+            restart_policy: RestartPolicy::Always,
+            hypervisor: HypervisorChoice::Qemu,
+            network: NetworkSpec::default(),
+            kernel_args: None,
+        },
+        image: Some(image.clone()),
+        vm_dir: state_dir.join("vms").join(uid),
+        lease: Some(Lease {
+            ip: Ipv4Addr::new(172, 30, 0, ip),
+            mac: names::mac_address(&object_uid),
+            gateway: Ipv4Addr::new(172, 30, 0, 1),
+            prefix: 24,
+        }),
+        bridge: "banger0".into(),
+        handles: VmHandles::default(),
+    }
+}
+
+/// `sh -c 'read line' banger-<uid> <dir>`: a process whose command line carries the
+/// marker of `uid` and mentions `dir`. It waits on its stdin (a pipe the test holds)
+/// with a shell builtin, so it never forks a child that would briefly carry the same
+/// command line.
+fn marked_process(uid: &str, dir: &Path) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg("read line")
+        .arg(format!("banger-{uid}"))
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kinds_and_names(items: &[Garbage]) -> BTreeSet<(GarbageKind, String)> {
+    items.iter().map(|g| (g.kind, g.name.clone())).collect()
+}
+
+#[test]
+fn gc_removes_exactly_the_planted_objects() {
+    let kit = kit_dir();
+    let ns = TestNetns::new();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // A planted tap, made from outside with iproute2 (not through banger's code).
+    ns.ip(&["tuntap", "add", "dev", STRAY_TAP, "mode", "tap"]);
+    ns.run(move || async move {
+        let runtime = HostRuntime::new(HostRuntimeConfig {
+            state_dir: state_dir.clone(),
+            bridge: BridgeConfig::default(),
+            qemu_bin: None,
+            firecracker_bin: None,
+            accel: Accel::Auto,
+            stop_grace: Duration::from_secs(10),
+        })
+        .unwrap();
+        let image = runtime
+            .resolve_image(&ImageContext {
+                uid: "feed".into(),
+                name: "kit".into(),
+                spec: image_spec(&kit),
+                image_dir: state_dir.join("images/feed"),
+            })
+            .await
+            .unwrap();
+
+        // The known VM: a real QEMU VMM with its disk, tap, NAT rule and directory.
+        let mut known = vm(KNOWN, "known", 2, &state_dir, &image);
+        for step in [
+            VmStep::EnsureVmDir,
+            VmStep::PrepareDisk,
+            VmStep::EnsureTap,
+            VmStep::EnsureNat,
+            VmStep::Launch,
+        ] {
+            known.handles = runtime.execute(step, &known).await.unwrap();
+        }
+        let known_pid = known.handles.process.as_ref().unwrap().pid;
+
+        // A ghost: a VM whose record is gone, leaving its directory, tap and NAT rule.
+        let ghost = vm(GHOST, "ghost", 3, &state_dir, &image);
+        for step in [VmStep::EnsureVmDir, VmStep::EnsureTap, VmStep::EnsureNat] {
+            runtime.execute(step, &ghost).await.unwrap();
+        }
+        std::fs::write(ghost.vm_dir.join("console.log"), b"old boot\n").unwrap();
+        // The ghost's stray VMM, and one of another daemon (another state dir).
+        let mut stray = marked_process(GHOST, &state_dir);
+        let other_state = PathBuf::from(format!("{}-other", state_dir.display()));
+        let mut foreign = marked_process(OTHER_DAEMONS, &other_state);
+
+        let known_uids: BTreeSet<String> = [KNOWN.to_string()].into_iter().collect();
+        let found = runtime.find_garbage(&known_uids).await;
+        let ghost_uid = ObjectUid::parse(GHOST).unwrap();
+        let expected: BTreeSet<(GarbageKind, String)> = [
+            (GarbageKind::Process, stray.id().to_string()),
+            (GarbageKind::NatRule, names::nat_rule_comment(&ghost_uid)),
+            (GarbageKind::Tap, names::tap_name(&ghost_uid)),
+            (GarbageKind::Tap, STRAY_TAP.to_string()),
+            (GarbageKind::VmDir, GHOST.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(kinds_and_names(&found), expected, "{found:#?}");
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        assert!(found.iter().all(|g| g.uid.as_deref() != Some(KNOWN)));
+        assert!(found
+            .iter()
+            .all(|g| g.name != known_pid.to_string() && g.name != foreign.id().to_string()));
+        let process = found
+            .iter()
+            .find(|g| g.kind == GarbageKind::Process)
+            .unwrap();
+        assert_eq!(process.uid.as_deref(), Some(GHOST));
+        assert!(process.detail.contains("read line"), "{process:?}");
+
+        // Without the known set, the known VM's objects would be listed too.
+        let unknown_all = runtime.find_garbage(&BTreeSet::new()).await;
+        assert!(
+            unknown_all
+                .iter()
+                .any(|g| g.kind == GarbageKind::Process && g.name == known_pid.to_string()),
+            "{unknown_all:#?}"
+        );
+
+        for item in &found {
+            runtime.remove_garbage(item).await.unwrap();
+            // Idempotent.
+            runtime.remove_garbage(item).await.unwrap();
+        }
+        assert!(runtime.find_garbage(&known_uids).await.is_empty());
+        assert!(
+            exited_within(&mut stray, Duration::from_secs(10)),
+            "stray process survived gc"
+        );
+        assert!(!ghost.vm_dir.exists());
+        let ghost_seen = runtime.observe(&ghost).await;
+        assert!(ghost_seen.tap.is_none() && !ghost_seen.nat);
+
+        // Another daemon's process and the known VM are untouched.
+        assert!(
+            foreign.try_wait().unwrap().is_none(),
+            "foreign process killed"
+        );
+        let known_seen = runtime.observe(&known).await;
+        assert!(
+            matches!(known_seen.process, ProcessState::Running { .. }),
+            "{known_seen:?}"
+        );
+        assert!(known_seen.tap.is_some() && known_seen.nat && known_seen.vm_dir);
+        assert!(known_seen.disk.is_some());
+
+        foreign.kill().unwrap();
+        foreign.wait().unwrap();
+        for step in [
+            VmStep::Shutdown,
+            VmStep::RemoveNat,
+            VmStep::RemoveTap,
+            VmStep::RemoveDisk,
+            VmStep::RemoveVmDir,
+        ] {
+            known.handles = runtime.execute(step, &known).await.unwrap();
+        }
+    });
+    let links = ns.ip(&["-o", "link"]);
+    assert!(!links.contains("bgt"), "{links}");
+}
