@@ -502,9 +502,24 @@ impl<R: VmRuntime> Engine<R> {
                         &name,
                         "Normal",
                         "Bound",
-                        &format!("placed in vm {vm}"),
+                        &format!(
+                            "bound to vm {vm} (its files are not copied: see condition Synced)"
+                        ),
                     );
                 }
+                // Copying the checkout into the guest is not built yet: say so instead of
+                // letting Ready suggest the files are there.
+                status::set_condition(
+                    &mut view.conditions,
+                    ConditionUpdate {
+                        type_: "Synced",
+                        status: FALSE,
+                        reason: "NotImplemented",
+                        message: "copying the source into the guest is not implemented in this version of banger".into(),
+                    },
+                    g,
+                    &now,
+                );
                 view.phase = Phase::Ready.as_str().into();
                 status::set_condition(
                     &mut view.conditions,
@@ -512,7 +527,7 @@ impl<R: VmRuntime> Engine<R> {
                         type_: status::READY,
                         status: TRUE,
                         reason: "VMRunning",
-                        message: format!("vm {vm} is running"),
+                        message: format!("bound to vm {vm}, which is running"),
                     },
                     g,
                     &now,
