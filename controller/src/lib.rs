@@ -4,11 +4,16 @@
 //! (SQLite plus kernel handles probed live) and idempotent steps are driven under
 //! per-object locks until the host matches.
 //!
-//! - Pure core: [`planner`] (`plan(desired, observed) -> Plan`) over plain values.
-//! - Ports: [`runtime`] (what a reconcile needs from the host), [`driver`] (hypervisors).
+//! - Pure core: [`planner`] (`plan(desired, observed) -> Plan`) over plain values,
+//!   [`objects`] (ownership, annotations, spec diffs) and [`status`] (conditions, phases).
+//! - Ports: [`runtime`] (what a reconcile needs from the host: the trait
+//!   [`runtime::VmRuntime`], with the real [`runtime::host::HostRuntime`] and the
+//!   test-only [`runtime::simulated::SimulatedRuntime`]) and [`driver`] (hypervisors:
+//!   QEMU and Firecracker behind one trait).
 //! - Shell: [`store`] (SQLite), [`queue`] and [`reconciler`] (the executor), [`sources`]
-//!   (specs directory and apply), [`host`] (processes, network, disks), [`api`] (HTTP on
-//!   a Unix socket).
+//!   (specs directory and apply), [`gc`] (host objects no object owns), [`host`]
+//!   (processes, KVM, network, disks, OCI pulls, doctor checks), [`api`] (HTTP on a Unix
+//!   socket), [`daemon`] (wires it all together from a [`config::DaemonConfig`]).
 
 pub mod api;
 pub mod config;

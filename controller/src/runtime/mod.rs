@@ -1,8 +1,8 @@
 //! The runtime port: everything a reconcile needs from the host, and nothing more.
 //!
 //! The engine ([`crate::reconciler`]) is written against the [`VmRuntime`] trait only.
-//! Two adapters exist: the real host runtime (disks, taps, NAT, hypervisor drivers;
-//! implemented by the runtime work) and [`simulated::SimulatedRuntime`], an in-memory
+//! Two adapters exist: the real [`host::HostRuntime`] (disks, taps, NAT, hypervisor
+//! drivers) and [`simulated::SimulatedRuntime`], an in-memory
 //! stand-in used **only** by engine tests and benchmarks (`banger daemon --simulate`).
 //!
 //! ## The contract
