@@ -231,14 +231,8 @@ spec:
   kernel: ./vmlinux
   rootfs: ./rootfs.ext4
 ---
-apiVersion: banger.dev/v1alpha1
-kind: VM
-metadata:
-  name: {vm}
-spec:
-  image: base
-  memory: {memory}
-"
+{}",
+        vm_only(vm, memory)
     )
 }
 
