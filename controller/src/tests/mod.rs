@@ -103,6 +103,19 @@ impl Harness {
         apply::apply(&self.engine, &req).await
     }
 
+    /// Applies `/s/a.yaml`: [`IMAGE`] and the VM `a` of 512Mi using it.
+    pub async fn apply_image_and_vm_a(&self) {
+        self.apply(
+            &[(
+                "/s/a.yaml",
+                &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+            )],
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn delete(&self, kind: Kind, name: &str) {
         let req = DeleteRequest {
             objects: vec![ObjectRef {
@@ -155,6 +168,19 @@ impl Harness {
             let s = h.status(kind, name);
             status::condition(&s.conditions, type_)
                 .is_some_and(|c| c.status == status_ && c.reason == reason)
+        })
+        .await;
+    }
+
+    /// Waits until the journal holds a `running` row of `step`.
+    pub async fn until_journaled_running(&self, step: &str) {
+        self.until(&format!("{step} journaled as running"), |h| {
+            h.engine
+                .store
+                .journal_unfinished()
+                .unwrap()
+                .iter()
+                .any(|r| r.step == step)
         })
         .await;
     }
