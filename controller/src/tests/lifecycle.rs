@@ -149,34 +149,12 @@ async fn change_classes_restart_and_recreate_blocked_unless_allowed() {
         "{:?}",
         dry.items[0].changes
     );
-    assert_eq!(
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .unwrap()
-            .generation,
-        1
-    );
-    let gen_before = h
-        .engine
-        .store
-        .get_object(Kind::Vm, "a")
-        .unwrap()
-        .unwrap()
-        .generation;
+    assert_eq!(h.object(Kind::Vm, "a").generation, 1);
+    let gen_before = h.object(Kind::Vm, "a").generation;
     h.apply(&[("/s/v.yaml", &vm_yaml("a", "base", "1Gi", ""))], |_| {})
         .await
         .unwrap();
-    assert_eq!(
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .unwrap()
-            .generation,
-        gen_before + 1
-    );
+    assert_eq!(h.object(Kind::Vm, "a").generation, gen_before + 1);
     h.until("restarted with 1Gi", |h| {
         let s = h.status(Kind::Vm, "a");
         s.observed_generation == 2

@@ -19,6 +19,7 @@ use crate::runtime::simulated::SimulatedRuntime;
 use crate::runtime::VmRuntime;
 use crate::sources::{apply, SourceError};
 use crate::status;
+use crate::store::StoredObject;
 
 mod api;
 mod directory;
@@ -131,13 +132,13 @@ impl Harness {
         self.engine.store.get_status(kind, name).unwrap().0
     }
 
+    /// The stored object; panics when it does not exist.
+    pub fn object(&self, kind: Kind, name: &str) -> StoredObject {
+        self.engine.store.get_object(kind, name).unwrap().unwrap()
+    }
+
     pub fn uid(&self, kind: Kind, name: &str) -> String {
-        self.engine
-            .store
-            .get_object(kind, name)
-            .unwrap()
-            .unwrap()
-            .uid
+        self.object(kind, name).uid
     }
 
     pub fn exists(&self, kind: Kind, name: &str) -> bool {
