@@ -577,23 +577,13 @@ pub fn kind_order(kind: Kind, deleting: bool) -> u8 {
 mod tests {
     use super::*;
     use crate::runtime::{ObservedDisk, ObservedTap};
-    use banger_specs::{ByteSize, HypervisorChoice, NetworkSpec};
+    use banger_specs::{ByteSize, HypervisorChoice};
     use std::path::PathBuf;
 
     const MIB: u64 = 1024 * 1024;
 
     fn spec() -> VmSpec {
-        VmSpec {
-            image: "base".into(),
-            vcpus: 1,
-            memory: ByteSize(512 * MIB),
-            disk: ByteSize(2048 * MIB),
-            state: PowerState::Running,
-            restart_policy: RestartPolicy::Always,
-            hypervisor: HypervisorChoice::Auto,
-            network: NetworkSpec::default(),
-            kernel_args: None,
-        }
+        crate::testutil::vm_spec("base")
     }
 
     fn image() -> ResolvedImage {

@@ -330,17 +330,7 @@ impl<R: VmRuntime> Engine<R> {
         if facts.deleting {
             view.phase = Phase::Deleting.as_str().into();
             if let Some(b) = &plan.blocked {
-                status::set_condition(
-                    &mut view.conditions,
-                    ConditionUpdate {
-                        type_: status::READY,
-                        status: FALSE,
-                        reason: b.reason(),
-                        message: b.message(),
-                    },
-                    g,
-                    &now,
-                );
+                status::set_condition(&mut view.conditions, blocked_ready(b), g, &now);
                 self.store
                     .put_status(Kind::Image, &name, &view, &internal)?;
                 return Ok(Outcome::RequeueAfter(Duration::from_secs(5)));
@@ -482,17 +472,7 @@ impl<R: VmRuntime> Engine<R> {
             Some(b) => {
                 internal.bound_generation = None;
                 view.phase = Phase::Pending.as_str().into();
-                status::set_condition(
-                    &mut view.conditions,
-                    ConditionUpdate {
-                        type_: status::READY,
-                        status: FALSE,
-                        reason: b.reason(),
-                        message: b.message(),
-                    },
-                    g,
-                    &now,
-                );
+                status::set_condition(&mut view.conditions, blocked_ready(b), g, &now);
             }
             None => {
                 if !plan.steps.is_empty() {
@@ -1050,6 +1030,16 @@ impl<R: VmRuntime> Engine<R> {
             }
         }
         Ok(rows.len())
+    }
+}
+
+/// `Ready=False` for an object whose plan is blocked: the blocker's reason and message.
+fn blocked_ready(b: &Blocker) -> ConditionUpdate<'static> {
+    ConditionUpdate {
+        type_: status::READY,
+        status: FALSE,
+        reason: b.reason(),
+        message: b.message(),
     }
 }
 

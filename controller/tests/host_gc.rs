@@ -5,6 +5,7 @@
 //! carrying a marker but another state dir is left alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod kit_support;
 mod netns_support;
 
 use std::collections::BTreeSet;
@@ -21,10 +22,7 @@ use banger_controller::runtime::{
     Garbage, GarbageKind, ImageContext, Lease, ProcessState, ResolvedImage, VmContext, VmHandles,
     VmRuntime, VmStep,
 };
-use banger_specs::{
-    ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
-    VmSpec,
-};
+use kit_support::{image_spec, kit_dir, vm_spec};
 use netns_support::TestNetns;
 
 const KNOWN: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
@@ -33,46 +31,12 @@ const OTHER_DAEMONS: &str = "beef0000beef0000beef0000beef0000";
 /// A tap named like banger's that no uid here derives to.
 const STRAY_TAP: &str = "bgt0123456789ab";
 
-fn kit_dir() -> PathBuf {
-    std::env::var_os("BANGER_KIT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest-kit"))
-}
-
-fn image_spec(kit: &Path) -> ImageSpec {
-    for f in ["vmlinuz", "initrd.img", "rootfs.ext4"] {
-        assert!(
-            kit.join(f).exists(),
-            "guest kit file {} missing: run scripts/guest-kit.sh",
-            kit.join(f).display()
-        );
-    }
-    ImageSpec {
-        kernel: kit.join("vmlinuz"),
-        initrd: Some(kit.join("initrd.img")),
-        rootfs: Some(kit.join("rootfs.ext4")),
-        oci: None,
-        kernel_args: None,
-        readiness: Readiness::default(),
-    }
-}
-
 fn vm(uid: &str, name: &str, ip: u8, state_dir: &Path, image: &ResolvedImage) -> VmContext {
     let object_uid = ObjectUid::parse(uid).unwrap();
     VmContext {
         uid: uid.to_string(),
         name: name.to_string(),
-        spec: VmSpec {
-            image: "kit".into(),
-            vcpus: 1,
-            memory: ByteSize(256 * 1024 * 1024),
-            disk: ByteSize(256 * 1024 * 1024),
-            state: PowerState::Running,
-            restart_policy: RestartPolicy::Always,
-            hypervisor: HypervisorChoice::Qemu,
-            network: NetworkSpec::default(),
-            kernel_args: None,
-        },
+        spec: vm_spec(),
         image: Some(image.clone()),
         vm_dir: state_dir.join("vms").join(uid),
         lease: Some(Lease {

@@ -2,10 +2,10 @@
 //! guest from the guest kit, inside a network namespace the test creates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod kit_support;
 mod netns_support;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use banger_controller::host::kvm::Accel;
@@ -15,49 +15,8 @@ use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
 use banger_controller::runtime::{
     ImageContext, Lease, ProcessState, VmContext, VmHandles, VmRuntime, VmStep,
 };
-use banger_specs::{
-    ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
-    VmSpec,
-};
+use kit_support::{image_spec, kit_dir, vm_spec};
 use netns_support::TestNetns;
-
-fn kit_dir() -> PathBuf {
-    std::env::var_os("BANGER_KIT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest-kit"))
-}
-
-fn image_spec(kit: &std::path::Path) -> ImageSpec {
-    for f in ["vmlinuz", "initrd.img", "rootfs.ext4"] {
-        assert!(
-            kit.join(f).exists(),
-            "guest kit file {} missing: run scripts/guest-kit.sh",
-            kit.join(f).display()
-        );
-    }
-    ImageSpec {
-        kernel: kit.join("vmlinuz"),
-        initrd: Some(kit.join("initrd.img")),
-        rootfs: Some(kit.join("rootfs.ext4")),
-        oci: None,
-        kernel_args: None,
-        readiness: Readiness::default(),
-    }
-}
-
-fn vm_spec() -> VmSpec {
-    VmSpec {
-        image: "kit".into(),
-        vcpus: 1,
-        memory: ByteSize(256 * 1024 * 1024),
-        disk: ByteSize(256 * 1024 * 1024),
-        state: PowerState::Running,
-        restart_policy: RestartPolicy::Always,
-        hypervisor: HypervisorChoice::Qemu,
-        network: NetworkSpec::default(),
-        kernel_args: None,
-    }
-}
 
 #[test]
 fn a_vm_lives_and_dies_on_the_host_runtime() {

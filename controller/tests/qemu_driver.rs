@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod kit_support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,9 +33,7 @@ struct Kit {
 
 /// The guest kit, or `None` (after a loud message) when it is missing outside CI.
 fn kit() -> Option<Kit> {
-    let dir = std::env::var_os("BANGER_KIT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest-kit"));
+    let dir = kit_support::kit_dir();
     let kit = Kit {
         kernel: dir.join("vmlinuz"),
         initrd: dir.join("initrd.img"),

@@ -62,12 +62,19 @@ impl Run {
     }
 }
 
-/// Runs `banger ARGS` with the given socket, without stdin.
-pub fn banger_at(socket: &Path, cwd: &Path, args: &[&str]) -> Run {
-    Command::new(BANGER)
+/// `banger ARGS` talking to `socket`, run in `cwd`; the caller sets up its stdio.
+fn banger_command(socket: &Path, cwd: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BANGER);
+    command
         .args(args)
         .env("BANGER_SOCKET", socket)
-        .current_dir(cwd)
+        .current_dir(cwd);
+    command
+}
+
+/// Runs `banger ARGS` with the given socket, without stdin.
+pub fn banger_at(socket: &Path, cwd: &Path, args: &[&str]) -> Run {
+    banger_command(socket, cwd, args)
         .stdin(Stdio::null())
         .output()
         .expect("run banger")
@@ -164,10 +171,7 @@ impl Daemon {
     /// Runs `banger ARGS` with `input` on stdin.
     pub fn banger_stdin(&self, args: &[&str], input: &str) -> Run {
         use std::io::Write;
-        let mut child = Command::new(BANGER)
-            .args(args)
-            .env("BANGER_SOCKET", &self.socket)
-            .current_dir(&self.work_dir)
+        let mut child = banger_command(&self.socket, &self.work_dir, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,14 +231,8 @@ spec:
   kernel: ./vmlinux
   rootfs: ./rootfs.ext4
 ---
-apiVersion: banger.dev/v1alpha1
-kind: VM
-metadata:
-  name: {vm}
-spec:
-  image: base
-  memory: {memory}
-"
+{}",
+        vm_only(vm, memory)
     )
 }
 
@@ -296,10 +294,7 @@ impl Daemon {
     /// Starts `banger ARGS` with its stdout streamed line by line.
     pub fn banger_streaming(&self, args: &[&str]) -> Streaming {
         use std::io::BufRead;
-        let mut child = Command::new(BANGER)
-            .args(args)
-            .env("BANGER_SOCKET", &self.socket)
-            .current_dir(&self.work_dir)
+        let mut child = banger_command(&self.socket, &self.work_dir, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -154,17 +154,22 @@ pub async fn plan_for<R: VmRuntime>(
     })
 }
 
+/// The keys of every stored object: what spec files may refer to besides each other.
+fn known_keys<R: VmRuntime>(engine: &Engine<R>) -> Result<Vec<ObjectKey>, SourceError> {
+    Ok(engine
+        .store
+        .list_objects(None)?
+        .iter()
+        .map(|o| o.resource.key())
+        .collect())
+}
+
 /// `POST /v1/apply`.
 pub async fn apply<R: VmRuntime>(
     engine: &Engine<R>,
     req: &ApplyRequest,
 ) -> Result<ApplyResponse, SourceError> {
-    let known: Vec<ObjectKey> = engine
-        .store
-        .list_objects(None)?
-        .iter()
-        .map(|o| o.resource.key())
-        .collect();
+    let known = known_keys(engine)?;
     let (mut loaded, warnings) = parse_files(&req.files, &known)?;
     loaded.sort_by_key(|o| planner::kind_order(o.resource.kind(), false));
     let path_set = normalised_path_set(req);
@@ -276,12 +281,7 @@ pub async fn delete<R: VmRuntime>(
 ) -> Result<DeleteResponse, SourceError> {
     let mut refs: Vec<ObjectRef> = req.objects.clone();
     if !req.files.is_empty() {
-        let known: Vec<ObjectKey> = engine
-            .store
-            .list_objects(None)?
-            .iter()
-            .map(|o| o.resource.key())
-            .collect();
+        let known = known_keys(engine)?;
         let (loaded, _) = parse_files(&req.files, &known)?;
         refs.extend(loaded.iter().map(|o| ObjectRef {
             kind: o.resource.kind(),

@@ -43,6 +43,18 @@ pub(super) async fn call(
     (status, value, offset)
 }
 
+/// Waits (bounded by [`DEADLINE`]) until the daemon accepts connections on `socket`.
+async fn until_socket_accepts(socket: &Path) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::UnixStream::connect(socket).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "socket never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn file(path: &str, content: &str) -> Value {
     json!({ "path": path, "baseDir": "/specs", "content": content })
 }
@@ -61,14 +73,7 @@ async fn daemon_serves_the_documented_api() {
             let _ = stop_rx.await;
         },
     ));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::net::UnixStream::connect(&socket).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "socket never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_socket_accepts(&socket).await;
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
@@ -291,14 +296,7 @@ async fn daemon_stop_leaves_vms_running_and_a_new_daemon_adopts_them() {
     };
 
     let (stop, daemon) = run(sim.clone());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::net::UnixStream::connect(&socket).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "socket never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_socket_accepts(&socket).await;
     let s = store(dir.path());
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !(ready(&s, "a") && ready(&s, "b")) {
@@ -320,14 +318,7 @@ async fn daemon_stop_leaves_vms_running_and_a_new_daemon_adopts_them() {
 
     // A new daemon on the same state: adopts (no new launch, same pid), converges.
     let (stop, daemon) = run(sim.clone());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::net::UnixStream::connect(&socket).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "socket never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_socket_accepts(&socket).await;
     // It notices exits (b) and re-probes every object at start (a).
     let before = s.last_event_id().unwrap();
     sim.exit_process(&s.get_object(Kind::Vm, "b").unwrap().unwrap().uid, false);

@@ -57,14 +57,7 @@ impl Drop for DirHarness {
 }
 
 fn memory_mib(h: &Harness, name: &str) -> u64 {
-    match h
-        .engine
-        .store
-        .get_object(Kind::Vm, name)
-        .unwrap()
-        .unwrap()
-        .resource
-    {
+    match h.object(Kind::Vm, name).resource {
         banger_specs::Resource::Vm(o) => o.spec.memory.0 / (1024 * 1024),
         _ => unreachable!(),
     }
@@ -79,13 +72,7 @@ async fn directory_create_edit_rename_invalid_edit_and_delete() {
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
     let uid = h.uid(Kind::Vm, "a");
-    let owner = h
-        .engine
-        .store
-        .get_object(Kind::Vm, "a")
-        .unwrap()
-        .unwrap()
-        .owner;
+    let owner = h.object(Kind::Vm, "a").owner;
     assert_eq!(
         owner,
         Owner::SpecsDir {
@@ -97,15 +84,7 @@ async fn directory_create_edit_rename_invalid_edit_and_delete() {
     d.write("a.yaml", &vm_yaml("a", "base", "1Gi", ""));
     h.until("edit picked up", |h| memory_mib(h, "a") == 1024)
         .await;
-    assert_eq!(
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .unwrap()
-            .generation,
-        2
-    );
+    assert_eq!(h.object(Kind::Vm, "a").generation, 2);
     h.until("restarted", |h| {
         h.status(Kind::Vm, "a").observed_generation == 2
             && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
@@ -128,14 +107,7 @@ async fn directory_create_edit_rename_invalid_edit_and_delete() {
     })
     .await;
     assert_eq!(h.uid(Kind::Vm, "a"), uid);
-    assert!(h
-        .engine
-        .store
-        .get_object(Kind::Vm, "a")
-        .unwrap()
-        .unwrap()
-        .deleting
-        .is_none());
+    assert!(h.object(Kind::Vm, "a").deleting.is_none());
 
     // Invalid edit: the last good spec stays, with a condition naming file and line.
     d.write("renamed.yaml", &vm_yaml("a", "base", "lots", ""));
@@ -219,15 +191,7 @@ async fn two_sources_conflict_and_force_takes_ownership() {
     })
     .await
     .unwrap();
-    assert!(matches!(
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .unwrap()
-            .owner,
-        Owner::Cli { .. }
-    ));
+    assert!(matches!(h.object(Kind::Vm, "a").owner, Owner::Cli { .. }));
     d.write("a.yaml", &vm_yaml("a", "base", "256Mi", ""));
     h.until("conflict event", |h| {
         h.engine
@@ -243,12 +207,5 @@ async fn two_sources_conflict_and_force_takes_ownership() {
     // A later rescan (here: a new file event) must not delete the CLI's object.
     d.write("other.yaml", &vm_yaml("b", "base", "512Mi", ""));
     h.until("b created", |h| h.exists(Kind::Vm, "b")).await;
-    assert!(h
-        .engine
-        .store
-        .get_object(Kind::Vm, "a")
-        .unwrap()
-        .unwrap()
-        .deleting
-        .is_none());
+    assert!(h.object(Kind::Vm, "a").deleting.is_none());
 }

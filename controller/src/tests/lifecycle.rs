@@ -149,34 +149,12 @@ async fn change_classes_restart_and_recreate_blocked_unless_allowed() {
         "{:?}",
         dry.items[0].changes
     );
-    assert_eq!(
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .unwrap()
-            .generation,
-        1
-    );
-    let gen_before = h
-        .engine
-        .store
-        .get_object(Kind::Vm, "a")
-        .unwrap()
-        .unwrap()
-        .generation;
+    assert_eq!(h.object(Kind::Vm, "a").generation, 1);
+    let gen_before = h.object(Kind::Vm, "a").generation;
     h.apply(&[("/s/v.yaml", &vm_yaml("a", "base", "1Gi", ""))], |_| {})
         .await
         .unwrap();
-    assert_eq!(
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .unwrap()
-            .generation,
-        gen_before + 1
-    );
+    assert_eq!(h.object(Kind::Vm, "a").generation, gen_before + 1);
     h.until("restarted with 1Gi", |h| {
         let s = h.status(Kind::Vm, "a");
         s.observed_generation == 2
@@ -265,15 +243,7 @@ async fn failures_back_off_then_stall_and_retry_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.sim.fail_step("a", VmStep::Launch, 1000);
-    h.apply(
-        &[(
-            "/s/a.yaml",
-            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
-        )],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    h.apply_image_and_vm_a().await;
     h.until_condition(Kind::Vm, "a", STALLED, TRUE, "RepeatedFailures")
         .await;
     let s = h.status(Kind::Vm, "a");
@@ -376,24 +346,8 @@ async fn interrupted_launch_is_rolled_back_and_resumed_after_a_crash() {
     let sim = SimulatedRuntime::new();
     sim.hang_after("a", VmStep::Launch);
     let h = Harness::start(test_config(dir.path()), sim.clone());
-    h.apply(
-        &[(
-            "/s/a.yaml",
-            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
-        )],
-        |_| {},
-    )
-    .await
-    .unwrap();
-    h.until("launch journaled as running", |h| {
-        h.engine
-            .store
-            .journal_unfinished()
-            .unwrap()
-            .iter()
-            .any(|r| r.step == "launch")
-    })
-    .await;
+    h.apply_image_and_vm_a().await;
+    h.until_journaled_running("launch").await;
     let uid = h.uid(Kind::Vm, "a");
     assert!(
         sim.pid_of(&uid).is_some(),
@@ -547,24 +501,8 @@ async fn a_failed_rollback_does_not_stop_the_next_daemon() {
     let sim = SimulatedRuntime::new();
     sim.hang_after("a", VmStep::PrepareDisk);
     let h = Harness::start(test_config(dir.path()), sim.clone());
-    h.apply(
-        &[(
-            "/s/a.yaml",
-            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
-        )],
-        |_| {},
-    )
-    .await
-    .unwrap();
-    h.until("prepare-disk journaled as running", |h| {
-        h.engine
-            .store
-            .journal_unfinished()
-            .unwrap()
-            .iter()
-            .any(|r| r.step == "prepare-disk")
-    })
-    .await;
+    h.apply_image_and_vm_a().await;
+    h.until_journaled_running("prepare-disk").await;
     let uid = h.uid(Kind::Vm, "a");
     h.crash();
 
@@ -606,15 +544,7 @@ async fn steps_without_effect_are_failures_not_a_hot_loop() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.sim.set_no_effect("a", VmStep::EnsureVmDir, true);
-    h.apply(
-        &[(
-            "/s/a.yaml",
-            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
-        )],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    h.apply_image_and_vm_a().await;
     h.until_condition(Kind::Vm, "a", STALLED, TRUE, "RepeatedFailures")
         .await;
     let ready = status::condition(&h.status(Kind::Vm, "a").conditions, READY)
@@ -633,15 +563,7 @@ async fn a_booting_guest_is_polled_until_ready() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.sim.set_boot_observations(4);
-    h.apply(
-        &[(
-            "/s/a.yaml",
-            &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
-        )],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    h.apply_image_and_vm_a().await;
     h.until_condition(Kind::Vm, "a", GUEST_READY, FALSE, "Booting")
         .await;
     let s = h.status(Kind::Vm, "a");

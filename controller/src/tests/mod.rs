@@ -19,6 +19,7 @@ use crate::runtime::simulated::SimulatedRuntime;
 use crate::runtime::VmRuntime;
 use crate::sources::{apply, SourceError};
 use crate::status;
+use crate::store::StoredObject;
 
 mod api;
 mod directory;
@@ -103,6 +104,19 @@ impl Harness {
         apply::apply(&self.engine, &req).await
     }
 
+    /// Applies `/s/a.yaml`: [`IMAGE`] and the VM `a` of 512Mi using it.
+    pub async fn apply_image_and_vm_a(&self) {
+        self.apply(
+            &[(
+                "/s/a.yaml",
+                &format!("{IMAGE}---\n{}", vm_yaml("a", "base", "512Mi", "")),
+            )],
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn delete(&self, kind: Kind, name: &str) {
         let req = DeleteRequest {
             objects: vec![ObjectRef {
@@ -118,13 +132,13 @@ impl Harness {
         self.engine.store.get_status(kind, name).unwrap().0
     }
 
+    /// The stored object; panics when it does not exist.
+    pub fn object(&self, kind: Kind, name: &str) -> StoredObject {
+        self.engine.store.get_object(kind, name).unwrap().unwrap()
+    }
+
     pub fn uid(&self, kind: Kind, name: &str) -> String {
-        self.engine
-            .store
-            .get_object(kind, name)
-            .unwrap()
-            .unwrap()
-            .uid
+        self.object(kind, name).uid
     }
 
     pub fn exists(&self, kind: Kind, name: &str) -> bool {
@@ -155,6 +169,19 @@ impl Harness {
             let s = h.status(kind, name);
             status::condition(&s.conditions, type_)
                 .is_some_and(|c| c.status == status_ && c.reason == reason)
+        })
+        .await;
+    }
+
+    /// Waits until the journal holds a `running` row of `step`.
+    pub async fn until_journaled_running(&self, step: &str) {
+        self.until(&format!("{step} journaled as running"), |h| {
+            h.engine
+                .store
+                .journal_unfinished()
+                .unwrap()
+                .iter()
+                .any(|r| r.step == step)
         })
         .await;
     }

@@ -98,7 +98,7 @@ async fn fifty_concurrent_applies_run_one_reconcile_at_a_time() {
         bounded("apply", t).await.unwrap();
     }
     h.until("converged on the last applied spec", |h| {
-        let obj = h.engine.store.get_object(Kind::Vm, "a").unwrap().unwrap();
+        let obj = h.object(Kind::Vm, "a");
         let s = h.status(Kind::Vm, "a");
         let want = match &obj.resource {
             banger_specs::Resource::Vm(o) => o.spec.memory.0 / (1024 * 1024),

@@ -464,18 +464,25 @@ async fn lock(req: &OciPull<'_>, oci_dir: &Path) -> Result<nix::fcntl::Flock<fs:
     })?
 }
 
+/// Maps an I/O error of `step` on `path`, while pulling `reference`, to [`OciError::Io`].
+fn io_error(
+    reference: &str,
+    step: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> OciError {
+    let reference = reference.to_string();
+    let path = path.to_path_buf();
+    move |source| OciError::Io {
+        reference,
+        step,
+        path,
+        source,
+    }
+}
+
 async fn pull_locked(req: &OciPull<'_>) -> Result<PulledRootfs, OciError> {
     let text = req.reference.to_string();
-    let io_err = |step: &'static str, path: &Path| {
-        let text = text.clone();
-        let path = path.to_path_buf();
-        move |source| OciError::Io {
-            reference: text,
-            step,
-            path,
-            source,
-        }
-    };
+    let io_err = |step: &'static str, path: &Path| io_error(&text, step, path);
     let reference: Reference = req.reference.parse().map_err(|e| OciError::Reference {
         reference: text.clone(),
         message: format!("{e}"),
@@ -542,16 +549,7 @@ async fn build_staging(
     staging: &Path,
 ) -> Result<(), OciError> {
     let text = req.reference.to_string();
-    let io_err = |step: &'static str, path: &Path| {
-        let text = text.clone();
-        let path = path.to_path_buf();
-        move |source| OciError::Io {
-            reference: text,
-            step,
-            path,
-            source,
-        }
-    };
+    let io_err = |step: &'static str, path: &Path| io_error(&text, step, path);
     let tree = staging.join("root");
     let blobs = staging.join("blobs");
     fs::create_dir_all(&tree).map_err(io_err("create", &tree))?;

@@ -1,0 +1,51 @@
+//! Test support: the guest kit (`scripts/guest-kit.sh`) and the specs of a small QEMU VM
+//! booting it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use banger_specs::{
+    ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
+    VmSpec,
+};
+
+/// The guest kit's directory: `BANGER_KIT_DIR`, default `<repo>/.cache/guest-kit`.
+pub fn kit_dir() -> PathBuf {
+    std::env::var_os("BANGER_KIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest-kit"))
+}
+
+/// An image of the kit's kernel, initrd and root disk; fails the test when one is missing.
+pub fn image_spec(kit: &Path) -> ImageSpec {
+    for f in ["vmlinuz", "initrd.img", "rootfs.ext4"] {
+        assert!(
+            kit.join(f).exists(),
+            "guest kit file {} missing: run scripts/guest-kit.sh",
+            kit.join(f).display()
+        );
+    }
+    ImageSpec {
+        kernel: kit.join("vmlinuz"),
+        initrd: Some(kit.join("initrd.img")),
+        rootfs: Some(kit.join("rootfs.ext4")),
+        oci: None,
+        kernel_args: None,
+        readiness: Readiness::default(),
+    }
+}
+
+/// A running one-vCPU QEMU VM of 256 MiB memory and disk, of the image `kit`.
+pub fn vm_spec() -> VmSpec {
+    VmSpec {
+        image: "kit".into(),
+        vcpus: 1,
+        memory: ByteSize(256 * 1024 * 1024),
+        disk: ByteSize(256 * 1024 * 1024),
+        state: PowerState::Running,
+        restart_policy: RestartPolicy::Always,
+        hypervisor: HypervisorChoice::Qemu,
+        network: NetworkSpec::default(),
+        kernel_args: None,
+    }
+}
