@@ -54,15 +54,29 @@ fn vm(uid: &str, name: &str, ip: u8, state_dir: &Path, image: &ResolvedImage) ->
 /// marker of `uid` and mentions `dir`. It waits on its stdin (a pipe the test holds)
 /// with a shell builtin, so it never forks a child that would briefly carry the same
 /// command line.
+///
+/// Returns once the child has exec'd: right after fork it still shows the test's own
+/// command line, and a scan in that window would not see the marker.
 fn marked_process(uid: &str, dir: &Path) -> Child {
-    Command::new("sh")
+    let marker = format!("banger-{uid}");
+    let child = Command::new("sh")
         .arg("-c")
         .arg("read line")
-        .arg(format!("banger-{uid}"))
+        .arg(&marker)
         .arg(dir)
         .stdin(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&cmdline)
+        .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "{marker} never exec'd");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
 }
 
 fn exited_within(child: &mut Child, limit: Duration) -> bool {
