@@ -4,7 +4,9 @@
 //!   `ssh-keygen`, and the path of banger's own `known_hosts` (trust on first use).
 //! - [`inject_authorized_key`]: adds the public key to `/root/.ssh/authorized_keys` of
 //!   an ext4 image **without mounting it**, with `debugfs -w`. Keys already there are
-//!   kept; `/root/.ssh` is made if missing; modes 0700/0600 and owner 0:0 are set; the
+//!   kept (when there is no such file, the keys of the guest kit's seed
+//!   `/etc/banger/authorized_keys` are, since the kit installs the seed only when the
+//!   file is missing); `/root/.ssh` is made if missing; modes 0700/0600 and owner 0:0 are set; the
 //!   result is read back and verified.
 //!
 //! debugfs parses its requests itself (no shell), but splits them at whitespace and
@@ -18,6 +20,9 @@ use std::process::Command;
 const GUEST_SSH_DIR: &str = "/root/.ssh";
 /// The guest file of keys allowed to log in as root.
 const GUEST_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
+/// The guest kit's seed of root's keys: its init installs it as
+/// [`GUEST_AUTHORIZED_KEYS`] only when that file is missing, so its keys are merged in.
+const GUEST_KIT_SEED: &str = "/etc/banger/authorized_keys";
 
 /// Why the identity or the key injection failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +210,12 @@ fn debugfs(image: &Path, write: bool, request: &str) -> Result<(Vec<u8>, String)
 
 /// Reads `/root/.ssh/authorized_keys` from the image; `None` when it does not exist.
 pub fn read_authorized_keys(image: &Path) -> Result<Option<String>, GuestKeyError> {
-    let (stdout, stderr) = debugfs(image, false, &format!("cat {GUEST_AUTHORIZED_KEYS}"))?;
+    read_guest_file(image, GUEST_AUTHORIZED_KEYS)
+}
+
+/// Reads a (fixed) guest file from the image; `None` when it does not exist.
+fn read_guest_file(image: &Path, guest: &str) -> Result<Option<String>, GuestKeyError> {
+    let (stdout, stderr) = debugfs(image, false, &format!("cat {guest}"))?;
     if stderr.contains("not found") {
         return Ok(None);
     }
@@ -265,10 +275,11 @@ pub fn inject_authorized_key(
     debugfs_safe(image)?;
     let staged = scratch_dir.join(".authorized_keys.staged");
     let staged_str = debugfs_safe(&staged)?.to_string();
-    let merged = merge_keys(
-        read_authorized_keys(image)?.as_deref().unwrap_or(""),
-        public_key,
-    );
+    let existing = match read_authorized_keys(image)? {
+        Some(keys) => keys,
+        None => read_guest_file(image, GUEST_KIT_SEED)?.unwrap_or_default(),
+    };
+    let merged = merge_keys(&existing, public_key);
     std::fs::write(&staged, &merged).map_err(|source| GuestKeyError::Io {
         step: "write",
         path: staged.clone(),
@@ -400,6 +411,24 @@ mod tests {
         assert_eq!(
             read_authorized_keys(&img).unwrap().as_deref(),
             Some("ssh-ed25519 AAAAold kit\nssh-ed25519 AAAAnew banger\n")
+        );
+    }
+
+    #[test]
+    fn keeps_the_kit_seed_keys_when_there_is_no_authorized_keys_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("etc/banger")).unwrap();
+        std::fs::write(
+            root.join("etc/banger/authorized_keys"),
+            "ssh-ed25519 AAAAkit\n",
+        )
+        .unwrap();
+        let img = image_with(dir.path(), None);
+        inject_authorized_key(&img, "ssh-ed25519 AAAAnew banger", dir.path()).unwrap();
+        assert_eq!(
+            read_authorized_keys(&img).unwrap().as_deref(),
+            Some("ssh-ed25519 AAAAkit\nssh-ed25519 AAAAnew banger\n")
         );
     }
 
