@@ -12,7 +12,8 @@
 //!   QEMU and Firecracker behind one trait).
 //! - Shell: [`store`] (SQLite), [`queue`] and [`reconciler`] (the executor), [`sources`]
 //!   (specs directory and apply), [`gc`] (host objects no object owns), [`host`]
-//!   (processes, KVM, network, disks, OCI pulls, doctor checks), [`api`] (HTTP on a Unix
+//!   (processes, KVM, network, disks, OCI pulls, doctor checks, banger's SSH key,
+//!   workspace copies), [`api`] (HTTP on a Unix
 //!   socket), [`daemon`] (wires it all together from a [`config::DaemonConfig`]).
 
 pub mod api;

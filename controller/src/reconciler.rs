@@ -14,8 +14,10 @@
 //! - after shutdown is requested no new step starts; the step in flight finishes and
 //!   is journaled.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use banger_specs::{Kind, ObjectKey, PowerState, Resource, VmSpec};
@@ -29,11 +31,11 @@ use crate::planner::{
 };
 use crate::queue::{Outcome, WorkQueue};
 use crate::runtime::{
-    ImageContext, Lease, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext,
-    VmHandles, VmRuntime, VmStep,
+    ImageContext, Lease, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncRecord,
+    VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::status::{self, ConditionUpdate, Phase, FALSE, TRUE};
-use crate::store::{self, InternalState, Store, StoreError, StoredObject};
+use crate::store::{self, InternalState, Store, StoreError, StoredObject, WorkspaceSynced};
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,7 @@ impl ReconcileError {
             ReconcileError::Store(_) => "StoreError",
             ReconcileError::Runtime(RuntimeError::Image { .. }) => "ImageUnavailable",
             ReconcileError::Runtime(RuntimeError::Step { .. }) => "StepFailed",
+            ReconcileError::Runtime(RuntimeError::Sync { .. }) => "SyncFailed",
             ReconcileError::Handles { .. } => "HandlesNotSaved",
             ReconcileError::NoProgress { .. } => "NoProgress",
         }
@@ -91,6 +94,17 @@ const CRASH_FREE_RESTARTS: usize = 3;
 const MAX_ROUNDS: usize = 4;
 /// How soon a running VM whose guest is not ready yet is looked at again.
 const GUEST_POLL: Duration = Duration::from_millis(500);
+/// The journal name of a Workspace copy.
+const SYNC_STEP: &str = "sync-workspace";
+
+/// `N files (commit abc123) copied to PATH`.
+fn sync_message(r: &SyncRecord, path: &str) -> String {
+    let commit = match &r.commit {
+        Some(c) => format!("commit {}", &c[..c.len().min(12)]),
+        None => "no commit".into(),
+    };
+    format!("{} files ({commit}) copied to {path}", r.files)
+}
 
 /// The engine: store, runtime, queue and the reconcile logic. Shared by the workers,
 /// the sources and the API (behind an `Arc`).
@@ -108,6 +122,8 @@ pub struct Engine<R: VmRuntime> {
     shutting_down: AtomicBool,
     /// Serialises the sources' check-then-write sequences (apply, delete, rescan).
     pub(crate) source_lock: tokio::sync::Mutex<()>,
+    /// Per-VM workspace locks (by VM uid), never held with anything else.
+    workspace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn unix_now() -> i64 {
@@ -133,6 +149,7 @@ impl<R: VmRuntime> Engine<R> {
             events: watch::channel(last).0,
             shutting_down: AtomicBool::new(false),
             source_lock: tokio::sync::Mutex::new(()),
+            workspace_locks: Mutex::new(HashMap::new()),
             store,
             runtime,
             config,
@@ -286,7 +303,7 @@ impl<R: VmRuntime> Engine<R> {
             }
             Resource::Workspace(ws) => {
                 let vm = ws.spec.vm.clone();
-                self.reconcile_workspace(&obj, &vm)
+                self.reconcile_workspace(&obj, &vm).await
             }
         }
     }
@@ -439,20 +456,60 @@ impl<R: VmRuntime> Engine<R> {
         }
     }
 
-    fn reconcile_workspace(&self, obj: &StoredObject, vm: &str) -> Result<Outcome, ReconcileError> {
+    /// The per-VM workspace lock: two copies into one VM never interleave; VM steps
+    /// never take it.
+    fn workspace_lock(&self, vm_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .workspace_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(vm_uid.to_string()).or_default().clone()
+    }
+
+    /// The VM a Workspace is copied into, when it runs with its guest ready: its
+    /// context (lease and handles as its own reconcile recorded them, never leased here).
+    fn ready_vm(&self, vm: &str) -> Result<Option<VmContext>, StoreError> {
+        let Some(obj) = self.store.get_object(Kind::Vm, vm)? else {
+            return Ok(None);
+        };
+        let Resource::Vm(v) = &obj.resource else {
+            return Ok(None);
+        };
+        if obj.deleting.is_some() {
+            return Ok(None);
+        }
+        let view = self.store.get_status(Kind::Vm, vm)?.0;
+        if view.phase != Phase::Running.as_str()
+            || !status::is_true(&view.conditions, status::GUEST_READY)
+        {
+            return Ok(None);
+        }
+        let spec = v.spec.clone();
+        let ctx = self.vm_context_readonly(&obj, &spec)?;
+        Ok(ctx.handles.process.is_some().then_some(ctx))
+    }
+
+    async fn reconcile_workspace(
+        &self,
+        obj: &StoredObject,
+        vm: &str,
+    ) -> Result<Outcome, ReconcileError> {
         let name = obj.resource.name().to_string();
+        let Resource::Workspace(ws) = &obj.resource else {
+            return Ok(Outcome::Done);
+        };
         let (mut view, mut internal) = self.store.get_status(Kind::Workspace, &name)?;
         let g = obj.generation;
-        let vm_running = match self.store.get_object(Kind::Vm, vm)? {
-            Some(v) if v.deleting.is_none() => {
-                self.store.get_status(Kind::Vm, vm)?.0.phase == Phase::Running.as_str()
-            }
-            _ => false,
+        let vm_ctx = if obj.deleting.is_some() {
+            None
+        } else {
+            self.ready_vm(vm)?
         };
         let facts = WorkspaceFacts {
             deleting: obj.deleting.is_some(),
             vm: vm.to_string(),
-            vm_running,
+            vm_running: vm_ctx.is_some(),
             bound: internal.bound_generation == Some(g),
         };
         let plan = planner::plan_workspace(&facts);
@@ -468,13 +525,32 @@ impl<R: VmRuntime> Engine<R> {
             return Ok(Outcome::Done);
         }
         let now = status::now_rfc3339();
-        match &plan.blocked {
-            Some(b) => {
+        view.observed_generation = g;
+        match vm_ctx.filter(|_| plan.blocked.is_none()) {
+            None => {
+                let message = format!("waiting for vm {vm} to run with its guest ready");
                 internal.bound_generation = None;
                 view.phase = Phase::Pending.as_str().into();
-                status::set_condition(&mut view.conditions, blocked_ready(b), g, &now);
+                let ready = ConditionUpdate {
+                    type_: status::READY,
+                    status: FALSE,
+                    reason: "WaitingForVM",
+                    message: message.clone(),
+                };
+                status::set_condition(&mut view.conditions, ready, g, &now);
+                status::set_condition(
+                    &mut view.conditions,
+                    ConditionUpdate {
+                        type_: status::SYNCED,
+                        status: FALSE,
+                        reason: "WaitingForVM",
+                        message,
+                    },
+                    g,
+                    &now,
+                );
             }
-            None => {
+            Some(vm_ctx) => {
                 if !plan.steps.is_empty() {
                     internal.bound_generation = Some(g);
                     self.event(
@@ -482,20 +558,71 @@ impl<R: VmRuntime> Engine<R> {
                         &name,
                         "Normal",
                         "Bound",
-                        &format!(
-                            "bound to vm {vm} (its files are not copied: see condition Synced)"
-                        ),
+                        &format!("bound to vm {vm}"),
                     );
                 }
-                // Copying the checkout into the guest is not built yet: say so instead of
-                // letting Ready suggest the files are there.
+                let Some(process) = vm_ctx.handles.process.clone() else {
+                    return Ok(Outcome::RequeueAfter(GUEST_POLL));
+                };
+                let wanted = WorkspaceSynced {
+                    generation: g,
+                    vm_uid: vm_ctx.uid.clone(),
+                    vmm_pid: process.pid,
+                    vmm_start_time: process.start_time,
+                    record: Default::default(),
+                    at: String::new(),
+                };
+                let current = internal.synced.as_ref().is_some_and(|s| {
+                    (s.generation, &s.vm_uid, s.vmm_pid, s.vmm_start_time)
+                        == (g, &wanted.vm_uid, wanted.vmm_pid, wanted.vmm_start_time)
+                });
+                if !current {
+                    let ctx = WorkspaceContext {
+                        name: name.clone(),
+                        uid: obj.uid.clone(),
+                        spec: ws.spec.clone(),
+                        vm: vm_ctx,
+                    };
+                    let record = match self.sync_workspace(&ctx).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            view.phase = Phase::Pending.as_str().into();
+                            status::set_condition(
+                                &mut view.conditions,
+                                ConditionUpdate {
+                                    type_: status::SYNCED,
+                                    status: FALSE,
+                                    reason: "SyncFailed",
+                                    message: e.to_string(),
+                                },
+                                g,
+                                &now,
+                            );
+                            self.store
+                                .put_status(Kind::Workspace, &name, &view, &internal)?;
+                            return Err(e);
+                        }
+                    };
+                    let message = sync_message(&record, &ws.spec.path);
+                    self.event(Kind::Workspace, &name, "Normal", "Copied", &message);
+                    internal.synced = Some(WorkspaceSynced {
+                        record,
+                        at: now.clone(),
+                        ..wanted
+                    });
+                }
+                let message = internal
+                    .synced
+                    .as_ref()
+                    .map(|s| sync_message(&s.record, &ws.spec.path))
+                    .unwrap_or_default();
                 status::set_condition(
                     &mut view.conditions,
                     ConditionUpdate {
-                        type_: "Synced",
-                        status: FALSE,
-                        reason: "NotImplemented",
-                        message: "copying the source into the guest is not implemented in this version of banger".into(),
+                        type_: status::SYNCED,
+                        status: TRUE,
+                        reason: "Copied",
+                        message,
                     },
                     g,
                     &now,
@@ -506,15 +633,14 @@ impl<R: VmRuntime> Engine<R> {
                     ConditionUpdate {
                         type_: status::READY,
                         status: TRUE,
-                        reason: "VMRunning",
-                        message: format!("bound to vm {vm}, which is running"),
+                        reason: "Synced",
+                        message: format!("copied into vm {vm}, which is running"),
                     },
                     g,
                     &now,
                 );
             }
         }
-        view.observed_generation = g;
         status::set_condition(
             &mut view.conditions,
             ConditionUpdate {
@@ -530,6 +656,26 @@ impl<R: VmRuntime> Engine<R> {
         self.store
             .put_status(Kind::Workspace, &name, &view, &internal)?;
         Ok(Outcome::Done)
+    }
+
+    /// Runs one copy under the VM's workspace lock, journaled as `sync-workspace`.
+    async fn sync_workspace(&self, ctx: &WorkspaceContext) -> Result<SyncRecord, ReconcileError> {
+        let lock = self.workspace_lock(&ctx.vm.uid);
+        let _held = lock.lock().await;
+        let id = self
+            .store
+            .journal_begin(&ctx.uid, Kind::Workspace, &ctx.name, SYNC_STEP)?;
+        match self.runtime.sync_workspace(ctx).await {
+            Ok(r) => {
+                self.store.journal_finish(id, "done", None)?;
+                Ok(r)
+            }
+            Err(e) => {
+                self.store
+                    .journal_finish(id, "failed", Some(&e.to_string()))?;
+                Err(e.into())
+            }
+        }
     }
 
     /// The resolved image a VM boots, if its Image is Ready.
@@ -637,20 +783,18 @@ impl<R: VmRuntime> Engine<R> {
         }
     }
 
-    /// The VM plan as it would be now (for `describe`, `diff`, dry runs).
-    pub async fn plan_vm_now(
+    /// The context of a VM with the lease it holds, if any (never allocates one).
+    fn vm_context_readonly(
         &self,
         obj: &StoredObject,
         spec: &VmSpec,
-        allow_recreate: bool,
-    ) -> Result<Plan, StoreError> {
-        let ctx = VmContext {
+    ) -> Result<VmContext, StoreError> {
+        Ok(VmContext {
             uid: obj.uid.clone(),
             name: obj.resource.name().to_string(),
             spec: spec.clone(),
             image: self.resolved_image(&spec.image)?,
             vm_dir: self.config.vm_dir(&obj.uid),
-            // The lease the VM holds, if any (a plan never allocates one).
             lease: self.store.lease_of(&obj.uid)?.map(|(ip, mac)| Lease {
                 ip,
                 mac,
@@ -659,7 +803,17 @@ impl<R: VmRuntime> Engine<R> {
             }),
             bridge: self.config.bridge_name.clone(),
             handles: self.load_handles(&obj.uid)?,
-        };
+        })
+    }
+
+    /// The VM plan as it would be now (for `describe`, `diff`, dry runs).
+    pub async fn plan_vm_now(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        allow_recreate: bool,
+    ) -> Result<Plan, StoreError> {
+        let ctx = self.vm_context_readonly(obj, spec)?;
         let observed = self.runtime.observe(&ctx).await;
         let (_, internal) = self.store.get_status(Kind::Vm, obj.resource.name())?;
         let desired = DesiredVm {
@@ -775,9 +929,17 @@ impl<R: VmRuntime> Engine<R> {
             self.enqueue_referrers(Kind::Vm, &name);
             return Ok(Outcome::Done);
         }
+        let old_guest = status::is_true(&view.conditions, status::GUEST_READY);
+        let old_pid = view.pid;
         let outcome =
             self.write_vm_status(obj, spec, &ctx, &observed, &plan, &mut view, &mut internal)?;
         self.store.put_status(Kind::Vm, &name, &view, &internal)?;
+        // Workspaces follow the guest: a new phase, guest readiness or VMM.
+        let guest_changed = old_guest != status::is_true(&view.conditions, status::GUEST_READY)
+            || old_pid != view.pid;
+        if guest_changed && view.phase == old_phase {
+            self.enqueue_referrers(Kind::Vm, &name);
+        }
         if view.phase != old_phase {
             self.enqueue_referrers(Kind::Vm, &name);
             if old_phase != "Pending" || view.phase != "Creating" {

@@ -16,6 +16,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// Condition type (VMs): the guest passed its readiness check.
 pub const GUEST_READY: &str = "GuestReady";
+/// Condition type (Workspaces): the files are copied into the VM's current guest.
+pub const SYNCED: &str = "Synced";
 /// Condition type: the object's spec file is invalid; the last good spec is kept.
 pub const SPEC_VALID: &str = "SpecValid";
 

@@ -1,4 +1,5 @@
-//! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks.
+//! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks, SSH
+//! keys in guest disks and workspace copies into guests.
 //!
 //! Every host object banger creates has a deterministic name derived from its owner's
 //! uid ([`names`]), so it can be found again by probing and garbage-collected.
@@ -9,9 +10,11 @@ pub mod process;
 pub mod disk;
 pub mod doctor;
 pub mod garbage;
+pub mod guest_keys;
 pub mod names;
 pub mod net;
 pub mod oci;
 pub mod readiness;
 pub mod safe_path;
 pub mod which;
+pub mod workspace_copy;

@@ -5,7 +5,7 @@
 //! | step | what it does on the host |
 //! |------|--------------------------|
 //! | `ensure-vm-dir` | `<state>/vms/<uid>` (mode 0700, symlink-checked) |
-//! | `prepare-disk`, `grow-disk` | [`disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk` |
+//! | `prepare-disk`, `grow-disk` | [`disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`guest_keys`]) |
 //! | `ensure-tap` | IPv4 forwarding, the bridge, the VM's tap ([`names::tap_name`]) attached to it |
 //! | `ensure-nat` / `remove-nat` | the VM's masquerade rule in `table ip banger` |
 //! | `launch` | the hypervisor driver ([`Driver`]) boots the guest; a pidfd watch reports its exit |
@@ -15,6 +15,11 @@
 //! [`HostRuntime::observe`] probes every one of those objects live (process identity
 //! and control socket, disk and its sidecar, tap, NAT rule) plus the guest's readiness
 //! (a TCP connect to the guest, or a console marker printed since the last launch).
+//!
+//! [`VmRuntime::sync_workspace`] copies a Workspace's checkout into the guest as a tar
+//! stream over SSH with banger's own identity (`<state>/ssh/id_ed25519`, trust on first
+//! use in `<state>/ssh/known_hosts`), then runs `sync` in the guest
+//! ([`workspace_copy`]).
 //!
 //! Network objects live in the daemon's network namespace (tests run the daemon in a
 //! namespace of their own).
@@ -38,8 +43,8 @@ use banger_specs::HypervisorChoice;
 
 use super::{
     ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, LaunchConfig, ObservedDisk,
-    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles,
-    VmRuntime, VmStep,
+    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncRecord, VmContext,
+    VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::firecracker::{self, FirecrackerDriver};
 use crate::driver::qemu::{self, QemuDriver, QemuOptions};
@@ -48,6 +53,7 @@ use crate::driver::{
 };
 use crate::host::disk::{self, ImageSource, RootDiskRequest};
 use crate::host::garbage;
+use crate::host::guest_keys;
 use crate::host::kvm::{self, Accel, KvmStatus};
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::bridge::ensure_bridge;
@@ -60,6 +66,7 @@ use crate::host::oci;
 use crate::host::process::{self, ProcessIdentity};
 use crate::host::readiness::{self, ConsoleWatch};
 use crate::host::safe_path;
+use crate::host::workspace_copy;
 
 /// Key in [`VmHandles::extra`]: console log length when the current VMM was launched, so
 /// readiness and halt markers of earlier boots are ignored.
@@ -643,17 +650,32 @@ impl VmRuntime for HostRuntime {
                 let vm_name = vm.name.clone();
                 let size = vm.spec.disk.0;
                 let root = tokio::task::spawn_blocking(move || {
-                    disk::ensure_root_disk(&RootDiskRequest {
+                    let root = disk::ensure_root_disk(&RootDiskRequest {
                         vm_name: &vm_name,
                         state_dir: &state_dir,
                         vm_dir: &vm_dir,
                         image: &source,
                         size_bytes: size,
                     })
+                    .map_err(|e| e.to_string())?;
+                    if root.method != disk::CopyMethod::Existing {
+                        // A new disk: let banger's own identity log in (workspaces).
+                        // A disk without the key is removed, so a retry makes it again.
+                        let injected = guest_keys::ensure_identity(&state_dir)
+                            .and_then(|id| id.public_key_line())
+                            .and_then(|key| {
+                                guest_keys::inject_authorized_key(&root.path, &key, &vm_dir)
+                            });
+                        if let Err(e) = injected {
+                            let _ = disk::remove_root_disk(&vm_name, &state_dir, &vm_dir);
+                            return Err(format!("inject banger's ssh key: {e}"));
+                        }
+                    }
+                    Ok(root)
                 })
                 .await
                 .map_err(|e| err(e.to_string()))?
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(err)?;
                 handles.root_disk = Some(root.path);
                 handles.disk_image = Some(image_name);
                 handles.disk_digest = Some(image.rootfs_digest.clone());
@@ -717,6 +739,45 @@ impl VmRuntime for HostRuntime {
             }
         }
         Ok(handles)
+    }
+
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+        let fail = |step: &str, message: String| RuntimeError::Sync {
+            workspace: ws.name.clone(),
+            vm: ws.vm.name.clone(),
+            step: step.to_string(),
+            message,
+        };
+        let ip = ws
+            .vm
+            .lease
+            .as_ref()
+            .map(|l| l.ip)
+            .ok_or_else(|| fail("address", "the VM has no IP lease".into()))?;
+        let state_dir = self.config.state_dir.clone();
+        let identity = tokio::task::spawn_blocking(move || guest_keys::ensure_identity(&state_dir))
+            .await
+            .map_err(|e| fail("ssh identity", e.to_string()))?
+            .map_err(|e| fail("ssh identity", e.to_string()))?;
+        let source = ws.spec.source.clone();
+        let include = ws.spec.include;
+        let guest_path = ws.spec.path.clone();
+        let (stream, commit) = tokio::task::spawn_blocking(move || {
+            let files = workspace_copy::list_files(&source, include)?;
+            let stream = workspace_copy::build_stream(&source, &files, &guest_path)?;
+            Ok::<_, workspace_copy::CopyError>((stream, workspace_copy::head_commit(&source)))
+        })
+        .await
+        .map_err(|e| fail("build archive", e.to_string()))?
+        .map_err(|e| fail(e.step, e.message))?;
+        workspace_copy::copy_into_guest(&identity, ip, stream.data)
+            .await
+            .map_err(|e| fail(e.step, e.message))?;
+        Ok(SyncRecord {
+            files: stream.files,
+            bytes: stream.bytes,
+            commit,
+        })
     }
 
     async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {

@@ -33,12 +33,15 @@
 //!   [`VmRuntime::remove_garbage`] removes one of them (idempotent). Neither ever
 //!   touches an object of a known uid, nor one of another daemon (another state
 //!   directory).
+//! - [`VmRuntime::sync_workspace`] copies a Workspace's checkout into its VM's guest
+//!   and flushes the guest's filesystems before returning. It is called only when the
+//!   VM is running with its guest ready, never while one of the VM's steps runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use banger_specs::{HypervisorChoice, ImageSpec, Readiness, VmSpec};
+use banger_specs::{HypervisorChoice, ImageSpec, Readiness, VmSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -210,6 +213,32 @@ impl VmContext {
             .ok()
             .map(|uid| crate::host::names::tap_name(&uid))
     }
+}
+
+/// Everything the runtime needs to copy one Workspace into its VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceContext {
+    /// The Workspace's name.
+    pub name: String,
+    /// The Workspace object's uid.
+    pub uid: String,
+    /// Its canonical spec (source, guest path, include mode).
+    pub spec: WorkspaceSpec,
+    /// The VM it is copied into, as the VM's reconcile last saw it (lease, handles).
+    pub vm: VmContext,
+}
+
+/// What one [`VmRuntime::sync_workspace`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRecord {
+    /// Files (regular files and symlinks) copied.
+    pub files: u64,
+    /// Bytes of file content copied.
+    pub bytes: u64,
+    /// The source's `HEAD` commit, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// State of the VMM process as probed.
@@ -438,6 +467,18 @@ pub enum RuntimeError {
         /// What went wrong.
         message: String,
     },
+    /// Copying a Workspace into its VM failed.
+    #[error("workspace {workspace}: vm {vm}: {step}: {message}")]
+    Sync {
+        /// The Workspace's name.
+        workspace: String,
+        /// The VM's name.
+        vm: String,
+        /// What was being done (`list files`, `ssh copy`, `sync`, …).
+        step: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The image cannot be resolved (missing file, pull failed).
     #[error("image {image}: {message}")]
     Image {
@@ -485,6 +526,14 @@ pub trait VmRuntime: Send + Sync + 'static {
         step: VmStep,
         vm: &VmContext,
     ) -> impl std::future::Future<Output = Result<VmHandles, RuntimeError>> + Send;
+
+    /// Copies the Workspace's files into its running VM's guest (at `spec.path`), then
+    /// flushes the guest (`sync`). Bounded in time; errors name the workspace, the VM
+    /// and the step.
+    fn sync_workspace(
+        &self,
+        ws: &WorkspaceContext,
+    ) -> impl std::future::Future<Output = Result<SyncRecord, RuntimeError>> + Send;
 
     /// Lists the host objects carrying banger's naming whose uid is none of
     /// `known_vm_uids` (see the module docs), sorted. Never changes anything; what

@@ -12,6 +12,8 @@
 //! crash mid-step), counters of concurrent steps per VM
 //! ([`SimulatedRuntime::max_concurrency_for`]) and [`SimulatedRuntime::plant_garbage`]
 //! (host objects of a uid the store does not know, for `banger gc`).
+//! Workspace copies are recorded, not performed: [`SimulatedRuntime::syncs_of`] counts
+//! them and [`SimulatedRuntime::fail_sync`] makes the next ones fail.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -23,8 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, LaunchConfig, ObservedDisk,
-    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, VmContext, VmHandles,
-    VmRuntime, VmStep,
+    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncRecord, VmContext,
+    VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{HypervisorKind, VmmProcess};
 
@@ -66,6 +68,9 @@ struct World {
     boot_observations: u32,
     latency: Duration,
     notifier: Option<ExitNotifier>,
+    /// Workspace name -> (VM uid, VMM pid) of every sync, in order.
+    syncs: HashMap<String, Vec<(String, i32)>>,
+    sync_faults: HashMap<String, u32>,
 }
 
 /// The simulated host. Cheap to clone (shared state).
@@ -117,6 +122,16 @@ impl SimulatedRuntime {
     /// Makes `step` of VM `name` fail its next `times` runs.
     pub fn fail_step(&self, name: &str, step: VmStep, times: u32) {
         self.w().step_faults.insert((name.to_string(), step), times);
+    }
+
+    /// Makes syncing Workspace `name` fail its next `times` runs.
+    pub fn fail_sync(&self, name: &str, times: u32) {
+        self.w().sync_faults.insert(name.to_string(), times);
+    }
+
+    /// The syncs of Workspace `name` so far: `(VM uid, VMM pid)` of each, in order.
+    pub fn syncs_of(&self, name: &str) -> Vec<(String, i32)> {
+        self.w().syncs.get(name).cloned().unwrap_or_default()
     }
 
     /// Makes resolving Image `name` fail its next `times` runs.
@@ -530,6 +545,42 @@ impl VmRuntime for SimulatedRuntime {
         let w = self.w();
         let sim = w.vms.get(&vm.uid).cloned().unwrap_or_default();
         Ok(Self::handles_of(&sim, vm))
+    }
+
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+        let latency = self.w().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let fail = |step: &str, message: &str| RuntimeError::Sync {
+            workspace: ws.name.clone(),
+            vm: ws.vm.name.clone(),
+            step: step.to_string(),
+            message: message.to_string(),
+        };
+        let mut w = self.w();
+        if let Some(n) = w.sync_faults.get_mut(&ws.name) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(fail("ssh copy", "injected fault"));
+            }
+        }
+        let pid = w
+            .vms
+            .get(&ws.vm.uid)
+            .and_then(|v| v.process.as_ref())
+            .filter(|p| p.alive)
+            .map(|p| p.pid)
+            .ok_or_else(|| fail("ssh copy", "no running guest"))?;
+        w.syncs
+            .entry(ws.name.clone())
+            .or_default()
+            .push((ws.vm.uid.clone(), pid));
+        Ok(SyncRecord {
+            files: 3,
+            bytes: 42,
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        })
     }
 
     async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {

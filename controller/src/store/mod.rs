@@ -104,6 +104,28 @@ pub struct InternalState {
     /// Spec file problem (invalid directory file): shown as `SpecValid=False`.
     #[serde(default)]
     pub invalid_spec: Option<String>,
+    /// Workspace: the last successful copy into the guest, and for what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<WorkspaceSynced>,
+}
+
+/// What a Workspace's last successful copy was for: a copy counts only while the
+/// Workspace's generation, the VM's uid and its VMM (pid + start time) are the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSynced {
+    /// The Workspace's generation.
+    pub generation: i64,
+    /// The VM's uid.
+    pub vm_uid: String,
+    /// The VMM's pid.
+    pub vmm_pid: i32,
+    /// The VMM's start time (clock ticks since boot).
+    pub vmm_start_time: u64,
+    /// What was copied.
+    pub record: crate::runtime::SyncRecord,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// One journal row.

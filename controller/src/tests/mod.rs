@@ -26,6 +26,7 @@ mod directory;
 mod gc;
 mod lifecycle;
 mod scale;
+mod workspace;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 

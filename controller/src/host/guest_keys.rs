@@ -1,0 +1,451 @@
+//! banger's own SSH identity and its injection into a VM's root disk.
+//!
+//! - [`ensure_identity`]: `<state_dir>/ssh/id_ed25519` (+ `.pub`), generated once with
+//!   `ssh-keygen`, and the path of banger's own `known_hosts` (trust on first use).
+//! - [`inject_authorized_key`]: adds the public key to `/root/.ssh/authorized_keys` of
+//!   an ext4 image **without mounting it**, with `debugfs -w`. Keys already there are
+//!   kept (when there is no such file, the keys of the guest kit's seed
+//!   `/etc/banger/authorized_keys` are, since the kit installs the seed only when the
+//!   file is missing); `/root/.ssh` is made if missing; modes 0700/0600 and owner 0:0 are set; the
+//!   result is read back and verified.
+//!
+//! debugfs parses its requests itself (no shell), but splits them at whitespace and
+//! honours quotes: only fixed guest paths and host paths below the state directory are
+//! passed, and host paths containing whitespace or quotes are refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The guest directory holding root's SSH configuration.
+const GUEST_SSH_DIR: &str = "/root/.ssh";
+/// The guest file of keys allowed to log in as root.
+const GUEST_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
+/// The guest kit's seed of root's keys: its init installs it as
+/// [`GUEST_AUTHORIZED_KEYS`] only when that file is missing, so its keys are merged in.
+const GUEST_KIT_SEED: &str = "/etc/banger/authorized_keys";
+
+/// Why the identity or the key injection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestKeyError {
+    /// A host path cannot be passed to debugfs.
+    #[error("{path}: path contains whitespace or quotes; debugfs cannot be given it safely")]
+    UnsafeDebugfsPath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A tool could not run or failed.
+    #[error("{step} {path}: {message}")]
+    Tool {
+        /// What was being done (`ssh-keygen`, `debugfs read`, …).
+        step: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{step} {path}: {source}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// After writing, the disk does not hold the key as expected.
+    #[error("{path}: verify {GUEST_AUTHORIZED_KEYS}: {message}")]
+    NotVerified {
+        /// The disk image.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
+}
+
+/// banger's SSH identity on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshIdentity {
+    /// The private key (`<state_dir>/ssh/id_ed25519`).
+    pub private_key: PathBuf,
+    /// The public key (`<state_dir>/ssh/id_ed25519.pub`).
+    pub public_key: PathBuf,
+    /// banger's own known_hosts (`<state_dir>/ssh/known_hosts`).
+    pub known_hosts: PathBuf,
+}
+
+impl SshIdentity {
+    /// The paths of the identity below `state_dir` (nothing is checked or made).
+    pub fn paths(state_dir: &Path) -> Self {
+        let dir = state_dir.join("ssh");
+        SshIdentity {
+            private_key: dir.join("id_ed25519"),
+            public_key: dir.join("id_ed25519.pub"),
+            known_hosts: dir.join("known_hosts"),
+        }
+    }
+
+    /// The public key's text (one line, trimmed).
+    pub fn public_key_line(&self) -> Result<String, GuestKeyError> {
+        let text =
+            std::fs::read_to_string(&self.public_key).map_err(|source| GuestKeyError::Io {
+                step: "read public key",
+                path: self.public_key.clone(),
+                source,
+            })?;
+        Ok(text.trim().to_string())
+    }
+}
+
+/// Generates banger's identity once (`ssh-keygen -t ed25519 -N "" -f …`); an existing
+/// key pair is kept. The directory is made with mode 0700.
+pub fn ensure_identity(state_dir: &Path) -> Result<SshIdentity, GuestKeyError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let id = SshIdentity::paths(state_dir);
+    let dir = state_dir.join("ssh");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| GuestKeyError::Io {
+            step: "create directory",
+            path: dir.clone(),
+            source,
+        })?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        GuestKeyError::Io {
+            step: "chmod",
+            path: dir.clone(),
+            source,
+        }
+    })?;
+    if id.private_key.is_file() && id.public_key.is_file() {
+        return Ok(id);
+    }
+    for stale in [&id.private_key, &id.public_key] {
+        match std::fs::remove_file(stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(GuestKeyError::Io {
+                    step: "remove incomplete key",
+                    path: stale.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f"])
+        .arg(&id.private_key)
+        .output()
+        .map_err(|e| GuestKeyError::Tool {
+            step: "ssh-keygen",
+            path: id.private_key.clone(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() || !id.public_key.is_file() {
+        return Err(GuestKeyError::Tool {
+            step: "ssh-keygen",
+            path: id.private_key.clone(),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(id)
+}
+
+/// Refuses host paths debugfs would split or unquote.
+fn debugfs_safe(path: &Path) -> Result<&str, GuestKeyError> {
+    let unsafe_path = || GuestKeyError::UnsafeDebugfsPath {
+        path: path.to_path_buf(),
+    };
+    let s = path.to_str().ok_or_else(unsafe_path)?;
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\' || c.is_control())
+    {
+        return Err(unsafe_path());
+    }
+    Ok(s)
+}
+
+/// Runs one debugfs request (`-R`) on `image`; returns (stdout, stderr).
+fn debugfs(image: &Path, write: bool, request: &str) -> Result<(Vec<u8>, String), GuestKeyError> {
+    debugfs_safe(image)?;
+    let mut cmd = Command::new("debugfs");
+    if write {
+        cmd.arg("-w");
+    }
+    let out = cmd
+        .arg("-R")
+        .arg(request)
+        .arg(image)
+        .output()
+        .map_err(|e| GuestKeyError::Tool {
+            step: "debugfs",
+            path: image.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(GuestKeyError::Tool {
+            step: "debugfs",
+            path: image.to_path_buf(),
+            message: format!(
+                "{request}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok((
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Reads `/root/.ssh/authorized_keys` from the image; `None` when it does not exist.
+pub fn read_authorized_keys(image: &Path) -> Result<Option<String>, GuestKeyError> {
+    read_guest_file(image, GUEST_AUTHORIZED_KEYS)
+}
+
+/// Reads a (fixed) guest file from the image; `None` when it does not exist.
+fn read_guest_file(image: &Path, guest: &str) -> Result<Option<String>, GuestKeyError> {
+    let (stdout, stderr) = debugfs(image, false, &format!("cat {guest}"))?;
+    if stderr.contains("not found") {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&stdout).into_owned()))
+}
+
+/// The permission bits and owner of a guest path, from `debugfs stat`: (mode, uid, gid).
+fn stat(image: &Path, guest: &str) -> Result<Option<(u32, u32, u32)>, GuestKeyError> {
+    let (stdout, stderr) = debugfs(image, false, &format!("stat {guest}"))?;
+    if stderr.contains("not found") {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&stdout);
+    let field = |name: &str| -> Option<u32> {
+        let rest = &text[text.find(name)? + name.len()..];
+        let word = rest.split_whitespace().next()?;
+        if name == "Mode:" {
+            u32::from_str_radix(word, 8).ok()
+        } else {
+            word.parse().ok()
+        }
+    };
+    match (field("Mode:"), field("User:"), field("Group:")) {
+        (Some(m), Some(u), Some(g)) => Ok(Some((m, u, g))),
+        _ => Err(GuestKeyError::NotVerified {
+            path: image.to_path_buf(),
+            message: format!("cannot parse debugfs stat of {guest}"),
+        }),
+    }
+}
+
+/// Merges `key` into existing authorized_keys text: existing lines kept in order, the
+/// key appended unless present, one trailing newline.
+pub fn merge_keys(existing: &str, key: &str) -> String {
+    let key = key.trim();
+    let mut lines: Vec<&str> = existing
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if !lines.iter().any(|l| l.trim() == key) {
+        lines.push(key);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Adds `public_key` to `/root/.ssh/authorized_keys` of the ext4 `image`, keeping the
+/// keys already there. `scratch_dir` (below the state directory, without whitespace or
+/// quotes) holds the merged file while debugfs copies it in. Verified by reading back.
+pub fn inject_authorized_key(
+    image: &Path,
+    public_key: &str,
+    scratch_dir: &Path,
+) -> Result<(), GuestKeyError> {
+    debugfs_safe(image)?;
+    let staged = scratch_dir.join(".authorized_keys.staged");
+    let staged_str = debugfs_safe(&staged)?.to_string();
+    let existing = match read_authorized_keys(image)? {
+        Some(keys) => keys,
+        None => read_guest_file(image, GUEST_KIT_SEED)?.unwrap_or_default(),
+    };
+    let merged = merge_keys(&existing, public_key);
+    std::fs::write(&staged, &merged).map_err(|source| GuestKeyError::Io {
+        step: "write",
+        path: staged.clone(),
+        source,
+    })?;
+    let result = (|| {
+        if stat(image, "/root")?.is_none() {
+            debugfs(image, true, "mkdir /root")?;
+        }
+        if stat(image, GUEST_SSH_DIR)?.is_none() {
+            debugfs(image, true, &format!("mkdir {GUEST_SSH_DIR}"))?;
+        }
+        if stat(image, GUEST_AUTHORIZED_KEYS)?.is_some() {
+            debugfs(image, true, &format!("rm {GUEST_AUTHORIZED_KEYS}"))?;
+        }
+        debugfs(
+            image,
+            true,
+            &format!("write {staged_str} {GUEST_AUTHORIZED_KEYS}"),
+        )?;
+        for (path, mode) in [
+            (GUEST_SSH_DIR, "040700"),
+            (GUEST_AUTHORIZED_KEYS, "0100600"),
+        ] {
+            for (field, value) in [("mode", mode), ("uid", "0"), ("gid", "0")] {
+                debugfs(
+                    image,
+                    true,
+                    &format!("set_inode_field {path} {field} {value}"),
+                )?;
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&staged);
+    result?;
+    let back = read_authorized_keys(image)?.unwrap_or_default();
+    if back != merged {
+        return Err(GuestKeyError::NotVerified {
+            path: image.to_path_buf(),
+            message: "content differs from what was written".into(),
+        });
+    }
+    for (path, mode) in [(GUEST_SSH_DIR, 0o40700), (GUEST_AUTHORIZED_KEYS, 0o100600)] {
+        match stat(image, path)? {
+            Some((m, 0, 0)) if m & 0o7777 == mode & 0o7777 => {}
+            other => {
+                return Err(GuestKeyError::NotVerified {
+                    path: image.to_path_buf(),
+                    message: format!("{path}: mode/owner {other:?}, want {mode:o} 0:0"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with(dir: &Path, existing: Option<&str>) -> PathBuf {
+        let root = dir.join("tree");
+        std::fs::create_dir_all(root.join("root")).unwrap();
+        if let Some(keys) = existing {
+            std::fs::create_dir_all(root.join("root/.ssh")).unwrap();
+            std::fs::write(root.join("root/.ssh/authorized_keys"), keys).unwrap();
+        }
+        let img = dir.join("rootfs.ext4");
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("8M")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        img
+    }
+
+    #[test]
+    fn merge_keeps_existing_and_does_not_duplicate() {
+        assert_eq!(merge_keys("", "k1"), "k1\n");
+        assert_eq!(merge_keys("a\n\nb", "k1"), "a\nb\nk1\n");
+        assert_eq!(merge_keys("a\nk1\n", "k1\n"), "a\nk1\n");
+    }
+
+    #[test]
+    fn generates_identity_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ensure_identity(dir.path()).unwrap();
+        let first = id.public_key_line().unwrap();
+        assert!(first.starts_with("ssh-ed25519 "), "{first}");
+        let again = ensure_identity(dir.path()).unwrap();
+        assert_eq!(again.public_key_line().unwrap(), first);
+        assert_eq!(id.known_hosts, dir.path().join("ssh/known_hosts"));
+    }
+
+    #[test]
+    fn injects_into_an_image_without_ssh_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image_with(dir.path(), None);
+        assert_eq!(read_authorized_keys(&img).unwrap(), None);
+        inject_authorized_key(&img, "ssh-ed25519 AAAAnew banger", dir.path()).unwrap();
+        assert_eq!(
+            read_authorized_keys(&img).unwrap().as_deref(),
+            Some("ssh-ed25519 AAAAnew banger\n")
+        );
+        assert_eq!(stat(&img, GUEST_SSH_DIR).unwrap(), Some((0o700, 0, 0)));
+        assert_eq!(
+            stat(&img, GUEST_AUTHORIZED_KEYS).unwrap(),
+            Some((0o600, 0, 0))
+        );
+        assert!(!dir.path().join(".authorized_keys.staged").exists());
+        let fsck = Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(fsck.status.success(), "{fsck:?}");
+    }
+
+    #[test]
+    fn keeps_existing_keys_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image_with(dir.path(), Some("ssh-ed25519 AAAAold kit\n"));
+        inject_authorized_key(&img, "ssh-ed25519 AAAAnew banger", dir.path()).unwrap();
+        inject_authorized_key(&img, "ssh-ed25519 AAAAnew banger", dir.path()).unwrap();
+        assert_eq!(
+            read_authorized_keys(&img).unwrap().as_deref(),
+            Some("ssh-ed25519 AAAAold kit\nssh-ed25519 AAAAnew banger\n")
+        );
+    }
+
+    #[test]
+    fn keeps_the_kit_seed_keys_when_there_is_no_authorized_keys_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("etc/banger")).unwrap();
+        std::fs::write(
+            root.join("etc/banger/authorized_keys"),
+            "ssh-ed25519 AAAAkit\n",
+        )
+        .unwrap();
+        let img = image_with(dir.path(), None);
+        inject_authorized_key(&img, "ssh-ed25519 AAAAnew banger", dir.path()).unwrap();
+        assert_eq!(
+            read_authorized_keys(&img).unwrap().as_deref(),
+            Some("ssh-ed25519 AAAAkit\nssh-ed25519 AAAAnew banger\n")
+        );
+    }
+
+    #[test]
+    fn refuses_host_paths_debugfs_would_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image_with(dir.path(), None);
+        let bad = dir.path().join("with space");
+        std::fs::create_dir_all(&bad).unwrap();
+        let err = inject_authorized_key(&img, "k", &bad).unwrap_err();
+        assert!(
+            matches!(err, GuestKeyError::UnsafeDebugfsPath { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("whitespace or quotes"));
+        let quoted = dir.path().join("q\"uote");
+        assert!(debugfs_safe(&quoted).is_err());
+        assert_eq!(read_authorized_keys(&img).unwrap(), None, "nothing written");
+    }
+}
