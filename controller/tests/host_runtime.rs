@@ -107,7 +107,16 @@ fn a_vm_lives_and_dies_on_the_host_runtime() {
         assert_eq!(disk.size, 256 * 1024 * 1024);
         assert!(observed.tap.as_ref().unwrap().attached);
         assert!(observed.nat);
-        let console = std::fs::read_to_string(vm.console_log()).unwrap();
+        // The kit prints its marker once dropbear listens: the TCP probe can win that
+        // race, so wait (bounded) for the line to reach the console log.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let console = loop {
+            let console = std::fs::read_to_string(vm.console_log()).unwrap();
+            if console.contains("BANGER-GUEST-READY") || Instant::now() > deadline {
+                break console;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert!(console.contains("BANGER-GUEST-READY"), "{console}");
 
         // Shutdown: the guest powers off, the process goes, the exit is reported.

@@ -750,10 +750,12 @@ mod tests {
     #[test]
     fn find_by_marker_finds_only_processes_carrying_the_marker() {
         let marker = format!("banger-find-{}", std::process::id());
-        // `sh -c SCRIPT NAME` carries NAME as $0 on its command line (sleep would reject
-        // an extra argument and exit); `; true` keeps sh from exec'ing sleep.
+        // `sh -c SCRIPT NAME` carries NAME as $0 on its command line. The script waits
+        // on its stdin (a pipe we hold) with a builtin, so sh never forks a child that
+        // would briefly carry the same command line.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30; true", &marker])
+            .args(["-c", "read line", &marker])
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         // Right after fork the child still shows our command line: poll (bounded) until
