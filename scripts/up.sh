@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # banger's main job on a fresh machine: installs the Debian packages and the guest kit,
 # builds banger, starts `banger daemon` with examples/ as its specs directory (unless a
-# daemon already answers on the socket), and waits until the example VMs are Ready.
+# daemon already answers on the socket), and waits until the example VMs are Ready and
+# the example Workspace (this checkout) is copied into vm/dev.
 # Must run as root (bridges, taps, nftables). The daemon keeps running afterwards; stop it
 # with `kill $(cat /run/banger/daemon.pid)` — the VMs survive a daemon stop by design;
 # `banger delete vm dev ci` removes them.
@@ -35,8 +36,8 @@ if ! "$bin" get vms >/dev/null 2>&1; then
   done
 fi
 
-for vm in dev ci; do
-  "$bin" wait "vm/$vm" --for=condition=Ready --timeout 5m
+for object in vm/dev vm/ci workspace/banger-src; do
+  "$bin" wait "$object" --for=condition=Ready --timeout 5m
 done
 "$bin" get images
 "$bin" get vms -o wide
