@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use banger_tests::{wait_for, Daemon, Kit, NetNs};
+use banger_tests::{condition, guest_ssh, wait_for, Daemon, Kit, NetNs};
 use serde_json::Value;
 
 const READY_TIMEOUT: &str = "180s";
@@ -38,15 +38,6 @@ fn status<'a>(obj: &'a Value, field: &str) -> &'a Value {
     &obj["status"][field]
 }
 
-fn condition_status(obj: &Value, type_: &str) -> Option<String> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .and_then(|c| c["status"].as_str())
-        .map(str::to_string)
-}
-
 fn pid_of(d: &Daemon, name: &str) -> Option<i64> {
     d.get_json("vm", name)
         .and_then(|o| status(&o, "pid").as_i64())
@@ -64,33 +55,10 @@ fn process_alive(pid: i64) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
-/// Runs a command in the guest over SSH (from inside the namespace).
-fn ssh(ns: &NetNs, kit: &Kit, ip: &str, remote: &[&str]) -> std::process::Output {
-    ns.command("ssh")
-        .args(["-i"])
-        .arg(&kit.ssh_key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("root@{ip}"))
-        .args(remote)
-        .output()
-        .expect("run ssh")
-}
-
-fn ssh_ok(ns: &NetNs, kit: &Kit, ip: &str, remote: &[&str]) -> String {
+fn ssh_ok(ns: &NetNs, kit: &Kit, ip: &str, remote: &str) -> String {
     // The guest may take a moment after GuestReady to accept logins; bounded retries.
     let out = wait_for(Duration::from_secs(30), Duration::from_millis(500), || {
-        let out = ssh(ns, kit, ip, remote);
+        let out = guest_ssh(ns, kit, ip, remote);
         out.status.success().then_some(out)
     });
     let out = out.unwrap_or_else(|| panic!("ssh root@{ip} {remote:?} kept failing"));
@@ -126,7 +94,7 @@ fn wait_ready(d: &Daemon, name: &str) -> Value {
     let obj = d.get_json("vm", name).expect("vm exists");
     assert_eq!(status(&obj, "phase"), "Running", "{obj:#}");
     assert_eq!(
-        condition_status(&obj, "GuestReady").as_deref(),
+        condition(&obj, "GuestReady").and_then(|c| c["status"].as_str()),
         Some("True"),
         "{obj:#}"
     );
@@ -155,18 +123,12 @@ fn vm_lifecycle_on_real_qemu_guest() {
     let uid = obj["metadata"]["uid"].as_str().expect("uid").to_string();
     let pid1 = status(&obj, "pid").as_i64().expect("status.pid");
     assert!(process_alive(pid1));
+    ssh_ok(&ns, &kit, &ip, "ping -c 1 -W 3 172.30.0.1");
     ssh_ok(
         &ns,
         &kit,
         &ip,
-        &["ping", "-c", "1", "-W", "3", "172.30.0.1"],
-    );
-    // ssh joins its arguments into one remote command line: pass the command whole.
-    ssh_ok(
-        &ns,
-        &kit,
-        &ip,
-        &["echo kept-across-stop > /root/marker && sync"],
+        "echo kept-across-stop > /root/marker && sync",
     );
     let describe = d.cli_ok(&["describe", "vm", "life"]);
     // describe lists every host object of the VM.
@@ -206,7 +168,7 @@ fn vm_lifecycle_on_real_qemu_guest() {
     .expect("VMM restarted with a new pid");
     assert!(!process_alive(pid1), "old VMM {pid1} still alive");
     wait_ready(&d, "life");
-    let meminfo = ssh_ok(&ns, &kit, &ip, &["cat", "/proc/meminfo"]);
+    let meminfo = ssh_ok(&ns, &kit, &ip, "cat /proc/meminfo");
     let total_kib: u64 = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -249,7 +211,7 @@ fn vm_lifecycle_on_real_qemu_guest() {
         Some(ip.as_str()),
         "same IP after restart"
     );
-    let marker = ssh_ok(&ns, &kit, &ip, &["cat", "/root/marker"]);
+    let marker = ssh_ok(&ns, &kit, &ip, "cat /root/marker");
     assert_eq!(marker.trim(), "kept-across-stop");
 
     // kill -9 of the VMM: noticed and restarted per policy (Always).

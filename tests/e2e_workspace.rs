@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use banger_tests::{run_ok, wait_for, Daemon, Kit, NetNs};
+use banger_tests::{condition, guest_ssh as ssh, run_ok, wait_for, Daemon, Kit, NetNs};
 
 fn git(repo: &Path, args: &[&str]) {
     run_ok(
@@ -18,35 +18,6 @@ fn git(repo: &Path, args: &[&str]) {
             .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
             .args(args),
     );
-}
-
-fn ssh(ns: &NetNs, kit: &Kit, ip: &str, remote: &str) -> std::process::Output {
-    ns.command("ssh")
-        .arg("-i")
-        .arg(&kit.ssh_key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("root@{ip}"))
-        .arg(remote)
-        .output()
-        .expect("run ssh")
-}
-
-fn condition<'a>(obj: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
 }
 
 #[test]

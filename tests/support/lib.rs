@@ -175,6 +175,38 @@ pub fn wait_for<T>(
     }
 }
 
+/// Runs one command line in a guest over SSH, from inside `ns`, as root with the kit's
+/// key. ssh hands the guest's shell one command line, so `remote` is that line, whole.
+pub fn guest_ssh(ns: &NetNs, kit: &Kit, ip: &str, remote: &str) -> Output {
+    ns.command("ssh")
+        .arg("-i")
+        .arg(&kit.ssh_key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("root@{ip}"))
+        .arg(remote)
+        .output()
+        .expect("run ssh")
+}
+
+/// The condition of `type_` in an object printed by `banger get -o json`.
+pub fn condition<'a>(obj: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
 /// A `banger daemon` running inside a test's namespace, on its own temp directories.
 #[derive(Debug)]
 pub struct Daemon {
