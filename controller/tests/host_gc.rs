@@ -14,15 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_controller::host::kvm::Accel;
 use banger_controller::host::names::{self, ObjectUid};
-use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
 use banger_controller::runtime::{
     Garbage, GarbageKind, ImageContext, Lease, ProcessState, ResolvedImage, VmContext, VmHandles,
     VmRuntime, VmStep,
 };
-use kit_support::{image_spec, kit_dir, vm_spec};
+use kit_support::{host_runtime, image_spec, kit_dir, vm_spec};
 use netns_support::TestNetns;
 
 const KNOWN: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
@@ -106,15 +103,7 @@ fn gc_removes_exactly_the_planted_objects() {
     // A planted tap, made from outside with iproute2 (not through banger's code).
     ns.ip(&["tuntap", "add", "dev", STRAY_TAP, "mode", "tap"]);
     ns.run(move || async move {
-        let runtime = HostRuntime::new(HostRuntimeConfig {
-            state_dir: state_dir.clone(),
-            bridge: BridgeConfig::default(),
-            qemu_bin: None,
-            firecracker_bin: None,
-            accel: Accel::Auto,
-            stop_grace: Duration::from_secs(10),
-        })
-        .unwrap();
+        let runtime = host_runtime(&state_dir, Duration::from_secs(10));
         let image = runtime
             .resolve_image(&ImageContext {
                 uid: "feed".into(),

@@ -8,14 +8,11 @@ mod netns_support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use banger_controller::host::kvm::Accel;
 use banger_controller::host::names::{self, ObjectUid};
-use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
 use banger_controller::runtime::{
     ImageContext, Lease, ProcessState, VmContext, VmHandles, VmRuntime, VmStep,
 };
-use kit_support::{image_spec, kit_dir, vm_spec};
+use kit_support::{host_runtime, image_spec, kit_dir, vm_spec};
 use netns_support::TestNetns;
 
 #[test]
@@ -26,15 +23,7 @@ fn a_vm_lives_and_dies_on_the_host_runtime() {
     let state_dir = state.path().to_path_buf();
     let ns_name = ns.name.clone();
     ns.run(move || async move {
-        let runtime = HostRuntime::new(HostRuntimeConfig {
-            state_dir: state_dir.clone(),
-            bridge: BridgeConfig::default(),
-            qemu_bin: None,
-            firecracker_bin: None,
-            accel: Accel::Auto,
-            stop_grace: Duration::from_secs(10),
-        })
-        .unwrap();
+        let runtime = host_runtime(&state_dir, Duration::from_secs(10));
         let (tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
         runtime.set_exit_notifier(tx);
 

@@ -3,18 +3,19 @@
 //! resulting ext4 inspected with `debugfs` (nothing is mounted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod kit_support;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_controller::host::kvm::Accel;
-use banger_controller::host::net::BridgeConfig;
 use banger_controller::host::oci::{self, OciLimits, OciPull};
-use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
+use banger_controller::runtime::host::HostRuntime;
 use banger_controller::runtime::{ImageContext, VmRuntime};
 use banger_specs::{ImageSpec, OciSource, Readiness};
+use kit_support::host_runtime;
 use sha2::{Digest, Sha256};
 
 /// A `docker-registry` serving a temp dir on 127.0.0.1; killed on drop.
@@ -324,15 +325,7 @@ fn image_context(state: &Path, name: &str, reference: &str, kit: &Path) -> Image
 }
 
 fn runtime(state: &Path) -> HostRuntime {
-    HostRuntime::new(HostRuntimeConfig {
-        state_dir: state.to_path_buf(),
-        bridge: BridgeConfig::default(),
-        qemu_bin: None,
-        firecracker_bin: None,
-        accel: Accel::Auto,
-        stop_grace: Duration::from_secs(1),
-    })
-    .unwrap()
+    host_runtime(state, Duration::from_secs(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,13 @@
-//! Test support: the guest kit (`scripts/guest-kit.sh`) and the specs of a small QEMU VM
-//! booting it.
+//! Test support: the guest kit (`scripts/guest-kit.sh`), the specs of a small QEMU VM
+//! booting it, and a host runtime with default settings to run it on.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use banger_controller::host::kvm::Accel;
+use banger_controller::host::net::BridgeConfig;
+use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
 
 use banger_specs::{
     ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
@@ -48,4 +53,18 @@ pub fn vm_spec() -> VmSpec {
         network: NetworkSpec::default(),
         kernel_args: None,
     }
+}
+
+/// A host runtime on `state_dir` with the default bridge, QEMU from PATH and automatic
+/// acceleration. Call it inside the tokio runtime (and network namespace) it serves.
+pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> HostRuntime {
+    HostRuntime::new(HostRuntimeConfig {
+        state_dir: state_dir.to_path_buf(),
+        bridge: BridgeConfig::default(),
+        qemu_bin: None,
+        firecracker_bin: None,
+        accel: Accel::Auto,
+        stop_grace,
+    })
+    .unwrap()
 }
