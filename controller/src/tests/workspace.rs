@@ -20,11 +20,8 @@ fn synced_message(h: &Harness) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copied_after_the_guest_is_ready_and_again_after_a_vmm_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
-    h.sim.set_boot_observations(3);
+/// Applies the Image, a running VM `a` and the Workspace `code` on it, as one file.
+async fn apply_running_vm_with_workspace(h: &Harness) {
     let vm = vm_yaml("a", "base", "512Mi", "");
     h.apply(
         &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{WORKSPACE}"))],
@@ -32,6 +29,14 @@ async fn copied_after_the_guest_is_ready_and_again_after_a_vmm_restart() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_after_the_guest_is_ready_and_again_after_a_vmm_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.sim.set_boot_observations(3);
+    apply_running_vm_with_workspace(&h).await;
     h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
         .await;
     let uid = h.uid(Kind::Vm, "a");
@@ -98,13 +103,7 @@ async fn nothing_is_copied_while_the_vm_is_stopped() {
     assert!(h.sim.syncs_of("code").is_empty());
 
     // Running: copied once.
-    let vm = vm_yaml("a", "base", "512Mi", "");
-    h.apply(
-        &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{WORKSPACE}"))],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    apply_running_vm_with_workspace(&h).await;
     h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
         .await;
     assert_eq!(h.sim.syncs_of("code").len(), 1);
@@ -129,13 +128,7 @@ async fn a_failed_copy_backs_off_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.sim.fail_sync("code", 2);
-    let vm = vm_yaml("a", "base", "512Mi", "");
-    h.apply(
-        &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{WORKSPACE}"))],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    apply_running_vm_with_workspace(&h).await;
     h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
         .await;
     assert_eq!(h.sim.syncs_of("code").len(), 1);
@@ -178,13 +171,7 @@ async fn a_failing_copy_reports_sync_failed() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.sim.fail_sync("code", 1000);
-    let vm = vm_yaml("a", "base", "512Mi", "");
-    h.apply(
-        &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{WORKSPACE}"))],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    apply_running_vm_with_workspace(&h).await;
     h.until_condition(Kind::Workspace, "code", SYNCED, FALSE, "SyncFailed")
         .await;
     h.until_condition(Kind::Workspace, "code", READY, FALSE, "SyncFailed")
