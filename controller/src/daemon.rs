@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::server;
+use crate::api::server::{self, ApiState};
 use crate::config::DaemonConfig;
-use crate::reconciler::{Engine, ReconcileError};
+use crate::engine::{Engine, ReconcileError};
 use crate::runtime::{ExitNotice, VmRuntime};
 use crate::sources::dir::DirSource;
+use crate::status::Reason;
 use crate::store::StoreError;
 
 /// Why the daemon could not run.
@@ -54,11 +55,23 @@ pub async fn run<R: VmRuntime>(
     runtime: R,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
+    // Start-up work that blocks (the state directory, opening the database) runs on
+    // the blocking pool.
+    let state_dir = config.state_dir.clone();
+    let engine_config = config.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        Ok::<_, DaemonError>(Engine::new(engine_config, runtime)?)
+    })
+    .await
+    .map_err(|e| DaemonError::StateDir {
         path: config.state_dir.display().to_string(),
-        source,
-    })?;
-    let engine = Arc::new(Engine::new(config.clone(), runtime)?);
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let engine = Arc::new(engine);
     let listener = server::bind(&config.socket)
         .await
         .map_err(|source| DaemonError::Socket {
@@ -81,6 +94,7 @@ pub async fn run<R: VmRuntime>(
     // delete's last step and its row going) are removed before any work is taken.
     // Orphaned VMs (their lease row stays) are known: they keep running.
     let gc = engine
+        .garbage_collector()
         .collect_garbage(crate::gc::GcOptions::default())
         .await?;
     if !gc.items.is_empty() {
@@ -98,17 +112,20 @@ pub async fn run<R: VmRuntime>(
         let engine = engine.clone();
         tokio::spawn(async move {
             while let Some(notice) = exit_rx.recv().await {
-                match engine.store.object_by_uid(&notice.uid) {
+                match engine.ctl.store.object_by_uid(&notice.uid).await {
                     Ok(Some(vm)) => {
                         tracing::info!(vm = %vm.resource.name(), "VMM exited");
-                        engine.event(
-                            vm.resource.kind(),
-                            vm.resource.name(),
-                            "Warning",
-                            "ProcessExited",
-                            "the VMM process exited",
-                        );
-                        engine.queue.add(vm.resource.key());
+                        engine
+                            .ctl
+                            .events
+                            .warning(
+                                vm.resource.kind(),
+                                vm.resource.name(),
+                                Reason::ProcessExited,
+                                "the VMM process exited",
+                            )
+                            .await;
+                        engine.ctl.queue.add(vm.resource.key());
                     }
                     Ok(None) => tracing::debug!(uid = %notice.uid, "exit of an unknown VM"),
                     Err(e) => tracing::warn!(error = %e, "mapping an exit to its VM"),
@@ -126,13 +143,14 @@ pub async fn run<R: VmRuntime>(
 
     let dir_source = Arc::new(DirSource::new());
     let watcher = config.specs_dir.clone().map(|dir| {
-        let (engine, src, rx) = (engine.clone(), dir_source.clone(), stop_rx.clone());
+        let (ctl, src, rx) = (engine.ctl.clone(), dir_source.clone(), stop_rx.clone());
+        let debounce = config.debounce;
         tokio::spawn(async move {
-            if let Err(e) = std::fs::create_dir_all(&dir) {
+            if let Err(e) = tokio::fs::create_dir_all(&dir).await {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot create the specs directory");
                 return;
             }
-            if let Err(e) = src.watch(&engine, dir.clone(), stopped(rx)).await {
+            if let Err(e) = src.watch(&ctl, dir.clone(), debounce, stopped(rx)).await {
                 tracing::error!(dir = %dir.display(), error = %e, "specs directory watcher failed; resyncs still rescan it");
             }
         })
@@ -152,9 +170,9 @@ pub async fn run<R: VmRuntime>(
                     _ = tick.tick() => {}
                 }
                 if let Some(dir) = &dir {
-                    src.rescan(&engine, dir).await;
+                    src.rescan(&engine.ctl, dir).await;
                 }
-                match engine.enqueue_all() {
+                match engine.enqueue_all().await {
                     Ok(n) => tracing::debug!(objects = n, "resync"),
                     Err(e) => tracing::warn!(error = %e, "resync"),
                 }
@@ -163,10 +181,10 @@ pub async fn run<R: VmRuntime>(
     };
 
     let api = {
-        let engine = engine.clone();
+        let state = Arc::new(ApiState::of(&engine));
         let rx = stop_rx.clone();
         tokio::spawn(async move {
-            let app = server::router(engine);
+            let app = server::router(state);
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stopped(rx))
                 .await
@@ -200,7 +218,7 @@ pub async fn run<R: VmRuntime>(
     {
         tracing::debug!("API connections dropped at shutdown");
     }
-    let _ = std::fs::remove_file(&config.socket);
+    let _ = tokio::fs::remove_file(&config.socket).await;
     tracing::info!("banger daemon stopped; VMs left running");
     Ok(())
 }

@@ -18,10 +18,11 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::host::names::{self, ObjectUid};
-use crate::reconciler::Engine;
 use crate::runtime::{Garbage, GarbageKind, VmRuntime};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// The answer of a garbage collection (`POST /v1/gc`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,27 +86,50 @@ pub fn without_known(items: Vec<Garbage>, known: &BTreeSet<String>) -> Vec<Garba
         .collect()
 }
 
-impl<R: VmRuntime> Engine<R> {
+/// Garbage collection over the store (what is known) and the runtime (what is on the
+/// host). Cheap to clone.
+pub struct GarbageCollector<R: VmRuntime> {
+    store: Store,
+    runtime: Arc<R>,
+}
+
+impl<R: VmRuntime> Clone for GarbageCollector<R> {
+    fn clone(&self) -> Self {
+        GarbageCollector {
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+impl<R: VmRuntime> GarbageCollector<R> {
+    /// A collector over this store and runtime.
+    pub fn new(store: Store, runtime: Arc<R>) -> Self {
+        GarbageCollector { store, runtime }
+    }
+
     /// Uids of every object in the store (all kinds, deleting ones included) and,
     /// separately, of orphaned VMs (a lease row without an object).
-    pub fn known_uids(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
+    pub async fn known_uids(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
         let objects: BTreeSet<String> = self
             .store
-            .list_objects(None)?
+            .list_objects(None)
+            .await?
             .into_iter()
             .map(|o| o.uid)
             .collect();
         let orphans = self
             .store
-            .leased_uids()?
+            .leased_uids()
+            .await?
             .into_iter()
             .filter(|u| !objects.contains(u))
             .collect();
         Ok((objects, orphans))
     }
 
-    fn protected_uids(&self, options: GcOptions) -> Result<BTreeSet<String>, StoreError> {
-        let (mut known, orphans) = self.known_uids()?;
+    async fn protected_uids(&self, options: GcOptions) -> Result<BTreeSet<String>, StoreError> {
+        let (mut known, orphans) = self.known_uids().await?;
         if !options.include_orphans {
             known.extend(orphans);
         }
@@ -116,13 +140,13 @@ impl<R: VmRuntime> Engine<R> {
     /// logged; a failed one is reported in [`GcReport::failed`] and does not stop the
     /// others).
     pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport, StoreError> {
-        let before = self.protected_uids(options)?;
+        let before = self.protected_uids(options).await?;
         let found = self.runtime.find_garbage(&before).await;
-        let after = self.protected_uids(options)?;
+        let after = self.protected_uids(options).await?;
         let mut items = without_known(found, &after);
         items.sort();
         let orphans: BTreeSet<String> = if options.include_orphans {
-            self.known_uids()?.1
+            self.known_uids().await?.1
         } else {
             BTreeSet::new()
         };
@@ -161,7 +185,7 @@ impl<R: VmRuntime> Engine<R> {
             if failed_items.iter().any(|i| owned_by(i, &one, &taps)) {
                 continue;
             }
-            self.store.release_lease(&orphan)?;
+            self.store.release_lease(&orphan).await?;
             tracing::info!(uid = %orphan, "gc: released the lease of an orphaned VM");
             report.released_leases.push(orphan);
         }

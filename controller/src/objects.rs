@@ -145,9 +145,3 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
         _ => {}
     }
 }
-
-/// A fresh object uid: 32 hex characters from the OS RNG.
-pub fn new_uid() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
-}

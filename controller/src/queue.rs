@@ -7,7 +7,7 @@
 //!   again until [`WorkQueue::done`] is called for it. Adds during that time mark it
 //!   dirty, and it is queued again when done: no update is lost.
 //! - **Bounded concurrency** comes from the number of workers calling `next`; the
-//!   separate heavy bound is a semaphore held by the reconciler around heavy work.
+//!   separate heavy bound is a semaphore held by the engine around heavy work.
 //! - **Delays and backoff**: [`WorkQueue::add_after`] queues for later; a failed
 //!   reconcile is retried after an exponential delay with jitter
 //!   (`backoff_min * 2^(n-1)`, ±20%, capped at `backoff_max`), reset by a success;

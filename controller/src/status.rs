@@ -1,35 +1,34 @@
-//! Object status: phases and Kubernetes-style conditions.
+//! Object status as the engine keeps it: typed phases, conditions, reasons and event
+//! types. Pure: no I/O and no clock (times are passed in as RFC 3339 text).
+//!
+//! Every type here is stored as text (its serde form is its name: `Running`,
+//! `GuestReady`, `True`, `CrashLoopBackOff`, `Warning`) and mapped to the API's wire
+//! types by [`crate::api`], so the core never compares strings.
 //!
 //! Guarantee: a condition's `lastTransitionTime` moves only when its `status` changes;
-//! reason, message and observedGeneration are refreshed in place. The functions here
-//! are pure; the clock is passed in.
+//! reason, message and observedGeneration are refreshed in place ([`set_condition`]).
+
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::api::types::Condition;
-
-/// Condition type: the object is as desired.
-pub const READY: &str = "Ready";
-/// Condition type: the engine is working on the object.
-pub const RECONCILING: &str = "Reconciling";
-/// Condition type: repeated failures; the engine backs off.
-pub const STALLED: &str = "Stalled";
-/// Condition type (VMs): the guest passed its readiness check.
-pub const GUEST_READY: &str = "GuestReady";
-/// Condition type (Workspaces): the files are copied into the VM's current guest.
-pub const SYNCED: &str = "Synced";
-/// Condition type: the object's spec file is invalid; the last good spec is kept.
-pub const SPEC_VALID: &str = "SpecValid";
-
-/// `True`.
-pub const TRUE: &str = "True";
-/// `False`.
-pub const FALSE: &str = "False";
-/// `Unknown`.
-pub const UNKNOWN: &str = "Unknown";
+use strum::{Display, EnumIter, EnumString, IntoStaticStr};
 
 /// Lifecycle phase of an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    EnumIter,
+)]
 pub enum Phase {
     /// Accepted, nothing done yet (or waiting on another object).
     #[default]
@@ -48,39 +47,303 @@ pub enum Phase {
     Ready,
 }
 
-impl Phase {
-    /// The phase's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Creating => "Creating",
-            Phase::Running => "Running",
-            Phase::Stopped => "Stopped",
-            Phase::Failed => "Failed",
-            Phase::Deleting => "Deleting",
-            Phase::Ready => "Ready",
+/// What a condition is about.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    EnumIter,
+)]
+pub enum ConditionType {
+    /// The object is as desired.
+    Ready,
+    /// The engine is working on the object.
+    Reconciling,
+    /// Repeated failures; the engine backs off.
+    Stalled,
+    /// VMs: the guest passed its readiness check.
+    GuestReady,
+    /// Workspaces: the files are copied into the VM's current guest.
+    Synced,
+    /// The object's spec file is invalid; the last good spec is kept.
+    SpecValid,
+}
+
+/// A condition's status.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    EnumIter,
+)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// It does not.
+    False,
+    /// Not known (yet).
+    Unknown,
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
         }
     }
 }
 
+/// Whether an event is routine or worth a look.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    EnumIter,
+)]
+pub enum EventType {
+    /// Routine.
+    Normal,
+    /// Something went wrong or needs attention.
+    Warning,
+}
+
+/// The machine-readable reason of a condition or an event (CamelCase on the wire).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    EnumIter,
+)]
+pub enum Reason {
+    // --- conditions: Ready, Reconciling, Stalled, GuestReady ---
+    /// VM: the VMM runs and its guest is ready.
+    Running,
+    /// VM: the VMM runs; its guest has not passed its readiness check yet.
+    Booting,
+    /// VM: the guest passed its readiness check.
+    GuestUp,
+    /// VM: no VMM runs.
+    NotRunning,
+    /// VM: stopped as desired.
+    Stopped,
+    /// VM: the VMM exited and the restart policy keeps it down.
+    Exited,
+    /// Steps remain.
+    Progressing,
+    /// Nothing left to do.
+    Converged,
+    /// A failure; retried with backoff.
+    Retrying,
+    /// Failures in a row beyond the stall threshold.
+    RepeatedFailures,
+    /// The last reconcile succeeded.
+    Reconciled,
+    /// The spec file is invalid (`SpecValid=False`, and the event).
+    InvalidSpec,
+    /// A Workspace's VM is not running with its guest ready.
+    #[strum(serialize = "WaitingForVM")]
+    #[serde(rename = "WaitingForVM")]
+    WaitingForVm,
+    /// A VM's Image is not resolved yet.
+    WaitingForImage,
+    /// The change rebuilds the root disk and that was not allowed.
+    RecreateBlocked,
+    /// The VMM keeps exiting; the next restart waits.
+    CrashLoopBackOff,
+    /// An Image still used by VMs waits to be deleted.
+    InUse,
+    /// Workspace: copied into its running VM (`Ready`).
+    Synced,
+    /// Workspace: the copy failed.
+    SyncFailed,
+    /// A static address is taken, or no address is left.
+    #[strum(serialize = "IPConflict")]
+    #[serde(rename = "IPConflict")]
+    IpConflict,
+    /// The store failed.
+    StoreError,
+    /// The Image cannot be resolved.
+    ImageUnavailable,
+    /// A runtime step failed.
+    StepFailed,
+    /// A VM's handles could not be saved.
+    HandlesNotSaved,
+    /// Steps succeeded but observation still wants them.
+    NoProgress,
+    // --- events ---
+    /// An object was created by a source.
+    Created,
+    /// An object's spec changed (a new generation).
+    SpecChanged,
+    /// Deletion was requested.
+    Deleting,
+    /// The object is gone, with everything it made.
+    Deleted,
+    /// An Image's files are ready (also its `Ready` reason).
+    Resolved,
+    /// A VMM was launched.
+    Launched,
+    /// A VMM was stopped.
+    ShutDown,
+    /// A root disk was made.
+    DiskPrepared,
+    /// A root disk was removed.
+    DiskRemoved,
+    /// A root disk was grown.
+    DiskGrown,
+    /// A VMM was launched again after it exited.
+    Restarted,
+    /// The phase changed.
+    PhaseChanged,
+    /// A VMM exited on its own.
+    ProcessExited,
+    /// A reconcile failed.
+    ReconcileFailed,
+    /// `banger retry` reset the backoff.
+    RetryRequested,
+    /// A step a dead daemon left unfinished was rolled back.
+    StepRolledBack,
+    /// Rolling back such a step failed.
+    RollbackFailed,
+    /// A Workspace's files were copied into its VM (also its `Synced` reason).
+    Copied,
+    /// A directory object was forgotten (`on-remove: Orphan`).
+    Orphaned,
+    /// A directory object's file is gone and its VM is stopped (`on-remove: Stop`).
+    SourceRemoved,
+    /// The spec file is valid again.
+    SpecValid,
+    /// Two files declare the same object.
+    DuplicateSpec,
+    /// A file declares an object another source owns.
+    SourceConflict,
+}
+
+/// A status condition, Kubernetes style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// What it is about.
+    #[serde(rename = "type")]
+    pub type_: ConditionType,
+    /// Whether it holds.
+    pub status: ConditionStatus,
+    /// Why.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+    /// RFC 3339 time the status last changed.
+    pub last_transition_time: String,
+    /// Generation the condition was computed for.
+    pub observed_generation: i64,
+}
+
 /// A condition to set: type, status, reason, message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConditionUpdate<'a> {
+pub struct ConditionUpdate {
     /// Condition type.
-    pub type_: &'a str,
-    /// `True`, `False`, `Unknown`.
-    pub status: &'a str,
-    /// CamelCase reason.
-    pub reason: &'a str,
-    /// Message.
+    pub type_: ConditionType,
+    /// Its status.
+    pub status: ConditionStatus,
+    /// Its reason.
+    pub reason: Reason,
+    /// Its message.
     pub message: String,
+}
+
+impl ConditionUpdate {
+    /// A condition update.
+    pub fn new(
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
+        ConditionUpdate {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Status of an object as the engine keeps it (the API maps it to its wire view).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    /// The phase.
+    pub phase: Phase,
+    /// Generation last reconciled.
+    pub observed_generation: i64,
+    /// Conditions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// VM: guest IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// VM: hypervisor process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// VM: the hypervisor it runs on (`qemu`, `firecracker`, `simulated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handles: Option<serde_json::Value>,
+}
+
+impl ObjectStatus {
+    /// The condition of this type, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        condition(&self.conditions, type_)
+    }
+
+    /// Whether the condition of this type is `True`.
+    pub fn is_true(&self, type_: ConditionType) -> bool {
+        is_true(&self.conditions, type_)
+    }
 }
 
 /// Sets a condition. `lastTransitionTime` becomes `now` only when the status changes
 /// (or the condition is new). Returns whether anything changed.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
-    update: ConditionUpdate<'_>,
+    update: ConditionUpdate,
     generation: i64,
     now: &str,
 ) -> bool {
@@ -89,16 +352,16 @@ pub fn set_condition(
         if c.status != update.status {
             c.last_transition_time = now.to_string();
         }
-        c.status = update.status.to_string();
-        c.reason = update.reason.to_string();
+        c.status = update.status;
+        c.reason = update.reason;
         c.message = update.message;
         c.observed_generation = generation;
         return *c != before;
     }
     conditions.push(Condition {
-        type_: update.type_.to_string(),
-        status: update.status.to_string(),
-        reason: update.reason.to_string(),
+        type_: update.type_,
+        status: update.status,
+        reason: update.reason,
         message: update.message,
         last_transition_time: now.to_string(),
         observed_generation: generation,
@@ -107,55 +370,67 @@ pub fn set_condition(
 }
 
 /// Removes a condition; returns whether it was there.
-pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) -> bool {
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: ConditionType) -> bool {
     let before = conditions.len();
     conditions.retain(|c| c.type_ != type_);
     before != conditions.len()
 }
 
 /// Finds a condition.
-pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+pub fn condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
 /// Whether a condition is `True`.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    condition(conditions, type_).is_some_and(|c| c.status == TRUE)
-}
-
-/// The current time as RFC 3339 (UTC).
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+pub fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
+    condition(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
+    use strum::IntoEnumIterator;
 
-    fn up<'a>(status: &'a str, reason: &'a str) -> ConditionUpdate<'a> {
-        ConditionUpdate {
-            type_: READY,
-            status,
-            reason,
-            message: reason.to_string(),
-        }
+    fn up(status: ConditionStatus, reason: Reason) -> ConditionUpdate {
+        ConditionUpdate::new(ConditionType::Ready, status, reason, reason.to_string())
     }
 
     #[test]
     fn transition_time_moves_only_on_status_change() {
+        use ConditionStatus::{False, True};
         let mut cs = Vec::new();
-        assert!(set_condition(&mut cs, up(FALSE, "Creating"), 1, "t1"));
-        assert!(set_condition(&mut cs, up(FALSE, "Booting"), 1, "t2"));
+        assert!(set_condition(
+            &mut cs,
+            up(False, Reason::Progressing),
+            1,
+            "t1"
+        ));
+        assert!(set_condition(&mut cs, up(False, Reason::Booting), 1, "t2"));
         assert_eq!(cs[0].last_transition_time, "t1");
-        assert_eq!(cs[0].reason, "Booting");
-        assert!(!set_condition(&mut cs, up(FALSE, "Booting"), 1, "t3"));
-        assert!(set_condition(&mut cs, up(TRUE, "Running"), 2, "t4"));
+        assert_eq!(cs[0].reason, Reason::Booting);
+        assert!(!set_condition(&mut cs, up(False, Reason::Booting), 1, "t3"));
+        assert!(set_condition(&mut cs, up(True, Reason::Running), 2, "t4"));
         assert_eq!(cs[0].last_transition_time, "t4");
         assert_eq!(cs[0].observed_generation, 2);
-        assert!(is_true(&cs, READY));
-        assert!(remove_condition(&mut cs, READY));
+        assert!(is_true(&cs, ConditionType::Ready));
+        assert!(remove_condition(&mut cs, ConditionType::Ready));
         assert!(cs.is_empty());
+    }
+
+    /// The stored text of every reason is its name, and parses back (serde and strum
+    /// agree, including the two acronyms).
+    #[test]
+    fn reasons_round_trip_as_text() {
+        for r in Reason::iter() {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{r}\""));
+            assert_eq!(Reason::from_str(&r.to_string()).unwrap(), r);
+        }
+        assert_eq!(Reason::WaitingForVm.to_string(), "WaitingForVM");
+        assert_eq!(Reason::IpConflict.to_string(), "IPConflict");
+        for p in Phase::iter() {
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+        }
     }
 }

@@ -1,3 +1,6 @@
-//! HTTP/JSON API of the daemon on a Unix socket.
+//! HTTP/JSON API of the daemon on a Unix socket: the routes and handlers
+//! ([`server`]), the wire types the CLI shares ([`types`]) and the mapping of the
+//! engine's typed values to them ([`views`]).
 pub mod server;
 pub mod types;
+pub mod views;

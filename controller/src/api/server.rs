@@ -1,11 +1,12 @@
 //! The daemon's HTTP/1.1 + JSON API on a Unix socket (axum). Documented in
 //! `docs/api.md`.
 //!
-//! Handlers only parse, call the engine's sources or read the store, and answer: reads
-//! take short store transactions and never wait for a reconcile in flight. Every error
-//! is an [`ErrorBody`] with 400, 404, 409, 422 or 500.
+//! Handlers only parse, call the sources or read the store, and answer: reads take
+//! short store transactions (off the async workers) and never wait for a reconcile in
+//! flight. They see the engine only through [`ApiState`]: its [`Control`] (store,
+//! queue, events), the planner's [`Facts`] (for `describe`) and the
+//! [`GarbageCollector`]. Every error is an [`ErrorBody`] with 400, 404, 409, 422 or 500.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,19 +18,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use banger_specs::{Kind, API_VERSION};
+use banger_specs::Kind;
 use serde::Deserialize;
 
 use super::types::{
-    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectMetaView,
-    ObjectView,
+    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectView,
 };
-use crate::gc::{GcOptions, GcReport};
-use crate::objects::{self, ANNOTATION_OWNER};
-use crate::reconciler::Engine;
+use super::views::{event_view, object_view, plan_view, step_view};
+use crate::config::DaemonConfig;
+use crate::control::Control;
+use crate::engine::{Engine, Facts};
+use crate::gc::{GarbageCollector, GcOptions, GcReport};
 use crate::runtime::VmRuntime;
 use crate::sources::{apply, SourceError};
-use crate::store::{StoreError, StoredObject};
+use crate::status::Reason;
+use crate::store::{EventFilter, StoreError, StoredObject};
 
 /// Longest a long poll may wait.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -91,10 +94,37 @@ impl From<SourceError> for ApiError {
     }
 }
 
-type Shared<R> = Arc<Engine<R>>;
+/// What the handlers may use of the daemon.
+pub struct ApiState<R: VmRuntime> {
+    /// Store, queue and event recorder.
+    pub ctl: Control,
+    /// The planner's facts, for `describe`, `diff` and dry runs.
+    pub facts: Facts<R>,
+    /// Garbage collection (`POST /v1/gc`).
+    pub gc: GarbageCollector<R>,
+    /// Where VM directories (console logs) are.
+    pub config: Arc<DaemonConfig>,
+    /// `host` or `simulated`, for `/v1/healthz`.
+    pub runtime_name: &'static str,
+}
+
+impl<R: VmRuntime> ApiState<R> {
+    /// The API's view of an engine.
+    pub fn of(engine: &Engine<R>) -> Self {
+        ApiState {
+            ctl: engine.ctl.clone(),
+            facts: engine.facts.clone(),
+            gc: engine.garbage_collector(),
+            config: engine.config.clone(),
+            runtime_name: engine.runtime.name(),
+        }
+    }
+}
+
+type Shared<R> = Arc<ApiState<R>>;
 
 /// The API's routes.
-pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
+pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
     Router::new()
         .route("/v1/healthz", get(healthz::<R>))
         .route("/v1/apply", post(apply_handler::<R>))
@@ -106,18 +136,18 @@ pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
-        .with_state(engine)
+        .with_state(state)
 }
 
 /// Binds the socket (mode 0660; a stale socket file is replaced, a live one is an
 /// error) and serves until `shutdown` resolves.
 pub async fn serve<R: VmRuntime>(
-    engine: Shared<R>,
+    state: Shared<R>,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = bind(socket).await?;
-    axum::serve(listener, router(engine))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -147,53 +177,23 @@ fn parse_kind(s: &str) -> Result<Kind, ApiError> {
     })
 }
 
-/// Builds the view of a stored object.
-pub fn object_view<R: VmRuntime>(
-    engine: &Engine<R>,
-    o: &StoredObject,
-) -> Result<ObjectView, StoreError> {
-    let meta = o.resource.metadata();
-    let mut annotations: BTreeMap<String, String> = meta.annotations.clone();
-    annotations.insert(ANNOTATION_OWNER.into(), o.owner.label().into());
-    let (status, _) = engine
-        .store
-        .get_status(o.resource.kind(), o.resource.name())?;
-    Ok(ObjectView {
-        api_version: API_VERSION.into(),
-        kind: o.resource.kind(),
-        metadata: ObjectMetaView {
-            name: meta.name.clone(),
-            uid: o.uid.clone(),
-            generation: o.generation,
-            creation_timestamp: o.created.clone(),
-            deletion_timestamp: o.deleting.clone(),
-            labels: meta.labels.clone(),
-            annotations,
-        },
-        spec: objects::spec_json(&o.resource),
-        status,
-    })
-}
-
-async fn healthz<R: VmRuntime>(State(engine): State<Shared<R>>) -> Json<serde_json::Value> {
-    Json(
-        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": engine.runtime.name() }),
-    )
+async fn healthz<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": st.runtime_name }))
 }
 
 async fn apply_handler<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     Json(req): Json<ApplyRequest>,
 ) -> Result<Response, ApiError> {
-    let resp = apply::apply(&engine, &req).await?;
+    let resp = apply::apply(&st.ctl, &st.facts, &req).await?;
     Ok(Json(resp).into_response())
 }
 
 async fn delete_handler<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     Json(req): Json<DeleteRequest>,
 ) -> Result<Response, ApiError> {
-    let resp = apply::delete(&engine, &req).await?;
+    let resp = apply::delete(&st.ctl, &req).await?;
     Ok(Json(resp).into_response())
 }
 
@@ -203,26 +203,28 @@ struct ListQuery {
 }
 
 async fn list<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ObjectList>, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
-    let items = engine
+    let items = st
+        .ctl
         .store
-        .list_objects(kind)?
+        .list_with_status(kind)
+        .await?
         .iter()
-        .map(|o| object_view(&engine, o))
-        .collect::<Result<_, _>>()?;
+        .map(|(o, status)| object_view(o, status))
+        .collect();
     Ok(Json(ObjectList { items }))
 }
 
-fn find<R: VmRuntime>(
-    engine: &Engine<R>,
+async fn find<R: VmRuntime>(
+    st: &ApiState<R>,
     kind: &str,
     name: &str,
 ) -> Result<StoredObject, ApiError> {
     let kind = parse_kind(kind)?;
-    engine.store.get_object(kind, name)?.ok_or_else(|| {
+    st.ctl.store.get_object(kind, name).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "{}/{name} not found",
             kind.as_str().to_ascii_lowercase()
@@ -230,43 +232,63 @@ fn find<R: VmRuntime>(
     })
 }
 
+async fn view_of<R: VmRuntime>(st: &ApiState<R>, o: &StoredObject) -> Result<ObjectView, ApiError> {
+    let (status, _) = st
+        .ctl
+        .store
+        .get_status(o.resource.kind(), o.resource.name())
+        .await?;
+    Ok(object_view(o, &status))
+}
+
 async fn get_one<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     UrlPath((kind, name)): UrlPath<(String, String)>,
 ) -> Result<Json<ObjectView>, ApiError> {
-    let o = find(&engine, &kind, &name)?;
-    Ok(Json(object_view(&engine, &o)?))
+    let o = find(&st, &kind, &name).await?;
+    Ok(Json(view_of(&st, &o).await?))
 }
 
 async fn describe<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     UrlPath((kind, name)): UrlPath<(String, String)>,
 ) -> Result<Json<DescribeView>, ApiError> {
-    let o = find(&engine, &kind, &name)?;
-    let plan = apply::plan_for(&engine, Some(&o), &o.resource, false).await?;
+    let o = find(&st, &kind, &name).await?;
+    let plan = st.facts.preview(Some(&o), &o.resource, false).await?;
+    let store = &st.ctl.store;
     Ok(Json(DescribeView {
-        object: object_view(&engine, &o)?,
-        steps: engine.store.journal_for(&o.uid, 20)?,
-        events: engine
-            .store
-            .recent_events(o.resource.kind(), o.resource.name(), 20)?,
-        plan: apply::plan_view(&plan),
+        object: view_of(&st, &o).await?,
+        steps: store
+            .journal_for(&o.uid, 20)
+            .await?
+            .iter()
+            .map(step_view)
+            .collect(),
+        events: store
+            .recent_events(o.resource.kind(), o.resource.name(), 20)
+            .await?
+            .iter()
+            .map(event_view)
+            .collect(),
+        plan: plan_view(&plan),
     }))
 }
 
 async fn retry<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     UrlPath((kind, name)): UrlPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let o = find(&engine, &kind, &name)?;
-    engine.queue.retry_now(o.resource.key());
-    engine.event(
-        o.resource.kind(),
-        o.resource.name(),
-        "Normal",
-        "RetryRequested",
-        "banger retry: backoff reset",
-    );
+    let o = find(&st, &kind, &name).await?;
+    st.ctl.queue.retry_now(o.resource.key());
+    st.ctl
+        .events
+        .normal(
+            o.resource.kind(),
+            o.resource.name(),
+            Reason::RetryRequested,
+            "banger retry: backoff reset",
+        )
+        .await;
     Ok(Json(serde_json::json!({ "queued": true })))
 }
 
@@ -280,14 +302,14 @@ struct GcQuery {
 }
 
 async fn gc_handler<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     Query(q): Query<GcQuery>,
 ) -> Result<Json<GcReport>, ApiError> {
     let options = GcOptions {
         dry_run: q.dry_run,
         include_orphans: q.include_orphans,
     };
-    Ok(Json(engine.collect_garbage(options).await?))
+    Ok(Json(st.gc.collect_garbage(options).await?))
 }
 
 #[derive(Deserialize)]
@@ -302,7 +324,7 @@ struct EventsQuery {
 }
 
 async fn events<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
@@ -310,16 +332,20 @@ async fn events<R: VmRuntime>(
         return Err(ApiError::bad_request("name needs kind"));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
-    let mut rx = engine.subscribe_events();
+    let mut rx = st.ctl.events.subscribe();
+    let filter = EventFilter {
+        kind,
+        name: q.name.clone(),
+    };
     loop {
         rx.borrow_and_update();
-        let object = match (kind, q.name.as_deref()) {
-            (Some(k), Some(n)) => Some((k, n)),
-            _ => None,
-        };
-        let list = engine.store.list_events(object, kind, q.after, 1000)?;
+        let list = st
+            .ctl
+            .store
+            .list_events(filter.clone(), q.after, 1000)
+            .await?;
         if !list.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(list));
+            return Ok(Json(list.iter().map(event_view).collect()));
         }
         if tokio::time::timeout_at(deadline, rx.changed())
             .await
@@ -356,15 +382,20 @@ fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
 }
 
 async fn logs<R: VmRuntime>(
-    State(engine): State<Shared<R>>,
+    State(st): State<Shared<R>>,
     UrlPath(name): UrlPath<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let o = find(&engine, "vms", &name)?;
-    let path = engine.config.vm_dir(&o.uid).join("console.log");
+    let o = find(&st, "vms", &name).await?;
+    let path = st.config.vm_dir(&o.uid).join("console.log");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
     loop {
-        let (bytes, next) = read_from(&path, q.offset).map_err(|e| {
+        let read_path = path.clone();
+        let offset = q.offset;
+        let read = tokio::task::spawn_blocking(move || read_from(&read_path, offset))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let (bytes, next) = read.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -3,7 +3,7 @@
 //! A driver turns a [`LaunchSpec`] (everything needed to boot one VM, already prepared
 //! by the host plumbing: disk, tap, kernel command line) into a running VMM process
 //! that outlives the daemon, probes it, and shuts it down. Drivers never touch the
-//! store; the reconciler records what they return ([`VmmProcess`]) in the VM's handles.
+//! store; the engine records what they return ([`VmmProcess`]) in the VM's handles.
 //!
 //! Adding a hypervisor means one new module and one arm in [`Driver`].
 

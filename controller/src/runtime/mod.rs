@@ -1,6 +1,6 @@
 //! The runtime port: everything a reconcile needs from the host, and nothing more.
 //!
-//! The engine ([`crate::reconciler`]) is written against the [`VmRuntime`] trait only.
+//! The engine ([`crate::engine`]) is written against the [`VmRuntime`] trait only.
 //! Two adapters exist: the real [`host::HostRuntime`] (disks, taps, NAT, hypervisor
 //! drivers) and [`simulated::SimulatedRuntime`], an in-memory
 //! stand-in used **only** by engine tests and benchmarks (`banger daemon --simulate`).
@@ -319,8 +319,25 @@ pub struct ObservedTap {
 }
 
 /// One side-effecting step on the host for one VM. Every step is idempotent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Its kebab-case name (`prepare-disk`) is what the journal records and `describe`
+/// shows; [`VmStep::name`] and parsing (`VmStep::from_str`) come from one derived
+/// mapping, so every step round-trips, and `VmStep::iter()` (strum) lists them all.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum VmStep {
     /// Create `<vm_dir>`.
     EnsureVmDir,
@@ -349,24 +366,7 @@ pub enum VmStep {
 impl VmStep {
     /// The step's kebab-case name, as journaled and shown by `describe`.
     pub fn name(self) -> &'static str {
-        match self {
-            VmStep::EnsureVmDir => "ensure-vm-dir",
-            VmStep::PrepareDisk => "prepare-disk",
-            VmStep::GrowDisk => "grow-disk",
-            VmStep::EnsureTap => "ensure-tap",
-            VmStep::EnsureNat => "ensure-nat",
-            VmStep::Launch => "launch",
-            VmStep::Shutdown => "shutdown",
-            VmStep::RemoveNat => "remove-nat",
-            VmStep::RemoveTap => "remove-tap",
-            VmStep::RemoveDisk => "remove-disk",
-            VmStep::RemoveVmDir => "remove-vm-dir",
-        }
-    }
-
-    /// Parses [`Self::name`].
-    pub fn from_name(s: &str) -> Option<VmStep> {
-        ALL_STEPS.into_iter().find(|st| st.name() == s)
+        self.into()
     }
 
     /// The step that undoes an interrupted run of this one, when a retry cannot simply
@@ -375,24 +375,18 @@ impl VmStep {
         match self {
             VmStep::PrepareDisk => Some(VmStep::RemoveDisk),
             VmStep::Launch => Some(VmStep::Shutdown),
-            _ => None,
+            VmStep::EnsureVmDir
+            | VmStep::GrowDisk
+            | VmStep::EnsureTap
+            | VmStep::EnsureNat
+            | VmStep::Shutdown
+            | VmStep::RemoveNat
+            | VmStep::RemoveTap
+            | VmStep::RemoveDisk
+            | VmStep::RemoveVmDir => None,
         }
     }
 }
-
-const ALL_STEPS: [VmStep; 11] = [
-    VmStep::EnsureVmDir,
-    VmStep::PrepareDisk,
-    VmStep::GrowDisk,
-    VmStep::EnsureTap,
-    VmStep::EnsureNat,
-    VmStep::Launch,
-    VmStep::Shutdown,
-    VmStep::RemoveNat,
-    VmStep::RemoveTap,
-    VmStep::RemoveDisk,
-    VmStep::RemoveVmDir,
-];
 
 /// What kind of host object a [`Garbage`] item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

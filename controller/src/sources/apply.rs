@@ -16,14 +16,14 @@ use banger_specs::{LoadedObject, ObjectKey, Problem, Resource, Severity};
 use super::{upsert, SourceError};
 use crate::api::types::{
     ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ObjectRef,
-    PlannedStepView, SourceFile,
+    SourceFile,
 };
+use crate::api::views::plan_view;
+use crate::control::Control;
+use crate::engine::Facts;
 use crate::objects::{self, Owner};
-use crate::planner::{self, ImageFacts, Plan, WorkspaceFacts};
-use crate::reconciler::Engine;
+use crate::planner::{self, Plan};
 use crate::runtime::VmRuntime;
-use crate::status::Phase;
-use crate::store::StoredObject;
 
 /// Parses request files; errors make the whole request invalid.
 pub fn parse_files(
@@ -63,123 +63,35 @@ fn normalised_path_set(req: &ApplyRequest) -> Vec<String> {
     set.into_iter().collect()
 }
 
-/// A plan as the API shows it; a blocked plan ends with a `blocked` pseudo-step whose
-/// reason is `Reason: message`.
-pub fn plan_view(plan: &Plan) -> Vec<PlannedStepView> {
-    plan.steps
-        .iter()
-        .map(|s| PlannedStepView {
-            step: s.action.name().into(),
-            change_class: s.class.as_str().into(),
-            reason: s.reason.clone(),
-        })
-        .chain(plan.blocked.iter().map(|b| PlannedStepView {
-            step: "blocked".into(),
-            change_class: "none".into(),
-            reason: format!("{}: {}", b.reason(), b.message()),
-        }))
-        .collect()
-}
-
-/// The plan an object would get if `resource` were its spec now.
-pub async fn plan_for<R: VmRuntime>(
-    engine: &Engine<R>,
-    existing: Option<&StoredObject>,
-    resource: &Resource,
-    allow_recreate: bool,
-) -> Result<Plan, SourceError> {
-    let generation = existing.map_or(1, |e| {
-        e.generation + i64::from(e.hash != objects::spec_hash(resource))
-    });
-    let obj = match existing {
-        Some(e) => StoredObject {
-            resource: resource.clone(),
-            generation,
-            ..e.clone()
-        },
-        None => StoredObject {
-            uid: objects::new_uid(),
-            generation,
-            resource: resource.clone(),
-            hash: objects::spec_hash(resource),
-            owner: Owner::Cli { path_set: vec![] },
-            allow_recreate,
-            created: String::new(),
-            deleting: None,
-        },
-    };
-    Ok(match resource {
-        Resource::Vm(vm) => engine.plan_vm_now(&obj, &vm.spec, allow_recreate).await?,
-        Resource::Image(_) => {
-            let internal = match existing {
-                Some(_) => engine.store.get_status(resource.kind(), resource.name())?.1,
-                None => Default::default(),
-            };
-            planner::plan_image(&ImageFacts {
-                deleting: obj.deleting.is_some(),
-                resolved_generation: internal.resolved_generation,
-                generation,
-                used_by: vec![],
-                files_present: match &internal.resolved {
-                    Some(r) => engine.runtime.image_present(r).await,
-                    None => false,
-                },
-            })
-        }
-        Resource::Workspace(ws) => {
-            let vm_running = engine
-                .store
-                .get_status(banger_specs::Kind::Vm, &ws.spec.vm)?
-                .0
-                .phase
-                == Phase::Running.as_str();
-            let bound = match existing {
-                Some(_) => {
-                    engine
-                        .store
-                        .get_status(resource.kind(), resource.name())?
-                        .1
-                        .bound_generation
-                        == Some(generation)
-                }
-                None => false,
-            };
-            planner::plan_workspace(&WorkspaceFacts {
-                deleting: obj.deleting.is_some(),
-                vm: ws.spec.vm.clone(),
-                vm_running,
-                bound,
-            })
-        }
-    })
-}
-
 /// The keys of every stored object: what spec files may refer to besides each other.
-fn known_keys<R: VmRuntime>(engine: &Engine<R>) -> Result<Vec<ObjectKey>, SourceError> {
-    Ok(engine
+async fn known_keys(ctl: &Control) -> Result<Vec<ObjectKey>, SourceError> {
+    Ok(ctl
         .store
-        .list_objects(None)?
+        .list_objects(None)
+        .await?
         .iter()
         .map(|o| o.resource.key())
         .collect())
 }
 
-/// `POST /v1/apply`.
+/// `POST /v1/apply`. `facts` computes each object's plan (the same facts the engine
+/// plans from).
 pub async fn apply<R: VmRuntime>(
-    engine: &Engine<R>,
+    ctl: &Control,
+    facts: &Facts<R>,
     req: &ApplyRequest,
 ) -> Result<ApplyResponse, SourceError> {
-    let known = known_keys(engine)?;
+    let known = known_keys(ctl).await?;
     let (mut loaded, warnings) = parse_files(&req.files, &known)?;
     loaded.sort_by_key(|o| planner::kind_order(o.resource.kind(), false));
     let path_set = normalised_path_set(req);
-    let _guard = engine.source_lock.lock().await;
+    let _guard = ctl.sources_lock.lock().await;
 
     // Check everything before changing anything.
     let mut existing = BTreeMap::new();
     for o in &loaded {
         let key = o.resource.key();
-        if let Some(e) = engine.store.get_object(key.kind, &key.name)? {
+        if let Some(e) = ctl.store.get_object(key.kind, &key.name).await? {
             if e.deleting.is_some() {
                 return Err(SourceError::Conflict(format!(
                     "{key} is being deleted; wait for it to go, then apply again"
@@ -198,7 +110,7 @@ pub async fn apply<R: VmRuntime>(
     let wanted: BTreeSet<ObjectKey> = loaded.iter().map(|o| o.resource.key()).collect();
     let mut prune = Vec::new();
     if req.prune {
-        for o in engine.store.list_objects(None)? {
+        for o in ctl.store.list_objects(None).await? {
             let key = o.resource.key();
             if o.deleting.is_none()
                 && !wanted.contains(&key)
@@ -217,7 +129,7 @@ pub async fn apply<R: VmRuntime>(
     for o in &loaded {
         let key = o.resource.key();
         let old = existing.get(&key);
-        let plan = plan_for(engine, old, &o.resource, req.allow_recreate).await?;
+        let plan = facts.preview(old, &o.resource, req.allow_recreate).await?;
         let (action, changes) = if req.dry_run {
             match old {
                 None => (ApplyAction::Created, Vec::new()),
@@ -231,13 +143,14 @@ pub async fn apply<R: VmRuntime>(
             }
         } else {
             upsert(
-                engine,
+                ctl,
                 &o.resource,
                 Owner::Cli {
                     path_set: path_set.clone(),
                 },
                 req.allow_recreate,
-            )?
+            )
+            .await?
         };
         items.push(ApplyItem {
             kind: key.kind,
@@ -252,16 +165,11 @@ pub async fn apply<R: VmRuntime>(
         let mut deleting = o.clone();
         deleting.deleting = Some(String::new());
         let plan = match &o.resource {
-            Resource::Vm(vm) => engine.plan_vm_now(&deleting, &vm.spec, false).await?,
-            _ => Plan::default(),
+            Resource::Vm(_) => facts.preview(Some(&deleting), &o.resource, false).await?,
+            Resource::Image(_) | Resource::Workspace(_) => Plan::default(),
         };
         if !req.dry_run {
-            super::delete(
-                engine,
-                key.kind,
-                &key.name,
-                "pruned by banger apply --prune",
-            )?;
+            super::delete(ctl, key.kind, &key.name, "pruned by banger apply --prune").await?;
         }
         items.push(ApplyItem {
             kind: key.kind,
@@ -275,13 +183,10 @@ pub async fn apply<R: VmRuntime>(
 }
 
 /// `POST /v1/delete`.
-pub async fn delete<R: VmRuntime>(
-    engine: &Engine<R>,
-    req: &DeleteRequest,
-) -> Result<DeleteResponse, SourceError> {
+pub async fn delete(ctl: &Control, req: &DeleteRequest) -> Result<DeleteResponse, SourceError> {
     let mut refs: Vec<ObjectRef> = req.objects.clone();
     if !req.files.is_empty() {
-        let known = known_keys(engine)?;
+        let known = known_keys(ctl).await?;
         let (loaded, _) = parse_files(&req.files, &known)?;
         refs.extend(loaded.iter().map(|o| ObjectRef {
             kind: o.resource.kind(),
@@ -290,11 +195,11 @@ pub async fn delete<R: VmRuntime>(
     }
     refs.sort_by_key(|r| (planner::kind_order(r.kind, true), r.name.clone()));
     refs.dedup();
-    let _guard = engine.source_lock.lock().await;
+    let _guard = ctl.sources_lock.lock().await;
     let mut deleted = Vec::new();
     let mut not_found = Vec::new();
     for r in refs {
-        if super::delete(engine, r.kind, &r.name, "deleted by banger delete")? {
+        if super::delete(ctl, r.kind, &r.name, "deleted by banger delete").await? {
             deleted.push(r);
         } else {
             not_found.push(r);

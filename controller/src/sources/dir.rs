@@ -24,9 +24,9 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::upsert;
+use crate::control::Control;
 use crate::objects::{self, OnRemove, Owner};
-use crate::reconciler::Engine;
-use crate::runtime::VmRuntime;
+use crate::status::Reason;
 use crate::store::StoreError;
 
 /// Deepest directory level scanned.
@@ -121,16 +121,12 @@ impl DirSource {
     }
 
     /// Makes the store match a scan of the directory.
-    pub async fn sync<R: VmRuntime>(
-        &self,
-        engine: &Engine<R>,
-        scan: &DirScan,
-    ) -> Result<SyncReport, StoreError> {
-        let _guard = engine.source_lock.lock().await;
+    pub async fn sync(&self, ctl: &Control, scan: &DirScan) -> Result<SyncReport, StoreError> {
+        let _guard = ctl.sources_lock.lock().await;
         let mut report = SyncReport::default();
         let mut claimed: BTreeMap<ObjectKey, String> = BTreeMap::new();
         let mut invalid: BTreeMap<ObjectKey, String> = BTreeMap::new();
-        let all = engine.store.list_objects(None)?;
+        let all = ctl.store.list_objects(None).await?;
 
         for file in &scan.files {
             let first_error = file.problems.iter().find(|p| p.severity == Severity::Error);
@@ -164,7 +160,9 @@ impl DirSource {
                             "{key} is declared in both {first} and {}; the first wins",
                             file.file
                         );
-                        engine.event(key.kind, &key.name, "Warning", "DuplicateSpec", &msg);
+                        ctl.events
+                            .warning(key.kind, &key.name, Reason::DuplicateSpec, msg)
+                            .await;
                     }
                     continue;
                 }
@@ -174,8 +172,10 @@ impl DirSource {
                         report.conflicts += 1;
                         if self.first_report(&key, &file.file) {
                             let msg = format!("{}:{} declares {key}, which banger apply owns; the file is ignored for it (apply --force from the file to move it, or delete it first)", lo.origin.file, lo.origin.line);
-                            engine.event(key.kind, &key.name, "Warning", "SourceConflict", &msg);
                             tracing::warn!("{msg}");
+                            ctl.events
+                                .warning(key.kind, &key.name, Reason::SourceConflict, msg)
+                                .await;
                         }
                         continue;
                     }
@@ -187,17 +187,18 @@ impl DirSource {
                 }
                 claimed.insert(key.clone(), file.file.clone());
                 let (action, _) = upsert(
-                    engine,
+                    ctl,
                     &lo.resource,
                     Owner::SpecsDir {
                         file: file.file.clone(),
                     },
                     false,
-                )?;
+                )
+                .await?;
                 if action != crate::api::types::ApplyAction::Unchanged {
                     report.applied += 1;
                 }
-                self.clear_invalid(engine, &key)?;
+                self.clear_invalid(ctl, &key).await?;
             }
         }
 
@@ -206,20 +207,21 @@ impl DirSource {
                 continue;
             }
             report.kept_invalid += 1;
-            let (view, mut internal) = engine.store.get_status(key.kind, &key.name)?;
+            let (status, mut internal) = ctl.store.get_status(key.kind, &key.name).await?;
             if internal.invalid_spec.as_deref() != Some(problem.as_str()) {
                 internal.invalid_spec = Some(problem.clone());
-                engine
-                    .store
-                    .put_status(key.kind, &key.name, &view, &internal)?;
-                engine.event(
-                    key.kind,
-                    &key.name,
-                    "Warning",
-                    "InvalidSpec",
-                    &format!("{problem}; keeping the last good spec"),
-                );
-                engine.queue.add(key.clone());
+                ctl.store
+                    .put_status(key.kind, &key.name, status, internal)
+                    .await?;
+                ctl.events
+                    .warning(
+                        key.kind,
+                        &key.name,
+                        Reason::InvalidSpec,
+                        format!("{problem}; keeping the last good spec"),
+                    )
+                    .await;
+                ctl.queue.add(key.clone());
             }
         }
 
@@ -234,16 +236,17 @@ impl DirSource {
             match objects::on_remove(&o.resource) {
                 OnRemove::Delete => {
                     super::delete(
-                        engine,
+                        ctl,
                         key.kind,
                         &key.name,
                         &format!("{file} no longer declares it"),
-                    )?;
+                    )
+                    .await?;
                     report.deleted += 1;
                 }
                 OnRemove::Orphan => {
-                    engine.store.remove_object(key.kind, &key.name, &o.uid)?;
-                    engine.event(key.kind, &key.name, "Normal", "Orphaned", &format!("{file} no longer declares it; forgotten, its host objects are left running (uid {})", o.uid));
+                    ctl.store.remove_object(key.kind, &key.name, &o.uid).await?;
+                    ctl.events.normal(key.kind, &key.name, Reason::Orphaned, format!("{file} no longer declares it; forgotten, its host objects are left running (uid {})", o.uid)).await;
                     report.orphaned += 1;
                 }
                 OnRemove::Stop => {
@@ -252,20 +255,22 @@ impl DirSource {
                             let mut stopped = vm.clone();
                             stopped.spec.state = PowerState::Stopped;
                             upsert(
-                                engine,
+                                ctl,
                                 &Resource::Vm(stopped),
                                 o.owner.clone(),
                                 o.allow_recreate,
-                            )?;
-                            engine.event(
-                                key.kind,
-                                &key.name,
-                                "Normal",
-                                "SourceRemoved",
-                                &format!(
-                                    "{file} no longer declares it; stopping it (on-remove: Stop)"
-                                ),
-                            );
+                            )
+                            .await?;
+                            ctl.events
+                                .normal(
+                                    key.kind,
+                                    &key.name,
+                                    Reason::SourceRemoved,
+                                    format!(
+                                        "{file} no longer declares it; stopping it (on-remove: Stop)"
+                                    ),
+                                )
+                                .await;
                             report.stopped += 1;
                         }
                     }
@@ -282,30 +287,27 @@ impl DirSource {
             .insert((key.clone(), file.to_string()))
     }
 
-    fn clear_invalid<R: VmRuntime>(
-        &self,
-        engine: &Engine<R>,
-        key: &ObjectKey,
-    ) -> Result<(), StoreError> {
-        let (view, mut internal) = engine.store.get_status(key.kind, &key.name)?;
+    async fn clear_invalid(&self, ctl: &Control, key: &ObjectKey) -> Result<(), StoreError> {
+        let (status, mut internal) = ctl.store.get_status(key.kind, &key.name).await?;
         if internal.invalid_spec.take().is_some() {
-            engine
-                .store
-                .put_status(key.kind, &key.name, &view, &internal)?;
-            engine.event(
-                key.kind,
-                &key.name,
-                "Normal",
-                "SpecValid",
-                "the spec file is valid again",
-            );
-            engine.queue.add(key.clone());
+            ctl.store
+                .put_status(key.kind, &key.name, status, internal)
+                .await?;
+            ctl.events
+                .normal(
+                    key.kind,
+                    &key.name,
+                    Reason::SpecValid,
+                    "the spec file is valid again",
+                )
+                .await;
+            ctl.queue.add(key.clone());
         }
         Ok(())
     }
 
     /// Rescans and syncs, logging the outcome.
-    pub async fn rescan<R: VmRuntime>(&self, engine: &Engine<R>, dir: &Path) {
+    pub async fn rescan(&self, ctl: &Control, dir: &Path) {
         let dir2 = dir.to_path_buf();
         let scan = match tokio::task::spawn_blocking(move || scan(&dir2)).await {
             Ok(s) => s,
@@ -314,7 +316,7 @@ impl DirSource {
                 return;
             }
         };
-        match self.sync(engine, &scan).await {
+        match self.sync(ctl, &scan).await {
             Ok(r) => tracing::debug!(?r, dir = %dir.display(), "specs directory synced"),
             Err(e) => {
                 tracing::warn!(error = %e, dir = %dir.display(), "syncing the specs directory")
@@ -324,10 +326,11 @@ impl DirSource {
 
     /// Watches `dir` until `stop` resolves: a rescan at start, then one after each
     /// debounced burst of file events. (Periodic resync rescans are the daemon's.)
-    pub async fn watch<R: VmRuntime>(
+    pub async fn watch(
         &self,
-        engine: &Engine<R>,
+        ctl: &Control,
         dir: PathBuf,
+        debounce: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), notify::Error> {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
@@ -347,7 +350,7 @@ impl DirSource {
                 }
             })?;
         watcher.watch(&dir, RecursiveMode::Recursive)?;
-        self.rescan(engine, &dir).await;
+        self.rescan(ctl, &dir).await;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -356,12 +359,12 @@ impl DirSource {
             }
             let burst_end = tokio::time::Instant::now() + MAX_BURST;
             loop {
-                match tokio::time::timeout(engine.config.debounce, rx.recv()).await {
+                match tokio::time::timeout(debounce, rx.recv()).await {
                     Ok(Some(())) if tokio::time::Instant::now() < burst_end => continue,
                     _ => break,
                 }
             }
-            self.rescan(engine, &dir).await;
+            self.rescan(ctl, &dir).await;
         }
     }
 }

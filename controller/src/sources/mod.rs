@@ -3,17 +3,18 @@
 //!
 //! Every object records its owner ([`Owner`]). A source never overwrites an object the
 //! other owns: the CLI gets a conflict (409) unless it passes `--force`, the directory
-//! records a `SourceConflict` warning event. Both sources write through [`upsert`],
+//! records a `SourceConflict` warning event. Both sources write through `upsert`,
 //! which moves `metadata.generation` only when the canonical spec hash changes, and
 //! both queue the objects they touch; neither waits for a reconcile.
 
 use banger_specs::{Kind, Resource};
 
 use crate::api::types::ApplyAction;
+use crate::clock::now_rfc3339;
+use crate::control::Control;
+use crate::ids::new_uid;
 use crate::objects::{self, Owner};
-use crate::reconciler::Engine;
-use crate::runtime::VmRuntime;
-use crate::status::now_rfc3339;
+use crate::status::Reason;
 use crate::store::{StoreError, StoredObject};
 
 pub mod apply;
@@ -40,21 +41,21 @@ pub enum SourceError {
 
 /// Inserts or updates an object from a source. Returns what happened and the field
 /// changes. The caller has checked ownership. Queues the object.
-pub(crate) fn upsert<R: VmRuntime>(
-    engine: &Engine<R>,
+pub(crate) async fn upsert(
+    ctl: &Control,
     resource: &Resource,
     owner: Owner,
     allow_recreate: bool,
 ) -> Result<(ApplyAction, Vec<String>), StoreError> {
     let key = resource.key();
     let hash = objects::spec_hash(resource);
-    let existing = engine.store.get_object(key.kind, &key.name)?;
+    let existing = ctl.store.get_object(key.kind, &key.name).await?;
     let (action, changes, stored) = match existing {
         None => (
             ApplyAction::Created,
             Vec::new(),
             StoredObject {
-                uid: objects::new_uid(),
+                uid: new_uid(),
                 generation: 1,
                 resource: resource.clone(),
                 hash,
@@ -94,48 +95,50 @@ pub(crate) fn upsert<R: VmRuntime>(
             )
         }
     };
-    engine.store.put_object(&stored)?;
+    let (generation, owner) = (stored.generation, stored.owner.describe());
+    ctl.store.put_object(stored).await?;
     match action {
-        ApplyAction::Created => engine.event(
-            key.kind,
-            &key.name,
-            "Normal",
-            "Created",
-            &format!("created by {}", stored.owner.describe()),
-        ),
-        ApplyAction::Configured => engine.event(
-            key.kind,
-            &key.name,
-            "Normal",
-            "SpecChanged",
-            &format!(
-                "generation {} by {}: {}",
-                stored.generation,
-                stored.owner.describe(),
-                changes.join("; ")
-            ),
-        ),
-        _ => {}
+        ApplyAction::Created => {
+            ctl.events
+                .normal(
+                    key.kind,
+                    &key.name,
+                    Reason::Created,
+                    format!("created by {owner}"),
+                )
+                .await
+        }
+        ApplyAction::Configured => {
+            ctl.events
+                .normal(
+                    key.kind,
+                    &key.name,
+                    Reason::SpecChanged,
+                    format!("generation {generation} by {owner}: {}", changes.join("; ")),
+                )
+                .await
+        }
+        ApplyAction::Unchanged | ApplyAction::Pruned => {}
     }
     // New desired state: retry at once, whatever the backoff of earlier failures.
-    engine.queue.retry_now(key);
+    ctl.queue.retry_now(key);
     Ok((action, changes))
 }
 
 /// Marks an object deleting and queues it. Returns false when it does not exist.
-pub(crate) fn delete<R: VmRuntime>(
-    engine: &Engine<R>,
+pub(crate) async fn delete(
+    ctl: &Control,
     kind: Kind,
     name: &str,
     why: &str,
 ) -> Result<bool, StoreError> {
-    let Some(obj) = engine.store.get_object(kind, name)? else {
+    let Some(obj) = ctl.store.get_object(kind, name).await? else {
         return Ok(false);
     };
     if obj.deleting.is_none() {
-        engine.store.mark_deleting(kind, name)?;
-        engine.event(kind, name, "Normal", "Deleting", why);
+        ctl.store.mark_deleting(kind, name).await?;
+        ctl.events.normal(kind, name, Reason::Deleting, why).await;
     }
-    engine.queue.add(obj.resource.key());
+    ctl.queue.add(obj.resource.key());
     Ok(true)
 }

@@ -1,30 +1,49 @@
 //! The engine's durable state in SQLite (rusqlite, bundled): objects, status, events,
 //! the step journal, IP leases and a mirror of each VM's handles.
 //!
-//! One connection in WAL mode behind a mutex. Every method is one short transaction and
-//! never blocks on anything but the database, so API reads never wait for a reconcile
-//! in flight (a reconcile holds no store lock across its steps). Schema changes are
-//! migrations numbered by SQLite's `user_version` ([`schema::MIGRATIONS`]).
+//! Two layers:
+//! - [`Database`]: one connection in WAL mode behind a mutex; every method is one short
+//!   transaction and blocks its caller on the database (never on anything else).
+//! - [`Store`]: what async code uses. Each call runs on tokio's blocking pool
+//!   ([`Store::run`]), so SQLite never blocks an async worker; several reads that
+//!   belong together can share one trip ([`Store::run`] with a closure).
+//!
+//! API reads never wait for a reconcile in flight (a reconcile holds no store lock
+//! across its steps). Schema changes are migrations numbered by SQLite's
+//! `user_version` ([`schema::MIGRATIONS`]). The text of every typed value (phases,
+//! reasons, event types, journal outcomes) is its name, so the database stays readable
+//! with the `sqlite3` shell.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use banger_specs::{Kind, Resource};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::api::types::{EventView, StatusView, StepRecordView};
-use crate::objects::{self, Owner};
+use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
+use crate::objects::Owner;
 use crate::runtime::{ResolvedImage, VmHandles};
-use crate::status::now_rfc3339;
+use crate::status::{EventType, ObjectStatus, Reason};
 
+mod database;
 pub mod schema;
+
+pub use database::{gateway_of, Database};
 
 /// A store error, with the operation it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The blocking task running a store call died (panicked or was cancelled).
+    #[error("store {path}: {operation}: the blocking task failed: {message}")]
+    Task {
+        /// Database file.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// What happened to the task.
+        message: String,
+    },
     /// SQLite failed.
     #[error("store {path}: {operation}: {source}")]
     Sqlite {
@@ -98,9 +117,6 @@ pub struct InternalState {
     /// VM: unix seconds of recent restarts after exits (crash-loop detection).
     #[serde(default)]
     pub restarts: Vec<i64>,
-    /// Workspace: bound for this generation.
-    #[serde(default)]
-    pub bound_generation: Option<i64>,
     /// Spec file problem (invalid directory file): shown as `SpecValid=False`.
     #[serde(default)]
     pub invalid_spec: Option<String>,
@@ -128,596 +144,237 @@ pub struct WorkspaceSynced {
     pub at: String,
 }
 
-/// One journal row.
+/// An event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalRow {
-    /// Row id.
+pub struct Event {
+    /// Monotonic id (for `--follow`).
     pub id: i64,
-    /// Object uid.
-    pub uid: String,
-    /// Object kind.
+    /// RFC 3339 time.
+    pub time: String,
+    /// Kind of the object.
     pub kind: Kind,
-    /// Object name.
+    /// Name of the object.
     pub name: String,
-    /// Step name.
-    pub step: String,
-    /// `running`, `done`, `failed`, `rolled-back`, `resumed`.
-    pub outcome: String,
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// Why.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
 }
 
-/// The database.
+/// The store as async code uses it: a cheap handle (clone it freely) whose calls run
+/// on tokio's blocking pool. See the module docs.
+#[derive(Clone)]
 pub struct Store {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    db: Arc<Database>,
 }
-
-fn kind_str(kind: Kind) -> &'static str {
-    kind.as_str()
-}
-
-fn kind_parse(s: &str) -> Option<Kind> {
-    Kind::ALL.into_iter().find(|k| k.as_str() == s)
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-type Row = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    Option<String>,
-);
 
 impl Store {
-    /// Opens (creating if needed) the database file, enables WAL and migrates.
+    /// Opens (creating if needed) the database file, enables WAL and migrates. Blocks:
+    /// call it before serving, or through `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |operation| {
-            move |source| StoreError::Sqlite {
-                path: path.to_path_buf(),
-                operation,
-                source,
-            }
-        };
-        let conn = Connection::open(path).map_err(err("open"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err("enable WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err("enable foreign keys"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err("set busy timeout"))?;
-        let store = Store {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-        };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable: SQLite rolls back
-        // an unfinished transaction when the Transaction is dropped.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn sql(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            operation,
-            source,
-        }
-    }
-
-    fn corrupt(&self, operation: &'static str, message: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            operation,
-            message,
-        }
-    }
-
-    /// The schema version the database is at.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(self.sql("read user_version"))
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(self.sql("read user_version"))?;
-        for (i, sql) in schema::MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(0))
-        {
-            let tx = conn.transaction().map_err(self.sql("begin migration"))?;
-            tx.execute_batch(sql).map_err(self.sql("migrate"))?;
-            tx.pragma_update(None, "user_version", i + 1)
-                .map_err(self.sql("set user_version"))?;
-            tx.commit().map_err(self.sql("commit migration"))?;
-        }
-        Ok(())
-    }
-
-    fn row_to_object(&self, r: Row) -> Result<StoredObject, StoreError> {
-        let (kind, _name, uid, generation, document, hash, owner, allow, created, deleting) = r;
-        let kind = kind_parse(&kind)
-            .ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
-        let resource = objects::document_from_json(kind, &document)
-            .map_err(|e| self.corrupt("read object", e.to_string()))?;
-        let owner: Owner =
-            serde_json::from_str(&owner).map_err(|e| self.corrupt("read owner", e.to_string()))?;
-        Ok(StoredObject {
-            uid,
-            generation,
-            resource,
-            hash,
-            owner,
-            allow_recreate: allow != 0,
-            created,
-            deleting,
+        Ok(Store {
+            db: Arc::new(Database::open(path)?),
         })
     }
 
-    const OBJECT_COLUMNS: &'static str =
-        "kind, name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
+    /// The synchronous database, for callers that are not async (tests, tools, code
+    /// already on the blocking pool). Never call it from an async task of the daemon.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
 
-    fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get(8)?,
-            r.get(9)?,
-        ))
+    /// Runs `f` on the blocking pool with the database: one trip for several calls.
+    pub async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        match tokio::task::spawn_blocking(move || f(&db)).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Task {
+                path: self.db.path().to_path_buf(),
+                operation,
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// One object.
-    pub fn get_object(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {} FROM objects WHERE kind = ?1 AND name = ?2",
-                    Self::OBJECT_COLUMNS
-                ),
-                params![kind_str(kind), name],
-                Self::map_row,
-            )
-            .optional()
-            .map_err(self.sql("read object"))?;
-        row.map(|r| self.row_to_object(r)).transpose()
+    pub async fn get_object(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let name = name.to_owned();
+        self.run("read object", move |db| db.get_object(kind, &name))
+            .await
     }
 
     /// All objects (of one kind), by kind then name.
-    pub fn list_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
-        let rows: Vec<Row> = {
-            let conn = self.conn();
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {} FROM objects WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
-                    Self::OBJECT_COLUMNS
-                ))
-                .map_err(self.sql("list objects"))?;
-            let it = stmt
-                .query_map(params![kind.map(kind_str)], Self::map_row)
-                .map_err(self.sql("list objects"))?;
-            it.collect::<Result<_, _>>()
-                .map_err(self.sql("list objects"))?
-        };
-        let mut out: Vec<StoredObject> = rows
-            .into_iter()
-            .map(|r| self.row_to_object(r))
-            .collect::<Result<_, _>>()?;
-        out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
-        Ok(out)
+    pub async fn list_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
+        self.run("list objects", move |db| db.list_objects(kind))
+            .await
+    }
+
+    /// All objects (of one kind) with their status, by kind then name: one query each.
+    pub async fn list_with_status(
+        &self,
+        kind: Option<Kind>,
+    ) -> Result<Vec<(StoredObject, ObjectStatus)>, StoreError> {
+        self.run("list objects", move |db| db.list_with_status(kind))
+            .await
     }
 
     /// The object with this uid, if any.
-    pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {} FROM objects WHERE uid = ?1",
-                    Self::OBJECT_COLUMNS
-                ),
-                params![uid],
-                Self::map_row,
-            )
-            .optional()
-            .map_err(self.sql("read object"))?;
-        row.map(|r| self.row_to_object(r)).transpose()
+    pub async fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
+        let uid = uid.to_owned();
+        self.run("read object", move |db| db.object_by_uid(&uid))
+            .await
     }
 
-    /// Names of objects of `kind` that reference `target` (VMs of an Image, Workspaces
-    /// of a VM), including those being deleted.
-    pub fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT name FROM objects WHERE kind = ?1 AND ref_name = ?2 ORDER BY name",
-            )
-            .map_err(self.sql("list referrers"))?;
-        let it = stmt
-            .query_map(params![kind_str(kind), target], |r| r.get(0))
-            .map_err(self.sql("list referrers"))?;
-        it.collect::<Result<_, _>>()
-            .map_err(self.sql("list referrers"))
+    /// Names of objects of `kind` that reference `target`, including those being deleted.
+    pub async fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
+        let target = target.to_owned();
+        self.run("list referrers", move |db| db.referrers(kind, &target))
+            .await
     }
 
-    /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
-    /// generation.
-    pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
-        let document = objects::document_json(&o.resource);
-        let owner = serde_json::to_string(&o.owner)
-            .map_err(|e| self.corrupt("write owner", e.to_string()))?;
-        let ref_name = objects::reference(&o.resource).map(|(_, n)| n);
-        self.conn()
-            .execute(
-                "INSERT INTO objects (kind, name, uid, generation, document, hash, owner, ref_name, allow_recreate, created, deleting)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (kind, name) DO UPDATE SET uid = ?3, generation = ?4, document = ?5, hash = ?6, owner = ?7,
-                   ref_name = ?8, allow_recreate = ?9, created = ?10, deleting = ?11",
-                params![
-                    kind_str(o.resource.kind()),
-                    o.resource.name(),
-                    o.uid,
-                    o.generation,
-                    document,
-                    o.hash,
-                    owner,
-                    ref_name,
-                    i64::from(o.allow_recreate),
-                    o.created,
-                    o.deleting
-                ],
-            )
-            .map_err(self.sql("write object"))?;
-        Ok(())
+    /// Inserts or replaces an object (keyed by kind/name).
+    pub async fn put_object(&self, o: StoredObject) -> Result<(), StoreError> {
+        self.run("write object", move |db| db.put_object(&o)).await
     }
 
-    /// Marks an object as being deleted (keeps the first mark). Returns false when the
-    /// object does not exist.
-    pub fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE objects SET deleting = COALESCE(deleting, ?3) WHERE kind = ?1 AND name = ?2",
-                params![kind_str(kind), name, now_rfc3339()],
-            )
-            .map_err(self.sql("mark deleting"))?;
-        Ok(n > 0)
+    /// Marks an object as being deleted (keeps the first mark). False when it is gone.
+    pub async fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run("mark deleting", move |db| db.mark_deleting(kind, &name))
+            .await
     }
 
     /// Removes an object, its status and its handles mirror (the finalizer's last act).
-    /// Its events stay until capped.
-    pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin remove"))?;
-        tx.execute(
-            "DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3",
-            params![kind_str(kind), name, uid],
-        )
-        .map_err(self.sql("remove object"))?;
-        tx.execute(
-            "DELETE FROM status WHERE kind = ?1 AND name = ?2",
-            params![kind_str(kind), name],
-        )
-        .map_err(self.sql("remove status"))?;
-        tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid])
-            .map_err(self.sql("remove handles"))?;
-        tx.commit().map_err(self.sql("commit remove"))
+    /// Its events and journal rows stay until capped.
+    pub async fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
+        let (name, uid) = (name.to_owned(), uid.to_owned());
+        self.run("remove object", move |db| {
+            db.remove_object(kind, &name, &uid)
+        })
+        .await
     }
 
     /// Status of an object (default when never written).
-    pub fn get_status(
+    pub async fn get_status(
         &self,
         kind: Kind,
         name: &str,
-    ) -> Result<(StatusView, InternalState), StoreError> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT view, internal FROM status WHERE kind = ?1 AND name = ?2",
-                params![kind_str(kind), name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.sql("read status"))?;
-        match row {
-            None => Ok((
-                StatusView {
-                    phase: "Pending".into(),
-                    ..StatusView::default()
-                },
-                InternalState::default(),
-            )),
-            Some((v, i)) => Ok((
-                serde_json::from_str(&v).map_err(|e| self.corrupt("read status", e.to_string()))?,
-                serde_json::from_str(&i).map_err(|e| self.corrupt("read status", e.to_string()))?,
-            )),
-        }
+    ) -> Result<(ObjectStatus, InternalState), StoreError> {
+        let name = name.to_owned();
+        self.run("read status", move |db| db.get_status(kind, &name))
+            .await
     }
 
     /// Writes the status of an object.
-    pub fn put_status(
+    pub async fn put_status(
         &self,
         kind: Kind,
         name: &str,
-        view: &StatusView,
-        internal: &InternalState,
+        status: ObjectStatus,
+        internal: InternalState,
     ) -> Result<(), StoreError> {
-        let v =
-            serde_json::to_string(view).map_err(|e| self.corrupt("write status", e.to_string()))?;
-        let i = serde_json::to_string(internal)
-            .map_err(|e| self.corrupt("write status", e.to_string()))?;
-        self.conn()
-            .execute(
-                "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
-                params![kind_str(kind), name, v, i],
-            )
-            .map_err(self.sql("write status"))?;
-        Ok(())
+        let name = name.to_owned();
+        self.run("write status", move |db| {
+            db.put_status(kind, &name, &status, &internal)
+        })
+        .await
     }
 
     /// Records an event and drops the object's events beyond `cap`. Returns its id.
-    pub fn add_event(
-        &self,
-        kind: Kind,
-        name: &str,
-        type_: &str,
-        reason: &str,
-        message: &str,
-        cap: usize,
-    ) -> Result<i64, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin event"))?;
-        tx.execute(
-            "INSERT INTO events (time, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now_rfc3339(), kind_str(kind), name, type_, reason, message],
-        )
-        .map_err(self.sql("write event"))?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "DELETE FROM events WHERE kind = ?1 AND name = ?2 AND id <= (
-               SELECT id FROM events WHERE kind = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-            params![kind_str(kind), name, i64::try_from(cap).unwrap_or(i64::MAX)],
-        )
-        .map_err(self.sql("cap events"))?;
-        tx.commit().map_err(self.sql("commit event"))?;
-        Ok(id)
+    pub async fn add_event(&self, event: NewEvent, cap: usize) -> Result<i64, StoreError> {
+        self.run("write event", move |db| db.add_event(&event, cap))
+            .await
     }
 
-    /// Events after `after`, optionally of one object, oldest first, at most `limit`.
-    pub fn list_events(
+    /// Events after `after`, optionally of one kind or one object, oldest first.
+    pub async fn list_events(
         &self,
-        object: Option<(Kind, &str)>,
-        kind: Option<Kind>,
+        filter: EventFilter,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<EventView>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, time, kind, name, type, reason, message FROM events
-                 WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
-                 ORDER BY id LIMIT ?4",
-            )
-            .map_err(self.sql("list events"))?;
-        let kind_filter = object.map(|(k, _)| k).or(kind).map(kind_str);
-        let name_filter = object.map(|(_, n)| n.to_string());
-        let rows = stmt
-            .query_map(
-                params![
-                    after,
-                    kind_filter,
-                    name_filter,
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, String>(6)?,
-                    ))
-                },
-            )
-            .map_err(self.sql("list events"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, time, kind, name, type_, reason, message) =
-                row.map_err(self.sql("list events"))?;
-            let Some(kind) = kind_parse(&kind) else {
-                continue;
-            };
-            out.push(EventView {
-                id,
-                time,
-                kind,
-                name,
-                type_,
-                reason,
-                message,
-            });
-        }
-        Ok(out)
+    ) -> Result<Vec<Event>, StoreError> {
+        self.run("list events", move |db| {
+            db.list_events(&filter, after, limit)
+        })
+        .await
     }
 
     /// The last `limit` events of an object, oldest first.
-    pub fn recent_events(
+    pub async fn recent_events(
         &self,
         kind: Kind,
         name: &str,
         limit: usize,
-    ) -> Result<Vec<EventView>, StoreError> {
-        let all = self.list_events(Some((kind, name)), None, 0, usize::MAX)?;
-        let skip = all.len().saturating_sub(limit);
-        Ok(all.into_iter().skip(skip).collect())
-    }
-
-    /// The highest event id (0 when none).
-    pub fn last_event_id(&self) -> Result<i64, StoreError> {
-        self.conn()
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
-            .map_err(self.sql("read last event"))
+    ) -> Result<Vec<Event>, StoreError> {
+        let name = name.to_owned();
+        self.run("list events", move |db| {
+            db.recent_events(kind, &name, limit)
+        })
+        .await
     }
 
     /// Writes a `running` journal row before a side-effecting step. Returns its id.
-    pub fn journal_begin(
+    pub async fn journal_begin(
         &self,
         uid: &str,
         kind: Kind,
         name: &str,
-        step: &str,
+        step: &'static str,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin journal"))?;
-        tx.execute(
-            "INSERT INTO journal (uid, kind, name, step, started, started_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
-            params![uid, kind_str(kind), name, step, now_rfc3339(), unix_ms()],
-        )
-        .map_err(self.sql("write journal"))?;
-        let id = tx.last_insert_rowid();
-        // Keep the last 100 rows per object; unfinished rows are never dropped.
-        tx.execute(
-            "DELETE FROM journal WHERE uid = ?1 AND outcome != 'running' AND id <= (
-               SELECT id FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT 1 OFFSET 100)",
-            params![uid],
-        )
-        .map_err(self.sql("cap journal"))?;
-        tx.commit().map_err(self.sql("commit journal"))?;
-        Ok(id)
+        let (uid, name) = (uid.to_owned(), name.to_owned());
+        self.run("write journal", move |db| {
+            db.journal_begin(&uid, kind, &name, step)
+        })
+        .await
     }
 
-    /// Completes a journal row: `done`, `failed`, `rolled-back` or `resumed`.
-    pub fn journal_finish(
+    /// Completes a journal row.
+    pub async fn journal_finish(
         &self,
         id: i64,
-        outcome: &str,
-        error: Option<&str>,
+        outcome: JournalOutcome,
+        error: Option<String>,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE journal SET outcome = ?2, error = ?3, duration_ms = ?4 - started_ms WHERE id = ?1",
-                params![id, outcome, error, unix_ms()],
-            )
-            .map_err(self.sql("finish journal"))?;
-        Ok(())
+        self.run("finish journal", move |db| {
+            db.journal_finish(id, outcome, error.as_deref())
+        })
+        .await
     }
 
     /// Rows still `running`: steps a previous daemon did not finish.
-    pub fn journal_unfinished(&self) -> Result<Vec<JournalRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT id, uid, kind, name, step, outcome FROM journal WHERE outcome = 'running' ORDER BY id")
-            .map_err(self.sql("read journal"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
-            .map_err(self.sql("read journal"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, uid, kind, name, step, outcome) = row.map_err(self.sql("read journal"))?;
-            let Some(kind) = kind_parse(&kind) else {
-                continue;
-            };
-            out.push(JournalRow {
-                id,
-                uid,
-                kind,
-                name,
-                step,
-                outcome,
-            });
-        }
-        Ok(out)
+    pub async fn journal_unfinished(&self) -> Result<Vec<JournalRow>, StoreError> {
+        self.run("read journal", |db| db.journal_unfinished()).await
     }
 
     /// The last `limit` steps of an object, oldest first.
-    pub fn journal_for(&self, uid: &str, limit: usize) -> Result<Vec<StepRecordView>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT step, started, duration_ms, outcome, error FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT ?2")
-            .map_err(self.sql("read journal"))?;
-        let rows = stmt
-            .query_map(
-                params![uid, i64::try_from(limit).unwrap_or(i64::MAX)],
-                |r| {
-                    Ok(StepRecordView {
-                        step: r.get(0)?,
-                        started: r.get(1)?,
-                        duration_ms: r.get(2)?,
-                        outcome: r.get(3)?,
-                        error: r.get(4)?,
-                    })
-                },
-            )
-            .map_err(self.sql("read journal"))?;
-        let mut out: Vec<StepRecordView> = rows
-            .collect::<Result<_, _>>()
-            .map_err(self.sql("read journal"))?;
-        out.reverse();
-        Ok(out)
+    pub async fn journal_for(
+        &self,
+        uid: &str,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let uid = uid.to_owned();
+        self.run("read journal", move |db| db.journal_for(&uid, limit))
+            .await
     }
 
     /// The lease of a VM, if any: `(ip, mac)`.
-    pub fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT ip, mac FROM leases WHERE vm_uid = ?1",
-                params![uid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.sql("read lease"))?;
-        row.map(|(ip, mac)| {
-            ip.parse()
-                .map(|ip| (ip, mac))
-                .map_err(|_| self.corrupt("read lease", format!("bad ip {ip}")))
-        })
-        .transpose()
+    pub async fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
+        let uid = uid.to_owned();
+        self.run("read lease", move |db| db.lease_of(&uid)).await
     }
 
-    /// Leases an address for a VM: its existing lease if it has one and it matches the
-    /// static address asked for, else the static address (if free and inside the
-    /// network), else the lowest free address. The network's first host address is the
-    /// bridge's and is never leased.
-    pub fn lease(
+    /// Leases an address for a VM (see [`Database::lease`]).
+    pub async fn lease(
         &self,
         uid: &str,
         mac: &str,
@@ -725,150 +382,55 @@ impl Store {
         network: Ipv4Addr,
         prefix: u8,
     ) -> Result<Ipv4Addr, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin lease"))?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT ip FROM leases WHERE vm_uid = ?1",
-                params![uid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql("read lease"))?;
-        let current: Option<Ipv4Addr> = current.and_then(|s| s.parse().ok());
-        if let Some(ip) = current {
-            if want.is_none() || want == Some(ip) {
-                return Ok(ip);
-            }
-        }
-        let (first, last) = host_range(network, prefix);
-        let ip = match want {
-            Some(ip) => {
-                let n = u32::from(ip);
-                if n <= first || n > last {
-                    return Err(StoreError::LeaseConflict { ip, message: format!("outside the leasable range of {network}/{prefix} (the first address is the bridge)") });
-                }
-                let holder: Option<String> = tx
-                    .query_row(
-                        "SELECT vm_uid FROM leases WHERE ip = ?1",
-                        params![ip.to_string()],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(self.sql("read lease"))?;
-                if let Some(h) = holder.filter(|h| h != uid) {
-                    return Err(StoreError::LeaseConflict {
-                        ip,
-                        message: format!("already leased to the VM with uid {h}"),
-                    });
-                }
-                ip
-            }
-            None => {
-                let taken: std::collections::HashSet<u32> = {
-                    let mut stmt = tx
-                        .prepare_cached("SELECT ip FROM leases")
-                        .map_err(self.sql("read leases"))?;
-                    let rows = stmt
-                        .query_map([], |r| r.get::<_, String>(0))
-                        .map_err(self.sql("read leases"))?;
-                    rows.filter_map(|r| r.ok())
-                        .filter_map(|s| s.parse::<Ipv4Addr>().ok())
-                        .map(u32::from)
-                        .collect()
-                };
-                let free = (first + 1..=last).find(|n| !taken.contains(n));
-                Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
-            }
-        };
-        tx.execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
-            .map_err(self.sql("write lease"))?;
-        tx.execute(
-            "INSERT INTO leases (ip, mac, vm_uid) VALUES (?1, ?2, ?3)",
-            params![ip.to_string(), mac, uid],
-        )
-        .map_err(self.sql("write lease"))?;
-        tx.commit().map_err(self.sql("commit lease"))?;
-        Ok(ip)
+        let (uid, mac) = (uid.to_owned(), mac.to_owned());
+        self.run("write lease", move |db| {
+            db.lease(&uid, &mac, want, network, prefix)
+        })
+        .await
     }
 
     /// Releases a VM's lease.
-    pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
-            .map_err(self.sql("release lease"))?;
-        Ok(())
+    pub async fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
+        let uid = uid.to_owned();
+        self.run("release lease", move |db| db.release_lease(&uid))
+            .await
     }
 
-    /// Uids of every VM holding a lease (objects in the store, and orphans: VMs
-    /// forgotten with `banger.dev/on-remove: Orphan`, whose lease row stays).
-    pub fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT vm_uid FROM leases ORDER BY vm_uid")
-            .map_err(self.sql("list leases"))?;
-        let it = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(self.sql("list leases"))?;
-        it.collect::<Result<_, _>>()
-            .map_err(self.sql("list leases"))
-    }
-
-    /// Number of leases held.
-    pub fn lease_count(&self) -> Result<i64, StoreError> {
-        self.conn()
-            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
-            .map_err(self.sql("count leases"))
+    /// Uids of every VM holding a lease (objects, and orphans whose lease row stays).
+    pub async fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
+        self.run("list leases", |db| db.leased_uids()).await
     }
 
     /// Mirrors a VM's handles.
-    pub fn put_handles(&self, uid: &str, handles: &VmHandles) -> Result<(), StoreError> {
-        let json = serde_json::to_string(handles)
-            .map_err(|e| self.corrupt("write handles", e.to_string()))?;
-        self.conn()
-            .execute(
-                "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
-                params![uid, json],
-            )
-            .map_err(self.sql("write handles"))?;
-        Ok(())
-    }
-
-    /// The mirrored handles of a VM.
-    pub fn get_handles(&self, uid: &str) -> Result<Option<VmHandles>, StoreError> {
-        let row: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT handles FROM handles WHERE vm_uid = ?1",
-                params![uid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql("read handles"))?;
-        row.map(|s| {
-            serde_json::from_str(&s).map_err(|e| self.corrupt("read handles", e.to_string()))
-        })
-        .transpose()
+    pub async fn put_handles(&self, uid: &str, handles: VmHandles) -> Result<(), StoreError> {
+        let uid = uid.to_owned();
+        self.run("write handles", move |db| db.put_handles(&uid, &handles))
+            .await
     }
 }
 
-/// `(network address, broadcast-or-last)` as integers: hosts are strictly between.
-fn host_range(network: Ipv4Addr, prefix: u8) -> (u32, u32) {
-    let bits = u32::from(prefix.min(30));
-    let mask = if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    };
-    let net = u32::from(network) & mask;
-    let last = (net | !mask).saturating_sub(1);
-    // `first` is the bridge's address: net + 1.
-    (net + 1, last)
+/// An event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Kind of the object.
+    pub kind: Kind,
+    /// Name of the object.
+    pub name: String,
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// Why.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
 }
 
-/// The bridge (gateway) address of a network: its first host address.
-pub fn gateway_of(network: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(host_range(network, prefix).0)
+/// Which events to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only this name (with `kind`).
+    pub name: Option<String>,
 }
 
 #[cfg(test)]

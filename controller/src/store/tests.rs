@@ -1,9 +1,11 @@
 use super::*;
+use crate::objects;
+use crate::status::{EventType, Reason};
 use crate::testutil::vm_resource;
 
-fn open() -> (tempfile::TempDir, Store) {
+fn open() -> (tempfile::TempDir, Database) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("banger.db")).unwrap();
+    let store = Database::open(&dir.path().join("banger.db")).unwrap();
     (dir, store)
 }
 
@@ -12,7 +14,7 @@ fn migrations_run_once_and_reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("banger.db");
     {
-        let s = Store::open(&path).unwrap();
+        let s = Database::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
         let r = vm_resource("a", "base");
         s.put_object(&StoredObject {
@@ -29,7 +31,7 @@ fn migrations_run_once_and_reopen_keeps_data() {
         })
         .unwrap();
     }
-    let s = Store::open(&path).unwrap();
+    let s = Database::open(&path).unwrap();
     assert_eq!(s.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     let o = s.get_object(Kind::Vm, "a").unwrap().unwrap();
     assert_eq!(o.uid, "u1");
@@ -122,28 +124,45 @@ fn leases_honour_static_ips_and_report_conflicts() {
 #[test]
 fn events_are_capped_per_object_and_journal_tracks_unfinished() {
     let (_d, s) = open();
+    let event = |name: &str, message: String| NewEvent {
+        kind: Kind::Vm,
+        name: name.into(),
+        type_: EventType::Normal,
+        reason: Reason::Created,
+        message,
+    };
     for i in 0..10 {
-        s.add_event(Kind::Vm, "a", "Normal", "R", &format!("m{i}"), 4)
-            .unwrap();
+        s.add_event(&event("a", format!("m{i}")), 4).unwrap();
     }
-    s.add_event(Kind::Vm, "b", "Normal", "R", "other", 4)
-        .unwrap();
-    let a = s.list_events(Some((Kind::Vm, "a")), None, 0, 100).unwrap();
+    s.add_event(&event("b", "other".into()), 4).unwrap();
+    let only_a = EventFilter {
+        kind: Some(Kind::Vm),
+        name: Some("a".into()),
+    };
+    let a = s.list_events(&only_a, 0, 100).unwrap();
     assert_eq!(
         a.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
         vec!["m6", "m7", "m8", "m9"]
     );
-    assert_eq!(s.list_events(None, None, 0, 100).unwrap().len(), 5);
+    assert_eq!(
+        s.list_events(&EventFilter::default(), 0, 100)
+            .unwrap()
+            .len(),
+        5
+    );
     let id = s.journal_begin("u", Kind::Vm, "a", "launch").unwrap();
     let id2 = s.journal_begin("u", Kind::Vm, "a", "ensure-tap").unwrap();
-    s.journal_finish(id2, "done", None).unwrap();
+    s.journal_finish(id2, JournalOutcome::Done, None).unwrap();
     let open_rows = s.journal_unfinished().unwrap();
     assert_eq!(open_rows.len(), 1);
     assert_eq!(open_rows[0].id, id);
     assert_eq!(open_rows[0].step, "launch");
     let steps = s.journal_for("u", 10).unwrap();
     assert_eq!(
-        steps.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(),
+        steps
+            .iter()
+            .map(|s| s.outcome.to_string())
+            .collect::<Vec<_>>(),
         vec!["running", "done"]
     );
 }

@@ -287,12 +287,9 @@ async fn daemon_stop_leaves_vms_running_and_a_new_daemon_adopts_them() {
         }));
         (tx, handle)
     };
-    let store = |dir: &Path| crate::store::Store::open(&dir.join("state/banger.db")).unwrap();
-    let ready = |s: &crate::store::Store, name: &str| {
-        status::is_true(
-            &s.get_status(Kind::Vm, name).unwrap().0.conditions,
-            status::READY,
-        )
+    let store = |dir: &Path| crate::store::Database::open(&dir.join("state/banger.db")).unwrap();
+    let ready = |s: &crate::store::Database, name: &str| {
+        status::is_true(&s.get_status(Kind::Vm, name).unwrap().0.conditions, READY)
     };
 
     let (stop, daemon) = run(sim.clone());
@@ -324,10 +321,17 @@ async fn daemon_stop_leaves_vms_running_and_a_new_daemon_adopts_them() {
     sim.exit_process(&s.get_object(Kind::Vm, "b").unwrap().unwrap().uid, false);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while s
-        .list_events(Some((Kind::Vm, "b")), None, before, 100)
+        .list_events(
+            &crate::store::EventFilter {
+                kind: Some(Kind::Vm),
+                name: Some("b".into()),
+            },
+            before,
+            100,
+        )
         .unwrap()
         .iter()
-        .all(|e| e.reason != "Restarted")
+        .all(|e| e.reason != Reason::Restarted)
     {
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use super::*;
 use crate::objects::Owner;
 use crate::sources::dir::DirSource;
-use crate::status::{FALSE, READY, SPEC_VALID, TRUE};
 
 /// An engine plus the specs directory watcher on a real temp dir.
 struct DirHarness {
@@ -26,7 +25,7 @@ impl DirHarness {
         let dir_path = specs.clone();
         tokio::spawn(async move {
             let src = DirSource::new();
-            src.watch(&engine, dir_path, async move {
+            src.watch(&engine.ctl, dir_path, engine.config.debounce, async move {
                 let _ = rx.await;
             })
             .await
@@ -94,16 +93,12 @@ async fn directory_create_edit_rename_invalid_edit_and_delete() {
     // Rename: same object (same uid), now owned by the new file; nothing deleted.
     std::fs::rename(d.specs.join("a.yaml"), d.specs.join("renamed.yaml")).unwrap();
     h.until("rename picked up", |h| {
-        h.engine
-            .store
-            .get_object(Kind::Vm, "a")
-            .unwrap()
-            .is_some_and(|o| {
-                o.owner
-                    == Owner::SpecsDir {
-                        file: d.specs.join("renamed.yaml").display().to_string(),
-                    }
-            })
+        h.db().get_object(Kind::Vm, "a").unwrap().is_some_and(|o| {
+            o.owner
+                == Owner::SpecsDir {
+                    file: d.specs.join("renamed.yaml").display().to_string(),
+                }
+        })
     })
     .await;
     assert_eq!(h.uid(Kind::Vm, "a"), uid);
@@ -194,12 +189,18 @@ async fn two_sources_conflict_and_force_takes_ownership() {
     assert!(matches!(h.object(Kind::Vm, "a").owner, Owner::Cli { .. }));
     d.write("a.yaml", &vm_yaml("a", "base", "256Mi", ""));
     h.until("conflict event", |h| {
-        h.engine
-            .store
-            .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        h.db()
+            .list_events(
+                &crate::store::EventFilter {
+                    kind: Some(Kind::Vm),
+                    name: Some("a".into()),
+                },
+                0,
+                100,
+            )
             .unwrap()
             .iter()
-            .any(|e| e.reason == "SourceConflict")
+            .any(|e| e.reason == Reason::SourceConflict)
     })
     .await;
     assert_eq!(memory_mib(h, "a"), 1024);

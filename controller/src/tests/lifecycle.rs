@@ -1,6 +1,5 @@
 use super::*;
 use crate::runtime::VmStep;
-use crate::status::{FALSE, GUEST_READY, READY, STALLED, TRUE};
 
 const WORKSPACE: &str = "apiVersion: banger.dev/v1alpha1
 kind: Workspace
@@ -33,17 +32,17 @@ async fn vm_runs_stops_and_is_deleted_with_everything_it_made() {
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
     let s = h.status(Kind::Vm, "a");
-    assert_eq!(s.phase, "Running");
+    assert_eq!(s.phase, Phase::Running);
     assert!(status::is_true(&s.conditions, GUEST_READY));
-    assert_eq!(s.ip.as_deref(), Some("172.30.0.2"));
+    assert_eq!(s.ip.map(|ip| ip.to_string()).as_deref(), Some("172.30.0.2"));
     assert_eq!(s.hypervisor.as_deref(), Some("simulated"));
     let uid = h.uid(Kind::Vm, "a");
     assert_eq!(s.pid, h.sim.pid_of(&uid));
     let handles =
         std::fs::read_to_string(h.engine.config.vm_dir(&uid).join("handles.json")).unwrap();
     assert!(handles.contains("\"tap\""), "{handles}");
-    h.until_phase(Kind::Workspace, "code", "Ready").await;
-    assert_eq!(h.status(Kind::Image, "base").phase, "Ready");
+    h.until_phase(Kind::Workspace, "code", Phase::Ready).await;
+    assert_eq!(h.status(Kind::Image, "base").phase, Phase::Ready);
 
     // Stop: no process, disk kept, same lease; the workspace waits.
     let stopped = vm_yaml("a", "base", "512Mi", "  state: Stopped\n");
@@ -52,16 +51,22 @@ async fn vm_runs_stops_and_is_deleted_with_everything_it_made() {
         .unwrap();
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Stopped")
         .await;
-    assert_eq!(h.status(Kind::Vm, "a").phase, "Stopped");
+    assert_eq!(h.status(Kind::Vm, "a").phase, Phase::Stopped);
     assert_eq!(h.sim.pid_of(&uid), None);
     assert!(h.sim.has_anything(&uid), "disk kept");
-    h.until_phase(Kind::Workspace, "code", "Pending").await;
+    h.until_phase(Kind::Workspace, "code", Phase::Pending).await;
 
     // Running again: same IP.
     h.apply(&[("/specs/all.yaml", &vm)], |_| {}).await.unwrap();
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
-    assert_eq!(h.status(Kind::Vm, "a").ip.as_deref(), Some("172.30.0.2"));
+    assert_eq!(
+        h.status(Kind::Vm, "a")
+            .ip
+            .map(|ip| ip.to_string())
+            .as_deref(),
+        Some("172.30.0.2")
+    );
 
     // Delete all: workspace, VM, then the image; nothing left.
     for (k, n) in [
@@ -75,7 +80,7 @@ async fn vm_runs_stops_and_is_deleted_with_everything_it_made() {
     h.until_gone(Kind::Image, "base").await;
     h.until_gone(Kind::Workspace, "code").await;
     assert!(!h.sim.has_anything(&uid));
-    assert_eq!(h.engine.store.lease_count().unwrap(), 0);
+    assert_eq!(h.db().lease_count().unwrap(), 0);
     assert!(!h.engine.config.vm_dir(&uid).exists());
     let steps: Vec<VmStep> = h
         .sim
@@ -200,14 +205,14 @@ async fn change_classes_restart_and_recreate_blocked_unless_allowed() {
     h.until_condition(Kind::Vm, "a", READY, FALSE, "RecreateBlocked")
         .await;
     assert_eq!(h.sim.pid_of(&uid), Some(pid2));
-    assert_eq!(h.status(Kind::Vm, "a").phase, "Running");
+    assert_eq!(h.status(Kind::Vm, "a").phase, Phase::Running);
 
     h.apply(&[("/s/v.yaml", &other)], |r| r.allow_recreate = true)
         .await
         .unwrap();
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
-    let handles = h.engine.load_handles(&uid).unwrap();
+    let handles = h.engine.load_handles(&uid).await.unwrap();
     assert_eq!(handles.disk_image.as_deref(), Some("other"));
     assert_ne!(h.sim.pid_of(&uid), Some(pid2));
 }
@@ -227,9 +232,9 @@ async fn vm_waits_for_its_image_then_runs() {
     );
     h.until_condition(Kind::Vm, "a", READY, FALSE, "WaitingForImage")
         .await;
-    assert_eq!(h.status(Kind::Vm, "a").phase, "Pending");
+    assert_eq!(h.status(Kind::Vm, "a").phase, Phase::Pending);
     assert_eq!(
-        h.engine.queue.failures(&key(Kind::Vm, "a")),
+        h.engine.ctl.queue.failures(&key(Kind::Vm, "a")),
         0,
         "waiting is not an error"
     );
@@ -253,26 +258,28 @@ async fn failures_back_off_then_stall_and_retry_recovers() {
         "{}",
         stalled.message
     );
-    assert!(h.engine.queue.failures(&key(Kind::Vm, "a")) >= 3);
-    let steps = h
-        .engine
-        .store
-        .journal_for(&h.uid(Kind::Vm, "a"), 50)
-        .unwrap();
+    assert!(h.engine.ctl.queue.failures(&key(Kind::Vm, "a")) >= 3);
+    let steps = h.db().journal_for(&h.uid(Kind::Vm, "a"), 50).unwrap();
     assert!(steps
         .iter()
-        .any(|s| s.step == "launch" && s.outcome == "failed"));
+        .any(|s| s.step == "launch" && s.outcome == JournalOutcome::Failed));
     assert!(h
-        .engine
-        .store
-        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .db()
+        .list_events(
+            &crate::store::EventFilter {
+                kind: Some(Kind::Vm),
+                name: Some("a".into())
+            },
+            0,
+            100
+        )
         .unwrap()
         .iter()
-        .any(|e| e.reason == "ReconcileFailed"));
+        .any(|e| e.reason == Reason::ReconcileFailed));
 
     // Fix the fault; retry now resets the backoff; success clears Stalled.
     h.sim.fail_step("a", VmStep::Launch, 0);
-    h.engine.queue.retry_now(key(Kind::Vm, "a"));
+    h.engine.ctl.queue.retry_now(key(Kind::Vm, "a"));
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
     assert_eq!(
@@ -281,7 +288,7 @@ async fn failures_back_off_then_stall_and_retry_recovers() {
             .status,
         FALSE
     );
-    assert_eq!(h.engine.queue.failures(&key(Kind::Vm, "a")), 0);
+    assert_eq!(h.engine.ctl.queue.failures(&key(Kind::Vm, "a")), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +317,7 @@ async fn process_exits_follow_restart_policy_with_crash_loop_backoff() {
     assert!(h.sim.exit_process(&h.uid(Kind::Vm, "n"), false));
     h.until_condition(Kind::Vm, "n", READY, FALSE, "Exited")
         .await;
-    assert_eq!(h.status(Kind::Vm, "n").phase, "Failed");
+    assert_eq!(h.status(Kind::Vm, "n").phase, Phase::Failed);
 
     // Always: restarted at once (the exit notice enqueues it), three times freely, then
     // the crash-loop backoff holds the fourth.
@@ -330,12 +337,18 @@ async fn process_exits_follow_restart_policy_with_crash_loop_backoff() {
         .await;
     assert_eq!(h.sim.pid_of(&uid), None);
     let restarts = h
-        .engine
-        .store
-        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .db()
+        .list_events(
+            &crate::store::EventFilter {
+                kind: Some(Kind::Vm),
+                name: Some("a".into()),
+            },
+            0,
+            100,
+        )
         .unwrap()
         .iter()
-        .filter(|e| e.reason == "Restarted")
+        .filter(|e| e.reason == Reason::Restarted)
         .count();
     assert_eq!(restarts, 3);
 }
@@ -365,22 +378,22 @@ async fn interrupted_launch_is_rolled_back_and_resumed_after_a_crash() {
     let h = Harness::with_engine(engine, sim.clone());
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
-    let steps = h.engine.store.journal_for(&uid, 50).unwrap();
-    let launch_rows: Vec<&str> = steps
+    let steps = h.db().journal_for(&uid, 50).unwrap();
+    let launch_rows: Vec<String> = steps
         .iter()
         .filter(|s| s.step == "launch")
-        .map(|s| s.outcome.as_str())
+        .map(|s| s.outcome.to_string())
         .collect();
     assert_eq!(launch_rows, vec!["rolled-back", "done"], "{steps:?}");
     assert!(
         steps
             .iter()
-            .any(|s| s.step == "shutdown" && s.outcome == "done"),
+            .any(|s| s.step == "shutdown" && s.outcome == JournalOutcome::Done),
         "rollback ran shutdown"
     );
     assert_eq!(sim.duplicate_launches(), 0, "never two VMMs for one VM");
     assert_eq!(sim.running_count(), 1);
-    assert!(h.engine.store.journal_unfinished().unwrap().is_empty());
+    assert!(h.db().journal_unfinished().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +419,13 @@ async fn static_ip_is_honoured_and_conflicts_are_reported() {
     .unwrap();
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
-    assert_eq!(h.status(Kind::Vm, "a").ip.as_deref(), Some("172.30.0.50"));
+    assert_eq!(
+        h.status(Kind::Vm, "a")
+            .ip
+            .map(|ip| ip.to_string())
+            .as_deref(),
+        Some("172.30.0.50")
+    );
 
     h.apply(&[("/s/b.yaml", &fixed("b", "172.30.0.50"))], |_| {})
         .await
@@ -439,15 +458,19 @@ async fn static_ip_is_honoured_and_conflicts_are_reported() {
         moved.items[0].plan
     );
     h.until("a moved", |h| {
-        h.status(Kind::Vm, "a").ip.as_deref() == Some("172.30.0.60")
+        h.status(Kind::Vm, "a")
+            .ip
+            .map(|ip| ip.to_string())
+            .as_deref()
+            == Some("172.30.0.60")
             && status::is_true(&h.status(Kind::Vm, "a").conditions, READY)
     })
     .await;
     assert_ne!(h.sim.pid_of(&uid), Some(pid));
-    let launched = h.engine.load_handles(&uid).unwrap().launched.unwrap();
+    let launched = h.engine.load_handles(&uid).await.unwrap().launched.unwrap();
     assert_eq!(launched.ip, Some("172.30.0.60".parse().unwrap()));
     // Now b gets its address.
-    h.engine.queue.retry_now(key(Kind::Vm, "b"));
+    h.engine.ctl.queue.retry_now(key(Kind::Vm, "b"));
     h.until_condition(Kind::Vm, "b", READY, TRUE, "Running")
         .await;
 }
@@ -457,11 +480,10 @@ async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
-    h.until_phase(Kind::Image, "base", "Ready").await;
+    h.until_phase(Kind::Image, "base", Phase::Ready).await;
     let uid = h.uid(Kind::Image, "base");
     let count = |h: &Harness| {
-        h.engine
-            .store
+        h.db()
             .journal_for(&uid, 50)
             .unwrap()
             .iter()
@@ -471,28 +493,33 @@ async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
     assert_eq!(count(&h), 1);
     h.sim.lose_image_files(Path::new("/images/rootfs.ext4"));
     h.sim.fail_image("base", 1);
-    h.engine.enqueue_all().unwrap(); // what a resync does
+    h.engine.enqueue_all().await.unwrap(); // what a resync does
     h.until("resolved again after a failure", |h| {
         count(h) == 3 && status::is_true(&h.status(Kind::Image, "base").conditions, READY)
     })
     .await;
     let outcomes: Vec<String> = h
-        .engine
-        .store
+        .db()
         .journal_for(&uid, 50)
         .unwrap()
         .into_iter()
-        .map(|s| s.outcome)
+        .map(|s| s.outcome.to_string())
         .collect();
     assert_eq!(outcomes, vec!["done", "failed", "done"]);
     let events = h
-        .engine
-        .store
-        .list_events(Some((Kind::Image, "base")), None, 0, 100)
+        .db()
+        .list_events(
+            &crate::store::EventFilter {
+                kind: Some(Kind::Image),
+                name: Some("base".into()),
+            },
+            0,
+            100,
+        )
         .unwrap();
     assert!(events
         .iter()
-        .any(|e| e.reason == "ReconcileFailed" && e.message.contains("simulated failure")));
+        .any(|e| e.reason == Reason::ReconcileFailed && e.message.contains("simulated failure")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,13 +543,17 @@ async fn a_failed_rollback_does_not_stop_the_next_daemon() {
     let h = Harness::with_engine(engine, sim.clone());
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
-    let steps = h.engine.store.journal_for(&uid, 50).unwrap();
-    let prepare: Vec<&str> = steps
+    let steps = h.db().journal_for(&uid, 50).unwrap();
+    let prepare: Vec<String> = steps
         .iter()
         .filter(|s| s.step == "prepare-disk")
-        .map(|s| s.outcome.as_str())
+        .map(|s| s.outcome.to_string())
         .collect();
-    assert_eq!(prepare.first(), Some(&"failed"), "{steps:?}");
+    assert_eq!(
+        prepare.first().map(String::as_str),
+        Some("failed"),
+        "{steps:?}"
+    );
     assert!(steps
         .iter()
         .find(|s| s.step == "prepare-disk")
@@ -532,11 +563,17 @@ async fn a_failed_rollback_does_not_stop_the_next_daemon() {
         .unwrap()
         .contains("rollback failed"));
     let events = h
-        .engine
-        .store
-        .list_events(Some((Kind::Vm, "a")), None, 0, 100)
+        .db()
+        .list_events(
+            &crate::store::EventFilter {
+                kind: Some(Kind::Vm),
+                name: Some("a".into()),
+            },
+            0,
+            100,
+        )
         .unwrap();
-    assert!(events.iter().any(|e| e.reason == "RollbackFailed"));
+    assert!(events.iter().any(|e| e.reason == Reason::RollbackFailed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,10 +587,10 @@ async fn steps_without_effect_are_failures_not_a_hot_loop() {
     let ready = status::condition(&h.status(Kind::Vm, "a").conditions, READY)
         .unwrap()
         .clone();
-    assert_eq!(ready.reason, "NoProgress");
+    assert_eq!(ready.reason, Reason::NoProgress);
     assert!(ready.message.contains("ensure-vm-dir"), "{}", ready.message);
     h.sim.set_no_effect("a", VmStep::EnsureVmDir, false);
-    h.engine.queue.retry_now(key(Kind::Vm, "a"));
+    h.engine.ctl.queue.retry_now(key(Kind::Vm, "a"));
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
 }
@@ -567,19 +604,19 @@ async fn a_booting_guest_is_polled_until_ready() {
     h.until_condition(Kind::Vm, "a", GUEST_READY, FALSE, "Booting")
         .await;
     let s = h.status(Kind::Vm, "a");
-    assert_eq!(s.phase, "Running");
+    assert_eq!(s.phase, Phase::Running);
     assert_eq!(
         status::condition(&s.conditions, READY).unwrap().reason,
-        "Booting"
+        Reason::Booting
     );
-    assert!(status::is_true(&s.conditions, status::RECONCILING));
+    assert!(status::is_true(&s.conditions, RECONCILING));
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
     let s = h.status(Kind::Vm, "a");
     let guest = status::condition(&s.conditions, GUEST_READY).unwrap();
     assert_eq!(guest.status, TRUE);
     assert_eq!(
-        status::condition(&s.conditions, status::RECONCILING)
+        status::condition(&s.conditions, RECONCILING)
             .unwrap()
             .status,
         FALSE

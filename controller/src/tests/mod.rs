@@ -10,15 +10,19 @@ use std::time::Duration;
 use banger_specs::{Kind, ObjectKey};
 use tokio::task::JoinHandle;
 
-use crate::api::types::{
-    ApplyAction, ApplyRequest, DeleteRequest, ObjectRef, SourceFile, StatusView,
-};
+use crate::api::types::{ApplyAction, ApplyRequest, DeleteRequest, ObjectRef, SourceFile};
 use crate::config::DaemonConfig;
-use crate::reconciler::Engine;
+use crate::engine::Engine;
+pub(crate) use crate::journal::JournalOutcome;
 use crate::runtime::simulated::SimulatedRuntime;
 use crate::runtime::VmRuntime;
 use crate::sources::{apply, SourceError};
-use crate::status;
+pub(crate) use crate::status::ConditionStatus::{False as FALSE, True as TRUE};
+pub(crate) use crate::status::ConditionType::{
+    GuestReady as GUEST_READY, Ready as READY, Reconciling as RECONCILING, SpecValid as SPEC_VALID,
+    Stalled as STALLED, Synced as SYNCED,
+};
+pub(crate) use crate::status::{self, ConditionStatus, ConditionType, ObjectStatus, Phase, Reason};
 use crate::store::StoredObject;
 
 mod api;
@@ -62,8 +66,8 @@ impl Harness {
         let e = engine.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
-                if let Some(vm) = e.store.object_by_uid(&n.uid).unwrap() {
-                    e.queue.add(vm.resource.key());
+                if let Some(vm) = e.ctl.store.object_by_uid(&n.uid).await.unwrap() {
+                    e.ctl.queue.add(vm.resource.key());
                 }
             }
         }));
@@ -102,7 +106,7 @@ impl Harness {
             path_set: vec![],
         };
         flags(&mut req);
-        apply::apply(&self.engine, &req).await
+        apply::apply(&self.engine.ctl, &self.engine.facts, &req).await
     }
 
     /// Applies `/s/a.yaml`: [`IMAGE`] and the VM `a` of 512Mi using it.
@@ -126,16 +130,21 @@ impl Harness {
             }],
             files: vec![],
         };
-        apply::delete(&self.engine, &req).await.unwrap();
+        apply::delete(&self.engine.ctl, &req).await.unwrap();
     }
 
-    pub fn status(&self, kind: Kind, name: &str) -> StatusView {
-        self.engine.store.get_status(kind, name).unwrap().0
+    /// The store, read synchronously: the polls below run in plain closures.
+    pub fn db(&self) -> &crate::store::Database {
+        self.engine.ctl.store.database()
+    }
+
+    pub fn status(&self, kind: Kind, name: &str) -> ObjectStatus {
+        self.db().get_status(kind, name).unwrap().0
     }
 
     /// The stored object; panics when it does not exist.
     pub fn object(&self, kind: Kind, name: &str) -> StoredObject {
-        self.engine.store.get_object(kind, name).unwrap().unwrap()
+        self.db().get_object(kind, name).unwrap().unwrap()
     }
 
     pub fn uid(&self, kind: Kind, name: &str) -> String {
@@ -143,7 +152,7 @@ impl Harness {
     }
 
     pub fn exists(&self, kind: Kind, name: &str) -> bool {
-        self.engine.store.get_object(kind, name).unwrap().is_some()
+        self.db().get_object(kind, name).unwrap().is_some()
     }
 
     /// Polls `check` until it holds or the deadline passes (then panics with `what`).
@@ -157,19 +166,20 @@ impl Harness {
         }
     }
 
+    /// Waits for a condition; `reason` is the reason's name, as users see it.
     pub async fn until_condition(
         &self,
         kind: Kind,
         name: &str,
-        type_: &str,
-        status_: &str,
+        type_: ConditionType,
+        status_: ConditionStatus,
         reason: &str,
     ) {
         let what = format!("{kind}/{name} {type_}={status_} ({reason})");
         self.until(&what, |h| {
             let s = h.status(kind, name);
             status::condition(&s.conditions, type_)
-                .is_some_and(|c| c.status == status_ && c.reason == reason)
+                .is_some_and(|c| c.status == status_ && c.reason.to_string() == reason)
         })
         .await;
     }
@@ -177,8 +187,7 @@ impl Harness {
     /// Waits until the journal holds a `running` row of `step`.
     pub async fn until_journaled_running(&self, step: &str) {
         self.until(&format!("{step} journaled as running"), |h| {
-            h.engine
-                .store
+            h.db()
                 .journal_unfinished()
                 .unwrap()
                 .iter()
@@ -187,7 +196,7 @@ impl Harness {
         .await;
     }
 
-    pub async fn until_phase(&self, kind: Kind, name: &str, phase: &str) {
+    pub async fn until_phase(&self, kind: Kind, name: &str, phase: Phase) {
         self.until(&format!("{kind}/{name} phase {phase}"), |h| {
             h.status(kind, name).phase == phase
         })

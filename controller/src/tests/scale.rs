@@ -1,5 +1,4 @@
 use super::*;
-use crate::status::{READY, TRUE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_is_scoped_to_the_same_path_set() {
@@ -105,9 +104,10 @@ async fn fifty_concurrent_applies_run_one_reconcile_at_a_time() {
             _ => 0,
         };
         let launched = h
-            .engine
-            .load_handles(&obj.uid)
+            .db()
+            .get_handles(&obj.uid)
             .unwrap()
+            .unwrap_or_default()
             .launched
             .map(|l| l.memory_mib);
         s.observed_generation == obj.generation
@@ -142,14 +142,13 @@ async fn a_thousand_vms_converge() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let ready = h
-            .engine
-            .store
+            .db()
             .list_objects(Some(Kind::Vm))
             .unwrap()
             .iter()
             .filter(|o| {
                 status::condition(&h.status(Kind::Vm, o.resource.name()).conditions, READY)
-                    .is_some_and(|c| c.status == TRUE && c.reason == "Running")
+                    .is_some_and(|c| c.status == TRUE && c.reason == Reason::Running)
             })
             .count();
         if ready == 1000 {
@@ -162,19 +161,22 @@ async fn a_thousand_vms_converge() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(sim.running_count(), 1000);
-    assert_eq!(h.engine.store.lease_count().unwrap(), 1000);
+    assert_eq!(h.db().lease_count().unwrap(), 1000);
     assert!(
         sim.max_concurrency() <= 16,
         "global bound: {}",
         sim.max_concurrency()
     );
     let ips: std::collections::HashSet<String> = h
-        .engine
-        .store
+        .db()
         .list_objects(Some(Kind::Vm))
         .unwrap()
         .iter()
-        .filter_map(|o| h.status(Kind::Vm, o.resource.name()).ip)
+        .filter_map(|o| {
+            h.status(Kind::Vm, o.resource.name())
+                .ip
+                .map(|ip| ip.to_string())
+        })
         .collect();
     assert_eq!(ips.len(), 1000, "every VM has its own address");
 }

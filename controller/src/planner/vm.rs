@@ -1,172 +1,12 @@
-//! The planner: `plan(desired, observed) -> Plan`, pure.
-//!
-//! No I/O, no clock, no store: plain values in, plain values out. The same functions
-//! serve the reconciler, `banger diff` and `apply --dry-run`. Every planned step carries
-//! its change class ([`ChangeClass`]) and the reason it is needed, so a plan can be
-//! printed as is.
-//!
-//! Classification of a VM change:
-//! - `create`: something that does not exist yet is made (first boot, missing tap…);
-//! - `live`: applied without restarting the guest (NAT on/off, power state, restart
-//!   policy);
-//! - `restart`: the VMM is shut down and launched again (vcpus, memory, kernel args,
-//!   kernel/initrd, hypervisor, static IP, a larger disk);
-//! - `recreate`: the root disk is rebuilt from the image (a different image or image
-//!   content, a smaller disk). Needs `allow_recreate`, else the plan is
-//!   [`Blocker::RecreateBlocked`] and nothing runs;
-//! - `delete`: cleanup of a deleted object.
-//!
-//! Across objects: Images before VMs before Workspaces, deletes in reverse
-//! ([`kind_order`]). A VM whose Image is not resolved yet is [`Blocker::WaitingForImage`].
+//! Planning one VM: from its desired spec and what the runtime observed to ordered,
+//! classified steps (see the classification in the [parent module](super)).
 
-use banger_specs::{Kind, PowerState, RestartPolicy, VmSpec};
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
+use banger_specs::{PowerState, RestartPolicy, VmSpec};
+
+use super::{Action, Blocker, ChangeClass, Plan, PlannedStep};
 use crate::runtime::{LaunchConfig, ObservedVm, ProcessState, ResolvedImage, VmStep};
-
-/// How disruptive a planned step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeClass {
-    /// Makes something that does not exist yet.
-    Create,
-    /// Applied without restarting the guest.
-    Live,
-    /// Restarts the VMM.
-    Restart,
-    /// Rebuilds the root disk.
-    Recreate,
-    /// Cleans up a deleted object.
-    Delete,
-}
-
-impl ChangeClass {
-    /// `create`, `live`, `restart`, `recreate` or `delete`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeClass::Create => "create",
-            ChangeClass::Live => "live",
-            ChangeClass::Restart => "restart",
-            ChangeClass::Recreate => "recreate",
-            ChangeClass::Delete => "delete",
-        }
-    }
-}
-
-/// What a planned step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// A host step of a VM, run by the runtime.
-    Vm(VmStep),
-    /// Check or pull an Image.
-    ResolveImage,
-    /// Remove an Image's cached content.
-    RemoveImage,
-    /// Mark a Workspace as placed in its (running) VM.
-    BindWorkspace,
-    /// Forget a Workspace.
-    UnbindWorkspace,
-}
-
-impl Action {
-    /// The step's name, as shown by `diff` and `describe`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Vm(s) => s.name(),
-            Action::ResolveImage => "resolve-image",
-            Action::RemoveImage => "remove-image",
-            Action::BindWorkspace => "bind-workspace",
-            Action::UnbindWorkspace => "unbind-workspace",
-        }
-    }
-}
-
-/// One planned step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedStep {
-    /// What it does.
-    pub action: Action,
-    /// How disruptive it is.
-    pub class: ChangeClass,
-    /// Why it is needed.
-    pub reason: String,
-}
-
-/// Why a plan must not run now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Blocker {
-    /// The VM's Image is not resolved yet.
-    WaitingForImage {
-        /// The image's name.
-        image: String,
-    },
-    /// The Workspace's VM is not running yet.
-    WaitingForVm {
-        /// The VM's name.
-        vm: String,
-    },
-    /// The plan rebuilds the root disk and that was not allowed.
-    RecreateBlocked {
-        /// Which change needs it.
-        reason: String,
-    },
-    /// The VMM keeps exiting: the next restart waits for the crash-loop backoff.
-    CrashLoopBackOff,
-    /// The object is still used by others (an Image by VMs): deletion waits.
-    InUse {
-        /// Who uses it.
-        by: Vec<String>,
-    },
-}
-
-impl Blocker {
-    /// The condition reason reported for it.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Blocker::WaitingForImage { .. } => "WaitingForImage",
-            Blocker::WaitingForVm { .. } => "WaitingForVM",
-            Blocker::RecreateBlocked { .. } => "RecreateBlocked",
-            Blocker::CrashLoopBackOff => "CrashLoopBackOff",
-            Blocker::InUse { .. } => "InUse",
-        }
-    }
-
-    /// A one-line message.
-    pub fn message(&self) -> String {
-        match self {
-            Blocker::WaitingForImage { image } => format!("waiting for image {image} to be ready"),
-            Blocker::WaitingForVm { vm } => format!("waiting for vm {vm} to be running"),
-            Blocker::RecreateBlocked { reason } => format!(
-                "{reason}: the root disk must be rebuilt; apply with --allow-recreate or annotate banger.dev/allow-recreate: \"true\""
-            ),
-            Blocker::CrashLoopBackOff => "the VMM keeps exiting; waiting before the next restart".to_string(),
-            Blocker::InUse { by } => format!("still used by {}", by.join(", ")),
-        }
-    }
-}
-
-/// The planner's answer: ordered steps, or why nothing may run now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// The steps, in the order they run. When `blocked` is set they are what would run
-    /// once unblocked (shown by `diff`), and the executor runs none of them.
-    pub steps: Vec<PlannedStep>,
-    /// Set when the plan must not run now.
-    pub blocked: Option<Blocker>,
-}
-
-impl Plan {
-    /// Nothing to do and nothing blocked.
-    pub fn is_converged(&self) -> bool {
-        self.steps.is_empty() && self.blocked.is_none()
-    }
-
-    /// The most disruptive class among the steps.
-    pub fn worst_class(&self) -> Option<ChangeClass> {
-        self.steps.iter().map(|s| s.class).max()
-    }
-}
 
 /// What is wanted for one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,116 +306,36 @@ impl VmPlanBuilder {
     }
 }
 
-/// What is wanted for one Image, and what is known of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageFacts {
-    /// The object is being deleted.
-    pub deleting: bool,
-    /// The generation the current resolution was made for (`None`: never resolved).
-    pub resolved_generation: Option<i64>,
-    /// The object's generation.
-    pub generation: i64,
-    /// Names of VMs (not yet gone) that use the image.
-    pub used_by: Vec<String>,
-    /// The resolved files are still present (re-probed at every reconcile).
-    pub files_present: bool,
-}
+/// Restarts after exits counted for crash-loop detection within this window (seconds).
+pub const CRASH_WINDOW_SECS: i64 = 600;
+/// Restarts within the window before the crash-loop backoff starts.
+const CRASH_FREE_RESTARTS: usize = 3;
 
-/// Plans one Image.
-pub fn plan_image(f: &ImageFacts) -> Plan {
-    if f.deleting {
-        let steps = vec![PlannedStep {
-            action: Action::RemoveImage,
-            class: ChangeClass::Delete,
-            reason: "image deleted".into(),
-        }];
-        let blocked = (!f.used_by.is_empty()).then(|| Blocker::InUse {
-            by: f.used_by.clone(),
-        });
-        return Plan { steps, blocked };
+/// Crash-loop backoff: after `CRASH_FREE_RESTARTS` (3) restarts within the window, the
+/// next restart waits `5 s * 2^(extra)` (at most 5 min) after the last one. `restarts`
+/// and `now` are unix seconds. Returns the time left to wait, if any.
+pub fn crash_backoff_remaining(restarts: &[i64], now: i64) -> Option<Duration> {
+    let recent: Vec<i64> = restarts
+        .iter()
+        .copied()
+        .filter(|t| *t >= now - CRASH_WINDOW_SECS)
+        .collect();
+    if recent.len() < CRASH_FREE_RESTARTS {
+        return None;
     }
-    let step = match f.resolved_generation {
-        None => Some((ChangeClass::Create, "image not resolved yet".to_string())),
-        Some(g) if g != f.generation => Some((
-            ChangeClass::Live,
-            format!("spec changed (generation {g} -> {})", f.generation),
-        )),
-        Some(_) if !f.files_present => {
-            Some((ChangeClass::Create, "image files missing".to_string()))
-        }
-        Some(_) => None,
-    };
-    Plan {
-        steps: step
-            .into_iter()
-            .map(|(class, reason)| PlannedStep {
-                action: Action::ResolveImage,
-                class,
-                reason,
-            })
-            .collect(),
-        blocked: None,
-    }
-}
-
-/// What is known of one Workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceFacts {
-    /// The object is being deleted.
-    pub deleting: bool,
-    /// Its VM's name.
-    pub vm: String,
-    /// The VM is Running.
-    pub vm_running: bool,
-    /// The workspace is bound for the current generation.
-    pub bound: bool,
-}
-
-/// Plans one Workspace. Copying files into the guest is the runtime work's; the engine
-/// binds a workspace to its VM once the VM runs.
-pub fn plan_workspace(f: &WorkspaceFacts) -> Plan {
-    if f.deleting {
-        let steps = vec![PlannedStep {
-            action: Action::UnbindWorkspace,
-            class: ChangeClass::Delete,
-            reason: "workspace deleted".into(),
-        }];
-        return Plan {
-            steps,
-            blocked: None,
-        };
-    }
-    if f.bound && f.vm_running {
-        return Plan::default();
-    }
-    Plan {
-        steps: vec![PlannedStep {
-            action: Action::BindWorkspace,
-            class: ChangeClass::Create,
-            reason: format!("place workspace in vm {}", f.vm),
-        }],
-        blocked: (!f.vm_running).then(|| Blocker::WaitingForVm { vm: f.vm.clone() }),
-    }
-}
-
-/// The order objects are worked on within one apply or rescan: Images, then VMs, then
-/// Workspaces; deletions in reverse.
-pub fn kind_order(kind: Kind, deleting: bool) -> u8 {
-    let base = match kind {
-        Kind::Image => 0,
-        Kind::Vm => 1,
-        Kind::Workspace => 2,
-    };
-    if deleting {
-        10 - base
-    } else {
-        base
-    }
+    let extra = u32::try_from(recent.len() - CRASH_FREE_RESTARTS)
+        .unwrap_or(u32::MAX)
+        .min(6);
+    let delay = (5i64 << extra).min(300);
+    let last = recent.iter().copied().max().unwrap_or(now);
+    let left = last + delay - now;
+    (left > 0).then(|| Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::Plan;
     use crate::runtime::{ObservedDisk, ObservedTap};
     use banger_specs::{ByteSize, HypervisorChoice};
     use std::path::PathBuf;
@@ -833,52 +593,20 @@ mod tests {
     }
 
     #[test]
-    fn image_and_workspace_plans() {
-        let facts = ImageFacts {
-            deleting: false,
-            resolved_generation: None,
-            generation: 1,
-            used_by: vec![],
-            files_present: true,
-        };
-        assert_eq!(plan_image(&facts).steps[0].class, ChangeClass::Create);
-        let same = ImageFacts {
-            resolved_generation: Some(1),
-            ..facts.clone()
-        };
-        assert!(plan_image(&same).is_converged());
-        let changed = ImageFacts {
-            resolved_generation: Some(1),
-            generation: 2,
-            ..facts.clone()
-        };
-        assert_eq!(plan_image(&changed).steps[0].class, ChangeClass::Live);
-        let in_use = ImageFacts {
-            deleting: true,
-            used_by: vec!["a".into()],
-            ..facts
-        };
-        assert!(matches!(
-            plan_image(&in_use).blocked,
-            Some(Blocker::InUse { .. })
-        ));
-        let ws = WorkspaceFacts {
-            deleting: false,
-            vm: "a".into(),
-            vm_running: false,
-            bound: false,
-        };
+    fn crash_backoff_starts_after_free_restarts() {
+        assert_eq!(crash_backoff_remaining(&[100, 101], 102), None);
         assert_eq!(
-            plan_workspace(&ws).blocked,
-            Some(Blocker::WaitingForVm { vm: "a".into() })
+            crash_backoff_remaining(&[100, 101, 102], 103),
+            Some(Duration::from_secs(4))
         );
-        assert!(plan_workspace(&WorkspaceFacts {
-            vm_running: true,
-            bound: true,
-            ..ws
-        })
-        .is_converged());
-        assert!(kind_order(Kind::Image, false) < kind_order(Kind::Vm, false));
-        assert!(kind_order(Kind::Vm, true) < kind_order(Kind::Image, true));
+        assert_eq!(
+            crash_backoff_remaining(&[100, 101, 102, 103], 104),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(
+            crash_backoff_remaining(&[100, 101, 102], 2000),
+            None,
+            "old restarts forgotten"
+        );
     }
 }

@@ -1,0 +1,358 @@
+//! The planner's inputs for one object, gathered from the store and the runtime.
+//!
+//! One place builds them for every caller: the engine's reconciles, `banger diff`,
+//! `apply --dry-run` and `describe` ([`Facts::preview`]). So the plan a preview shows is
+//! the plan the engine then runs (same readiness rules, same blockers). The only
+//! difference is the lease: a reconcile leases the VM's address first
+//! ([`LeaseMode::Allocate`]); a preview only reads the one it has
+//! ([`LeaseMode::Existing`]) and takes a static `spec.network.ip` as the address it would
+//! get.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use banger_specs::{Kind, Resource, VmSpec};
+
+use crate::clock::unix_now;
+use crate::config::DaemonConfig;
+use crate::host::names::mac_address_of;
+use crate::objects::{self, Owner};
+use crate::planner::{
+    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, WorkspaceFacts,
+};
+use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmRuntime};
+use crate::status::{ConditionType, ObjectStatus, Phase};
+use crate::store::{gateway_of, InternalState, Store, StoreError, StoredObject};
+
+use super::handles;
+
+/// How a VM's address is found while gathering its facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseMode {
+    /// Lease one now (the engine's reconcile; honours a static `spec.network.ip`).
+    Allocate,
+    /// Only read the lease the VM holds (previews, deletion).
+    Existing,
+}
+
+/// Everything the planner needs about one VM.
+#[derive(Debug, Clone)]
+pub struct VmFacts {
+    /// The VM's context: spec, resolved image, lease, handles (what steps run with).
+    pub ctx: VmContext,
+    /// The VM's status as last written.
+    pub status: ObjectStatus,
+    /// The engine's bookkeeping of the VM (recent restarts).
+    pub internal: InternalState,
+    /// The object is being deleted.
+    pub deleting: bool,
+    /// A recreate may run.
+    pub allow_recreate: bool,
+    /// The address the VM has or would get (`None`: not known, no address change
+    /// is planned).
+    pub ip: Option<Ipv4Addr>,
+    /// What the runtime measured.
+    pub observed: ObservedVm,
+}
+
+impl VmFacts {
+    /// The planner's view of what is wanted, at unix time `now`.
+    pub fn desired(&self, now: i64) -> DesiredVm<'_> {
+        DesiredVm {
+            spec: &self.ctx.spec,
+            image: self.ctx.image.as_ref(),
+            deleting: self.deleting,
+            allow_recreate: self.allow_recreate,
+            crash_backoff: crash_backoff_remaining(&self.internal.restarts, now).is_some(),
+            ip: self.ip,
+        }
+    }
+
+    /// The plan, now.
+    pub fn plan(&self) -> Plan {
+        planner::plan_vm(&self.desired(unix_now()), &self.observed)
+    }
+}
+
+/// An object's status and bookkeeping as last written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    /// The status.
+    pub status: ObjectStatus,
+    /// The engine's bookkeeping.
+    pub internal: InternalState,
+}
+
+/// What a Workspace reconcile needs: the planner's facts and, when the VM runs with
+/// its guest ready, that VM's context (lease and handles, as its own reconcile recorded
+/// them; never leased here).
+#[derive(Debug, Clone)]
+pub struct WorkspaceInputs {
+    /// The planner's facts.
+    pub facts: WorkspaceFacts,
+    /// The VM to copy into, when there is one.
+    pub vm: Option<VmContext>,
+}
+
+/// Gathers facts. Cheap to clone.
+pub struct Facts<R: VmRuntime> {
+    store: Store,
+    runtime: Arc<R>,
+    config: Arc<DaemonConfig>,
+}
+
+impl<R: VmRuntime> Clone for Facts<R> {
+    fn clone(&self) -> Self {
+        Facts {
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<R: VmRuntime> Facts<R> {
+    /// Facts over this store, runtime and configuration.
+    pub fn new(store: Store, runtime: Arc<R>, config: Arc<DaemonConfig>) -> Self {
+        Facts {
+            store,
+            runtime,
+            config,
+        }
+    }
+
+    /// The resolved image a VM boots, if its Image exists and is resolved.
+    async fn resolved_image(&self, image: &str) -> Result<Option<ResolvedImage>, StoreError> {
+        let image = image.to_owned();
+        self.store
+            .run("read image", move |db| {
+                if db.get_object(Kind::Image, &image)?.is_none() {
+                    return Ok(None);
+                }
+                Ok(db.get_status(Kind::Image, &image)?.1.resolved)
+            })
+            .await
+    }
+
+    /// A VM's context: resolved image, lease (see [`LeaseMode`]) and handles.
+    pub async fn vm_context(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        mode: LeaseMode,
+    ) -> Result<VmContext, StoreError> {
+        let cfg = &self.config;
+        let mac = mac_address_of(&obj.uid);
+        let ip = match mode {
+            LeaseMode::Allocate => Some(
+                self.store
+                    .lease(
+                        &obj.uid,
+                        &mac,
+                        spec.network.ip,
+                        cfg.bridge_network,
+                        cfg.bridge_prefix,
+                    )
+                    .await?,
+            ),
+            LeaseMode::Existing => self.store.lease_of(&obj.uid).await?.map(|(ip, _)| ip),
+        };
+        let vm_dir = cfg.vm_dir(&obj.uid);
+        Ok(VmContext {
+            uid: obj.uid.clone(),
+            name: obj.resource.name().to_string(),
+            spec: spec.clone(),
+            image: self.resolved_image(&spec.image).await?,
+            lease: ip.map(|ip| Lease {
+                ip,
+                mac,
+                gateway: gateway_of(cfg.bridge_network, cfg.bridge_prefix),
+                prefix: cfg.bridge_prefix,
+            }),
+            bridge: cfg.bridge_name.clone(),
+            handles: handles::load(&self.store, &obj.uid, vm_dir.clone()).await?,
+            vm_dir,
+        })
+    }
+
+    /// Gathers one VM's facts: its context, its bookkeeping and a fresh observation.
+    /// `allow_recreate` adds to what the object and its annotation allow.
+    pub async fn vm(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        mode: LeaseMode,
+        allow_recreate: bool,
+    ) -> Result<VmFacts, StoreError> {
+        let ctx = self.vm_context(obj, spec, mode).await?;
+        let (status, internal) = self.store.get_status(Kind::Vm, obj.resource.name()).await?;
+        let ip = match mode {
+            LeaseMode::Allocate => ctx.lease.as_ref().map(|l| l.ip),
+            LeaseMode::Existing => spec.network.ip.or(ctx.lease.as_ref().map(|l| l.ip)),
+        };
+        let observed = self.runtime.observe(&ctx).await;
+        Ok(VmFacts {
+            ctx,
+            status,
+            internal,
+            deleting: obj.deleting.is_some(),
+            allow_recreate: allow_recreate
+                || obj.allow_recreate
+                || objects::allow_recreate_annotation(&obj.resource),
+            ip,
+            observed,
+        })
+    }
+
+    /// Observes a VM again (after steps ran), keeping everything else.
+    pub async fn observe_again(&self, facts: &mut VmFacts) {
+        facts.observed = self.runtime.observe(&facts.ctx).await;
+    }
+
+    /// One Image's facts, with its status and bookkeeping as last written.
+    pub async fn image(&self, obj: &StoredObject) -> Result<(ImageFacts, Stored), StoreError> {
+        let name = obj.resource.name();
+        let deleting = obj.deleting.is_some();
+        let (status, internal) = self.store.get_status(Kind::Image, name).await?;
+        let used_by = if deleting {
+            self.store.referrers(Kind::Vm, name).await?
+        } else {
+            Vec::new()
+        };
+        let files_present = match &internal.resolved {
+            Some(r) if !deleting => self.runtime.image_present(r).await,
+            _ => false,
+        };
+        let facts = ImageFacts {
+            deleting,
+            resolved_generation: internal.resolved_generation,
+            generation: obj.generation,
+            used_by,
+            files_present,
+        };
+        Ok((facts, Stored { status, internal }))
+    }
+
+    /// One Workspace's facts, with the context of its VM when that VM runs with its
+    /// guest ready (phase Running, `GuestReady=True`, a VMM handle), and its status and
+    /// bookkeeping as last written.
+    pub async fn workspace(
+        &self,
+        obj: &StoredObject,
+        vm: &str,
+    ) -> Result<(WorkspaceInputs, Stored), StoreError> {
+        let (status, internal) = self
+            .store
+            .get_status(Kind::Workspace, obj.resource.name())
+            .await?;
+        let deleting = obj.deleting.is_some();
+        let vm_ctx = if deleting {
+            None
+        } else {
+            self.ready_vm(vm).await?
+        };
+        let target = vm_ctx.as_ref().and_then(|ctx| {
+            ctx.handles.process.as_ref().map(|p| CopyTarget {
+                vm_uid: ctx.uid.clone(),
+                vmm_pid: p.pid,
+                vmm_start_time: p.start_time,
+            })
+        });
+        let copied = internal.synced.as_ref().map(|s| {
+            (
+                s.generation,
+                CopyTarget {
+                    vm_uid: s.vm_uid.clone(),
+                    vmm_pid: s.vmm_pid,
+                    vmm_start_time: s.vmm_start_time,
+                },
+            )
+        });
+        let facts = WorkspaceFacts {
+            deleting,
+            vm: vm.to_string(),
+            generation: obj.generation,
+            target,
+            copied,
+        };
+        Ok((
+            WorkspaceInputs {
+                facts,
+                vm: vm_ctx.filter(|c| c.handles.process.is_some()),
+            },
+            Stored { status, internal },
+        ))
+    }
+
+    /// The context of a VM that runs with its guest ready, as its reconcile last
+    /// recorded it (status and handles; the lease it holds).
+    async fn ready_vm(&self, vm: &str) -> Result<Option<VmContext>, StoreError> {
+        let Some(obj) = self.store.get_object(Kind::Vm, vm).await? else {
+            return Ok(None);
+        };
+        let Resource::Vm(v) = &obj.resource else {
+            return Ok(None);
+        };
+        if obj.deleting.is_some() {
+            return Ok(None);
+        }
+        let (status, _) = self.store.get_status(Kind::Vm, vm).await?;
+        if status.phase != Phase::Running || !status.is_true(ConditionType::GuestReady) {
+            return Ok(None);
+        }
+        let ctx = self.vm_context(&obj, &v.spec, LeaseMode::Existing).await?;
+        Ok(Some(ctx))
+    }
+
+    /// The plan an object would get if `resource` were its spec now (`diff`,
+    /// `apply --dry-run`, `describe`). `existing` is the stored object, if any.
+    pub async fn preview(
+        &self,
+        existing: Option<&StoredObject>,
+        resource: &Resource,
+        allow_recreate: bool,
+    ) -> Result<Plan, StoreError> {
+        let generation = existing.map_or(1, |e| {
+            e.generation + i64::from(e.hash != objects::spec_hash(resource))
+        });
+        let obj = match existing {
+            Some(e) => StoredObject {
+                resource: resource.clone(),
+                generation,
+                ..e.clone()
+            },
+            None => StoredObject {
+                // Never stored: a fresh uid names no host object.
+                uid: crate::ids::new_uid(),
+                generation,
+                resource: resource.clone(),
+                hash: objects::spec_hash(resource),
+                owner: Owner::Cli { path_set: vec![] },
+                allow_recreate,
+                created: String::new(),
+                deleting: None,
+            },
+        };
+        Ok(match resource {
+            Resource::Vm(vm) => self
+                .vm(&obj, &vm.spec, LeaseMode::Existing, allow_recreate)
+                .await?
+                .plan(),
+            Resource::Image(_) => {
+                let (mut facts, _) = self.image(&obj).await?;
+                if existing.is_none() {
+                    facts.resolved_generation = None;
+                }
+                planner::plan_image(&facts)
+            }
+            Resource::Workspace(ws) => {
+                let (inputs, _) = self.workspace(&obj, &ws.spec.vm).await?;
+                let mut facts = inputs.facts;
+                if existing.is_none() {
+                    facts.copied = None;
+                }
+                planner::plan_workspace(&facts)
+            }
+        })
+    }
+}

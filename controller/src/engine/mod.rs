@@ -1,0 +1,211 @@
+//! The engine: level-triggered reconciles of one object at a time.
+//!
+//! A reconcile never learns why it was triggered (file event, API call, VMM exit,
+//! resync): it reads the desired object from the store, gathers the planner's facts
+//! ([`facts`]: the same function serves `diff`, `apply --dry-run` and `describe`),
+//! plans ([`crate::planner`]), runs the planned steps and writes the status.
+//!
+//! | file | job |
+//! |------|-----|
+//! | [`worker`] | the worker loop: take a key, reconcile, report the outcome to the queue; failures become `Ready=False`/`Stalled` |
+//! | [`facts`] | the planner's inputs for one object, from the store and the runtime |
+//! | `image.rs` | an Image's reconcile: resolve (pull) it, remove it once unused |
+//! | `vm.rs` | a VM's reconcile: journaled steps, rounds of observe → plan → act |
+//! | [`vm_status`] | pure: a VM's phase and conditions from what was planned and observed |
+//! | `workspace.rs` | a Workspace's reconcile: copy it into its VM's guest when planned |
+//! | `recovery.rs` | journal rows a dead daemon left `running`: roll back or resume |
+//! | `handles.rs` | a VM's handles: `handles.json` and the store's mirror |
+//!
+//! Guarantees:
+//! - one reconcile per object at a time (the [`WorkQueue`] never hands out an active
+//!   key), so the per-object lock is the queue itself and no lock is held across
+//!   runtime calls;
+//! - a journal row is written before each side-effecting step and completed after it;
+//!   [`Engine::recover_journal`] handles the rows a dead daemon left `running`;
+//! - deletion is finalizer-style: the object is marked deleting, cleanup steps run to
+//!   completion (retried with backoff on failure), then the rows go;
+//! - a Workspace copy runs under its VM's workspace lock (two copies into one VM never
+//!   interleave); a VM's own steps never take that lock;
+//! - status rows are written only when they change;
+//! - after shutdown is requested no new step starts; the step in flight finishes and
+//!   is journaled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use banger_specs::{Kind, ObjectKey};
+use tokio::sync::Semaphore;
+
+use crate::config::DaemonConfig;
+use crate::control::Control;
+use crate::events::EventRecorder;
+use crate::gc::GarbageCollector;
+use crate::planner;
+use crate::queue::WorkQueue;
+use crate::runtime::{RuntimeError, VmHandles, VmRuntime};
+use crate::status::Reason;
+use crate::store::{Store, StoreError};
+
+pub mod facts;
+mod handles;
+mod image;
+mod recovery;
+mod vm;
+pub mod vm_status;
+pub mod worker;
+mod workspace;
+
+pub use facts::Facts;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Steps succeeded but observation still wants them: the runtime's steps do not
+    /// take effect. Treated as a failure (backoff, then Stalled) instead of a hot loop.
+    #[error("vm {vm}: still needs {steps} after {rounds} rounds of steps")]
+    NoProgress {
+        /// VM name.
+        vm: String,
+        /// The steps still planned.
+        steps: String,
+        /// Rounds run.
+        rounds: usize,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A runtime step failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Writing the handles file failed.
+    #[error("vm {vm}: write {path}: {message}")]
+    Handles {
+        /// VM name.
+        vm: String,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ReconcileError {
+    /// The condition reason reported for it.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ReconcileError::Store(
+                StoreError::LeaseConflict { .. } | StoreError::LeasesExhausted { .. },
+            ) => Reason::IpConflict,
+            ReconcileError::Store(
+                StoreError::Sqlite { .. } | StoreError::Corrupt { .. } | StoreError::Task { .. },
+            ) => Reason::StoreError,
+            ReconcileError::Runtime(RuntimeError::Image { .. }) => Reason::ImageUnavailable,
+            ReconcileError::Runtime(RuntimeError::Step { .. }) => Reason::StepFailed,
+            ReconcileError::Runtime(RuntimeError::Sync { .. }) => Reason::SyncFailed,
+            ReconcileError::Handles { .. } => Reason::HandlesNotSaved,
+            ReconcileError::NoProgress { .. } => Reason::NoProgress,
+        }
+    }
+}
+
+/// The engine: the reconcile logic over the store, the runtime and the queue. Shared by
+/// the workers behind an `Arc`; the sources and the API see only its [`Control`].
+pub struct Engine<R: VmRuntime> {
+    /// Configuration.
+    pub config: Arc<DaemonConfig>,
+    /// Store, queue and event recorder (what the sources and the API share).
+    pub ctl: Control,
+    /// The runtime port.
+    pub runtime: Arc<R>,
+    /// The planner's facts, as the engine and the previews gather them.
+    pub facts: Facts<R>,
+    /// Bounds heavy work (image pulls, disk copies).
+    heavy: Semaphore,
+    shutting_down: AtomicBool,
+    /// Per-VM workspace locks (by VM uid), never held with anything else.
+    workspace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<R: VmRuntime> Engine<R> {
+    /// Opens the store under `config.state_dir` and builds the engine. Blocks (opens the
+    /// database): call it before serving.
+    pub fn new(config: DaemonConfig, runtime: R) -> Result<Self, StoreError> {
+        let config = Arc::new(config);
+        let store = Store::open(&config.db_path())?;
+        let ctl = Control {
+            events: EventRecorder::new(store.clone(), config.events_per_object)?,
+            queue: Arc::new(WorkQueue::new(config.backoff_min, config.backoff_max)),
+            sources_lock: Arc::new(tokio::sync::Mutex::new(())),
+            store,
+        };
+        let runtime = Arc::new(runtime);
+        Ok(Engine {
+            facts: Facts::new(ctl.store.clone(), runtime.clone(), config.clone()),
+            heavy: Semaphore::new(config.max_heavy.max(1)),
+            shutting_down: AtomicBool::new(false),
+            workspace_locks: Mutex::new(HashMap::new()),
+            runtime,
+            ctl,
+            config,
+        })
+    }
+
+    /// A VM's handles as the engine last recorded them (`handles.json`, else the
+    /// store's mirror).
+    pub async fn load_handles(&self, uid: &str) -> Result<VmHandles, StoreError> {
+        handles::load(&self.ctl.store, uid, self.config.vm_dir(uid)).await
+    }
+
+    /// Garbage collection over the same store and runtime.
+    pub fn garbage_collector(&self) -> GarbageCollector<R> {
+        GarbageCollector::new(self.ctl.store.clone(), self.runtime.clone())
+    }
+
+    /// Stops starting new steps (the step in flight finishes).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.ctl.queue.close();
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Queues every object (start and resync); objects waiting out a backoff keep it.
+    pub async fn enqueue_all(&self) -> Result<usize, StoreError> {
+        let mut all = self.ctl.store.list_objects(None).await?;
+        all.sort_by_key(|o| planner::kind_order(o.resource.kind(), o.deleting.is_some()));
+        for o in &all {
+            self.ctl.queue.add_unless_queued(o.resource.key());
+        }
+        Ok(all.len())
+    }
+
+    /// Queues the objects that reference `target` (VMs of an Image, Workspaces of a VM).
+    async fn enqueue_referrers(&self, target: Kind, name: &str) {
+        let kind = match target {
+            Kind::Image => Kind::Vm,
+            Kind::Vm => Kind::Workspace,
+            Kind::Workspace => return,
+        };
+        match self.ctl.store.referrers(kind, name).await {
+            Ok(names) => names
+                .into_iter()
+                .for_each(|n| self.ctl.queue.add(ObjectKey { kind, name: n })),
+            Err(e) => tracing::warn!(error = %e, "listing referrers"),
+        }
+    }
+
+    /// The per-VM workspace lock: two copies into one VM never interleave; VM steps
+    /// never take it.
+    fn workspace_lock(&self, vm_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .workspace_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(vm_uid.to_string()).or_default().clone()
+    }
+}

@@ -1,0 +1,292 @@
+//! A VM's reconcile: rounds of observe → plan → journaled steps, then the status.
+
+use std::time::Duration;
+
+use banger_specs::{Kind, ObjectKey, Resource, VmSpec};
+
+use super::facts::{LeaseMode, VmFacts};
+use super::vm_status::{self, VmStatusInputs};
+use super::{handles, Engine, ReconcileError};
+use crate::clock::{now_rfc3339, unix_now};
+use crate::journal::JournalOutcome;
+use crate::planner::{crash_backoff_remaining, Action, Plan, CRASH_WINDOW_SECS};
+use crate::queue::Outcome;
+use crate::runtime::{ProcessState, VmContext, VmRuntime, VmStep};
+use crate::status::{self, ConditionType, ObjectStatus, Phase, Reason};
+use crate::store::{InternalState, StoredObject};
+
+/// Plan/execute rounds within one reconcile before requeueing.
+const MAX_ROUNDS: usize = 4;
+
+/// The event reason of a step worth an event of its own (`None`: no event).
+fn step_event(step: VmStep) -> Option<Reason> {
+    match step {
+        VmStep::Launch => Some(Reason::Launched),
+        VmStep::Shutdown => Some(Reason::ShutDown),
+        VmStep::PrepareDisk => Some(Reason::DiskPrepared),
+        VmStep::RemoveDisk => Some(Reason::DiskRemoved),
+        VmStep::GrowDisk => Some(Reason::DiskGrown),
+        VmStep::EnsureVmDir
+        | VmStep::EnsureTap
+        | VmStep::EnsureNat
+        | VmStep::RemoveNat
+        | VmStep::RemoveTap
+        | VmStep::RemoveVmDir => None,
+    }
+}
+
+impl<R: VmRuntime> Engine<R> {
+    /// Runs one step with its journal row; persists the handles it returns.
+    pub async fn run_step(&self, ctx: &mut VmContext, step: VmStep) -> Result<(), ReconcileError> {
+        // Copying or growing a root disk is heavy: bounded like image pulls.
+        let _permit = match step {
+            VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
+            VmStep::EnsureVmDir
+            | VmStep::EnsureTap
+            | VmStep::EnsureNat
+            | VmStep::Launch
+            | VmStep::Shutdown
+            | VmStep::RemoveNat
+            | VmStep::RemoveTap
+            | VmStep::RemoveDisk
+            | VmStep::RemoveVmDir => None,
+        };
+        let store = &self.ctl.store;
+        let id = store
+            .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())
+            .await?;
+        match self.runtime.execute(step, ctx).await {
+            Ok(new_handles) => {
+                handles::save(store, &ctx.name, &ctx.uid, ctx.vm_dir.clone(), &new_handles).await?;
+                ctx.handles = new_handles;
+                store.journal_finish(id, JournalOutcome::Done, None).await?;
+                Ok(())
+            }
+            Err(e) => {
+                store
+                    .journal_finish(id, JournalOutcome::Failed, Some(e.to_string()))
+                    .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reconciles one VM.
+    pub(super) async fn reconcile_vm(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+    ) -> Result<Outcome, ReconcileError> {
+        let name = obj.resource.name().to_string();
+        let deleting = obj.deleting.is_some();
+        let store = &self.ctl.store;
+        let mode = if deleting {
+            LeaseMode::Existing
+        } else {
+            LeaseMode::Allocate
+        };
+        let mut facts = self.facts.vm(obj, spec, mode, false).await?;
+        let old_status = facts.status.clone();
+        let old_internal = facts.internal.clone();
+        let mut plan;
+        let mut rounds = 0;
+        loop {
+            plan = facts.plan();
+            if plan.steps.is_empty() || plan.blocked.is_some() || rounds >= MAX_ROUNDS {
+                break;
+            }
+            rounds += 1;
+            if let Some(outcome) = self.run_round(&name, &mut facts, &plan).await? {
+                return Ok(outcome);
+            }
+            self.facts.observe_again(&mut facts).await;
+        }
+        if rounds >= MAX_ROUNDS && !plan.steps.is_empty() && plan.blocked.is_none() {
+            store
+                .put_status(Kind::Vm, &name, old_status, facts.internal)
+                .await?;
+            let steps: Vec<&str> = plan.steps.iter().map(|p| p.action.name()).collect();
+            return Err(ReconcileError::NoProgress {
+                vm: name,
+                steps: steps.join(", "),
+                rounds,
+            });
+        }
+        if deleting && plan.steps.is_empty() {
+            return self.finish_vm_delete(obj).await;
+        }
+        let mut status = old_status.clone();
+        let outcome = self.write_vm_status(obj, &facts, &plan, &mut status);
+        if status != old_status || facts.internal != old_internal {
+            store
+                .put_status(Kind::Vm, &name, status.clone(), facts.internal.clone())
+                .await?;
+        }
+        // Workspaces follow the guest: a new phase, guest readiness or VMM.
+        let guest_changed = old_status.is_true(ConditionType::GuestReady)
+            != status.is_true(ConditionType::GuestReady)
+            || old_status.pid != status.pid;
+        if guest_changed || status.phase != old_status.phase {
+            self.enqueue_referrers(Kind::Vm, &name).await;
+        }
+        if status.phase != old_status.phase
+            && (old_status.phase != Phase::Pending || status.phase != Phase::Creating)
+        {
+            self.ctl
+                .events
+                .normal(
+                    Kind::Vm,
+                    &name,
+                    Reason::PhaseChanged,
+                    format!("{} -> {}", old_status.phase, status.phase),
+                )
+                .await;
+        }
+        Ok(outcome)
+    }
+
+    /// Runs the steps of one round. Returns an outcome when the reconcile must stop
+    /// here (shutdown requested).
+    async fn run_round(
+        &self,
+        name: &str,
+        facts: &mut VmFacts,
+        plan: &Plan,
+    ) -> Result<Option<Outcome>, ReconcileError> {
+        let after_exit = matches!(facts.observed.process, ProcessState::Exited { .. });
+        for planned in &plan.steps {
+            let step = match planned.action {
+                Action::Vm(step) => step,
+                Action::ResolveImage
+                | Action::RemoveImage
+                | Action::SyncWorkspace
+                | Action::UnbindWorkspace => continue,
+            };
+            if self.is_shutting_down() {
+                return Ok(Some(Outcome::RequeueAfter(Duration::ZERO)));
+            }
+            tracing::debug!(vm = %name, step = step.name(), class = planned.class.as_str(), reason = %planned.reason, "running step");
+            self.run_step(&mut facts.ctx, step).await?;
+            let events = &self.ctl.events;
+            if step == VmStep::Launch && after_exit {
+                let now = unix_now();
+                facts.internal.restarts.push(now);
+                facts
+                    .internal
+                    .restarts
+                    .retain(|t| *t >= now - CRASH_WINDOW_SECS);
+                events
+                    .warning(Kind::Vm, name, Reason::Restarted, planned.reason.clone())
+                    .await;
+            } else if let Some(reason) = step_event(step) {
+                let message = format!(
+                    "{} ({}): {}",
+                    step.name(),
+                    planned.class.as_str(),
+                    planned.reason
+                );
+                events.normal(Kind::Vm, name, reason, message).await;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The delete plan ran to its end: the lease and the rows go.
+    async fn finish_vm_delete(&self, obj: &StoredObject) -> Result<Outcome, ReconcileError> {
+        let name = obj.resource.name();
+        let store = &self.ctl.store;
+        store.release_lease(&obj.uid).await?;
+        store.remove_object(Kind::Vm, name, &obj.uid).await?;
+        self.ctl
+            .events
+            .normal(
+                Kind::Vm,
+                name,
+                Reason::Deleted,
+                "all host objects removed, lease released",
+            )
+            .await;
+        if let Resource::Vm(vm) = &obj.resource {
+            self.ctl.queue.add(ObjectKey {
+                kind: Kind::Image,
+                name: vm.spec.image.clone(),
+            });
+        }
+        self.enqueue_referrers(Kind::Vm, name).await;
+        Ok(Outcome::Done)
+    }
+
+    /// Stamps the derived phase and conditions onto `status`; returns when to look
+    /// again.
+    fn write_vm_status(
+        &self,
+        obj: &StoredObject,
+        facts: &VmFacts,
+        plan: &Plan,
+        status: &mut ObjectStatus,
+    ) -> Outcome {
+        let derived = vm_status::derive(VmStatusInputs {
+            ctx: &facts.ctx,
+            deleting: obj.deleting.is_some(),
+            observed: &facts.observed,
+            plan,
+            crash_wait: crash_backoff_remaining(&facts.internal.restarts, unix_now()),
+        });
+        let g = obj.generation;
+        let now = now_rfc3339();
+        status.phase = derived.phase;
+        status.observed_generation = g;
+        status.ip = derived.ip;
+        status.pid = derived.pid;
+        status.hypervisor = derived.hypervisor;
+        status.handles = Some(derived.handles);
+        for update in derived.conditions {
+            status::set_condition(&mut status.conditions, update, g, &now);
+        }
+        set_success_conditions(status, &facts.internal, g, &now);
+        match derived.requeue {
+            Some(after) => Outcome::RequeueAfter(after),
+            None => Outcome::Done,
+        }
+    }
+}
+
+/// The conditions every successful reconcile sets: `Stalled=False`, and `SpecValid`
+/// from the directory source's verdict on the object's file.
+pub(super) fn set_success_conditions(
+    status: &mut ObjectStatus,
+    internal: &InternalState,
+    generation: i64,
+    now: &str,
+) {
+    use crate::status::{ConditionStatus, ConditionUpdate};
+    status::set_condition(
+        &mut status.conditions,
+        ConditionUpdate::new(
+            ConditionType::Stalled,
+            ConditionStatus::False,
+            Reason::Reconciled,
+            "",
+        ),
+        generation,
+        now,
+    );
+    match &internal.invalid_spec {
+        Some(problem) => {
+            status::set_condition(
+                &mut status.conditions,
+                ConditionUpdate::new(
+                    ConditionType::SpecValid,
+                    ConditionStatus::False,
+                    Reason::InvalidSpec,
+                    problem.clone(),
+                ),
+                generation,
+                now,
+            );
+        }
+        None => {
+            status::remove_condition(&mut status.conditions, ConditionType::SpecValid);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Recording events: what happened to an object and why (`banger events`, `describe`).
+//!
+//! [`EventRecorder`] writes an event to the store (capped per object) and announces the
+//! new id, so long polls (`GET /v1/events?waitSeconds=`) wake at once. A failure to
+//! record is logged, never fatal: events are for people, the status is the truth.
+
+use banger_specs::Kind;
+use tokio::sync::watch;
+
+use crate::status::{EventType, Reason};
+use crate::store::{NewEvent, Store, StoreError};
+
+/// Writes events and announces them. Cheap to clone.
+#[derive(Clone)]
+pub struct EventRecorder {
+    store: Store,
+    latest: watch::Sender<i64>,
+    per_object: usize,
+}
+
+impl EventRecorder {
+    /// A recorder on `store` that keeps `per_object` events per object. Reads the last
+    /// event id (blocking: call before serving).
+    pub fn new(store: Store, per_object: usize) -> Result<Self, StoreError> {
+        let last = store.database().last_event_id()?;
+        Ok(EventRecorder {
+            store,
+            latest: watch::channel(last).0,
+            per_object,
+        })
+    }
+
+    /// Records an event on an object.
+    pub async fn record(
+        &self,
+        kind: Kind,
+        name: &str,
+        type_: EventType,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
+        let event = NewEvent {
+            kind,
+            name: name.to_string(),
+            type_,
+            reason,
+            message: message.into(),
+        };
+        match self.store.add_event(event, self.per_object).await {
+            Ok(id) => {
+                self.latest.send_replace(id);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, object = %format!("{kind}/{name}"), "recording event")
+            }
+        }
+    }
+
+    /// A `Normal` event.
+    pub async fn normal(&self, kind: Kind, name: &str, reason: Reason, message: impl Into<String>) {
+        self.record(kind, name, EventType::Normal, reason, message)
+            .await;
+    }
+
+    /// A `Warning` event.
+    pub async fn warning(
+        &self,
+        kind: Kind,
+        name: &str,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
+        self.record(kind, name, EventType::Warning, reason, message)
+            .await;
+    }
+
+    /// A receiver that changes whenever an event is recorded (for long polls).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.latest.subscribe()
+    }
+}

@@ -1,0 +1,802 @@
+//! The synchronous database: one SQLite connection in WAL mode behind a mutex. Every
+//! method is one short transaction. Async code goes through [`super::Store`].
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+
+use banger_specs::Kind;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{schema, Event, EventFilter, InternalState, NewEvent, StoreError, StoredObject};
+use crate::clock::{now_rfc3339, unix_ms};
+use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
+use crate::objects::{self, Owner};
+use crate::runtime::VmHandles;
+use crate::status::{EventType, ObjectStatus, Reason};
+
+/// The database (see the module docs).
+pub struct Database {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn kind_str(kind: Kind) -> &'static str {
+    kind.as_str()
+}
+
+fn kind_parse(s: &str) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| k.as_str() == s)
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
+
+impl Database {
+    /// Opens (creating if needed) the database file, enables WAL and migrates.
+    pub fn open(path: &Path) -> Result<Database, StoreError> {
+        let err = |operation| {
+            move |source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                operation,
+                source,
+            }
+        };
+        let conn = Connection::open(path).map_err(err("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enable foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("set busy timeout"))?;
+        let store = Database {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back
+        // an unfinished transaction when the Transaction is dropped.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sql(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            operation,
+            source,
+        }
+    }
+
+    fn corrupt(&self, operation: &'static str, message: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            operation,
+            message,
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql("read user_version"))
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql("read user_version"))?;
+        for (i, sql) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.transaction().map_err(self.sql("begin migration"))?;
+            tx.execute_batch(sql).map_err(self.sql("migrate"))?;
+            tx.pragma_update(None, "user_version", i + 1)
+                .map_err(self.sql("set user_version"))?;
+            tx.commit().map_err(self.sql("commit migration"))?;
+        }
+        Ok(())
+    }
+
+    fn row_to_object(&self, r: Row) -> Result<StoredObject, StoreError> {
+        let (kind, _name, uid, generation, document, hash, owner, allow, created, deleting) = r;
+        let kind = kind_parse(&kind)
+            .ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
+        let resource = objects::document_from_json(kind, &document)
+            .map_err(|e| self.corrupt("read object", e.to_string()))?;
+        let owner: Owner =
+            serde_json::from_str(&owner).map_err(|e| self.corrupt("read owner", e.to_string()))?;
+        Ok(StoredObject {
+            uid,
+            generation,
+            resource,
+            hash,
+            owner,
+            allow_recreate: allow != 0,
+            created,
+            deleting,
+        })
+    }
+
+    const OBJECT_COLUMNS: &'static str =
+        "kind, name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
+    const OBJECT_COLUMNS_QUALIFIED: &'static str = "objects.kind, objects.name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
+
+    fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+        ))
+    }
+
+    /// One object.
+    pub fn get_object(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE kind = ?1 AND name = ?2",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![kind_str(kind), name],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
+    }
+
+    /// All objects (of one kind), by kind then name.
+    pub fn list_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
+        let rows: Vec<Row> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM objects WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
+                    Self::OBJECT_COLUMNS
+                ))
+                .map_err(self.sql("list objects"))?;
+            let it = stmt
+                .query_map(params![kind.map(kind_str)], Self::map_row)
+                .map_err(self.sql("list objects"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("list objects"))?
+        };
+        let mut out: Vec<StoredObject> = rows
+            .into_iter()
+            .map(|r| self.row_to_object(r))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
+        Ok(out)
+    }
+
+    /// The object with this uid, if any.
+    pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM objects WHERE uid = ?1",
+                    Self::OBJECT_COLUMNS
+                ),
+                params![uid],
+                Self::map_row,
+            )
+            .optional()
+            .map_err(self.sql("read object"))?;
+        row.map(|r| self.row_to_object(r)).transpose()
+    }
+
+    /// Names of objects of `kind` that reference `target` (VMs of an Image, Workspaces
+    /// of a VM), including those being deleted.
+    pub fn referrers(&self, kind: Kind, target: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name FROM objects WHERE kind = ?1 AND ref_name = ?2 ORDER BY name",
+            )
+            .map_err(self.sql("list referrers"))?;
+        let it = stmt
+            .query_map(params![kind_str(kind), target], |r| r.get(0))
+            .map_err(self.sql("list referrers"))?;
+        it.collect::<Result<_, _>>()
+            .map_err(self.sql("list referrers"))
+    }
+
+    /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
+    /// generation.
+    pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
+        let document = objects::document_json(&o.resource);
+        let owner = serde_json::to_string(&o.owner)
+            .map_err(|e| self.corrupt("write owner", e.to_string()))?;
+        let ref_name = objects::reference(&o.resource).map(|(_, n)| n);
+        self.conn()
+            .execute(
+                "INSERT INTO objects (kind, name, uid, generation, document, hash, owner, ref_name, allow_recreate, created, deleting)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (kind, name) DO UPDATE SET uid = ?3, generation = ?4, document = ?5, hash = ?6, owner = ?7,
+                   ref_name = ?8, allow_recreate = ?9, created = ?10, deleting = ?11",
+                params![
+                    kind_str(o.resource.kind()),
+                    o.resource.name(),
+                    o.uid,
+                    o.generation,
+                    document,
+                    o.hash,
+                    owner,
+                    ref_name,
+                    i64::from(o.allow_recreate),
+                    o.created,
+                    o.deleting
+                ],
+            )
+            .map_err(self.sql("write object"))?;
+        Ok(())
+    }
+
+    /// Marks an object as being deleted (keeps the first mark). Returns false when the
+    /// object does not exist.
+    pub fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE objects SET deleting = COALESCE(deleting, ?3) WHERE kind = ?1 AND name = ?2",
+                params![kind_str(kind), name, now_rfc3339()],
+            )
+            .map_err(self.sql("mark deleting"))?;
+        Ok(n > 0)
+    }
+
+    /// Removes an object, its status and its handles mirror (the finalizer's last act).
+    /// Its events stay until capped.
+    pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin remove"))?;
+        tx.execute(
+            "DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3",
+            params![kind_str(kind), name, uid],
+        )
+        .map_err(self.sql("remove object"))?;
+        tx.execute(
+            "DELETE FROM status WHERE kind = ?1 AND name = ?2",
+            params![kind_str(kind), name],
+        )
+        .map_err(self.sql("remove status"))?;
+        tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("remove handles"))?;
+        tx.commit().map_err(self.sql("commit remove"))
+    }
+
+    /// Status of an object (default when never written).
+    pub fn get_status(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<(ObjectStatus, InternalState), StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT view, internal FROM status WHERE kind = ?1 AND name = ?2",
+                params![kind_str(kind), name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sql("read status"))?;
+        match row {
+            None => Ok((ObjectStatus::default(), InternalState::default())),
+            Some((v, i)) => Ok((self.parse_status(&v)?, self.parse_internal(&i)?)),
+        }
+    }
+
+    fn parse_status(&self, text: &str) -> Result<ObjectStatus, StoreError> {
+        serde_json::from_str(text).map_err(|e| self.corrupt("read status", e.to_string()))
+    }
+
+    fn parse_internal(&self, text: &str) -> Result<InternalState, StoreError> {
+        serde_json::from_str(text).map_err(|e| self.corrupt("read status", e.to_string()))
+    }
+
+    /// All objects (of one kind) with their status, by kind then name, in one query.
+    pub fn list_with_status(
+        &self,
+        kind: Option<Kind>,
+    ) -> Result<Vec<(StoredObject, ObjectStatus)>, StoreError> {
+        let rows: Vec<(Row, Option<String>)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {}, status.view FROM objects LEFT JOIN status USING (kind, name)
+                     WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
+                    Self::OBJECT_COLUMNS_QUALIFIED
+                ))
+                .map_err(self.sql("list objects"))?;
+            let it = stmt
+                .query_map(params![kind.map(kind_str)], |r| {
+                    Ok((Self::map_row(r)?, r.get(10)?))
+                })
+                .map_err(self.sql("list objects"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("list objects"))?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, view) in rows {
+            let status = match view {
+                Some(v) => self.parse_status(&v)?,
+                None => ObjectStatus::default(),
+            };
+            out.push((self.row_to_object(row)?, status));
+        }
+        out.sort_by(|(a, _), (b, _)| {
+            (a.resource.kind(), a.resource.name()).cmp(&(b.resource.kind(), b.resource.name()))
+        });
+        Ok(out)
+    }
+
+    /// Writes the status of an object.
+    pub fn put_status(
+        &self,
+        kind: Kind,
+        name: &str,
+        status: &ObjectStatus,
+        internal: &InternalState,
+    ) -> Result<(), StoreError> {
+        let v = serde_json::to_string(status)
+            .map_err(|e| self.corrupt("write status", e.to_string()))?;
+        let i = serde_json::to_string(internal)
+            .map_err(|e| self.corrupt("write status", e.to_string()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
+                params![kind_str(kind), name, v, i],
+            )
+            .map_err(self.sql("write status"))?;
+        Ok(())
+    }
+
+    /// Records an event and drops the object's events beyond `cap`. Returns its id.
+    pub fn add_event(&self, event: &NewEvent, cap: usize) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin event"))?;
+        let type_: &str = event.type_.into();
+        let reason: &str = event.reason.into();
+        tx.execute(
+            "INSERT INTO events (time, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_rfc3339(), kind_str(event.kind), event.name, type_, reason, event.message],
+        )
+        .map_err(self.sql("write event"))?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM events WHERE kind = ?1 AND name = ?2 AND id <= (
+               SELECT id FROM events WHERE kind = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+            params![kind_str(event.kind), event.name, i64::try_from(cap).unwrap_or(i64::MAX)],
+        )
+        .map_err(self.sql("cap events"))?;
+        tx.commit().map_err(self.sql("commit event"))?;
+        Ok(id)
+    }
+
+    /// Events after `after` that match `filter`, oldest first, at most `limit`. A row
+    /// whose type or reason this version does not know is skipped (and logged).
+    pub fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time, kind, name, type, reason, message FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
+                 ORDER BY id LIMIT ?4",
+            )
+            .map_err(self.sql("list events"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    after,
+                    filter.kind.map(kind_str),
+                    filter.name,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
+            .map_err(self.sql("list events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, time, kind, name, type_, reason, message) =
+                row.map_err(self.sql("list events"))?;
+            let parsed = (
+                kind_parse(&kind),
+                EventType::from_str(&type_).ok(),
+                Reason::from_str(&reason).ok(),
+            );
+            let (Some(kind), Some(type_), Some(reason)) = parsed else {
+                tracing::warn!(
+                    id,
+                    kind,
+                    type_,
+                    reason,
+                    "skipping an event this version cannot read"
+                );
+                continue;
+            };
+            out.push(Event {
+                id,
+                time,
+                kind,
+                name,
+                type_,
+                reason,
+                message,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` events of an object, oldest first.
+    pub fn recent_events(
+        &self,
+        kind: Kind,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let filter = EventFilter {
+            kind: Some(kind),
+            name: Some(name.to_string()),
+        };
+        let all = self.list_events(&filter, 0, usize::MAX)?;
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    /// The highest event id (0 when none).
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+            .map_err(self.sql("read last event"))
+    }
+
+    /// Writes a `running` journal row before a side-effecting step. Returns its id.
+    pub fn journal_begin(
+        &self,
+        uid: &str,
+        kind: Kind,
+        name: &str,
+        step: &str,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin journal"))?;
+        let running: &str = JournalOutcome::Running.into();
+        tx.execute(
+            "INSERT INTO journal (uid, kind, name, step, started, started_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![uid, kind_str(kind), name, step, now_rfc3339(), unix_ms(), running],
+        )
+        .map_err(self.sql("write journal"))?;
+        let id = tx.last_insert_rowid();
+        // Keep the last 100 rows per object; unfinished rows are never dropped.
+        tx.execute(
+            "DELETE FROM journal WHERE uid = ?1 AND outcome != ?2 AND id <= (
+               SELECT id FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT 1 OFFSET 100)",
+            params![uid, running],
+        )
+        .map_err(self.sql("cap journal"))?;
+        tx.commit().map_err(self.sql("commit journal"))?;
+        Ok(id)
+    }
+
+    /// Completes a journal row.
+    pub fn journal_finish(
+        &self,
+        id: i64,
+        outcome: JournalOutcome,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let outcome: &str = outcome.into();
+        self.conn()
+            .execute(
+                "UPDATE journal SET outcome = ?2, error = ?3, duration_ms = ?4 - started_ms WHERE id = ?1",
+                params![id, outcome, error, unix_ms()],
+            )
+            .map_err(self.sql("finish journal"))?;
+        Ok(())
+    }
+
+    fn parse_outcome(&self, text: &str) -> Result<JournalOutcome, StoreError> {
+        JournalOutcome::from_str(text)
+            .map_err(|_| self.corrupt("read journal", format!("unknown outcome {text:?}")))
+    }
+
+    /// Rows still `running`: steps a previous daemon did not finish.
+    pub fn journal_unfinished(&self) -> Result<Vec<JournalRow>, StoreError> {
+        let conn = self.conn();
+        let running: &str = JournalOutcome::Running.into();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, uid, kind, name, step, outcome FROM journal WHERE outcome = ?1 ORDER BY id")
+            .map_err(self.sql("read journal"))?;
+        let rows = stmt
+            .query_map(params![running], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(self.sql("read journal"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, uid, kind, name, step, outcome) = row.map_err(self.sql("read journal"))?;
+            let Some(kind) = kind_parse(&kind) else {
+                continue;
+            };
+            out.push(JournalRow {
+                id,
+                uid,
+                kind,
+                name,
+                step,
+                outcome: self.parse_outcome(&outcome)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` steps of an object, oldest first.
+    pub fn journal_for(&self, uid: &str, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT step, started, duration_ms, outcome, error FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT ?2")
+            .map_err(self.sql("read journal"))?;
+        let rows = stmt
+            .query_map(
+                params![uid, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .map_err(self.sql("read journal"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (step, started, duration_ms, outcome, error) =
+                row.map_err(self.sql("read journal"))?;
+            out.push(JournalEntry {
+                step,
+                started,
+                duration_ms,
+                outcome: self.parse_outcome(&outcome)?,
+                error,
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The lease of a VM, if any: `(ip, mac)`.
+    pub fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT ip, mac FROM leases WHERE vm_uid = ?1",
+                params![uid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sql("read lease"))?;
+        row.map(|(ip, mac)| {
+            ip.parse()
+                .map(|ip| (ip, mac))
+                .map_err(|_| self.corrupt("read lease", format!("bad ip {ip}")))
+        })
+        .transpose()
+    }
+
+    /// Leases an address for a VM: its existing lease if it has one and it matches the
+    /// static address asked for, else the static address (if free and inside the
+    /// network), else the lowest free address. The network's first host address is the
+    /// bridge's and is never leased.
+    pub fn lease(
+        &self,
+        uid: &str,
+        mac: &str,
+        want: Option<Ipv4Addr>,
+        network: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Ipv4Addr, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin lease"))?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT ip FROM leases WHERE vm_uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("read lease"))?;
+        let current: Option<Ipv4Addr> = current.and_then(|s| s.parse().ok());
+        if let Some(ip) = current {
+            if want.is_none() || want == Some(ip) {
+                return Ok(ip);
+            }
+        }
+        let (first, last) = host_range(network, prefix);
+        let ip = match want {
+            Some(ip) => {
+                let n = u32::from(ip);
+                if n <= first || n > last {
+                    return Err(StoreError::LeaseConflict { ip, message: format!("outside the leasable range of {network}/{prefix} (the first address is the bridge)") });
+                }
+                let holder: Option<String> = tx
+                    .query_row(
+                        "SELECT vm_uid FROM leases WHERE ip = ?1",
+                        params![ip.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(self.sql("read lease"))?;
+                if let Some(h) = holder.filter(|h| h != uid) {
+                    return Err(StoreError::LeaseConflict {
+                        ip,
+                        message: format!("already leased to the VM with uid {h}"),
+                    });
+                }
+                ip
+            }
+            None => {
+                let taken: std::collections::HashSet<u32> = {
+                    let mut stmt = tx
+                        .prepare_cached("SELECT ip FROM leases")
+                        .map_err(self.sql("read leases"))?;
+                    let rows = stmt
+                        .query_map([], |r| r.get::<_, String>(0))
+                        .map_err(self.sql("read leases"))?;
+                    rows.filter_map(|r| r.ok())
+                        .filter_map(|s| s.parse::<Ipv4Addr>().ok())
+                        .map(u32::from)
+                        .collect()
+                };
+                let free = (first + 1..=last).find(|n| !taken.contains(n));
+                Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
+            }
+        };
+        tx.execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("write lease"))?;
+        tx.execute(
+            "INSERT INTO leases (ip, mac, vm_uid) VALUES (?1, ?2, ?3)",
+            params![ip.to_string(), mac, uid],
+        )
+        .map_err(self.sql("write lease"))?;
+        tx.commit().map_err(self.sql("commit lease"))?;
+        Ok(ip)
+    }
+
+    /// Releases a VM's lease.
+    pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("release lease"))?;
+        Ok(())
+    }
+
+    /// Uids of every VM holding a lease (objects in the store, and orphans: VMs
+    /// forgotten with `banger.dev/on-remove: Orphan`, whose lease row stays).
+    pub fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT vm_uid FROM leases ORDER BY vm_uid")
+            .map_err(self.sql("list leases"))?;
+        let it = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(self.sql("list leases"))?;
+        it.collect::<Result<_, _>>()
+            .map_err(self.sql("list leases"))
+    }
+
+    /// Number of leases held.
+    pub fn lease_count(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+            .map_err(self.sql("count leases"))
+    }
+
+    /// Mirrors a VM's handles.
+    pub fn put_handles(&self, uid: &str, handles: &VmHandles) -> Result<(), StoreError> {
+        let json = serde_json::to_string(handles)
+            .map_err(|e| self.corrupt("write handles", e.to_string()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
+                params![uid, json],
+            )
+            .map_err(self.sql("write handles"))?;
+        Ok(())
+    }
+
+    /// The mirrored handles of a VM.
+    pub fn get_handles(&self, uid: &str) -> Result<Option<VmHandles>, StoreError> {
+        let row: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT handles FROM handles WHERE vm_uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("read handles"))?;
+        row.map(|s| {
+            serde_json::from_str(&s).map_err(|e| self.corrupt("read handles", e.to_string()))
+        })
+        .transpose()
+    }
+}
+
+/// `(network address, broadcast-or-last)` as integers: hosts are strictly between.
+fn host_range(network: Ipv4Addr, prefix: u8) -> (u32, u32) {
+    let bits = u32::from(prefix.min(30));
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    let net = u32::from(network) & mask;
+    let last = (net | !mask).saturating_sub(1);
+    // `first` is the bridge's address: net + 1.
+    (net + 1, last)
+}
+
+/// The bridge (gateway) address of a network: its first host address.
+pub fn gateway_of(network: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(host_range(network, prefix).0)
+}
