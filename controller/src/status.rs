@@ -200,7 +200,8 @@ pub enum Reason {
     ImageUnavailable,
     /// A runtime step failed.
     StepFailed,
-    /// A VM's handles could not be saved.
+    /// A VM's handles could not be saved (no longer produced: handles are stored with
+    /// their step's journal row; kept so status rows of earlier versions still read).
     HandlesNotSaved,
     /// Steps succeeded but observation still wants them.
     NoProgress,

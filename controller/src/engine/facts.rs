@@ -4,9 +4,8 @@
 //! `apply --dry-run` and `describe` ([`Facts::preview`]). So the plan a preview shows is
 //! the plan the engine then runs (same readiness rules, same blockers). The only
 //! difference is the lease: a reconcile leases the VM's address first
-//! ([`LeaseMode::Allocate`]); a preview only reads the one it has
-//! ([`LeaseMode::Existing`]) and takes a static `spec.network.ip` as the address it would
-//! get.
+//! ([`LeaseMode::Allocate`]); a preview takes the address it would get without leasing
+//! it ([`LeaseMode::Preview`]).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -24,14 +23,17 @@ use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmRuntime};
 use crate::status::{ConditionType, ObjectStatus, Phase};
 use crate::store::{gateway_of, InternalState, Store, StoreError, StoredObject};
 
-use super::handles;
+use super::handles::HandleCache;
 
 /// How a VM's address is found while gathering its facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseMode {
     /// Lease one now (the engine's reconcile; honours a static `spec.network.ip`).
     Allocate,
-    /// Only read the lease the VM holds (previews, deletion).
+    /// The address a reconcile would lease, without leasing it: a static
+    /// `spec.network.ip`, else the lease the VM holds (previews).
+    Preview,
+    /// Only the lease the VM holds (deletion, recovery).
     Existing,
 }
 
@@ -40,6 +42,9 @@ pub enum LeaseMode {
 pub struct VmFacts {
     /// The VM's context: spec, resolved image, lease, handles (what steps run with).
     pub ctx: VmContext,
+    /// The context's lease is a reservation beside the VM's active lease: it becomes the
+    /// active lease once a VMM runs with it, or none runs with the old address.
+    pub lease_pending: bool,
     /// The VM's status as last written.
     pub status: ObjectStatus,
     /// The engine's bookkeeping of the VM (recent restarts).
@@ -99,6 +104,8 @@ pub struct Facts<R: VmRuntime> {
     store: Store,
     runtime: Arc<R>,
     config: Arc<DaemonConfig>,
+    /// Every VM's last handles (see [`HandleCache`]).
+    pub(super) handles: Arc<HandleCache>,
 }
 
 impl<R: VmRuntime> Clone for Facts<R> {
@@ -107,6 +114,7 @@ impl<R: VmRuntime> Clone for Facts<R> {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
             config: self.config.clone(),
+            handles: self.handles.clone(),
         }
     }
 }
@@ -118,6 +126,7 @@ impl<R: VmRuntime> Facts<R> {
             store,
             runtime,
             config,
+            handles: Arc::new(HandleCache::default()),
         }
     }
 
@@ -141,11 +150,23 @@ impl<R: VmRuntime> Facts<R> {
         spec: &VmSpec,
         mode: LeaseMode,
     ) -> Result<VmContext, StoreError> {
+        Ok(self.vm_context_leased(obj, spec, mode).await?.0)
+    }
+
+    /// [`Self::vm_context`], and whether its lease is a reservation beside the VM's
+    /// active lease (an address change; see [`crate::store::Database::lease`]).
+    async fn vm_context_leased(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        mode: LeaseMode,
+    ) -> Result<(VmContext, bool), StoreError> {
         let cfg = &self.config;
         let mac = mac_address_of(&obj.uid);
-        let ip = match mode {
-            LeaseMode::Allocate => Some(
-                self.store
+        let (ip, pending) = match mode {
+            LeaseMode::Allocate => {
+                let grant = self
+                    .store
                     .lease(
                         &obj.uid,
                         &mac,
@@ -153,12 +174,20 @@ impl<R: VmRuntime> Facts<R> {
                         cfg.bridge_network,
                         cfg.bridge_prefix,
                     )
-                    .await?,
+                    .await?;
+                (Some(grant.ip), grant.pending)
+            }
+            LeaseMode::Preview => {
+                let held = self.store.lease_of(&obj.uid).await?.map(|(ip, _)| ip);
+                (spec.network.ip.or(held), false)
+            }
+            LeaseMode::Existing => (
+                self.store.lease_of(&obj.uid).await?.map(|(ip, _)| ip),
+                false,
             ),
-            LeaseMode::Existing => self.store.lease_of(&obj.uid).await?.map(|(ip, _)| ip),
         };
         let vm_dir = cfg.vm_dir(&obj.uid);
-        Ok(VmContext {
+        let ctx = VmContext {
             uid: obj.uid.clone(),
             name: obj.resource.name().to_string(),
             spec: spec.clone(),
@@ -170,9 +199,10 @@ impl<R: VmRuntime> Facts<R> {
                 prefix: cfg.bridge_prefix,
             }),
             bridge: cfg.bridge_name.clone(),
-            handles: handles::load(&self.store, &obj.uid, vm_dir.clone()).await?,
+            handles: self.handles.load(&self.store, &obj.uid).await?,
             vm_dir,
-        })
+        };
+        Ok((ctx, pending))
     }
 
     /// Gathers one VM's facts: its context, its bookkeeping and a fresh observation.
@@ -184,15 +214,13 @@ impl<R: VmRuntime> Facts<R> {
         mode: LeaseMode,
         allow_recreate: bool,
     ) -> Result<VmFacts, StoreError> {
-        let ctx = self.vm_context(obj, spec, mode).await?;
+        let (ctx, lease_pending) = self.vm_context_leased(obj, spec, mode).await?;
         let (status, internal) = self.store.get_status(Kind::Vm, obj.resource.name()).await?;
-        let ip = match mode {
-            LeaseMode::Allocate => ctx.lease.as_ref().map(|l| l.ip),
-            LeaseMode::Existing => spec.network.ip.or(ctx.lease.as_ref().map(|l| l.ip)),
-        };
+        let ip = ctx.lease.as_ref().map(|l| l.ip);
         let observed = self.runtime.observe(&ctx).await;
         Ok(VmFacts {
             ctx,
+            lease_pending,
             status,
             internal,
             deleting: obj.deleting.is_some(),
@@ -335,7 +363,7 @@ impl<R: VmRuntime> Facts<R> {
         };
         Ok(match resource {
             Resource::Vm(vm) => self
-                .vm(&obj, &vm.spec, LeaseMode::Existing, allow_recreate)
+                .vm(&obj, &vm.spec, LeaseMode::Preview, allow_recreate)
                 .await?
                 .plan(),
             Resource::Image(_) => {

@@ -14,7 +14,7 @@
 //! | [`vm_status`] | pure: a VM's phase and conditions from what was planned and observed |
 //! | `workspace.rs` | a Workspace's reconcile: copy it into its VM's guest when planned |
 //! | `recovery.rs` | journal rows a dead daemon left `running`: roll back or resume |
-//! | `handles.rs` | a VM's handles: `handles.json` and the store's mirror |
+//! | `handles.rs` | a VM's handles: the store's record (written with the step's journal row) and an in-memory cache |
 //!
 //! Guarantees:
 //! - one reconcile per object at a time (the [`WorkQueue`] never hands out an active
@@ -78,16 +78,6 @@ pub enum ReconcileError {
     /// A runtime step failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// Writing the handles file failed.
-    #[error("vm {vm}: write {path}: {message}")]
-    Handles {
-        /// VM name.
-        vm: String,
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
 }
 
 impl ReconcileError {
@@ -103,7 +93,6 @@ impl ReconcileError {
             ReconcileError::Runtime(RuntimeError::Image { .. }) => Reason::ImageUnavailable,
             ReconcileError::Runtime(RuntimeError::Step { .. }) => Reason::StepFailed,
             ReconcileError::Runtime(RuntimeError::Sync { .. }) => Reason::SyncFailed,
-            ReconcileError::Handles { .. } => Reason::HandlesNotSaved,
             ReconcileError::NoProgress { .. } => Reason::NoProgress,
         }
     }
@@ -151,10 +140,9 @@ impl<R: VmRuntime> Engine<R> {
         })
     }
 
-    /// A VM's handles as the engine last recorded them (`handles.json`, else the
-    /// store's mirror).
+    /// A VM's handles as the engine last recorded them.
     pub async fn load_handles(&self, uid: &str) -> Result<VmHandles, StoreError> {
-        handles::load(&self.ctl.store, uid, self.config.vm_dir(uid)).await
+        self.facts.handles.load(&self.ctl.store, uid).await
     }
 
     /// Garbage collection over the same store and runtime.

@@ -6,7 +6,7 @@ use banger_specs::{Kind, ObjectKey, Resource, VmSpec};
 
 use super::facts::{LeaseMode, VmFacts};
 use super::vm_status::{self, VmStatusInputs};
-use super::{handles, Engine, ReconcileError};
+use super::{Engine, ReconcileError};
 use crate::clock::{now_rfc3339, unix_now};
 use crate::journal::JournalOutcome;
 use crate::planner::{crash_backoff_remaining, Action, Plan, CRASH_WINDOW_SECS};
@@ -57,9 +57,11 @@ impl<R: VmRuntime> Engine<R> {
             .await?;
         match self.runtime.execute(step, ctx).await {
             Ok(new_handles) => {
-                handles::save(store, &ctx.name, &ctx.uid, ctx.vm_dir.clone(), &new_handles).await?;
+                // Memory first: a store that fails now must not make this daemon forget
+                // what the step made.
+                self.facts.handles.put(&ctx.uid, &new_handles);
                 ctx.handles = new_handles;
-                store.journal_finish(id, JournalOutcome::Done, None).await?;
+                store.finish_step(id, &ctx.uid, ctx.handles.clone()).await?;
                 Ok(())
             }
             Err(e) => {
@@ -115,6 +117,15 @@ impl<R: VmRuntime> Engine<R> {
         if deleting && plan.steps.is_empty() {
             return self.finish_vm_delete(obj).await;
         }
+        let vmm_runs = matches!(
+            facts.observed.process,
+            ProcessState::Running { .. } | ProcessState::Unresponsive { .. }
+        );
+        if facts.lease_pending && !vmm_runs && !deleting {
+            // No VMM runs with the old address: the reservation becomes the lease.
+            store.commit_lease(&obj.uid).await?;
+            facts.lease_pending = false;
+        }
         let mut status = old_status.clone();
         let outcome = self.write_vm_status(obj, &facts, &plan, &mut status);
         if status != old_status || facts.internal != old_internal {
@@ -167,6 +178,11 @@ impl<R: VmRuntime> Engine<R> {
             }
             tracing::debug!(vm = %name, step = step.name(), class = planned.class.as_str(), reason = %planned.reason, "running step");
             self.run_step(&mut facts.ctx, step).await?;
+            if step == VmStep::Launch && facts.lease_pending {
+                // The VMM runs with the new address: the old one is free now.
+                self.ctl.store.commit_lease(&facts.ctx.uid).await?;
+                facts.lease_pending = false;
+            }
             let events = &self.ctl.events;
             if step == VmStep::Launch && after_exit {
                 let now = unix_now();
@@ -197,6 +213,7 @@ impl<R: VmRuntime> Engine<R> {
         let store = &self.ctl.store;
         store.release_lease(&obj.uid).await?;
         store.remove_object(Kind::Vm, name, &obj.uid).await?;
+        self.facts.handles.forget(&obj.uid);
         self.ctl
             .events
             .normal(

@@ -175,7 +175,14 @@ pub fn derive(inputs: VmStatusInputs<'_>) -> DerivedVmStatus {
 
     DerivedVmStatus {
         phase,
-        ip: ctx.lease.as_ref().map(|l| l.ip),
+        // The address the guest has: the running VMM's, else the one it will get.
+        ip: match &observed.process {
+            ProcessState::Running { launched } => launched.ip,
+            ProcessState::Absent
+            | ProcessState::Exited { .. }
+            | ProcessState::Unresponsive { .. } => None,
+        }
+        .or(ctx.lease.as_ref().map(|l| l.ip)),
         pid: if running {
             ctx.handles.process.as_ref().map(|p| p.pid)
         } else {

@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use banger_specs::Kind;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{schema, Event, EventFilter, InternalState, NewEvent, StoreError, StoredObject};
+use super::{
+    schema, Event, EventFilter, InternalState, LeaseGrant, NewEvent, StoreError, StoredObject,
+};
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
 use crate::objects::{self, Owner};
@@ -624,12 +626,12 @@ impl Database {
         Ok(out)
     }
 
-    /// The lease of a VM, if any: `(ip, mac)`.
+    /// The lease a VM holds (its active one, not a reservation), if any: `(ip, mac)`.
     pub fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
         let row: Option<(String, String)> = self
             .conn()
             .query_row(
-                "SELECT ip, mac FROM leases WHERE vm_uid = ?1",
+                "SELECT ip, mac FROM leases WHERE vm_uid = ?1 AND pending = 0",
                 params![uid],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -643,10 +645,18 @@ impl Database {
         .transpose()
     }
 
-    /// Leases an address for a VM: its existing lease if it has one and it matches the
-    /// static address asked for, else the static address (if free and inside the
-    /// network), else the lowest free address. The network's first host address is the
-    /// bridge's and is never leased.
+    /// Leases an address for a VM and returns the one it is to run with.
+    ///
+    /// A VM holds at most two rows: its active lease (the address its VMM runs with)
+    /// and, when it asks for another address, a reservation (`pending`). The active
+    /// lease is returned when it matches the static address asked for (or none is asked
+    /// for; a reservation is then dropped). Otherwise the static address (if free and
+    /// inside the network), else the lowest free address, is reserved — or becomes the
+    /// active lease when the VM has none. A reservation turns into the active lease, and
+    /// the old address is released, only by [`Database::commit_lease`] (once a VMM runs
+    /// with it, or none runs with the old one): so a VM that keeps running on its old
+    /// address (a blocked recreate, a failed shutdown) keeps that address from others.
+    /// The network's first host address is the bridge's and is never leased.
     pub fn lease(
         &self,
         uid: &str,
@@ -654,22 +664,40 @@ impl Database {
         want: Option<Ipv4Addr>,
         network: Ipv4Addr,
         prefix: u8,
-    ) -> Result<Ipv4Addr, StoreError> {
+    ) -> Result<LeaseGrant, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin lease"))?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT ip FROM leases WHERE vm_uid = ?1",
-                params![uid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql("read lease"))?;
-        let current: Option<Ipv4Addr> = current.and_then(|s| s.parse().ok());
-        if let Some(ip) = current {
+        let rows: Vec<(String, bool)> = {
+            let mut stmt = tx
+                .prepare_cached("SELECT ip, pending FROM leases WHERE vm_uid = ?1")
+                .map_err(self.sql("read lease"))?;
+            let it = stmt
+                .query_map(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql("read lease"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("read lease"))?
+        };
+        let parse = |pending: bool| {
+            rows.iter()
+                .find(|(_, p)| *p == pending)
+                .and_then(|(ip, _)| ip.parse::<Ipv4Addr>().ok())
+        };
+        let (active, reserved) = (parse(false), parse(true));
+        if let Some(ip) = active {
             if want.is_none() || want == Some(ip) {
-                return Ok(ip);
+                if reserved.is_some() {
+                    tx.execute(
+                        "DELETE FROM leases WHERE vm_uid = ?1 AND pending = 1",
+                        params![uid],
+                    )
+                    .map_err(self.sql("write lease"))?;
+                    tx.commit().map_err(self.sql("commit lease"))?;
+                }
+                return Ok(LeaseGrant { ip, pending: false });
             }
+        }
+        if let Some(ip) = reserved.filter(|ip| want == Some(*ip)) {
+            return Ok(LeaseGrant { ip, pending: true });
         }
         let (first, last) = host_range(network, prefix);
         let ip = match want {
@@ -711,18 +739,51 @@ impl Database {
                 Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
             }
         };
-        tx.execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
-            .map_err(self.sql("write lease"))?;
+        let pending = active.is_some();
         tx.execute(
-            "INSERT INTO leases (ip, mac, vm_uid) VALUES (?1, ?2, ?3)",
-            params![ip.to_string(), mac, uid],
+            "DELETE FROM leases WHERE vm_uid = ?1 AND pending = ?2",
+            params![uid, pending],
+        )
+        .map_err(self.sql("write lease"))?;
+        tx.execute(
+            "INSERT INTO leases (ip, mac, vm_uid, pending) VALUES (?1, ?2, ?3, ?4)",
+            params![ip.to_string(), mac, uid, pending],
         )
         .map_err(self.sql("write lease"))?;
         tx.commit().map_err(self.sql("commit lease"))?;
-        Ok(ip)
+        Ok(LeaseGrant { ip, pending })
     }
 
-    /// Releases a VM's lease.
+    /// Makes a VM's reservation its active lease and releases the old address (no-op
+    /// without a reservation). Returns whether anything changed.
+    pub fn commit_lease(&self, uid: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin lease"))?;
+        let reserved: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM leases WHERE vm_uid = ?1 AND pending = 1)",
+                params![uid],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("read lease"))?;
+        if !reserved {
+            return Ok(false);
+        }
+        tx.execute(
+            "DELETE FROM leases WHERE vm_uid = ?1 AND pending = 0",
+            params![uid],
+        )
+        .map_err(self.sql("write lease"))?;
+        tx.execute(
+            "UPDATE leases SET pending = 0 WHERE vm_uid = ?1",
+            params![uid],
+        )
+        .map_err(self.sql("write lease"))?;
+        tx.commit().map_err(self.sql("commit lease"))?;
+        Ok(true)
+    }
+
+    /// Releases every address of a VM (its lease and any reservation).
     pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
         self.conn()
             .execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
@@ -735,7 +796,7 @@ impl Database {
     pub fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT vm_uid FROM leases ORDER BY vm_uid")
+            .prepare_cached("SELECT DISTINCT vm_uid FROM leases ORDER BY vm_uid")
             .map_err(self.sql("list leases"))?;
         let it = stmt
             .query_map([], |r| r.get(0))
@@ -747,11 +808,39 @@ impl Database {
     /// Number of leases held.
     pub fn lease_count(&self) -> Result<i64, StoreError> {
         self.conn()
-            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM leases WHERE pending = 0", [], |r| {
+                r.get(0)
+            })
             .map_err(self.sql("count leases"))
     }
 
-    /// Mirrors a VM's handles.
+    /// Completes a step that succeeded: its handles and its journal row (`done`) in one
+    /// transaction, so neither is ever recorded without the other.
+    pub fn finish_step(
+        &self,
+        journal_id: i64,
+        uid: &str,
+        handles: &VmHandles,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(handles)
+            .map_err(|e| self.corrupt("write handles", e.to_string()))?;
+        let done: &str = JournalOutcome::Done.into();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin finish step"))?;
+        tx.execute(
+            "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
+            params![uid, json],
+        )
+        .map_err(self.sql("write handles"))?;
+        tx.execute(
+            "UPDATE journal SET outcome = ?2, error = NULL, duration_ms = ?3 - started_ms WHERE id = ?1",
+            params![journal_id, done, unix_ms()],
+        )
+        .map_err(self.sql("finish journal"))?;
+        tx.commit().map_err(self.sql("commit finish step"))
+    }
+
+    /// Writes a VM's handles.
     pub fn put_handles(&self, uid: &str, handles: &VmHandles) -> Result<(), StoreError> {
         let json = serde_json::to_string(handles)
             .map_err(|e| self.corrupt("write handles", e.to_string()))?;

@@ -1,5 +1,5 @@
 //! The engine's durable state in SQLite (rusqlite, bundled): objects, status, events,
-//! the step journal, IP leases and a mirror of each VM's handles.
+//! the step journal, IP leases and each VM's handles.
 //!
 //! Two layers:
 //! - [`Database`]: one connection in WAL mode behind a mutex; every method is one short
@@ -351,6 +351,21 @@ impl Store {
         .await
     }
 
+    /// Completes a step that succeeded: its handles and its journal row (`done`) in one
+    /// transaction.
+    pub async fn finish_step(
+        &self,
+        journal_id: i64,
+        uid: &str,
+        handles: VmHandles,
+    ) -> Result<(), StoreError> {
+        let uid = uid.to_owned();
+        self.run("finish step", move |db| {
+            db.finish_step(journal_id, &uid, &handles)
+        })
+        .await
+    }
+
     /// Rows still `running`: steps a previous daemon did not finish.
     pub async fn journal_unfinished(&self) -> Result<Vec<JournalRow>, StoreError> {
         self.run("read journal", |db| db.journal_unfinished()).await
@@ -381,7 +396,7 @@ impl Store {
         want: Option<Ipv4Addr>,
         network: Ipv4Addr,
         prefix: u8,
-    ) -> Result<Ipv4Addr, StoreError> {
+    ) -> Result<LeaseGrant, StoreError> {
         let (uid, mac) = (uid.to_owned(), mac.to_owned());
         self.run("write lease", move |db| {
             db.lease(&uid, &mac, want, network, prefix)
@@ -389,7 +404,14 @@ impl Store {
         .await
     }
 
-    /// Releases a VM's lease.
+    /// Makes a VM's reservation its active lease (see [`Database::commit_lease`]).
+    pub async fn commit_lease(&self, uid: &str) -> Result<bool, StoreError> {
+        let uid = uid.to_owned();
+        self.run("write lease", move |db| db.commit_lease(&uid))
+            .await
+    }
+
+    /// Releases every address of a VM.
     pub async fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
         let uid = uid.to_owned();
         self.run("release lease", move |db| db.release_lease(&uid))
@@ -400,13 +422,16 @@ impl Store {
     pub async fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
         self.run("list leases", |db| db.leased_uids()).await
     }
+}
 
-    /// Mirrors a VM's handles.
-    pub async fn put_handles(&self, uid: &str, handles: VmHandles) -> Result<(), StoreError> {
-        let uid = uid.to_owned();
-        self.run("write handles", move |db| db.put_handles(&uid, &handles))
-            .await
-    }
+/// The address a VM is to run with, from [`Database::lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// It is a reservation beside the VM's active lease (an address change): it becomes
+    /// the active lease once a VMM runs with it ([`Store::commit_lease`]).
+    pub pending: bool,
 }
 
 /// An event to record.

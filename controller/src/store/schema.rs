@@ -60,4 +60,18 @@ pub const MIGRATIONS: &[&str] = &[
         handles TEXT NOT NULL
     );
     "#,
+    // 2: a VM may hold a reservation (`pending`) beside its active lease, so an
+    // address change never frees the address a running VMM still uses.
+    r#"
+    CREATE TABLE leases_v2 (
+        ip TEXT PRIMARY KEY,
+        mac TEXT NOT NULL,
+        vm_uid TEXT NOT NULL,
+        pending INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (vm_uid, pending)
+    );
+    INSERT INTO leases_v2 (ip, mac, vm_uid, pending) SELECT ip, mac, vm_uid, 0 FROM leases;
+    DROP TABLE leases;
+    ALTER TABLE leases_v2 RENAME TO leases;
+    "#,
 ];

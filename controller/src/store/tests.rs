@@ -53,7 +53,8 @@ fn leases_honour_static_ips_and_report_conflicts() {
     let net = Ipv4Addr::new(172, 30, 0, 0);
     let a = s
         .lease("a", &crate::host::names::mac_address_of("a"), None, net, 24)
-        .unwrap();
+        .unwrap()
+        .ip;
     assert_eq!(
         a,
         Ipv4Addr::new(172, 30, 0, 2),
@@ -61,7 +62,8 @@ fn leases_honour_static_ips_and_report_conflicts() {
     );
     assert_eq!(
         s.lease("a", &crate::host::names::mac_address_of("a"), None, net, 24)
-            .unwrap(),
+            .unwrap()
+            .ip,
         a,
         "stable"
     );
@@ -73,7 +75,8 @@ fn leases_honour_static_ips_and_report_conflicts() {
             net,
             24,
         )
-        .unwrap();
+        .unwrap()
+        .ip;
     assert_eq!(b, Ipv4Addr::new(172, 30, 0, 50));
     let err = s
         .lease(
@@ -104,7 +107,8 @@ fn leases_honour_static_ips_and_report_conflicts() {
             net,
             24
         )
-        .unwrap(),
+        .unwrap()
+        .ip,
         b
     );
     assert_eq!(gateway_of(net, 24), Ipv4Addr::new(172, 30, 0, 1));
@@ -119,6 +123,45 @@ fn leases_honour_static_ips_and_report_conflicts() {
         s.lease("t2", "m", None, tiny, 30),
         Err(StoreError::LeasesExhausted { .. })
     ));
+}
+
+#[test]
+fn an_address_change_reserves_until_committed() {
+    let (_d, s) = open();
+    let net = Ipv4Addr::new(172, 30, 0, 0);
+    let ip = |last: u8| Ipv4Addr::new(172, 30, 0, last);
+    let x = s.lease("x", "mx", None, net, 24).unwrap();
+    assert_eq!((x.ip, x.pending), (ip(2), false));
+    // x asks for .9: a reservation; .2 stays x's.
+    let moved = s.lease("x", "mx", Some(ip(9)), net, 24).unwrap();
+    assert_eq!((moved.ip, moved.pending), (ip(9), true));
+    assert_eq!(s.lease("x", "mx", Some(ip(9)), net, 24).unwrap(), moved);
+    assert_eq!(s.lease_of("x").unwrap().unwrap().0, ip(2));
+    let y = s.lease("y", "my", None, net, 24).unwrap();
+    assert_eq!(y.ip, ip(3), "neither x's address nor its reservation");
+    assert!(s.lease("z", "mz", Some(ip(9)), net, 24).is_err());
+    assert_eq!(s.lease_count().unwrap(), 2, "reservations are not leases");
+    assert_eq!(s.leased_uids().unwrap(), ["x", "y"]);
+    // Committed: .9 is x's, .2 is free.
+    assert!(s.commit_lease("x").unwrap());
+    assert!(!s.commit_lease("x").unwrap());
+    assert_eq!(s.lease_of("x").unwrap().unwrap().0, ip(9));
+    assert_eq!(s.lease("z", "mz", None, net, 24).unwrap().ip, ip(2));
+    // Asking for the active address again drops a reservation.
+    s.lease("y", "my", Some(ip(20)), net, 24).unwrap();
+    let back = s.lease("y", "my", None, net, 24).unwrap();
+    assert_eq!((back.ip, back.pending), (ip(3), false));
+    assert_eq!(
+        s.lease("w", "mw", Some(ip(20)), net, 24).unwrap().ip,
+        ip(20)
+    );
+    // Release drops both rows.
+    s.lease("w", "mw", Some(ip(21)), net, 24).unwrap();
+    s.release_lease("w").unwrap();
+    assert_eq!(
+        s.lease("v", "mv", Some(ip(21)), net, 24).unwrap().ip,
+        ip(21)
+    );
 }
 
 #[test]

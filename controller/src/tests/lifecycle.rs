@@ -38,8 +38,7 @@ async fn vm_runs_stops_and_is_deleted_with_everything_it_made() {
     assert_eq!(s.hypervisor.as_deref(), Some("simulated"));
     let uid = h.uid(Kind::Vm, "a");
     assert_eq!(s.pid, h.sim.pid_of(&uid));
-    let handles =
-        std::fs::read_to_string(h.engine.config.vm_dir(&uid).join("handles.json")).unwrap();
+    let handles = serde_json::to_string(&h.engine.load_handles(&uid).await.unwrap()).unwrap();
     assert!(handles.contains("\"tap\""), "{handles}");
     h.until_phase(Kind::Workspace, "code", Phase::Ready).await;
     assert_eq!(h.status(Kind::Image, "base").phase, Phase::Ready);
@@ -621,4 +620,128 @@ async fn a_booting_guest_is_polled_until_ready() {
             .status,
         FALSE
     );
+}
+
+/// An address change that cannot run yet (a blocked recreate) keeps the VM on its old
+/// address, and that address is not handed to another VM (issue: two guests, one IP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_stays_with_its_running_vm_until_the_new_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let image2 = IMAGE
+        .replace("name: base", "name: other")
+        .replace("/images/rootfs.ext4", "/images/other.ext4");
+    h.apply(
+        &[(
+            "/s/x.yaml",
+            &format!(
+                "{IMAGE}---\n{image2}---\n{}",
+                vm_yaml("x", "base", "512Mi", "")
+            ),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "x", READY, TRUE, "Running")
+        .await;
+    let ip = |h: &Harness, name: &str| h.status(Kind::Vm, name).ip.map(|ip| ip.to_string());
+    assert_eq!(ip(&h, "x").as_deref(), Some("172.30.0.2"));
+    let uid = h.uid(Kind::Vm, "x");
+    let pid = h.sim.pid_of(&uid).unwrap();
+
+    // Another image and another address, without --allow-recreate: blocked.
+    let moved = vm_yaml("x", "other", "512Mi", "  network:\n    ip: 172.30.0.40\n");
+    h.apply(
+        &[("/s/x.yaml", &format!("{IMAGE}---\n{image2}---\n{moved}"))],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "x", READY, FALSE, "RecreateBlocked")
+        .await;
+    assert_eq!(h.sim.pid_of(&uid), Some(pid), "x keeps running");
+    assert_eq!(
+        ip(&h, "x").as_deref(),
+        Some("172.30.0.2"),
+        "on its old address"
+    );
+
+    // A new VM must not get x's address.
+    h.apply(&[("/s/y.yaml", &vm_yaml("y", "base", "512Mi", ""))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "y", READY, TRUE, "Running")
+        .await;
+    assert_ne!(ip(&h, "y").as_deref(), Some("172.30.0.2"));
+    assert_ne!(
+        ip(&h, "y").as_deref(),
+        Some("172.30.0.40"),
+        "x's reservation"
+    );
+
+    // Allowed: x restarts on the new address and the old one is free again.
+    h.apply(
+        &[("/s/x.yaml", &format!("{IMAGE}---\n{image2}---\n{moved}"))],
+        |r| r.allow_recreate = true,
+    )
+    .await
+    .unwrap();
+    h.until("x runs on its new address", |h| {
+        ip(h, "x").as_deref() == Some("172.30.0.40")
+            && status::is_true(&h.status(Kind::Vm, "x").conditions, READY)
+    })
+    .await;
+    assert_ne!(h.sim.pid_of(&uid), Some(pid));
+    assert_eq!(
+        h.db().lease_of(&uid).unwrap().unwrap().0.to_string(),
+        "172.30.0.40"
+    );
+    h.apply(&[("/s/z.yaml", &vm_yaml("z", "base", "512Mi", ""))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "z", READY, TRUE, "Running")
+        .await;
+    assert_eq!(
+        ip(&h, "z").as_deref(),
+        Some("172.30.0.2"),
+        "released after the move"
+    );
+}
+
+/// A launch that succeeded is recorded with its journal row in one transaction, in the
+/// store only: a VM directory where no file can be written (here a directory planted
+/// where a `handles.json` used to go) does not leave the launch "unfinished", so the
+/// next daemon neither rolls it back nor stops the healthy VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_that_succeeded_survives_a_daemon_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    let stopped = vm_yaml("a", "base", "512Mi", "  state: Stopped\n");
+    h.apply(&[("/s/a.yaml", &format!("{IMAGE}---\n{stopped}"))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Stopped")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    std::fs::create_dir_all(h.engine.config.vm_dir(&uid).join("handles.json")).unwrap();
+    h.apply_image_and_vm_a().await;
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let pid = sim.pid_of(&uid).unwrap();
+    assert!(h.db().journal_unfinished().unwrap().is_empty());
+
+    let engine = h.engine.clone();
+    h.crash();
+    drop(engine);
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    let handled = bounded("recover", engine.recover_journal()).await.unwrap();
+    assert_eq!(handled, 0, "nothing was left unfinished");
+    let h = Harness::with_engine(engine, sim.clone());
+    h.engine.enqueue_all().await.unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(sim.pid_of(&uid), Some(pid), "the healthy VM was not restarted");
+    assert_eq!(sim.duplicate_launches(), 0);
 }
