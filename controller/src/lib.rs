@@ -7,18 +7,20 @@
 //! - Pure core: [`planner`] (`plan(desired, observed) -> Plan`) over plain values,
 //!   [`objects`] (ownership, annotations, spec diffs) and [`status`] (conditions, phases).
 //! - Ports: [`runtime`] (what a reconcile needs from the host: the trait
-//!   [`runtime::VmRuntime`], with the real [`runtime::host::HostRuntime`] and the
+//!   [`runtime::VmRuntime`], with the real [`runtime::linux::LinuxRuntime`] and the
 //!   test-only [`runtime::simulated::SimulatedRuntime`]) and [`driver`] (hypervisors:
-//!   QEMU and Firecracker behind one trait).
+//!   QEMU and Firecracker behind one trait that owns every per-hypervisor fact).
 //! - Shell: [`store`] (SQLite), [`queue`] and [`reconciler`] (the executor), [`sources`]
 //!   (specs directory and apply), [`gc`] (host objects no object owns), [`host`]
-//!   (processes, KVM, network, disks, OCI pulls, doctor checks, banger's SSH key,
-//!   workspace copies), [`api`] (HTTP on a Unix
-//!   socket), [`daemon`] (wires it all together from a [`config::DaemonConfig`]).
+//!   (plumbing: processes, KVM, network, disks, OCI pulls, banger's SSH key, workspace
+//!   copies; it imports no driver), [`doctor`] (the checks of `banger doctor`), [`api`]
+//!   (HTTP on a Unix socket), [`daemon`] (wires it all together from a
+//!   [`config::DaemonConfig`]).
 
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod driver;
 pub mod gc;
 pub mod host;

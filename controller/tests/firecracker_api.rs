@@ -541,7 +541,7 @@ async fn launch_probe_and_graceful_shutdown_of_a_real_process() {
     let driver = stand_in_driver();
 
     let process = driver.launch(&spec).await.unwrap();
-    assert_eq!(process.hypervisor, HypervisorKind::Firecracker);
+    assert_eq!(process.hypervisor_kind(), Some(HypervisorKind::Firecracker));
     assert_eq!(process.control_socket, dir.path().join("firecracker.sock"));
     // The recorded identity is the live process, in its own session, carrying the marker.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid)).unwrap();

@@ -15,8 +15,8 @@
 //! Shutdown: `SendCtrlAltDel` (Firecracker exits when the guest resets), a bounded wait,
 //! then SIGTERM and SIGKILL. Succeeds if the process is already gone.
 //!
-//! Detection ([`detect_version`], [`is_available`]) serves `hypervisor: auto` and
-//! `banger doctor`.
+//! Detection ([`detect_version`], [`host_suitability`]) serves `hypervisor: auto`
+//! ([`crate::driver::Hypervisors`]) and `banger doctor`.
 
 pub mod api;
 pub mod boot;
@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use self::api::{ActionType, ApiCall, ApiClient, ApiError, InstanceState};
-use super::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
+use super::{
+    shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmFiles,
+    VmmProcess,
+};
 use crate::host::kvm::KvmStatus;
 use crate::host::process::{
     spawn_detached, terminate_tracked, uid_marker, DetachedCommand, IdentityCheck, ProcessIdentity,
@@ -48,17 +51,11 @@ pub const LOG_FILE: &str = "firecracker.log";
 /// File name of the launch record inside the VM's directory (see [`LaunchRecord`]).
 pub const LAUNCH_RECORD_FILE: &str = "firecracker.launch.json";
 
-/// Kernel messages that mean the guest is gone while the VMM may live on.
-pub const HALT_MARKERS: &[&str] = &[
-    "reboot: Power down",
-    "reboot: System halted",
-    "Kernel panic - not syncing",
-];
+/// Kernel arguments every Firecracker guest needs: Firecracker has no PCI bus.
+pub const KERNEL_ARGS: &[&str] = &["pci=off"];
 
-/// Whether console output contains a [`HALT_MARKERS`] line.
-pub fn console_shows_halt(console: &str) -> bool {
-    HALT_MARKERS.iter().any(|marker| console.contains(marker))
-}
+/// How long `firecracker --version` may take when the host is probed.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends `calls` in order, stopping at the first refusal.
 pub async fn configure_and_start(client: &ApiClient, calls: &[ApiCall]) -> Result<(), ApiError> {
@@ -178,7 +175,7 @@ pub fn detect_version(binary: &Path, timeout: Duration) -> Result<String, Detect
 
 /// Whether `binary` is a runnable Firecracker (found and `--version` answers).
 pub fn is_available(binary: &Path) -> bool {
-    detect_version(binary, Duration::from_secs(5)).is_ok()
+    detect_version(binary, VERSION_TIMEOUT).is_ok()
 }
 
 /// Why Firecracker cannot run VMs on this host.
@@ -196,11 +193,18 @@ pub enum Unsuitable {
 /// choosing it over QEMU, and what `banger doctor` reports): the binary answers
 /// `--version` and KVM runs stock guests. Returns the version.
 pub fn host_suitability(binary: &Path, kvm: &KvmStatus) -> Result<String, Unsuitable> {
-    let version = detect_version(binary, Duration::from_secs(5))?;
-    if !kvm.stock_guests_can_run() {
-        return Err(Unsuitable::Kvm(kvm.clone()));
-    }
+    let version = detect_version(binary, VERSION_TIMEOUT)?;
+    kvm_requirement(kvm)?;
     Ok(version)
+}
+
+/// What Firecracker needs of the host's KVM: that it runs stock guest kernels.
+pub fn kvm_requirement(kvm: &KvmStatus) -> Result<(), Unsuitable> {
+    if kvm.stock_guests_can_run() {
+        Ok(())
+    } else {
+        Err(Unsuitable::Kvm(kvm.clone()))
+    }
 }
 
 /// How long each bounded step of the driver may take.
@@ -433,7 +437,7 @@ fn console_since_launch(vm_dir: &Path) -> Option<String> {
 
 /// Whether the console of the current launch shows the guest halted or panicked.
 fn guest_halted(vm_dir: &Path) -> bool {
-    console_since_launch(vm_dir).is_some_and(|text| console_shows_halt(&text))
+    console_since_launch(vm_dir).is_some_and(|text| shows_linux_halt(&text))
 }
 
 /// The last lines of this launch's console, for error messages.
@@ -451,6 +455,42 @@ fn console_tail(vm_dir: &Path) -> String {
 impl Hypervisor for FirecrackerDriver {
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Firecracker
+    }
+
+    fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn kernel_args(&self) -> &'static [&'static str] {
+        KERNEL_ARGS
+    }
+
+    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+        VmmFiles {
+            log: vm_dir.join(LOG_FILE),
+            pid_file: None,
+            control_socket: vm_dir.join(API_SOCKET_FILE),
+        }
+    }
+
+    /// On x86 Firecracker does not exit when the guest powers off; the guest kernel's
+    /// halt and panic lines on the console are how a halt shows (see [`Hypervisor::probe`]
+    /// here, which reports them as [`Liveness::GuestHalted`]).
+    fn console_shows_halt(&self, console: &str) -> bool {
+        shows_linux_halt(console)
+    }
+
+    fn check_binary(&self) -> Result<String, String> {
+        detect_version(&self.binary, VERSION_TIMEOUT).map_err(|e| e.to_string())
+    }
+
+    fn host_requirement(&self, kvm: &KvmStatus) -> Result<(), String> {
+        kvm_requirement(kvm).map_err(|e| e.to_string())
+    }
+
+    /// 2: where it can run, Firecracker is preferred (a smaller VMM, faster boots).
+    fn auto_rank(&self) -> u8 {
+        2
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
@@ -491,7 +531,7 @@ impl Hypervisor for FirecrackerDriver {
         })
         .map_err(|e| operation_error(vm, "spawn", e.to_string()))?;
         let process = VmmProcess {
-            hypervisor: HypervisorKind::Firecracker,
+            hypervisor: HypervisorKind::Firecracker.as_str().to_owned(),
             pid: identity.pid,
             start_time: identity.start_time,
             control_socket: socket.clone(),
@@ -727,9 +767,20 @@ mod tests {
 
     #[test]
     fn halt_markers_are_recognised() {
-        assert!(console_shows_halt("[   3.2] reboot: Power down\n"));
-        assert!(console_shows_halt("Kernel panic - not syncing: VFS"));
-        assert!(!console_shows_halt("reboot: Restarting system\nlogin:"));
+        let driver = FirecrackerDriver::default();
+        assert!(driver.console_shows_halt("[   3.2] reboot: Power down\n"));
+        assert!(driver.console_shows_halt("Kernel panic - not syncing: VFS"));
+        assert!(!driver.console_shows_halt("reboot: Restarting system\nlogin:"));
+    }
+
+    #[test]
+    fn guests_get_pci_off_and_the_files_are_in_the_vm_dir() {
+        let driver = FirecrackerDriver::default();
+        assert_eq!(driver.kernel_args(), ["pci=off"]);
+        let files = driver.vm_files(Path::new("/vms/a"));
+        assert_eq!(files.log, Path::new("/vms/a/firecracker.log"));
+        assert_eq!(files.pid_file, None);
+        assert_eq!(files.control_socket, Path::new("/vms/a/firecracker.sock"));
     }
 
     #[test]

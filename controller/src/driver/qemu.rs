@@ -28,9 +28,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::driver::qmp::QmpClient;
-use crate::driver::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
-use crate::host::kvm::{self, Accel, AccelError, ResolvedAccel};
+use crate::driver::{
+    shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmFiles,
+    VmmProcess,
+};
+use crate::host::kvm::{self, Accel, AccelError, KvmStatus, ResolvedAccel};
 use crate::host::process::{self, DetachedCommand, IdentityCheck, ProcessIdentity, TrackedProcess};
+use crate::host::which::{probe_binary, BinaryProbe};
 
 /// The QEMU binary looked up in `PATH` when none is configured.
 pub const DEFAULT_BINARY: &str = "qemu-system-x86_64";
@@ -75,7 +79,18 @@ impl QemuOptions {
     /// measures the TSC frequency (blocks ~20 ms). `binary` defaults to
     /// [`DEFAULT_BINARY`].
     pub fn for_host(binary: Option<PathBuf>, accel: Accel) -> Result<QemuOptions, AccelError> {
-        let resolved = kvm::resolve(accel, &kvm::detect())?;
+        QemuOptions::for_kvm(binary, accel, &kvm::detect())
+    }
+
+    /// Options for a host whose KVM probe found `kvm`: resolves `accel` and, under TCG,
+    /// measures the TSC frequency (blocks ~20 ms). `binary` defaults to
+    /// [`DEFAULT_BINARY`].
+    pub fn for_kvm(
+        binary: Option<PathBuf>,
+        accel: Accel,
+        kvm: &KvmStatus,
+    ) -> Result<QemuOptions, AccelError> {
+        let resolved = kvm::resolve(accel, kvm)?;
         let mut options = QemuOptions::new(
             binary.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY)),
             resolved,
@@ -86,6 +101,9 @@ impl QemuOptions {
         Ok(options)
     }
 }
+
+/// How long `qemu-system-x86_64 --version` may take when the host is probed.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The QMP socket of a VM.
 pub fn qmp_socket_path(vm_dir: &Path) -> PathBuf {
@@ -286,6 +304,24 @@ impl QemuDriver {
         QemuDriver { options }
     }
 
+    /// The driver for a host whose KVM probe found `kvm` ([`QemuOptions::for_kvm`]).
+    /// When `accel` cannot be used here, the driver runs under TCG (so processes
+    /// launched earlier can still be probed and stopped) and the error says why.
+    pub fn for_kvm(
+        binary: Option<PathBuf>,
+        accel: Accel,
+        kvm: &KvmStatus,
+    ) -> (QemuDriver, Result<(), AccelError>) {
+        match QemuOptions::for_kvm(binary.clone(), accel, kvm) {
+            Ok(options) => (QemuDriver::new(options), Ok(())),
+            Err(e) => {
+                let binary = binary.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY));
+                let options = QemuOptions::new(binary, ResolvedAccel::Tcg);
+                (QemuDriver::new(options), Err(e))
+            }
+        }
+    }
+
     /// The options in use.
     pub fn options(&self) -> &QemuOptions {
         &self.options
@@ -365,7 +401,7 @@ impl QemuDriver {
         };
         match self.wait_running(&tracked, &socket, &output_log).await {
             Ok(()) => Ok(VmmProcess {
-                hypervisor: HypervisorKind::Qemu,
+                hypervisor: HypervisorKind::Qemu.as_str().to_owned(),
                 pid: identity.pid,
                 start_time: identity.start_time,
                 control_socket: socket,
@@ -544,6 +580,48 @@ pub fn liveness_of_status(status: &str) -> Liveness {
 impl Hypervisor for QemuDriver {
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Qemu
+    }
+
+    fn binary(&self) -> &Path {
+        &self.options.binary
+    }
+
+    /// None: microvm's virtio-mmio devices are found through the command line QEMU
+    /// builds itself.
+    fn kernel_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+        VmmFiles {
+            log: output_log_path(vm_dir),
+            pid_file: Some(pid_file_path(vm_dir)),
+            control_socket: qmp_socket_path(vm_dir),
+        }
+    }
+
+    /// With `-no-reboot` QEMU exits when the guest powers off or resets; the guest
+    /// kernel's halt and panic lines tell that apart from a crash.
+    fn console_shows_halt(&self, console: &str) -> bool {
+        shows_linux_halt(console)
+    }
+
+    fn check_binary(&self) -> Result<String, String> {
+        match probe_binary(&self.options.binary, "--version", VERSION_TIMEOUT) {
+            BinaryProbe::Found { version, .. } => Ok(version),
+            BinaryProbe::Missing { requested } => Err(format!("{} not found", requested.display())),
+            BinaryProbe::Broken { path, reason } => Err(format!("{}: {reason}", path.display())),
+        }
+    }
+
+    /// Nothing: without KVM for stock guests QEMU runs them under TCG.
+    fn host_requirement(&self, _kvm: &KvmStatus) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// 1: QEMU runs everywhere, but Firecracker is preferred where it can run.
+    fn auto_rank(&self) -> u8 {
+        1
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
