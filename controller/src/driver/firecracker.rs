@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use self::api::{ActionType, ApiCall, ApiClient, ApiError, InstanceState};
 use super::{
-    shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmFiles,
-    VmmProcess,
+    off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
+    VmmFiles, VmmProcess,
 };
 use crate::host::kvm::KvmStatus;
 use crate::host::process::{
@@ -365,8 +365,13 @@ impl FirecrackerDriver {
             if process.wait_exit(step).await.map_err(|e| e.to_string())? {
                 return Ok(true);
             }
-            if remaining.is_zero() || vm_dir.is_some_and(guest_halted) {
+            if remaining.is_zero() {
                 return Ok(false);
+            }
+            if let Some(dir) = vm_dir {
+                if guest_halted_async(dir).await {
+                    return Ok(false);
+                }
             }
         }
     }
@@ -435,12 +440,62 @@ fn console_since_launch(vm_dir: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Why a launch could not be prepared (see [`prepare_vm_dir`]).
+enum PrepareError {
+    /// The binary is missing or not executable.
+    Binary,
+    /// The VM directory is not ready for a new Firecracker.
+    VmDir(String),
+}
+
+/// Readies the VM directory for a new Firecracker (blocking): a stale API socket is
+/// removed, the log file exists, and the launch record notes where the console log
+/// ends now.
+fn prepare_vm_dir(
+    vm_dir: &Path,
+    socket: &Path,
+    log: &Path,
+    console_log: PathBuf,
+) -> Result<(), String> {
+    remove_stale_socket(socket)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("create {}: {e}", log.display()))?;
+    let console_offset = std::fs::metadata(&console_log).map_or(0, |m| m.len());
+    write_launch_record(
+        vm_dir,
+        &LaunchRecord {
+            console_log,
+            console_offset,
+        },
+    )
+}
+
+/// [`guest_halted`] on the blocking pool.
+async fn guest_halted_async(vm_dir: &Path) -> bool {
+    let vm_dir = vm_dir.to_path_buf();
+    off_worker(move || guest_halted(&vm_dir))
+        .await
+        .unwrap_or(false)
+}
+
+/// [`console_tail`] on the blocking pool.
+async fn console_tail_async(vm_dir: &Path) -> String {
+    let vm_dir = vm_dir.to_path_buf();
+    off_worker(move || console_tail(&vm_dir))
+        .await
+        .unwrap_or_else(|e| format!("console log unreadable: {e}"))
+}
+
 /// Whether the console of the current launch shows the guest halted or panicked.
+/// Blocking.
 fn guest_halted(vm_dir: &Path) -> bool {
     console_since_launch(vm_dir).is_some_and(|text| shows_linux_halt(&text))
 }
 
-/// The last lines of this launch's console, for error messages.
+/// The last lines of this launch's console, for error messages. Blocking.
 fn console_tail(vm_dir: &Path) -> String {
     let text = console_since_launch(vm_dir).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -496,31 +551,29 @@ impl Hypervisor for FirecrackerDriver {
     async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
         let vm = spec.name.as_str();
         let id = instance_id(&spec.uid).map_err(|e| operation_error(vm, "spawn", e))?;
-        let binary = resolve_binary(&self.binary).ok_or_else(|| DriverError::Binary {
-            vm: vm.to_owned(),
-            binary: self.binary.display().to_string(),
-            reason: "not found on PATH or not executable".to_owned(),
-        })?;
         let socket = api_socket_path(&spec.vm_dir).map_err(|e| operation_error(vm, "spawn", e))?;
         let log = spec.vm_dir.join(LOG_FILE);
         let calls = boot::boot_sequence(spec, &log)
             .map_err(|e| operation_error(vm, "configure", e.to_string()))?;
-
-        remove_stale_socket(&socket).map_err(|e| operation_error(vm, "spawn", e))?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| operation_error(vm, "spawn", format!("create {}: {e}", log.display())))?;
-        let console_offset = std::fs::metadata(&spec.console_log).map_or(0, |m| m.len());
-        write_launch_record(
-            &spec.vm_dir,
-            &LaunchRecord {
-                console_log: spec.console_log.clone(),
-                console_offset,
+        let prepared = {
+            let (binary, socket, log) = (self.binary.clone(), socket.clone(), log.clone());
+            let (vm_dir, console_log) = (spec.vm_dir.clone(), spec.console_log.clone());
+            off_worker(move || {
+                let binary = resolve_binary(&binary).ok_or(PrepareError::Binary)?;
+                prepare_vm_dir(&vm_dir, &socket, &log, console_log).map_err(PrepareError::VmDir)?;
+                Ok(binary)
+            })
+            .await
+            .map_err(|e| operation_error(vm, "spawn", e))?
+        };
+        let binary = prepared.map_err(|e| match e {
+            PrepareError::Binary => DriverError::Binary {
+                vm: vm.to_owned(),
+                binary: self.binary.display().to_string(),
+                reason: "not found on PATH or not executable".to_owned(),
             },
-        )
-        .map_err(|e| operation_error(vm, "spawn", e))?;
+            PrepareError::VmDir(reason) => operation_error(vm, "spawn", reason),
+        })?;
 
         let identity = spawn_detached(&DetachedCommand {
             program: binary,
@@ -536,26 +589,25 @@ impl Hypervisor for FirecrackerDriver {
             start_time: identity.start_time,
             control_socket: socket.clone(),
         };
-        let tracked = identity
-            .attach(&id)
-            .map_err(|e| operation_error(vm, "spawn", e.to_string()))?
-            .ok_or_else(|| {
-                operation_error(
+        let tracked = match identity.attach(&id) {
+            Ok(Some(tracked)) => tracked,
+            Ok(None) => {
+                let tail = console_tail_async(&spec.vm_dir).await;
+                return Err(operation_error(
                     vm,
                     "spawn",
-                    format!(
-                        "firecracker exited right after spawn; {}",
-                        console_tail(&spec.vm_dir)
-                    ),
-                )
-            })?;
+                    format!("firecracker exited right after spawn; {tail}"),
+                ));
+            }
+            Err(e) => return Err(operation_error(vm, "spawn", e.to_string())),
+        };
 
         if let Err(reason) = self.wait_for_socket(&tracked, &socket).await {
             self.kill_failed_launch(&tracked, vm).await;
             return Err(operation_error(
                 vm,
                 "spawn",
-                format!("{reason}; {}", console_tail(&spec.vm_dir)),
+                format!("{reason}; {}", console_tail_async(&spec.vm_dir).await),
             ));
         }
         let client = self.client(&socket);
@@ -585,7 +637,7 @@ impl Hypervisor for FirecrackerDriver {
             pid: process.pid,
             start_time: process.start_time,
         };
-        match identity.check(&id) {
+        match identity.check_async(&id).await {
             Ok(IdentityCheck::Ours) => {}
             Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. }) => return Liveness::Exited,
             Err(e) => {
@@ -613,7 +665,10 @@ impl Hypervisor for FirecrackerDriver {
         }
         match info.state {
             InstanceState::Running => {
-                let halted = process.control_socket.parent().is_some_and(guest_halted);
+                let halted = match process.control_socket.parent() {
+                    Some(vm_dir) => guest_halted_async(vm_dir).await,
+                    None => false,
+                };
                 if halted {
                     Liveness::GuestHalted
                 } else {
@@ -673,7 +728,10 @@ impl Hypervisor for FirecrackerDriver {
             }
         }
         // Our process is gone. Firecracker leaves its socket behind; remove it.
-        remove_stale_socket(&process.control_socket)
+        let socket = process.control_socket.clone();
+        off_worker(move || remove_stale_socket(&socket))
+            .await
+            .and_then(|removed| removed)
             .map_err(|e| operation_error(uid, "shutdown", e))?;
         Ok(())
     }

@@ -392,6 +392,16 @@ impl Hypervisor for Driver {
     }
 }
 
+/// Runs a driver's blocking filesystem or `/proc` work on the blocking pool, so no
+/// async worker waits on it. `Err` only when the work panicked or was cancelled.
+async fn off_worker<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("blocking work did not finish: {e}"))
+}
+
 /// Kernel messages a Linux guest prints when it halts, powers off or panics. The guest
 /// kernel prints them whatever runs it; a driver's [`Hypervisor::console_shows_halt`]
 /// decides whether they are how a halt shows on its console.

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use crate::driver::qmp::QmpClient;
 use crate::driver::{
-    shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmFiles,
-    VmmProcess,
+    off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
+    VmmFiles, VmmProcess,
 };
 use crate::host::kvm::{self, Accel, AccelError, KvmStatus, ResolvedAccel};
 use crate::host::process::{self, DetachedCommand, IdentityCheck, ProcessIdentity, TrackedProcess};
@@ -333,52 +333,24 @@ impl QemuDriver {
             operation: operation.to_owned(),
             reason,
         };
-        let binary =
-            resolve_binary(&self.options.binary).map_err(|reason| DriverError::Binary {
+        let binary_name = self.options.binary.clone();
+        let vm_dir = spec.vm_dir.clone();
+        let prepared = off_worker(move || {
+            let binary = resolve_binary(&binary_name).map_err(PrepareError::Binary)?;
+            prepare_vm_dir(&vm_dir).map_err(PrepareError::VmDir)?;
+            Ok(binary)
+        })
+        .await
+        .map_err(|reason| op("prepare", reason))?;
+        let binary = prepared.map_err(|e| match e {
+            PrepareError::Binary(reason) => DriverError::Binary {
                 vm: spec.name.clone(),
                 binary: self.options.binary.display().to_string(),
                 reason,
-            })?;
-        if !spec.vm_dir.is_dir() {
-            return Err(op(
-                "prepare",
-                format!("vm directory {} does not exist", spec.vm_dir.display()),
-            ));
-        }
+            },
+            PrepareError::VmDir(reason) => op("prepare", reason),
+        })?;
         let socket = qmp_socket_path(&spec.vm_dir);
-        // sun_path holds 108 bytes including the terminating NUL.
-        if socket.as_os_str().len() >= 108 {
-            return Err(op(
-                "prepare",
-                format!(
-                    "QMP socket path {} is longer than 107 bytes",
-                    socket.display()
-                ),
-            ));
-        }
-        // A QEMU still serving this VM's socket (say, one the store lost track of) must not
-        // get a twin writing to the same disk.
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            return Err(op(
-                "prepare",
-                format!(
-                    "a QEMU already serves {}; refusing to start a second one",
-                    socket.display()
-                ),
-            ));
-        }
-        for stale in [socket.clone(), pid_file_path(&spec.vm_dir)] {
-            match std::fs::remove_file(&stale) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(op(
-                        "prepare",
-                        format!("remove stale {}: {e}", stale.display()),
-                    ))
-                }
-            }
-        }
         let marker = process::uid_marker(&spec.uid);
         let output_log = output_log_path(&spec.vm_dir);
         let command = DetachedCommand {
@@ -394,7 +366,7 @@ impl QemuDriver {
             Ok(None) => {
                 return Err(op(
                     "spawn",
-                    format!("QEMU exited at once; {}", log_tail(&output_log)),
+                    format!("QEMU exited at once; {}", log_tail_async(&output_log).await),
                 ))
             }
             Err(e) => return Err(op("spawn", e.to_string())),
@@ -436,10 +408,10 @@ impl QemuDriver {
             if tracked.has_exited() {
                 return Err(format!(
                     "QEMU exited during launch; {}",
-                    log_tail(output_log)
+                    log_tail_async(output_log).await
                 ));
             }
-            if socket.exists() {
+            if tokio::fs::try_exists(socket).await.unwrap_or(false) {
                 match QmpClient::connect(socket, self.options.qmp_timeout).await {
                     Ok(mut qmp) => match qmp.query_status().await {
                         Ok(status) if status.running => return Ok(()),
@@ -481,7 +453,10 @@ impl QemuDriver {
                 .await
                 .map_err(|e| op("shutdown", e))?;
         }
-        remove_leftovers(&vmm.control_socket, vmm.pid);
+        let (socket, pid) = (vmm.control_socket.clone(), vmm.pid);
+        if let Err(e) = off_worker(move || remove_leftovers(&socket, pid)).await {
+            tracing::debug!(vm = uid, error = %e, "could not remove QEMU leftovers");
+        }
         Ok(())
     }
 
@@ -534,7 +509,7 @@ impl QemuDriver {
             pid: vmm.pid,
             start_time: vmm.start_time,
         };
-        match identity.check(&process::uid_marker(uid)) {
+        match identity.check_async(&process::uid_marker(uid)).await {
             Ok(IdentityCheck::Ours) => {}
             Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. }) => return Liveness::Exited,
             Err(e) => {
@@ -552,7 +527,7 @@ impl QemuDriver {
             Err(e) => {
                 // QEMU may have exited while we asked.
                 if matches!(
-                    identity.check(&process::uid_marker(uid)),
+                    identity.check_async(&process::uid_marker(uid)).await,
                     Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. })
                 ) {
                     return Liveness::Exited;
@@ -705,7 +680,56 @@ pub async fn binary_version(binary: &Path, timeout: Duration) -> Result<String, 
         .ok_or_else(|| format!("{} --version printed nothing", resolved.display()))
 }
 
-/// The last lines of QEMU's output log, for error messages.
+/// Why a launch could not be prepared (see [`prepare_vm_dir`]).
+enum PrepareError {
+    /// The binary is missing or not executable.
+    Binary(String),
+    /// The VM directory is not ready for a new QEMU.
+    VmDir(String),
+}
+
+/// Readies the VM directory for a new QEMU (blocking): it exists, the QMP socket path
+/// fits a Unix socket address, no QEMU still serves that socket, and a stale socket or
+/// pid file is removed.
+fn prepare_vm_dir(vm_dir: &Path) -> Result<(), String> {
+    if !vm_dir.is_dir() {
+        return Err(format!("vm directory {} does not exist", vm_dir.display()));
+    }
+    let socket = qmp_socket_path(vm_dir);
+    // sun_path holds 108 bytes including the terminating NUL.
+    if socket.as_os_str().len() >= 108 {
+        return Err(format!(
+            "QMP socket path {} is longer than 107 bytes",
+            socket.display()
+        ));
+    }
+    // A QEMU still serving this VM's socket (say, one the store lost track of) must not
+    // get a twin writing to the same disk.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "a QEMU already serves {}; refusing to start a second one",
+            socket.display()
+        ));
+    }
+    for stale in [socket, pid_file_path(vm_dir)] {
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("remove stale {}: {e}", stale.display())),
+        }
+    }
+    Ok(())
+}
+
+/// [`log_tail`] on the blocking pool.
+async fn log_tail_async(path: &Path) -> String {
+    let owned = path.to_path_buf();
+    off_worker(move || log_tail(&owned))
+        .await
+        .unwrap_or_else(|e| format!("{}: {e}", path.display()))
+}
+
+/// The last lines of QEMU's output log, for error messages. Blocking.
 fn log_tail(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -722,7 +746,7 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-/// Removes the QMP socket and pid file of a QEMU that is gone: the socket only when
+/// Removes the QMP socket and pid file of a QEMU that is gone (blocking): the socket only when
 /// nobody listens on it, the pid file only when it names `pid`. A live QEMU's files (say,
 /// of a newer launch than the record we were given) are never touched.
 fn remove_leftovers(socket: &Path, pid: i32) {

@@ -253,4 +253,35 @@ mod tests {
         let err = tcp_ready(addr, Duration::from_secs(2)).await.unwrap_err();
         assert!(err.contains(&addr.to_string()), "{err}");
     }
+
+    #[test]
+    fn console_since_reads_only_this_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        assert_eq!(console_since(&log, 0).unwrap(), "", "no log yet");
+        append(&log, "old boot\nreboot: Power down\n");
+        let start = console_len(&log).unwrap();
+        assert_eq!(console_since(&log, start).unwrap(), "");
+        append(&log, "new boot\nlogin:\n");
+        assert_eq!(console_since(&log, start).unwrap(), "new boot\nlogin:\n");
+        assert_eq!(
+            console_since(&log, start + 1000).unwrap(),
+            "",
+            "an offset past the end (a truncated log) reads nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn poll_async_keeps_the_watch_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let mut watch = ConsoleWatch::new(&log, "READY-MARK", 0);
+        append(&log, "boot REA");
+        assert!(!watch.poll_async().await.unwrap());
+        append(&log, "DY-MARK\n");
+        assert!(
+            watch.poll_async().await.unwrap(),
+            "a marker split across polls"
+        );
+    }
 }

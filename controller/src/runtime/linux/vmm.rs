@@ -202,3 +202,76 @@ pub(super) fn console_offset(handles: &VmHandles) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::firecracker::FirecrackerDriver;
+    use crate::driver::qemu::{QemuDriver, QemuOptions};
+    use crate::host::kvm::ResolvedAccel;
+    use crate::runtime::Lease;
+    use banger_specs::{
+        ByteSize, HypervisorChoice, NetworkSpec, PowerState, Readiness, RestartPolicy, VmSpec,
+    };
+
+    fn vm() -> (VmContext, ResolvedImage) {
+        let image = ResolvedImage {
+            kernel: "/img/vmlinux".into(),
+            initrd: None,
+            rootfs: "/img/rootfs.ext4".into(),
+            kernel_args: Some("quiet".into()),
+            readiness: Readiness::default(),
+            rootfs_digest: "d".into(),
+        };
+        let vm = VmContext {
+            uid: "0123abcd".into(),
+            name: "web".into(),
+            spec: VmSpec {
+                image: "base".into(),
+                vcpus: 1,
+                memory: ByteSize(256 << 20),
+                disk: ByteSize(256 << 20),
+                state: PowerState::Running,
+                restart_policy: RestartPolicy::Always,
+                hypervisor: HypervisorChoice::Auto,
+                network: NetworkSpec::default(),
+                kernel_args: Some("debug".into()),
+            },
+            image: Some(image.clone()),
+            vm_dir: "/state/vms/0123abcd".into(),
+            lease: Some(Lease {
+                ip: "172.30.0.2".parse().unwrap(),
+                mac: "02:00:00:00:00:01".into(),
+                gateway: "172.30.0.1".parse().unwrap(),
+                prefix: 24,
+            }),
+            bridge: "banger0".into(),
+            handles: VmHandles::default(),
+        };
+        (vm, image)
+    }
+
+    #[test]
+    fn the_hypervisor_adds_its_own_kernel_arguments() {
+        let (vm, image) = vm();
+        let ip = "ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off";
+        let firecracker = FirecrackerDriver::default();
+        assert_eq!(
+            kernel_cmdline(&vm, &image, firecracker.kernel_args(), ip),
+            format!("{BASE_CMDLINE} pci=off {ip} banger.name=web quiet debug")
+        );
+        let qemu = QemuDriver::new(QemuOptions::new("qemu", ResolvedAccel::Tcg));
+        assert_eq!(
+            kernel_cmdline(&vm, &image, qemu.kernel_args(), ip),
+            format!("{BASE_CMDLINE} {ip} banger.name=web quiet debug")
+        );
+    }
+
+    #[test]
+    fn console_offset_reads_the_recorded_launch() {
+        let mut handles = VmHandles::default();
+        assert_eq!(console_offset(&handles), 0);
+        handles.extra.insert(CONSOLE_OFFSET.into(), "42".into());
+        assert_eq!(console_offset(&handles), 42);
+    }
+}
