@@ -244,10 +244,10 @@ pub fn judge_hypervisors(probes: &[HypervisorProbe]) -> Vec<CheckResult> {
         .iter()
         .map(|p| {
             let name = p.kind.as_str();
-            let instead = match auto {
-                Some(other) if other != p.kind => format!(": {other} is used"),
-                _ => String::new(),
-            };
+            let instead = auto
+                .filter(|other| *other != p.kind)
+                .map(|other| format!(": {other} is used"))
+                .unwrap_or_default();
             match (&p.binary, &p.host) {
                 (BinaryProbe::Found { path, version }, Ok(())) => CheckResult::new(
                     name,

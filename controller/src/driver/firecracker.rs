@@ -15,8 +15,9 @@
 //! Shutdown: `SendCtrlAltDel` (Firecracker exits when the guest resets), a bounded wait,
 //! then SIGTERM and SIGKILL. Succeeds if the process is already gone.
 //!
-//! Detection ([`detect_version`], [`host_suitability`]) serves `hypervisor: auto`
-//! ([`crate::driver::Hypervisors`]) and `banger doctor`.
+//! Detection ([`detect_version`], [`kvm_requirement`]) tells whether this host can run
+//! Firecracker: what `hypervisor: auto` ([`crate::driver::Hypervisors`]) and
+//! `banger doctor` ask.
 
 pub mod api;
 pub mod boot;
@@ -173,37 +174,19 @@ pub fn detect_version(binary: &Path, timeout: Duration) -> Result<String, Detect
     })
 }
 
-/// Whether `binary` is a runnable Firecracker (found and `--version` answers).
-pub fn is_available(binary: &Path) -> bool {
-    detect_version(binary, VERSION_TIMEOUT).is_ok()
-}
+/// Why this host's KVM cannot run Firecracker's guests: Firecracker has no emulation,
+/// it needs KVM that runs stock guest kernels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("firecracker needs KVM for stock guests: {0}")]
+pub struct KvmUnsuitable(pub KvmStatus);
 
-/// Why Firecracker cannot run VMs on this host.
-#[derive(Debug, thiserror::Error)]
-pub enum Unsuitable {
-    /// The binary is missing or is not Firecracker.
-    #[error(transparent)]
-    Binary(#[from] DetectError),
-    /// Firecracker needs KVM that runs stock guest kernels (it has no emulation).
-    #[error("firecracker needs KVM for stock guests: {0}")]
-    Kvm(KvmStatus),
-}
-
-/// Whether Firecracker can run stock guests here (what `hypervisor: auto` asks before
-/// choosing it over QEMU, and what `banger doctor` reports): the binary answers
-/// `--version` and KVM runs stock guests. Returns the version.
-pub fn host_suitability(binary: &Path, kvm: &KvmStatus) -> Result<String, Unsuitable> {
-    let version = detect_version(binary, VERSION_TIMEOUT)?;
-    kvm_requirement(kvm)?;
-    Ok(version)
-}
-
-/// What Firecracker needs of the host's KVM: that it runs stock guest kernels.
-pub fn kvm_requirement(kvm: &KvmStatus) -> Result<(), Unsuitable> {
+/// What Firecracker needs of the host's KVM (its [`Hypervisor::host_requirement`]):
+/// that it runs stock guest kernels.
+pub fn kvm_requirement(kvm: &KvmStatus) -> Result<(), KvmUnsuitable> {
     if kvm.stock_guests_can_run() {
         Ok(())
     } else {
-        Err(Unsuitable::Kvm(kvm.clone()))
+        Err(KvmUnsuitable(kvm.clone()))
     }
 }
 
@@ -817,8 +800,13 @@ mod tests {
 
     #[test]
     fn firecracker_is_unsuitable_without_kvm_for_stock_guests() {
-        let missing = host_suitability(Path::new("banger-no-such-binary"), &KvmStatus::Usable);
-        assert!(matches!(missing, Err(Unsuitable::Binary(_))), "{missing:?}");
+        let missing = FirecrackerDriver::new("banger-no-such-binary").check_binary();
+        assert!(missing.unwrap_err().contains("not found"));
+        assert_eq!(kvm_requirement(&KvmStatus::Usable), Ok(()));
+        assert_eq!(
+            kvm_requirement(&KvmStatus::Missing),
+            Err(KvmUnsuitable(KvmStatus::Missing))
+        );
         // The version path with a real binary is tested with the test stand-in in
         // tests/firecracker_api.rs.
     }
@@ -867,6 +855,8 @@ mod tests {
             matches!(foreign, Err(DetectError::NotFirecracker { .. })),
             "{foreign:?}"
         );
-        assert!(!is_available(Path::new("banger-no-such-binary")));
+        assert!(FirecrackerDriver::new("banger-no-such-binary")
+            .check_binary()
+            .is_err());
     }
 }
