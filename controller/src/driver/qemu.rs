@@ -75,13 +75,6 @@ impl QemuOptions {
         }
     }
 
-    /// Options for this host: resolves `accel` with [`kvm::detect`] and, under TCG,
-    /// measures the TSC frequency (blocks ~20 ms). `binary` defaults to
-    /// [`DEFAULT_BINARY`].
-    pub fn for_host(binary: Option<PathBuf>, accel: Accel) -> Result<QemuOptions, AccelError> {
-        QemuOptions::for_kvm(binary, accel, &kvm::detect())
-    }
-
     /// Options for a host whose KVM probe found `kvm`: resolves `accel` and, under TCG,
     /// measures the TSC frequency (blocks ~20 ms). `binary` defaults to
     /// [`DEFAULT_BINARY`].
@@ -645,39 +638,6 @@ pub fn resolve_binary(binary: &Path) -> Result<PathBuf, String> {
         .map(|dir| dir.join(binary))
         .find(|candidate| executable(candidate))
         .ok_or_else(|| "not found in PATH".to_owned())
-}
-
-/// The first line of `BINARY --version` (for `banger doctor`), bounded by `timeout`.
-pub async fn binary_version(binary: &Path, timeout: Duration) -> Result<String, String> {
-    let resolved = resolve_binary(binary)?;
-    let run = tokio::process::Command::new(&resolved)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(format!("{}: {e}", resolved.display())),
-        Err(_) => {
-            return Err(format!(
-                "{} --version: no answer within {timeout:?}",
-                resolved.display()
-            ))
-        }
-    };
-    if !output.status.success() {
-        return Err(format!(
-            "{} --version: {}",
-            resolved.display(),
-            output.status
-        ));
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| format!("{} --version printed nothing", resolved.display()))
 }
 
 /// Why a launch could not be prepared (see [`prepare_vm_dir`]).

@@ -128,11 +128,6 @@ impl LinuxRuntime {
         })
     }
 
-    /// The hypervisors this runtime offers, and which of them this host can run.
-    pub fn hypervisors(&self) -> &Hypervisors {
-        &self.hypervisors
-    }
-
     fn step_error(vm: &VmContext, step: VmStep, message: impl std::fmt::Display) -> RuntimeError {
         RuntimeError::Step {
             object: format!("vm/{}", vm.name),
