@@ -6,8 +6,8 @@
 //! | step | file | what it does on the host |
 //! |------|------|--------------------------|
 //! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal |
-//! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`guest_keys`]) |
-//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`names::tap_name`]) attached to it; the VM's masquerade rule in `table ip banger` ([`vm_net`]) |
+//! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`crate::host::disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`crate::host::guest_keys`]) |
+//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it; the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
 //! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest, a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too |
 //!
 //! [`LinuxRuntime::observe`] (`observe.rs`) probes every one of those objects live
@@ -55,8 +55,6 @@ use crate::host::net::nat::Nftables;
 use crate::host::net::{BridgeConfig, Netlink};
 use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
-#[cfg(doc)]
-use crate::host::{disk, guest_keys, names, net::vm as vm_net};
 
 mod disk;
 mod garbage;
