@@ -12,16 +12,17 @@
 //!   diffs) and [`engine::vm_status`] (a VM's phase and conditions from its plan and
 //!   observation).
 //! - Ports: [`runtime`] (what a reconcile needs from the host: the trait
-//!   [`runtime::VmRuntime`], with the real Linux adapter in [`runtime`] and the
+//!   [`runtime::VmRuntime`], with the real [`runtime::linux::LinuxRuntime`] and the
 //!   test-only [`runtime::simulated::SimulatedRuntime`]) and [`driver`] (hypervisors:
-//!   QEMU and Firecracker behind one trait).
+//!   QEMU and Firecracker behind one trait that owns every per-hypervisor fact).
 //! - Shell: [`engine`] (the reconciles, journal recovery, the worker loop),
 //!   [`store`] (SQLite, off the async workers), [`queue`], [`control`] and [`events`]
 //!   (the narrow interface the sources, the API and gc share with the engine),
 //!   [`sources`] (specs directory and apply), [`gc`] (host objects no object owns),
-//!   [`host`] (the plumbing: processes, KVM, network, disks, OCI pulls, doctor checks,
-//!   banger's SSH key, workspace copies), [`api`] (HTTP on a Unix socket), [`clock`]
-//!   and [`ids`] (time and fresh uids), and [`daemon`] (wires it all together from a
+//!   [`host`] (the plumbing: processes, KVM, network, disks, OCI pulls, banger's SSH
+//!   key, workspace copies; it imports no driver), [`doctor`] (the checks of `banger
+//!   doctor`), [`api`] (HTTP on a Unix socket), [`clock`] and [`ids`] (time and fresh
+//!   uids), and [`daemon`] (wires it all together from a
 //!   [`config::DaemonConfig`]).
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod driver;
 pub mod engine;
 pub mod events;

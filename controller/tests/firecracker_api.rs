@@ -15,11 +15,12 @@ use std::time::Duration;
 use banger_controller::driver::firecracker::api::{ActionType, ApiClient, ApiError, InstanceState};
 use banger_controller::driver::firecracker::boot::boot_sequence;
 use banger_controller::driver::firecracker::{
-    configure_and_start, detect_version, host_suitability, is_available, FirecrackerDriver,
-    FirecrackerTimeouts, Unsuitable,
+    configure_and_start, detect_version, kvm_requirement, FirecrackerDriver, FirecrackerTimeouts,
+    KvmUnsuitable,
 };
 use banger_controller::driver::{
-    DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess,
+    DriverConfig, DriverError, Hypervisor, HypervisorKind, Hypervisors, LaunchSpec, Liveness,
+    VmmProcess,
 };
 use banger_controller::host::kvm::KvmStatus;
 use http_body_util::{BodyExt, Full};
@@ -541,7 +542,7 @@ async fn launch_probe_and_graceful_shutdown_of_a_real_process() {
     let driver = stand_in_driver();
 
     let process = driver.launch(&spec).await.unwrap();
-    assert_eq!(process.hypervisor, HypervisorKind::Firecracker);
+    assert_eq!(process.hypervisor_kind(), Some(HypervisorKind::Firecracker));
     assert_eq!(process.control_socket, dir.path().join("firecracker.sock"));
     // The recorded identity is the live process, in its own session, carrying the marker.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid)).unwrap();
@@ -863,23 +864,27 @@ fn detection_reads_the_version_of_the_binary() {
         detect_version(Path::new(STAND_IN), Duration::from_secs(10)).unwrap(),
         "1.9.0"
     );
-    assert!(is_available(Path::new(STAND_IN)));
-    assert!(!is_available(Path::new("banger-no-such-firecracker")));
+    assert!(FirecrackerDriver::new(STAND_IN).check_binary().is_ok());
+    assert!(FirecrackerDriver::new("banger-no-such-firecracker")
+        .check_binary()
+        .is_err());
     // `hypervisor: auto` and doctor: a working binary is not enough without KVM for
-    // stock guests (a kvm_pvm host such as banger's CI).
+    // stock guests (a kvm_pvm host such as banger's CI). What the daemon probes at
+    // start:
+    let suitability = |kvm: &KvmStatus| {
+        let config = DriverConfig {
+            firecracker_bin: Some(STAND_IN.into()),
+            ..DriverConfig::default()
+        };
+        Hypervisors::probe(&config, kvm).suitability(HypervisorKind::Firecracker)
+    };
+    assert_eq!(suitability(&KvmStatus::Usable).unwrap(), "1.9.0");
+    let pvm = suitability(&KvmStatus::ParavirtOnly).unwrap_err();
     assert_eq!(
-        host_suitability(Path::new(STAND_IN), &KvmStatus::Usable).unwrap(),
-        "1.9.0"
+        kvm_requirement(&KvmStatus::ParavirtOnly),
+        Err(KvmUnsuitable(KvmStatus::ParavirtOnly))
     );
-    let pvm = host_suitability(Path::new(STAND_IN), &KvmStatus::ParavirtOnly).unwrap_err();
-    assert!(
-        matches!(pvm, Unsuitable::Kvm(KvmStatus::ParavirtOnly)),
-        "{pvm:?}"
-    );
-    assert!(pvm.to_string().contains("kvm_pvm"), "{pvm}");
-    let missing = host_suitability(Path::new(STAND_IN), &KvmStatus::Missing).unwrap_err();
-    assert!(
-        missing.to_string().contains("/dev/kvm does not exist"),
-        "{missing}"
-    );
+    assert!(pvm.contains("kvm_pvm"), "{pvm}");
+    let missing = suitability(&KvmStatus::Missing).unwrap_err();
+    assert!(missing.contains("/dev/kvm does not exist"), "{missing}");
 }

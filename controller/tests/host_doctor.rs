@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_controller::host::doctor::{
+use banger_controller::doctor::{
     check_socket, format_report, has_failures, probe_binary, run_checks, BinaryProbe, CheckResult,
     CheckStatus, DoctorConfig,
 };

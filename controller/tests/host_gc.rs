@@ -1,4 +1,4 @@
-//! Garbage collection on the real host runtime, inside a network namespace the test
+//! Garbage collection on the real Linux runtime, inside a network namespace the test
 //! creates: planted objects of unknown uids (a tap, a NAT rule, a VM directory, a
 //! stray VMM-like process carrying the marker and the state dir) are listed and
 //! removed; a known VM's real QEMU VMM, tap, NAT rule and directory stay; a process

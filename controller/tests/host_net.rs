@@ -203,10 +203,10 @@ fn ipv4_forwarding_is_per_namespace() {
     let ns = TestNetns::new();
     ns.run(|| async {
         // A fresh namespace starts with forwarding off.
-        assert!(!ipv4_forwarding_enabled().unwrap());
-        enable_ipv4_forwarding().unwrap();
-        enable_ipv4_forwarding().unwrap();
-        assert!(ipv4_forwarding_enabled().unwrap());
+        assert!(!ipv4_forwarding_enabled().await.unwrap());
+        enable_ipv4_forwarding().await.unwrap();
+        enable_ipv4_forwarding().await.unwrap();
+        assert!(ipv4_forwarding_enabled().await.unwrap());
     });
     let inside = Command::new("ip")
         .args([
@@ -235,9 +235,19 @@ fn nft_in(ns: &TestNetns, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// banger's table in the host's own namespace, read (never changed) from this thread.
+fn host_nft_table() -> banger_controller::host::net::nat::NatTable {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(Nftables::default().read_table())
+        .unwrap()
+}
+
 #[test]
 fn nat_rule_ensure_probe_replace_remove() {
-    let host_table = Nftables::default().read_table().unwrap();
+    let host_table = host_nft_table();
     let ns = TestNetns::new();
     let cfg = BridgeConfig::default();
     let a = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
@@ -249,28 +259,29 @@ fn nat_rule_ensure_probe_replace_remove() {
         let (cfg, a, b) = (cfg.clone(), a.clone(), b.clone());
         move || async move {
             let nft = Nftables::default();
-            assert!(!nft.read_table().unwrap().exists);
-            assert_eq!(nft.probe_vm(&a).unwrap(), None);
-            nft.remove_vm(&a).unwrap(); // nothing there: still fine
+            assert!(!nft.read_table().await.unwrap().exists);
+            assert_eq!(nft.probe_vm(&a).await.unwrap(), None);
+            nft.remove_vm(&a).await.unwrap(); // nothing there: still fine
 
-            let rule = nft.ensure_vm(&a, ip_a, &cfg).unwrap();
+            let rule = nft.ensure_vm(&a, ip_a, &cfg).await.unwrap();
             assert_eq!(rule.uid, a);
             assert_eq!(rule.ip, Some(ip_a));
-            let again = nft.ensure_vm(&a, ip_a, &cfg).unwrap();
+            let again = nft.ensure_vm(&a, ip_a, &cfg).await.unwrap();
             assert_eq!(rule, again, "second ensure rewrote the rule");
-            assert_eq!(nft.probe_vm(&a).unwrap(), Some(rule.clone()));
+            assert_eq!(nft.probe_vm(&a).await.unwrap(), Some(rule.clone()));
 
-            let table = nft.read_table().unwrap();
+            let table = nft.read_table().await.unwrap();
             assert_eq!(table.forward_bridges, vec!["banger0", "banger0"]);
             assert_eq!(table.vm_rules.len(), 1);
 
-            nft.ensure_vm(&b, ip_b, &cfg).unwrap();
+            nft.ensure_vm(&b, ip_b, &cfg).await.unwrap();
             // A changed address replaces the rule (one rule per VM, new handle).
             let moved = nft
                 .ensure_vm(&a, Ipv4Addr::new(172, 30, 0, 9), &cfg)
+                .await
                 .unwrap();
             assert_ne!(moved.handle, rule.handle);
-            let rules = nft.list_vm_rules().unwrap();
+            let rules = nft.list_vm_rules().await.unwrap();
             assert_eq!(rules.len(), 2, "{rules:?}");
             assert_eq!(rules.iter().filter(|r| r.uid == a).count(), 1);
         }
@@ -291,24 +302,20 @@ fn nat_rule_ensure_probe_replace_remove() {
         let (a, b) = (a.clone(), b.clone());
         move || async move {
             let nft = Nftables::default();
-            nft.remove_vm(&a).unwrap();
-            assert_eq!(nft.probe_vm(&a).unwrap(), None);
-            nft.remove_vm(&a).unwrap();
-            let left = nft.list_vm_rules().unwrap();
+            nft.remove_vm(&a).await.unwrap();
+            assert_eq!(nft.probe_vm(&a).await.unwrap(), None);
+            nft.remove_vm(&a).await.unwrap();
+            let left = nft.list_vm_rules().await.unwrap();
             assert_eq!(left.len(), 1);
             assert_eq!(left[0].uid, b);
-            nft.remove_table().unwrap();
-            assert!(!nft.read_table().unwrap().exists);
-            nft.remove_table().unwrap();
+            nft.remove_table().await.unwrap();
+            assert!(!nft.read_table().await.unwrap().exists);
+            nft.remove_table().await.unwrap();
         }
     });
     let (ok, _) = nft_in(&ns, &["list", "table", "ip", "banger"]);
     assert!(!ok, "table still there");
-    assert_eq!(
-        Nftables::default().read_table().unwrap(),
-        host_table,
-        "host's nftables changed"
-    );
+    assert_eq!(host_nft_table(), host_table, "host's nftables changed");
 }
 
 #[test]
@@ -356,70 +363,86 @@ fn qemu_opens_the_persistent_tap() {
     );
 }
 
+/// One VM's network made, probed and removed through the functions the Linux
+/// runtime's steps call (`ensure-tap`, `ensure-nat`, `remove-nat`, `remove-tap`,
+/// `observe`), and the garbage finder.
 #[test]
 fn vm_network_lifecycle_and_garbage() {
     use banger_controller::host::net::vm::{
-        ensure_vm_network, list_net_garbage, probe_vm_network, remove_vm_network, VmNetworkSpec,
+        ensure_vm_nat, ensure_vm_tap, list_net_garbage, probe_vm_network, remove_vm_nat,
+        remove_vm_tap, VmNetworkProbe,
     };
     use std::collections::BTreeSet;
+
+    /// The probe shows exactly what a VM with `nat` at `ip` needs: a healthy tap, and a
+    /// rule for `ip` exactly when NAT is wanted.
+    fn matches(probe: &VmNetworkProbe, ip: Ipv4Addr, nat: bool) -> bool {
+        probe.tap_healthy() && probe.nat_for(ip) == nat && (nat || probe.nat_rule.is_none())
+    }
 
     let ns = TestNetns::new();
     ns.run(|| async {
         let nl = Netlink::connect().unwrap();
         let nft = Nftables::default();
         let bridge = BridgeConfig::default();
-        let a = VmNetworkSpec {
-            uid: uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88"),
-            ip: Ipv4Addr::new(172, 30, 0, 2),
-            nat: true,
-        };
-        let b = VmNetworkSpec {
-            uid: uid("7f000000-0000-4000-8000-000000000001"),
-            ip: Ipv4Addr::new(172, 30, 0, 3),
-            nat: false,
-        };
-        let pa = ensure_vm_network(&nl, &nft, &bridge, &a).await.unwrap();
-        assert!(pa.matches(&a), "{pa:?}");
-        let pb = ensure_vm_network(&nl, &nft, &bridge, &b).await.unwrap();
-        assert!(pb.matches(&b), "{pb:?}");
-        assert!(ipv4_forwarding_enabled().unwrap());
+        let a = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+        let ip_a = Ipv4Addr::new(172, 30, 0, 2);
+        let b = uid("7f000000-0000-4000-8000-000000000001");
+        let ip_b = Ipv4Addr::new(172, 30, 0, 3);
+
+        // a: tap and NAT; b: tap only.
+        let tap_a = ensure_vm_tap(&nl, &bridge, &a).await.unwrap();
+        assert!(tap_a.is_healthy(), "{tap_a:?}");
+        let rule_a = ensure_vm_nat(&nft, &bridge, &a, ip_a).await.unwrap();
+        assert_eq!(rule_a.ip, Some(ip_a));
+        let tap_b = ensure_vm_tap(&nl, &bridge, &b).await.unwrap();
+        assert!(tap_b.is_healthy(), "{tap_b:?}");
+        assert!(ipv4_forwarding_enabled().await.unwrap());
+        let pa = probe_vm_network(&nl, &nft, &bridge, &a).await;
+        assert!(matches(&pa, ip_a, true), "{pa:?}");
+        assert_eq!(pa.tap.as_ref(), Some(&tap_a));
+        assert_eq!(pa.nat_rule.as_ref(), Some(&rule_a));
+        let pb = probe_vm_network(&nl, &nft, &bridge, &b).await;
+        assert!(matches(&pb, ip_b, false), "{pb:?}");
+        // Ensuring again changes nothing.
+        assert_eq!(ensure_vm_tap(&nl, &bridge, &a).await.unwrap(), tap_a);
         assert_eq!(
-            probe_vm_network(&nl, &nft, &bridge, &a.uid).await.unwrap(),
-            pa
+            ensure_vm_nat(&nft, &bridge, &a, ip_a).await.unwrap(),
+            rule_a
         );
 
         // Turning NAT off removes the rule; the probe sees it.
-        let a_off = VmNetworkSpec {
-            nat: false,
-            ..a.clone()
-        };
-        let p = ensure_vm_network(&nl, &nft, &bridge, &a_off).await.unwrap();
-        assert!(p.nat_rule.is_none() && p.matches(&a_off));
-        assert!(!probe_vm_network(&nl, &nft, &bridge, &a.uid)
-            .await
-            .unwrap()
-            .matches(&a));
-        ensure_vm_network(&nl, &nft, &bridge, &a).await.unwrap();
+        remove_vm_nat(&nft, &a).await.unwrap();
+        let p = probe_vm_network(&nl, &nft, &bridge, &a).await;
+        assert!(p.nat_rule.is_none() && matches(&p, ip_a, false));
+        assert!(!matches(&p, ip_a, true));
+        ensure_vm_nat(&nft, &bridge, &a, ip_a).await.unwrap();
 
         // Only `b` is known: `a`'s tap and rule are garbage.
-        let known: BTreeSet<ObjectUid> = [b.uid.clone()].into_iter().collect();
+        let known: BTreeSet<ObjectUid> = [b.clone()].into_iter().collect();
         let garbage = list_net_garbage(&nl, &nft, &known).await.unwrap();
-        assert_eq!(garbage.taps, vec![names::tap_name(&a.uid)]);
+        assert_eq!(garbage.taps, vec![names::tap_name(&a)]);
         assert_eq!(garbage.nat_rules.len(), 1);
-        assert_eq!(garbage.nat_rules[0].uid, a.uid);
+        assert_eq!(garbage.nat_rules[0].uid, a);
 
-        remove_vm_network(&nl, &nft, &a.uid).await.unwrap();
-        remove_vm_network(&nl, &nft, &a.uid).await.unwrap();
-        let after = probe_vm_network(&nl, &nft, &bridge, &a.uid).await.unwrap();
-        assert_eq!(after.tap.index, None);
+        for _ in 0..2 {
+            remove_vm_nat(&nft, &a).await.unwrap();
+            remove_vm_tap(&nl, &a).await.unwrap();
+        }
+        let after = probe_vm_network(&nl, &nft, &bridge, &a).await;
+        assert_eq!(after.tap, None);
         assert_eq!(after.nat_rule, None);
-        assert!(after.bridge.is_healthy(), "bridge is shared and stays");
+        assert!(
+            probe_bridge(&nl, &bridge).await.unwrap().is_healthy(),
+            "bridge is shared and stays"
+        );
         let garbage = list_net_garbage(&nl, &nft, &known).await.unwrap();
         assert!(garbage.taps.is_empty() && garbage.nat_rules.is_empty());
-        assert!(probe_vm_network(&nl, &nft, &bridge, &b.uid)
-            .await
-            .unwrap()
-            .matches(&b));
+        assert!(matches(
+            &probe_vm_network(&nl, &nft, &bridge, &b).await,
+            ip_b,
+            false
+        ));
     });
 }
 
@@ -448,7 +471,7 @@ fn masquerade_rule_really_translates() {
     host.run(|| async {
         let nl = Netlink::connect().unwrap();
         ensure_bridge(&nl, &BridgeConfig::default()).await.unwrap();
-        enable_ipv4_forwarding().unwrap();
+        enable_ipv4_forwarding().await.unwrap();
     });
     // The guest: a veth whose host end is a bridge port (stands in for the tap).
     host.ip(&[
@@ -482,6 +505,7 @@ fn masquerade_rule_really_translates() {
         move || async move {
             Nftables::default()
                 .ensure_vm(&vm, Ipv4Addr::new(172, 30, 0, 2), &BridgeConfig::default())
+                .await
                 .unwrap();
         }
     });
@@ -491,7 +515,7 @@ fn masquerade_rule_really_translates() {
     );
 
     host.run(move || async move {
-        Nftables::default().remove_vm(&vm).unwrap();
+        Nftables::default().remove_vm(&vm).await.unwrap();
     });
     assert!(
         !ping_from(&guest.name, "10.99.0.2"),

@@ -1,4 +1,4 @@
-//! The host runtime against the real host: every step of a VM's life on a real QEMU
+//! The Linux runtime against the real host: every step of a VM's life on a real QEMU
 //! guest from the guest kit, inside a network namespace the test creates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,5 +1,5 @@
 //! `spec.oci` against a real registry: `docker-registry` on 127.0.0.1, images built here
-//! as OCI layouts and pushed with `skopeo`, pulled through the host runtime, and the
+//! as OCI layouts and pushed with `skopeo`, pulled through the Linux runtime, and the
 //! resulting ext4 inspected with `debugfs` (nothing is mounted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use banger_controller::host::oci::{self, OciLimits, OciPull};
-use banger_controller::runtime::host::HostRuntime;
+use banger_controller::runtime::linux::LinuxRuntime;
 use banger_controller::runtime::{ImageContext, VmRuntime};
 use banger_specs::{ImageSpec, OciSource, Readiness};
 use kit_support::host_runtime;
@@ -324,7 +324,7 @@ fn image_context(state: &Path, name: &str, reference: &str, kit: &Path) -> Image
     }
 }
 
-fn runtime(state: &Path) -> HostRuntime {
+fn runtime(state: &Path) -> LinuxRuntime {
     host_runtime(state, Duration::from_secs(1))
 }
 

@@ -15,10 +15,10 @@ mod kit_support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use banger_controller::driver::qemu::{binary_version, QemuDriver, QemuOptions, DEFAULT_BINARY};
+use banger_controller::driver::qemu::{QemuDriver, QemuOptions, DEFAULT_BINARY};
 use banger_controller::driver::qmp::{QmpClient, QmpError};
 use banger_controller::driver::{DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess};
-use banger_controller::host::kvm::Accel;
+use banger_controller::host::kvm::{self, Accel, ResolvedAccel};
 use banger_controller::host::process::{self, read_stat, IdentityCheck, ProcessIdentity};
 use banger_controller::host::readiness::{console_len, tcp_ready, ConsoleWatch};
 
@@ -59,8 +59,9 @@ fn kit() -> Option<Kit> {
 }
 
 fn driver() -> QemuDriver {
-    let options = QemuOptions::for_host(None, Accel::Auto).expect("accelerator");
-    QemuDriver::new(options)
+    let (driver, accel) = QemuDriver::for_kvm(None, Accel::Auto, &kvm::detect());
+    accel.expect("accelerator");
+    driver
 }
 
 /// A unique uid per test VM.
@@ -451,19 +452,20 @@ async fn failed_launch_explains_and_leaves_no_process() {
         }
     }
 
-    let version = binary_version(Path::new(DEFAULT_BINARY), Duration::from_secs(10))
-        .await
+    let version = QemuDriver::new(QemuOptions::new(DEFAULT_BINARY, ResolvedAccel::Tcg))
+        .check_binary()
         .unwrap();
     assert!(version.starts_with("QEMU emulator version"), "{version}");
-    assert!(
-        binary_version(Path::new("/nonexistent/qemu"), Duration::from_secs(10))
-            .await
-            .is_err()
-    );
+    let missing = QemuDriver::new(QemuOptions::new("/nonexistent/qemu", ResolvedAccel::Tcg));
+    assert!(missing.check_binary().is_err());
 
-    let options =
-        QemuOptions::for_host(Some(PathBuf::from("/nonexistent/qemu")), Accel::Tcg).unwrap();
-    let err = QemuDriver::new(options).launch(&spec).await.unwrap_err();
+    let (missing, accel) = QemuDriver::for_kvm(
+        Some(PathBuf::from("/nonexistent/qemu")),
+        Accel::Tcg,
+        &kvm::detect(),
+    );
+    accel.unwrap();
+    let err = missing.launch(&spec).await.unwrap_err();
     assert!(matches!(err, DriverError::Binary { .. }), "{err}");
 }
 

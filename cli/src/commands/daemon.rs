@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use banger_controller::config::DaemonConfig;
+use banger_controller::driver::DriverConfig;
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::names;
 use banger_controller::host::net::cidr::Ipv4Cidr;
 use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
+use banger_controller::runtime::linux::{LinuxRuntime, LinuxRuntimeConfig};
 
 use crate::duration::parse_duration;
 use crate::error::CliError;
@@ -211,16 +212,18 @@ mod engine {
             .map_err(|e| CliError::Daemon(Box::new(e)))?;
         let bridge = BridgeConfig::new(&config.bridge_name, bridge_cidr)
             .map_err(|e| CliError::Daemon(Box::new(e)))?;
-        let runtime = HostRuntime::new(HostRuntimeConfig {
+        let runtime = LinuxRuntime::new(LinuxRuntimeConfig {
             state_dir: config.state_dir.clone(),
             bridge,
-            qemu_bin: args.qemu_bin.clone(),
-            firecracker_bin: args.firecracker_bin.clone(),
-            accel: args.accel,
+            drivers: DriverConfig {
+                qemu_bin: args.qemu_bin.clone(),
+                firecracker_bin: args.firecracker_bin.clone(),
+                accel: args.accel,
+            },
             stop_grace: args.stop_grace,
         })
         .map_err(|e| CliError::Daemon(Box::new(e)))?;
-        tracing::info!(runtime = ?runtime, "host runtime ready");
+        tracing::info!(runtime = ?runtime, "linux runtime ready");
         banger_controller::daemon::run(config, runtime, shutdown)
             .await
             .map_err(|e| CliError::Daemon(Box::new(e)))?;

@@ -1,12 +1,12 @@
 //! `banger doctor`: can this host run banger's VMs? PASS/WARN/FAIL lines, exit 1 on FAIL.
 //!
-//! The checks themselves live in the controller ([`banger_controller::host::doctor`]);
+//! The checks themselves live in the controller ([`banger_controller::doctor`]);
 //! this command only fills in the paths and prints the report.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use banger_controller::host::doctor::{self, DoctorConfig};
+use banger_controller::doctor::{self, DoctorConfig};
 
 use crate::error::{print_out, CliError};
 use crate::paths::DefaultPaths;

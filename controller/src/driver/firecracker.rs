@@ -15,8 +15,9 @@
 //! Shutdown: `SendCtrlAltDel` (Firecracker exits when the guest resets), a bounded wait,
 //! then SIGTERM and SIGKILL. Succeeds if the process is already gone.
 //!
-//! Detection ([`detect_version`], [`is_available`]) serves `hypervisor: auto` and
-//! `banger doctor`.
+//! Detection ([`detect_version`], [`kvm_requirement`]) tells whether this host can run
+//! Firecracker: what `hypervisor: auto` ([`crate::driver::Hypervisors`]) and
+//! `banger doctor` ask.
 
 pub mod api;
 pub mod boot;
@@ -31,7 +32,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use self::api::{ActionType, ApiCall, ApiClient, ApiError, InstanceState};
-use super::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
+use super::{
+    off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
+    VmmFiles, VmmProcess,
+};
 use crate::host::kvm::KvmStatus;
 use crate::host::process::{
     spawn_detached, terminate_tracked, uid_marker, DetachedCommand, IdentityCheck, ProcessIdentity,
@@ -48,17 +52,11 @@ pub const LOG_FILE: &str = "firecracker.log";
 /// File name of the launch record inside the VM's directory (see [`LaunchRecord`]).
 pub const LAUNCH_RECORD_FILE: &str = "firecracker.launch.json";
 
-/// Kernel messages that mean the guest is gone while the VMM may live on.
-pub const HALT_MARKERS: &[&str] = &[
-    "reboot: Power down",
-    "reboot: System halted",
-    "Kernel panic - not syncing",
-];
+/// Kernel arguments every Firecracker guest needs: Firecracker has no PCI bus.
+pub const KERNEL_ARGS: &[&str] = &["pci=off"];
 
-/// Whether console output contains a [`HALT_MARKERS`] line.
-pub fn console_shows_halt(console: &str) -> bool {
-    HALT_MARKERS.iter().any(|marker| console.contains(marker))
-}
+/// How long `firecracker --version` may take when the host is probed.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends `calls` in order, stopping at the first refusal.
 pub async fn configure_and_start(client: &ApiClient, calls: &[ApiCall]) -> Result<(), ApiError> {
@@ -176,31 +174,20 @@ pub fn detect_version(binary: &Path, timeout: Duration) -> Result<String, Detect
     })
 }
 
-/// Whether `binary` is a runnable Firecracker (found and `--version` answers).
-pub fn is_available(binary: &Path) -> bool {
-    detect_version(binary, Duration::from_secs(5)).is_ok()
-}
+/// Why this host's KVM cannot run Firecracker's guests: Firecracker has no emulation,
+/// it needs KVM that runs stock guest kernels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("firecracker needs KVM for stock guests: {0}")]
+pub struct KvmUnsuitable(pub KvmStatus);
 
-/// Why Firecracker cannot run VMs on this host.
-#[derive(Debug, thiserror::Error)]
-pub enum Unsuitable {
-    /// The binary is missing or is not Firecracker.
-    #[error(transparent)]
-    Binary(#[from] DetectError),
-    /// Firecracker needs KVM that runs stock guest kernels (it has no emulation).
-    #[error("firecracker needs KVM for stock guests: {0}")]
-    Kvm(KvmStatus),
-}
-
-/// Whether Firecracker can run stock guests here (what `hypervisor: auto` asks before
-/// choosing it over QEMU, and what `banger doctor` reports): the binary answers
-/// `--version` and KVM runs stock guests. Returns the version.
-pub fn host_suitability(binary: &Path, kvm: &KvmStatus) -> Result<String, Unsuitable> {
-    let version = detect_version(binary, Duration::from_secs(5))?;
-    if !kvm.stock_guests_can_run() {
-        return Err(Unsuitable::Kvm(kvm.clone()));
+/// What Firecracker needs of the host's KVM (its [`Hypervisor::host_requirement`]):
+/// that it runs stock guest kernels.
+pub fn kvm_requirement(kvm: &KvmStatus) -> Result<(), KvmUnsuitable> {
+    if kvm.stock_guests_can_run() {
+        Ok(())
+    } else {
+        Err(KvmUnsuitable(kvm.clone()))
     }
-    Ok(version)
 }
 
 /// How long each bounded step of the driver may take.
@@ -361,8 +348,13 @@ impl FirecrackerDriver {
             if process.wait_exit(step).await.map_err(|e| e.to_string())? {
                 return Ok(true);
             }
-            if remaining.is_zero() || vm_dir.is_some_and(guest_halted) {
+            if remaining.is_zero() {
                 return Ok(false);
+            }
+            if let Some(dir) = vm_dir {
+                if guest_halted_async(dir).await {
+                    return Ok(false);
+                }
             }
         }
     }
@@ -431,12 +423,62 @@ fn console_since_launch(vm_dir: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Whether the console of the current launch shows the guest halted or panicked.
-fn guest_halted(vm_dir: &Path) -> bool {
-    console_since_launch(vm_dir).is_some_and(|text| console_shows_halt(&text))
+/// Why a launch could not be prepared (see [`prepare_vm_dir`]).
+enum PrepareError {
+    /// The binary is missing or not executable.
+    Binary,
+    /// The VM directory is not ready for a new Firecracker.
+    VmDir(String),
 }
 
-/// The last lines of this launch's console, for error messages.
+/// Readies the VM directory for a new Firecracker (blocking): a stale API socket is
+/// removed, the log file exists, and the launch record notes where the console log
+/// ends now.
+fn prepare_vm_dir(
+    vm_dir: &Path,
+    socket: &Path,
+    log: &Path,
+    console_log: PathBuf,
+) -> Result<(), String> {
+    remove_stale_socket(socket)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("create {}: {e}", log.display()))?;
+    let console_offset = std::fs::metadata(&console_log).map_or(0, |m| m.len());
+    write_launch_record(
+        vm_dir,
+        &LaunchRecord {
+            console_log,
+            console_offset,
+        },
+    )
+}
+
+/// [`guest_halted`] on the blocking pool.
+async fn guest_halted_async(vm_dir: &Path) -> bool {
+    let vm_dir = vm_dir.to_path_buf();
+    off_worker(move || guest_halted(&vm_dir))
+        .await
+        .unwrap_or(false)
+}
+
+/// [`console_tail`] on the blocking pool.
+async fn console_tail_async(vm_dir: &Path) -> String {
+    let vm_dir = vm_dir.to_path_buf();
+    off_worker(move || console_tail(&vm_dir))
+        .await
+        .unwrap_or_else(|e| format!("console log unreadable: {e}"))
+}
+
+/// Whether the console of the current launch shows the guest halted or panicked.
+/// Blocking.
+fn guest_halted(vm_dir: &Path) -> bool {
+    console_since_launch(vm_dir).is_some_and(|text| shows_linux_halt(&text))
+}
+
+/// The last lines of this launch's console, for error messages. Blocking.
 fn console_tail(vm_dir: &Path) -> String {
     let text = console_since_launch(vm_dir).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -453,34 +495,68 @@ impl Hypervisor for FirecrackerDriver {
         HypervisorKind::Firecracker
     }
 
+    fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn kernel_args(&self) -> &'static [&'static str] {
+        KERNEL_ARGS
+    }
+
+    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+        VmmFiles {
+            log: vm_dir.join(LOG_FILE),
+            pid_file: None,
+            control_socket: vm_dir.join(API_SOCKET_FILE),
+        }
+    }
+
+    /// On x86 Firecracker does not exit when the guest powers off; the guest kernel's
+    /// halt and panic lines on the console are how a halt shows (see [`Hypervisor::probe`]
+    /// here, which reports them as [`Liveness::GuestHalted`]).
+    fn console_shows_halt(&self, console: &str) -> bool {
+        shows_linux_halt(console)
+    }
+
+    fn check_binary(&self) -> Result<String, String> {
+        detect_version(&self.binary, VERSION_TIMEOUT).map_err(|e| e.to_string())
+    }
+
+    fn host_requirement(&self, kvm: &KvmStatus) -> Result<(), String> {
+        kvm_requirement(kvm).map_err(|e| e.to_string())
+    }
+
+    /// 2: where it can run, Firecracker is preferred (a smaller VMM, faster boots).
+    fn auto_rank(&self) -> u8 {
+        2
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
         let vm = spec.name.as_str();
         let id = instance_id(&spec.uid).map_err(|e| operation_error(vm, "spawn", e))?;
-        let binary = resolve_binary(&self.binary).ok_or_else(|| DriverError::Binary {
-            vm: vm.to_owned(),
-            binary: self.binary.display().to_string(),
-            reason: "not found on PATH or not executable".to_owned(),
-        })?;
         let socket = api_socket_path(&spec.vm_dir).map_err(|e| operation_error(vm, "spawn", e))?;
         let log = spec.vm_dir.join(LOG_FILE);
         let calls = boot::boot_sequence(spec, &log)
             .map_err(|e| operation_error(vm, "configure", e.to_string()))?;
-
-        remove_stale_socket(&socket).map_err(|e| operation_error(vm, "spawn", e))?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| operation_error(vm, "spawn", format!("create {}: {e}", log.display())))?;
-        let console_offset = std::fs::metadata(&spec.console_log).map_or(0, |m| m.len());
-        write_launch_record(
-            &spec.vm_dir,
-            &LaunchRecord {
-                console_log: spec.console_log.clone(),
-                console_offset,
+        let prepared = {
+            let (binary, socket, log) = (self.binary.clone(), socket.clone(), log.clone());
+            let (vm_dir, console_log) = (spec.vm_dir.clone(), spec.console_log.clone());
+            off_worker(move || {
+                let binary = resolve_binary(&binary).ok_or(PrepareError::Binary)?;
+                prepare_vm_dir(&vm_dir, &socket, &log, console_log).map_err(PrepareError::VmDir)?;
+                Ok(binary)
+            })
+            .await
+            .map_err(|e| operation_error(vm, "spawn", e))?
+        };
+        let binary = prepared.map_err(|e| match e {
+            PrepareError::Binary => DriverError::Binary {
+                vm: vm.to_owned(),
+                binary: self.binary.display().to_string(),
+                reason: "not found on PATH or not executable".to_owned(),
             },
-        )
-        .map_err(|e| operation_error(vm, "spawn", e))?;
+            PrepareError::VmDir(reason) => operation_error(vm, "spawn", reason),
+        })?;
 
         let identity = spawn_detached(&DetachedCommand {
             program: binary,
@@ -491,31 +567,30 @@ impl Hypervisor for FirecrackerDriver {
         })
         .map_err(|e| operation_error(vm, "spawn", e.to_string()))?;
         let process = VmmProcess {
-            hypervisor: HypervisorKind::Firecracker,
+            hypervisor: HypervisorKind::Firecracker.as_str().to_owned(),
             pid: identity.pid,
             start_time: identity.start_time,
             control_socket: socket.clone(),
         };
-        let tracked = identity
-            .attach(&id)
-            .map_err(|e| operation_error(vm, "spawn", e.to_string()))?
-            .ok_or_else(|| {
-                operation_error(
+        let tracked = match identity.attach(&id) {
+            Ok(Some(tracked)) => tracked,
+            Ok(None) => {
+                let tail = console_tail_async(&spec.vm_dir).await;
+                return Err(operation_error(
                     vm,
                     "spawn",
-                    format!(
-                        "firecracker exited right after spawn; {}",
-                        console_tail(&spec.vm_dir)
-                    ),
-                )
-            })?;
+                    format!("firecracker exited right after spawn; {tail}"),
+                ));
+            }
+            Err(e) => return Err(operation_error(vm, "spawn", e.to_string())),
+        };
 
         if let Err(reason) = self.wait_for_socket(&tracked, &socket).await {
             self.kill_failed_launch(&tracked, vm).await;
             return Err(operation_error(
                 vm,
                 "spawn",
-                format!("{reason}; {}", console_tail(&spec.vm_dir)),
+                format!("{reason}; {}", console_tail_async(&spec.vm_dir).await),
             ));
         }
         let client = self.client(&socket);
@@ -545,7 +620,7 @@ impl Hypervisor for FirecrackerDriver {
             pid: process.pid,
             start_time: process.start_time,
         };
-        match identity.check(&id) {
+        match identity.check_async(&id).await {
             Ok(IdentityCheck::Ours) => {}
             Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. }) => return Liveness::Exited,
             Err(e) => {
@@ -573,7 +648,10 @@ impl Hypervisor for FirecrackerDriver {
         }
         match info.state {
             InstanceState::Running => {
-                let halted = process.control_socket.parent().is_some_and(guest_halted);
+                let halted = match process.control_socket.parent() {
+                    Some(vm_dir) => guest_halted_async(vm_dir).await,
+                    None => false,
+                };
                 if halted {
                     Liveness::GuestHalted
                 } else {
@@ -633,7 +711,10 @@ impl Hypervisor for FirecrackerDriver {
             }
         }
         // Our process is gone. Firecracker leaves its socket behind; remove it.
-        remove_stale_socket(&process.control_socket)
+        let socket = process.control_socket.clone();
+        off_worker(move || remove_stale_socket(&socket))
+            .await
+            .and_then(|removed| removed)
             .map_err(|e| operation_error(uid, "shutdown", e))?;
         Ok(())
     }
@@ -719,17 +800,33 @@ mod tests {
 
     #[test]
     fn firecracker_is_unsuitable_without_kvm_for_stock_guests() {
-        let missing = host_suitability(Path::new("banger-no-such-binary"), &KvmStatus::Usable);
-        assert!(matches!(missing, Err(Unsuitable::Binary(_))), "{missing:?}");
+        let missing = FirecrackerDriver::new("banger-no-such-binary").check_binary();
+        assert!(missing.unwrap_err().contains("not found"));
+        assert_eq!(kvm_requirement(&KvmStatus::Usable), Ok(()));
+        assert_eq!(
+            kvm_requirement(&KvmStatus::Missing),
+            Err(KvmUnsuitable(KvmStatus::Missing))
+        );
         // The version path with a real binary is tested with the test stand-in in
         // tests/firecracker_api.rs.
     }
 
     #[test]
     fn halt_markers_are_recognised() {
-        assert!(console_shows_halt("[   3.2] reboot: Power down\n"));
-        assert!(console_shows_halt("Kernel panic - not syncing: VFS"));
-        assert!(!console_shows_halt("reboot: Restarting system\nlogin:"));
+        let driver = FirecrackerDriver::default();
+        assert!(driver.console_shows_halt("[   3.2] reboot: Power down\n"));
+        assert!(driver.console_shows_halt("Kernel panic - not syncing: VFS"));
+        assert!(!driver.console_shows_halt("reboot: Restarting system\nlogin:"));
+    }
+
+    #[test]
+    fn guests_get_pci_off_and_the_files_are_in_the_vm_dir() {
+        let driver = FirecrackerDriver::default();
+        assert_eq!(driver.kernel_args(), ["pci=off"]);
+        let files = driver.vm_files(Path::new("/vms/a"));
+        assert_eq!(files.log, Path::new("/vms/a/firecracker.log"));
+        assert_eq!(files.pid_file, None);
+        assert_eq!(files.control_socket, Path::new("/vms/a/firecracker.sock"));
     }
 
     #[test]
@@ -758,6 +855,8 @@ mod tests {
             matches!(foreign, Err(DetectError::NotFirecracker { .. })),
             "{foreign:?}"
         );
-        assert!(!is_available(Path::new("banger-no-such-binary")));
+        assert!(FirecrackerDriver::new("banger-no-such-binary")
+            .check_binary()
+            .is_err());
     }
 }

@@ -28,9 +28,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::driver::qmp::QmpClient;
-use crate::driver::{DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness, VmmProcess};
-use crate::host::kvm::{self, Accel, AccelError, ResolvedAccel};
+use crate::driver::{
+    off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
+    VmmFiles, VmmProcess,
+};
+use crate::host::kvm::{self, Accel, AccelError, KvmStatus, ResolvedAccel};
 use crate::host::process::{self, DetachedCommand, IdentityCheck, ProcessIdentity, TrackedProcess};
+use crate::host::which::{probe_binary, BinaryProbe};
 
 /// The QEMU binary looked up in `PATH` when none is configured.
 pub const DEFAULT_BINARY: &str = "qemu-system-x86_64";
@@ -71,11 +75,15 @@ impl QemuOptions {
         }
     }
 
-    /// Options for this host: resolves `accel` with [`kvm::detect`] and, under TCG,
+    /// Options for a host whose KVM probe found `kvm`: resolves `accel` and, under TCG,
     /// measures the TSC frequency (blocks ~20 ms). `binary` defaults to
     /// [`DEFAULT_BINARY`].
-    pub fn for_host(binary: Option<PathBuf>, accel: Accel) -> Result<QemuOptions, AccelError> {
-        let resolved = kvm::resolve(accel, &kvm::detect())?;
+    pub fn for_kvm(
+        binary: Option<PathBuf>,
+        accel: Accel,
+        kvm: &KvmStatus,
+    ) -> Result<QemuOptions, AccelError> {
+        let resolved = kvm::resolve(accel, kvm)?;
         let mut options = QemuOptions::new(
             binary.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY)),
             resolved,
@@ -86,6 +94,9 @@ impl QemuOptions {
         Ok(options)
     }
 }
+
+/// How long `qemu-system-x86_64 --version` may take when the host is probed.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The QMP socket of a VM.
 pub fn qmp_socket_path(vm_dir: &Path) -> PathBuf {
@@ -286,6 +297,24 @@ impl QemuDriver {
         QemuDriver { options }
     }
 
+    /// The driver for a host whose KVM probe found `kvm` ([`QemuOptions::for_kvm`]).
+    /// When `accel` cannot be used here, the driver runs under TCG (so processes
+    /// launched earlier can still be probed and stopped) and the error says why.
+    pub fn for_kvm(
+        binary: Option<PathBuf>,
+        accel: Accel,
+        kvm: &KvmStatus,
+    ) -> (QemuDriver, Result<(), AccelError>) {
+        match QemuOptions::for_kvm(binary.clone(), accel, kvm) {
+            Ok(options) => (QemuDriver::new(options), Ok(())),
+            Err(e) => {
+                let binary = binary.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY));
+                let options = QemuOptions::new(binary, ResolvedAccel::Tcg);
+                (QemuDriver::new(options), Err(e))
+            }
+        }
+    }
+
     /// The options in use.
     pub fn options(&self) -> &QemuOptions {
         &self.options
@@ -297,52 +326,24 @@ impl QemuDriver {
             operation: operation.to_owned(),
             reason,
         };
-        let binary =
-            resolve_binary(&self.options.binary).map_err(|reason| DriverError::Binary {
+        let binary_name = self.options.binary.clone();
+        let vm_dir = spec.vm_dir.clone();
+        let prepared = off_worker(move || {
+            let binary = resolve_binary(&binary_name).map_err(PrepareError::Binary)?;
+            prepare_vm_dir(&vm_dir).map_err(PrepareError::VmDir)?;
+            Ok(binary)
+        })
+        .await
+        .map_err(|reason| op("prepare", reason))?;
+        let binary = prepared.map_err(|e| match e {
+            PrepareError::Binary(reason) => DriverError::Binary {
                 vm: spec.name.clone(),
                 binary: self.options.binary.display().to_string(),
                 reason,
-            })?;
-        if !spec.vm_dir.is_dir() {
-            return Err(op(
-                "prepare",
-                format!("vm directory {} does not exist", spec.vm_dir.display()),
-            ));
-        }
+            },
+            PrepareError::VmDir(reason) => op("prepare", reason),
+        })?;
         let socket = qmp_socket_path(&spec.vm_dir);
-        // sun_path holds 108 bytes including the terminating NUL.
-        if socket.as_os_str().len() >= 108 {
-            return Err(op(
-                "prepare",
-                format!(
-                    "QMP socket path {} is longer than 107 bytes",
-                    socket.display()
-                ),
-            ));
-        }
-        // A QEMU still serving this VM's socket (say, one the store lost track of) must not
-        // get a twin writing to the same disk.
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            return Err(op(
-                "prepare",
-                format!(
-                    "a QEMU already serves {}; refusing to start a second one",
-                    socket.display()
-                ),
-            ));
-        }
-        for stale in [socket.clone(), pid_file_path(&spec.vm_dir)] {
-            match std::fs::remove_file(&stale) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(op(
-                        "prepare",
-                        format!("remove stale {}: {e}", stale.display()),
-                    ))
-                }
-            }
-        }
         let marker = process::uid_marker(&spec.uid);
         let output_log = output_log_path(&spec.vm_dir);
         let command = DetachedCommand {
@@ -358,14 +359,14 @@ impl QemuDriver {
             Ok(None) => {
                 return Err(op(
                     "spawn",
-                    format!("QEMU exited at once; {}", log_tail(&output_log)),
+                    format!("QEMU exited at once; {}", log_tail_async(&output_log).await),
                 ))
             }
             Err(e) => return Err(op("spawn", e.to_string())),
         };
         match self.wait_running(&tracked, &socket, &output_log).await {
             Ok(()) => Ok(VmmProcess {
-                hypervisor: HypervisorKind::Qemu,
+                hypervisor: HypervisorKind::Qemu.as_str().to_owned(),
                 pid: identity.pid,
                 start_time: identity.start_time,
                 control_socket: socket,
@@ -400,10 +401,10 @@ impl QemuDriver {
             if tracked.has_exited() {
                 return Err(format!(
                     "QEMU exited during launch; {}",
-                    log_tail(output_log)
+                    log_tail_async(output_log).await
                 ));
             }
-            if socket.exists() {
+            if tokio::fs::try_exists(socket).await.unwrap_or(false) {
                 match QmpClient::connect(socket, self.options.qmp_timeout).await {
                     Ok(mut qmp) => match qmp.query_status().await {
                         Ok(status) if status.running => return Ok(()),
@@ -445,7 +446,10 @@ impl QemuDriver {
                 .await
                 .map_err(|e| op("shutdown", e))?;
         }
-        remove_leftovers(&vmm.control_socket, vmm.pid);
+        let (socket, pid) = (vmm.control_socket.clone(), vmm.pid);
+        if let Err(e) = off_worker(move || remove_leftovers(&socket, pid)).await {
+            tracing::debug!(vm = uid, error = %e, "could not remove QEMU leftovers");
+        }
         Ok(())
     }
 
@@ -498,7 +502,7 @@ impl QemuDriver {
             pid: vmm.pid,
             start_time: vmm.start_time,
         };
-        match identity.check(&process::uid_marker(uid)) {
+        match identity.check_async(&process::uid_marker(uid)).await {
             Ok(IdentityCheck::Ours) => {}
             Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. }) => return Liveness::Exited,
             Err(e) => {
@@ -516,7 +520,7 @@ impl QemuDriver {
             Err(e) => {
                 // QEMU may have exited while we asked.
                 if matches!(
-                    identity.check(&process::uid_marker(uid)),
+                    identity.check_async(&process::uid_marker(uid)).await,
                     Ok(IdentityCheck::Exited | IdentityCheck::Reused { .. })
                 ) {
                     return Liveness::Exited;
@@ -544,6 +548,48 @@ pub fn liveness_of_status(status: &str) -> Liveness {
 impl Hypervisor for QemuDriver {
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Qemu
+    }
+
+    fn binary(&self) -> &Path {
+        &self.options.binary
+    }
+
+    /// None: microvm's virtio-mmio devices are found through the command line QEMU
+    /// builds itself.
+    fn kernel_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+        VmmFiles {
+            log: output_log_path(vm_dir),
+            pid_file: Some(pid_file_path(vm_dir)),
+            control_socket: qmp_socket_path(vm_dir),
+        }
+    }
+
+    /// With `-no-reboot` QEMU exits when the guest powers off or resets; the guest
+    /// kernel's halt and panic lines tell that apart from a crash.
+    fn console_shows_halt(&self, console: &str) -> bool {
+        shows_linux_halt(console)
+    }
+
+    fn check_binary(&self) -> Result<String, String> {
+        match probe_binary(&self.options.binary, "--version", VERSION_TIMEOUT) {
+            BinaryProbe::Found { version, .. } => Ok(version),
+            BinaryProbe::Missing { requested } => Err(format!("{} not found", requested.display())),
+            BinaryProbe::Broken { path, reason } => Err(format!("{}: {reason}", path.display())),
+        }
+    }
+
+    /// Nothing: without KVM for stock guests QEMU runs them under TCG.
+    fn host_requirement(&self, _kvm: &KvmStatus) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// 1: QEMU runs everywhere, but Firecracker is preferred where it can run.
+    fn auto_rank(&self) -> u8 {
+        1
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
@@ -594,40 +640,56 @@ pub fn resolve_binary(binary: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "not found in PATH".to_owned())
 }
 
-/// The first line of `BINARY --version` (for `banger doctor`), bounded by `timeout`.
-pub async fn binary_version(binary: &Path, timeout: Duration) -> Result<String, String> {
-    let resolved = resolve_binary(binary)?;
-    let run = tokio::process::Command::new(&resolved)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(format!("{}: {e}", resolved.display())),
-        Err(_) => {
-            return Err(format!(
-                "{} --version: no answer within {timeout:?}",
-                resolved.display()
-            ))
-        }
-    };
-    if !output.status.success() {
-        return Err(format!(
-            "{} --version: {}",
-            resolved.display(),
-            output.status
-        ));
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| format!("{} --version printed nothing", resolved.display()))
+/// Why a launch could not be prepared (see [`prepare_vm_dir`]).
+enum PrepareError {
+    /// The binary is missing or not executable.
+    Binary(String),
+    /// The VM directory is not ready for a new QEMU.
+    VmDir(String),
 }
 
-/// The last lines of QEMU's output log, for error messages.
+/// Readies the VM directory for a new QEMU (blocking): it exists, the QMP socket path
+/// fits a Unix socket address, no QEMU still serves that socket, and a stale socket or
+/// pid file is removed.
+fn prepare_vm_dir(vm_dir: &Path) -> Result<(), String> {
+    if !vm_dir.is_dir() {
+        return Err(format!("vm directory {} does not exist", vm_dir.display()));
+    }
+    let socket = qmp_socket_path(vm_dir);
+    // sun_path holds 108 bytes including the terminating NUL.
+    if socket.as_os_str().len() >= 108 {
+        return Err(format!(
+            "QMP socket path {} is longer than 107 bytes",
+            socket.display()
+        ));
+    }
+    // A QEMU still serving this VM's socket (say, one the store lost track of) must not
+    // get a twin writing to the same disk.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "a QEMU already serves {}; refusing to start a second one",
+            socket.display()
+        ));
+    }
+    for stale in [socket, pid_file_path(vm_dir)] {
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("remove stale {}: {e}", stale.display())),
+        }
+    }
+    Ok(())
+}
+
+/// [`log_tail`] on the blocking pool.
+async fn log_tail_async(path: &Path) -> String {
+    let owned = path.to_path_buf();
+    off_worker(move || log_tail(&owned))
+        .await
+        .unwrap_or_else(|e| format!("{}: {e}", path.display()))
+}
+
+/// The last lines of QEMU's output log, for error messages. Blocking.
 fn log_tail(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -644,7 +706,7 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-/// Removes the QMP socket and pid file of a QEMU that is gone: the socket only when
+/// Removes the QMP socket and pid file of a QEMU that is gone (blocking): the socket only when
 /// nobody listens on it, the pid file only when it names `pid`. A live QEMU's files (say,
 /// of a newer launch than the record we were given) are never touched.
 fn remove_leftovers(socket: &Path, pid: i32) {

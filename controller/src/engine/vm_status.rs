@@ -192,7 +192,7 @@ pub fn derive(inputs: VmStatusInputs<'_>) -> DerivedVmStatus {
             .handles
             .process
             .as_ref()
-            .map(|p| p.hypervisor.as_str().to_string()),
+            .map(|p| p.hypervisor_name().to_string()),
         handles: handles_view(ctx),
         conditions: [
             ConditionUpdate::new(ConditionType::GuestReady, guest.0, guest.1, guest.2),
@@ -250,7 +250,7 @@ mod tests {
             bridge: "banger0".into(),
             handles: VmHandles {
                 process: Some(VmmProcess {
-                    hypervisor: HypervisorKind::Qemu,
+                    hypervisor: HypervisorKind::Qemu.as_str().to_string(),
                     pid: 42,
                     start_time: 7,
                     control_socket: PathBuf::from("/state/vms/u1/qmp.sock"),

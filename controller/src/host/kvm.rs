@@ -3,9 +3,9 @@
 //! `/dev/kvm` existing is not enough. A host whose KVM is the paravirtualised `kvm_pvm`
 //! module (recognised by `/sys/module/kvm_pvm`) accepts VMs but stock guest kernels
 //! never get past early boot, so such a host must use TCG (QEMU) and cannot run
-//! Firecracker. [`detect`] is the one probe used by `hypervisor: auto` selection
-//! ([`choose_auto_hypervisor`]), the QEMU driver's `accel` choice and `banger doctor`;
-//! [`resolve`] is the pure decision.
+//! Firecracker. [`detect`] is the one probe behind what each hypervisor driver says it
+//! needs of the host (and so `hypervisor: auto`), the QEMU driver's `accel` choice and
+//! `banger doctor`; [`resolve`] is the pure accelerator decision.
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::driver::HypervisorKind;
 
 /// The accelerator a user asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -202,40 +200,10 @@ pub fn resolve(requested: Accel, status: &KvmStatus) -> Result<ResolvedAccel, Ac
     }
 }
 
-/// `hypervisor: auto`: Firecracker when its binary was found and stock guests can use
-/// KVM (Firecracker has no software fallback), else QEMU (which falls back to TCG).
-pub fn choose_auto_hypervisor(firecracker_found: bool, status: &KvmStatus) -> HypervisorKind {
-    if firecracker_found && status.stock_guests_can_run() {
-        HypervisorKind::Firecracker
-    } else {
-        HypervisorKind::Qemu
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chooses_auto_hypervisor() {
-        assert_eq!(
-            choose_auto_hypervisor(true, &KvmStatus::Usable),
-            HypervisorKind::Firecracker
-        );
-        assert_eq!(
-            choose_auto_hypervisor(true, &KvmStatus::ParavirtOnly),
-            HypervisorKind::Qemu
-        );
-        assert_eq!(
-            choose_auto_hypervisor(false, &KvmStatus::Usable),
-            HypervisorKind::Qemu
-        );
-        assert_eq!(
-            choose_auto_hypervisor(true, &KvmStatus::Missing),
-            HypervisorKind::Qemu
-        );
-    }
 
     #[test]
     fn classifies() {

@@ -1,5 +1,9 @@
 //! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks, SSH
-//! keys in guest disks and workspace copies into guests.
+//! keys in guest disks, workspace copies into guests, finding executables.
+//!
+//! The plumbing knows nothing of hypervisors or of the engine: the drivers
+//! ([`crate::driver`]) and the Linux runtime ([`crate::runtime::linux`]) compose it, and
+//! it imports neither.
 //!
 //! Every host object banger creates has a deterministic name derived from its owner's
 //! uid ([`names`]), so it can be found again by probing and garbage-collected.
@@ -8,7 +12,6 @@ pub mod kvm;
 pub mod process;
 
 pub mod disk;
-pub mod doctor;
 pub mod garbage;
 pub mod guest_keys;
 pub mod names;

@@ -16,8 +16,10 @@
 //! unicast). A name cannot be reversed to its uid: garbage collection computes the names
 //! of every known uid and treats any other name carrying banger's prefix as garbage.
 //!
-//! NAT rules carry the full uid in their comment ([`nat_rule_comment`]), and VM
-//! directories are named [`vm_dir_name`] (`vm-<uid>`), so both can be mapped back.
+//! NAT rules carry the full uid in their comment ([`nat_rule_comment`]), and a VM's
+//! directory is named by the bare uid (`<state_dir>/vms/<uid>`,
+//! [`crate::config::DaemonConfig::vm_dir`]), so both map back to their VM: a directory
+//! name is read back with [`ObjectUid::parse`].
 
 use std::fmt;
 
@@ -33,8 +35,6 @@ pub const NFT_POSTROUTING_CHAIN: &str = "postrouting";
 pub const NFT_FORWARD_CHAIN: &str = "forward";
 /// Prefix of the comment on a VM's NAT rule; the uid follows.
 pub const NAT_COMMENT_PREFIX: &str = "banger-vm:";
-/// Prefix of a VM's state directory name; the uid follows.
-pub const VM_DIR_PREFIX: &str = "vm-";
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
 pub const IFNAME_MAX: usize = 15;
 
@@ -169,17 +169,6 @@ pub fn uid_from_nat_comment(comment: &str) -> Option<ObjectUid> {
         .and_then(|uid| ObjectUid::parse(uid).ok())
 }
 
-/// The name of the state directory of the VM with this uid: `vm-<uid>`.
-pub fn vm_dir_name(uid: &ObjectUid) -> String {
-    format!("{VM_DIR_PREFIX}{uid}")
-}
-
-/// The uid in a VM directory name made by [`vm_dir_name`], if it is one.
-pub fn uid_from_vm_dir_name(name: &str) -> Option<ObjectUid> {
-    name.strip_prefix(VM_DIR_PREFIX)
-        .and_then(|uid| ObjectUid::parse(uid).ok())
-}
-
 /// Checks that `name` is a usable interface name (for example a configured bridge):
 /// 1..=15 bytes of ASCII letters, digits, `-`, `_` or `.`, and not `.` or `..`.
 ///
@@ -291,9 +280,9 @@ mod tests {
         assert_eq!(uid_from_nat_comment(&nat_rule_comment(&a)), Some(a.clone()));
         assert_eq!(uid_from_nat_comment("other"), None);
         assert_eq!(uid_from_nat_comment("banger-vm:X"), None);
-        assert_eq!(vm_dir_name(&a), "vm-0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
-        assert_eq!(uid_from_vm_dir_name(&vm_dir_name(&a)), Some(a));
-        assert_eq!(uid_from_vm_dir_name("images"), None);
+        // A VM directory is named by the bare uid, read back by parsing it.
+        assert_eq!(ObjectUid::parse(a.as_str()), Ok(a));
+        assert!(ObjectUid::parse("images").is_err());
     }
 
     #[test]

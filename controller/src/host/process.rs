@@ -327,6 +327,19 @@ impl ProcessIdentity {
         ))
     }
 
+    /// [`Self::check`] on a thread of the blocking pool (it reads `/proc`), for async
+    /// code.
+    pub async fn check_async(&self, marker: &str) -> Result<IdentityCheck, ProcessError> {
+        let identity = *self;
+        let marker = marker.to_owned();
+        tokio::task::spawn_blocking(move || identity.check(&marker))
+            .await
+            .map_err(|e| ProcessError::Proc {
+                path: PathBuf::from(format!("/proc/{}", identity.pid)),
+                source: io::Error::other(e),
+            })?
+    }
+
     /// Opens a pidfd on the pid and then checks the identity, so the returned handle
     /// refers to exactly our process (see the module docs). `Ok(None)` when our process
     /// is gone or the pid was reused.
@@ -530,6 +543,15 @@ pub fn find_by_marker(marker: &str) -> Vec<ProcessIdentity> {
         })
         .filter_map(|pid| ProcessIdentity::of_pid(pid).ok().flatten())
         .collect()
+}
+
+/// [`find_by_marker`] on a thread of the blocking pool (it scans all of `/proc`), for
+/// async code. A scan that cannot run finds nothing.
+pub async fn find_by_marker_async(marker: &str) -> Vec<ProcessIdentity> {
+    let marker = marker.to_owned();
+    tokio::task::spawn_blocking(move || find_by_marker(&marker))
+        .await
+        .unwrap_or_default()
 }
 
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {

@@ -46,6 +46,32 @@ pub fn console_len(path: &Path) -> Result<u64, ReadinessError> {
     }
 }
 
+/// The console output written at or after `from_offset`: its last [`MAX_READ_PER_POLL`]
+/// bytes at most, as text (invalid UTF-8 replaced). Empty when the log does not exist
+/// yet or was truncated below the offset. Blocking.
+pub fn console_since(path: &Path, from_offset: u64) -> Result<String, ReadinessError> {
+    let err = |source| ReadinessError::Console {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(source) => return Err(err(source)),
+    };
+    let len = file.metadata().map_err(err)?.len();
+    let start = from_offset.max(len.saturating_sub(MAX_READ_PER_POLL));
+    if start >= len {
+        return Ok(String::new());
+    }
+    file.seek(SeekFrom::Start(start)).map_err(err)?;
+    let mut bytes = Vec::new();
+    file.take(len - start)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Incremental search for a marker in a growing console log.
 #[derive(Debug, Clone)]
 pub struct ConsoleWatch {
@@ -113,6 +139,24 @@ impl ConsoleWatch {
         Ok(false)
     }
 
+    /// [`Self::poll`] on a thread of the blocking pool (it reads the log), for async
+    /// code.
+    pub async fn poll_async(&mut self) -> Result<bool, ReadinessError> {
+        let mut watch = self.clone();
+        let path = self.path.clone();
+        let (watch, seen) = tokio::task::spawn_blocking(move || {
+            let seen = watch.poll();
+            (watch, seen)
+        })
+        .await
+        .map_err(|e| ReadinessError::Console {
+            path,
+            source: std::io::Error::other(e),
+        })?;
+        *self = watch;
+        seen
+    }
+
     /// Polls every `interval` until the marker appears or `timeout` passes.
     pub async fn wait(
         &mut self,
@@ -121,7 +165,7 @@ impl ConsoleWatch {
     ) -> Result<bool, ReadinessError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.poll()? {
+            if self.poll_async().await? {
                 return Ok(true);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -208,5 +252,36 @@ mod tests {
         drop(listener);
         let err = tcp_ready(addr, Duration::from_secs(2)).await.unwrap_err();
         assert!(err.contains(&addr.to_string()), "{err}");
+    }
+
+    #[test]
+    fn console_since_reads_only_this_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        assert_eq!(console_since(&log, 0).unwrap(), "", "no log yet");
+        append(&log, "old boot\nreboot: Power down\n");
+        let start = console_len(&log).unwrap();
+        assert_eq!(console_since(&log, start).unwrap(), "");
+        append(&log, "new boot\nlogin:\n");
+        assert_eq!(console_since(&log, start).unwrap(), "new boot\nlogin:\n");
+        assert_eq!(
+            console_since(&log, start + 1000).unwrap(),
+            "",
+            "an offset past the end (a truncated log) reads nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn poll_async_keeps_the_watch_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let mut watch = ConsoleWatch::new(&log, "READY-MARK", 0);
+        append(&log, "boot REA");
+        assert!(!watch.poll_async().await.unwrap());
+        append(&log, "DY-MARK\n");
+        assert!(
+            watch.poll_async().await.unwrap(),
+            "a marker split across polls"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Checks that a path banger is about to write as root stays inside the state directory
 //! and that no existing component below the state directory is a symlink.
 //!
-//! A symlink planted inside the state directory (say `vms/vm-X -> /etc`) could
+//! A symlink planted inside the state directory (say `vms/<uid> -> /etc`) could
 //! otherwise redirect a privileged write anywhere on the host. The state directory
 //! itself is trusted (an operator may configure it as a symlink); everything below it is
 //! checked component by component with `lstat`. Components that do not exist yet are

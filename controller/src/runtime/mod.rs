@@ -1,7 +1,7 @@
 //! The runtime port: everything a reconcile needs from the host, and nothing more.
 //!
 //! The engine ([`crate::engine`]) is written against the [`VmRuntime`] trait only.
-//! Two adapters exist: the real [`host::HostRuntime`] (disks, taps, NAT, hypervisor
+//! Two adapters exist: the real [`linux::LinuxRuntime`] (disks, taps, NAT, hypervisor
 //! drivers) and [`simulated::SimulatedRuntime`], an in-memory
 //! stand-in used **only** by engine tests and benchmarks (`banger daemon --simulate`).
 //!
@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 
 use crate::driver::VmmProcess;
 
-pub mod host;
+pub mod linux;
 pub mod simulated;
 
 /// An IP lease of one VM, as the engine allocated it.

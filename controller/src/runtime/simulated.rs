@@ -28,7 +28,11 @@ use super::{
     ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncRecord, VmContext,
     VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
-use crate::driver::{HypervisorKind, VmmProcess};
+use crate::driver::VmmProcess;
+
+/// What a simulated VM's status names as its hypervisor
+/// ([`VmmProcess::hypervisor_name`]): no hypervisor runs it.
+pub const SIMULATED_HYPERVISOR: &str = "simulated";
 
 #[derive(Debug, Clone)]
 struct SimProcess {
@@ -297,7 +301,7 @@ impl SimulatedRuntime {
     fn handles_of(vm: &SimVm, ctx: &VmContext) -> VmHandles {
         VmHandles {
             process: vm.process.as_ref().map(|p| VmmProcess {
-                hypervisor: HypervisorKind::Simulated,
+                hypervisor: SIMULATED_HYPERVISOR.to_string(),
                 pid: p.pid,
                 start_time: u64::try_from(p.pid).unwrap_or(0),
                 control_socket: ctx.vm_dir.join("simulated.sock"),

@@ -742,6 +742,10 @@ async fn a_launch_that_succeeded_survives_a_daemon_restart() {
     h.engine.enqueue_all().await.unwrap();
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
-    assert_eq!(sim.pid_of(&uid), Some(pid), "the healthy VM was not restarted");
+    assert_eq!(
+        sim.pid_of(&uid),
+        Some(pid),
+        "the healthy VM was not restarted"
+    );
     assert_eq!(sim.duplicate_launches(), 0);
 }

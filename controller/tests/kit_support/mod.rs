@@ -1,13 +1,14 @@
 //! Test support: the guest kit (`scripts/guest-kit.sh`), the specs of a small QEMU VM
-//! booting it, and a host runtime with default settings to run it on.
+//! booting it, and a Linux runtime with default settings to run it on.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use banger_controller::driver::DriverConfig;
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::host::{HostRuntime, HostRuntimeConfig};
+use banger_controller::runtime::linux::{LinuxRuntime, LinuxRuntimeConfig};
 
 use banger_specs::{
     ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
@@ -55,15 +56,17 @@ pub fn vm_spec() -> VmSpec {
     }
 }
 
-/// A host runtime on `state_dir` with the default bridge, QEMU from PATH and automatic
+/// A Linux runtime on `state_dir` with the default bridge, QEMU from PATH and automatic
 /// acceleration. Call it inside the tokio runtime (and network namespace) it serves.
-pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> HostRuntime {
-    HostRuntime::new(HostRuntimeConfig {
+pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> LinuxRuntime {
+    LinuxRuntime::new(LinuxRuntimeConfig {
         state_dir: state_dir.to_path_buf(),
         bridge: BridgeConfig::default(),
-        qemu_bin: None,
-        firecracker_bin: None,
-        accel: Accel::Auto,
+        drivers: DriverConfig {
+            qemu_bin: None,
+            firecracker_bin: None,
+            accel: Accel::Auto,
+        },
         stop_grace,
     })
     .unwrap()

@@ -5,13 +5,15 @@
 //! - [`tap`]: persistent taps made through `/dev/net/tun`, attached to the bridge over
 //!   rtnetlink.
 //! - [`nat`]: per-VM masquerade rules in banger's own nftables table.
-//! - [`vm`]: one VM's network composed from the above, and the garbage finder.
+//! - [`vm`]: one VM's network objects as the Linux runtime's steps make, probe and
+//!   remove them, and the garbage finder.
 //!
 //! Everything here acts on the network namespace of the *calling thread* (netlink
 //! sockets, `/proc/sys/net` and child processes take the namespace of the thread that
-//! opens or spawns them). The daemon runs entirely inside one namespace; tests enter a
-//! namespace they created with `setns` on a dedicated thread and call these functions
-//! from that thread only (a current-thread tokio runtime).
+//! opens or spawns them; the threads of a tokio runtime, its blocking pool included,
+//! are spawned inside the namespace the runtime was started in). The daemon runs
+//! entirely inside one namespace; tests enter a namespace they created with `setns` on
+//! a dedicated thread and run a current-thread tokio runtime there.
 
 use std::io;
 use std::path::PathBuf;
@@ -152,22 +154,28 @@ impl std::fmt::Debug for Netlink {
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// Turns IPv4 forwarding on in the calling thread's network namespace (idempotent).
-pub fn enable_ipv4_forwarding() -> Result<(), NetError> {
-    if ipv4_forwarding_enabled()? {
+/// The sysctl file is read and written through [`tokio::fs`] (a thread of the
+/// runtime's blocking pool, spawned inside the namespace the runtime was started in).
+pub async fn enable_ipv4_forwarding() -> Result<(), NetError> {
+    if ipv4_forwarding_enabled().await? {
         return Ok(());
     }
-    std::fs::write(IP_FORWARD, b"1\n").map_err(|source| NetError::Sysctl {
-        path: PathBuf::from(IP_FORWARD),
-        source,
-    })
+    tokio::fs::write(IP_FORWARD, b"1\n")
+        .await
+        .map_err(|source| NetError::Sysctl {
+            path: PathBuf::from(IP_FORWARD),
+            source,
+        })
 }
 
 /// Whether IPv4 forwarding is on in the calling thread's network namespace.
-pub fn ipv4_forwarding_enabled() -> Result<bool, NetError> {
-    let text = std::fs::read_to_string(IP_FORWARD).map_err(|source| NetError::Sysctl {
-        path: PathBuf::from(IP_FORWARD),
-        source,
-    })?;
+pub async fn ipv4_forwarding_enabled() -> Result<bool, NetError> {
+    let text = tokio::fs::read_to_string(IP_FORWARD)
+        .await
+        .map_err(|source| NetError::Sysctl {
+            path: PathBuf::from(IP_FORWARD),
+            source,
+        })?;
     Ok(text.trim() == "1")
 }
 

@@ -20,11 +20,17 @@
 //!
 //! Concurrency: an ensure/remove for one VM must run under that VM's lock (probe and
 //! write are two steps); different VMs touch different rules.
+//!
+//! Every method is async: `nft` runs as a [`tokio::process`] child, so no async worker
+//! waits on it. Like every child process, `nft` acts in the network namespace of the
+//! thread that spawns it.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 
 use serde_json::Value;
 
@@ -116,12 +122,13 @@ impl Nftables {
     }
 
     /// Reads banger's table. A missing table is an empty, non-existent [`NatTable`].
-    pub fn read_table(&self) -> Result<NatTable, NatError> {
+    pub async fn read_table(&self) -> Result<NatTable, NatError> {
         let step = "list table";
         let output = Command::new(&self.bin)
             .args(["-j", "list", "table", "ip", names::NFT_TABLE])
             .stdin(Stdio::null())
             .output()
+            .await
             .map_err(|source| self.spawn_err(step, source))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
@@ -140,8 +147,8 @@ impl Nftables {
     /// Makes the table, both chains and the bridge's forward rules exist (idempotent:
     /// the forward chain is rewritten atomically only when its rules are not exactly
     /// the two for this bridge).
-    pub fn ensure_base(&self, bridge: &BridgeConfig) -> Result<(), NatError> {
-        let table = self.read_table()?;
+    pub async fn ensure_base(&self, bridge: &BridgeConfig) -> Result<(), NatError> {
+        let table = self.read_table().await?;
         let forward_ok = table.forward_bridges.len() == 2
             && table.forward_bridges.iter().all(|b| b == bridge.name());
         if table.exists && forward_ok {
@@ -151,18 +158,19 @@ impl Nftables {
             "ensure table, chains and forward rules",
             &base_ruleset(bridge),
         )
+        .await
     }
 
     /// Makes the masquerade rule of VM `uid` (source `ip`) exist, replacing a rule of
     /// that VM with another address in the same transaction; returns the rule.
-    pub fn ensure_vm(
+    pub async fn ensure_vm(
         &self,
         uid: &ObjectUid,
         ip: Ipv4Addr,
         bridge: &BridgeConfig,
     ) -> Result<NatRule, NatError> {
-        self.ensure_base(bridge)?;
-        let table = self.read_table()?;
+        self.ensure_base(bridge).await?;
+        let table = self.read_table().await?;
         let mine: Vec<&NatRule> = table.vm_rules.iter().filter(|r| &r.uid == uid).collect();
         if let [only] = mine.as_slice() {
             if only.ip == Some(ip) {
@@ -171,8 +179,9 @@ impl Nftables {
         }
         let stale: Vec<u64> = mine.iter().map(|r| r.handle).collect();
         let text = vm_rule_ruleset(uid, ip, bridge, &stale);
-        self.apply(&format!("add NAT rule for VM {uid}"), &text)?;
-        self.probe_vm(uid)?.ok_or_else(|| NatError::Failed {
+        self.apply(&format!("add NAT rule for VM {uid}"), &text)
+            .await?;
+        self.probe_vm(uid).await?.ok_or_else(|| NatError::Failed {
             bin: self.bin.clone(),
             step: format!("add NAT rule for VM {uid}"),
             stderr: "rule not found after adding it".to_string(),
@@ -180,43 +189,47 @@ impl Nftables {
     }
 
     /// The masquerade rule of VM `uid`, if there is one (the first, if several).
-    pub fn probe_vm(&self, uid: &ObjectUid) -> Result<Option<NatRule>, NatError> {
+    pub async fn probe_vm(&self, uid: &ObjectUid) -> Result<Option<NatRule>, NatError> {
         Ok(self
-            .read_table()?
+            .read_table()
+            .await?
             .vm_rules
             .into_iter()
             .find(|r| &r.uid == uid))
     }
 
     /// Deletes every masquerade rule of VM `uid`, by handle (idempotent).
-    pub fn remove_vm(&self, uid: &ObjectUid) -> Result<(), NatError> {
+    pub async fn remove_vm(&self, uid: &ObjectUid) -> Result<(), NatError> {
         let handles: Vec<u64> = self
-            .read_table()?
+            .read_table()
+            .await?
             .vm_rules
             .iter()
             .filter(|r| &r.uid == uid)
             .map(|r| r.handle)
             .collect();
         for handle in handles {
-            self.delete_rule(handle, &format!("delete NAT rule of VM {uid}"))?;
+            self.delete_rule(handle, &format!("delete NAT rule of VM {uid}"))
+                .await?;
         }
         Ok(())
     }
 
     /// Every per-VM masquerade rule in the table: the candidates for garbage collection.
-    pub fn list_vm_rules(&self) -> Result<Vec<NatRule>, NatError> {
-        Ok(self.read_table()?.vm_rules)
+    pub async fn list_vm_rules(&self) -> Result<Vec<NatRule>, NatError> {
+        Ok(self.read_table().await?.vm_rules)
     }
 
     /// Deletes banger's whole table (idempotent).
-    pub fn remove_table(&self) -> Result<(), NatError> {
-        if !self.read_table()?.exists {
+    pub async fn remove_table(&self) -> Result<(), NatError> {
+        if !self.read_table().await?.exists {
             return Ok(());
         }
         self.run_argv("delete table", &["delete", "table", "ip", names::NFT_TABLE])
+            .await
     }
 
-    fn delete_rule(&self, handle: u64, step: &str) -> Result<(), NatError> {
+    async fn delete_rule(&self, handle: u64, step: &str) -> Result<(), NatError> {
         let handle = handle.to_string();
         self.run_argv(
             step,
@@ -230,13 +243,15 @@ impl Nftables {
                 &handle,
             ],
         )
+        .await
     }
 
-    fn run_argv(&self, step: &str, args: &[&str]) -> Result<(), NatError> {
+    async fn run_argv(&self, step: &str, args: &[&str]) -> Result<(), NatError> {
         let output = Command::new(&self.bin)
             .args(args)
             .stdin(Stdio::null())
             .output()
+            .await
             .map_err(|source| self.spawn_err(step, source))?;
         if output.status.success() {
             Ok(())
@@ -250,7 +265,7 @@ impl Nftables {
     }
 
     /// Feeds `ruleset` to `nft -f -` (one atomic transaction).
-    fn apply(&self, step: &str, ruleset: &str) -> Result<(), NatError> {
+    async fn apply(&self, step: &str, ruleset: &str) -> Result<(), NatError> {
         let mut child = Command::new(&self.bin)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
@@ -258,12 +273,14 @@ impl Nftables {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| self.spawn_err(step, source))?;
+        // Written before waiting, then closed (dropped) so nft sees the end of input.
         let write_result = match child.stdin.take() {
-            Some(mut stdin) => stdin.write_all(ruleset.as_bytes()),
+            Some(mut stdin) => stdin.write_all(ruleset.as_bytes()).await,
             None => Ok(()),
         };
         let output = child
             .wait_with_output()
+            .await
             .map_err(|source| self.spawn_err(step, source))?;
         if !output.status.success() {
             return Err(NatError::Failed {

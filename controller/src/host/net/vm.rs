@@ -1,14 +1,16 @@
-//! One VM's network, composed: forwarding, bridge, tap and (optionally) its NAT rule —
-//! ensured, probed and removed together, plus the garbage finder for `banger gc`.
+//! One VM's network objects, as the Linux runtime's steps make, probe and remove them
+//! ([`crate::runtime::linux`]: `ensure-tap`, `ensure-nat`, `remove-nat`, `remove-tap`
+//! and `observe`), plus the garbage finder for `banger gc`.
 //!
-//! The engine records the VM's tap name, MAC and IP (from [`names`] and its lease)
-//! *before* calling [`ensure_vm_network`], so a delete can always tear down what an
-//! interrupted ensure may have made.
+//! A VM's tap and NAT rule are named from its uid ([`names`]), so every function here
+//! takes the uid, never a recorded name: a delete can always tear down what an
+//! interrupted ensure may have made. The bridge is shared by every VM and is never
+//! removed here.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use super::bridge::{ensure_bridge, probe_bridge, BridgeProbe};
+use super::bridge::ensure_bridge;
 use super::nat::{NatError, NatRule, Nftables};
 use super::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap, TapProbe};
 use super::{enable_ipv4_forwarding, BridgeConfig, NetError, Netlink};
@@ -20,7 +22,7 @@ pub enum VmNetError {
     /// A netlink, tun or sysctl step failed.
     #[error("VM {uid}: {source}")]
     Net {
-        /// The VM's uid.
+        /// The VM's uid (`*` for a listing of every VM's objects).
         uid: String,
         /// What failed.
         #[source]
@@ -29,7 +31,7 @@ pub enum VmNetError {
     /// An nftables step failed.
     #[error("VM {uid}: {source}")]
     Nat {
-        /// The VM's uid.
+        /// The VM's uid (`*` for a listing of every VM's objects).
         uid: String,
         /// What failed.
         #[source]
@@ -37,113 +39,103 @@ pub enum VmNetError {
     },
 }
 
-/// What one VM's network should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmNetworkSpec {
-    /// The VM's uid (names its tap and NAT rule).
-    pub uid: ObjectUid,
-    /// The VM's leased address (inside the bridge's pool).
-    pub ip: Ipv4Addr,
-    /// Whether the VM gets NAT masquerade (`network.nat`).
-    pub nat: bool,
-}
-
-/// What a probe of one VM's network found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a probe of one VM's network objects could confirm. A probe that fails (no
+/// netlink answer, `nft` missing) reports the object as absent: observing never fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmNetworkProbe {
-    /// The bridge.
-    pub bridge: BridgeProbe,
-    /// The VM's tap.
-    pub tap: TapProbe,
+    /// The VM's tap, when a device of its name exists.
+    pub tap: Option<TapProbe>,
     /// The VM's NAT rule, if any.
     pub nat_rule: Option<NatRule>,
 }
 
 impl VmNetworkProbe {
-    /// Whether everything matches `spec` (a rule exists with the right address exactly
-    /// when NAT is wanted).
-    pub fn matches(&self, spec: &VmNetworkSpec) -> bool {
-        let nat_ok = match (&self.nat_rule, spec.nat) {
-            (Some(rule), true) => rule.ip == Some(spec.ip),
-            (None, false) => true,
-            _ => false,
-        };
-        self.bridge.is_healthy() && self.tap.is_healthy() && nat_ok
+    /// Whether the VM's NAT rule exists and masquerades `ip` (a rule left from another
+    /// address does not count): what `observe` reports as the VM's NAT.
+    pub fn nat_for(&self, ip: Ipv4Addr) -> bool {
+        self.nat_rule
+            .as_ref()
+            .is_some_and(|rule| rule.ip == Some(ip))
+    }
+
+    /// Whether the tap exists, is a tap, is attached to the bridge and is up.
+    pub fn tap_healthy(&self) -> bool {
+        self.tap.as_ref().is_some_and(TapProbe::is_healthy)
     }
 }
 
-/// Makes the VM's network match `spec` (idempotent): forwarding on, bridge up with the
-/// gateway, tap attached and up, NAT rule present iff `spec.nat`.
-pub async fn ensure_vm_network(
+/// `ensure-tap`: IPv4 forwarding on, the bridge up with the gateway, the VM's tap
+/// attached to it and up (idempotent). Returns the tap's probe.
+pub async fn ensure_vm_tap(
     nl: &Netlink,
-    nft: &Nftables,
-    bridge: &BridgeConfig,
-    spec: &VmNetworkSpec,
-) -> Result<VmNetworkProbe, VmNetError> {
-    let uid = spec.uid.to_string();
-    let net = |source| VmNetError::Net {
-        uid: uid.clone(),
-        source,
-    };
-    let nat = |source| VmNetError::Nat {
-        uid: uid.clone(),
-        source,
-    };
-    enable_ipv4_forwarding().map_err(net)?;
-    let bridge_probe = ensure_bridge(nl, bridge).await.map_err(net)?;
-    let tap = ensure_tap(nl, &spec.uid, bridge).await.map_err(net)?;
-    let nat_rule = if spec.nat {
-        Some(nft.ensure_vm(&spec.uid, spec.ip, bridge).map_err(nat)?)
-    } else {
-        nft.remove_vm(&spec.uid).map_err(nat)?;
-        None
-    };
-    Ok(VmNetworkProbe {
-        bridge: bridge_probe,
-        tap,
-        nat_rule,
-    })
-}
-
-/// Probes the VM's network without changing anything.
-pub async fn probe_vm_network(
-    nl: &Netlink,
-    nft: &Nftables,
     bridge: &BridgeConfig,
     uid: &ObjectUid,
-) -> Result<VmNetworkProbe, VmNetError> {
+) -> Result<TapProbe, VmNetError> {
     let net = |source| VmNetError::Net {
         uid: uid.to_string(),
         source,
     };
-    Ok(VmNetworkProbe {
-        bridge: probe_bridge(nl, bridge).await.map_err(net)?,
-        tap: probe_tap(nl, &names::tap_name(uid), bridge)
-            .await
-            .map_err(net)?,
-        nat_rule: nft.probe_vm(uid).map_err(|source| VmNetError::Nat {
-            uid: uid.to_string(),
-            source,
-        })?,
-    })
+    enable_ipv4_forwarding().await.map_err(net)?;
+    ensure_bridge(nl, bridge).await.map_err(net)?;
+    ensure_tap(nl, uid, bridge).await.map_err(net)
 }
 
-/// Removes the VM's NAT rule and tap (idempotent). The bridge is shared and stays.
-pub async fn remove_vm_network(
-    nl: &Netlink,
-    nft: &Nftables,
-    uid: &ObjectUid,
-) -> Result<(), VmNetError> {
-    nft.remove_vm(uid).map_err(|source| VmNetError::Nat {
-        uid: uid.to_string(),
-        source,
-    })?;
+/// `remove-tap`: deletes the VM's tap (idempotent).
+pub async fn remove_vm_tap(nl: &Netlink, uid: &ObjectUid) -> Result<(), VmNetError> {
     remove_tap(nl, &names::tap_name(uid))
         .await
         .map_err(|source| VmNetError::Net {
             uid: uid.to_string(),
             source,
         })
+}
+
+/// `ensure-nat`: the VM's masquerade rule for source `ip` (idempotent; a rule of the
+/// VM with another address is replaced). Returns the rule.
+pub async fn ensure_vm_nat(
+    nft: &Nftables,
+    bridge: &BridgeConfig,
+    uid: &ObjectUid,
+    ip: Ipv4Addr,
+) -> Result<NatRule, VmNetError> {
+    nft.ensure_vm(uid, ip, bridge)
+        .await
+        .map_err(|source| VmNetError::Nat {
+            uid: uid.to_string(),
+            source,
+        })
+}
+
+/// `remove-nat`: deletes every masquerade rule of the VM (idempotent).
+pub async fn remove_vm_nat(nft: &Nftables, uid: &ObjectUid) -> Result<(), VmNetError> {
+    nft.remove_vm(uid).await.map_err(|source| VmNetError::Nat {
+        uid: uid.to_string(),
+        source,
+    })
+}
+
+/// Probes the VM's tap and NAT rule without changing anything.
+pub async fn probe_vm_network(
+    nl: &Netlink,
+    nft: &Nftables,
+    bridge: &BridgeConfig,
+    uid: &ObjectUid,
+) -> VmNetworkProbe {
+    let tap = match probe_tap(nl, &names::tap_name(uid), bridge).await {
+        Ok(probe) => probe.index.is_some().then_some(probe),
+        Err(e) => {
+            tracing::debug!(%uid, error = %e, "cannot probe the VM's tap");
+            None
+        }
+    };
+    let nat_rule = match nft.probe_vm(uid).await {
+        Ok(rule) => rule,
+        Err(e) => {
+            tracing::debug!(%uid, error = %e, "cannot probe the VM's NAT rule");
+            None
+        }
+    };
+    VmNetworkProbe { tap, nat_rule }
 }
 
 /// Network objects carrying banger's naming that belong to no known VM.
@@ -184,10 +176,13 @@ pub async fn list_net_garbage(
             uid: "*".to_string(),
             source,
         })?;
-    let rules = nft.list_vm_rules().map_err(|source| VmNetError::Nat {
-        uid: "*".to_string(),
-        source,
-    })?;
+    let rules = nft
+        .list_vm_rules()
+        .await
+        .map_err(|source| VmNetError::Nat {
+            uid: "*".to_string(),
+            source,
+        })?;
     Ok(find_garbage(known, &taps, &rules))
 }
 
@@ -232,51 +227,42 @@ mod tests {
     }
 
     #[test]
-    fn probe_matching_follows_the_nat_flag() {
-        let spec = VmNetworkSpec {
-            uid: uid("aaaa"),
-            ip: Ipv4Addr::new(172, 30, 0, 2),
-            nat: true,
-        };
-        let healthy_bridge = BridgeProbe {
-            index: Some(2),
-            is_bridge: true,
-            has_address: true,
-            up: true,
-        };
-        let healthy_tap = TapProbe {
-            name: names::tap_name(&spec.uid),
+    fn nat_counts_only_for_the_leased_address() {
+        let vm = uid("aaaa");
+        let ip = Ipv4Addr::new(172, 30, 0, 2);
+        let tap = TapProbe {
+            name: names::tap_name(&vm),
             index: Some(3),
             is_tap: true,
             attached: true,
             up: true,
         };
-        let rule = NatRule {
-            uid: spec.uid.clone(),
-            ip: Some(spec.ip),
-            handle: 1,
-        };
         let probe = VmNetworkProbe {
-            bridge: healthy_bridge,
-            tap: healthy_tap,
-            nat_rule: Some(rule.clone()),
+            tap: Some(tap.clone()),
+            nat_rule: Some(NatRule {
+                uid: vm.clone(),
+                ip: Some(ip),
+                handle: 1,
+            }),
         };
-        assert!(probe.matches(&spec));
-        let no_nat = VmNetworkSpec {
-            nat: false,
-            ..spec.clone()
-        };
-        assert!(!probe.matches(&no_nat));
-        let moved = VmNetworkSpec {
-            ip: Ipv4Addr::new(172, 30, 0, 9),
-            ..spec.clone()
-        };
-        assert!(!probe.matches(&moved));
+        assert!(probe.nat_for(ip) && probe.tap_healthy());
+        assert!(
+            !probe.nat_for(Ipv4Addr::new(172, 30, 0, 9)),
+            "moved address"
+        );
         let without_rule = VmNetworkProbe {
             nat_rule: None,
             ..probe.clone()
         };
-        assert!(without_rule.matches(&no_nat));
-        assert!(!without_rule.matches(&spec));
+        assert!(!without_rule.nat_for(ip));
+        let detached = VmNetworkProbe {
+            tap: Some(TapProbe {
+                attached: false,
+                ..tap
+            }),
+            ..probe
+        };
+        assert!(!detached.tap_healthy());
+        assert!(!VmNetworkProbe::default().tap_healthy());
     }
 }

@@ -5,22 +5,30 @@
 //! tested on their own. [`format_report`] renders the `PASS`/`WARN`/`FAIL` lines and
 //! [`has_failures`] decides the exit code (non-zero on any `FAIL`).
 //!
+//! The hypervisor checks go through the driver port ([`crate::driver`]): one check per
+//! [`HypervisorKind`], asking its driver for its binary and what it needs of the host
+//! ([`Hypervisor::host_requirement`]); this module names no hypervisor.
+//!
 //! Severity: what makes banger unable to run VMs at all is `FAIL` (no usable
 //! hypervisor, no `/dev/net/tun`, no nft or e2fsprogs, an unreadable state directory);
 //! what only narrows its options is `WARN` (no KVM for stock guests means QEMU under TCG;
-//! no Firecracker means QEMU; a daemon not running yet).
+//! a hypervisor this host cannot run while another one works; a daemon not running
+//! yet).
+//!
+//! The checks that block (device opens, `--version` runs, statvfs) run on a blocking
+//! thread, never on an async worker.
 
 use std::fmt;
-use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::host::kvm::{self, KvmPaths, KvmStatus};
+use crate::driver::{choose_auto, Driver, DriverConfig, Hypervisor, HypervisorKind};
+use crate::host::kvm::{self, Accel, KvmPaths, KvmStatus};
 use crate::host::net::bridge::probe_bridge;
 use crate::host::net::{BridgeConfig, Netlink};
-use crate::host::which::find_executable;
+use crate::host::which::{find_executable, first_line, run_bounded, run_bounded_output};
+pub use crate::host::which::{probe_binary, BinaryProbe};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,22 +116,41 @@ impl DoctorConfig {
 }
 
 /// Runs every check, in a stable order. Must be called inside a tokio runtime (the
-/// bridge check uses netlink) and acts on the calling thread's network namespace.
+/// bridge check uses netlink) and acts on the calling thread's network namespace (the
+/// blocking checks run on a thread of the runtime's blocking pool, which a runtime
+/// started inside a namespace spawns inside it).
 pub async fn run_checks(cfg: &DoctorConfig) -> Vec<CheckResult> {
-    let kvm_status = kvm::detect_at(&cfg.kvm);
-    let firecracker = check_binary("firecracker", &cfg.firecracker_bin, cfg.version_timeout);
-    let qemu = check_binary("qemu", &cfg.qemu_bin, cfg.version_timeout);
-    let (firecracker, qemu) = judge_hypervisors(firecracker, qemu, &kvm_status);
-    let mut results = vec![check_kvm(&kvm_status), firecracker, qemu];
-    results.push(check_tun(&cfg.tun_device));
+    let blocking = cfg.clone();
+    let checks = tokio::task::spawn_blocking(move || blocking_checks(&blocking)).await;
+    let (mut results, rest) = match checks {
+        Ok(checks) => checks,
+        Err(e) => (
+            vec![CheckResult::new(
+                "doctor",
+                CheckStatus::Fail,
+                format!("the host checks did not finish: {e}"),
+            )],
+            Vec::new(),
+        ),
+    };
     results.push(check_bridge(cfg).await);
-    results.push(check_nft(&cfg.nft_bin, cfg.version_timeout));
-    for tool in ["mkfs.ext4", "e2fsck", "resize2fs"] {
-        results.push(check_tool(tool, cfg.version_timeout));
-    }
-    results.push(check_free_space(&cfg.state_dir, cfg.min_free_bytes));
-    results.push(check_socket(&cfg.socket));
+    results.extend(rest);
     results
+}
+
+/// Every check but the bridge's: those before it and those after it in the report.
+fn blocking_checks(cfg: &DoctorConfig) -> (Vec<CheckResult>, Vec<CheckResult>) {
+    let kvm_status = kvm::detect_at(&cfg.kvm);
+    let mut before = vec![check_kvm(&kvm_status)];
+    before.extend(judge_hypervisors(&probe_hypervisors(cfg, &kvm_status)));
+    before.push(check_tun(&cfg.tun_device));
+    let mut after = vec![check_nft(&cfg.nft_bin, cfg.version_timeout)];
+    for tool in ["mkfs.ext4", "e2fsck", "resize2fs"] {
+        after.push(check_tool(tool, cfg.version_timeout));
+    }
+    after.push(check_free_space(&cfg.state_dir, cfg.min_free_bytes));
+    after.push(check_socket(&cfg.socket));
+    (before, after)
 }
 
 /// The PASS/WARN/FAIL report, one line per check: `PASS  name  detail`.
@@ -157,123 +184,94 @@ pub fn check_kvm(status: &KvmStatus) -> CheckResult {
     CheckResult::new("kvm", level, status.to_string())
 }
 
-/// What running a binary's `--version` found.
+/// What the doctor found about one hypervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BinaryProbe {
-    /// It ran; the first line of its output.
-    Found {
-        /// Resolved path.
-        path: PathBuf,
-        /// First non-empty output line.
-        version: String,
-    },
-    /// Not found (in `PATH` or at the given path).
-    Missing {
-        /// The name or path that was looked for.
-        requested: PathBuf,
-    },
-    /// Found but `--version` failed or timed out.
-    Broken {
-        /// Resolved path.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+pub struct HypervisorProbe {
+    /// Which hypervisor.
+    pub kind: HypervisorKind,
+    /// Its binary's `--version`.
+    pub binary: BinaryProbe,
+    /// What it needs of the host besides its binary
+    /// ([`Hypervisor::host_requirement`]): `Ok`, or why this host cannot run it.
+    pub host: Result<(), String>,
+    /// Its rank for `hypervisor: auto` ([`Hypervisor::auto_rank`]).
+    pub auto_rank: u8,
 }
 
-fn check_binary(name: &str, bin: &Path, timeout: Duration) -> (String, BinaryProbe) {
-    (name.to_string(), probe_binary(bin, "--version", timeout))
-}
-
-/// Resolves `bin` (a path, or a name in `PATH`) and runs it with `arg`, bounded by
-/// `timeout`.
-pub fn probe_binary(bin: &Path, arg: &str, timeout: Duration) -> BinaryProbe {
-    let Some(path) = find_executable(bin) else {
-        return BinaryProbe::Missing {
-            requested: bin.to_path_buf(),
-        };
-    };
-    match run_bounded(&path, arg, timeout) {
-        Ok(text) => BinaryProbe::Found {
-            version: first_line(&text),
-            path,
-        },
-        Err(reason) => BinaryProbe::Broken { path, reason },
+impl HypervisorProbe {
+    /// Whether this host can run it: the binary answers and the host meets its needs.
+    pub fn suitable(&self) -> bool {
+        matches!(self.binary, BinaryProbe::Found { .. }) && self.host.is_ok()
     }
 }
 
-/// Decides the two hypervisor checks together: Firecracker missing or unusable
-/// (no KVM for stock guests) is a WARN while QEMU works; no usable hypervisor is a FAIL.
-pub fn judge_hypervisors(
-    firecracker: (String, BinaryProbe),
-    qemu: (String, BinaryProbe),
-    kvm_status: &KvmStatus,
-) -> (CheckResult, CheckResult) {
-    let qemu_ok = matches!(qemu.1, BinaryProbe::Found { .. });
-    let fc_ok =
-        matches!(firecracker.1, BinaryProbe::Found { .. }) && kvm_status.stock_guests_can_run();
-    let none_works = !qemu_ok && !fc_ok;
-    let fc = match &firecracker.1 {
-        BinaryProbe::Found { path, version } if kvm_status.stock_guests_can_run() => {
-            CheckResult::new(
-                &firecracker.0,
-                CheckStatus::Pass,
-                format!("{version} ({})", path.display()),
-            )
-        }
-        BinaryProbe::Found { path, version } => CheckResult::new(
-            &firecracker.0,
-            CheckStatus::Warn,
-            format!(
-                "{version} ({}), but KVM cannot run stock guests here: QEMU is used",
-                path.display()
-            ),
-        ),
-        BinaryProbe::Missing { requested } => CheckResult::new(
-            &firecracker.0,
-            if none_works {
-                CheckStatus::Fail
-            } else {
-                CheckStatus::Warn
-            },
-            format!("{} not found: QEMU is used", requested.display()),
-        ),
-        BinaryProbe::Broken { path, reason } => CheckResult::new(
-            &firecracker.0,
-            if none_works {
-                CheckStatus::Fail
-            } else {
-                CheckStatus::Warn
-            },
-            format!("{}: {reason}", path.display()),
-        ),
+/// Probes every hypervisor's binary and requirement through its driver. Blocking.
+pub fn probe_hypervisors(cfg: &DoctorConfig, kvm_status: &KvmStatus) -> Vec<HypervisorProbe> {
+    let config = DriverConfig {
+        qemu_bin: Some(cfg.qemu_bin.clone()),
+        firecracker_bin: Some(cfg.firecracker_bin.clone()),
+        accel: Accel::Auto,
     };
-    let qm = match &qemu.1 {
-        BinaryProbe::Found { path, version } => CheckResult::new(
-            &qemu.0,
-            CheckStatus::Pass,
-            format!("{version} ({})", path.display()),
-        ),
-        BinaryProbe::Missing { requested } => CheckResult::new(
-            &qemu.0,
-            if fc_ok {
-                CheckStatus::Warn
-            } else {
-                CheckStatus::Fail
-            },
-            format!("{} not found", requested.display()),
-        ),
-        BinaryProbe::Broken { path, reason } => CheckResult::new(
-            &qemu.0,
-            if fc_ok {
-                CheckStatus::Warn
-            } else {
-                CheckStatus::Fail
-            },
-            format!("{}: {reason}", path.display()),
-        ),
+    HypervisorKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let (driver, _accel) = Driver::configure(kind, &config, kvm_status);
+            HypervisorProbe {
+                kind,
+                binary: probe_binary(driver.binary(), "--version", cfg.version_timeout),
+                host: driver.host_requirement(kvm_status),
+                auto_rank: driver.auto_rank(),
+            }
+        })
+        .collect()
+}
+
+/// Decides the hypervisor checks together, one per probe: PASS when this host can run
+/// it; WARN when its binary works but the host cannot run it (say, Firecracker without
+/// KVM for stock guests), or when it is missing or broken while another hypervisor
+/// works; FAIL when it is missing or broken and no hypervisor works. The detail names
+/// the hypervisor `auto` uses instead.
+pub fn judge_hypervisors(probes: &[HypervisorProbe]) -> Vec<CheckResult> {
+    let any_suitable = probes.iter().any(HypervisorProbe::suitable);
+    let auto = choose_auto(probes.iter().map(|p| (p.kind, p.auto_rank, p.suitable())))
+        .filter(|_| any_suitable);
+    let missing_level = if any_suitable {
+        CheckStatus::Warn
+    } else {
+        CheckStatus::Fail
     };
-    (fc, qm)
+    probes
+        .iter()
+        .map(|p| {
+            let name = p.kind.as_str();
+            let instead = auto
+                .filter(|other| *other != p.kind)
+                .map(|other| format!(": {other} is used"))
+                .unwrap_or_default();
+            match (&p.binary, &p.host) {
+                (BinaryProbe::Found { path, version }, Ok(())) => CheckResult::new(
+                    name,
+                    CheckStatus::Pass,
+                    format!("{version} ({})", path.display()),
+                ),
+                (BinaryProbe::Found { path, version }, Err(reason)) => CheckResult::new(
+                    name,
+                    CheckStatus::Warn,
+                    format!("{version} ({}), but {reason}{instead}", path.display()),
+                ),
+                (BinaryProbe::Missing { requested }, _) => CheckResult::new(
+                    name,
+                    missing_level,
+                    format!("{} not found{instead}", requested.display()),
+                ),
+                (BinaryProbe::Broken { path, reason }, _) => CheckResult::new(
+                    name,
+                    missing_level,
+                    format!("{}: {reason}{instead}", path.display()),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// The tun check: the device exists, is a character device and opens read-write.
@@ -381,7 +379,7 @@ pub fn check_nft(bin: &Path, timeout: Duration) -> CheckResult {
             format!("{}: {reason}", path.display()),
         ),
         BinaryProbe::Found { path, version } => {
-            match run_bounded_args(&path, &["list", "tables"], timeout) {
+            match run_bounded(&path, &["list", "tables"], timeout) {
                 Ok(_) => CheckResult::new(
                     name,
                     CheckStatus::Pass,
@@ -415,7 +413,7 @@ pub fn check_tool(tool: &str, timeout: Duration) -> CheckResult {
             }
         })
     } else {
-        run_bounded(&path, "-V", timeout).map(|out| first_line(&out))
+        run_bounded(&path, &["-V"], timeout).map(|out| first_line(&out))
     };
     match outcome {
         Ok(version) => CheckResult::new(
@@ -504,67 +502,6 @@ pub fn check_socket(socket: &Path) -> CheckResult {
     }
 }
 
-fn first_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(no output)")
-        .to_string()
-}
-
-fn run_bounded(path: &Path, arg: &str, timeout: Duration) -> Result<String, String> {
-    run_bounded_args(path, &[arg], timeout)
-}
-
-/// Runs `path args…` with no stdin, waiting at most `timeout`; returns stdout+stderr
-/// when it exits successfully.
-fn run_bounded_args(path: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
-    let (status, out) = run_bounded_output(path, args, timeout)?;
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(format!("exited with {status}: {}", first_line(&out)))
-    }
-}
-
-/// Runs `path args…` with no stdin, waiting at most `timeout` (then killing it);
-/// returns its exit status and stdout+stderr.
-fn run_bounded_output(
-    path: &Path,
-    args: &[&str],
-    timeout: Duration,
-) -> Result<(std::process::ExitStatus, String), String> {
-    let mut child = Command::new(path)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    // Bounded: ends by exit, error, or the timeout (polled every 20 ms).
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {timeout:?}"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(err) => return Err(err.to_string()),
-        }
-    };
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = stdout.read_to_string(&mut out);
-    }
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut out);
-    }
-    Ok((status, out))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -587,49 +524,51 @@ mod tests {
         assert_eq!(check_kvm(&KvmStatus::Missing).status, CheckStatus::Warn);
     }
 
+    /// The doctor's probes of Firecracker and QEMU with these binaries on a host
+    /// whose KVM is `kvm`, judged.
+    fn judge(fc: BinaryProbe, qm: BinaryProbe, kvm: &KvmStatus) -> (CheckResult, CheckResult) {
+        let probe = |kind, binary| {
+            let (driver, _) = Driver::configure(kind, &DriverConfig::default(), kvm);
+            HypervisorProbe {
+                kind,
+                binary,
+                host: driver.host_requirement(kvm),
+                auto_rank: driver.auto_rank(),
+            }
+        };
+        let results = judge_hypervisors(&[
+            probe(HypervisorKind::Firecracker, fc),
+            probe(HypervisorKind::Qemu, qm),
+        ]);
+        assert_eq!(results[0].name, "firecracker");
+        assert_eq!(results[1].name, "qemu");
+        (results[0].clone(), results[1].clone())
+    }
+
     #[test]
     fn hypervisor_judgement() {
-        let fc = |p| ("firecracker".to_string(), p);
-        let qm = |p| ("qemu".to_string(), p);
+        let missing = || BinaryProbe::Missing {
+            requested: "x".into(),
+        };
         // This host: no firecracker, qemu present, kvm_pvm.
-        let (f, q) = judge_hypervisors(
-            fc(BinaryProbe::Missing {
-                requested: "x".into(),
-            }),
-            qm(found("QEMU 7.2")),
-            &KvmStatus::ParavirtOnly,
-        );
+        let (f, q) = judge(missing(), found("QEMU 7.2"), &KvmStatus::ParavirtOnly);
         assert_eq!((f.status, q.status), (CheckStatus::Warn, CheckStatus::Pass));
+        assert_eq!(f.detail, "x not found: qemu is used");
         // Nothing at all.
-        let (f, q) = judge_hypervisors(
-            fc(BinaryProbe::Missing {
-                requested: "x".into(),
-            }),
-            qm(BinaryProbe::Missing {
-                requested: "x".into(),
-            }),
-            &KvmStatus::Usable,
-        );
+        let (f, q) = judge(missing(), missing(), &KvmStatus::Usable);
         assert_eq!((f.status, q.status), (CheckStatus::Fail, CheckStatus::Fail));
         // Firecracker with real KVM, no qemu.
-        let (f, q) = judge_hypervisors(
-            fc(found("Firecracker v1.7.0")),
-            qm(BinaryProbe::Missing {
-                requested: "x".into(),
-            }),
-            &KvmStatus::Usable,
-        );
+        let (f, q) = judge(found("Firecracker v1.7.0"), missing(), &KvmStatus::Usable);
         assert_eq!((f.status, q.status), (CheckStatus::Pass, CheckStatus::Warn));
         assert!(f.detail.starts_with("Firecracker v1.7.0"));
         // Firecracker without usable KVM and no qemu: nothing can run.
-        let (f, q) = judge_hypervisors(
-            fc(found("Firecracker v1.7.0")),
-            qm(BinaryProbe::Missing {
-                requested: "x".into(),
-            }),
+        let (f, q) = judge(
+            found("Firecracker v1.7.0"),
+            missing(),
             &KvmStatus::ParavirtOnly,
         );
         assert_eq!((f.status, q.status), (CheckStatus::Warn, CheckStatus::Fail));
+        assert!(f.detail.contains("kvm_pvm"), "{}", f.detail);
     }
 
     #[test]
@@ -690,11 +629,5 @@ mod tests {
         );
         assert!(has_failures(&results));
         assert!(!has_failures(&results[..2]));
-    }
-
-    #[test]
-    fn first_line_skips_blank_lines() {
-        assert_eq!(first_line("\n  QEMU 7.2\nCopyright"), "QEMU 7.2");
-        assert_eq!(first_line(""), "(no output)");
     }
 }

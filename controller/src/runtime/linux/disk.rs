@@ -1,0 +1,119 @@
+//! The VM's root disk: `prepare-disk`, `grow-disk` and `remove-disk`, and how a disk
+//! records the image it was made from.
+//!
+//! Disk work (copying, `e2fsck`, `resize2fs`, `debugfs` for the SSH key) is long and
+//! blocking: it runs on the blocking pool.
+
+use super::LinuxRuntime;
+use crate::host::disk::{self, ImageSource, RootDiskRequest};
+use crate::host::guest_keys;
+use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
+
+impl LinuxRuntime {
+    /// `prepare-disk` and `grow-disk`: [`disk::ensure_root_disk`] makes or grows
+    /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key.
+    pub(super) async fn prepare_disk(
+        &self,
+        step: VmStep,
+        vm: &VmContext,
+        mut handles: VmHandles,
+    ) -> Result<VmHandles, RuntimeError> {
+        let err = |m: String| Self::step_error(vm, step, m);
+        let image = vm
+            .image
+            .as_ref()
+            .ok_or_else(|| err("its Image is not resolved".into()))?;
+        let image_name = vm.spec.image.clone();
+        let source = ImageSource {
+            identity: disk_identity(&image_name, &image.rootfs_digest),
+            rootfs: image.rootfs.clone(),
+        };
+        let state_dir = self.config.state_dir.clone();
+        let vm_dir = vm.vm_dir.clone();
+        let vm_name = vm.name.clone();
+        let size = vm.spec.disk.0;
+        let root = tokio::task::spawn_blocking(move || {
+            let root = disk::ensure_root_disk(&RootDiskRequest {
+                vm_name: &vm_name,
+                state_dir: &state_dir,
+                vm_dir: &vm_dir,
+                image: &source,
+                size_bytes: size,
+            })
+            .map_err(|e| e.to_string())?;
+            if root.method != disk::CopyMethod::Existing {
+                // A new disk: let banger's own identity log in (workspaces).
+                // A disk without the key is removed, so a retry makes it again.
+                let injected = guest_keys::ensure_identity(&state_dir)
+                    .and_then(|id| id.public_key_line())
+                    .and_then(|key| guest_keys::inject_authorized_key(&root.path, &key, &vm_dir));
+                if let Err(e) = injected {
+                    let _ = disk::remove_root_disk(&vm_name, &state_dir, &vm_dir);
+                    return Err(format!("inject banger's ssh key: {e}"));
+                }
+            }
+            Ok(root)
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .map_err(err)?;
+        handles.root_disk = Some(root.path);
+        handles.disk_image = Some(image_name);
+        handles.disk_digest = Some(image.rootfs_digest.clone());
+        handles.disk_size = Some(root.size_bytes);
+        Ok(handles)
+    }
+
+    /// `remove-disk`: deletes the disk, its sidecar and leftovers (idempotent).
+    pub(super) async fn remove_disk(
+        &self,
+        vm: &VmContext,
+        mut handles: VmHandles,
+    ) -> Result<VmHandles, RuntimeError> {
+        let err = |m: String| Self::step_error(vm, VmStep::RemoveDisk, m);
+        let (vm_name, state_dir, vm_dir) = (
+            vm.name.clone(),
+            self.config.state_dir.clone(),
+            vm.vm_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || disk::remove_root_disk(&vm_name, &state_dir, &vm_dir))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.to_string()))?;
+        handles.root_disk = None;
+        handles.disk_image = None;
+        handles.disk_digest = None;
+        handles.disk_size = None;
+        Ok(handles)
+    }
+}
+
+/// The disk sidecar's image identity: `<image name>|<rootfs digest>`.
+pub(super) fn disk_identity(image_name: &str, digest: &str) -> String {
+    format!("{image_name}|{digest}")
+}
+
+/// The image name and rootfs digest of a disk sidecar's identity ([`disk_identity`]).
+pub(super) fn split_disk_identity(identity: &str) -> (String, String) {
+    match identity.split_once('|') {
+        Some((name, digest)) => (name.to_string(), digest.to_string()),
+        None => (String::new(), identity.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_identity_round_trips() {
+        let id = disk_identity("base", "/x/rootfs.ext4:67108864:1.2");
+        assert_eq!(
+            split_disk_identity(&id),
+            (
+                "base".to_string(),
+                "/x/rootfs.ext4:67108864:1.2".to_string()
+            )
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Garbage: host objects carrying banger's naming that belong to no known VM (stray
+//! VMMs of this daemon, taps, NAT rules, VM directories), found and removed one by one.
+//! `/proc` scans and directory work run on the blocking pool.
+
+use std::collections::BTreeSet;
+
+use super::LinuxRuntime;
+use crate::host::garbage;
+use crate::host::names::{self, ObjectUid};
+use crate::host::net::tap::remove_tap;
+use crate::host::net::vm::{list_net_garbage, remove_vm_nat};
+use crate::runtime::{Garbage, GarbageKind, RuntimeError};
+
+impl LinuxRuntime {
+    /// [`crate::runtime::VmRuntime::find_garbage`] on this host.
+    pub(super) async fn host_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
+        let state_dir = self.config.state_dir.clone();
+        let known = known_vm_uids.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            (
+                garbage::find_stray_vmms(&state_dir, &known),
+                garbage::find_stray_vm_dirs(&state_dir, &known),
+            )
+        })
+        .await;
+        let (vmms, dirs) = match scanned {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "gc: the scan of processes and VM directories failed");
+                (Vec::new(), Ok(Vec::new()))
+            }
+        };
+        let mut items: Vec<Garbage> = vmms
+            .into_iter()
+            .map(|vmm| Garbage {
+                kind: GarbageKind::Process,
+                name: vmm.identity.pid.to_string(),
+                uid: Some(vmm.uid.to_string()),
+                detail: vmm.cmdline,
+            })
+            .collect();
+        // Known uids that are not valid ObjectUids own no host object banger names.
+        let known: BTreeSet<ObjectUid> = known_vm_uids
+            .iter()
+            .filter_map(|u| ObjectUid::parse(u).ok())
+            .collect();
+        match list_net_garbage(&self.netlink, &self.nft, &known).await {
+            Ok(net) => {
+                items.extend(net.nat_rules.into_iter().map(|rule| Garbage {
+                    kind: GarbageKind::NatRule,
+                    name: names::nat_rule_comment(&rule.uid),
+                    uid: Some(rule.uid.to_string()),
+                    detail: match rule.ip {
+                        Some(ip) => format!(
+                            "table ip {} handle {} saddr {ip}",
+                            names::NFT_TABLE,
+                            rule.handle
+                        ),
+                        None => format!("table ip {} handle {}", names::NFT_TABLE, rule.handle),
+                    },
+                }));
+                items.extend(net.taps.into_iter().map(|tap| Garbage {
+                    kind: GarbageKind::Tap,
+                    name: tap,
+                    uid: None,
+                    detail: "tap device named like banger's, of no known VM".into(),
+                }));
+            }
+            Err(e) => tracing::warn!(error = %e, "gc: cannot list taps and NAT rules"),
+        }
+        match dirs {
+            Ok(dirs) => items.extend(dirs.into_iter().map(|d| Garbage {
+                kind: GarbageKind::VmDir,
+                name: d.uid.to_string(),
+                uid: Some(d.uid.to_string()),
+                detail: d.path.display().to_string(),
+            })),
+            Err(e) => tracing::warn!(
+                dir = %self.config.state_dir.join("vms").display(),
+                error = %e,
+                "gc: cannot list VM directories"
+            ),
+        }
+        items.sort();
+        items
+    }
+
+    /// [`crate::runtime::VmRuntime::remove_garbage`] on this host: the item is checked
+    /// against the host again before anything is removed.
+    pub(super) async fn remove_host_garbage(&self, item: &Garbage) -> Result<(), RuntimeError> {
+        let err = |m: String| RuntimeError::Step {
+            object: item.to_string(),
+            step: "gc".into(),
+            message: m,
+        };
+        match item.kind {
+            GarbageKind::Process => {
+                let uid = item
+                    .uid
+                    .as_deref()
+                    .ok_or_else(|| err("no uid recorded for the process".into()))?;
+                garbage::stop_stray_vmm(&item.name, uid, &self.config.state_dir)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::NatRule => {
+                let uid = names::uid_from_nat_comment(&item.name)
+                    .ok_or_else(|| err("not a banger NAT rule comment".into()))?;
+                remove_vm_nat(&self.nft, &uid)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::Tap => {
+                if !names::is_banger_tap(&item.name) {
+                    return Err(err("not a banger tap name".into()));
+                }
+                remove_tap(&self.netlink, &item.name)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::VmDir => {
+                let (state_dir, name) = (self.config.state_dir.clone(), item.name.clone());
+                tokio::task::spawn_blocking(move || garbage::remove_stray_vm_dir(&state_dir, &name))
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| err(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The Linux runtime: the real adapter of the runtime port, on this Linux host.
+//!
+//! It composes the host plumbing ([`crate::host`]) and the hypervisor drivers
+//! ([`crate::driver`]) into the steps the engine drives, one concern per file:
+//!
+//! | step | file | what it does on the host |
+//! |------|------|--------------------------|
+//! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal |
+//! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`crate::host::disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`crate::host::guest_keys`]) |
+//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it; the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
+//! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest, a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too |
+//!
+//! [`LinuxRuntime::observe`] (`observe.rs`) probes every one of those objects live
+//! (process identity and control socket, disk and its sidecar, tap, NAT rule) plus the
+//! guest's readiness (a TCP connect to the guest, or a console marker printed since the
+//! last launch).
+//!
+//! Images (`images.rs`): an Image's kernel, initrd and rootfs are checked, or its rootfs
+//! pulled from a registry ([`crate::host::oci`]).
+//!
+//! [`VmRuntime::sync_workspace`] (`workspace.rs`) copies a Workspace's checkout into the
+//! guest as a tar stream over SSH with banger's own identity (`<state>/ssh/id_ed25519`,
+//! trust on first use in `<state>/ssh/known_hosts`), then runs `sync` in the guest
+//! ([`crate::host::workspace_copy`]).
+//!
+//! Network objects live in the daemon's network namespace (tests run the daemon in a
+//! namespace of their own).
+//!
+//! Garbage (`garbage.rs`, [`VmRuntime::find_garbage`]): taps named like banger's that
+//! are no known VM's, NAT rules whose comment names an unknown uid (both in the daemon's
+//! network namespace), uid-named directories in `<state>/vms` of unknown uids, and stray
+//! VMMs of this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and**
+//! the state directory on the command line, so another daemon's VMMs are never
+//! touched). Tap and rule names do not name their daemon: two daemons must not share a
+//! network namespace.
+//!
+//! Nothing here blocks an async worker: filesystem and `/proc` work runs on the blocking
+//! pool (`spawn_blocking`, [`tokio::fs`]), `nft` as a [`tokio::process`] child. The one
+//! exception is [`LinuxRuntime::new`], which probes the host (KVM, each hypervisor's
+//! `--version`, the TSC under TCG) once, before the daemon serves.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{
+    ExitNotifier, Garbage, ImageContext, ObservedVm, ResolvedImage, RuntimeError, SyncRecord,
+    VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+};
+use crate::driver::{Driver, DriverConfig, Hypervisors};
+use crate::host::kvm;
+use crate::host::names::ObjectUid;
+use crate::host::net::nat::Nftables;
+use crate::host::net::{BridgeConfig, Netlink};
+use crate::host::process::ProcessIdentity;
+use crate::host::safe_path;
+
+mod disk;
+mod garbage;
+mod images;
+mod network;
+mod observe;
+mod vm_dir;
+mod vmm;
+mod workspace;
+
+/// How the Linux runtime is set up (from `banger daemon` flags).
+#[derive(Debug, Clone)]
+pub struct LinuxRuntimeConfig {
+    /// banger's state directory: every path the runtime writes is below it.
+    pub state_dir: PathBuf,
+    /// The bridge VMs are attached to, and its network.
+    pub bridge: BridgeConfig,
+    /// Where the hypervisors' binaries are and how QEMU accelerates.
+    pub drivers: DriverConfig,
+    /// How long a guest gets to power off before the VMM is stopped by force.
+    pub stop_grace: Duration,
+}
+
+/// The real runtime on this Linux host. Create it inside the daemon's tokio runtime
+/// (it opens a netlink connection).
+pub struct LinuxRuntime {
+    config: LinuxRuntimeConfig,
+    /// Every hypervisor, configured for this host, with whether it can run here.
+    hypervisors: Hypervisors,
+    netlink: Netlink,
+    nft: Nftables,
+    notifier: Arc<Mutex<Option<ExitNotifier>>>,
+    /// VMM processes with an exit watch, so each is watched once.
+    watched: Arc<Mutex<HashSet<ProcessIdentity>>>,
+}
+
+impl std::fmt::Debug for LinuxRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinuxRuntime")
+            .field("config", &self.config)
+            .field("hypervisors", &self.hypervisors)
+            .finish()
+    }
+}
+
+/// Why the Linux runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxRuntimeError {
+    /// No netlink connection.
+    #[error("linux runtime: netlink: {0}")]
+    Netlink(String),
+}
+
+impl LinuxRuntime {
+    /// Probes the host once (KVM, then every hypervisor: [`Hypervisors::probe`]) and
+    /// opens a netlink connection. Blocking for as long as the probes take (bounded
+    /// `--version` runs): call it before the daemon serves.
+    pub fn new(config: LinuxRuntimeConfig) -> Result<LinuxRuntime, LinuxRuntimeError> {
+        let kvm = kvm::detect();
+        let hypervisors = Hypervisors::probe(&config.drivers, &kvm);
+        let netlink = Netlink::connect().map_err(|e| LinuxRuntimeError::Netlink(e.to_string()))?;
+        Ok(LinuxRuntime {
+            config,
+            hypervisors,
+            netlink,
+            nft: Nftables::default(),
+            notifier: Arc::new(Mutex::new(None)),
+            watched: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    fn step_error(vm: &VmContext, step: VmStep, message: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Step {
+            object: format!("vm/{}", vm.name),
+            step: step.name().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// [`safe_path::check_below`] of the state directory, on the blocking pool (it
+    /// `lstat`s every component).
+    async fn check_below_state(
+        &self,
+        vm: &VmContext,
+        step: VmStep,
+        path: &Path,
+    ) -> Result<(), RuntimeError> {
+        let root = self.config.state_dir.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || safe_path::check_below(&root, &path))
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?
+            .map_err(|e| Self::step_error(vm, step, e))
+    }
+}
+
+/// The driver that launched `process`, if it names a hypervisor this runtime offers.
+fn driver_of<'a>(
+    hypervisors: &'a Hypervisors,
+    process: &crate::driver::VmmProcess,
+) -> Result<&'a Driver, String> {
+    process
+        .hypervisor_kind()
+        .and_then(|kind| hypervisors.driver(kind))
+        .ok_or_else(|| {
+            format!(
+                "the recorded VMM runs on {:?}, which this runtime does not drive",
+                process.hypervisor_name()
+            )
+        })
+}
+
+impl VmRuntime for LinuxRuntime {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn set_exit_notifier(&self, notifier: ExitNotifier) {
+        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier);
+    }
+
+    async fn resolve_image(&self, image: &ImageContext) -> Result<ResolvedImage, RuntimeError> {
+        images::resolve_image(image).await
+    }
+
+    async fn image_present(&self, image: &ResolvedImage) -> bool {
+        images::image_present(image).await
+    }
+
+    async fn remove_image(&self, image: &ImageContext) -> Result<(), RuntimeError> {
+        images::remove_image(image).await
+    }
+
+    async fn observe(&self, vm: &VmContext) -> ObservedVm {
+        self.observe_vm(vm).await
+    }
+
+    async fn execute(&self, step: VmStep, vm: &VmContext) -> Result<VmHandles, RuntimeError> {
+        let handles = vm.handles.clone();
+        // Every host object is named from the uid: a uid banger did not make is refused
+        // before any step touches the host.
+        let uid = ObjectUid::parse(&vm.uid).map_err(|e| Self::step_error(vm, step, e))?;
+        match step {
+            VmStep::EnsureVmDir => self.ensure_vm_dir(vm, handles).await,
+            VmStep::PrepareDisk | VmStep::GrowDisk => self.prepare_disk(step, vm, handles).await,
+            VmStep::EnsureTap => self.ensure_tap(vm, &uid, handles).await,
+            VmStep::EnsureNat => self.ensure_nat(vm, &uid, handles).await,
+            VmStep::RemoveNat => self.remove_nat(vm, &uid, handles).await,
+            VmStep::Launch => self.launch(vm, &uid, handles).await,
+            VmStep::Shutdown => self.shutdown(vm, handles).await,
+            VmStep::RemoveTap => self.remove_tap(vm, &uid, handles).await,
+            VmStep::RemoveDisk => self.remove_disk(vm, handles).await,
+            VmStep::RemoveVmDir => self.remove_vm_dir(vm, handles).await,
+        }
+    }
+
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+        workspace::sync_workspace(&self.config.state_dir, ws).await
+    }
+
+    async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
+        self.host_garbage(known_vm_uids).await
+    }
+
+    async fn remove_garbage(&self, item: &Garbage) -> Result<(), RuntimeError> {
+        self.remove_host_garbage(item).await
+    }
+}

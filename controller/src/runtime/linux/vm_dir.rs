@@ -1,0 +1,51 @@
+//! The VM's state directory: `ensure-vm-dir` and `remove-vm-dir`.
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::LinuxRuntime;
+use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
+
+impl LinuxRuntime {
+    /// `ensure-vm-dir`: `<state>/vms/<uid>` exists with mode 0700, with no symlink on
+    /// the way below the state directory.
+    pub(super) async fn ensure_vm_dir(
+        &self,
+        vm: &VmContext,
+        handles: VmHandles,
+    ) -> Result<VmHandles, RuntimeError> {
+        let step = VmStep::EnsureVmDir;
+        let err = |m: String| Self::step_error(vm, step, m);
+        self.check_below_state(vm, step, &vm.vm_dir).await?;
+        tokio::fs::create_dir_all(&vm.vm_dir)
+            .await
+            .map_err(|e| err(format!("create {}: {e}", vm.vm_dir.display())))?;
+        tokio::fs::set_permissions(&vm.vm_dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(|e| err(format!("chmod {}: {e}", vm.vm_dir.display())))?;
+        Ok(handles)
+    }
+
+    /// `remove-vm-dir`: removes the directory and everything left in it (idempotent),
+    /// and forgets the files the handles named there.
+    pub(super) async fn remove_vm_dir(
+        &self,
+        vm: &VmContext,
+        mut handles: VmHandles,
+    ) -> Result<VmHandles, RuntimeError> {
+        let step = VmStep::RemoveVmDir;
+        self.check_below_state(vm, step, &vm.vm_dir).await?;
+        match tokio::fs::remove_dir_all(&vm.vm_dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Self::step_error(
+                    vm,
+                    step,
+                    format!("remove {}: {e}", vm.vm_dir.display()),
+                ))
+            }
+        }
+        handles.extra.clear();
+        Ok(handles)
+    }
+}

@@ -1,0 +1,277 @@
+//! The VMM process: `launch` and `shutdown` through the VM's hypervisor driver, and the
+//! pidfd watch that reports a VMM's exit to the engine.
+//!
+//! Which files a VMM keeps in the VM directory, which kernel arguments its guests need
+//! and which driver stops a recorded process are the driver's to say
+//! ([`crate::driver::Hypervisor`]); nothing here names a hypervisor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{driver_of, LinuxRuntime};
+use crate::driver::{Hypervisor, LaunchSpec, VmmProcess};
+use crate::host::disk;
+use crate::host::names::{self, ObjectUid};
+use crate::host::net::cidr::kernel_ip_arg;
+use crate::host::process::{self, ProcessIdentity};
+use crate::host::readiness::console_len;
+use crate::runtime::{
+    ExitNotice, LaunchConfig, ResolvedImage, RuntimeError, VmContext, VmHandles, VmStep,
+};
+
+/// Key in [`VmHandles::extra`]: console log length when the current VMM was launched, so
+/// readiness and halt markers of earlier boots are ignored.
+pub(super) const CONSOLE_OFFSET: &str = "consoleOffset";
+/// Key in [`VmHandles::extra`]: the VMM's own log file (its stdout/stderr or logger).
+const VMM_LOG: &str = "vmmLog";
+/// Key in [`VmHandles::extra`]: the VMM's pid file, where the hypervisor writes one.
+const PID_FILE: &str = "pidFile";
+/// Kernel command line every guest gets before the hypervisor's, image's and VM's
+/// arguments.
+const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw";
+/// How long a VMM the handles did not name gets after SIGTERM, then after SIGKILL.
+const STRAY_TERM_GRACE: Duration = Duration::from_secs(3);
+const STRAY_KILL_GRACE: Duration = Duration::from_secs(5);
+
+impl LinuxRuntime {
+    /// `launch`: resolves the VM's hypervisor, boots the guest with its driver, watches
+    /// the VMM's exit, and records the process, the launch configuration, the console
+    /// offset and every file the VMM keeps (so `describe` lists them all).
+    pub(super) async fn launch(
+        &self,
+        vm: &VmContext,
+        uid: &ObjectUid,
+        mut handles: VmHandles,
+    ) -> Result<VmHandles, RuntimeError> {
+        let err = |m: String| Self::step_error(vm, VmStep::Launch, m);
+        let image = vm
+            .image
+            .as_ref()
+            .ok_or_else(|| err("its Image is not resolved".into()))?;
+        let lease = vm
+            .lease
+            .as_ref()
+            .ok_or_else(|| err("it has no IP lease".into()))?;
+        let kind = self
+            .hypervisors
+            .resolve(vm.spec.hypervisor)
+            .ok_or_else(|| err("no hypervisor is configured".into()))?;
+        let driver = self
+            .hypervisors
+            .for_launch(kind, &vm.name)
+            .map_err(|e| err(e.to_string()))?;
+        let console_log = vm.console_log();
+        let path = console_log.clone();
+        let console_offset = tokio::task::spawn_blocking(move || console_len(&path))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .unwrap_or(0);
+        let ip_arg = kernel_ip_arg(lease.ip, self.config.bridge.cidr(), None);
+        let spec = LaunchSpec {
+            uid: vm.uid.clone(),
+            name: vm.name.clone(),
+            vcpus: vm.spec.vcpus,
+            memory_mib: vm.spec.memory.mib(),
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            cmdline: kernel_cmdline(vm, image, driver.kernel_args(), &ip_arg),
+            root_disk: disk::root_disk_path(&vm.vm_dir),
+            tap: Some(names::tap_name(uid)),
+            mac: lease.mac.clone(),
+            vm_dir: vm.vm_dir.clone(),
+            console_log,
+        };
+        let vmm = driver.launch(&spec).await.map_err(|e| err(e.to_string()))?;
+        self.watch(&vm.uid, &vmm);
+        handles
+            .extra
+            .insert(CONSOLE_OFFSET.into(), console_offset.to_string());
+        let files = driver.vm_files(&vm.vm_dir);
+        handles
+            .extra
+            .insert(VMM_LOG.into(), files.log.display().to_string());
+        match files.pid_file {
+            Some(p) => handles
+                .extra
+                .insert(PID_FILE.into(), p.display().to_string()),
+            None => handles.extra.remove(PID_FILE),
+        };
+        handles.process = Some(vmm);
+        handles.launched = Some(LaunchConfig::desired(&vm.spec, image, Some(lease.ip)));
+        Ok(handles)
+    }
+
+    /// `shutdown`: stops the recorded VMM with its driver (graceful, bounded, then
+    /// forced), then any VMM still carrying the VM's uid marker (a launch interrupted
+    /// before its handles were recorded).
+    pub(super) async fn shutdown(
+        &self,
+        vm: &VmContext,
+        mut handles: VmHandles,
+    ) -> Result<VmHandles, RuntimeError> {
+        let step = VmStep::Shutdown;
+        if let Some(vmm) = &handles.process {
+            let driver =
+                driver_of(&self.hypervisors, vmm).map_err(|e| Self::step_error(vm, step, e))?;
+            driver
+                .shutdown(vmm, &vm.uid, self.config.stop_grace)
+                .await
+                .map_err(|e| Self::step_error(vm, step, e))?;
+        }
+        let marker = process::uid_marker(&vm.uid);
+        for identity in process::find_by_marker_async(&marker).await {
+            tracing::warn!(vm = %vm.name, pid = identity.pid, "stopping a VMM the handles did not name");
+            process::terminate(&identity, &marker, STRAY_TERM_GRACE, STRAY_KILL_GRACE)
+                .await
+                .map_err(|e| Self::step_error(vm, step, e))?;
+        }
+        handles.process = None;
+        handles.launched = None;
+        handles.extra.remove(PID_FILE);
+        Ok(handles)
+    }
+
+    /// Watches a VMM for its exit (once per process) and reports it to the engine.
+    pub(super) fn watch(&self, uid: &str, vmm: &VmmProcess) {
+        let identity = ProcessIdentity {
+            pid: vmm.pid,
+            start_time: vmm.start_time,
+        };
+        {
+            let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            if !watched.insert(identity) {
+                return;
+            }
+        }
+        let marker = process::uid_marker(uid);
+        let exited = match process::watch_exit(&identity, &marker) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(uid, pid = vmm.pid, error = %e, "cannot watch VMM exit");
+                self.unwatch(&identity);
+                return;
+            }
+        };
+        let notifier = Arc::clone(&self.notifier);
+        let watched = Arc::clone(&self.watched);
+        let uid = uid.to_string();
+        tokio::spawn(async move {
+            exited.await;
+            watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&identity);
+            tracing::info!(uid, pid = identity.pid, "VMM exited");
+            if let Some(n) = notifier.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = n.send(ExitNotice { uid });
+            }
+        });
+    }
+
+    fn unwatch(&self, identity: &ProcessIdentity) {
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(identity);
+    }
+}
+
+/// The guest kernel command line: banger's base, the hypervisor's own arguments, the
+/// address, the VM's name, then the image's and the VM's own arguments (later
+/// arguments win in the guest).
+fn kernel_cmdline(
+    vm: &VmContext,
+    image: &ResolvedImage,
+    hypervisor_args: &[&str],
+    ip_arg: &str,
+) -> String {
+    let mut parts = vec![BASE_CMDLINE.to_string()];
+    parts.extend(hypervisor_args.iter().map(|a| a.to_string()));
+    parts.push(ip_arg.to_string());
+    parts.push(format!("banger.name={}", vm.name));
+    parts.extend(image.kernel_args.iter().cloned());
+    parts.extend(vm.spec.kernel_args.iter().cloned());
+    parts.join(" ")
+}
+
+/// Where the console log ended when the current VMM was launched.
+pub(super) fn console_offset(handles: &VmHandles) -> u64 {
+    handles
+        .extra
+        .get(CONSOLE_OFFSET)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::firecracker::FirecrackerDriver;
+    use crate::driver::qemu::{QemuDriver, QemuOptions};
+    use crate::host::kvm::ResolvedAccel;
+    use crate::runtime::Lease;
+    use banger_specs::{
+        ByteSize, HypervisorChoice, NetworkSpec, PowerState, Readiness, RestartPolicy, VmSpec,
+    };
+
+    fn vm() -> (VmContext, ResolvedImage) {
+        let image = ResolvedImage {
+            kernel: "/img/vmlinux".into(),
+            initrd: None,
+            rootfs: "/img/rootfs.ext4".into(),
+            kernel_args: Some("quiet".into()),
+            readiness: Readiness::default(),
+            rootfs_digest: "d".into(),
+        };
+        let vm = VmContext {
+            uid: "0123abcd".into(),
+            name: "web".into(),
+            spec: VmSpec {
+                image: "base".into(),
+                vcpus: 1,
+                memory: ByteSize(256 << 20),
+                disk: ByteSize(256 << 20),
+                state: PowerState::Running,
+                restart_policy: RestartPolicy::Always,
+                hypervisor: HypervisorChoice::Auto,
+                network: NetworkSpec::default(),
+                kernel_args: Some("debug".into()),
+            },
+            image: Some(image.clone()),
+            vm_dir: "/state/vms/0123abcd".into(),
+            lease: Some(Lease {
+                ip: "172.30.0.2".parse().unwrap(),
+                mac: "02:00:00:00:00:01".into(),
+                gateway: "172.30.0.1".parse().unwrap(),
+                prefix: 24,
+            }),
+            bridge: "banger0".into(),
+            handles: VmHandles::default(),
+        };
+        (vm, image)
+    }
+
+    #[test]
+    fn the_hypervisor_adds_its_own_kernel_arguments() {
+        let (vm, image) = vm();
+        let ip = "ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off";
+        let firecracker = FirecrackerDriver::default();
+        assert_eq!(
+            kernel_cmdline(&vm, &image, firecracker.kernel_args(), ip),
+            format!("{BASE_CMDLINE} pci=off {ip} banger.name=web quiet debug")
+        );
+        let qemu = QemuDriver::new(QemuOptions::new("qemu", ResolvedAccel::Tcg));
+        assert_eq!(
+            kernel_cmdline(&vm, &image, qemu.kernel_args(), ip),
+            format!("{BASE_CMDLINE} {ip} banger.name=web quiet debug")
+        );
+    }
+
+    #[test]
+    fn console_offset_reads_the_recorded_launch() {
+        let mut handles = VmHandles::default();
+        assert_eq!(console_offset(&handles), 0);
+        handles.extra.insert(CONSOLE_OFFSET.into(), "42".into());
+        assert_eq!(console_offset(&handles), 42);
+    }
+}
