@@ -141,7 +141,14 @@ apiVersion: banger.dev/v1alpha1\nkind: Workspace\nmetadata:\n  name: proj\nspec:
         "not copied again after the VMM restart; log:\n{}",
         d.log_tail(40)
     );
+    // The files land before the copy step ends (it flushes the guest, then records the
+    // copy): wait for the step to finish, bounded, rather than read the status at once.
+    let synced = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+        let ws = d.get_json("workspace", "proj")?;
+        (condition(&ws, "Synced")?["status"] == "True").then_some(ws)
+    });
     let ws = d.get_json("workspace", "proj").expect("workspace");
+    assert!(synced.is_some(), "not Synced after the second copy: {ws:#}");
     assert_eq!(
         condition(&ws, "Synced").unwrap()["status"],
         "True",

@@ -33,6 +33,9 @@ pub struct DaemonConfig {
     pub debounce: Duration,
     /// Events kept per object; older ones are dropped.
     pub events_per_object: usize,
+    /// Events kept in all (the last ones of deleted objects included); the oldest are
+    /// dropped.
+    pub events_total: usize,
     /// Bridge device name for VM networking.
     pub bridge_name: String,
     /// Bridge network: the bridge takes the first host address, VMs the rest.
@@ -41,6 +44,12 @@ pub struct DaemonConfig {
     pub bridge_prefix: u8,
     /// How long in-flight work may take to finish after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Consecutive failed probes of a VMM (its control socket does not answer) before
+    /// it counts as unresponsive and is restarted, like a Kubernetes liveness probe's
+    /// `failureThreshold`. Below it the last good observation stands.
+    pub probe_failure_threshold: u32,
+    /// How soon a VM whose probe failed is probed again.
+    pub probe_retry: Duration,
 }
 
 /// Default bridge device name.
@@ -61,10 +70,13 @@ impl DaemonConfig {
             backoff_max: Duration::from_secs(300),
             debounce: Duration::from_millis(200),
             events_per_object: 50,
+            events_total: 10_000,
             bridge_name: DEFAULT_BRIDGE.to_string(),
             bridge_network: Ipv4Addr::new(172, 30, 0, 0),
             bridge_prefix: 24,
             shutdown_grace: Duration::from_secs(30),
+            probe_failure_threshold: 3,
+            probe_retry: Duration::from_secs(2),
         }
     }
 

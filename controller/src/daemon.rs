@@ -32,6 +32,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// Another daemon uses the state directory.
+    #[error(transparent)]
+    StateLock(#[from] crate::host::state_lock::StateLockError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -59,12 +62,14 @@ pub async fn run<R: VmRuntime>(
     // the blocking pool.
     let state_dir = config.state_dir.clone();
     let engine_config = config.clone();
-    let engine = tokio::task::spawn_blocking(move || {
+    let (engine, _state_lock) = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
             path: state_dir.display().to_string(),
             source,
         })?;
-        Ok::<_, DaemonError>(Engine::new(engine_config, runtime)?)
+        // One daemon per state directory, for as long as this one runs.
+        let lock = crate::host::state_lock::lock_state_dir(&state_dir)?;
+        Ok::<_, DaemonError>((Engine::new(engine_config, runtime)?, lock))
     })
     .await
     .map_err(|e| DaemonError::StateDir {

@@ -8,25 +8,25 @@ use banger_specs::Kind;
 use tokio::sync::watch;
 
 use crate::status::{EventType, Reason};
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{EventCaps, NewEvent, Store, StoreError};
 
 /// Writes events and announces them. Cheap to clone.
 #[derive(Clone)]
 pub struct EventRecorder {
     store: Store,
     latest: watch::Sender<i64>,
-    per_object: usize,
+    caps: EventCaps,
 }
 
 impl EventRecorder {
-    /// A recorder on `store` that keeps `per_object` events per object. Reads the last
-    /// event id (blocking: call before serving).
-    pub fn new(store: Store, per_object: usize) -> Result<Self, StoreError> {
+    /// A recorder on `store` that keeps events within `caps`. Reads the last event id
+    /// (blocking: call before serving).
+    pub fn new(store: Store, caps: EventCaps) -> Result<Self, StoreError> {
         let last = store.database().last_event_id()?;
         Ok(EventRecorder {
             store,
             latest: watch::channel(last).0,
-            per_object,
+            caps,
         })
     }
 
@@ -46,7 +46,7 @@ impl EventRecorder {
             reason,
             message: message.into(),
         };
-        match self.store.add_event(event, self.per_object).await {
+        match self.store.add_event(event, self.caps).await {
             Ok(id) => {
                 self.latest.send_replace(id);
             }

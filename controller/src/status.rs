@@ -232,6 +232,8 @@ pub enum Reason {
     PhaseChanged,
     /// A VMM exited on its own.
     ProcessExited,
+    /// A probe of a VMM failed (tolerated below the failure threshold).
+    ProbeFailed,
     /// A reconcile failed.
     ReconcileFailed,
     /// `banger retry` reset the backoff.

@@ -24,6 +24,7 @@ use crate::status::{ConditionType, ObjectStatus, Phase};
 use crate::store::{gateway_of, InternalState, Store, StoreError, StoredObject};
 
 use super::handles::HandleCache;
+use super::observations::{tolerate, Observation, Observations};
 
 /// How a VM's address is found while gathering its facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +57,11 @@ pub struct VmFacts {
     /// The address the VM has or would get (`None`: not known, no address change
     /// is planned).
     pub ip: Option<Ipv4Addr>,
-    /// What the runtime measured.
+    /// What the runtime measured (a failed probe below the threshold keeps the last
+    /// good process: see [`super::observations`]).
     pub observed: ObservedVm,
+    /// Consecutive failed probes of the VMM, and what the last one said.
+    pub probe: (u32, Option<String>),
 }
 
 impl VmFacts {
@@ -106,6 +110,8 @@ pub struct Facts<R: VmRuntime> {
     config: Arc<DaemonConfig>,
     /// Every VM's last handles (see [`HandleCache`]).
     pub(super) handles: Arc<HandleCache>,
+    /// Every VM's last observation (see [`Observations`]).
+    pub(super) observations: Arc<Observations>,
 }
 
 impl<R: VmRuntime> Clone for Facts<R> {
@@ -115,6 +121,7 @@ impl<R: VmRuntime> Clone for Facts<R> {
             runtime: self.runtime.clone(),
             config: self.config.clone(),
             handles: self.handles.clone(),
+            observations: self.observations.clone(),
         }
     }
 }
@@ -127,6 +134,7 @@ impl<R: VmRuntime> Facts<R> {
             runtime,
             config,
             handles: Arc::new(HandleCache::default()),
+            observations: Arc::new(Observations::default()),
         }
     }
 
@@ -205,8 +213,11 @@ impl<R: VmRuntime> Facts<R> {
         Ok((ctx, pending))
     }
 
-    /// Gathers one VM's facts: its context, its bookkeeping and a fresh observation.
-    /// `allow_recreate` adds to what the object and its annotation allow.
+    /// Gathers one VM's facts: its context, its bookkeeping and an observation — a
+    /// fresh one for the engine ([`LeaseMode::Allocate`], [`LeaseMode::Existing`]), the
+    /// engine's last one for previews ([`LeaseMode::Preview`]; a probe only when the
+    /// engine has not observed the VM yet). `allow_recreate` adds to what the object and
+    /// its annotation allow.
     pub async fn vm(
         &self,
         obj: &StoredObject,
@@ -217,7 +228,15 @@ impl<R: VmRuntime> Facts<R> {
         let (ctx, lease_pending) = self.vm_context_leased(obj, spec, mode).await?;
         let (status, internal) = self.store.get_status(Kind::Vm, obj.resource.name()).await?;
         let ip = ctx.lease.as_ref().map(|l| l.ip);
-        let observed = self.runtime.observe(&ctx).await;
+        let observation = match (mode, self.observations.last(&obj.uid)) {
+            (LeaseMode::Preview, Some(last)) => last,
+            (LeaseMode::Preview, None) => Observation {
+                observed: self.runtime.observe(&ctx).await,
+                failed_probes: 0,
+                probe_error: None,
+            },
+            (LeaseMode::Allocate | LeaseMode::Existing, _) => self.probe(&ctx).await,
+        };
         Ok(VmFacts {
             ctx,
             lease_pending,
@@ -228,13 +247,26 @@ impl<R: VmRuntime> Facts<R> {
                 || obj.allow_recreate
                 || objects::allow_recreate_annotation(&obj.resource),
             ip,
-            observed,
+            observed: observation.observed,
+            probe: (observation.failed_probes, observation.probe_error),
         })
+    }
+
+    /// Probes a VM, tolerates a failed probe below the threshold, and records the
+    /// observation for previews.
+    async fn probe(&self, ctx: &VmContext) -> Observation {
+        let fresh = self.runtime.observe(ctx).await;
+        let last = self.observations.last(&ctx.uid);
+        let observation = tolerate(fresh, last.as_ref(), self.config.probe_failure_threshold);
+        self.observations.record(&ctx.uid, observation.clone());
+        observation
     }
 
     /// Observes a VM again (after steps ran), keeping everything else.
     pub async fn observe_again(&self, facts: &mut VmFacts) {
-        facts.observed = self.runtime.observe(&facts.ctx).await;
+        let observation = self.probe(&facts.ctx).await;
+        facts.observed = observation.observed;
+        facts.probe = (observation.failed_probes, observation.probe_error);
     }
 
     /// One Image's facts, with its status and bookkeeping as last written.

@@ -14,6 +14,7 @@
 //! | [`vm_status`] | pure: a VM's phase and conditions from what was planned and observed |
 //! | `workspace.rs` | a Workspace's reconcile: copy it into its VM's guest when planned |
 //! | `recovery.rs` | journal rows a dead daemon left `running`: roll back or resume |
+//! | [`observations`] | each VM's last observation: a failed probe below the threshold never restarts a VM; previews read it instead of probing |
 //! | `handles.rs` | a VM's handles: the store's record (written with the step's journal row) and an in-memory cache |
 //!
 //! Guarantees:
@@ -45,11 +46,12 @@ use crate::planner;
 use crate::queue::WorkQueue;
 use crate::runtime::{RuntimeError, VmHandles, VmRuntime};
 use crate::status::Reason;
-use crate::store::{Store, StoreError};
+use crate::store::{EventCaps, Store, StoreError};
 
 pub mod facts;
 mod handles;
 mod image;
+pub mod observations;
 mod recovery;
 mod vm;
 pub mod vm_status;
@@ -123,7 +125,13 @@ impl<R: VmRuntime> Engine<R> {
         let config = Arc::new(config);
         let store = Store::open(&config.db_path())?;
         let ctl = Control {
-            events: EventRecorder::new(store.clone(), config.events_per_object)?,
+            events: EventRecorder::new(
+                store.clone(),
+                EventCaps {
+                    per_object: config.events_per_object,
+                    total: config.events_total,
+                },
+            )?,
             queue: Arc::new(WorkQueue::new(config.backoff_min, config.backoff_max)),
             sources_lock: Arc::new(tokio::sync::Mutex::new(())),
             store,

@@ -127,7 +127,25 @@ impl<R: VmRuntime> Engine<R> {
             facts.lease_pending = false;
         }
         let mut status = old_status.clone();
-        let outcome = self.write_vm_status(obj, &facts, &plan, &mut status);
+        let mut outcome = self.write_vm_status(obj, &facts, &plan, &mut status);
+        if let (failed @ 1.., Some(error)) = &facts.probe {
+            // Tolerated for now: look again soon, and say so.
+            let threshold = self.config.probe_failure_threshold;
+            self.ctl
+                .events
+                .warning(
+                    Kind::Vm,
+                    &name,
+                    Reason::ProbeFailed,
+                    format!("probe {failed}/{threshold} failed: {error}"),
+                )
+                .await;
+            let retry = self.config.probe_retry;
+            outcome = match outcome {
+                Outcome::RequeueAfter(after) => Outcome::RequeueAfter(after.min(retry)),
+                Outcome::Done | Outcome::Failed => Outcome::RequeueAfter(retry),
+            };
+        }
         if status != old_status || facts.internal != old_internal {
             store
                 .put_status(Kind::Vm, &name, status.clone(), facts.internal.clone())
@@ -214,6 +232,7 @@ impl<R: VmRuntime> Engine<R> {
         store.release_lease(&obj.uid).await?;
         store.remove_object(Kind::Vm, name, &obj.uid).await?;
         self.facts.handles.forget(&obj.uid);
+        self.facts.observations.forget(&obj.uid);
         self.ctl
             .events
             .normal(

@@ -19,5 +19,6 @@ pub mod net;
 pub mod oci;
 pub mod readiness;
 pub mod safe_path;
+pub mod state_lock;
 pub mod which;
 pub mod workspace_copy;

@@ -70,6 +70,8 @@ struct World {
     executed: Vec<(String, VmStep)>,
     duplicate_launches: u32,
     boot_observations: u32,
+    /// VM uid -> observations left that report an unresponsive VMM.
+    probe_faults: HashMap<String, u32>,
     latency: Duration,
     notifier: Option<ExitNotifier>,
     /// Workspace name -> (VM uid, VMM pid) of every sync, in order.
@@ -168,6 +170,13 @@ impl SimulatedRuntime {
     /// Removes every hang.
     pub fn clear_hangs(&self) {
         self.w().hangs.clear();
+    }
+
+    /// The next `times` observations of VM `uid`'s running VMM report it unresponsive
+    /// (its control socket does not answer), as a busy host or a concurrent client of a
+    /// one-client control socket can make a real probe fail.
+    pub fn fail_probes(&self, uid: &str, times: u32) {
+        self.w().probe_faults.insert(uid.to_string(), times);
     }
 
     /// The guest becomes ready after this many observations of a running VMM.
@@ -471,11 +480,24 @@ impl VmRuntime for SimulatedRuntime {
         }
         let mut w = self.w();
         let boot = w.boot_observations;
+        let probe_fails = match w.probe_faults.get_mut(&vm.uid) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
         let Some(sim) = w.vms.get_mut(&vm.uid) else {
             return ObservedVm::nothing();
         };
         let (process, guest_ready) = match sim.process.as_mut() {
             None => (ProcessState::Absent, false),
+            Some(p) if p.alive && probe_fails => (
+                ProcessState::Unresponsive {
+                    reason: "simulated probe failure".into(),
+                },
+                false,
+            ),
             Some(p) if p.alive => {
                 p.observations += 1;
                 (

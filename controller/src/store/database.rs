@@ -10,7 +10,8 @@ use banger_specs::Kind;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    schema, Event, EventFilter, InternalState, LeaseGrant, NewEvent, StoreError, StoredObject,
+    schema, Event, EventCaps, EventFilter, InternalState, LeaseGrant, NewEvent, StoreError,
+    StoredObject,
 };
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
@@ -282,8 +283,9 @@ impl Database {
         Ok(n > 0)
     }
 
-    /// Removes an object, its status and its handles mirror (the finalizer's last act).
-    /// Its events stay until capped.
+    /// Removes an object with its status, handles, events and journal rows (the
+    /// finalizer's last act). An event recorded after this (`Deleted`) stays until the
+    /// global cap drops it.
     pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin remove"))?;
@@ -299,6 +301,13 @@ impl Database {
         .map_err(self.sql("remove status"))?;
         tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid])
             .map_err(self.sql("remove handles"))?;
+        tx.execute(
+            "DELETE FROM events WHERE kind = ?1 AND name = ?2",
+            params![kind_str(kind), name],
+        )
+        .map_err(self.sql("remove events"))?;
+        tx.execute("DELETE FROM journal WHERE uid = ?1", params![uid])
+            .map_err(self.sql("remove journal"))?;
         tx.commit().map_err(self.sql("commit remove"))
     }
 
@@ -389,8 +398,9 @@ impl Database {
         Ok(())
     }
 
-    /// Records an event and drops the object's events beyond `cap`. Returns its id.
-    pub fn add_event(&self, event: &NewEvent, cap: usize) -> Result<i64, StoreError> {
+    /// Records an event, drops the object's events beyond `caps.per_object` and the
+    /// oldest events of all beyond `caps.total`. Returns its id.
+    pub fn add_event(&self, event: &NewEvent, caps: EventCaps) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin event"))?;
         let type_: &str = event.type_.into();
@@ -404,7 +414,12 @@ impl Database {
         tx.execute(
             "DELETE FROM events WHERE kind = ?1 AND name = ?2 AND id <= (
                SELECT id FROM events WHERE kind = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-            params![kind_str(event.kind), event.name, i64::try_from(cap).unwrap_or(i64::MAX)],
+            params![kind_str(event.kind), event.name, i64::try_from(caps.per_object).unwrap_or(i64::MAX)],
+        )
+        .map_err(self.sql("cap events"))?;
+        tx.execute(
+            "DELETE FROM events WHERE id <= ?1 - ?2",
+            params![id, i64::try_from(caps.total).unwrap_or(i64::MAX)],
         )
         .map_err(self.sql("cap events"))?;
         tx.commit().map_err(self.sql("commit event"))?;
@@ -803,6 +818,16 @@ impl Database {
             .map_err(self.sql("list leases"))?;
         it.collect::<Result<_, _>>()
             .map_err(self.sql("list leases"))
+    }
+
+    /// Rows in the events and journal tables: `(events, journal)`.
+    pub fn history_rows(&self) -> Result<(i64, i64), StoreError> {
+        let conn = self.conn();
+        let count = |table: &str| -> Result<i64, StoreError> {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .map_err(self.sql("count rows"))
+        };
+        Ok((count("events")?, count("journal")?))
     }
 
     /// Number of leases held.

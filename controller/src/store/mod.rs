@@ -254,8 +254,7 @@ impl Store {
             .await
     }
 
-    /// Removes an object, its status and its handles mirror (the finalizer's last act).
-    /// Its events and journal rows stay until capped.
+    /// Removes an object with its status, handles, events and journal rows.
     pub async fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
         let (name, uid) = (name.to_owned(), uid.to_owned());
         self.run("remove object", move |db| {
@@ -290,9 +289,9 @@ impl Store {
         .await
     }
 
-    /// Records an event and drops the object's events beyond `cap`. Returns its id.
-    pub async fn add_event(&self, event: NewEvent, cap: usize) -> Result<i64, StoreError> {
-        self.run("write event", move |db| db.add_event(&event, cap))
+    /// Records an event within the caps (see [`Database::add_event`]). Returns its id.
+    pub async fn add_event(&self, event: NewEvent, caps: EventCaps) -> Result<i64, StoreError> {
+        self.run("write event", move |db| db.add_event(&event, caps))
             .await
     }
 
@@ -447,6 +446,15 @@ pub struct NewEvent {
     pub reason: Reason,
     /// For people.
     pub message: String,
+}
+
+/// How many events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCaps {
+    /// Per object; older ones are dropped.
+    pub per_object: usize,
+    /// In all; the oldest are dropped (bounds the history of deleted objects).
+    pub total: usize,
 }
 
 /// Which events to list.

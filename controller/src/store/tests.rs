@@ -174,10 +174,14 @@ fn events_are_capped_per_object_and_journal_tracks_unfinished() {
         reason: Reason::Created,
         message,
     };
+    let caps = EventCaps {
+        per_object: 4,
+        total: 100,
+    };
     for i in 0..10 {
-        s.add_event(&event("a", format!("m{i}")), 4).unwrap();
+        s.add_event(&event("a", format!("m{i}")), caps).unwrap();
     }
-    s.add_event(&event("b", "other".into()), 4).unwrap();
+    s.add_event(&event("b", "other".into()), caps).unwrap();
     let only_a = EventFilter {
         kind: Some(Kind::Vm),
         name: Some("a".into()),

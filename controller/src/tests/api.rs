@@ -362,3 +362,44 @@ async fn daemon_stop_leaves_vms_running_and_a_new_daemon_adopts_them() {
     stop.send(()).unwrap();
     bounded("daemon exit", daemon).await.unwrap().unwrap();
 }
+
+/// A second daemon on the same state directory (another socket) refuses to start and
+/// names the holder; the first keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let (stop, first) = {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(crate::daemon::run(
+            config.clone(),
+            SimulatedRuntime::new(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        (tx, handle)
+    };
+    until_socket_accepts(&config.socket).await;
+
+    let mut second = config.clone();
+    second.socket = dir.path().join("second.sock");
+    let err = bounded(
+        "second daemon",
+        crate::daemon::run(second.clone(), SimulatedRuntime::new(), async {}),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("in use by another banger daemon")
+            && msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(!second.socket.exists(), "the second daemon never served");
+    let (status, _, _) = call(&config.socket, Method::GET, "/v1/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "the first one still serves");
+
+    stop.send(()).unwrap();
+    bounded("daemon exit", first).await.unwrap().unwrap();
+}

@@ -749,3 +749,77 @@ async fn a_launch_that_succeeded_survives_a_daemon_restart() {
     );
     assert_eq!(sim.duplicate_launches(), 0);
 }
+
+/// One failed probe of a healthy VMM does not restart it: the engine acts only after
+/// `probe_failure_threshold` (3) failures in a row, like a liveness probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_probe_below_the_threshold_restarts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.probe_retry = Duration::from_millis(50);
+    let h = Harness::start(config, SimulatedRuntime::new());
+    h.apply_image_and_vm_a().await;
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    let pid = h.sim.pid_of(&uid).unwrap();
+    let probe_events = |h: &Harness| {
+        h.db()
+            .recent_events(Kind::Vm, "a", 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.reason == Reason::ProbeFailed)
+            .count()
+    };
+
+    // Two failures in a row: tolerated, reported, then a good probe.
+    h.sim.fail_probes(&uid, 2);
+    h.engine.ctl.queue.add(key(Kind::Vm, "a"));
+    h.until("two failed probes reported", |h| probe_events(h) == 2)
+        .await;
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(h.sim.pid_of(&uid), Some(pid), "not restarted");
+    assert!(status::is_true(&h.status(Kind::Vm, "a").conditions, READY));
+
+    // Three in a row: unresponsive, restarted.
+    h.sim.fail_probes(&uid, 3);
+    h.engine.ctl.queue.add(key(Kind::Vm, "a"));
+    h.until("restarted after three failed probes", |h| {
+        h.sim.pid_of(&uid).is_some_and(|p| p != pid)
+    })
+    .await;
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+}
+
+/// `describe`, `diff` and dry runs plan from the engine's last observation: they never
+/// probe the VMM (its control socket may serve one client at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_do_not_probe_the_vmm() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.apply_image_and_vm_a().await;
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    // Let the engine settle: no reconcile of a left queued.
+    h.until("queue idle", |h| {
+        h.engine.ctl.queue.is_empty() && h.engine.ctl.queue.active() == 0
+    })
+    .await;
+    let before = h.sim.observations(&uid);
+    let bigger = vm_yaml("a", "base", "1Gi", "");
+    for _ in 0..5 {
+        let preview = h
+            .apply(&[("/s/a.yaml", &format!("{IMAGE}---\n{bigger}"))], |r| {
+                r.dry_run = true
+            })
+            .await
+            .unwrap();
+        let vm = preview.items.iter().find(|i| i.name == "a").unwrap();
+        assert_eq!(vm.plan.len(), 2, "{:?}", vm.plan);
+        assert!(vm.plan.iter().all(|s| s.change_class == "restart"));
+    }
+    assert_eq!(h.sim.observations(&uid), before, "no probe for previews");
+}

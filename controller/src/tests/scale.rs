@@ -180,3 +180,75 @@ async fn a_thousand_vms_converge() {
         .collect();
     assert_eq!(ips.len(), 1000, "every VM has its own address");
 }
+
+/// Creating and deleting 1,000 VMs leaves the database within a fixed bound: a deleted
+/// object's events and journal rows go with it, and the events of all objects together
+/// are capped. A second round does not grow it further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_vms_created_and_deleted_leave_the_database_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.bridge_network = std::net::Ipv4Addr::new(10, 200, 0, 0);
+    config.bridge_prefix = 16;
+    config.max_concurrent = 16;
+    config.events_total = 1_500;
+    let db_path = config.db_path();
+    let h = Harness::start(config, SimulatedRuntime::new());
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("vm-{i:04}")).collect();
+    let docs: String = names
+        .iter()
+        .map(|n| format!("---\n{}", vm_yaml(n, "base", "256Mi", "")))
+        .collect();
+    let size = |p: &Path| {
+        let wal = p.with_extension("db-wal");
+        std::fs::metadata(p).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+    };
+    let mut sizes = Vec::new();
+    for round in 0..2 {
+        h.apply(&[("/s/many.yaml", &docs)], |_| {}).await.unwrap();
+        h.until(&format!("round {round}: 1000 VMs Running"), |h| {
+            h.db()
+                .list_with_status(Some(Kind::Vm))
+                .unwrap()
+                .iter()
+                .filter(|(_, s)| s.phase == Phase::Running)
+                .count()
+                == 1000
+        })
+        .await;
+        let delete = DeleteRequest {
+            objects: names
+                .iter()
+                .map(|n| ObjectRef {
+                    kind: Kind::Vm,
+                    name: n.clone(),
+                })
+                .collect(),
+            files: vec![],
+        };
+        apply::delete(&h.engine.ctl, &delete).await.unwrap();
+        h.until(&format!("round {round}: all gone"), |h| {
+            h.db().list_objects(Some(Kind::Vm)).unwrap().is_empty()
+        })
+        .await;
+        let (events, journal) = h.db().history_rows().unwrap();
+        let image_rows = h
+            .db()
+            .journal_for(&h.uid(Kind::Image, "base"), 1000)
+            .unwrap()
+            .len() as i64;
+        assert_eq!(journal, image_rows, "no journal rows of deleted VMs");
+        assert!(events <= 1_500, "round {round}: {events} events");
+        assert_eq!(h.db().lease_count().unwrap(), 0);
+        sizes.push(size(&db_path));
+    }
+    // Free pages are reused: the second round fits in what the first one made.
+    assert!(
+        sizes[1] <= sizes[0] + sizes[0] / 10,
+        "database grew from {} to {} bytes",
+        sizes[0],
+        sizes[1]
+    );
+    assert!(sizes[1] < 16 * 1024 * 1024, "{sizes:?}");
+}
