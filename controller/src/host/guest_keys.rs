@@ -32,6 +32,8 @@ const GUEST_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
 /// The guest kit's seed of root's keys: its init installs it as
 /// [`GUEST_AUTHORIZED_KEYS`] only when that file is missing, so its keys are merged in.
 const GUEST_KIT_SEED: &str = "/etc/banger/authorized_keys";
+/// The guest user banger's key logs in as.
+pub const GUEST_USER: &str = "root";
 /// Prefix of the name a VM's host key is pinned under in banger's `known_hosts`.
 pub const HOST_KEY_ALIAS_PREFIX: &str = "banger-";
 
