@@ -197,11 +197,19 @@ pub fn proxy_command(banger: &Path, socket: &Path, target: &str) -> Result<Strin
     ))
 }
 
+/// Runs blocking file system work on tokio's blocking pool.
+pub async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
 /// This `banger` binary and the absolute socket path, as the `ProxyCommand` names them.
-pub fn self_and_socket(client: &DaemonClient) -> Result<(PathBuf, PathBuf), std::io::Error> {
-    let banger = std::env::current_exe()?;
-    let socket = std::path::absolute(client.socket())?;
-    Ok((banger, socket))
+pub async fn self_and_socket(client: &DaemonClient) -> Result<(PathBuf, PathBuf), std::io::Error> {
+    let socket = client.socket().to_path_buf();
+    off_runtime(move || Ok((std::env::current_exe()?, std::path::absolute(socket)?))).await
 }
 
 impl GuestSsh {
@@ -210,9 +218,7 @@ impl GuestSsh {
         let view = ready_vm(client, vm).await?;
         let identity = client.ssh_identity().await?;
         let key = identity.private_key.clone();
-        let readable = tokio::task::spawn_blocking(move || std::fs::File::open(&key).map(drop))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let readable = off_runtime(move || std::fs::File::open(&key).map(drop)).await;
         if let Err(source) = readable {
             let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
                 "it belongs to the daemon's user: run banger as that user, e.g. with sudo"
@@ -233,7 +239,9 @@ impl GuestSsh {
         };
         let uid = ObjectUid::parse(&view.metadata.uid)
             .map_err(|e| local("the daemon's uid for it")(std::io::Error::other(e.to_string())))?;
-        let (banger, socket) = self_and_socket(client).map_err(local("locating banger"))?;
+        let (banger, socket) = self_and_socket(client)
+            .await
+            .map_err(local("locating banger"))?;
         Ok(GuestSsh {
             vm: vm.to_string(),
             alias: host_key_alias(&uid),
@@ -318,14 +326,14 @@ impl GuestSsh {
 
 impl GuestSsh {
     /// Starts ssh with the given stdio; the log file must live until [`Self::finish`].
-    pub fn spawn(
+    pub async fn spawn(
         &self,
         flags: &[&str],
         remote: &str,
         stdin: std::process::Stdio,
         stdout: std::process::Stdio,
     ) -> Result<(tokio::process::Child, tempfile::NamedTempFile), AccessError> {
-        let log = log_file(&self.vm)?;
+        let log = log_file(&self.vm).await?;
         let argv = self.argv(log.path(), flags, Some(remote))?;
         let child = tokio::process::Command::new("ssh")
             .args(&argv)
@@ -373,7 +381,7 @@ impl GuestSsh {
     /// stderr, and returns the remote command's exit status. banger ignores Ctrl-C
     /// meanwhile: ssh gets it (it shares the terminal) and its status tells.
     pub async fn run_attached(&self, flags: &[&str], remote: Option<&str>) -> Result<u8, CliError> {
-        let log = log_file(&self.vm)?;
+        let log = log_file(&self.vm).await?;
         let argv = self
             .argv(log.path(), flags, remote)
             .map_err(AccessError::from)?;
@@ -405,16 +413,19 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 }
 
 /// A temporary file for ssh's `-E` log, removed when dropped.
-pub fn log_file(vm: &str) -> Result<tempfile::NamedTempFile, AccessError> {
-    tempfile::Builder::new()
-        .prefix("banger-ssh-")
-        .suffix(".log")
-        .tempfile()
-        .map_err(|source| AccessError::Local {
-            vm: vm.to_string(),
-            what: "creating ssh's log file".to_string(),
-            source,
-        })
+pub async fn log_file(vm: &str) -> Result<tempfile::NamedTempFile, AccessError> {
+    off_runtime(|| {
+        tempfile::Builder::new()
+            .prefix("banger-ssh-")
+            .suffix(".log")
+            .tempfile()
+    })
+    .await
+    .map_err(|source| AccessError::Local {
+        vm: vm.to_string(),
+        what: "creating ssh's log file".to_string(),
+        source,
+    })
 }
 
 /// Reads ssh's log (empty when it cannot be read).

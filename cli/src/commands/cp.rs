@@ -118,10 +118,16 @@ async fn read_stderr(pipe: Option<tokio::process::ChildStderr>) -> Vec<u8> {
 
 /// A local file copied or a directory's tree, to `vm:dst`.
 async fn upload(client: &DaemonClient, src: &Path, vm: &str, dst: &str) -> Result<(), CliError> {
-    let (kind, name) = local_source(src).map_err(|e| transfer_failed(vm, e))?;
+    let source = src.to_path_buf();
+    let (kind, name) = tokio::task::spawn_blocking(move || local_source(&source))
+        .await
+        .map_err(|e| local(vm, "cp".to_string())(std::io::Error::other(e.to_string())))?
+        .map_err(|e| transfer_failed(vm, e))?;
     let guest = GuestSsh::open(client, vm).await?;
     let script = upload_script(kind, dst, &name);
-    let (mut child, log) = guest.spawn(&["-T"], &script, Stdio::piped(), Stdio::null())?;
+    let (mut child, log) = guest
+        .spawn(&["-T"], &script, Stdio::piped(), Stdio::null())
+        .await?;
     let what = format!("copying {} to {dst}", src.display());
     let stdin: OwnedFd = child
         .stdin
@@ -153,12 +159,14 @@ async fn upload(client: &DaemonClient, src: &Path, vm: &str, dst: &str) -> Resul
 /// `vm:src` (a file or a directory's tree) copied to `dst` here.
 async fn download(client: &DaemonClient, vm: &str, src: &str, dst: &Path) -> Result<(), CliError> {
     let guest = GuestSsh::open(client, vm).await?;
-    let (mut child, log) = guest.spawn(
-        &["-T", "-n"],
-        &download_script(src),
-        Stdio::null(),
-        Stdio::piped(),
-    )?;
+    let (mut child, log) = guest
+        .spawn(
+            &["-T", "-n"],
+            &download_script(src),
+            Stdio::null(),
+            Stdio::piped(),
+        )
+        .await?;
     let what = format!("copying {src} to {}", dst.display());
     let stdout: OwnedFd = child
         .stdout

@@ -103,11 +103,13 @@ fn entries(vms: &[ObjectView]) -> Result<Vec<VmEntry>, CliError> {
 pub async fn run(client: &DaemonClient, _args: &SshConfigArgs) -> Result<ExitCode, CliError> {
     let vms = entries(&client.list(Some(Kind::Vm)).await?.items)?;
     let identity = client.ssh_identity().await?;
-    let (banger, socket) = self_and_socket(client).map_err(|source| AccessError::Local {
-        vm: "*".to_string(),
-        what: "locating banger".to_string(),
-        source,
-    })?;
+    let (banger, socket) = self_and_socket(client)
+        .await
+        .map_err(|source| AccessError::Local {
+            vm: "*".to_string(),
+            what: "locating banger".to_string(),
+            source,
+        })?;
     let proxy = proxy_command(&banger, &socket, "%h").map_err(AccessError::from)?;
     let text = render(&vms, &identity, &proxy).map_err(AccessError::from)?;
     print_out(&text)?;
