@@ -261,6 +261,48 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_commands_that_get_into_vms() {
+        let cli = Cli::try_parse_from([
+            "banger", "exec", "-it", "dev", "-w", "/src", "--", "ls", "-l", "--", "x",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Exec(args) => {
+                assert_eq!(args.vm, "dev");
+                assert!(args.stdin && args.tty);
+                assert_eq!(args.workdir.as_deref(), Some("/src"));
+                assert_eq!(args.command, ["ls", "-l", "--", "x"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["banger", "ssh", "dev.banger", "--", "uname", "-a"])
+            .expect("parse");
+        match cli.command {
+            Command::Ssh(args) => {
+                assert_eq!(args.vm, "dev.banger");
+                assert_eq!(args.command, ["uname", "-a"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["banger", "ssh", "dev"]).expect("parse");
+        assert!(matches!(cli.command, Command::Ssh(args) if args.command.is_empty()));
+        let cli = Cli::try_parse_from(["banger", "port-forward", "dev", "8080", "9000:80", ":22"])
+            .expect("parse");
+        match cli.command {
+            Command::PortForward(args) => assert_eq!(
+                args.ports
+                    .iter()
+                    .map(|f| (f.local, f.remote))
+                    .collect::<Vec<_>>(),
+                [(8080, 8080), (9000, 80), (0, 22)]
+            ),
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["banger", "connect", "dev", "22"]).expect("parse");
+        assert!(matches!(cli.command, Command::Connect(args) if args.port == 22));
+    }
+
+    #[test]
     fn rejects_bad_arguments() {
         for argv in [
             vec!["banger", "apply"],
@@ -271,6 +313,15 @@ mod tests {
             vec!["banger", "delete", "vm", "dev", "-f", "x.yaml"],
             vec!["banger", "completion", "tcsh"],
             vec!["banger", "daemon", "--log-format", "xml"],
+            vec!["banger", "exec", "dev"],
+            vec!["banger", "exec", "dev", "ls"],
+            vec!["banger", "ssh"],
+            vec!["banger", "connect", "dev"],
+            vec!["banger", "connect", "dev", "0"],
+            vec!["banger", "connect", "dev", "ssh"],
+            vec!["banger", "port-forward", "dev"],
+            vec!["banger", "port-forward", "dev", "80:0"],
+            vec!["banger", "cp", "a"],
         ] {
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?} parsed");
         }
