@@ -489,7 +489,10 @@ fi
 
 hostkey=/etc/dropbear/dropbear_ed25519_host_key
 if [ ! -s "$hostkey" ]; then
+    # On disk before anyone can pin it: a crash right after the first boot must not
+    # lose the key (the next boot would make another one, which banger refuses).
     dropbearkey -t ed25519 -f "$hostkey" >/dev/null 2>&1 || say "dropbearkey failed"
+    sync
 fi
 mkdir -p /root/.ssh
 chmod 0700 /root /root/.ssh

@@ -7,14 +7,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use banger_controller::api::connect::UPGRADE_PROTOCOL;
 use banger_controller::api::types::{
     ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, DescribeView, ErrorBody, EventView,
-    ObjectList, ObjectRef, ObjectView,
+    ObjectList, ObjectRef, ObjectView, SshIdentityView,
 };
 use banger_specs::Kind;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -23,6 +26,9 @@ pub const OFFSET_HEADER: &str = "x-banger-offset";
 
 /// How long any request may take beyond the long-poll time it asks for.
 const REQUEST_MARGIN: Duration = Duration::from_secs(30);
+
+/// A byte stream to a guest port through the daemon (`GET /v1/vms/{name}/connect`).
+pub type GuestStream = TokioIo<Upgraded>;
 
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +165,11 @@ impl DaemonClient {
         DaemonClient {
             socket: socket.into(),
         }
+    }
+
+    /// The daemon's socket, as given.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
     }
 
     /// Sends one request and reads the whole response, within `REQUEST_MARGIN + wait`.
@@ -351,6 +362,77 @@ impl DaemonClient {
             .offset
             .unwrap_or(offset + response.body.len() as u64);
         Ok((response.body, next))
+    }
+}
+
+impl DaemonClient {
+    /// `GET /v1/ssh-identity`: where banger's SSH key and known_hosts are.
+    pub async fn ssh_identity(&self) -> Result<SshIdentityView, ClientError> {
+        self.call(Method::GET, "/v1/ssh-identity", None, Duration::ZERO)
+            .await
+    }
+
+    /// `GET /v1/vms/{name}/connect?port=N` with an upgrade: a byte stream to the guest's
+    /// TCP port. The daemon refuses (404, 409, 502, …) before upgrading; those answers
+    /// become [`ClientError::Api`]. Bounded by `REQUEST_MARGIN` until the upgrade.
+    pub async fn connect(&self, vm: &str, port: u16) -> Result<GuestStream, ClientError> {
+        let path = format!("/v1/vms/{}/connect?port={port}", encode(vm));
+        let what = format!("GET {path} (upgrade)");
+        match tokio::time::timeout(REQUEST_MARGIN, self.upgrade(&path)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::TimedOut {
+                socket: self.socket.clone(),
+                what,
+                limit: REQUEST_MARGIN,
+            }),
+        }
+    }
+
+    async fn upgrade(&self, path: &str) -> Result<GuestStream, ClientError> {
+        let http = |source| ClientError::Http {
+            socket: self.socket.clone(),
+            source,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(connection.with_upgrades());
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "banger")
+            .header("connection", "upgrade")
+            .header("upgrade", UPGRADE_PROTOCOL)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Decode {
+                what: format!("GET {path}"),
+                message: e.to_string(),
+            })?;
+        let mut response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            let upgraded = hyper::upgrade::on(&mut response).await.map_err(http)?;
+            return Ok(TokioIo::new(upgraded));
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes();
+        if status.is_success() {
+            return Err(ClientError::Decode {
+                what: format!("GET {path}"),
+                message: format!("expected 101 Switching Protocols, got {status}"),
+            });
+        }
+        Err(api_error(status, &body))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use crate::client::ClientError;
+use crate::guest_ssh::AccessError;
 use crate::output::PrintError;
 use crate::selector::SelectorError;
 use crate::sources::SourceError;
@@ -31,12 +32,29 @@ pub enum CliError {
     /// A wait ran out of time.
     #[error("{0}")]
     TimedOut(String),
+    /// Getting into a VM failed (not ready, ssh failed, host key changed).
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// A bad command-line argument that clap cannot check (one line, exit status 2).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
     /// Whether the command line itself was wrong (exit status 2, as for clap's errors).
     pub fn is_usage(&self) -> bool {
-        matches!(self, CliError::Selector(_))
+        matches!(self, CliError::Selector(_) | CliError::Usage(_))
+    }
+
+    /// The exit status this error asks for, when it is not the command's usual one:
+    /// ssh's own failures exit 255, as ssh does.
+    pub fn exit_status(&self) -> Option<u8> {
+        match self {
+            CliError::Access(
+                AccessError::HostKeyChanged { .. } | AccessError::SshFailed { .. },
+            ) => Some(crate::guest_ssh::SSH_FAILED),
+            _ => None,
+        }
     }
 
     /// Prints the error on stderr: spec problems one per line, then the error itself.

@@ -10,11 +10,14 @@ mod client;
 mod commands;
 mod duration;
 mod error;
+mod guest_ssh;
 mod output;
 mod paths;
+mod quoting;
 mod schema;
 mod selector;
 mod sources;
+mod transfer;
 mod validate;
 mod waiting;
 
@@ -25,7 +28,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::DaemonClient;
 use crate::commands::{
-    apply, completion, daemon, delete, describe, diff, doctor, events, gc, get, logs, retry, wait,
+    apply, completion, connect, cp, daemon, delete, describe, diff, doctor, events, exec, gc, get,
+    logs, port_forward, retry, ssh, ssh_config, wait,
 };
 use crate::error::CliError;
 
@@ -51,6 +55,12 @@ Examples:
   banger apply -f examples/ --wait
   banger get vms
   banger describe vm dev
+
+  # Get into a VM (through the daemon)
+  banger ssh dev
+  banger exec dev -- make test
+  banger cp ./notes.txt dev:/root/
+  banger port-forward dev 8080
 
   # Talk to a daemon on another socket
   banger --socket /tmp/banger.sock get vms
@@ -89,6 +99,18 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Print a VM's console log.
     Logs(logs::LogsArgs),
+    /// Open a shell or run a command in a VM with ssh (through the daemon).
+    Ssh(ssh::SshArgs),
+    /// Run a command in a VM: its stdout, stderr and exit status.
+    Exec(exec::ExecArgs),
+    /// Copy files and directories between this machine and a VM (VM:PATH).
+    Cp(cp::CpArgs),
+    /// Forward local ports on 127.0.0.1 to ports of a VM.
+    PortForward(port_forward::PortForwardArgs),
+    /// Print ssh client configuration so that `ssh NAME.banger` works.
+    SshConfig(ssh_config::SshConfigArgs),
+    /// Connect stdin/stdout to a TCP port of a VM (ssh's ProxyCommand).
+    Connect(connect::ConnectArgs),
     /// Remove host objects of no known VM (taps, NAT rules, VM dirs, stray VMMs).
     Gc(gc::GcArgs),
     /// Print a shell completion script.
@@ -120,6 +142,12 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Events(args) => events::run(&client, args).await,
         Command::Retry(args) => retry::run(&client, args).await,
         Command::Logs(args) => logs::run(&client, args).await,
+        Command::Ssh(args) => ssh::run(&client, args).await,
+        Command::Exec(args) => exec::run(&client, args).await,
+        Command::Cp(args) => cp::run(&client, args).await,
+        Command::PortForward(args) => port_forward::run(&client, args).await,
+        Command::SshConfig(args) => ssh_config::run(&client, args).await,
+        Command::Connect(args) => connect::run(&client, args).await,
         Command::Gc(args) => gc::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,
@@ -146,7 +174,7 @@ fn main() -> ExitCode {
             if error.is_usage() {
                 ExitCode::from(2)
             } else {
-                ExitCode::from(error_code)
+                ExitCode::from(error.exit_status().unwrap_or(error_code))
             }
         }
         Err(error) => {
@@ -233,6 +261,48 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_commands_that_get_into_vms() {
+        let cli = Cli::try_parse_from([
+            "banger", "exec", "-it", "dev", "-w", "/src", "--", "ls", "-l", "--", "x",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Exec(args) => {
+                assert_eq!(args.vm, "dev");
+                assert!(args.stdin && args.tty);
+                assert_eq!(args.workdir.as_deref(), Some("/src"));
+                assert_eq!(args.command, ["ls", "-l", "--", "x"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["banger", "ssh", "dev.banger", "--", "uname", "-a"])
+            .expect("parse");
+        match cli.command {
+            Command::Ssh(args) => {
+                assert_eq!(args.vm, "dev.banger");
+                assert_eq!(args.command, ["uname", "-a"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["banger", "ssh", "dev"]).expect("parse");
+        assert!(matches!(cli.command, Command::Ssh(args) if args.command.is_empty()));
+        let cli = Cli::try_parse_from(["banger", "port-forward", "dev", "8080", "9000:80", ":22"])
+            .expect("parse");
+        match cli.command {
+            Command::PortForward(args) => assert_eq!(
+                args.ports
+                    .iter()
+                    .map(|f| (f.local, f.remote))
+                    .collect::<Vec<_>>(),
+                [(8080, 8080), (9000, 80), (0, 22)]
+            ),
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["banger", "connect", "dev", "22"]).expect("parse");
+        assert!(matches!(cli.command, Command::Connect(args) if args.port == 22));
+    }
+
+    #[test]
     fn rejects_bad_arguments() {
         for argv in [
             vec!["banger", "apply"],
@@ -243,6 +313,15 @@ mod tests {
             vec!["banger", "delete", "vm", "dev", "-f", "x.yaml"],
             vec!["banger", "completion", "tcsh"],
             vec!["banger", "daemon", "--log-format", "xml"],
+            vec!["banger", "exec", "dev"],
+            vec!["banger", "exec", "dev", "ls"],
+            vec!["banger", "ssh"],
+            vec!["banger", "connect", "dev"],
+            vec!["banger", "connect", "dev", "0"],
+            vec!["banger", "connect", "dev", "ssh"],
+            vec!["banger", "port-forward", "dev"],
+            vec!["banger", "port-forward", "dev", "80:0"],
+            vec!["banger", "cp", "a"],
         ] {
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?} parsed");
         }

@@ -2,16 +2,22 @@
 
 pub mod apply;
 pub mod completion;
+pub mod connect;
+pub mod cp;
 pub mod daemon;
 pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod doctor;
 pub mod events;
+pub mod exec;
 pub mod gc;
 pub mod get;
 pub mod logs;
+pub mod port_forward;
 pub mod retry;
+pub mod ssh;
+pub mod ssh_config;
 pub mod wait;
 
 use banger_controller::api::types::{ErrorBody, ObjectRef};

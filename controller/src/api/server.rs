@@ -5,7 +5,8 @@
 //! short store transactions (off the async workers) and never wait for a reconcile in
 //! flight. They see the engine only through [`ApiState`]: its [`Control`] (store,
 //! queue, events), the planner's [`Facts`] (for `describe`) and the
-//! [`GarbageCollector`]. Every error is an [`ErrorBody`] with 400, 404, 409, 422 or 500.
+//! [`GarbageCollector`]. Every error is an [`ErrorBody`] with 400, 404, 409, 422 or 500
+//! (the connect stream, [`super::connect`], adds 426 and 502).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -23,12 +24,14 @@ use serde::Deserialize;
 
 use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectView,
+    SshIdentityView,
 };
 use super::views::{event_view, object_view, plan_view, step_view};
 use crate::config::DaemonConfig;
 use crate::control::Control;
 use crate::engine::{Engine, Facts};
 use crate::gc::{GarbageCollector, GcOptions, GcReport};
+use crate::host::guest_keys::{SshIdentity, GUEST_USER};
 use crate::runtime::VmRuntime;
 use crate::sources::{apply, SourceError};
 use crate::status::Reason;
@@ -47,7 +50,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
         ApiError {
             status,
             body: ErrorBody {
@@ -57,11 +60,14 @@ impl ApiError {
             },
         }
     }
-    fn not_found(what: impl Into<String>) -> Self {
+    pub(super) fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", what)
     }
-    fn bad_request(what: impl Into<String>) -> Self {
+    pub(super) fn bad_request(what: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", what)
+    }
+    pub(super) fn conflict(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", what)
     }
 }
 
@@ -135,6 +141,8 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/objects/{kind}/{name}/retry", post(retry::<R>))
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
+        .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
+        .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
         .with_state(state)
 }
@@ -179,6 +187,15 @@ fn parse_kind(s: &str) -> Result<Kind, ApiError> {
 
 async fn healthz<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": st.runtime_name }))
+}
+
+async fn ssh_identity<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<SshIdentityView> {
+    let id = SshIdentity::paths(&st.config.state_dir);
+    Json(SshIdentityView {
+        private_key: id.private_key,
+        known_hosts: id.known_hosts,
+        user: GUEST_USER.to_string(),
+    })
 }
 
 async fn apply_handler<R: VmRuntime>(

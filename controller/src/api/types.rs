@@ -4,6 +4,7 @@
 //! data shared by the server ([`super::server`]) and the CLI's client.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use banger_specs::{Kind, Problem};
 use serde::{Deserialize, Serialize};
@@ -280,9 +281,25 @@ pub struct DescribeView {
 pub struct ErrorBody {
     /// One-line error.
     pub error: String,
-    /// Machine-readable code: `invalid`, `conflict`, `not-found`, `internal`.
+    /// Machine-readable code: `invalid`, `conflict`, `not-found`, `bad-request`,
+    /// `upgrade-required`, `unreachable`, `internal`.
     pub code: String,
     /// Spec problems, for `invalid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
+}
+
+/// `GET /v1/ssh-identity`: how banger logs into its guests. Clients running `ssh`
+/// (`banger ssh`, `exec`, `cp`, `ssh-config`) use these paths instead of guessing the
+/// daemon's state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshIdentityView {
+    /// banger's private key, trusted by the root user of every VM banger made.
+    pub private_key: PathBuf,
+    /// banger's `known_hosts`: guest host keys pinned per VM uid (`HostKeyAlias
+    /// banger-<uid>`).
+    pub known_hosts: PathBuf,
+    /// The guest user the key logs in as.
+    pub user: String,
 }

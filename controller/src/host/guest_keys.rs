@@ -9,12 +9,21 @@
 //!   file is missing); `/root/.ssh` is made if missing; modes 0700/0600 and owner 0:0 are set; the
 //!   result is read back and verified.
 //!
+//! - Host keys of guests are pinned in banger's `known_hosts` under a per-VM alias,
+//!   [`host_key_alias`] (`banger-<uid>`, ssh's `HostKeyAlias`), never under an IP: IPs
+//!   are reused by later VMs, uids never are. [`forget_host_key`] drops a VM's pin when
+//!   the VM or its root disk is deleted, so a new disk is trusted on first contact
+//!   again while a changed key on the same disk is refused by ssh.
+//!
 //! debugfs parses its requests itself (no shell), but splits them at whitespace and
 //! honours quotes: only fixed guest paths and host paths below the state directory are
 //! passed, and host paths containing whitespace or quotes are refused.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::host::names::ObjectUid;
 
 /// The guest directory holding root's SSH configuration.
 const GUEST_SSH_DIR: &str = "/root/.ssh";
@@ -23,6 +32,10 @@ const GUEST_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
 /// The guest kit's seed of root's keys: its init installs it as
 /// [`GUEST_AUTHORIZED_KEYS`] only when that file is missing, so its keys are merged in.
 const GUEST_KIT_SEED: &str = "/etc/banger/authorized_keys";
+/// The guest user banger's key logs in as.
+pub const GUEST_USER: &str = "root";
+/// Prefix of the name a VM's host key is pinned under in banger's `known_hosts`.
+pub const HOST_KEY_ALIAS_PREFIX: &str = "banger-";
 
 /// Why the identity or the key injection failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +170,99 @@ pub fn ensure_identity(state_dir: &Path) -> Result<SshIdentity, GuestKeyError> {
         });
     }
     Ok(id)
+}
+
+/// The name a VM's SSH host key is pinned under in banger's `known_hosts` (ssh's
+/// `HostKeyAlias`): `banger-<uid>`.
+pub fn host_key_alias(uid: &ObjectUid) -> String {
+    format!("{HOST_KEY_ALIAS_PREFIX}{uid}")
+}
+
+/// Forgets the host key pinned for the VM `uid` in `<state_dir>/ssh/known_hosts`, so
+/// the next contact pins the key of a new root disk. Idempotent: a missing file or a
+/// VM without a pin changes nothing. Entries naming other hosts next to the alias keep
+/// those hosts. The file is rewritten atomically (a temporary file in the same
+/// directory, same mode, renamed over it); returns whether anything was removed.
+///
+/// An `ssh` appending a first-contact pin between the read and the rename loses that
+/// pin; the next contact pins it again. Hashed entries (`|1|…`) are not matched:
+/// banger's own ssh invocations write plain ones (`HashKnownHosts=no`).
+pub fn forget_host_key(state_dir: &Path, uid: &ObjectUid) -> Result<bool, GuestKeyError> {
+    let path = SshIdentity::paths(state_dir).known_hosts;
+    let io = |step: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GuestKeyError::Io { step, path, source }
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io("read known_hosts", &path)(e)),
+    };
+    let Some(kept) = without_host(&text, &host_key_alias(uid)) else {
+        return Ok(false);
+    };
+    let mode = std::fs::metadata(&path)
+        .map_err(io("stat known_hosts", &path))?
+        .permissions();
+    let staged = path.with_file_name(format!(".known_hosts.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&staged)?;
+        file.set_permissions(mode)?;
+        file.write_all(kept.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&staged, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(io("rewrite known_hosts", &path)(e));
+    }
+    Ok(true)
+}
+
+/// `known_hosts` text without `host`: a line naming only it goes, a line naming it
+/// among others keeps the others. `None` when no line names it.
+fn without_host(text: &str, host: &str) -> Option<String> {
+    let bracketed = format!("[{host}]:");
+    let is_host = |pattern: &str| {
+        pattern == host
+            || pattern
+                .strip_prefix(&bracketed)
+                .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let (marker, rest) = if trimmed.starts_with('@') {
+            match trimmed.split_once(char::is_whitespace) {
+                Some((marker, rest)) => (Some(marker), rest.trim_start()),
+                None => (None, trimmed),
+            }
+        } else {
+            (None, trimmed)
+        };
+        let Some((hosts, key)) = rest.split_once(char::is_whitespace) else {
+            out.push_str(line);
+            continue;
+        };
+        if trimmed.starts_with('#') || !hosts.split(',').any(is_host) {
+            out.push_str(line);
+            continue;
+        }
+        changed = true;
+        let others: Vec<&str> = hosts.split(',').filter(|p| !is_host(p)).collect();
+        if others.is_empty() {
+            continue;
+        }
+        if let Some(marker) = marker {
+            out.push_str(marker);
+            out.push(' ');
+        }
+        out.push_str(&others.join(","));
+        out.push(' ');
+        out.push_str(key);
+    }
+    changed.then_some(out)
 }
 
 /// Refuses host paths debugfs would split or unquote.
@@ -430,6 +536,81 @@ mod tests {
             read_authorized_keys(&img).unwrap().as_deref(),
             Some("ssh-ed25519 AAAAkit\nssh-ed25519 AAAAnew banger\n")
         );
+    }
+
+    fn uid(text: &str) -> ObjectUid {
+        ObjectUid::parse(text).unwrap()
+    }
+
+    #[test]
+    fn host_key_alias_names_the_uid() {
+        assert_eq!(host_key_alias(&uid("5f0c12ab")), "banger-5f0c12ab");
+    }
+
+    #[test]
+    fn without_host_drops_only_that_host() {
+        let text = "\
+banger-aa ssh-ed25519 AAAA1
+banger-aab ssh-ed25519 AAAA2
+# banger-aa ssh-ed25519 commented
+172.30.0.2,banger-aa ssh-ed25519 AAAA3 comment
+[banger-aa]:2222 ssh-ed25519 AAAA4
+@revoked banger-aa,other ssh-ed25519 AAAA5
+|1|c2FsdA==|aGFzaA== ssh-ed25519 AAAA6
+";
+        assert_eq!(
+            without_host(text, "banger-aa").as_deref(),
+            Some(
+                "\
+banger-aab ssh-ed25519 AAAA2
+# banger-aa ssh-ed25519 commented
+172.30.0.2 ssh-ed25519 AAAA3 comment
+@revoked other ssh-ed25519 AAAA5
+|1|c2FsdA==|aGFzaA== ssh-ed25519 AAAA6
+"
+            )
+        );
+        assert_eq!(without_host(text, "banger-zz"), None);
+        assert_eq!(without_host("", "banger-aa"), None);
+        assert_eq!(
+            without_host("banger-aa ssh-ed25519 AAAA1", "banger-aa").as_deref(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn forget_host_key_rewrites_known_hosts_and_is_idempotent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = uid("aa11");
+        assert!(!forget_host_key(dir.path(), &a).unwrap(), "no file yet");
+        let known = SshIdentity::paths(dir.path()).known_hosts;
+        std::fs::create_dir_all(known.parent().unwrap()).unwrap();
+        std::fs::write(
+            &known,
+            "banger-aa11 ssh-ed25519 AAAAold\nbanger-bb22 ssh-ed25519 AAAAother\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&known, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(forget_host_key(dir.path(), &a).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&known).unwrap(),
+            "banger-bb22 ssh-ed25519 AAAAother\n"
+        );
+        assert_eq!(
+            std::fs::metadata(&known).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(!forget_host_key(dir.path(), &a).unwrap(), "already gone");
+        assert_eq!(
+            std::fs::read_to_string(&known).unwrap(),
+            "banger-bb22 ssh-ed25519 AAAAother\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(known.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, [std::ffi::OsString::from("known_hosts")]);
     }
 
     #[test]
