@@ -7,11 +7,13 @@
 use super::LinuxRuntime;
 use crate::host::disk::{self, ImageSource, RootDiskRequest};
 use crate::host::guest_keys;
+use crate::host::names::ObjectUid;
 use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
 
 impl LinuxRuntime {
     /// `prepare-disk` and `grow-disk`: [`disk::ensure_root_disk`] makes or grows
-    /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key.
+    /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key, and the VM's pinned
+    /// guest host key is forgotten (a new disk's guest makes a new one).
     pub(super) async fn prepare_disk(
         &self,
         step: VmStep,
@@ -32,6 +34,7 @@ impl LinuxRuntime {
         let vm_dir = vm.vm_dir.clone();
         let vm_name = vm.name.clone();
         let size = vm.spec.disk.0;
+        let uid = ObjectUid::parse(&vm.uid).map_err(|e| err(e.to_string()))?;
         let root = tokio::task::spawn_blocking(move || {
             let root = disk::ensure_root_disk(&RootDiskRequest {
                 vm_name: &vm_name,
@@ -51,6 +54,8 @@ impl LinuxRuntime {
                     let _ = disk::remove_root_disk(&vm_name, &state_dir, &vm_dir);
                     return Err(format!("inject banger's ssh key: {e}"));
                 }
+                guest_keys::forget_host_key(&state_dir, &uid)
+                    .map_err(|e| format!("forget the old disk's host key: {e}"))?;
             }
             Ok(root)
         })
@@ -64,7 +69,8 @@ impl LinuxRuntime {
         Ok(handles)
     }
 
-    /// `remove-disk`: deletes the disk, its sidecar and leftovers (idempotent).
+    /// `remove-disk`: deletes the disk, its sidecar and leftovers, and forgets the
+    /// guest host key pinned for the VM (idempotent).
     pub(super) async fn remove_disk(
         &self,
         vm: &VmContext,
@@ -76,10 +82,16 @@ impl LinuxRuntime {
             self.config.state_dir.clone(),
             vm.vm_dir.clone(),
         );
-        tokio::task::spawn_blocking(move || disk::remove_root_disk(&vm_name, &state_dir, &vm_dir))
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .map_err(|e| err(e.to_string()))?;
+        let uid = ObjectUid::parse(&vm.uid).map_err(|e| err(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            disk::remove_root_disk(&vm_name, &state_dir, &vm_dir).map_err(|e| e.to_string())?;
+            guest_keys::forget_host_key(&state_dir, &uid)
+                .map(|_| ())
+                .map_err(|e| format!("forget the disk's host key: {e}"))
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .map_err(err)?;
         handles.root_disk = None;
         handles.disk_image = None;
         handles.disk_digest = None;
