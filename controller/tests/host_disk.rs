@@ -104,6 +104,7 @@ fn sparse_copy_grows_and_leaves_the_image_alone() {
         vm_dir: &vm_dir,
         image: &image,
         size_bytes: size,
+        before_publish: None,
     };
 
     let started = Instant::now();
@@ -254,6 +255,7 @@ fn image_larger_than_requested_size_is_refused() {
         state_dir: state.path(),
         vm_dir: &vm_dir,
         image: &image,
+        before_publish: None,
         size_bytes: 64 * MIB,
     })
     .unwrap_err();
@@ -282,6 +284,7 @@ fn symlinks_in_the_path_are_refused() {
         state_dir: state.path(),
         vm_dir: &vm_dir,
         image: &image,
+        before_publish: None,
         size_bytes: 128 * MIB,
     })
     .unwrap_err();
@@ -304,6 +307,7 @@ fn symlinks_in_the_path_are_refused() {
         state_dir: state.path(),
         vm_dir: &vm_dir,
         image: &image,
+        before_publish: None,
         size_bytes: 128 * MIB,
     })
     .unwrap_err();
@@ -313,4 +317,94 @@ fn symlinks_in_the_path_are_refused() {
     remove_root_disk("evil2", state.path(), &vm_dir).unwrap();
     assert!(!vm_dir.join("rootfs.ext4").exists());
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}
+
+/// The caller's finishing touch (banger's SSH key) runs on the temporary disk before it
+/// is published: a failing one leaves no disk at all, never a half-made published one;
+/// a leftover temporary file next to a published disk is removed, the disk kept.
+#[test]
+fn a_new_disk_is_finished_before_it_is_published() {
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let state = tempfile::tempdir().unwrap();
+    let vm_dir = state.path().join("vms/vm-5a1e");
+    let image = ImageSource {
+        identity: "image-uid-1".into(),
+        rootfs: image_path.clone(),
+    };
+    let seen = std::sync::Mutex::new(Vec::new());
+    let failing = |p: &Path| -> Result<(), String> {
+        seen.lock().unwrap().push(p.to_path_buf());
+        assert!(
+            !root_disk_path(p.parent().unwrap()).exists(),
+            "not yet published"
+        );
+        Err("no key for you".into())
+    };
+    let err = ensure_root_disk(&RootDiskRequest {
+        vm_name: "web",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: 128 * MIB,
+        before_publish: Some(&failing),
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no key for you"), "{err}");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [vm_dir.join(".rootfs.ext4.tmp")],
+        "ran on the temporary file"
+    );
+    assert!(!root_disk_path(&vm_dir).exists(), "nothing published");
+    assert!(
+        !vm_dir.join(".rootfs.ext4.tmp").exists(),
+        "nothing left over"
+    );
+
+    let marking = |p: &Path| -> Result<(), String> {
+        let out = Command::new("debugfs")
+            .args(["-w", "-R", "mkdir /marked"])
+            .arg(p)
+            .output()
+            .map_err(|e| e.to_string())?;
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| "debugfs".into())
+    };
+    let disk = ensure_root_disk(&RootDiskRequest {
+        vm_name: "web",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: 128 * MIB,
+        before_publish: Some(&marking),
+    })
+    .unwrap();
+    let listing = Command::new("debugfs")
+        .args(["-R", "ls /"])
+        .arg(&disk.path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("marked"));
+
+    // A leftover temporary file (an interrupted later attempt) goes; the disk stays.
+    std::fs::write(vm_dir.join(".rootfs.ext4.tmp"), b"half a disk").unwrap();
+    let kept = ensure_root_disk(&RootDiskRequest {
+        vm_name: "web",
+        state_dir: state.path(),
+        vm_dir: &vm_dir,
+        image: &image,
+        size_bytes: 128 * MIB,
+        before_publish: Some(&failing),
+    })
+    .unwrap();
+    assert_eq!(
+        kept.method,
+        CopyMethod::Existing,
+        "the finishing touch is for new disks only"
+    );
+    assert!(!vm_dir.join(".rootfs.ext4.tmp").exists());
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }

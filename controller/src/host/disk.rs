@@ -9,13 +9,17 @@
 //!    them are skipped, so the copy allocates about what the image allocates);
 //! 3. the copy is grown to the requested size (`set_len`, `e2fsck -fp`, `resize2fs`,
 //!    each run as an argv vector) — disks are never shrunk;
-//! 4. a sidecar `rootfs.source.json` records which image the disk came from and the
-//!    size its filesystem was grown to; then the temporary file is renamed into place
-//!    (atomic), so `rootfs.ext4` only ever appears complete.
+//! 4. the caller's finishing touch runs on the temporary file
+//!    ([`RootDiskRequest::before_publish`]: banger puts its SSH key in), a sidecar
+//!    `rootfs.source.json` records which image the disk came from and the size its
+//!    filesystem was grown to; then the temporary file is renamed into place (atomic),
+//!    so `rootfs.ext4` only ever appears complete — a crash at any point leaves either
+//!    no disk or a whole one, never a half-made published disk.
 //!
 //! An existing disk is kept (stopping a VM keeps its disk): it is grown if the request
 //! is larger, and a request for another image or a smaller size is an error, never a
-//! silent rebuild. [`remove_root_disk`] deletes the disk, its sidecar and leftovers.
+//! silent rebuild. Either way a temporary file left by an interrupted attempt is
+//! removed. [`remove_root_disk`] deletes the disk, its sidecar and leftovers.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -88,6 +92,16 @@ pub enum DiskError {
         /// The identity asked for.
         requested: String,
     },
+    /// The finishing touch ([`RootDiskRequest::before_publish`]) failed.
+    #[error("VM {vm}: prepare {path}: {message}")]
+    BeforePublish {
+        /// The VM's name.
+        vm: String,
+        /// The temporary disk.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// An e2fsprogs tool failed.
     #[error("VM {vm}: {tool} {path} failed ({status}): {output}")]
     Tool {
@@ -114,7 +128,7 @@ pub struct ImageSource {
 }
 
 /// What to make: the root disk of one VM.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RootDiskRequest<'a> {
     /// The VM's name (for errors).
     pub vm_name: &'a str,
@@ -126,6 +140,24 @@ pub struct RootDiskRequest<'a> {
     pub image: &'a ImageSource,
     /// The disk's size in bytes (`spec.disk`).
     pub size_bytes: u64,
+    /// Runs on a NEW disk's temporary file before it is published (not on a kept
+    /// disk); an error leaves no disk.
+    pub before_publish: Option<FinishDisk<'a>>,
+}
+
+/// A finishing touch for a new disk's temporary file ([`RootDiskRequest::before_publish`]).
+pub type FinishDisk<'a> = &'a (dyn Fn(&Path) -> Result<(), String> + Sync);
+
+impl std::fmt::Debug for RootDiskRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootDiskRequest")
+            .field("vm_name", &self.vm_name)
+            .field("vm_dir", &self.vm_dir)
+            .field("image", &self.image)
+            .field("size_bytes", &self.size_bytes)
+            .field("before_publish", &self.before_publish.is_some())
+            .finish()
+    }
 }
 
 /// How the disk's contents were produced.
@@ -220,6 +252,9 @@ pub fn ensure_root_disk(req: &RootDiskRequest<'_>) -> Result<RootDisk, DiskError
     }
 
     if disk.exists() {
+        // A temporary file next to a published disk is a leftover of an interrupted
+        // attempt (one step per VM runs at a time): never part of the disk.
+        remove_if_exists(&tmp_disk).map_err(ctx.io("remove stale temporary disk", &tmp_disk))?;
         return keep_existing(&ctx, req, &disk, &sidecar);
     }
 
@@ -241,6 +276,13 @@ pub fn ensure_root_disk(req: &RootDiskRequest<'_>) -> Result<RootDisk, DiskError
     let built = (|| {
         let method = clone_image(&ctx, &req.image.rootfs, &tmp_disk)?;
         grow_filesystem(&ctx, &tmp_disk, image_size, req.size_bytes)?;
+        if let Some(finish) = req.before_publish {
+            finish(&tmp_disk).map_err(|message| DiskError::BeforePublish {
+                vm: req.vm_name.to_string(),
+                path: tmp_disk.clone(),
+                message,
+            })?;
+        }
         write_sidecar(
             &ctx,
             req,

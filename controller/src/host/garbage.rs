@@ -1,5 +1,8 @@
-//! Finding and removing the VMM processes and VM directories of this daemon that no
-//! known VM owns (network garbage: [`crate::host::net::vm::list_net_garbage`]).
+//! Finding this daemon's VMM processes by their command line, and removing the VMM
+//! processes and VM directories of this daemon that no known VM owns (network garbage:
+//! [`crate::host::net::vm::list_net_garbage`]). The same rule finds a known VM's VMM
+//! when its handles do not name it (a launch interrupted before it was recorded):
+//! [`find_vmms_of`], used by the VM's shutdown.
 //!
 //! # Which processes are ours
 //! A VMM carries its VM's uid marker ([`process::uid_marker`], `banger-<uid>`) as one
@@ -145,8 +148,14 @@ fn shown_cmdline(args: &[OsString]) -> String {
 /// daemon with `state_dir`, by pid. A relative `state_dir` finds none: a relative path
 /// on a command line cannot tell one daemon's directory from another's.
 pub fn find_stray_vmms(state_dir: &Path, known: &BTreeSet<String>) -> Vec<StrayVmm> {
+    find_vmms(state_dir, |uid| !known.contains(uid.as_str()))
+}
+
+/// Live VMMs of the daemon with `state_dir` (an argument exactly `banger-<uid>` and an
+/// argument naming the state directory) whose uid `select` accepts, by pid.
+fn find_vmms(state_dir: &Path, select: impl Fn(&ObjectUid) -> bool) -> Vec<StrayVmm> {
     if !state_dir.is_absolute() {
-        tracing::warn!(state_dir = %state_dir.display(), "gc: the state directory is relative; stray VMMs are not looked for");
+        tracing::warn!(state_dir = %state_dir.display(), "the state directory is relative; VMMs cannot be told apart by it and are not looked for");
         return Vec::new();
     }
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -159,7 +168,10 @@ pub fn find_stray_vmms(state_dir: &Path, known: &BTreeSet<String>) -> Vec<StrayV
         .filter(|pid| u32::try_from(*pid).ok() != Some(own))
         .filter_map(|pid| {
             let args = process::read_cmdline(pid).ok().flatten()?;
-            let uid = stray_vmm_uid(&args, state_dir, known)?;
+            let uid = marker_uid(&args)?;
+            if !select(&uid) || !mentions_dir(&args, state_dir) {
+                return None;
+            }
             let stat = process::read_stat(pid).ok().flatten()?;
             if stat.is_exited() {
                 return None;
@@ -176,6 +188,21 @@ pub fn find_stray_vmms(state_dir: &Path, known: &BTreeSet<String>) -> Vec<StrayV
         .collect();
     found.sort_by_key(|s| s.identity.pid);
     found
+}
+
+/// The live VMMs of VM `uid` of the daemon with `state_dir` (the gc rule above, for one
+/// known uid), scanned on the blocking pool. A process whose arguments merely contain
+/// `banger-<uid>` (an admin's `tail -F …/banger-<uid>/…`) is not one.
+pub async fn find_vmms_of(state_dir: &Path, uid: &ObjectUid) -> Vec<ProcessIdentity> {
+    let (state_dir, uid) = (state_dir.to_path_buf(), uid.clone());
+    tokio::task::spawn_blocking(move || {
+        find_vmms(&state_dir, |u| *u == uid)
+            .into_iter()
+            .map(|v| v.identity)
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Stops the stray VMM with this pid, after checking again that it carries the marker
@@ -360,5 +387,45 @@ mod tests {
         assert!(remove_stray_vm_dir(state.path(), "dddd").is_err());
         assert!(vms.join("dddd").symlink_metadata().is_ok(), "symlink kept");
         assert!(vms.join("aaaa").is_dir());
+    }
+
+    /// A VM's shutdown finds its VMM by gc's rule: the marker as a whole argument and
+    /// this daemon's state directory. An admin's `tail -F` of a file named after the VM,
+    /// or another daemon's VMM of the same uid, is never one.
+    #[tokio::test]
+    async fn find_vmms_of_matches_only_this_daemons_vmm_of_the_uid() {
+        let state = tempfile::tempdir().unwrap();
+        let uid = ObjectUid::parse(&format!("f1d{:x}", std::process::id())).unwrap();
+        let marker = process::uid_marker(uid.as_str());
+        let own_file = format!("{}/vms/{uid}/qemu.pid", state.path().display());
+        // `sh -c SCRIPT NAME ARG`: NAME and ARG stay on the command line while sh waits
+        // on its stdin (a pipe we hold) with a builtin, never forking.
+        let spawn = |name: &str, arg: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", "read line", name, arg])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut vmm = spawn(&marker, &own_file);
+        let mut tail = spawn("tail", &format!("/var/log/{marker}.log"));
+        let mut tail_in_state = spawn("tail", &format!("{own_file}.{marker}"));
+        let mut other_daemon = spawn(&marker, "/elsewhere/state/vms/x/qemu.pid");
+        let vmm_pid = i32::try_from(vmm.id()).unwrap();
+        // Right after fork a child still shows the test's command line: poll (bounded).
+        let mut found = Vec::new();
+        for _ in 0..500 {
+            found = find_vmms_of(state.path(), &uid).await;
+            if found.iter().any(|p| p.pid == vmm_pid) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for child in [&mut vmm, &mut tail, &mut tail_in_state, &mut other_daemon] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let pids: Vec<i32> = found.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![vmm_pid], "{found:?}");
     }
 }

@@ -525,39 +525,6 @@ pub async fn wait_for_exit(
     }
 }
 
-/// Live processes whose command line carries `marker` (a VM's uid marker): how a VMM
-/// is found when no handle names it (a launch interrupted before it was recorded).
-pub fn find_by_marker(marker: &str) -> Vec<ProcessIdentity> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let needle = marker.as_bytes();
-    let own = std::process::id();
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| u32::try_from(*pid).ok() != Some(own))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| contains_bytes(arg, needle)))
-        })
-        .filter_map(|pid| ProcessIdentity::of_pid(pid).ok().flatten())
-        .collect()
-}
-
-/// [`find_by_marker`] on a thread of the blocking pool (it scans all of `/proc`), for
-/// async code. A scan that cannot run finds nothing.
-pub async fn find_by_marker_async(marker: &str) -> Vec<ProcessIdentity> {
-    let marker = marker.to_owned();
-    tokio::task::spawn_blocking(move || find_by_marker(&marker))
-        .await
-        .unwrap_or_default()
-}
-
-fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// How [`terminate`] ended a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopOutcome {
@@ -769,36 +736,6 @@ fn reap_in_background(pid: i32, mut child: Child) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    #[test]
-    fn find_by_marker_finds_only_processes_carrying_the_marker() {
-        let marker = format!("banger-find-{}", std::process::id());
-        // `sh -c SCRIPT NAME` carries NAME as $0 on its command line. The script waits
-        // on its stdin (a pipe we hold) with a builtin, so sh never forks a child that
-        // would briefly carry the same command line.
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "read line", &marker])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Right after fork the child still shows our command line: poll (bounded) until
-        // it has exec'd.
-        let child_pid = i32::try_from(child.id()).unwrap();
-        let mut found = Vec::new();
-        for _ in 0..500 {
-            found = find_by_marker(&marker);
-            if found.iter().any(|p| p.pid == child_pid) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        let pids: Vec<i32> = found.iter().map(|p| p.pid).collect();
-        assert_eq!(pids, vec![child_pid], "{found:?}");
-        assert!(find_by_marker(&format!("{marker}-nobody")).is_empty());
-        assert!(!contains_bytes(b"anything", b""));
-    }
-
     use super::*;
 
     fn stat_line(comm: &str, state: char, start: u64) -> Vec<u8> {

@@ -13,17 +13,20 @@
 //! - [`VmRuntime::execute`] acts: it performs one [`VmStep`] and returns the VM's
 //!   updated [`VmHandles`]. Every step is idempotent (running it twice is the same as
 //!   once) and verifies its own effect before returning `Ok`. A step that can leave a
-//!   partial artefact publishes it atomically (for example a disk copied to a temporary
-//!   name and renamed), so that `observe` never reports a half-made object as present.
+//!   partial artefact publishes it only complete and atomically (a disk is finished —
+//!   banger's SSH key included — under a temporary name, then renamed), so that
+//!   `observe` never reports a half-made object as present and an interrupted step
+//!   never leaves one; the next run of the step removes its own leftovers.
 //! - The engine writes a journal row before each `execute` and completes it after. If
 //!   the daemon dies in between, on the next start the engine rolls back an interrupted
-//!   [`VmStep::PrepareDisk`] (runs [`VmStep::RemoveDisk`]) and an interrupted
 //!   [`VmStep::Launch`] (runs [`VmStep::Shutdown`]; the runtime must then find the VMM
 //!   by the uid marker on its command line even when the handles do not name it), and
-//!   resumes every other step by planning again.
-//! - The engine persists the handles `execute` returns in `<vm_dir>/handles.json` and
-//!   mirrors them in the store; it passes the last known handles back in
-//!   [`VmContext::handles`]. Handles are hints to probe, never trusted blindly.
+//!   resumes every other step by planning again. No rollback ever removes a disk: an
+//!   interrupted [`VmStep::PrepareDisk`] published a whole disk or none, and the disk it
+//!   ran on may hold the user's work.
+//! - The engine stores the handles `execute` returns (with the step's journal row) and
+//!   passes the last known handles back in [`VmContext::handles`]. Handles are hints to
+//!   probe, never trusted blindly.
 //! - IP leases belong to the engine (SQLite): the context carries the VM's lease.
 //! - A VMM that exits on its own is reported through the [`ExitNotifier`] the engine
 //!   hands over once at start ([`VmRuntime::set_exit_notifier`]), so the VM is
@@ -373,9 +376,9 @@ impl VmStep {
     /// resume it (see the module docs).
     pub fn rollback(self) -> Option<VmStep> {
         match self {
-            VmStep::PrepareDisk => Some(VmStep::RemoveDisk),
             VmStep::Launch => Some(VmStep::Shutdown),
-            VmStep::EnsureVmDir
+            VmStep::PrepareDisk
+            | VmStep::EnsureVmDir
             | VmStep::GrowDisk
             | VmStep::EnsureTap
             | VmStep::EnsureNat

@@ -47,6 +47,10 @@ struct SimProcess {
 struct SimVm {
     process: Option<SimProcess>,
     disk: Option<ObservedDisk>,
+    /// Which disk this is: a new number each time a disk is made (its "contents").
+    disk_serial: Option<u64>,
+    /// The disk exists but its record cannot be read: `observe` does not report it.
+    disk_hidden: bool,
     tap: Option<String>,
     nat: bool,
     vm_dir: bool,
@@ -67,6 +71,7 @@ struct World {
     global_in_flight: u32,
     global_max: u32,
     next_pid: i32,
+    next_disk_serial: u64,
     executed: Vec<(String, VmStep)>,
     duplicate_launches: u32,
     boot_observations: u32,
@@ -179,6 +184,20 @@ impl SimulatedRuntime {
         self.w().probe_faults.insert(uid.to_string(), times);
     }
 
+    /// Makes VM `uid`'s disk unreadable to `observe` (its record lost), while the disk
+    /// itself stays: the planner then asks for a disk, and `prepare-disk` refuses to
+    /// replace the existing one, as the host does.
+    pub fn hide_disk(&self, uid: &str) {
+        if let Some(vm) = self.w().vms.get_mut(uid) {
+            vm.disk_hidden = vm.disk.is_some();
+        }
+    }
+
+    /// Which disk VM `uid` has (a new number each time one is made), if any.
+    pub fn disk_serial(&self, uid: &str) -> Option<u64> {
+        self.w().vms.get(uid).and_then(|vm| vm.disk_serial)
+    }
+
     /// The guest becomes ready after this many observations of a running VMM.
     pub fn set_boot_observations(&self, n: u32) {
         self.w().boot_observations = n;
@@ -263,6 +282,8 @@ impl SimulatedRuntime {
                     digest: String::new(),
                     size: 0,
                 }),
+                disk_serial: Some(0),
+                disk_hidden: false,
                 tap: Some(tap),
                 nat: true,
                 vm_dir: vm_dir.is_some(),
@@ -341,6 +362,7 @@ impl SimulatedRuntime {
         let mut w = self.w();
         w.next_pid = w.next_pid.max(100_000) + 1;
         let pid = w.next_pid;
+        let mut serial = w.next_disk_serial;
         let mut duplicate = false;
         let vm = w.vms.entry(ctx.uid.clone()).or_default();
         match step {
@@ -352,6 +374,15 @@ impl SimulatedRuntime {
             }
             VmStep::PrepareDisk => {
                 let image = ctx.image.as_ref().ok_or("no resolved image")?;
+                if vm.disk_hidden {
+                    // Like the host: an existing disk whose record cannot be read is
+                    // kept, never replaced.
+                    return Err("the existing disk's record cannot be read".into());
+                }
+                if vm.disk.is_none() {
+                    serial += 1;
+                    vm.disk_serial = Some(serial);
+                }
                 vm.disk = Some(ObservedDisk {
                     image: ctx.spec.image.clone(),
                     digest: image.rootfs_digest.clone(),
@@ -406,6 +437,8 @@ impl SimulatedRuntime {
                     return Err("disk in use by a running VMM".into());
                 }
                 vm.disk = None;
+                vm.disk_serial = None;
+                vm.disk_hidden = false;
             }
             VmStep::RemoveVmDir => {
                 match std::fs::remove_dir_all(&ctx.vm_dir) {
@@ -420,6 +453,7 @@ impl SimulatedRuntime {
         if duplicate {
             w.duplicate_launches += 1;
         }
+        w.next_disk_serial = serial;
         w.executed.push((ctx.name.clone(), step));
         Ok(())
     }
@@ -516,7 +550,7 @@ impl VmRuntime for SimulatedRuntime {
         };
         ObservedVm {
             process,
-            disk: sim.disk.clone(),
+            disk: sim.disk.clone().filter(|_| !sim.disk_hidden),
             tap: sim.tap.clone().map(|name| ObservedTap {
                 name,
                 attached: true,
@@ -557,17 +591,20 @@ impl VmRuntime for SimulatedRuntime {
         if fault {
             return Err(err("simulated failure".into()));
         }
-        if !no_effect {
-            self.apply(step, vm).map_err(err)?;
-        }
-        if step == VmStep::Launch {
+        let applied = if no_effect {
+            Ok(())
+        } else {
+            self.apply(step, vm)
+        };
+        if applied.is_ok() && step == VmStep::Launch {
             Self::console(vm, &format!("[simulated] {} booted", vm.name));
         }
         if hang {
-            // A daemon crash in the middle of the step: the effect happened, the answer
-            // never comes.
+            // A daemon crash in the middle of the step: whatever the effect did, the
+            // answer never comes.
             std::future::pending::<()>().await;
         }
+        applied.map_err(err)?;
         let w = self.w();
         let sim = w.vms.get(&vm.uid).cloned().unwrap_or_default();
         Ok(Self::handles_of(&sim, vm))

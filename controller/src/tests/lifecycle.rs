@@ -525,15 +525,15 @@ async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
 async fn a_failed_rollback_does_not_stop_the_next_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimulatedRuntime::new();
-    sim.hang_after("a", VmStep::PrepareDisk);
+    sim.hang_after("a", VmStep::Launch);
     let h = Harness::start(test_config(dir.path()), sim.clone());
     h.apply_image_and_vm_a().await;
-    h.until_journaled_running("prepare-disk").await;
+    h.until_journaled_running("launch").await;
     let uid = h.uid(Kind::Vm, "a");
     h.crash();
 
     sim.clear_hangs();
-    sim.fail_step("a", VmStep::RemoveDisk, 1);
+    sim.fail_step("a", VmStep::Shutdown, 1);
     let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
     assert_eq!(
         bounded("recover", engine.recover_journal()).await.unwrap(),
@@ -543,19 +543,19 @@ async fn a_failed_rollback_does_not_stop_the_next_daemon() {
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
     let steps = h.db().journal_for(&uid, 50).unwrap();
-    let prepare: Vec<String> = steps
+    let launch: Vec<String> = steps
         .iter()
-        .filter(|s| s.step == "prepare-disk")
+        .filter(|s| s.step == "launch")
         .map(|s| s.outcome.to_string())
         .collect();
     assert_eq!(
-        prepare.first().map(String::as_str),
+        launch.first().map(String::as_str),
         Some("failed"),
         "{steps:?}"
     );
     assert!(steps
         .iter()
-        .find(|s| s.step == "prepare-disk")
+        .find(|s| s.step == "launch")
         .unwrap()
         .error
         .as_deref()
@@ -822,4 +822,49 @@ async fn previews_do_not_probe_the_vmm() {
         assert!(vm.plan.iter().all(|s| s.change_class == "restart"));
     }
     assert_eq!(h.sim.observations(&uid), before, "no probe for previews");
+}
+
+/// An interrupted `prepare-disk` is never rolled back by removing a disk: the disk it
+/// ran on (here an existing one whose record could not be read, so the planner asked
+/// for a disk) may hold the user's work. Recovery resumes it; the disk stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_prepare_disk_never_removes_a_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    let stopped = vm_yaml("a", "base", "512Mi", "  state: Stopped\n");
+    h.apply(&[("/s/a.yaml", &format!("{IMAGE}---\n{stopped}"))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Stopped")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    let disk = sim.disk_serial(&uid).unwrap();
+
+    sim.hide_disk(&uid);
+    sim.hang_after("a", VmStep::PrepareDisk);
+    h.apply_image_and_vm_a().await;
+    h.until_journaled_running("prepare-disk").await;
+    h.crash();
+
+    sim.clear_hangs();
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    assert_eq!(
+        bounded("recover", engine.recover_journal()).await.unwrap(),
+        1
+    );
+    let h = Harness::with_engine(engine, sim.clone());
+    let steps = h.db().journal_for(&uid, 50).unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.step == "prepare-disk" && s.outcome == JournalOutcome::Resumed),
+        "{steps:?}"
+    );
+    assert!(!steps.iter().any(|s| s.step == "remove-disk"), "{steps:?}");
+    assert_eq!(
+        sim.disk_serial(&uid),
+        Some(disk),
+        "the disk is the same one"
+    );
 }

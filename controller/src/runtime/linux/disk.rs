@@ -36,28 +36,29 @@ impl LinuxRuntime {
         let size = vm.spec.disk.0;
         let uid = ObjectUid::parse(&vm.uid).map_err(|e| err(e.to_string()))?;
         let root = tokio::task::spawn_blocking(move || {
+            // A new disk gets banger's own identity (ssh, workspaces) before it is
+            // published, so a published disk always has it.
+            let key = guest_keys::ensure_identity(&state_dir)
+                .and_then(|id| id.public_key_line())
+                .map_err(|e| format!("banger's ssh identity: {e}"))?;
+            let inject = |disk: &std::path::Path| {
+                guest_keys::inject_authorized_key(disk, &key, &vm_dir)
+                    .map_err(|e| format!("inject banger's ssh key: {e}"))
+            };
             let root = disk::ensure_root_disk(&RootDiskRequest {
                 vm_name: &vm_name,
                 state_dir: &state_dir,
                 vm_dir: &vm_dir,
                 image: &source,
                 size_bytes: size,
+                before_publish: Some(&inject),
             })
             .map_err(|e| e.to_string())?;
             if root.method != disk::CopyMethod::Existing {
-                // A new disk: let banger's own identity log in (workspaces).
-                // A disk without the key is removed, so a retry makes it again.
-                let injected = guest_keys::ensure_identity(&state_dir)
-                    .and_then(|id| id.public_key_line())
-                    .and_then(|key| guest_keys::inject_authorized_key(&root.path, &key, &vm_dir));
-                if let Err(e) = injected {
-                    let _ = disk::remove_root_disk(&vm_name, &state_dir, &vm_dir);
-                    return Err(format!("inject banger's ssh key: {e}"));
-                }
                 guest_keys::forget_host_key(&state_dir, &uid)
                     .map_err(|e| format!("forget the old disk's host key: {e}"))?;
             }
-            Ok(root)
+            Ok::<_, String>(root)
         })
         .await
         .map_err(|e| err(e.to_string()))?

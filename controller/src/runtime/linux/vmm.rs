@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::{driver_of, LinuxRuntime};
 use crate::driver::{Hypervisor, LaunchSpec, VmmProcess};
 use crate::host::disk;
+use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::cidr::kernel_ip_arg;
 use crate::host::process::{self, ProcessIdentity};
@@ -102,8 +103,9 @@ impl LinuxRuntime {
     }
 
     /// `shutdown`: stops the recorded VMM with its driver (graceful, bounded, then
-    /// forced), then any VMM still carrying the VM's uid marker (a launch interrupted
-    /// before its handles were recorded).
+    /// forced), then any VMM of this daemon still carrying the VM's uid marker as a
+    /// whole argument (a launch interrupted before its handles were recorded; gc's rule,
+    /// [`garbage::find_vmms_of`]).
     pub(super) async fn shutdown(
         &self,
         vm: &VmContext,
@@ -119,7 +121,8 @@ impl LinuxRuntime {
                 .map_err(|e| Self::step_error(vm, step, e))?;
         }
         let marker = process::uid_marker(&vm.uid);
-        for identity in process::find_by_marker_async(&marker).await {
+        let uid = ObjectUid::parse(&vm.uid).map_err(|e| Self::step_error(vm, step, e))?;
+        for identity in garbage::find_vmms_of(&self.config.state_dir, &uid).await {
             tracing::warn!(vm = %vm.name, pid = identity.pid, "stopping a VMM the handles did not name");
             process::terminate(&identity, &marker, STRAY_TERM_GRACE, STRAY_KILL_GRACE)
                 .await
