@@ -21,6 +21,7 @@ fn uid(text: &str) -> ObjectUid {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn bridge_ensure_is_idempotent_and_probed() {
     let host_before = host_links(&["banger0"]);
     let ns = TestNetns::new();
@@ -73,6 +74,7 @@ fn bridge_ensure_is_idempotent_and_probed() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn bridge_name_taken_by_another_kind_is_an_error() {
     let ns = TestNetns::new();
     ns.ip(&[
@@ -99,6 +101,7 @@ fn bridge_name_taken_by_another_kind_is_an_error() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn tap_create_attach_probe_remove_recreate() {
     let ns = TestNetns::new();
     let cfg = BridgeConfig::new("br-test", "10.77.0.0/24".parse().unwrap()).unwrap();
@@ -180,6 +183,7 @@ fn tap_create_attach_probe_remove_recreate() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn tap_without_bridge_is_reported() {
     let ns = TestNetns::new();
     ns.run(|| async {
@@ -198,6 +202,7 @@ fn tap_without_bridge_is_reported() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn ipv4_forwarding_is_per_namespace() {
     let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let ns = TestNetns::new();
@@ -247,6 +252,7 @@ fn nft_in(ns: &TestNetns, args: &[&str]) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, nftables)"]
 fn nat_rule_ensure_probe_replace_remove() {
     let ns = TestNetns::new();
     let cfg = BridgeConfig::default();
@@ -337,6 +343,7 @@ fn host_nat_view(uids: &[&ObjectUid]) -> (bool, Vec<banger_controller::host::net
 }
 
 #[test]
+#[ignore = "needs root (network namespaces) and QEMU"]
 fn qemu_opens_the_persistent_tap() {
     let ns = TestNetns::new();
     let vm = uid("5eed0000-0000-4000-8000-00000000000a");
@@ -382,6 +389,7 @@ fn qemu_opens_the_persistent_tap() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, nftables)"]
 fn vm_network_lifecycle_and_garbage() {
     use banger_controller::host::net::vm::{
         ensure_vm_network, list_net_garbage, probe_vm_network, remove_vm_network, VmNetworkSpec,
@@ -464,6 +472,7 @@ fn ping_from(ns: &str, target: &str) -> bool {
 /// that has no route back to the bridge subnet only while the VM's masquerade rule is
 /// in place.
 #[test]
+#[ignore = "needs root (network namespaces, nftables)"]
 fn masquerade_rule_really_translates() {
     let host = TestNetns::new();
     let guest = TestNetns::new();
