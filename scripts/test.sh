@@ -11,6 +11,10 @@ if [ "$(id -u)" != 0 ]; then
   echo "test.sh: run as root: the end-to-end tests create network namespaces, bridges, taps and nftables rules (as a user, plain \`cargo test\` runs every test that needs none of that)" >&2
   exit 2
 fi
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo not found: install a Rust toolchain (1.89 or newer, e.g. with rustup) first" >&2
+  exit 2
+fi
 
 scripts/deps.sh
 scripts/guest-kit.sh
