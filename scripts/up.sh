@@ -10,7 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then
-  echo "up.sh: run as root (sudo $0): the daemon creates a bridge, taps and nftables rules" >&2
+  echo "up.sh: run as root: the daemon creates a bridge, taps and nftables rules" >&2
+  exit 2
+fi
+if ! command -v cargo >/dev/null; then
+  echo "up.sh: cargo not found: install a Rust toolchain (1.89 or newer, e.g. with rustup) first" >&2
   exit 2
 fi
 

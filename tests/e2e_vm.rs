@@ -102,6 +102,7 @@ fn wait_ready(d: &Daemon, name: &str) -> Value {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
 fn vm_lifecycle_on_real_qemu_guest() {
     let kit = Kit::require();
     let ns = NetNs::new("life");
@@ -255,6 +256,7 @@ fn vm_lifecycle_on_real_qemu_guest() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
 fn daemon_crash_adopts_running_vms() {
     let kit = Kit::require();
     let ns = NetNs::new("adopt");

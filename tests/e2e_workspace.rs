@@ -21,6 +21,7 @@ fn git(repo: &Path, args: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
 fn workspace_files_are_copied_into_the_guest() {
     let kit = Kit::require();
     let ns = NetNs::new("wsync");

@@ -254,6 +254,9 @@ impl WorkQueue {
 
 #[cfg(test)]
 mod tests {
+    //! On paused tokio time: the runtime jumps the clock to the next timer whenever it
+    //! is idle, so every delay, backoff and timeout below is exact and takes no wall
+    //! time.
     use super::*;
     use banger_specs::Kind;
 
@@ -268,7 +271,7 @@ mod tests {
         tokio::time::timeout(d, q.next()).await.ok().flatten()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn dedups_and_never_hands_out_an_active_key() {
         let q = WorkQueue::new(Duration::from_millis(10), Duration::from_millis(100));
         q.add(k("a"));
@@ -292,7 +295,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn failures_back_off_and_reset_on_success() {
         let q = WorkQueue::new(Duration::from_millis(20), Duration::from_millis(200));
         for n in 1..=6 {
@@ -327,7 +330,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn close_wakes_waiters() {
         let q = std::sync::Arc::new(WorkQueue::new(
             Duration::from_millis(10),

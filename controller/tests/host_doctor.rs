@@ -31,6 +31,7 @@ fn by_name<'a>(results: &'a [CheckResult], name: &str) -> &'a CheckResult {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces) and QEMU"]
 fn doctor_on_this_host() {
     let ns = TestNetns::new();
     let dir = tempfile::tempdir().unwrap();

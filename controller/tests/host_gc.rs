@@ -94,6 +94,7 @@ fn kinds_and_names(items: &[Garbage]) -> BTreeSet<(GarbageKind, String)> {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
 fn gc_removes_exactly_the_planted_objects() {
     let kit = kit_dir();
     let ns = TestNetns::new();

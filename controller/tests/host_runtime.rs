@@ -16,6 +16,7 @@ use kit_support::{host_runtime, image_spec, kit_dir, vm_spec};
 use netns_support::TestNetns;
 
 #[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
 fn a_vm_lives_and_dies_on_the_host_runtime() {
     let kit = kit_dir();
     let ns = TestNetns::new();

@@ -329,6 +329,7 @@ fn runtime(state: &Path) -> LinuxRuntime {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (chown to the layers' owners), docker-registry and skopeo"]
 async fn an_oci_image_is_pulled_flattened_and_reused() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
@@ -421,6 +422,7 @@ async fn an_oci_image_is_pulled_flattened_and_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (chown to the layers' owners), docker-registry and skopeo"]
 async fn bad_blobs_and_oversized_images_are_rejected() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
@@ -563,6 +565,7 @@ fn desc_layer_digest(layout: &Layout, desc: &serde_json::Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (chown to the layers' owners), docker-registry and skopeo"]
 async fn concurrent_pulls_of_one_image_coalesce() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();

@@ -207,15 +207,13 @@ fn spawn_refuses_a_command_without_its_marker() {
         .contains("/nonexistent/vmm"));
 }
 
-/// Run by `vmm_survives_the_death_of_its_spawner` in a child copy of this test binary: it
-/// plays the daemon, spawns a detached process, reports its identity and waits to die.
-#[tokio::test]
-#[ignore = "a role run by vmm_survives_the_death_of_its_spawner in a child process"]
-async fn spawner_role() {
-    let Ok(dir) = std::env::var("BANGER_TEST_SPAWNER_DIR") else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
+/// Set (to a directory) in the child copy of this test binary that
+/// `vmm_survives_the_death_of_its_spawner` starts to play the daemon.
+const SPAWNER_DIR: &str = "BANGER_TEST_SPAWNER_DIR";
+
+/// The child's part of `vmm_survives_the_death_of_its_spawner`: it plays the daemon,
+/// spawns a detached process, reports its identity in `dir` and waits to be killed.
+async fn play_the_spawner(dir: std::path::PathBuf) {
     let id = spawn_detached(&sleeper(&dir, "u6", false)).unwrap();
     std::fs::write(
         dir.join("identity"),
@@ -227,17 +225,19 @@ async fn spawner_role() {
 
 #[tokio::test]
 async fn vmm_survives_the_death_of_its_spawner() {
+    if let Some(dir) = std::env::var_os(SPAWNER_DIR) {
+        return play_the_spawner(dir.into()).await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut spawner = std::process::Command::new(exe)
         .args([
             "--exact",
-            "spawner_role",
-            "--ignored",
+            "vmm_survives_the_death_of_its_spawner",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("BANGER_TEST_SPAWNER_DIR", dir.path())
+        .env(SPAWNER_DIR, dir.path())
         .process_group(0)
         .spawn()
         .unwrap();

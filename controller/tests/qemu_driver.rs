@@ -6,7 +6,9 @@
 //! - a tiny busybox initramfs built here (kit kernel, no acpid: ignores the power button);
 //! - one kit guest on a tap in a network namespace the test creates and removes.
 //!
-//! Without the kit these tests fail when `CI` is set and skip loudly otherwise.
+//! Every test here needs QEMU and the guest kit, and the tap test root too: they are
+//! `#[ignore]`d with the reason, and `scripts/test.sh` (as root) runs them. Without the
+//! kit they fail, naming the command that builds it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,8 +33,8 @@ struct Kit {
     rootfs: PathBuf,
 }
 
-/// The guest kit, or `None` (after a loud message) when it is missing outside CI.
-fn kit() -> Option<Kit> {
+/// The guest kit; fails the test (naming the command that builds it) when incomplete.
+fn kit() -> Kit {
     let dir = kit_support::kit_dir();
     let kit = Kit {
         kernel: dir.join("vmlinuz"),
@@ -44,18 +46,12 @@ fn kit() -> Option<Kit> {
         .map(PathBuf::as_path)
         .filter(|p| !p.is_file())
         .collect();
-    if missing.is_empty() {
-        return Some(kit);
-    }
-    let message = format!(
+    assert!(
+        missing.is_empty(),
         "guest kit incomplete in {} (missing {missing:?}): run scripts/guest-kit.sh",
         dir.display()
     );
-    if std::env::var_os("CI").is_some() {
-        panic!("{message}");
-    }
-    eprintln!("\n!!!!!!!!!! SKIPPING QEMU DRIVER TEST: {message} !!!!!!!!!!\n");
-    None
+    kit
 }
 
 fn driver() -> QemuDriver {
@@ -223,8 +219,9 @@ async fn launch(driver: &QemuDriver, spec: &LaunchSpec) -> VmmProcess {
 }
 
 #[tokio::test]
+#[ignore = "needs QEMU and the guest kit"]
 async fn kit_guest_runs_detached_and_powers_off_on_request() {
-    let Some(kit) = kit() else { return };
+    let kit = kit();
     let dir = tempfile::tempdir().unwrap();
     let uid = uid("kit");
     let spec = kit_spec(&kit, &uid, dir.path());
@@ -323,8 +320,9 @@ async fn kit_guest_runs_detached_and_powers_off_on_request() {
 }
 
 #[tokio::test]
+#[ignore = "needs QEMU and the guest kit"]
 async fn busybox_guest_ignores_powerdown_and_shutdown_falls_back() {
-    let Some(kit) = kit() else { return };
+    let kit = kit();
     let dir = tempfile::tempdir().unwrap();
     let uid = uid("tiny");
     let spec = tiny_spec(&kit, &uid, dir.path());
@@ -391,8 +389,9 @@ async fn busybox_guest_ignores_powerdown_and_shutdown_falls_back() {
 }
 
 #[tokio::test]
+#[ignore = "needs QEMU and the guest kit"]
 async fn exit_after_kill_9_is_noticed() {
-    let Some(kit) = kit() else { return };
+    let kit = kit();
     let dir = tempfile::tempdir().unwrap();
     let uid = uid("kill");
     let spec = tiny_spec(&kit, &uid, dir.path());
@@ -424,8 +423,9 @@ async fn exit_after_kill_9_is_noticed() {
 }
 
 #[tokio::test]
+#[ignore = "needs QEMU and the guest kit"]
 async fn failed_launch_explains_and_leaves_no_process() {
-    let Some(kit) = kit() else { return };
+    let kit = kit();
     let dir = tempfile::tempdir().unwrap();
     let uid = uid("bad");
     let mut spec = tiny_spec(&kit, &uid, dir.path());
@@ -513,8 +513,9 @@ impl Drop for NetNs {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, taps), QEMU and the guest kit"]
 fn kit_guest_on_a_tap_answers_tcp_readiness() {
-    let Some(kit) = kit() else { return };
+    let kit = kit();
     let ns = NetNs::create(&format!("bqt{}", std::process::id()));
     // A dedicated thread: the namespace switch must not leak into other tests' threads.
     let ns_name = ns.name.clone();

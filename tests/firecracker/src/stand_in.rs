@@ -1,8 +1,8 @@
 //! TEST STAND-IN for the `firecracker` binary, used only by banger's Firecracker driver
-//! tests (`controller/tests/firecracker_api.rs`). It boots nothing.
+//! tests (`tests/firecracker_api.rs` in this crate). It boots nothing.
 //!
 //! It accepts Firecracker's command line (`--api-sock PATH --id ID`, or `--version`) and
-//! serves the in-test API model (`fc_api_server.rs`) on the socket, so the driver's real
+//! serves the in-test API model (this crate's library) on the socket, so the driver's real
 //! process handling (detached spawn, socket wait, identity, signals) is exercised. Its
 //! stdout plays the guest's serial console: a line when the instance starts, and on
 //! Ctrl-Alt-Del what its behaviour file asks for.
@@ -19,15 +19,12 @@
 //!
 //! Every API request is appended as a JSON line to [`JOURNAL_FILE`] next to the socket.
 
-#[path = "fc_api_server.rs"]
-mod fc_api_server;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fc_api_server::{FcApiServer, FirecrackerModel, InstanceEvent, MODEL_VERSION};
+use banger_test_firecracker::{FcApiServer, FirecrackerModel, InstanceEvent, MODEL_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Behaviour file name, next to the API socket.

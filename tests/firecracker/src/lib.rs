@@ -1,4 +1,11 @@
-//! TEST SUPPORT — an in-test model of Firecracker's HTTP API on a Unix socket.
+//! # banger-test-firecracker: TEST SUPPORT for banger's Firecracker driver
+//!
+//! This crate is never part of banger. It holds a model of Firecracker's HTTP API on a
+//! Unix socket (this library), a stand-in `firecracker` binary that serves the model
+//! (`banger-test-firecracker-stand-in`, `src/stand_in.rs`), and the driver's tests
+//! against both (`tests/firecracker_api.rs`). They live in their own crate so that the
+//! production crates carry no test-only binaries, while `cargo test` still builds the
+//! stand-in next to the tests that run it.
 //!
 //! No Firecracker binary exists on banger's machines, so the driver is tested against
 //! this server. It is not a hypervisor: it boots nothing. It checks every request
@@ -27,8 +34,6 @@
 //!   machine config, the boot source and a root drive were all `PUT` before.
 //!
 //! Every request is recorded ([`RecordedRequest`]) so tests can assert order and bodies.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,8 @@
-//! The Firecracker driver against an in-test model of Firecracker's API
-//! (`support/fc_api_server.rs`): the launch sequence, refusals and their
-//! `fault_message`, instance states, and the model's own checks.
+//! The Firecracker driver against an in-test model of Firecracker's API (this crate's
+//! library): the launch sequence, refusals and their `fault_message`, instance states,
+//! and the model's own checks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support {
-    pub mod fc_api_server;
-}
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -23,13 +19,13 @@ use banger_controller::driver::{
     VmmProcess,
 };
 use banger_controller::host::kvm::KvmStatus;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use serde_json::{json, Value};
-use support::fc_api_server::{
+use banger_test_firecracker::{
     read_journal_file, FcApiServer, InstanceEvent, RecordedRequest, NOT_AFTER_START,
     NOT_BEFORE_START,
 };
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
 
 const INSTANCE_ID: &str = "banger-7d1e0c52-1f0a-4c57-9a51-2b8f0e6f7a10";
 
@@ -440,7 +436,7 @@ async fn second_root_drive_is_refused_before_start() {
 
 // ---------------------------------------------------------------------------------
 // The whole driver, with a real process: the test stand-in for the firecracker binary
-// (`support/fc_stand_in.rs`) serves the same model on the driver's `--api-sock`.
+// (`src/stand_in.rs`) serves the same model on the driver's `--api-sock`.
 // ---------------------------------------------------------------------------------
 
 const STAND_IN: &str = env!("CARGO_BIN_EXE_banger-test-firecracker-stand-in");
@@ -454,7 +450,7 @@ fn stand_in_driver() -> FirecrackerDriver {
     })
 }
 
-/// A VM directory for the stand-in with the given behaviour (see `fc_stand_in.rs`).
+/// A VM directory for the stand-in with the given behaviour (see `src/stand_in.rs`).
 fn stand_in_vm(dir: &Path, uid: &str, behaviour: Value) -> LaunchSpec {
     let mut spec = vm_files(dir);
     spec.uid = uid.to_owned();
