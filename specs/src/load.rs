@@ -12,20 +12,139 @@
 //! an earlier `banger apply` or another spec directory. The daemon reports a reference
 //! that is still dangling when it reconciles.
 //!
+//! ## Limits
+//! Spec files come from users who may not be trusted with the daemon's memory, so a
+//! load is bounded (all refusals are problems naming the file):
+//! - a file (or stdin) holds at most [`MAX_FILE_BYTES`]; the files of one API request
+//!   together at most [`MAX_REQUEST_BYTES`];
+//! - the YAML tree of a file, or of all files of one request together, is bounded by
+//!   one [`crate::yaml::Budget`] (aliases included; see [`crate::yaml`]);
+//! - only regular files are read (a symlink to one is fine): a FIFO, device node,
+//!   socket or directory given as a spec file is refused without being opened, and
+//!   files are opened non-blocking so a file swapped for a FIFO meanwhile cannot hang
+//!   the reader;
+//! - at most [`MAX_PROBLEMS_PER_FILE`] problems are reported per file, each one line.
+//!
 //! CONTRACT (other crates rely on these signatures):
 //! - [`parse_document_set`] parses one file's bytes.
-//! - [`load_file`] reads and parses one file.
+//! - [`parse_document_set_within`] parses one of several files that share a
+//!   [`LoadBudget`] (the files of one API request).
+//! - [`load_file`] reads and parses one file; [`read_spec_file`] and [`read_spec_stream`]
+//!   only read, with the same checks.
 //! - [`load_inputs`] expands `-f` inputs (files, dirs, `-` for stdin), loads them all
 //!   and runs the set-level checks of [`check_set`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::decode::decode_document;
-use crate::problem::{Problem, Severity};
+use crate::problem::{one_line, Problem, Severity};
 use crate::types::{Kind, ObjectKey, Resource};
-use crate::yaml::{decode_utf8, parse_stream, Mark};
+use crate::yaml::{decode_utf8, parse_stream_within, Budget, Mark};
+
+/// Most bytes one spec file (or stdin) may hold.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Most bytes the files of one API request may hold together.
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+/// Most problems reported for one file; a last one says how many more there were.
+pub const MAX_PROBLEMS_PER_FILE: usize = 100;
+/// Longest problem message kept (characters).
+const MAX_MESSAGE_CHARS: usize = 400;
+/// Longest field path kept (characters).
+const MAX_FIELD_CHARS: usize = 200;
+
+/// What the files of one load may still use: bytes of input and nodes of YAML tree.
+#[derive(Debug, Clone)]
+pub struct LoadBudget {
+    bytes_left: usize,
+    max_bytes: usize,
+    nodes: Budget,
+}
+
+impl LoadBudget {
+    /// The budget of one file of `bytes` bytes.
+    pub fn for_file(bytes: usize) -> LoadBudget {
+        LoadBudget {
+            bytes_left: MAX_FILE_BYTES,
+            max_bytes: MAX_FILE_BYTES,
+            nodes: Budget::for_input(bytes),
+        }
+    }
+
+    /// The budget shared by the files of one API request, `total_bytes` together.
+    pub fn for_request(total_bytes: usize) -> LoadBudget {
+        LoadBudget {
+            bytes_left: MAX_REQUEST_BYTES,
+            max_bytes: MAX_REQUEST_BYTES,
+            nodes: Budget::for_input(total_bytes),
+        }
+    }
+}
+
+/// Why a spec file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not a regular file (nor a symlink to one): never opened.
+    #[error("not a regular file (it is {0}); spec files must be regular files")]
+    NotRegular(&'static str),
+    /// Over [`MAX_FILE_BYTES`].
+    #[error("larger than {} KiB, the most one spec file may hold", MAX_FILE_BYTES / 1024)]
+    TooLarge,
+    /// Opening or reading failed.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What kind of file a non-regular file is, for messages.
+fn describe_file_type(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads one spec file: refused unless it is a regular file (or a symlink to one),
+/// checked before opening; opened non-blocking and checked again on the open file (it
+/// may have been swapped meanwhile); at most [`MAX_FILE_BYTES`] read.
+pub fn read_spec_file(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular(describe_file_type(meta.file_type())));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular(describe_file_type(meta.file_type())));
+    }
+    read_spec_stream(file)
+}
+
+/// Reads at most [`MAX_FILE_BYTES`] from a stream (stdin); more is [`ReadError::TooLarge`].
+pub fn read_spec_stream(reader: impl Read) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX);
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
 
 /// How stdin is named in problems.
 pub const STDIN_LABEL: &str = "<stdin>";
@@ -75,8 +194,55 @@ pub struct LoadSet {
 
 /// Parses the bytes of one file. `file` names it in problems; relative paths inside
 /// resolve against `base_dir` (made absolute against the current directory if it is
-/// relative).
+/// relative). The file gets a [`LoadBudget::for_file`] of its own.
 pub fn parse_document_set(bytes: &[u8], file: &str, base_dir: &Path) -> FileLoad {
+    parse_document_set_within(
+        bytes,
+        file,
+        base_dir,
+        &mut LoadBudget::for_file(bytes.len()),
+    )
+}
+
+/// [`parse_document_set`] for one of several files that share `budget` (the files of
+/// one API request): a file that takes the load over its byte limit is refused, and
+/// every file's YAML tree is taken from the same node budget.
+pub fn parse_document_set_within(
+    bytes: &[u8],
+    file: &str,
+    base_dir: &Path,
+    budget: &mut LoadBudget,
+) -> FileLoad {
+    let mut load = parse_unbounded_problems(bytes, file, base_dir, budget);
+    if load.problems.len() > MAX_PROBLEMS_PER_FILE {
+        let more = load.problems.len() - MAX_PROBLEMS_PER_FILE;
+        load.problems.truncate(MAX_PROBLEMS_PER_FILE);
+        load.problems.push(Problem::file_level(
+            file,
+            format!("{more} more problems not shown"),
+        ));
+    }
+    load
+}
+
+fn parse_unbounded_problems(
+    bytes: &[u8],
+    file: &str,
+    base_dir: &Path,
+    budget: &mut LoadBudget,
+) -> FileLoad {
+    if bytes.len() > MAX_FILE_BYTES {
+        return refused(file, ReadError::TooLarge.to_string());
+    }
+    if bytes.len() > budget.bytes_left {
+        let message = format!(
+            "the files of one request may hold at most {} KiB together; this file takes them over it",
+            budget.max_bytes / 1024
+        );
+        budget.bytes_left = 0;
+        return refused(file, message);
+    }
+    budget.bytes_left -= bytes.len();
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
     let mut load = FileLoad {
         file: file.to_string(),
@@ -87,8 +253,8 @@ pub fn parse_document_set(bytes: &[u8], file: &str, base_dir: &Path) -> FileLoad
             file: file.to_string(),
             line: mark.line,
             column: mark.column,
-            field,
-            message,
+            field: field.map(|f| one_line(&f, MAX_FIELD_CHARS)),
+            message: one_line(&message, MAX_MESSAGE_CHARS),
             severity,
         };
     let text = match decode_utf8(bytes) {
@@ -99,7 +265,7 @@ pub fn parse_document_set(bytes: &[u8], file: &str, base_dir: &Path) -> FileLoad
             return load;
         }
     };
-    let stream = parse_stream(text);
+    let stream = parse_stream_within(text, &mut budget.nodes);
     let mut problems: Vec<Problem> = stream
         .problems
         .into_iter()
@@ -149,10 +315,20 @@ pub fn parse_document_set(bytes: &[u8], file: &str, base_dir: &Path) -> FileLoad
     load
 }
 
-/// Reads and parses one file; relative paths inside resolve against its directory.
+/// A load of a file that was refused before parsing.
+fn refused(file: &str, message: String) -> FileLoad {
+    FileLoad {
+        file: file.to_string(),
+        problems: vec![Problem::file_level(file, message)],
+        ..FileLoad::default()
+    }
+}
+
+/// Reads ([`read_spec_file`]) and parses one file; relative paths inside resolve
+/// against its directory.
 pub fn load_file(path: &Path) -> FileLoad {
     let label = path.display().to_string();
-    match std::fs::read(path) {
+    match read_spec_file(path) {
         Ok(bytes) => {
             let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
             let dir = absolute
@@ -161,14 +337,7 @@ pub fn load_file(path: &Path) -> FileLoad {
                 .unwrap_or_else(|| PathBuf::from("/"));
             parse_document_set(&bytes, &label, &dir)
         }
-        Err(e) => FileLoad {
-            file: label.clone(),
-            problems: vec![Problem::file_level(
-                &label,
-                format!("cannot read file: {e}"),
-            )],
-            ..FileLoad::default()
-        },
+        Err(e) => refused(&label, e.to_string()),
     }
 }
 
@@ -185,20 +354,12 @@ pub fn load_inputs(inputs: &[String], recursive: bool) -> LoadSet {
     let mut known_invalid = Vec::new();
     for input in inputs {
         if input == "-" {
-            let mut bytes = Vec::new();
-            let load = match std::io::stdin().lock().read_to_end(&mut bytes) {
-                Ok(_) => {
+            let load = match read_spec_stream(std::io::stdin().lock()) {
+                Ok(bytes) => {
                     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
                     parse_document_set(&bytes, STDIN_LABEL, &cwd)
                 }
-                Err(e) => FileLoad {
-                    file: STDIN_LABEL.to_string(),
-                    problems: vec![Problem::file_level(
-                        STDIN_LABEL,
-                        format!("cannot read stdin: {e}"),
-                    )],
-                    ..FileLoad::default()
-                },
+                Err(e) => refused(STDIN_LABEL, e.to_string()),
             };
             set.files.push(PathBuf::from(STDIN_LABEL));
             absorb(&mut set, &mut known_invalid, load);
@@ -442,6 +603,133 @@ mod tests {
         }
         let load = parse(&format!("{IMAGE}---\n"));
         assert!(load.problems.is_empty(), "a trailing separator is fine");
+    }
+
+    #[test]
+    fn a_file_over_the_size_cap_is_refused_naming_it() {
+        let big = format!("{IMAGE}#{}\n", "x".repeat(MAX_FILE_BYTES));
+        let load = parse(&big);
+        assert_eq!(load.problems.len(), 1);
+        assert_eq!(
+            load.problems[0].to_string(),
+            "f.yaml: larger than 1024 KiB, the most one spec file may hold"
+        );
+        assert!(load.objects.is_empty());
+        let err = read_spec_stream(big.as_bytes()).unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge));
+        assert_eq!(
+            read_spec_stream(IMAGE.as_bytes()).unwrap(),
+            IMAGE.as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_files_of_a_request_share_one_budget() {
+        // Each file alone is fine; their aliases together exceed the request's budget.
+        let aliases = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n";
+        let file = format!("{IMAGE}---\n{aliases}");
+        assert!(parse(&file)
+            .problems
+            .iter()
+            .all(|p| !p.message.contains("expands")));
+        let mut budget = LoadBudget::for_request(file.len() * 20);
+        let refused = (0..20)
+            .map(|i| {
+                let name = format!("f{i}.yaml");
+                parse_document_set_within(file.as_bytes(), &name, Path::new("/d"), &mut budget)
+            })
+            .find(|load| {
+                load.problems
+                    .iter()
+                    .any(|p| p.message.contains("YAML expands to more than"))
+            })
+            .expect("the request's budget runs out");
+        assert!(refused.objects.is_empty());
+        assert_ne!(refused.file, "f0.yaml");
+
+        // And their bytes are capped together.
+        let big = format!("{IMAGE}#{}\n", "x".repeat(MAX_FILE_BYTES - 1000));
+        let mut budget = LoadBudget::for_request(3 * big.len());
+        for name in ["a.yaml", "b.yaml"] {
+            let load =
+                parse_document_set_within(big.as_bytes(), name, Path::new("/d"), &mut budget);
+            assert!(load.problems.is_empty(), "{:?}", load.problems);
+        }
+        let third =
+            parse_document_set_within(big.as_bytes(), "c.yaml", Path::new("/d"), &mut budget);
+        assert_eq!(
+            third.problems[0].to_string(),
+            "c.yaml: the files of one request may hold at most 2048 KiB together; this file takes them over it"
+        );
+    }
+
+    #[test]
+    fn problems_are_capped_and_one_line() {
+        let mut text = String::from(VM);
+        for i in 0..300 {
+            text.push_str(&format!("unknown{i}: 1\n"));
+        }
+        let load = parse(&text);
+        assert_eq!(load.problems.len(), MAX_PROBLEMS_PER_FILE + 1);
+        assert_eq!(
+            load.problems[MAX_PROBLEMS_PER_FILE].to_string(),
+            "f.yaml: 200 more problems not shown"
+        );
+        let load = parse(&format!("{VM}\"bad\\nkey\": 1\n"));
+        assert_eq!(load.problems.len(), 1);
+        let line = load.problems[0].to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("unknown field `bad\\nkey`"), "{line}");
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = tmp.path().join("link.yaml");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let looped = tmp.path().join("loop.yaml");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        std::fs::write(tmp.path().join("good.yaml"), IMAGE).unwrap();
+        let good_link = tmp.path().join("good-link.yaml");
+        std::os::unix::fs::symlink(tmp.path().join("good.yaml"), &good_link).unwrap();
+
+        // No writer ever opens the FIFO: reading it would block forever.
+        for (path, what) in [
+            (&fifo, "a FIFO"),
+            (&link, "a FIFO"),
+            (&tmp.path().to_path_buf(), "a directory"),
+            (&PathBuf::from("/dev/null"), "a character device"),
+        ] {
+            let load = load_file(path);
+            assert_eq!(load.problems.len(), 1, "{path:?}");
+            assert_eq!(
+                load.problems[0].to_string(),
+                format!(
+                    "{}: not a regular file (it is {what}); spec files must be regular files",
+                    path.display()
+                )
+            );
+        }
+        let load = load_file(&looped);
+        assert!(
+            load.problems[0].message.starts_with("cannot read: "),
+            "{}",
+            load.problems[0]
+        );
+        assert_eq!(load_file(&good_link).objects.len(), 1);
+
+        // A directory load refuses them the same way, and still loads the rest.
+        let dir = tmp.path().display().to_string();
+        let set = load_inputs(std::slice::from_ref(&dir), false);
+        assert_eq!(set.objects.len(), 2, "good.yaml and its link");
+        let refusals = set
+            .problems
+            .iter()
+            .filter(|p| p.message.starts_with("not a regular file"))
+            .count();
+        assert_eq!(refusals, 2, "{:?}", set.problems);
     }
 
     #[test]

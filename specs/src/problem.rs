@@ -52,6 +52,24 @@ impl Problem {
     }
 }
 
+/// `text` as one line of at most `max_chars` characters: control characters (newlines
+/// in a quoted key, say) are escaped, and a longer text is cut with `…`.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (shown, c) in text.chars().enumerate() {
+        if shown >= max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
