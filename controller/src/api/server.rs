@@ -35,6 +35,9 @@ use crate::store::{StoreError, StoredObject};
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Most console bytes returned by one logs request.
 const MAX_LOG_CHUNK: u64 = 1024 * 1024;
+/// Largest request body accepted (413 above it): the spec files of one request may
+/// hold [`banger_specs::load::MAX_REQUEST_BYTES`], and JSON escaping makes them longer.
+pub const MAX_BODY_BYTES: usize = 2 * banger_specs::load::MAX_REQUEST_BYTES;
 
 /// An API error: status code and body.
 #[derive(Debug)]
@@ -106,6 +109,7 @@ pub fn router<R: VmRuntime>(engine: Shared<R>) -> Router {
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(engine)
 }
 
