@@ -475,6 +475,8 @@ pub fn check_set_knowing(objects: &[LoadedObject], also_known: &[ObjectKey]) -> 
             }
         }
     }
+    // A set, so that a load of n objects against m known ones costs O((n + m) log m).
+    let also_known: BTreeSet<&ObjectKey> = also_known.iter().collect();
     let present = |kind: Kind, name: &str| {
         let key = ObjectKey {
             kind,

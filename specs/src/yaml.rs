@@ -600,7 +600,7 @@ impl Builder<'_, '_> {
             mark,
             path,
             format!(
-                "YAML expands to more than {limit} nodes (all documents and every alias copy counted together; the limit is {BUDGET_FLOOR} plus one per byte of input, at most {MAX_NODES}); simplify the aliases or split the file"
+                "YAML expands to more than {limit} nodes (all documents and every alias copy counted together; the limit is {BUDGET_FLOOR} plus one per byte of input, at most {MAX_NODES}); use fewer aliases, or fewer objects per file and per apply"
             ),
         ))
     }
