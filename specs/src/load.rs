@@ -23,7 +23,9 @@
 //!   socket or directory given as a spec file is refused without being opened, and
 //!   files are opened non-blocking so a file swapped for a FIFO meanwhile cannot hang
 //!   the reader;
-//! - at most [`MAX_PROBLEMS_PER_FILE`] problems are reported per file, each one line.
+//! - at most [`MAX_PROBLEMS_PER_FILE`] problems are reported per file, each one line
+//!   (control characters in names and keys escaped), and a file name or base directory
+//!   (which an API request chooses) is at most [`MAX_PATH_BYTES`].
 //!
 //! CONTRACT (other crates rely on these signatures):
 //! - [`parse_document_set`] parses one file's bytes.
@@ -50,6 +52,8 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 /// Most problems reported for one file; a last one says how many more there were.
 pub const MAX_PROBLEMS_PER_FILE: usize = 100;
+/// Longest file name or base directory accepted (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest problem message kept (characters).
 const MAX_MESSAGE_CHARS: usize = 400;
 /// Longest field path kept (characters).
@@ -213,24 +217,15 @@ pub fn parse_document_set_within(
     base_dir: &Path,
     budget: &mut LoadBudget,
 ) -> FileLoad {
-    let mut load = parse_unbounded_problems(bytes, file, base_dir, budget);
-    if load.problems.len() > MAX_PROBLEMS_PER_FILE {
-        let more = load.problems.len() - MAX_PROBLEMS_PER_FILE;
-        load.problems.truncate(MAX_PROBLEMS_PER_FILE);
-        load.problems.push(Problem::file_level(
-            file,
-            format!("{more} more problems not shown"),
-        ));
+    if file.len() > MAX_PATH_BYTES || base_dir.as_os_str().len() > MAX_PATH_BYTES {
+        // Such a name comes only from a hostile request: never copy it into every
+        // problem and object.
+        let label = one_line(file, MAX_FIELD_CHARS);
+        return refused(
+            &label,
+            format!("file name or base directory longer than {MAX_PATH_BYTES} bytes"),
+        );
     }
-    load
-}
-
-fn parse_unbounded_problems(
-    bytes: &[u8],
-    file: &str,
-    base_dir: &Path,
-    budget: &mut LoadBudget,
-) -> FileLoad {
     if bytes.len() > MAX_FILE_BYTES {
         return refused(file, ReadError::TooLarge.to_string());
     }
@@ -244,49 +239,93 @@ fn parse_unbounded_problems(
     }
     budget.bytes_left -= bytes.len();
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-    let mut load = FileLoad {
-        file: file.to_string(),
-        ..FileLoad::default()
-    };
-    let problem =
-        |mark: Mark, field: Option<String>, message: String, severity: Severity| Problem {
+    let (objects, identities, mut found) = parse_text(bytes, file, &base_dir, budget);
+    // Problems in document order, whatever stage found them.
+    found.sort_by_key(|p| (p.mark.line, p.mark.column));
+    let valid = !found.iter().any(|p| p.severity == Severity::Error);
+    let more = found.len().saturating_sub(MAX_PROBLEMS_PER_FILE);
+    found.truncate(MAX_PROBLEMS_PER_FILE);
+    // Only the problems kept become `Problem`s, each with its own copy of the name.
+    let mut problems: Vec<Problem> = found
+        .into_iter()
+        .map(|p| Problem {
             file: file.to_string(),
-            line: mark.line,
-            column: mark.column,
-            field: field.map(|f| one_line(&f, MAX_FIELD_CHARS)),
-            message: one_line(&message, MAX_MESSAGE_CHARS),
-            severity,
-        };
+            line: p.mark.line,
+            column: p.mark.column,
+            field: p.field.map(|f| one_line(&f, MAX_FIELD_CHARS)),
+            message: one_line(&p.message, MAX_MESSAGE_CHARS),
+            severity: p.severity,
+        })
+        .collect();
+    if more > 0 {
+        problems.push(Problem::file_level(
+            file,
+            format!("{more} more problems not shown"),
+        ));
+    }
+    FileLoad {
+        file: file.to_string(),
+        objects: if valid { objects } else { Vec::new() },
+        identities,
+        problems,
+    }
+}
+
+/// A problem as a stage found it, before it is named after its file.
+struct Found {
+    mark: Mark,
+    field: Option<String>,
+    message: String,
+    severity: Severity,
+}
+
+/// Parses and decodes the documents of one file: its objects (valid or not, the caller
+/// decides), the identities of all its documents, and every problem found.
+fn parse_text(
+    bytes: &[u8],
+    file: &str,
+    base_dir: &Path,
+    budget: &mut LoadBudget,
+) -> (Vec<LoadedObject>, Vec<ObjectKey>, Vec<Found>) {
+    let error = |mark: Mark, field: Option<String>, message: String| Found {
+        mark,
+        field,
+        message,
+        severity: Severity::Error,
+    };
     let text = match decode_utf8(bytes) {
         Ok(text) => text,
         Err(p) => {
-            load.problems
-                .push(problem(p.mark, p.path, p.message, Severity::Error));
-            return load;
+            return (
+                Vec::new(),
+                Vec::new(),
+                vec![error(p.mark, p.path, p.message)],
+            )
         }
     };
     let stream = parse_stream_within(text, &mut budget.nodes);
-    let mut problems: Vec<Problem> = stream
+    let mut found: Vec<Found> = stream
         .problems
         .into_iter()
-        .map(|p| problem(p.mark, p.path, p.message, Severity::Error))
+        .map(|p| error(p.mark, p.path, p.message))
         .collect();
     let mut objects = Vec::new();
+    let mut identities = Vec::new();
     let mut non_empty = 0usize;
     for document in &stream.documents {
         if document.root.is_null() {
             continue;
         }
         non_empty += 1;
-        let decoded = decode_document(&document.root, &base_dir);
-        problems.extend(
-            decoded
-                .problems
-                .into_iter()
-                .map(|p| problem(p.mark, p.field, p.message, p.severity)),
-        );
+        let decoded = decode_document(&document.root, base_dir);
+        found.extend(decoded.problems.into_iter().map(|p| Found {
+            mark: p.mark,
+            field: p.field,
+            message: p.message,
+            severity: p.severity,
+        }));
         if let Some(key) = decoded.key {
-            load.identities.push(key);
+            identities.push(key);
         }
         if let Some(resource) = decoded.resource {
             objects.push(LoadedObject {
@@ -298,21 +337,15 @@ fn parse_unbounded_problems(
             });
         }
     }
-    if non_empty == 0 && problems.is_empty() {
+    if non_empty == 0 && found.is_empty() {
         let mark = stream
             .documents
             .first()
             .map_or(Mark { line: 1, column: 1 }, |d| d.start);
         let message = "no objects in file: it is empty or holds only comments; write at least one document with apiVersion, kind, metadata and spec".to_string();
-        problems.push(problem(mark, None, message, Severity::Error));
+        found.push(error(mark, None, message));
     }
-    // Problems in document order, whatever stage found them.
-    problems.sort_by_key(|p| (p.line, p.column));
-    if !problems.iter().any(|p| p.severity == Severity::Error) {
-        load.objects = objects;
-    }
-    load.problems = problems;
-    load
+    (objects, identities, found)
 }
 
 /// A load of a file that was refused before parsing.
@@ -682,6 +715,23 @@ mod tests {
         let line = load.problems[0].to_string();
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("unknown field `bad\\nkey`"), "{line}");
+    }
+
+    #[test]
+    fn names_from_a_request_are_bounded_and_shown_on_one_line() {
+        let long = format!("/{}", "n".repeat(MAX_PATH_BYTES));
+        let load = parse_document_set(IMAGE.as_bytes(), &long, Path::new("/d"));
+        assert_eq!(load.problems.len(), 1);
+        assert!(load.problems[0]
+            .to_string()
+            .ends_with("…: file name or base directory longer than 4096 bytes"));
+        assert!(load.file.len() < 1000);
+        let load = parse_document_set(IMAGE.as_bytes(), "f.yaml", Path::new(&long));
+        assert_eq!(load.problems.len(), 1);
+        let load = parse_document_set(b"kind: 1\n", "a\nb.yaml", Path::new("/d"));
+        let line = load.problems[0].to_string();
+        assert!(line.starts_with("a\\nb.yaml:1:"), "{line}");
+        assert!(!line.contains('\n'));
     }
 
     #[test]

@@ -72,10 +72,12 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A file name may hold a newline; the line stays one line.
+        let file = one_line(&self.file, usize::MAX);
         if self.line == 0 {
-            write!(f, "{}: ", self.file)?;
+            write!(f, "{file}: ")?;
         } else {
-            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+            write!(f, "{file}:{}:{}: ", self.line, self.column)?;
         }
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;
