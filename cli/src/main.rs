@@ -68,7 +68,8 @@ Examples:
 )]
 struct Cli {
     /// The daemon's API socket (default: /run/banger/banger.sock as root,
-    /// $XDG_RUNTIME_DIR/banger.sock otherwise).
+    /// $XDG_RUNTIME_DIR/banger.sock otherwise, $XDG_STATE_HOME/banger/banger.sock
+    /// without XDG_RUNTIME_DIR).
     #[arg(long, global = true, env = "BANGER_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
     #[command(subcommand)]

@@ -4,8 +4,10 @@
 //! rule: as root, system paths (`/run/banger/banger.sock`, `/etc/banger/specs`,
 //! `/var/lib/banger`); otherwise the XDG base directories of the user
 //! (`$XDG_RUNTIME_DIR/banger.sock`, `$XDG_CONFIG_HOME/banger/specs`,
-//! `$XDG_STATE_HOME/banger`), with the fallbacks `~/.config`, `~/.local/state` and the
-//! temporary directory when a variable is unset or empty.
+//! `$XDG_STATE_HOME/banger`), with the fallbacks `~/.config` and `~/.local/state` when a
+//! variable is unset or empty. Without `$XDG_RUNTIME_DIR` the socket is
+//! `$XDG_STATE_HOME/banger/banger.sock`: never a shared temporary directory, where
+//! another user could create the name first and receive the CLI's requests.
 
 use std::path::PathBuf;
 
@@ -34,8 +36,6 @@ pub struct PathEnv {
     pub xdg_config_home: Option<PathBuf>,
     /// `$XDG_STATE_HOME`.
     pub xdg_state_home: Option<PathBuf>,
-    /// The temporary directory (`$TMPDIR` or `/tmp`), used when `$XDG_RUNTIME_DIR` is unset.
-    pub temp_dir: PathBuf,
 }
 
 impl PathEnv {
@@ -52,7 +52,6 @@ impl PathEnv {
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
-            temp_dir: std::env::temp_dir(),
         }
     }
 }
@@ -73,10 +72,6 @@ impl DefaultPaths {
             };
         }
         let home = env.home.clone().unwrap_or_else(|| PathBuf::from("."));
-        let runtime_dir = env
-            .xdg_runtime_dir
-            .clone()
-            .unwrap_or_else(|| env.temp_dir.clone());
         let config_home = env
             .xdg_config_home
             .clone()
@@ -85,10 +80,15 @@ impl DefaultPaths {
             .xdg_state_home
             .clone()
             .unwrap_or_else(|| home.join(".local/state"));
+        let state_dir = state_home.join("banger");
+        let socket = match &env.xdg_runtime_dir {
+            Some(runtime_dir) => runtime_dir.join("banger.sock"),
+            None => state_dir.join("banger.sock"),
+        };
         DefaultPaths {
-            socket: runtime_dir.join("banger.sock"),
+            socket,
             specs_dir: config_home.join("banger").join("specs"),
-            state_dir: state_home.join("banger"),
+            state_dir,
         }
     }
 }
@@ -119,7 +119,6 @@ mod tests {
             xdg_runtime_dir: Some("/run/user/1000".into()),
             xdg_config_home: Some("/home/ann/cfg".into()),
             xdg_state_home: None,
-            temp_dir: "/tmp".into(),
         };
         let paths = DefaultPaths::for_env(&env);
         assert_eq!(paths.socket, PathBuf::from("/run/user/1000/banger.sock"));
@@ -131,19 +130,69 @@ mod tests {
     }
 
     #[test]
-    fn user_without_runtime_dir_falls_back_to_the_temp_dir() {
+    fn user_without_runtime_dir_gets_the_socket_in_the_state_dir() {
         let env = PathEnv {
             is_root: false,
-            temp_dir: "/var/tmp".into(),
+            home: Some("/home/ann".into()),
             ..PathEnv::default()
         };
+        let paths = DefaultPaths::for_env(&env);
         assert_eq!(
-            DefaultPaths::for_env(&env).socket,
-            PathBuf::from("/var/tmp/banger.sock")
+            paths.socket,
+            PathBuf::from("/home/ann/.local/state/banger/banger.sock")
         );
-        assert_eq!(
-            DefaultPaths::for_env(&env).specs_dir,
-            PathBuf::from("./.config/banger/specs")
-        );
+        assert_eq!(paths.socket.parent(), Some(paths.state_dir.as_path()));
+        let no_home = DefaultPaths::for_env(&PathEnv::default());
+        assert_eq!(no_home.specs_dir, PathBuf::from("./.config/banger/specs"));
+        assert!(!no_home.socket.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn the_daemon_computes_the_same_defaults() {
+        let some = |p: &str| Some(PathBuf::from(p));
+        let envs = [
+            PathEnv {
+                is_root: true,
+                ..PathEnv::default()
+            },
+            PathEnv {
+                home: some("/home/ann"),
+                ..PathEnv::default()
+            },
+            PathEnv {
+                home: some("/home/ann"),
+                xdg_runtime_dir: some("/run/user/1000"),
+                xdg_config_home: some("/cfg"),
+                xdg_state_home: some("/state"),
+                ..PathEnv::default()
+            },
+            PathEnv {
+                xdg_state_home: some("/state"),
+                ..PathEnv::default()
+            },
+        ];
+        for env in envs {
+            let lookup = |name: &str| {
+                match name {
+                    "HOME" => env.home.clone(),
+                    "XDG_RUNTIME_DIR" => env.xdg_runtime_dir.clone(),
+                    "XDG_CONFIG_HOME" => env.xdg_config_home.clone(),
+                    "XDG_STATE_HOME" => env.xdg_state_home.clone(),
+                    _ => None,
+                }
+                .map(PathBuf::into_os_string)
+            };
+            let (specs_dir, state_dir, socket) =
+                banger_controller::config::DaemonConfig::default_paths_from(env.is_root, lookup);
+            assert_eq!(
+                DefaultPaths::for_env(&env),
+                DefaultPaths {
+                    socket,
+                    specs_dir,
+                    state_dir
+                },
+                "{env:?}"
+            );
+        }
     }
 }

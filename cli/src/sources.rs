@@ -1,12 +1,15 @@
 //! Reading `-f` inputs into the raw files sent to the daemon.
 //!
 //! The daemon parses and validates; the CLI only expands the inputs (a file, a directory
-//! of `*.yaml`/`*.yml` — recursive with `-R` — or `-` for stdin) and reads their bytes.
+//! of `*.yaml`/`*.yml` — recursive with `-R` — or `-` for stdin) and reads their bytes,
+//! with the specs crate's checks: only regular files (a FIFO or device named with `-f`
+//! is refused, never opened), at most 1 MiB each.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use banger_controller::api::types::SourceFile;
+use banger_specs::load::{read_spec_file, read_spec_stream, ReadError};
 
 /// The name stdin is sent under.
 pub const STDIN_NAME: &str = "<stdin>";
@@ -21,6 +24,14 @@ pub enum SourceError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// A file was refused: not a regular file, too large, or unreadable.
+    #[error("{}: {source}", path.display())]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: ReadError,
     },
     /// A file is not UTF-8 text.
     #[error("{}: not UTF-8 text (byte {offset} is invalid)", path.display())]
@@ -67,6 +78,13 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
     }
 }
 
+fn refused(path: &Path) -> impl FnOnce(ReadError) -> SourceError + '_ {
+    move |source| SourceError::Refused {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn collect_dir(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
@@ -79,7 +97,9 @@ fn collect_dir(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()
             if recursive {
                 collect_dir(&path, recursive, out)?;
             }
-        } else if meta.is_file() && is_spec_file(&path) {
+        } else if is_spec_file(&path) {
+            // Not only regular files: a FIFO named like a spec is refused when read,
+            // rather than skipped (a skipped file would let `--prune` delete its objects).
             out.push(path);
         }
     }
@@ -110,10 +130,7 @@ pub fn read_sources(
                 return Err(SourceError::StdinTwice);
             }
             stdin_used = true;
-            let mut bytes = Vec::new();
-            stdin
-                .read_to_end(&mut bytes)
-                .map_err(io_error(Path::new(STDIN_NAME)))?;
+            let bytes = read_spec_stream(&mut *stdin).map_err(refused(Path::new(STDIN_NAME)))?;
             files.push(SourceFile {
                 path: STDIN_NAME.to_string(),
                 base_dir: cwd.display().to_string(),
@@ -133,7 +150,7 @@ pub fn read_sources(
         }
         path_set.push(path.display().to_string());
         for file in paths {
-            let bytes = std::fs::read(&file).map_err(io_error(&file))?;
+            let bytes = read_spec_file(&file).map_err(refused(&file))?;
             let base_dir = file.parent().unwrap_or(cwd).display().to_string();
             files.push(SourceFile {
                 path: file.display().to_string(),
@@ -224,6 +241,31 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "no *.yaml or *.yml files in empty (use -R to read subdirectories)"
+        );
+
+        std::fs::create_dir(dir.path().join("pipes")).expect("mkdir");
+        let fifo = dir.path().join("pipes/fifo.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        // Named, and found in a directory: refused either way, never opened.
+        for input in ["pipes/fifo.yaml", "pipes"] {
+            let err =
+                read_sources(&inputs(&[input]), false, dir.path(), &mut none).expect_err("fifo");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{}: not a regular file (it is a FIFO); spec files must be regular files",
+                    fifo.display()
+                )
+            );
+        }
+        std::fs::remove_file(&fifo).expect("rm fifo");
+
+        let big = vec![b'#'; banger_specs::load::MAX_FILE_BYTES + 1];
+        let err = read_sources(&inputs(&["-"]), false, dir.path(), &mut big.as_slice())
+            .expect_err("big stdin");
+        assert_eq!(
+            err.to_string(),
+            "<stdin>: larger than 1024 KiB, the most one spec file may hold"
         );
 
         let mut twice: &[u8] = b"x";

@@ -5,7 +5,7 @@
 //! [`DaemonConfig::default_paths`], which computes the documented defaults.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything `banger daemon` needs to know before it starts.
@@ -83,8 +83,20 @@ impl DaemonConfig {
     /// The documented default paths: as root `/etc/banger/specs`, `/var/lib/banger` and
     /// `/run/banger/banger.sock`; otherwise `$XDG_CONFIG_HOME/banger/specs`,
     /// `$XDG_STATE_HOME/banger` and `$XDG_RUNTIME_DIR/banger.sock` (with the usual
-    /// `$HOME` fallbacks). Returns `(specs_dir, state_dir, socket)`.
+    /// `$HOME` fallbacks; an empty variable counts as unset). Without
+    /// `$XDG_RUNTIME_DIR` the socket goes in the state directory
+    /// (`$XDG_STATE_HOME/banger/banger.sock`), never in a shared temporary directory
+    /// where another user could take the name first. The CLI's `paths` module computes
+    /// the same. Returns `(specs_dir, state_dir, socket)`.
     pub fn default_paths(is_root: bool) -> (PathBuf, PathBuf, PathBuf) {
+        Self::default_paths_from(is_root, |name| std::env::var_os(name))
+    }
+
+    /// [`Self::default_paths`] with the environment read through `env` (for tests).
+    pub fn default_paths_from(
+        is_root: bool,
+        env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> (PathBuf, PathBuf, PathBuf) {
         if is_root {
             return (
                 PathBuf::from("/etc/banger/specs"),
@@ -92,22 +104,17 @@ impl DaemonConfig {
                 PathBuf::from("/run/banger/banger.sock"),
             );
         }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let xdg = |var: &str, fallback: &Path| {
-            std::env::var_os(var)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| fallback.to_path_buf())
+        let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = var("HOME").unwrap_or_else(|| PathBuf::from("."));
+        let config = var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config"));
+        let state = var("XDG_STATE_HOME")
+            .unwrap_or_else(|| home.join(".local/state"))
+            .join("banger");
+        let socket = match var("XDG_RUNTIME_DIR") {
+            Some(runtime) => runtime.join("banger.sock"),
+            None => state.join("banger.sock"),
         };
-        let config = xdg("XDG_CONFIG_HOME", &home.join(".config"));
-        let state = xdg("XDG_STATE_HOME", &home.join(".local/state"));
-        let runtime = xdg("XDG_RUNTIME_DIR", &std::env::temp_dir());
-        (
-            config.join("banger/specs"),
-            state.join("banger"),
-            runtime.join("banger.sock"),
-        )
+        (config.join("banger/specs"), state, socket)
     }
 
     /// The SQLite database file.
@@ -142,5 +149,24 @@ mod tests {
         assert_eq!(specs, PathBuf::from("/etc/banger/specs"));
         assert_eq!(state, PathBuf::from("/var/lib/banger"));
         assert_eq!(sock, PathBuf::from("/run/banger/banger.sock"));
+    }
+
+    #[test]
+    fn a_user_without_runtime_dir_gets_no_temp_dir_socket() {
+        let env = |name: &str| match name {
+            "HOME" => Some("/home/ann".into()),
+            "XDG_RUNTIME_DIR" => Some("".into()),
+            _ => None,
+        };
+        let (specs, state, sock) = DaemonConfig::default_paths_from(false, env);
+        assert_eq!(specs, PathBuf::from("/home/ann/.config/banger/specs"));
+        assert_eq!(state, PathBuf::from("/home/ann/.local/state/banger"));
+        assert_eq!(
+            sock,
+            PathBuf::from("/home/ann/.local/state/banger/banger.sock")
+        );
+        let with_runtime = |name: &str| (name == "XDG_RUNTIME_DIR").then(|| "/run/user/7".into());
+        let (_, _, sock) = DaemonConfig::default_paths_from(false, with_runtime);
+        assert_eq!(sock, PathBuf::from("/run/user/7/banger.sock"));
     }
 }

@@ -19,7 +19,7 @@ use crate::types::{
     HypervisorChoice, ImageSpec, IncludeMode, Kind, NetworkSpec, Object, ObjectKey, ObjectMeta,
     OciSource, PowerState, Readiness, Resource, RestartPolicy, VmSpec, WorkspaceSpec, API_VERSION,
 };
-use crate::yaml::{Entry, Mark, Node, Resolved, Value};
+use crate::yaml::{shown_key, Entry, Mark, Node, Resolved, Value};
 
 /// Default number of vCPUs of a VM.
 pub const DEFAULT_VCPUS: u8 = 1;
@@ -185,17 +185,14 @@ impl Cx<'_> {
                     known.insert(*name, entry);
                 }
                 None => {
-                    let hint = did_you_mean(&entry.key, allowed.iter().copied());
+                    let shown = shown_key(&entry.key);
+                    let hint = did_you_mean(&shown, allowed.iter().copied());
                     let message = if hint.is_empty() {
-                        format!(
-                            "unknown field `{}`; known fields: {}",
-                            entry.key,
-                            list(allowed)
-                        )
+                        format!("unknown field `{shown}`; known fields: {}", list(allowed))
                     } else {
-                        format!("unknown field `{}`{hint}", entry.key)
+                        format!("unknown field `{shown}`{hint}")
                     };
-                    self.error(entry.key_mark, &join(path, &entry.key), message);
+                    self.error(entry.key_mark, &join(path, &shown), message);
                 }
             }
         }
@@ -428,7 +425,7 @@ impl Cx<'_> {
             return out;
         };
         for entry in entries {
-            let entry_field = format!("{field}.{}", entry.key);
+            let entry_field = format!("{field}.{}", shown_key(&entry.key));
             if let Err(message) = name::check_key(&entry.key) {
                 self.error(entry.key_mark, &entry_field, message);
                 continue;

@@ -52,12 +52,32 @@ impl Problem {
     }
 }
 
+/// `text` as one line of at most `max_chars` characters: control characters (newlines
+/// in a quoted key, say) are escaped, and a longer text is cut with `…`.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (shown, c) in text.chars().enumerate() {
+        if shown >= max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A file name may hold a newline; the line stays one line.
+        let file = one_line(&self.file, usize::MAX);
         if self.line == 0 {
-            write!(f, "{}: ", self.file)?;
+            write!(f, "{file}: ")?;
         } else {
-            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+            write!(f, "{file}:{}:{}: ", self.line, self.column)?;
         }
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;

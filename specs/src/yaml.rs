@@ -7,9 +7,27 @@
 //! [`YamlProblem`]s with positions. Meaning (which fields exist, their types) is
 //! [`crate::decode`]'s job.
 //!
+//! ## Bounds on hostile input
+//! A few hundred bytes of YAML can describe an enormous tree through aliases ("billion
+//! laughs"), and a tree only a few levels deep through aliases of aliases. The builder
+//! therefore never makes a tree that is not paid for:
+//!
+//! - **One budget per stream.** Every node built counts against one [`Budget`]: nodes
+//!   written in the text, every copy an alias makes, and the copy the anchor table keeps
+//!   of an anchored node; a scalar or key counts one node more per
+//!   [`TEXT_BYTES_PER_NODE`] bytes of text. The budget belongs to the stream (all its
+//!   documents together), not to one document, and a caller may share one budget
+//!   between several streams (the files of one API request). [`Budget::for_input`]
+//!   sizes it from the input: [`BUDGET_FLOOR`] plus one node per byte, never more than
+//!   [`MAX_NODES`]. The tree's memory is therefore a bounded multiple of the input.
+//! - **Depth.** No node is nested deeper than [`MAX_DEPTH`], counting the depth an alias
+//!   brings with it.
+//! - **Problems.** At most [`MAX_PROBLEMS`] YAML problems are recorded per stream, and
+//!   keys are shown in paths and messages shortened to one line.
+//!
 //! Writing ([`to_yaml_string`]) uses `serde_yaml`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -155,16 +173,46 @@ impl Node {
         }
     }
 
+    /// An empty (null) scalar at `mark`.
+    fn null(mark: Mark) -> Node {
+        Node {
+            value: Value::Scalar(Scalar {
+                text: String::new(),
+                plain: true,
+            }),
+            mark,
+        }
+    }
+
     /// Whether this is a null scalar (`~`, `null`, or nothing at all).
     pub fn is_null(&self) -> bool {
         matches!(&self.value, Value::Scalar(s) if s.resolve() == Resolved::Null)
     }
 
-    fn count(&self) -> usize {
+    /// What this node and everything below it cost against a [`Budget`].
+    fn weight(&self) -> usize {
         match &self.value {
-            Value::Scalar(_) => 1,
-            Value::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
-            Value::Map(entries) => 1 + entries.iter().map(|e| 1 + e.value.count()).sum::<usize>(),
+            Value::Scalar(s) => 1 + text_weight(&s.text),
+            Value::Seq(items) => 1 + items.iter().map(Node::weight).sum::<usize>(),
+            Value::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|e| 1 + text_weight(&e.key) + e.value.weight())
+                    .sum::<usize>()
+            }
+        }
+    }
+
+    /// Levels of nesting below this node (0 for a scalar or an empty collection).
+    fn height(&self) -> usize {
+        match &self.value {
+            Value::Scalar(_) => 0,
+            Value::Seq(items) => items.iter().map(|n| 1 + n.height()).max().unwrap_or(0),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|e| 1 + e.value.height())
+                .max()
+                .unwrap_or(0),
         }
     }
 }
@@ -198,10 +246,69 @@ pub struct Stream {
     pub problems: Vec<YamlProblem>,
 }
 
-/// Deepest nesting accepted (specs are shallow; this stops stack exhaustion).
-const MAX_DEPTH: usize = 64;
-/// Most nodes a document may expand to through aliases (stops "billion laughs").
-const MAX_NODES: usize = 100_000;
+/// Deepest nesting accepted, aliases included (specs are shallow; this stops stack
+/// exhaustion in everything that walks the tree).
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes one budget may ever allow, whatever the size of the input.
+pub const MAX_NODES: usize = 100_000;
+/// Nodes every budget allows besides one per byte of input.
+pub const BUDGET_FLOOR: usize = 4_096;
+/// Bytes of scalar or key text that count as one more node.
+pub const TEXT_BYTES_PER_NODE: usize = 64;
+/// Most YAML-level problems recorded for one stream; the stream stops there.
+pub const MAX_PROBLEMS: usize = 100;
+/// Longest key shown in a path or message (characters); longer ones are cut with `…`.
+const MAX_KEY_SHOWN: usize = 40;
+
+/// How many nodes a stream (or several streams together) may still build; see the
+/// module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    limit: usize,
+    used: usize,
+}
+
+impl Budget {
+    /// The budget for `bytes` of YAML: [`BUDGET_FLOOR`] plus one node per byte, at most
+    /// [`MAX_NODES`].
+    pub fn for_input(bytes: usize) -> Budget {
+        Budget {
+            limit: BUDGET_FLOOR.saturating_add(bytes).min(MAX_NODES),
+            used: 0,
+        }
+    }
+
+    /// The most nodes this budget allows.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Nodes built so far against this budget.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Takes `nodes` from the budget; false (and nothing taken) when that would exceed it.
+    fn take(&mut self, nodes: usize) -> bool {
+        match self.used.checked_add(nodes) {
+            Some(total) if total <= self.limit => {
+                self.used = total;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What text costs besides its node.
+fn text_weight(text: &str) -> usize {
+    text.len() / TEXT_BYTES_PER_NODE
+}
+
+/// A key as it appears in a path or message: one line, at most 40 characters.
+pub fn shown_key(key: &str) -> String {
+    crate::problem::one_line(key, MAX_KEY_SHOWN)
+}
 
 /// Decodes bytes as UTF-8 (dropping a byte-order mark) or says where the first invalid
 /// byte is.
@@ -225,26 +332,30 @@ pub fn decode_utf8(bytes: &[u8]) -> Result<&str, YamlProblem> {
     })
 }
 
-/// Parses a YAML stream (many documents separated by `---`) into marked trees.
+/// Parses a YAML stream (many documents separated by `---`) into marked trees, within
+/// the budget [`Budget::for_input`] gives its length.
 pub fn parse_stream(text: &str) -> Stream {
+    parse_stream_within(text, &mut Budget::for_input(text.len()))
+}
+
+/// Parses a YAML stream into marked trees, taking every node from `budget` (which the
+/// caller may share between streams).
+pub fn parse_stream_within(text: &str, budget: &mut Budget) -> Stream {
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         problems: Vec::new(),
-        nodes: 0,
+        budget,
         block_scalar_start: None,
         block_scalar_lines: Vec::new(),
     };
     let mut documents = Vec::new();
     let _ = builder.stream(&mut documents);
+    let block_scalar_lines = builder.block_scalar_lines;
     let tabs: Vec<YamlProblem> = find_indentation_tabs(text)
         .into_iter()
-        .filter(|p| {
-            !builder
-                .block_scalar_lines
-                .iter()
-                .any(|r| r.contains(&p.mark.line))
-        })
+        .filter(|p| !in_block_scalar(&block_scalar_lines, p.mark.line))
+        .take(MAX_PROBLEMS)
         .collect();
     let mut problems = builder.problems;
     if let Some(first_tab) = tabs.first().map(|p| p.mark) {
@@ -260,6 +371,13 @@ pub fn parse_stream(text: &str) -> Stream {
         documents,
         problems,
     }
+}
+
+/// Whether `line` holds block scalar content. `ranges` are in stream order: sorted, and
+/// overlapping only at their ends, so a binary search finds the one that may hold it.
+fn in_block_scalar(ranges: &[std::ops::RangeInclusive<usize>], line: usize) -> bool {
+    let after = ranges.partition_point(|r| *r.start() <= line);
+    after > 0 && ranges[after - 1].contains(&line)
 }
 
 /// Tabs in the indentation of a line: YAML forbids them, and they are the most common
@@ -291,18 +409,26 @@ fn find_indentation_tabs(text: &str) -> Vec<YamlProblem> {
 /// Stops building after a fatal problem (already recorded).
 struct Fatal;
 
-struct Builder<'a> {
+/// A copy of an anchored node, with what an alias to it costs and how deep it goes.
+struct Anchored {
+    node: Node,
+    weight: usize,
+    height: usize,
+}
+
+struct Builder<'a, 'b> {
     parser: Parser<std::str::Chars<'a>>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes of the current document.
+    anchors: HashMap<usize, Anchored>,
     problems: Vec<YamlProblem>,
-    nodes: usize,
+    budget: &'b mut Budget,
     /// Line of the last literal (`|`) or folded (`>`) scalar, until the next event.
     block_scalar_start: Option<usize>,
     /// Lines holding block scalar content, where a tab is just text.
     block_scalar_lines: Vec<std::ops::RangeInclusive<usize>>,
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     fn next(&mut self) -> Result<(Event, Mark), Fatal> {
         match self.parser.next_token() {
             Ok((event, marker)) => {
@@ -345,7 +471,6 @@ impl Builder<'_> {
                 Event::StreamEnd => return Ok(()),
                 Event::DocumentStart => {
                     self.anchors.clear();
-                    self.nodes = 0;
                     let (event, node_mark) = self.next()?;
                     let root = self.node(event, node_mark, &mut Vec::new())?;
                     let (end, end_mark) = self.next()?;
@@ -394,6 +519,7 @@ impl Builder<'_> {
                         ),
                     ));
                 }
+                self.charge(text_weight(&text), mark, path)?;
                 let node = Node {
                     value: Value::Scalar(Scalar {
                         text,
@@ -401,28 +527,10 @@ impl Builder<'_> {
                     }),
                     mark,
                 };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node, mark, path)?;
                 node
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(target) => {
-                    let mut node = target.clone();
-                    self.nodes += node.count();
-                    if self.nodes > MAX_NODES {
-                        return Err(self.fatal(
-                            mark,
-                            path,
-                            format!("aliases expand to more than {MAX_NODES} nodes"),
-                        ));
-                    }
-                    node.mark = mark;
-                    node
-                }
-                None => {
-                    let message = "YAML alias (`*name`) to an anchor not defined earlier in this document; anchors do not carry across `---`";
-                    return Err(self.fatal(mark, path, message.into()));
-                }
-            },
+            Event::Alias(id) => self.alias(id, mark, path)?,
             Event::SequenceStart(anchor, tag) => {
                 if let Some(tag) = tag {
                     return Err(self.fatal(
@@ -449,7 +557,7 @@ impl Builder<'_> {
                     value: Value::Seq(items),
                     mark,
                 };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node, mark, path)?;
                 node
             }
             Event::MappingStart(anchor, tag) => {
@@ -467,7 +575,7 @@ impl Builder<'_> {
                     value: Value::Map(self.mapping(path)?),
                     mark,
                 };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node, mark, path)?;
                 node
             }
             other => {
@@ -478,20 +586,31 @@ impl Builder<'_> {
                 ));
             }
         };
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            return Err(self.fatal(
-                mark,
-                path,
-                format!("document has more than {MAX_NODES} nodes"),
-            ));
-        }
+        self.charge(1, mark, path)?;
         Ok(node)
+    }
+
+    /// Takes `nodes` from the budget, or stops the stream with a problem.
+    fn charge(&mut self, nodes: usize, mark: Mark, path: &[String]) -> Result<(), Fatal> {
+        if self.budget.take(nodes) {
+            return Ok(());
+        }
+        let limit = self.budget.limit();
+        Err(self.fatal(
+            mark,
+            path,
+            format!(
+                "YAML expands to more than {limit} nodes (all documents and every alias copy counted together; the limit is {BUDGET_FLOOR} plus one per byte of input, at most {MAX_NODES}); use fewer aliases, or fewer objects per file and per apply"
+            ),
+        ))
     }
 
     fn mapping(&mut self, path: &mut Vec<String>) -> Result<Vec<Entry>, Fatal> {
         let mut entries: Vec<Entry> = Vec::new();
+        // Index of each key in `entries`, so that a mapping of n keys costs O(n).
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut merged: Vec<Entry> = Vec::new();
+        let mut merged_keys: HashSet<String> = HashSet::new();
         loop {
             let (event, key_mark) = self.next()?;
             if event == Event::MappingEnd {
@@ -512,7 +631,7 @@ impl Builder<'_> {
                 }
             };
             let (event, value_mark) = self.next()?;
-            path.push(key.clone());
+            path.push(shown_key(&key));
             let value = self.node(event, value_mark, path);
             let value = match value {
                 Ok(v) => v,
@@ -542,7 +661,7 @@ impl Builder<'_> {
                 };
                 for source in sources {
                     for entry in source {
-                        if !merged.iter().any(|e| e.key == entry.key) {
+                        if merged_keys.insert(entry.key.clone()) {
                             merged.push(entry);
                         }
                     }
@@ -550,37 +669,94 @@ impl Builder<'_> {
                 path.pop();
                 continue;
             }
-            if let Some(first) = entries.iter().find(|e| e.key == key) {
+            if let Some(&first) = index.get(&key) {
                 let message = format!(
-                    "duplicate key `{key}` (first at line {})",
-                    first.key_mark.line
+                    "duplicate key `{}` (first at line {})",
+                    shown_key(&key),
+                    entries[first].key_mark.line
                 );
-                self.problems.push(YamlProblem {
+                let problem = YamlProblem {
                     mark: key_mark,
                     path: dotted(path),
                     message,
-                });
+                };
+                path.pop();
+                self.problem(problem)?;
             } else {
+                index.insert(key.clone(), entries.len());
                 entries.push(Entry {
                     key,
                     key_mark,
                     value,
                 });
+                path.pop();
             }
-            path.pop();
         }
         for entry in merged {
-            if !entries.iter().any(|e| e.key == entry.key) {
+            if !index.contains_key(&entry.key) {
                 entries.push(entry);
             }
         }
         Ok(entries)
     }
 
-    fn remember(&mut self, anchor: usize, node: &Node) {
-        if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+    /// A copy of the node anchored as `id`, marked where the alias is, paid for first.
+    fn alias(&mut self, id: usize, mark: Mark, path: &[String]) -> Result<Node, Fatal> {
+        let Some(anchored) = self.anchors.get(&id) else {
+            let message = "YAML alias (`*name`) to an anchor not defined earlier in this document; anchors do not carry across `---`";
+            return Err(self.fatal(mark, path, message.into()));
+        };
+        let (weight, height) = (anchored.weight, anchored.height);
+        if path.len() + height > MAX_DEPTH {
+            return Err(self.fatal(
+                mark,
+                path,
+                format!("nesting deeper than {MAX_DEPTH} levels (counting what the alias holds)"),
+            ));
         }
+        // The alias's own node is charged by the caller, like every other node.
+        self.charge(weight.saturating_sub(1), mark, path)?;
+        let mut node = self
+            .anchors
+            .get(&id)
+            .map_or_else(|| Node::null(mark), |a| a.node.clone());
+        node.mark = mark;
+        Ok(node)
+    }
+
+    /// Records a problem that does not stop the stream, unless it is one too many.
+    fn problem(&mut self, problem: YamlProblem) -> Result<(), Fatal> {
+        if self.problems.len() + 1 >= MAX_PROBLEMS {
+            let mark = problem.mark;
+            return Err(self.fatal(
+                mark,
+                &[],
+                format!("too many problems ({MAX_PROBLEMS}); the rest of the file is not read"),
+            ));
+        }
+        self.problems.push(problem);
+        Ok(())
+    }
+
+    /// Keeps a copy of an anchored node for later aliases; the copy is charged too.
+    fn remember(
+        &mut self,
+        anchor: usize,
+        node: &Node,
+        mark: Mark,
+        path: &[String],
+    ) -> Result<(), Fatal> {
+        if anchor > 0 {
+            let weight = node.weight();
+            self.charge(weight, mark, path)?;
+            let anchored = Anchored {
+                node: node.clone(),
+                weight,
+                height: node.height(),
+            };
+            self.anchors.insert(anchor, anchored);
+        }
+        Ok(())
     }
 }
 
@@ -739,6 +915,157 @@ mod tests {
         let s = parse_stream(&text);
         assert_eq!(s.problems.len(), 1);
         assert!(s.problems[0].message.contains("more than"));
+    }
+
+    /// Documents that each expand to many nodes through aliases.
+    fn alias_documents(documents: usize) -> String {
+        let doc = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n";
+        vec![doc; documents].join("---\n")
+    }
+
+    #[test]
+    fn one_budget_for_all_documents_of_a_stream() {
+        // One document alone fits its budget; 200 of them (22 KB) do not, together.
+        let one = parse_stream(&alias_documents(1));
+        assert!(one.problems.is_empty(), "{:?}", one.problems);
+        let text = alias_documents(200);
+        let s = parse_stream(&text);
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        let limit = BUDGET_FLOOR + text.len();
+        assert!(
+            s.problems[0].message.starts_with(&format!(
+                "YAML expands to more than {limit} nodes (all documents and every alias copy counted together"
+            )),
+            "{}",
+            s.problems[0].message
+        );
+        assert!(
+            s.documents.len() < 25,
+            "stopped early: {}",
+            s.documents.len()
+        );
+    }
+
+    #[test]
+    fn a_budget_can_be_shared_between_streams() {
+        let text = alias_documents(1);
+        let mut budget = Budget::for_input(2 * text.len());
+        assert!(parse_stream_within(&text, &mut budget).problems.is_empty());
+        let used = budget.used();
+        assert!(used > 1_000, "{used}");
+        let mut streams = 1;
+        while parse_stream_within(&text, &mut budget).problems.is_empty() {
+            streams += 1;
+            assert!(streams < 100, "the shared budget never ran out");
+        }
+        assert!(budget.used() <= budget.limit());
+        assert_eq!(streams, budget.limit() / used);
+    }
+
+    #[test]
+    fn copies_of_long_scalars_are_charged_by_their_text() {
+        // 4 KiB of text, copied 64 times by aliases: a few hundred bytes of YAML that
+        // would hold 256 KiB of strings.
+        let long = "y".repeat(4096);
+        let aliases = vec!["*s"; 64].join(", ");
+        let text = format!("s: &s {long}\nl: [{aliases}]\n");
+        let s = parse_stream(&text);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        let text = format!("s: &s {long}\nl: [{aliases}, {aliases}, {aliases}, {aliases}]\n");
+        let s = parse_stream(&text);
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(s.problems[0].message.contains("YAML expands to more than"));
+    }
+
+    #[test]
+    fn the_anchor_table_copy_is_charged() {
+        // Nested anchors: each level's anchor keeps a copy of everything below it.
+        let mut text = String::from("x: ");
+        for i in 0..40 {
+            text.push_str(&format!("&a{i} ["));
+        }
+        text.push_str(&vec!["z"; 2000].join(","));
+        text.push_str(&"]".repeat(40));
+        text.push('\n');
+        let s = parse_stream(&text);
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(s.problems[0].message.contains("YAML expands to more than"));
+        // Without the anchors, the same tree fits.
+        let plain = format!(
+            "x: {}{}{}\n",
+            "[".repeat(40),
+            vec!["z"; 2000].join(","),
+            "]".repeat(40)
+        );
+        let s = parse_stream(&plain);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert!(matches!(
+            &map(&s.documents[0].root)[0].value.value,
+            Value::Seq(_)
+        ));
+    }
+
+    #[test]
+    fn aliases_cannot_nest_deeper_than_the_limit() {
+        // Each line nests an alias of the line before 40 levels down: 80 in all.
+        let open = "[".repeat(40);
+        let close = "]".repeat(40);
+        let text = format!("a: &a {open}x{close}\nb: {open}*a{close}\n");
+        let s = parse_stream(&text);
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(
+            s.problems[0]
+                .message
+                .starts_with("nesting deeper than 64 levels"),
+            "{}",
+            s.problems[0].message
+        );
+        assert_eq!(s.problems[0].mark.line, 2);
+    }
+
+    #[test]
+    fn long_and_multi_line_keys_are_shown_short_on_one_line() {
+        let key = format!("\"{}\\nnext\"", "k".repeat(100));
+        let s = parse_stream(&format!("a:\n  {key}: 1\n  {key}: 2\n"));
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        let p = &s.problems[0];
+        let expected_key = format!("{}…", "k".repeat(40));
+        assert_eq!(
+            p.path.as_deref(),
+            Some(format!("a.{expected_key}").as_str())
+        );
+        assert_eq!(
+            p.message,
+            format!("duplicate key `{expected_key}` (first at line 2)")
+        );
+        assert_eq!(shown_key("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn problems_are_capped_per_stream() {
+        let mut text = String::from("a: 1\n");
+        for _ in 0..500 {
+            text.push_str("a: 1\n");
+        }
+        let s = parse_stream(&text);
+        assert_eq!(s.problems.len(), MAX_PROBLEMS, "{:?}", s.problems.last());
+        assert!(s.problems[MAX_PROBLEMS - 1]
+            .message
+            .starts_with("too many problems (100)"));
+        let tabs = "a:\n".to_string() + &"\tb: 1\n".repeat(500);
+        assert!(parse_stream(&tabs).problems.len() <= MAX_PROBLEMS + 1);
+    }
+
+    #[test]
+    fn wide_mappings_are_linear() {
+        // 10 000 distinct keys and a merge of them: quadratic duplicate checks would
+        // take billions of comparisons; this finishes at once.
+        let keys: Vec<String> = (0..10_000).map(|i| format!("k{i}: {i}")).collect();
+        let text = format!("m: &m {{{}}}\nn: {{<<: *m, k1: x}}\n", keys.join(", "));
+        let s = parse_stream(&text);
+        assert!(s.problems.is_empty(), "{:?}", s.problems.first());
+        let root = map(&s.documents[0].root);
+        assert_eq!(map(&root[1].value).len(), 10_000);
     }
 
     #[test]

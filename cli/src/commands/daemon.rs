@@ -38,7 +38,8 @@ The daemon runs in the foreground and logs on stderr. It watches the specs direc
 SIGTERM or SIGINT stops it; running VMs keep running and are adopted by the next start.
 
 Defaults as root: --socket /run/banger/banger.sock, --specs-dir /etc/banger/specs,
---state-dir /var/lib/banger. Otherwise: $XDG_RUNTIME_DIR/banger.sock,
+--state-dir /var/lib/banger. Otherwise: $XDG_RUNTIME_DIR/banger.sock (without
+XDG_RUNTIME_DIR: $XDG_STATE_HOME/banger/banger.sock, never /tmp),
 $XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for

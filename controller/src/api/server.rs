@@ -41,6 +41,9 @@ use crate::store::{EventFilter, StoreError, StoredObject};
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Most console bytes returned by one logs request.
 const MAX_LOG_CHUNK: u64 = 1024 * 1024;
+/// Largest request body accepted (413 above it): the spec files of one request may
+/// hold [`banger_specs::load::MAX_REQUEST_BYTES`], and JSON escaping makes them longer.
+pub const MAX_BODY_BYTES: usize = 2 * banger_specs::load::MAX_REQUEST_BYTES;
 
 /// An API error: status code and body.
 #[derive(Debug)]
@@ -144,6 +147,7 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
         .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -160,19 +164,48 @@ pub async fn serve<R: VmRuntime>(
         .await
 }
 
-/// Binds the API socket: parent created, stale file replaced, mode 0660.
+/// Binds the API socket: parent created, mode 0660. What is at the path already decides:
+/// nothing, fine; a socket nobody listens on (left by a daemon that died), removed;
+/// a socket a daemon answers on, [`std::io::ErrorKind::AddrInUse`]; anything else (a
+/// regular file, a directory, a symlink), [`std::io::ErrorKind::AlreadyExists`] naming
+/// it: `bind` never unlinks what is not a socket.
 pub async fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::FileTypeExt;
+
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{}: another daemon is listening", socket.display()),
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(socket).await.is_ok() {
+                return Err(Error::new(
+                    ErrorKind::AddrInUse,
+                    format!("{}: another daemon is listening", socket.display()),
+                ));
+            }
+            std::fs::remove_file(socket)?;
+        }
+        Ok(meta) => {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "not a socket"
+            };
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is {what}, not a socket; remove it or choose another --socket",
+                    socket.display()
+                ),
             ));
         }
-        std::fs::remove_file(socket)?;
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;

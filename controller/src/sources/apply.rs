@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::path::Path;
 
-use banger_specs::load::{check_set_knowing, parse_document_set};
+use banger_specs::load::{check_set_knowing, parse_document_set_within, LoadBudget};
 use banger_specs::{LoadedObject, ObjectKey, Problem, Resource, Severity};
 
 use super::{upsert, SourceError};
@@ -25,15 +25,23 @@ use crate::objects::{self, Owner};
 use crate::planner::{self, Plan};
 use crate::runtime::VmRuntime;
 
-/// Parses request files; errors make the whole request invalid.
+/// Parses request files; errors make the whole request invalid. All files of the
+/// request share one [`LoadBudget`] (bytes and YAML nodes together).
 pub fn parse_files(
     files: &[SourceFile],
     known: &[ObjectKey],
 ) -> Result<(Vec<LoadedObject>, Vec<Problem>), SourceError> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
+    let total = files.iter().map(|f| f.content.len()).sum();
+    let mut budget = LoadBudget::for_request(total);
     for f in files {
-        let load = parse_document_set(f.content.as_bytes(), &f.path, Path::new(&f.base_dir));
+        let load = parse_document_set_within(
+            f.content.as_bytes(),
+            &f.path,
+            Path::new(&f.base_dir),
+            &mut budget,
+        );
         problems.extend(load.problems);
         objects.extend(load.objects);
     }

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use banger_specs::load::{parse_document_set, FileLoad};
-use banger_specs::{ObjectKey, PowerState, Resource, Severity};
+use banger_specs::load::{parse_document_set, read_spec_file, FileLoad, ReadError};
+use banger_specs::{ObjectKey, PowerState, Problem, Resource, Severity};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -39,8 +39,24 @@ const MAX_BURST: Duration = Duration::from_secs(5);
 /// The result of reading the directory.
 #[derive(Debug, Default)]
 pub struct DirScan {
-    /// Every spec file, parsed, by path.
+    /// Every spec file, parsed, by path. A refused file is here too, as a load with one
+    /// file-level error and no object, so its objects keep their last good spec (and the
+    /// sync logs the refusal as an invalid file).
     pub files: Vec<FileLoad>,
+    /// Spec-named entries that were not read: not a regular file (FIFO, device node,
+    /// socket, directory, or a symlink to one), a symlink loop, unreadable, or over the
+    /// size cap. Never opened when the type is wrong, so none of them can block a
+    /// rescan. For surfacing as events; the same refusals are in [`DirScan::files`].
+    pub refused: Vec<RefusedFile>,
+}
+
+/// A spec file the scan would not read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedFile {
+    /// The entry's path.
+    pub path: PathBuf,
+    /// Why, as one line (`not a regular file (it is a FIFO); …`).
+    pub reason: String,
 }
 
 /// What a sync did, for logs and tests.
@@ -68,6 +84,12 @@ fn is_spec_file(p: &Path) -> bool {
 }
 
 /// Reads and parses every spec file below `dir`, sorted by path.
+///
+/// Directories are walked without following symlinks. A spec-named entry is read only
+/// when it is a regular file or a symlink to one ([`read_spec_file`]: the type is
+/// checked before opening, the open is non-blocking, the size capped); anything else
+/// is refused and reported in [`DirScan::refused`]. An entry that vanished meanwhile
+/// (or a dangling symlink) counts as absent.
 pub fn scan(dir: &Path) -> DirScan {
     let mut paths = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
@@ -82,29 +104,40 @@ pub fn scan(dir: &Path) -> DirScan {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
-            if ft.is_dir() && depth < MAX_DEPTH && !hidden {
-                stack.push((p, depth + 1));
-            } else if (ft.is_file() || ft.is_symlink())
-                && is_spec_file(&p)
-                && paths.len() < MAX_FILES
-            {
+            if ft.is_dir() {
+                if depth < MAX_DEPTH && !hidden {
+                    stack.push((p, depth + 1));
+                }
+            } else if is_spec_file(&p) && paths.len() < MAX_FILES {
                 paths.push(p);
             }
         }
     }
     paths.sort();
-    let files = paths
-        .into_iter()
-        .filter_map(|p| {
-            let bytes = std::fs::read(&p).ok()?;
-            let base = p
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| dir.to_path_buf());
-            Some(parse_document_set(&bytes, &p.display().to_string(), &base))
-        })
-        .collect();
-    DirScan { files }
+    let mut result = DirScan::default();
+    for p in paths {
+        let label = p.display().to_string();
+        match read_spec_file(&p) {
+            Ok(bytes) => {
+                let base = p
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| dir.to_path_buf());
+                result.files.push(parse_document_set(&bytes, &label, &base));
+            }
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let reason = e.to_string();
+                result.files.push(FileLoad {
+                    file: label.clone(),
+                    problems: vec![Problem::file_level(&label, reason.clone())],
+                    ..FileLoad::default()
+                });
+                result.refused.push(RefusedFile { path: p, reason });
+            }
+        }
+    }
+    result
 }
 
 /// The directory source's memory across rescans.
