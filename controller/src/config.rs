@@ -50,6 +50,47 @@ pub struct DaemonConfig {
     pub probe_failure_threshold: u32,
     /// How soon a VM whose probe failed is probed again.
     pub probe_retry: Duration,
+    /// TEST ONLY (fault injection): kill the daemon at this point of its k-th VM step.
+    /// Never set outside tests (`BANGER_TEST_CRASH_AT`, see `docs/engine.md`).
+    pub crash_at: Option<CrashAt>,
+}
+
+/// TEST ONLY: where fault injection kills the daemon ([`DaemonConfig::crash_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashAt {
+    /// Which VM step, counting from 1 the VM steps this daemon starts.
+    pub step: u32,
+    /// Just before the step acts, or just after.
+    pub when: CrashWhen,
+}
+
+/// Which side of a step the crash falls on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashWhen {
+    /// The step's journal row is written (`running`); the runtime has not acted.
+    Before,
+    /// The runtime acted; its result (handles, journal `done`) is not recorded.
+    After,
+}
+
+impl std::str::FromStr for CrashAt {
+    type Err = String;
+
+    /// `before:K` or `after:K`, K ≥ 1.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?}: expected before:K or after:K with K >= 1");
+        let (when, k) = s.split_once(':').ok_or_else(bad)?;
+        let when = match when {
+            "before" => CrashWhen::Before,
+            "after" => CrashWhen::After,
+            _ => return Err(bad()),
+        };
+        let step: u32 = k.parse().map_err(|_| bad())?;
+        if step == 0 {
+            return Err(bad());
+        }
+        Ok(CrashAt { step, when })
+    }
 }
 
 /// Default bridge device name.
@@ -77,6 +118,7 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(30),
             probe_failure_threshold: 3,
             probe_retry: Duration::from_secs(2),
+            crash_at: None,
         }
     }
 
@@ -136,6 +178,24 @@ impl DaemonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crash_points_parse() {
+        assert_eq!(
+            "before:3".parse::<CrashAt>(),
+            Ok(CrashAt {
+                step: 3,
+                when: CrashWhen::Before
+            })
+        );
+        assert_eq!(
+            "after:1".parse::<CrashAt>().map(|c| c.when),
+            Ok(CrashWhen::After)
+        );
+        for bad in ["", "before", "during:1", "after:0", "after:x"] {
+            assert!(bad.parse::<CrashAt>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn defaults_match_the_issue() {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use banger_controller::config::DaemonConfig;
+use banger_controller::config::{CrashAt, DaemonConfig};
 use banger_controller::driver::DriverConfig;
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::names;
@@ -44,6 +44,10 @@ $XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.
+
+Tests only: BANGER_TEST_CRASH_AT=before:K|after:K makes the daemon SIGKILL itself just
+before (journaled, not acted) or just after (acted, not recorded) the K-th VM step it
+starts (fault injection; see docs/engine.md). Never set it outside tests.
 
 Examples:
   sudo banger daemon
@@ -86,6 +90,14 @@ pub struct DaemonArgs {
     /// How long a guest gets to power off on stop before its VMM is stopped by force.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub stop_grace: Duration,
+    /// TESTS ONLY (fault injection): SIGKILL the daemon before:K or after:K its K-th VM step.
+    #[arg(
+        long,
+        env = "BANGER_TEST_CRASH_AT",
+        value_name = "before:K|after:K",
+        hide = true
+    )]
+    pub test_crash_at: Option<CrashAt>,
 }
 
 /// Parses `--bridge`: a valid interface name.
@@ -187,6 +199,13 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
         config.bridge_network = cidr.network();
         config.bridge_prefix = cidr.prefix();
     }
+    if let Some(at) = args.test_crash_at {
+        tracing::warn!(
+            ?at,
+            "BANGER_TEST_CRASH_AT: this daemon will SIGKILL itself (fault injection, tests only)"
+        );
+        config.crash_at = Some(at);
+    }
     config
 }
 
@@ -257,6 +276,7 @@ mod tests {
             firecracker_bin: None,
             accel: Accel::Auto,
             stop_grace: Duration::from_secs(15),
+            test_crash_at: None,
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
         let config = daemon_config(

@@ -17,6 +17,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running daemon; killed when dropped.
 pub struct Daemon {
     child: Option<Child>,
+    /// The extra daemon flags it was started with (kept for [`Daemon::respawn`]).
+    extra: Vec<String>,
     /// Root of the test's temporary files.
     pub dir: tempfile::TempDir,
     /// The API socket.
@@ -103,34 +105,60 @@ impl Daemon {
         std::fs::write(specs_dir.join("rootfs.ext4"), b"rootfs").expect("write rootfs");
         let socket = dir.path().join("banger.sock");
         let log = dir.path().join("daemon.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BANGER)
-            .arg("daemon")
-            .arg("--simulate")
-            .arg("--specs-dir")
-            .arg(&specs_dir)
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--resync", "2s"])
-            .args(extra)
-            .env("BANGER_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn banger daemon");
         let mut daemon = Daemon {
-            child: Some(child),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             socket,
             specs_dir,
             work_dir,
             log,
         };
-        daemon.wait_until_answering();
+        daemon.respawn();
         daemon
+    }
+
+    /// Starts the daemon process (again) on the same directories and flags, and waits
+    /// until it answers.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "the daemon still runs");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(BANGER)
+            .arg("daemon")
+            .arg("--simulate")
+            .arg("--specs-dir")
+            .arg(&self.specs_dir)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--resync", "2s"])
+            .args(&self.extra)
+            .env("BANGER_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn banger daemon");
+        self.child = Some(child);
+        self.wait_until_answering();
+    }
+
+    /// SIGKILL to the daemon (a crash), reaped.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The daemon's database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("state/banger.db")
     }
 
     fn wait_until_answering(&mut self) {

@@ -49,6 +49,7 @@ use crate::status::Reason;
 use crate::store::{EventCaps, Store, StoreError};
 
 pub mod facts;
+pub mod fault;
 mod handles;
 mod image;
 pub mod observations;
@@ -116,6 +117,8 @@ pub struct Engine<R: VmRuntime> {
     shutting_down: AtomicBool,
     /// Per-VM workspace locks (by VM uid), never held with anything else.
     workspace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// TEST ONLY: the armed crash point ([`fault`]).
+    fault: Option<fault::FaultPoint>,
 }
 
 impl<R: VmRuntime> Engine<R> {
@@ -137,7 +140,11 @@ impl<R: VmRuntime> Engine<R> {
             store,
         };
         let runtime = Arc::new(runtime);
+        let fault = config
+            .crash_at
+            .map(|at| fault::FaultPoint::new(at, Arc::new(fault::sigkill_self)));
         Ok(Engine {
+            fault,
             facts: Facts::new(ctl.store.clone(), runtime.clone(), config.clone()),
             heavy: Semaphore::new(config.max_heavy.max(1)),
             shutting_down: AtomicBool::new(false),
@@ -146,6 +153,15 @@ impl<R: VmRuntime> Engine<R> {
             ctl,
             config,
         })
+    }
+
+    /// TEST ONLY: what the armed crash point does instead of killing the process (for
+    /// in-process tests); no effect without [`DaemonConfig::crash_at`].
+    pub fn with_crash_hook(mut self, hook: fault::CrashHook) -> Self {
+        if let Some(at) = self.config.crash_at {
+            self.fault = Some(fault::FaultPoint::new(at, hook));
+        }
+        self
     }
 
     /// A VM's handles as the engine last recorded them.

@@ -8,6 +8,7 @@ use super::facts::{LeaseMode, VmFacts};
 use super::vm_status::{self, VmStatusInputs};
 use super::{Engine, ReconcileError};
 use crate::clock::{now_rfc3339, unix_now};
+use crate::config::CrashWhen;
 use crate::journal::JournalOutcome;
 use crate::planner::{crash_backoff_remaining, Action, Plan, CRASH_WINDOW_SECS};
 use crate::queue::Outcome;
@@ -52,10 +53,18 @@ impl<R: VmRuntime> Engine<R> {
             | VmStep::RemoveVmDir => None,
         };
         let store = &self.ctl.store;
+        let number = self.fault.as_ref().map(|f| f.start_step());
         let id = store
             .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())
             .await?;
-        match self.runtime.execute(step, ctx).await {
+        if let (Some(fault), Some(n)) = (&self.fault, number) {
+            fault.maybe_crash(n, CrashWhen::Before).await;
+        }
+        let result = self.runtime.execute(step, ctx).await;
+        if let (Some(fault), Some(n)) = (&self.fault, number) {
+            fault.maybe_crash(n, CrashWhen::After).await;
+        }
+        match result {
             Ok(new_handles) => {
                 // Memory first: a store that fails now must not make this daemon forget
                 // what the step made.

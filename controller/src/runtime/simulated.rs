@@ -299,6 +299,21 @@ impl SimulatedRuntime {
         })
     }
 
+    /// Every uid the simulated host has anything of (process, disk, tap, NAT, dir).
+    pub fn uids_with_anything(&self) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .w()
+            .vms
+            .iter()
+            .filter(|(_, v)| {
+                v.process.is_some() || v.disk.is_some() || v.tap.is_some() || v.nat || v.vm_dir
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        uids.sort();
+        uids
+    }
+
     /// The live VMM's pid of a uid.
     pub fn pid_of(&self, uid: &str) -> Option<i32> {
         self.w()

@@ -820,6 +820,14 @@ impl Database {
             .map_err(self.sql("list leases"))
     }
 
+    /// SQLite's `PRAGMA integrity_check`: `ok` for a consistent database, else the
+    /// problems it found.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(self.sql("check integrity"))
+    }
+
     /// Rows in the events and journal tables: `(events, journal)`.
     pub fn history_rows(&self) -> Result<(i64, i64), StoreError> {
         let conn = self.conn();

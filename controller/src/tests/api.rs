@@ -44,7 +44,7 @@ pub(super) async fn call(
 }
 
 /// Waits (bounded by [`DEADLINE`]) until the daemon accepts connections on `socket`.
-async fn until_socket_accepts(socket: &Path) {
+pub(super) async fn until_socket_accepts(socket: &Path) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while tokio::net::UnixStream::connect(socket).await.is_err() {
         assert!(

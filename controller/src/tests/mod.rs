@@ -26,7 +26,9 @@ pub(crate) use crate::status::{self, ConditionStatus, ConditionType, ObjectStatu
 use crate::store::StoredObject;
 
 mod api;
+mod concurrency;
 mod directory;
+mod faults;
 mod gc;
 mod lifecycle;
 mod scale;
