@@ -285,3 +285,109 @@ fn every_hypervisor_step_survives_a_daemon_kill_on_either_side() {
     }
     d.cli_ok(&["delete", "vm", "keep", "--wait", "--timeout", "120s"]);
 }
+
+/// Faults from outside on a real guest: its tap deleted behind banger's back (the VMM's
+/// network is gone: it is restarted on a new tap), its disk file removed while it runs
+/// (nothing is rebuilt under the running guest: `Ready=False, reason: DiskMissing`,
+/// until the user stops it; the next start rebuilds the disk).
+#[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
+fn a_deleted_tap_and_a_removed_disk_are_noticed_and_handled() {
+    let kit = Kit::require();
+    let ns = NetNs::new("outside");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&ns, tmp.path(), &["--resync", "2s", "--stop-grace", "3s"]);
+    let specs = tmp.path().join("apply");
+    fs::create_dir_all(&specs).unwrap();
+    let file = specs.join("t.yaml");
+    let write = |state: &str| {
+        fs::write(
+            &file,
+            format!("{}---\n{}", image_yaml(&kit), vm_yaml("t", "128MiB", state)),
+        )
+        .unwrap();
+        d.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    };
+    write("Running");
+    d.cli_ok(&[
+        "wait",
+        "vm/t",
+        "--for=condition=Ready",
+        "--timeout",
+        READY_TIMEOUT,
+    ]);
+    let t = d.get_json("vm", "t").unwrap();
+    let pid = t["status"]["pid"].as_i64().unwrap();
+    let tap = t["status"]["handles"]["tap"].as_str().unwrap().to_string();
+
+    // The tap goes: restarted on a new one, Ready again.
+    let out = ns
+        .command("ip")
+        .args(["link", "del", &tap])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let restarted = wait_for(Duration::from_secs(180), Duration::from_millis(500), || {
+        let t = d.get_json("vm", "t")?;
+        let new = t["status"]["pid"].as_i64()?;
+        let ready = banger_tests::condition(&t, "Ready")?["status"] == "True";
+        (new != pid && ready).then_some(new)
+    });
+    let pid2 =
+        restarted.unwrap_or_else(|| panic!("not restarted on a new tap; log:\n{}", d.log_tail(60)));
+    let events = d.cli_ok(&["events", "vm/t"]);
+    assert!(events.contains("tap device deleted"), "{events}");
+    let links = String::from_utf8_lossy(
+        &ns.command("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(links.contains(&tap), "the tap is back: {links}");
+
+    // The disk file goes: reported, nothing rebuilt under the running guest.
+    let vm_dir = t["status"]["handles"]["vmDir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::remove_file(Path::new(&vm_dir).join("rootfs.ext4")).unwrap();
+    let reported = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+        let t = d.get_json("vm", "t")?;
+        let ready = banger_tests::condition(&t, "Ready")?.clone();
+        (ready["reason"] == "DiskMissing").then_some(ready)
+    });
+    let ready =
+        reported.unwrap_or_else(|| panic!("DiskMissing never reported; log:\n{}", d.log_tail(60)));
+    assert!(
+        ready["message"].as_str().unwrap().contains("/proc/"),
+        "{ready}"
+    );
+    assert_eq!(
+        d.get_json("vm", "t").unwrap()["status"]["pid"].as_i64(),
+        Some(pid2),
+        "still the same VMM"
+    );
+    assert!(
+        !Path::new(&vm_dir).join("rootfs.ext4").exists(),
+        "nothing rebuilt under it"
+    );
+
+    // The user stops it; the next start rebuilds the disk and boots.
+    write("Stopped");
+    let stopped = wait_for(Duration::from_secs(120), Duration::from_millis(500), || {
+        (d.get_json("vm", "t")?["status"]["phase"] == "Stopped").then_some(())
+    });
+    assert!(stopped.is_some(), "not stopped; log:\n{}", d.log_tail(60));
+    write("Running");
+    d.cli_ok(&[
+        "wait",
+        "vm/t",
+        "--for=condition=Ready",
+        "--timeout",
+        READY_TIMEOUT,
+    ]);
+    assert!(Path::new(&vm_dir).join("rootfs.ext4").exists());
+    d.cli_ok(&["delete", "vm", "t", "--wait", "--timeout", "120s"]);
+}

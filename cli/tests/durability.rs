@@ -3,6 +3,8 @@
 //! and keeps every write it had accepted (each apply that exited 0). What the store's
 //! settings promise on a power cut is documented in docs/engine.md ("Durability").
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::{Child, Stdio};

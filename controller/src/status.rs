@@ -184,6 +184,8 @@ pub enum Reason {
     RecreateBlocked,
     /// The VMM keeps exiting; the next restart waits.
     CrashLoopBackOff,
+    /// The root disk is gone under a running VMM.
+    DiskMissing,
     /// An Image still used by VMs waits to be deleted.
     InUse,
     /// Workspace: copied into its running VM (`Ready`).
@@ -254,6 +256,8 @@ pub enum Reason {
     DuplicateSpec,
     /// A file declares an object another source owns.
     SourceConflict,
+    /// The specs directory is missing; its objects are kept.
+    SpecsDirMissing,
 }
 
 /// A status condition, Kubernetes style.

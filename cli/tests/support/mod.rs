@@ -91,6 +91,12 @@ impl Daemon {
 
     /// Starts `banger daemon --simulate EXTRA…` and waits until it answers.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_prepared(extra, |_| {})
+    }
+
+    /// Like [`Daemon::start_with`], with `prepare` run on the (empty) state directory
+    /// before the daemon starts (a test mounts a small filesystem there, say).
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let specs_dir = dir.path().join("specs");
         let state_dir = dir.path().join("state");
@@ -98,6 +104,7 @@ impl Daemon {
         for d in [&specs_dir, &state_dir, &work_dir] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
+        prepare(&state_dir);
         // Files the Image fixtures point to.
         std::fs::write(work_dir.join("vmlinux"), b"kernel").expect("write kernel");
         std::fs::write(work_dir.join("rootfs.ext4"), b"rootfs").expect("write rootfs");

@@ -130,6 +130,9 @@ pub enum Blocker {
     },
     /// The VMM keeps exiting: the next restart waits for the crash-loop backoff.
     CrashLoopBackOff,
+    /// The root disk is gone (removed, or its record unreadable) while the VMM runs:
+    /// nothing is rebuilt under the running guest; the user decides.
+    DiskMissing,
     /// The object is still used by others (an Image by VMs): deletion waits.
     InUse {
         /// Who uses it.
@@ -145,6 +148,7 @@ impl Blocker {
             Blocker::WaitingForVm { .. } => Reason::WaitingForVm,
             Blocker::RecreateBlocked { .. } => Reason::RecreateBlocked,
             Blocker::CrashLoopBackOff => Reason::CrashLoopBackOff,
+            Blocker::DiskMissing => Reason::DiskMissing,
             Blocker::InUse { .. } => Reason::InUse,
         }
     }
@@ -160,6 +164,7 @@ impl Blocker {
                 "{reason}: the root disk must be rebuilt; apply with --allow-recreate or annotate banger.dev/allow-recreate: \"true\""
             ),
             Blocker::CrashLoopBackOff => "the VMM keeps exiting; waiting before the next restart".to_string(),
+            Blocker::DiskMissing => "the root disk file is gone (removed, or its record unreadable) while the VMM runs; the guest keeps using the removed file until it stops. banger rebuilds nothing under a running guest: restore the file (for example from /proc/<VMM pid>/fd), or stop the VM (state: Stopped) to have the disk rebuilt from the image, losing its contents".to_string(),
             Blocker::InUse { by } => format!("still used by {}", by.join(", ")),
         }
     }

@@ -49,6 +49,16 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
         b.ensure_dir = Some((new_class, "state directory missing".into()));
     }
     match &observed.tap {
+        // A VMM keeps the tap it opened: once the device is gone its network is gone,
+        // and a new tap of the same name does not reach it. Restart it on a new tap.
+        None if running => {
+            let reason = "tap device deleted under a running VMM: its network is gone";
+            b.tap = Some((ChangeClass::Restart, reason.into()));
+            b.shutdown(ChangeClass::Restart, reason);
+            if want_running {
+                b.launch(ChangeClass::Restart, reason);
+            }
+        }
         None => b.tap = Some((new_class, "tap device missing".into())),
         Some(t) if !t.attached => {
             b.tap = Some((
@@ -70,6 +80,18 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
     // The root disk.
     let mut recreate_reason = None;
     match &observed.disk {
+        None if running => {
+            // The guest still writes to the file it opened; a disk rebuilt under it
+            // would take its place at the next start and its contents would be lost.
+            // Only a stop (asked for by the user) goes on; the next start rebuilds it.
+            if want_running {
+                b.blocked = Some(Blocker::DiskMissing);
+                b.prepare_disk = Some((
+                    ChangeClass::Recreate,
+                    "root disk missing under a running VMM".into(),
+                ));
+            }
+        }
         None => {
             if desired.image.is_none() {
                 b.blocked = Some(Blocker::WaitingForImage {
@@ -590,6 +612,58 @@ mod tests {
             ]
         );
         assert!(plan_vm(&d, &ObservedVm::nothing()).is_converged());
+    }
+
+    #[test]
+    fn a_tap_deleted_under_a_running_vmm_is_a_restart_on_a_new_tap() {
+        let (s, i) = (spec(), image());
+        let mut observed = running(&s, &i);
+        observed.tap = None;
+        let plan = plan_vm(&desired(&s, &i), &observed);
+        assert_eq!(
+            names(&plan),
+            vec![
+                ("ensure-tap", ChangeClass::Restart),
+                ("shutdown", ChangeClass::Restart),
+                ("launch", ChangeClass::Restart),
+            ]
+        );
+        assert!(plan.steps[0].reason.contains("network is gone"), "{plan:?}");
+        assert_eq!(plan.blocked, None);
+        // A stopped VM only needs its tap again.
+        let mut stopped = spec();
+        stopped.state = PowerState::Stopped;
+        observed.process = ProcessState::Absent;
+        assert_eq!(
+            names(&plan_vm(&desired(&stopped, &i), &observed)),
+            vec![("ensure-tap", ChangeClass::Live)]
+        );
+    }
+
+    #[test]
+    fn a_disk_missing_under_a_running_vmm_is_never_rebuilt() {
+        let (s, i) = (spec(), image());
+        let mut observed = running(&s, &i);
+        observed.disk = None;
+        let plan = plan_vm(&desired(&s, &i), &observed);
+        assert_eq!(plan.blocked, Some(Blocker::DiskMissing));
+        assert!(plan.blocked.as_ref().unwrap().message().contains("/proc/"));
+        // The user may stop it: the stop goes on, nothing is rebuilt yet.
+        let mut stop = spec();
+        stop.state = PowerState::Stopped;
+        let plan = plan_vm(&desired(&stop, &i), &observed);
+        assert_eq!(names(&plan), vec![("shutdown", ChangeClass::Live)]);
+        assert_eq!(plan.blocked, None);
+        // Once stopped, the disk is rebuilt from the image.
+        observed.process = ProcessState::Absent;
+        let plan = plan_vm(&desired(&s, &i), &observed);
+        assert_eq!(plan.blocked, None);
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| s.action == Action::Vm(VmStep::PrepareDisk)),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct DirScan {
     /// size cap. Never opened when the type is wrong, so none of them can block a
     /// rescan. For surfacing as events; the same refusals are in [`DirScan::files`].
     pub refused: Vec<RefusedFile>,
+    /// The specs directory itself does not exist (removed, or not mounted): the sync
+    /// then changes nothing — a missing directory is not "every file deleted".
+    pub root_missing: bool,
+    /// Directories below it that could not be listed: the objects of files below them
+    /// keep their last good spec instead of being deleted.
+    pub unreadable_dirs: Vec<PathBuf>,
 }
 
 /// A spec file the scan would not read, and why.
@@ -92,10 +98,19 @@ fn is_spec_file(p: &Path) -> bool {
 /// (or a dangling symlink) counts as absent.
 pub fn scan(dir: &Path) -> DirScan {
     let mut paths = Vec::new();
+    let mut result = DirScan::default();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if depth == 0 && e.kind() == std::io::ErrorKind::NotFound => {
+                result.root_missing = true;
+                return result;
+            }
+            Err(_) => {
+                result.unreadable_dirs.push(d);
+                continue;
+            }
         };
         for entry in rd.flatten() {
             let p = entry.path();
@@ -114,7 +129,6 @@ pub fn scan(dir: &Path) -> DirScan {
         }
     }
     paths.sort();
-    let mut result = DirScan::default();
     for p in paths {
         let label = p.display().to_string();
         match read_spec_file(&p) {
@@ -145,7 +159,12 @@ pub fn scan(dir: &Path) -> DirScan {
 pub struct DirSource {
     reported_conflicts: Mutex<HashSet<(ObjectKey, String)>>,
     logged_problems: Mutex<HashSet<String>>,
+    /// The directory was missing at the last rescan (so its absence is reported once).
+    missing: std::sync::atomic::AtomicBool,
 }
+
+/// How often a missing specs directory is looked for again.
+const REAPPEAR_POLL: Duration = Duration::from_secs(1);
 
 impl DirSource {
     /// A fresh source.
@@ -160,6 +179,26 @@ impl DirSource {
         let mut claimed: BTreeMap<ObjectKey, String> = BTreeMap::new();
         let mut invalid: BTreeMap<ObjectKey, String> = BTreeMap::new();
         let all = ctl.store.list_objects(None).await?;
+        let was_missing = self
+            .missing
+            .swap(scan.root_missing, std::sync::atomic::Ordering::SeqCst);
+        if scan.root_missing {
+            if !was_missing {
+                tracing::warn!(
+                    "the specs directory is missing; its objects are kept until it is back"
+                );
+                for o in &all {
+                    if let Owner::SpecsDir { file } = &o.owner {
+                        let key = o.resource.key();
+                        let msg = format!("the specs directory of {file} is missing; this object is kept as it is until the directory is back");
+                        ctl.events
+                            .warning(key.kind, &key.name, Reason::SpecsDirMissing, msg)
+                            .await;
+                    }
+                }
+            }
+            return Ok(report);
+        }
 
         for file in &scan.files {
             let first_error = file.problems.iter().find(|p| p.severity == Severity::Error);
@@ -266,6 +305,15 @@ impl DirSource {
             if claimed.contains_key(&key) || invalid.contains_key(&key) || o.deleting.is_some() {
                 continue;
             }
+            if scan
+                .unreadable_dirs
+                .iter()
+                .any(|d| Path::new(file.as_str()).starts_with(d))
+            {
+                // Its file may well be there: a directory that cannot be listed is not
+                // a removal.
+                continue;
+            }
             match objects::on_remove(&o.resource) {
                 OnRemove::Delete => {
                     super::delete(
@@ -358,7 +406,9 @@ impl DirSource {
     }
 
     /// Watches `dir` until `stop` resolves: a rescan at start, then one after each
-    /// debounced burst of file events. (Periodic resync rescans are the daemon's.)
+    /// debounced burst of file events. (Periodic resync rescans are the daemon's.) When
+    /// the directory disappears, its objects are kept (see [`DirScan::root_missing`]);
+    /// it is looked for every second and watched again once it is back.
     pub async fn watch(
         &self,
         ctl: &Control,
@@ -366,38 +416,56 @@ impl DirSource {
         debounce: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), notify::Error> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    let relevant = match ev.kind {
-                        EventKind::Access(notify::event::AccessKind::Close(
-                            notify::event::AccessMode::Write,
-                        )) => true,
-                        EventKind::Access(_) => false,
-                        _ => true,
-                    };
-                    if relevant {
-                        let _ = tx.send(());
-                    }
-                }
-            })?;
-        watcher.watch(&dir, RecursiveMode::Recursive)?;
-        self.rescan(ctl, &dir).await;
         tokio::pin!(stop);
         loop {
-            tokio::select! {
-                _ = &mut stop => return Ok(()),
-                ev = rx.recv() => if ev.is_none() { return Ok(()) },
-            }
-            let burst_end = tokio::time::Instant::now() + MAX_BURST;
-            loop {
-                match tokio::time::timeout(debounce, rx.recv()).await {
-                    Ok(Some(())) if tokio::time::Instant::now() < burst_end => continue,
-                    _ => break,
+            while !is_dir(&dir).await {
+                self.rescan(ctl, &dir).await;
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(REAPPEAR_POLL) => {}
                 }
             }
+            let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+            let mut watcher =
+                notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                    if let Ok(ev) = res {
+                        let relevant = match ev.kind {
+                            EventKind::Access(notify::event::AccessKind::Close(
+                                notify::event::AccessMode::Write,
+                            )) => true,
+                            EventKind::Access(_) => false,
+                            _ => true,
+                        };
+                        if relevant {
+                            let _ = tx.send(());
+                        }
+                    }
+                })?;
+            watcher.watch(&dir, RecursiveMode::Recursive)?;
             self.rescan(ctl, &dir).await;
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    ev = rx.recv() => if ev.is_none() { return Ok(()) },
+                }
+                let burst_end = tokio::time::Instant::now() + MAX_BURST;
+                loop {
+                    match tokio::time::timeout(debounce, rx.recv()).await {
+                        Ok(Some(())) if tokio::time::Instant::now() < burst_end => continue,
+                        _ => break,
+                    }
+                }
+                self.rescan(ctl, &dir).await;
+                if !is_dir(&dir).await {
+                    // The watch went with the directory: wait for it to come back.
+                    break;
+                }
+            }
         }
     }
+}
+
+/// Whether `path` is a directory (off the async workers).
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }

@@ -210,3 +210,45 @@ async fn two_sources_conflict_and_force_takes_ownership() {
     h.until("b created", |h| h.exists(Kind::Vm, "b")).await;
     assert!(h.object(Kind::Vm, "a").deleting.is_none());
 }
+
+/// The specs directory removed (a remount, a careless `rm -r`) is not every file
+/// deleted: its objects are kept, with a warning; once the directory is back it is
+/// watched again and edits and removals work as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_specs_directory_keeps_its_objects_and_is_watched_again() {
+    let d = DirHarness::start().await;
+    let h = &d.h;
+    d.write("image.yaml", IMAGE);
+    d.write("a.yaml", &vm_yaml("a", "base", "512Mi", ""));
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+
+    std::fs::remove_dir_all(&d.specs).unwrap();
+    h.until("the missing directory is reported", |h| {
+        h.db()
+            .recent_events(Kind::Vm, "a", 50)
+            .unwrap()
+            .iter()
+            .any(|e| e.reason == Reason::SpecsDirMissing)
+    })
+    .await;
+    // Give a wrong implementation the time to delete (two rescans' worth), then check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.object(Kind::Vm, "a").deleting.is_none(), "kept");
+    assert!(h.exists(Kind::Image, "base"));
+    assert!(h.sim.pid_of(&uid).is_some(), "still running");
+
+    // Back, with an edit: picked up by a new watch.
+    std::fs::create_dir_all(&d.specs).unwrap();
+    d.write("image.yaml", IMAGE);
+    d.write("a.yaml", &vm_yaml("a", "base", "1Gi", ""));
+    h.until("the edit after the return is picked up", |h| {
+        memory_mib(h, "a") == 1024
+    })
+    .await;
+    assert_eq!(h.uid(Kind::Vm, "a"), uid, "the same object");
+    // And a removed file deletes its object again.
+    std::fs::remove_file(d.specs.join("a.yaml")).unwrap();
+    h.until_gone(Kind::Vm, "a").await;
+}
