@@ -391,3 +391,64 @@ fn a_deleted_tap_and_a_removed_disk_are_noticed_and_handled() {
     assert!(Path::new(&vm_dir).join("rootfs.ext4").exists());
     d.cli_ok(&["delete", "vm", "t", "--wait", "--timeout", "120s"]);
 }
+
+/// A guest printing far more than the cap on its serial console: the log is rotated and
+/// stays within about twice `CONSOLE_CAP` (2 MiB), and the guest stays ready.
+#[test]
+#[ignore = "needs root (network namespaces, taps, nftables), QEMU and the guest kit"]
+fn a_chatty_guest_cannot_fill_the_state_filesystem() {
+    let kit = Kit::require();
+    let ns = NetNs::new("chatty");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&ns, tmp.path(), &["--resync", "5s"]);
+    let specs = tmp.path().join("apply");
+    fs::create_dir_all(&specs).unwrap();
+    let file = specs.join("c.yaml");
+    fs::write(
+        &file,
+        format!(
+            "{}---\n{}",
+            image_yaml(&kit),
+            vm_yaml("c", "128MiB", "Running")
+        ),
+    )
+    .unwrap();
+    d.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    d.cli_ok(&[
+        "wait",
+        "vm/c",
+        "--for=condition=Ready",
+        "--timeout",
+        READY_TIMEOUT,
+    ]);
+    let c = d.get_json("vm", "c").unwrap();
+    let log = Path::new(c["status"]["handles"]["consoleLog"].as_str().unwrap()).to_path_buf();
+    let rotated = log.with_file_name("console.log.1");
+
+    // 8 MiB on the serial console, from inside the guest.
+    let started = std::time::Instant::now();
+    d.cli_ok(&[
+        "exec",
+        "c",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero bs=1024 count=8192 2>/dev/null | tr '\\000' x > /dev/ttyS0",
+    ]);
+    println!("8 MiB printed on the console in {:?}", started.elapsed());
+    let cap = banger_controller::host::console::CONSOLE_CAP;
+    let settled = wait_for(Duration::from_secs(30), Duration::from_millis(500), || {
+        let live = fs::metadata(&log).ok()?.len();
+        (live <= cap).then_some(live)
+    });
+    assert!(
+        settled.is_some(),
+        "console.log never came back under the cap"
+    );
+    let kept = fs::metadata(&log).unwrap().len() + fs::metadata(&rotated).map_or(0, |m| m.len());
+    println!("kept {kept} bytes of console (cap {cap})");
+    assert!(rotated.exists(), "the log was rotated");
+    assert!(kept <= 3 * cap, "{kept} bytes kept");
+    d.cli_ok(&["wait", "vm/c", "--for=condition=Ready", "--timeout", "30s"]);
+    d.cli_ok(&["delete", "vm", "c", "--wait", "--timeout", "120s"]);
+}

@@ -11,6 +11,7 @@
 pub mod kvm;
 pub mod process;
 
+pub mod console;
 pub mod disk;
 pub mod garbage;
 pub mod guest_keys;

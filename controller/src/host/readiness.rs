@@ -7,7 +7,11 @@
 //! - [`ConsoleWatch`]: a line of the serial console log contains a marker. The console
 //!   log is appended across boots, so a watch starts at the offset the log had when the
 //!   VM was launched ([`console_len`]) and never matches an earlier boot's marker. It
-//!   reads only the new bytes on each poll, at most [`MAX_READ_PER_POLL`] of them.
+//!   reads only the new bytes on each poll, at most [`MAX_READ_PER_POLL`] of them, and
+//!   keeps its place between polls (the caller keeps the watch), so a marker printed
+//!   after any amount of output is found. A log shorter than the watch's offset was
+//!   rotated ([`crate::host::console`]): the watch then reads the rotated copy, once,
+//!   and the log from its start.
 //!
 //! A guest that powered off while its VMM lives on is not "not ready" but exited: the
 //! driver's probe reports it as [`crate::driver::Liveness::GuestHalted`].
@@ -60,6 +64,8 @@ pub fn console_since(path: &Path, from_offset: u64) -> Result<String, ReadinessE
         Err(source) => return Err(err(source)),
     };
     let len = file.metadata().map_err(err)?.len();
+    // A log shorter than the offset was rotated since: what is there is newer.
+    let from_offset = if from_offset > len { 0 } else { from_offset };
     let start = from_offset.max(len.saturating_sub(MAX_READ_PER_POLL));
     if start >= len {
         return Ok(String::new());
@@ -81,6 +87,8 @@ pub struct ConsoleWatch {
     /// The tail of the bytes already read, so a marker split across polls is found.
     carry: Vec<u8>,
     found: bool,
+    /// The rotated copy was read (after the log was found shorter than the offset).
+    read_rotated: bool,
 }
 
 impl ConsoleWatch {
@@ -92,7 +100,28 @@ impl ConsoleWatch {
             offset: from_offset,
             carry: Vec::new(),
             found: false,
+            read_rotated: false,
         }
+    }
+
+    /// Where the watch has read to.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn scan(&mut self, fresh: &[u8]) -> bool {
+        let mut window = std::mem::take(&mut self.carry);
+        window.extend_from_slice(fresh);
+        if window
+            .windows(self.marker.len())
+            .any(|w| w == self.marker.as_slice())
+        {
+            self.found = true;
+            return true;
+        }
+        let keep = self.marker.len().saturating_sub(1).min(window.len());
+        self.carry = window[window.len() - keep..].to_vec();
+        false
     }
 
     /// Reads what was appended since the last poll; returns whether the marker has been
@@ -105,17 +134,40 @@ impl ConsoleWatch {
             self.found = true;
             return Ok(true);
         }
+        let path = self.path.clone();
         let err = |source| ReadinessError::Console {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        let mut file = match std::fs::File::open(&self.path) {
+        let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(source) => return Err(err(source)),
         };
         let len = file.metadata().map_err(err)?.len();
-        if len <= self.offset {
+        if len < self.offset {
+            // Rotated since the watch last read: the rotated copy (the log as it was,
+            // byte for byte) holds what the watch did not read yet, from its offset on
+            // (from the start if the copy is shorter: rotated more than once); then
+            // the log starts over.
+            let read_to = self.offset;
+            self.offset = 0;
+            if !self.read_rotated {
+                self.read_rotated = true;
+                let rotated = crate::host::console::rotated_path(&path);
+                if let Ok(bytes) = std::fs::read(&rotated) {
+                    let from = usize::try_from(read_to)
+                        .ok()
+                        .filter(|f| *f <= bytes.len())
+                        .unwrap_or(0);
+                    if self.scan(&bytes[from..]) {
+                        return Ok(true);
+                    }
+                }
+            }
+            self.carry.clear();
+        }
+        if len == self.offset {
             return Ok(false);
         }
         file.seek(SeekFrom::Start(self.offset)).map_err(err)?;
@@ -125,18 +177,7 @@ impl ConsoleWatch {
             .read_to_end(&mut fresh)
             .map_err(err)?;
         self.offset += read as u64;
-        let mut window = std::mem::take(&mut self.carry);
-        window.extend_from_slice(&fresh);
-        if window
-            .windows(self.marker.len())
-            .any(|w| w == self.marker.as_slice())
-        {
-            self.found = true;
-            return Ok(true);
-        }
-        let keep = self.marker.len().saturating_sub(1).min(window.len());
-        self.carry = window[window.len() - keep..].to_vec();
-        Ok(false)
+        Ok(self.scan(&fresh))
     }
 
     /// [`Self::poll`] on a thread of the blocking pool (it reads the log), for async
@@ -266,8 +307,8 @@ mod tests {
         assert_eq!(console_since(&log, start).unwrap(), "new boot\nlogin:\n");
         assert_eq!(
             console_since(&log, start + 1000).unwrap(),
-            "",
-            "an offset past the end (a truncated log) reads nothing"
+            "old boot\nreboot: Power down\nnew boot\nlogin:\n",
+            "an offset past the end: the log was rotated since, all it holds is newer"
         );
     }
 
@@ -283,5 +324,54 @@ mod tests {
             watch.poll_async().await.unwrap(),
             "a marker split across polls"
         );
+    }
+
+    /// A kept watch finds a marker printed after more output than one poll reads, and
+    /// one printed across a rotation of the log (but not an earlier boot's).
+    #[test]
+    fn a_kept_watch_finds_late_markers_and_follows_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let mut vmm = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        vmm.write_all(b"old boot: READY-MARK\n").unwrap();
+        let launch = console_len(&log).unwrap();
+        let mut watch = ConsoleWatch::new(&log, "READY-MARK", launch);
+        let noise = vec![b'x'; usize::try_from(MAX_READ_PER_POLL).unwrap() + 4096];
+        vmm.write_all(&noise).unwrap();
+        vmm.write_all(b"READY-MARK\n").unwrap();
+        assert!(!watch.poll().unwrap(), "first poll: only noise so far");
+        assert!(watch.poll().unwrap(), "found on the next poll");
+
+        // Rotation between polls: the unread tail is in console.log.1.
+        std::fs::write(&log, b"").unwrap();
+        let mut vmm = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        vmm.write_all(b"old boot: READY-MARK\n").unwrap();
+        let launch = console_len(&log).unwrap();
+        let mut watch = ConsoleWatch::new(&log, "READY-MARK", launch);
+        vmm.write_all(b"booting... READY-").unwrap();
+        assert!(!watch.poll().unwrap());
+        vmm.write_all(b"MARK and more").unwrap();
+        assert!(crate::host::console::rotate_if_larger(&log, 10).unwrap());
+        assert!(
+            watch.poll().unwrap(),
+            "the split marker is read from the rotated copy"
+        );
+
+        // A watch that starts after a rotation does not take an earlier boot's marker.
+        std::fs::write(&log, b"old boot: READY-MARK\nnew boot output\n").unwrap();
+        let launch = 21; // just after the old boot's line
+        assert!(crate::host::console::rotate_if_larger(&log, 10).unwrap());
+        let mut watch = ConsoleWatch::new(&log, "READY-MARK", launch);
+        assert!(
+            !watch.poll().unwrap(),
+            "the old boot's marker is before the launch"
+        );
+        let mut vmm = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        vmm.write_all(b"READY-MARK").unwrap();
+        assert!(watch.poll().unwrap());
     }
 }

@@ -56,6 +56,7 @@ use crate::host::net::{BridgeConfig, Netlink};
 use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
 
+mod consoles;
 mod disk;
 mod garbage;
 mod images;
@@ -89,6 +90,8 @@ pub struct LinuxRuntime {
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
     /// VMM processes with an exit watch, so each is watched once.
     watched: Arc<Mutex<HashSet<ProcessIdentity>>>,
+    /// Every VM's console: kept readiness watches and the log rotation sweep.
+    consoles: consoles::Consoles,
 }
 
 impl std::fmt::Debug for LinuxRuntime {
@@ -116,7 +119,10 @@ impl LinuxRuntime {
         let kvm = kvm::detect();
         let hypervisors = Hypervisors::probe(&config.drivers, &kvm);
         let netlink = Netlink::connect().map_err(|e| LinuxRuntimeError::Netlink(e.to_string()))?;
+        let consoles = consoles::Consoles::default();
+        consoles.start_sweep();
         Ok(LinuxRuntime {
+            consoles,
             config,
             hypervisors,
             netlink,

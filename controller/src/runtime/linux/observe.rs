@@ -12,7 +12,7 @@ use crate::driver::{Hypervisor, Liveness, VmmProcess};
 use crate::host::disk;
 use crate::host::names::ObjectUid;
 use crate::host::net::vm::probe_vm_network;
-use crate::host::readiness::{self, console_since, ConsoleWatch};
+use crate::host::readiness::{self, console_since};
 use crate::runtime::{ObservedDisk, ObservedTap, ObservedVm, ProcessState, VmContext};
 
 /// How long a readiness TCP connect may take.
@@ -25,6 +25,9 @@ impl LinuxRuntime {
         observed.vm_dir = tokio::fs::metadata(&vm.vm_dir)
             .await
             .is_ok_and(|m| m.is_dir());
+        if observed.vm_dir {
+            self.consoles.know(&vm.uid, vm.console_log());
+        }
         observed.process = self.observe_process(vm).await;
         let vm_dir = vm.vm_dir.clone();
         let root = tokio::task::spawn_blocking(move || disk::probe_root_disk(&vm_dir)).await;
@@ -99,10 +102,15 @@ impl LinuxRuntime {
     async fn guest_ready(&self, vm: &VmContext) -> bool {
         let Some(image) = &vm.image else { return false };
         if let Some(marker) = &image.readiness.console_marker {
-            return ConsoleWatch::new(&vm.console_log(), marker, console_offset(&vm.handles))
-                .poll_async()
-                .await
-                .unwrap_or(false);
+            return self
+                .consoles
+                .marker_seen(
+                    &vm.uid,
+                    vm.console_log(),
+                    marker,
+                    console_offset(&vm.handles),
+                )
+                .await;
         }
         let (Some(port), Some(lease)) = (image.readiness.tcp_port, &vm.lease) else {
             return false;

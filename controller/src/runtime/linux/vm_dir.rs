@@ -46,6 +46,7 @@ impl LinuxRuntime {
             }
         }
         handles.extra.clear();
+        self.consoles.forget(&vm.uid);
         Ok(handles)
     }
 }
