@@ -29,7 +29,9 @@ pub struct DaemonConfig {
     pub backoff_min: Duration,
     /// Largest backoff delay after failures.
     pub backoff_max: Duration,
-    /// Quiet time that ends a burst of file events in the specs directory.
+    /// Quiet time after a save in the specs directory before it is rescanned: saves
+    /// closer together than this (an editor saving twice, a formatter after a save)
+    /// make one rescan of the final content.
     pub debounce: Duration,
     /// Events kept per object; older ones are dropped.
     pub events_per_object: usize,
@@ -109,7 +111,7 @@ impl DaemonConfig {
             stall_after: 5,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            debounce: Duration::from_millis(200),
+            debounce: Duration::from_millis(15),
             events_per_object: 50,
             events_total: 10_000,
             bridge_name: DEFAULT_BRIDGE.to_string(),

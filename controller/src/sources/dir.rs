@@ -1,7 +1,10 @@
 //! The specs directory source: every `*.yaml`/`*.yml` below it is desired state.
 //!
-//! - A full rescan runs at start, at every resync, and after each burst of file events
-//!   (debounced: an editor's writes or an atomic-rename save make one rescan).
+//! - A full rescan runs at start, at every resync, and right after a save: a file closed
+//!   after writing, renamed, created or removed, once the directory has been quiet for
+//!   the debounce (15 ms by default; a burst of saves makes one rescan, bounded to 5 s).
+//!   Writes still in progress do not count, so a file written in several pieces is read
+//!   once, complete.
 //! - A valid file's objects are created or updated, owned by the directory (owner
 //!   records the file, so renaming a file changes nothing else).
 //! - An invalid file changes nothing: the objects it declared (known by the file they
@@ -429,14 +432,7 @@ impl DirSource {
             let mut watcher =
                 notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                     if let Ok(ev) = res {
-                        let relevant = match ev.kind {
-                            EventKind::Access(notify::event::AccessKind::Close(
-                                notify::event::AccessMode::Write,
-                            )) => true,
-                            EventKind::Access(_) => false,
-                            _ => true,
-                        };
-                        if relevant {
+                        if is_save(&ev.kind) {
                             let _ = tx.send(());
                         }
                     }
@@ -462,6 +458,23 @@ impl DirSource {
                 }
             }
         }
+    }
+}
+
+/// Whether a file event ends a save (or a removal): a file closed after writing, a
+/// rename, a creation or removal. Writes still in progress (`IN_MODIFY`) and reads are
+/// not: a file written in several pieces is rescanned once, when it is closed.
+fn is_save(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_)
+        | EventKind::Create(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
     }
 }
 
