@@ -81,6 +81,16 @@ pub fn banger_at(socket: &Path, cwd: &Path, args: &[&str]) -> Run {
         .into()
 }
 
+/// `--socket-group root` unless `extra` names a group: a daemon run as root needs a
+/// group that exists, and the tests must not depend on the host having `banger`.
+fn socket_group(extra: &[&str]) -> Vec<&'static str> {
+    if extra.contains(&"--socket-group") {
+        Vec::new()
+    } else {
+        vec!["--socket-group", "root"]
+    }
+}
+
 impl Daemon {
     /// Starts `banger daemon --simulate` and waits until it answers.
     pub fn start() -> Daemon {
@@ -93,7 +103,8 @@ impl Daemon {
         let specs_dir = dir.path().join("specs");
         let state_dir = dir.path().join("state");
         let work_dir = dir.path().join("work");
-        for d in [&specs_dir, &state_dir, &work_dir] {
+        // The daemon makes its state dir itself (0700).
+        for d in [&specs_dir, &work_dir] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
         // Files the Image fixtures point to.
@@ -114,6 +125,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(["--resync", "2s"])
+            .args(socket_group(extra))
             .args(extra)
             .env("BANGER_LOG", "debug")
             .stdin(Stdio::null())

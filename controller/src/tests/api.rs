@@ -77,7 +77,8 @@ async fn daemon_serves_the_documented_api() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
-        0o660
+        0o600,
+        "no socket group: the daemon's user only"
     );
 
     let (st, v, _) = call(&socket, Method::GET, "/v1/healthz", None).await;
