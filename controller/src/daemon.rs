@@ -1,7 +1,8 @@
 //! `banger daemon`: the composition root.
 //!
 //! [`run`] first checks what it was given, before it changes anything: the socket's
-//! group exists (as root), then makes the state directory the daemon's alone
+//! group exists (as root), only its owner and root may write the specs directory
+//! ([`crate::sources::dir_trust`]); then it makes the state directory the daemon's alone
 //! ([`crate::host::state_dir`]) and locks it. Then it opens the store, recovers the
 //! journal, garbage-collects host objects of no known VM ([`crate::gc`]), starts the
 //! workers, the specs directory watcher, the resync ticker, the exit listener and the
@@ -41,6 +42,15 @@ pub enum DaemonError {
         /// The error.
         #[source]
         source: nix::errno::Errno,
+    },
+    /// Someone other than its owner and root could write the specs directory.
+    #[error("specs dir {dir}: {source}; {}", crate::sources::dir_trust::WHY)]
+    SpecsDir {
+        /// The specs directory.
+        dir: String,
+        /// What is wrong, naming the path.
+        #[source]
+        source: crate::host::path_trust::UntrustedPath,
     },
     /// The state directory is not the daemon's alone, or could not be made so.
     #[error(transparent)]
@@ -87,6 +97,14 @@ pub async fn run<R: VmRuntime>(
     let engine_config = config.clone();
     let (engine, group, _state_lock) = tokio::task::spawn_blocking(move || {
         let group = socket_group(&engine_config, daemon_uid)?;
+        if let Some(dir) = &engine_config.specs_dir {
+            crate::sources::dir_trust::check_specs_dir(dir, daemon_uid).map_err(|source| {
+                DaemonError::SpecsDir {
+                    dir: dir.display().to_string(),
+                    source,
+                }
+            })?;
+        }
         let tightened = crate::host::state_dir::prepare_state_dir(
             &state_dir,
             daemon_uid,

@@ -47,7 +47,8 @@ daemon refuses to start if the group does not exist: `groupadd --system banger`)
 Root may do everything; members of the group may apply, delete and read, with host
 paths (Image files, Workspace sources) only where they could read them themselves,
 but not `gc --include-orphans`; everyone else is refused. Run as another user, the
-daemon serves only that user. The state dir must be 0700 (README: Security model).
+daemon serves only that user. The state dir must be 0700, and the specs dir, with
+everything in it, writable only by its owner and root (README: Security model).
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.

@@ -19,6 +19,7 @@ use crate::store::{StoreError, StoredObject};
 
 pub mod apply;
 pub mod dir;
+pub mod dir_trust;
 pub mod host_paths;
 
 /// An error of a source operation, mapped to an HTTP status by the API.
