@@ -199,6 +199,25 @@ fn members_apply_get_and_delete_with_paths_they_may_read() {
         run.stderr
     );
     daemon.banger(&["get", "image", "stolen"]).expect_code(1);
+    // A Workspace copying a directory only root may list: refused the same way.
+    let ws = format!(
+        "apiVersion: banger.dev/v1alpha1\nkind: Workspace\nmetadata:\n  name: loot\nspec:\n  vm: dev\n  source: {}\n",
+        secret_dir.display()
+    );
+    let ws_file = daemon.write_work("loot.yaml", &ws);
+    std::fs::set_permissions(&ws_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = banger_as(MEMBER, &daemon, &["apply", "-f", "loot.yaml"]).expect_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}:1: workspace/loot: spec.source: {}: you may not list it (uid {})",
+            ws_file.display(),
+            secret_dir.display(),
+            uid(MEMBER)
+        )),
+        "{}",
+        run.stderr
+    );
+    daemon.banger(&["get", "workspace", "loot"]).expect_code(1);
     // Root may apply the same file.
     daemon
         .banger(&["apply", "-f", "stolen.yaml"])
