@@ -223,7 +223,7 @@ fn the_daemon_refuses_a_specs_dir_others_could_write() {
     assert_eq!(
         stderr.trim(),
         format!(
-            "error: daemon: specs dir {0}: {0}: writable by its group and others (mode 0777); spec files and their directories must be writable only by the specs dir's owner and root (the daemon runs what they declare as root)",
+            "error: daemon: specs dir {}: writable by its group and others (mode 0777); spec files and their directories must be writable only by the specs dir's owner and root (the daemon runs what they declare as root)",
             specs.display()
         )
     );

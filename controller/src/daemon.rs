@@ -44,10 +44,10 @@ pub enum DaemonError {
         source: nix::errno::Errno,
     },
     /// Someone other than its owner and root could write the specs directory.
-    #[error("specs dir {dir}: {source}; {}", crate::sources::dir_trust::WHY)]
+    #[error("{}", crate::sources::dir_trust::refusal(dir, source))]
     SpecsDir {
         /// The specs directory.
-        dir: String,
+        dir: std::path::PathBuf,
         /// What is wrong, naming the path.
         #[source]
         source: crate::host::path_trust::UntrustedPath,
@@ -100,7 +100,7 @@ pub async fn run<R: VmRuntime>(
         if let Some(dir) = &engine_config.specs_dir {
             crate::sources::dir_trust::check_specs_dir(dir, daemon_uid).map_err(|source| {
                 DaemonError::SpecsDir {
-                    dir: dir.display().to_string(),
+                    dir: dir.clone(),
                     source,
                 }
             })?;

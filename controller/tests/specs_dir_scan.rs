@@ -199,7 +199,7 @@ fn what_others_could_write_is_refused_unread() {
     assert_eq!(
         result.untrusted[0].reason,
         format!(
-            "specs dir {0}: {0}: writable by its group and others (mode 0777); {why}",
+            "specs dir {}: writable by its group and others (mode 0777); {why}",
             dir.display()
         )
     );

@@ -119,7 +119,7 @@ pub fn scan(dir: &Path) -> DirScan {
         Err(e) => {
             result.untrusted.push(UntrustedDir {
                 path: dir.to_path_buf(),
-                reason: format!("specs dir {}: {e}; {}", dir.display(), dir_trust::WHY),
+                reason: dir_trust::refusal(dir, &e),
             });
             return result;
         }

@@ -22,6 +22,21 @@ use crate::host::path_trust::{self, Entry, UntrustedPath};
 pub const WHY: &str =
     "spec files and their directories must be writable only by the specs dir's owner and root (the daemon runs what they declare as root)";
 
+/// One line for a refused specs directory: `specs dir D: writable by …; WHY`, or
+/// `specs dir D: /on/the/way is owned by …; WHY` when the fault is on the way to it.
+pub fn refusal(dir: &Path, e: &UntrustedPath) -> String {
+    if e.path == dir {
+        format!("specs dir {}: {}; {WHY}", dir.display(), e.problem)
+    } else {
+        format!(
+            "specs dir {}: {} is {}; {WHY}",
+            dir.display(),
+            e.path.display(),
+            e.problem
+        )
+    }
+}
+
 /// The users trusted to write below `dir`: root and the directory's owner.
 pub type Trusted = [u32; 2];
 
@@ -116,6 +131,22 @@ mod tests {
         let err = check_specs_dir(&specs, me).unwrap_err();
         assert_eq!(err.path, specs);
         assert_eq!(err.problem, "writable by its group (mode 0775)");
+        assert_eq!(
+            refusal(&specs, &err),
+            format!(
+                "specs dir {}: writable by its group (mode 0775); {WHY}",
+                specs.display()
+            )
+        );
+        let below = specs.join("deeper");
+        assert_eq!(
+            refusal(&below, &err),
+            format!(
+                "specs dir {}: {} is writable by its group (mode 0775); {WHY}",
+                below.display(),
+                specs.display()
+            )
+        );
         chmod(&specs, 0o1777);
         assert!(check_specs_dir(&specs, me).is_err(), "sticky is no excuse");
         chmod(&specs, 0o755);

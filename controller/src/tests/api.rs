@@ -425,7 +425,7 @@ async fn a_daemon_refuses_directories_others_could_write() {
     assert_eq!(
         err.to_string(),
         format!(
-            "specs dir {0}: {0}: writable by its group and others (mode 0777); {1}",
+            "specs dir {}: writable by its group and others (mode 0777); {}",
             specs.display(),
             crate::sources::dir_trust::WHY
         )
