@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # banger's main job on a fresh machine: installs the Debian packages and the guest kit,
-# builds banger, starts `banger daemon` with examples/ as its specs directory (unless a
-# daemon already answers on the socket), and waits until the example VMs are Ready and
-# the example Workspace (this checkout) is copied into vm/dev.
+# builds banger, creates the system group `banger` (its members may use the daemon's
+# socket) if missing, starts `banger daemon` with examples/ as its specs directory
+# (unless a daemon already answers on the socket), and waits until the example VMs are
+# Ready and the example Workspace (this checkout) is copied into vm/dev.
 # Must run as root (bridges, taps, nftables). The daemon keeps running afterwards; stop it
 # with `kill $(cat /run/banger/daemon.pid)` — the VMs survive a daemon stop by design;
 # `banger delete vm dev ci` removes them.
@@ -28,8 +29,19 @@ socket="${BANGER_SOCKET:-/run/banger/banger.sock}"
 log="${BANGER_LOG:-/var/log/banger-daemon.log}"
 export BANGER_SOCKET="$socket"
 
+if ! getent group banger >/dev/null; then
+  echo "up.sh: creating the system group banger (its members may use banger's socket: usermod -aG banger USER)" >&2
+  groupadd --system banger
+fi
+
 if ! "$bin" get vms >/dev/null 2>&1; then
-  mkdir -p "$(dirname "$socket")" "$state_dir"
+  mkdir -p "$(dirname "$socket")"
+  # The daemon refuses a state dir its group or others may enter; one made by an
+  # older up.sh (mode 0755) is closed here, once, saying so.
+  if [ -d "$state_dir" ] && [ "$(stat -c %u "$state_dir")" = 0 ] && [ "$(stat -c %a "$state_dir")" != 700 ]; then
+    echo "up.sh: $state_dir is mode $(stat -c %a "$state_dir"); banger needs 0700: chmod 700 $state_dir" >&2
+    chmod 700 "$state_dir"
+  fi
   echo "up.sh: starting banger daemon (log: $log)" >&2
   setsid "$bin" daemon --specs-dir "$PWD/examples" --state-dir "$state_dir" --socket "$socket" \
     >>"$log" 2>&1 </dev/null &
@@ -38,6 +50,11 @@ if ! "$bin" get vms >/dev/null 2>&1; then
     "$bin" get vms >/dev/null 2>&1 && break
     sleep 0.2
   done
+  if ! "$bin" get vms >/dev/null 2>&1; then
+    echo "up.sh: the daemon did not come up; the end of $log:" >&2
+    tail -n 5 "$log" >&2
+    exit 1
+  fi
 fi
 
 for object in vm/dev vm/ci workspace/banger-src; do

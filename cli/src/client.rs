@@ -44,6 +44,25 @@ pub enum ClientError {
         /// What connect said.
         source: std::io::Error,
     },
+    /// The socket's permissions keep this user out.
+    #[error(
+        "permission denied on the banger daemon's socket {}: add yourself to the {} group (sudo usermod -aG {} $USER, then log in again), or run as root",
+        socket.display(),
+        group.as_deref().unwrap_or("socket's"),
+        group.as_deref().unwrap_or("GROUP")
+    )]
+    NotAllowed {
+        /// The socket path.
+        socket: PathBuf,
+        /// The socket's group, when it could be named.
+        group: Option<String>,
+    },
+    /// The daemon closed the connection without answering.
+    #[error("the banger daemon at {} closed the connection without answering: it does so for users who are neither root nor in the socket's group (add yourself to that group), and while it serves too many connections (try again)", socket.display())]
+    ClosedWithoutAnswer {
+        /// The socket path.
+        socket: PathBuf,
+    },
     /// The HTTP exchange broke.
     #[error("talking to the banger daemon at {}: {source}", socket.display())]
     Http {
@@ -172,6 +191,50 @@ impl DaemonClient {
         &self.socket
     }
 
+    /// Connects to the socket; a permission error names the socket's group.
+    async fn open(&self) -> Result<tokio::net::UnixStream, ClientError> {
+        match tokio::net::UnixStream::connect(&self.socket).await {
+            Ok(stream) => Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let socket = self.socket.clone();
+                let group = tokio::task::spawn_blocking(move || socket_group_name(&socket))
+                    .await
+                    .ok()
+                    .flatten();
+                Err(ClientError::NotAllowed {
+                    socket: self.socket.clone(),
+                    group,
+                })
+            }
+            Err(source) => Err(ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// A transport error of an exchange: a connection closed before any answer is
+    /// [`ClientError::ClosedWithoutAnswer`].
+    fn http_error(&self, source: hyper::Error) -> ClientError {
+        let closed_io = std::error::Error::source(&source)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                )
+            });
+        if source.is_incomplete_message() || source.is_canceled() || closed_io {
+            return ClientError::ClosedWithoutAnswer {
+                socket: self.socket.clone(),
+            };
+        }
+        ClientError::Http {
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+
     /// Sends one request and reads the whole response, within `REQUEST_MARGIN + wait`.
     pub async fn send(
         &self,
@@ -197,16 +260,8 @@ impl DaemonClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
-        let http = |source| ClientError::Http {
-            socket: self.socket.clone(),
-            source,
-        };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                socket: self.socket.clone(),
-                source,
-            })?;
+        let http = |source| self.http_error(source);
+        let stream = self.open().await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
@@ -389,16 +444,8 @@ impl DaemonClient {
     }
 
     async fn upgrade(&self, path: &str) -> Result<GuestStream, ClientError> {
-        let http = |source| ClientError::Http {
-            socket: self.socket.clone(),
-            source,
-        };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                socket: self.socket.clone(),
-                source,
-            })?;
+        let http = |source| self.http_error(source);
+        let stream = self.open().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http)?;
@@ -434,6 +481,16 @@ impl DaemonClient {
         }
         Err(api_error(status, &body))
     }
+}
+
+/// The name of the group that owns `socket` (blocking: a stat and a group lookup).
+fn socket_group_name(socket: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata(socket).ok()?.gid();
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
 }
 
 /// Decodes an error response; a body that is not an [`ErrorBody`] is kept as text.
@@ -493,6 +550,51 @@ mod tests {
         );
         assert!(err.is_not_found());
         assert_eq!(err.to_string(), "Error from daemon: vm \"x\" not found");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_without_an_answer_says_why_that_happens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("refusing.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        // Like the daemon refusing a peer: accept, close, no HTTP.
+        let refuser = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            drop(stream);
+        });
+        let err = DaemonClient::new(&socket)
+            .list(None)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, ClientError::ClosedWithoutAnswer { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("neither root nor in the socket's group"),
+            "{err}"
+        );
+        refuser.await.expect("refuser");
+    }
+
+    #[test]
+    fn permission_denied_names_the_group_to_join() {
+        let err = ClientError::NotAllowed {
+            socket: "/run/banger/banger.sock".into(),
+            group: Some("banger".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "permission denied on the banger daemon's socket /run/banger/banger.sock: add yourself to the banger group (sudo usermod -aG banger $USER, then log in again), or run as root"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let mine = nix::unistd::Group::from_gid(nix::unistd::getegid())
+            .expect("group lookup")
+            .map(|g| g.name);
+        assert_eq!(socket_group_name(&socket), mine);
     }
 
     #[tokio::test]

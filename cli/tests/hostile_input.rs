@@ -1,7 +1,8 @@
 //! Hostile input against the real binary: spec files that are not regular files and
 //! alias bombs for `banger validate`, and malformed, oversized and half-sent requests
-//! against a real `banger daemon --simulate`, which must answer with errors and keep
-//! serving.
+//! against a real `banger daemon --simulate`, which must answer with (JSON) errors and
+//! keep serving; and a specs directory anyone may write, on which the daemon refuses to
+//! start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -140,7 +141,7 @@ fn the_daemon_answers_hostile_requests_and_keeps_serving() {
     let answer = exchange(&daemon.socket, &post("/v1/apply", &padded), false);
     assert_eq!(status(&answer), "HTTP/1.1 200 OK", "{answer}");
 
-    // A body over the limit is refused (413) without being buffered.
+    // A body over the limit is refused (413, as JSON) without being buffered.
     let huge = vec![b' '; 5 * 1024 * 1024];
     let answer = exchange(&daemon.socket, &post("/v1/apply", &huge), false);
     assert_eq!(
@@ -148,6 +149,9 @@ fn the_daemon_answers_hostile_requests_and_keeps_serving() {
         "HTTP/1.1 413 Payload Too Large",
         "{answer}"
     );
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let error: serde_json::Value = serde_json::from_str(body).expect("a JSON ErrorBody");
+    assert_eq!(error["code"], "too-large", "{answer}");
     assert_still_serving(&daemon);
 
     // The alias bomb as an apply: refused as invalid, naming the file.
@@ -188,4 +192,40 @@ fn the_daemon_answers_hostile_requests_and_keeps_serving() {
     assert_still_serving(&daemon);
     drop(slow);
     assert_still_serving(&daemon);
+}
+
+/// A specs directory anyone may write would let anyone make root run VMs: the daemon
+/// refuses to start on it, with one line naming it, and creates nothing.
+#[test]
+fn the_daemon_refuses_a_specs_dir_others_could_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = tmp.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    std::fs::set_permissions(&specs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state = tmp.path().join("state");
+    let socket = tmp.path().join("banger.sock");
+    let out = std::process::Command::new(support::BANGER)
+        .arg("daemon")
+        .arg("--simulate")
+        .args(["--socket-group", "root"])
+        .arg("--specs-dir")
+        .arg(&specs)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--socket")
+        .arg(&socket)
+        .env("BANGER_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "error: daemon: specs dir {}: writable by its group and others (mode 0777); spec files and their directories must be writable only by the specs dir's owner and root (the daemon runs what they declare as root)",
+            specs.display()
+        )
+    );
+    assert!(!state.exists() && !socket.exists(), "nothing made");
 }

@@ -97,8 +97,9 @@ fn a_database_locked_by_another_process_stalls_writes_then_heals() {
 #[ignore = "needs root (mounts a tmpfs)"]
 fn a_full_state_filesystem_is_reported_and_heals() {
     let d = Daemon::start_prepared(&[], |state| {
+        std::fs::create_dir_all(state).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "banger-test-full"])
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "banger-test-full"])
             .arg(state)
             .status()
             .unwrap()

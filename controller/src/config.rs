@@ -15,8 +15,15 @@ pub struct DaemonConfig {
     pub specs_dir: Option<PathBuf>,
     /// State directory (`--state-dir`): `banger.db`, `vms/<uid>/`, `images/<uid>/`.
     pub state_dir: PathBuf,
-    /// The API's Unix socket (`--socket`), created with mode 0660.
+    /// The API's Unix socket (`--socket`): `0660 root:<socket_group>` for a daemon run
+    /// as root with a group, otherwise 0600 (its user only).
     pub socket: PathBuf,
+    /// The group whose members may use the socket (`--socket-group`, default `banger`):
+    /// only for a daemon run as root, which refuses to start when it does not exist.
+    /// `None`: the socket is root's (or the daemon user's) alone.
+    pub socket_group: Option<String>,
+    /// Bounds on the API's clients.
+    pub api: ApiLimits,
     /// Period of the full resync (`--resync`, default 30 s).
     pub resync: Duration,
     /// How many reconciles may run at once, all objects together.
@@ -95,6 +102,34 @@ impl std::str::FromStr for CrashAt {
     }
 }
 
+/// Bounds on the API's clients (see `controller/src/api/listener.rs` and `body.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Longest a client may take to send a request's head (request line and
+    /// headers), and longest a kept-alive connection may sit idle between requests.
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body.
+    pub body_timeout: Duration,
+    /// Most connections at once (connect streams included).
+    pub max_connections: usize,
+    /// Of those, how many only root (or the daemon's user) may take.
+    pub root_reserve: usize,
+    /// Most request bodies read at once (each at most the body limit, 4 MiB).
+    pub bodies_in_flight: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            root_reserve: 32,
+            bodies_in_flight: 8,
+        }
+    }
+}
+
 /// Default bridge device name.
 pub const DEFAULT_BRIDGE: &str = "banger0";
 
@@ -105,6 +140,8 @@ impl DaemonConfig {
             specs_dir,
             state_dir,
             socket,
+            socket_group: None,
+            api: ApiLimits::default(),
             resync: Duration::from_secs(30),
             max_concurrent: 16,
             max_heavy: 2,

@@ -1,8 +1,12 @@
 //! `banger daemon`: the composition root.
 //!
-//! [`run`] opens the store, recovers the journal, garbage-collects host objects of no
-//! known VM ([`crate::gc`]), starts the workers, the specs
-//! directory watcher, the resync ticker, the exit listener and the API, and runs until
+//! [`run`] first checks what it was given, before it changes anything: the socket's
+//! group exists (as root), only its owner and root may write the specs directory
+//! ([`crate::sources::dir_trust`]); then it makes the state directory the daemon's alone
+//! ([`crate::host::state_dir`]) and locks it. Then it opens the store, recovers the
+//! journal, garbage-collects host objects of no known VM ([`crate::gc`]), starts the
+//! workers, the specs directory watcher, the resync ticker, the exit listener and the
+//! API (its socket given to the group: [`crate::api::authz`]), and runs until
 //! `shutdown` resolves. Then it stops taking work (API and queue closed), lets the
 //! steps in flight finish (each is journaled) within `shutdown_grace`, and returns,
 //! leaving every VM running.
@@ -12,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::api::authz::{AccessPolicy, SocketGroup};
 use crate::api::server::{self, ApiState};
 use crate::config::DaemonConfig;
 use crate::engine::{Engine, ReconcileError};
@@ -23,6 +28,33 @@ use crate::store::StoreError;
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The socket's group does not exist.
+    #[error("socket group {name:?} does not exist: create it (groupadd --system {name}; scripts/up.sh does), or name another with --socket-group")]
+    SocketGroup {
+        /// The group's name.
+        name: String,
+    },
+    /// The socket's group could not be looked up.
+    #[error("socket group {name:?}: {source}")]
+    SocketGroupLookup {
+        /// The group's name.
+        name: String,
+        /// The error.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// Someone other than its owner and root could write the specs directory.
+    #[error("{}", crate::sources::dir_trust::refusal(dir, source))]
+    SpecsDir {
+        /// The specs directory.
+        dir: std::path::PathBuf,
+        /// What is wrong, naming the path.
+        #[source]
+        source: crate::host::path_trust::UntrustedPath,
+    },
+    /// The state directory is not the daemon's alone, or could not be made so.
+    #[error(transparent)]
+    StateDirAccess(#[from] crate::host::state_dir::StateDirError),
     /// The state directory could not be made.
     #[error("state dir {path}: {source}")]
     StateDir {
@@ -58,18 +90,32 @@ pub async fn run<R: VmRuntime>(
     runtime: R,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    // Start-up work that blocks (the state directory, opening the database) runs on
-    // the blocking pool.
+    // Start-up work that blocks (groups, the state directory, opening the database)
+    // runs on the blocking pool.
+    let daemon_uid = nix::unistd::geteuid().as_raw();
     let state_dir = config.state_dir.clone();
     let engine_config = config.clone();
-    let (engine, _state_lock) = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
+    let (engine, group, _state_lock) = tokio::task::spawn_blocking(move || {
+        let group = socket_group(&engine_config, daemon_uid)?;
+        if let Some(dir) = &engine_config.specs_dir {
+            crate::sources::dir_trust::check_specs_dir(dir, daemon_uid).map_err(|source| {
+                DaemonError::SpecsDir {
+                    dir: dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        let tightened = crate::host::state_dir::prepare_state_dir(
+            &state_dir,
+            daemon_uid,
+            &engine_config.socket,
+        )?;
+        for t in tightened {
+            tracing::warn!(path = %t.path.display(), "state dir: mode {:04o} gave its group or others access; now {:04o}", t.from, t.to);
+        }
         // One daemon per state directory, for as long as this one runs.
         let lock = crate::host::state_lock::lock_state_dir(&state_dir)?;
-        Ok::<_, DaemonError>((Engine::new(engine_config, runtime)?, lock))
+        Ok::<_, DaemonError>((Engine::new(engine_config, runtime)?, group, lock))
     })
     .await
     .map_err(|e| DaemonError::StateDir {
@@ -77,12 +123,18 @@ pub async fn run<R: VmRuntime>(
         source: std::io::Error::other(e.to_string()),
     })??;
     let engine = Arc::new(engine);
-    let listener = server::bind(&config.socket)
-        .await
-        .map_err(|source| DaemonError::Socket {
-            path: config.socket.display().to_string(),
-            source,
-        })?;
+    let socket_error = |source| DaemonError::Socket {
+        path: config.socket.display().to_string(),
+        source,
+    };
+    let listener = server::bind(&config.socket).await.map_err(socket_error)?;
+    if let Some(group) = &group {
+        server::grant_to_group(&config.socket, group.gid).map_err(socket_error)?;
+    }
+    let policy = AccessPolicy {
+        daemon_uid,
+        group: group.clone(),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -188,17 +240,17 @@ pub async fn run<R: VmRuntime>(
     let api = {
         let state = Arc::new(ApiState::of(&engine));
         let rx = stop_rx.clone();
+        let limits = config.api;
         tokio::spawn(async move {
             let app = server::router(state);
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-            {
-                tracing::error!(error = %e, "API server failed");
-            }
+            crate::api::listener::serve(listener, app, policy, limits, stopped(rx)).await;
         })
     };
-    tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), runtime = engine.runtime.name(), "banger daemon ready");
+    let socket_access = match &group {
+        Some(g) => format!("0660 root:{}", g.name),
+        None => "0600 (the daemon's user only)".to_string(),
+    };
+    tracing::info!(socket = %config.socket.display(), socket_access, state_dir = %config.state_dir.display(), runtime = engine.runtime.name(), "banger daemon ready");
 
     shutdown.await;
     tracing::info!("shutting down: no new work; finishing steps in flight");
@@ -226,4 +278,31 @@ pub async fn run<R: VmRuntime>(
     let _ = tokio::fs::remove_file(&config.socket).await;
     tracing::info!("banger daemon stopped; VMs left running");
     Ok(())
+}
+
+/// The socket's group, looked up by name: for a daemon run as root with
+/// [`DaemonConfig::socket_group`] set. A daemon run as another user serves only its
+/// user (and root), so its group setting is ignored, with a log line.
+fn socket_group(
+    config: &DaemonConfig,
+    daemon_uid: u32,
+) -> Result<Option<SocketGroup>, DaemonError> {
+    let Some(name) = &config.socket_group else {
+        return Ok(None);
+    };
+    if daemon_uid != 0 {
+        tracing::info!(group = %name, "not running as root: the socket is this user's only; the socket group is not used");
+        return Ok(None);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(Some(SocketGroup {
+            name: name.clone(),
+            gid: group.gid.as_raw(),
+        })),
+        Ok(None) => Err(DaemonError::SocketGroup { name: name.clone() }),
+        Err(source) => Err(DaemonError::SocketGroupLookup {
+            name: name.clone(),
+            source,
+        }),
+    }
 }

@@ -61,7 +61,11 @@ async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     let listener = bind(&socket).await.unwrap();
     let meta = std::fs::symlink_metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "the daemon's user only"
+    );
 
     // Now it is live: a second daemon is refused and the first keeps its socket.
     let err = bind(&socket).await.unwrap_err();

@@ -143,3 +143,64 @@ fn an_oversized_spec_file_is_refused() {
     );
     assert!(result.files[0].objects.is_empty());
 }
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Spec files and directories others could write are refused, never read: a
+/// world-writable file, a group-writable directory (nothing below it is read), and the
+/// specs directory itself.
+#[test]
+fn what_others_could_write_is_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("specs");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o755);
+    std::fs::write(dir.join("image.yaml"), IMAGE).unwrap();
+    chmod(&dir.join("image.yaml"), 0o644);
+    std::fs::write(dir.join("open.yaml"), IMAGE.replace("base", "open")).unwrap();
+    chmod(&dir.join("open.yaml"), 0o666);
+    std::fs::create_dir(dir.join("team")).unwrap();
+    chmod(&dir.join("team"), 0o775);
+    std::fs::write(dir.join("team/vm.yaml"), "not: [valid").unwrap();
+
+    let result = scan_without_hanging(&dir);
+    let why = banger_controller::sources::dir_trust::WHY;
+    let loaded: Vec<(&str, usize)> = result
+        .files
+        .iter()
+        .map(|f| (f.file.rsplit('/').next().unwrap(), f.objects.len()))
+        .collect();
+    assert_eq!(loaded, [("image.yaml", 1), ("open.yaml", 0)]);
+    assert_eq!(result.refused.len(), 1);
+    assert_eq!(result.refused[0].path, dir.join("open.yaml"));
+    assert_eq!(
+        result.refused[0].reason,
+        format!("writable by its group and others (mode 0666); {why}")
+    );
+    assert_eq!(result.untrusted.len(), 1);
+    assert_eq!(result.untrusted[0].path, dir.join("team"));
+    assert_eq!(
+        result.untrusted[0].reason,
+        format!(
+            "{}: writable by its group (mode 0775); {why}",
+            dir.join("team").display()
+        )
+    );
+
+    // The whole directory open to others: nothing is read at all.
+    chmod(&dir, 0o777);
+    let result = scan_without_hanging(&dir);
+    assert!(result.files.is_empty(), "{:?}", result.files);
+    assert_eq!(result.untrusted.len(), 1);
+    assert_eq!(result.untrusted[0].path, dir);
+    assert_eq!(
+        result.untrusted[0].reason,
+        format!(
+            "specs dir {}: writable by its group and others (mode 0777); {why}",
+            dir.display()
+        )
+    );
+}

@@ -256,6 +256,8 @@ impl Daemon {
             .arg(&self.state_dir)
             .arg("--socket")
             .arg(&self.socket)
+            // A group that exists on every host: the tests must not need `banger`.
+            .args(["--socket-group", "root"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

@@ -42,6 +42,14 @@ Defaults as root: --socket /run/banger/banger.sock, --specs-dir /etc/banger/spec
 XDG_RUNTIME_DIR: $XDG_STATE_HOME/banger/banger.sock, never /tmp),
 $XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
 
+Access: as root, the socket is 0660 root:GROUP (--socket-group, default banger; the
+daemon refuses to start if the group does not exist: `groupadd --system banger`).
+Root may do everything; members of the group may apply, delete and read, with host
+paths (Image files, Workspace sources) only where they could read them themselves,
+but not `gc --include-orphans`; everyone else is refused. Run as another user, the
+daemon serves only that user. The state dir must be 0700, and the specs dir, with
+everything in it, writable only by its owner and root (README: Security model).
+
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.
 
@@ -60,6 +68,9 @@ pub struct DaemonArgs {
     /// Directory for the database and per-VM state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Group whose members may use the socket (as root; must exist).
+    #[arg(long, value_name = "NAME", default_value = "banger")]
+    pub socket_group: String,
     /// Period of the full resync (re-probe everything).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub resync: Duration,
@@ -188,6 +199,7 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
         paths.state_dir.clone(),
         paths.socket.clone(),
     );
+    config.socket_group = Some(args.socket_group.clone());
     config.resync = args.resync;
     if let Some(n) = args.max_concurrent {
         config.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
@@ -266,6 +278,7 @@ mod tests {
         let args = DaemonArgs {
             specs_dir: Some("/s".into()),
             state_dir: None,
+            socket_group: "banger".into(),
             resync: Duration::from_secs(30),
             simulate: true,
             log_format: LogFormat::Text,
@@ -291,6 +304,7 @@ mod tests {
         );
         assert_eq!(config.specs_dir, Some(PathBuf::from("/s")));
         assert_eq!(config.socket, PathBuf::from("/x.sock"));
+        assert_eq!(config.socket_group.as_deref(), Some("banger"));
         assert_eq!(config.resync, Duration::from_secs(2));
         assert_eq!(config.max_concurrent, 3);
         assert_eq!(config.bridge_name, "br-test");

@@ -83,6 +83,16 @@ pub fn banger_at(socket: &Path, cwd: &Path, args: &[&str]) -> Run {
         .into()
 }
 
+/// `--socket-group root` unless `extra` names a group: a daemon run as root needs a
+/// group that exists, and the tests must not depend on the host having `banger`.
+fn socket_group(extra: &[String]) -> Vec<&'static str> {
+    if extra.iter().any(|a| a == "--socket-group") {
+        Vec::new()
+    } else {
+        vec!["--socket-group", "root"]
+    }
+}
+
 impl Daemon {
     /// Starts `banger daemon --simulate` and waits until it answers.
     pub fn start() -> Daemon {
@@ -101,7 +111,8 @@ impl Daemon {
         let specs_dir = dir.path().join("specs");
         let state_dir = dir.path().join("state");
         let work_dir = dir.path().join("work");
-        for d in [&specs_dir, &state_dir, &work_dir] {
+        // The daemon makes its state dir itself (0700).
+        for d in [&specs_dir, &work_dir] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
         prepare(&state_dir);
@@ -144,6 +155,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .args(["--resync", "2s"])
+            .args(socket_group(&self.extra))
             .args(&self.extra)
             .env("BANGER_LOG", "debug")
             .stdin(Stdio::null())

@@ -14,7 +14,9 @@
 //! - after the upgrade, bytes are copied both ways until both directions are closed; an
 //!   end of stream on one side is passed on as a shutdown of the other side's writing
 //!   half (half-close), so `ssh` and request/response protocols finish cleanly;
-//! - the daemon dials only the address of the named VM (its `status.ip`).
+//! - the daemon dials only the address of the named VM (its `status.ip`);
+//! - the stream counts as one of the daemon's connections until it ends
+//!   ([`super::listener::ConnectionSlot`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -130,8 +132,14 @@ pub(super) async fn connect<R: VmRuntime>(
     let addr = SocketAddr::from((ip, port));
     let mut guest = dial(&vm, addr).await?;
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // The stream keeps the connection's slot among the daemon's connections.
+    let slot = request
+        .extensions()
+        .get::<Arc<super::listener::ConnectionSlot>>()
+        .cloned();
     let name = vm.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let vm = name;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -225,7 +233,17 @@ mod tests {
         let h = Harness::start(config, SimulatedRuntime::new());
         let state = Arc::new(ApiState::of(&h.engine));
         let listener = server::bind(&socket).await.unwrap();
-        tokio::spawn(async move { axum::serve(listener, server::router(state)).await });
+        let limits = state.config.api;
+        tokio::spawn(crate::api::listener::serve(
+            listener,
+            server::router(state),
+            crate::api::authz::AccessPolicy {
+                daemon_uid: nix::unistd::geteuid().as_raw(),
+                group: None,
+            },
+            limits,
+            std::future::pending(),
+        ));
 
         let (st, _, body) = request(&socket, "a", "port=22", true).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{body}");

@@ -5,8 +5,14 @@
 //! short store transactions (off the async workers) and never wait for a reconcile in
 //! flight. They see the engine only through [`ApiState`]: its [`Control`] (store,
 //! queue, events), the planner's [`Facts`] (for `describe`) and the
-//! [`GarbageCollector`]. Every error is an [`ErrorBody`] with 400, 404, 409, 422 or 500
-//! (the connect stream, [`super::connect`], adds 426 and 502).
+//! [`GarbageCollector`].
+//!
+//! Around the handlers, in the order a request meets them: the listener
+//! ([`super::listener`]: who may connect, how many, header timeout), authorisation
+//! ([`super::authz`]), the body reader ([`super::body`]: size, time, how many at once),
+//! then the handler. Every error is an [`ErrorBody`] ([`super::error_body`] turns the
+//! framework's plain-text ones into it): 400, 403, 404, 405, 408, 409, 413, 415, 422,
+//! 500 (the connect stream, [`super::connect`], adds 426 and 502).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -14,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Extension, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +28,8 @@ use axum::{Json, Router};
 use banger_specs::Kind;
 use serde::Deserialize;
 
+use super::authz::Client;
+use super::error_body::ApiJson;
 use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectView,
     SshIdentityView,
@@ -72,6 +80,9 @@ impl ApiError {
     pub(super) fn conflict(what: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", what)
     }
+    pub(super) fn forbidden(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", what)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -98,6 +109,7 @@ impl From<SourceError> for ApiError {
                 },
             },
             SourceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            SourceError::Forbidden(m) => Self::forbidden(m),
             SourceError::Store(e) => e.into(),
         }
     }
@@ -132,8 +144,11 @@ impl<R: VmRuntime> ApiState<R> {
 
 type Shared<R> = Arc<ApiState<R>>;
 
-/// The API's routes.
+/// The API's routes, with authorisation, the body reader and the JSON error net
+/// around them. Requests must come through [`super::listener::serve`], which gives
+/// each one its [`Client`]; without one every route answers 403.
 pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
+    let bodies = super::body::BodyLimits::new(&state.config.api, MAX_BODY_BYTES);
     Router::new()
         .route("/v1/healthz", get(healthz::<R>))
         .route("/v1/apply", post(apply_handler::<R>))
@@ -147,24 +162,27 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
         .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
+        // Route layers run innermost last: authorisation first, then the body.
+        .route_layer(axum::middleware::from_fn_with_state(
+            bodies,
+            super::body::read_body,
+        ))
+        .route_layer(axum::middleware::from_fn(super::authz::authorize))
+        .fallback(no_such_route)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(
+            super::error_body::json_errors,
+        ))
         .with_state(state)
 }
 
-/// Binds the socket (mode 0660; a stale socket file is replaced, a live one is an
-/// error) and serves until `shutdown` resolves.
-pub async fn serve<R: VmRuntime>(
-    state: Shared<R>,
-    socket: &Path,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = bind(socket).await?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+async fn no_such_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such route: {method} {}", uri.path()))
 }
 
-/// Binds the API socket: parent created, mode 0660. What is at the path already decides:
+/// Binds the API socket: parent created, mode 0600 (the daemon's user only; the daemon
+/// then gives it to the socket group, [`grant_to_group`]). What is at the path already
+/// decides:
 /// nothing, fine; a socket nobody listens on (left by a daemon that died), removed;
 /// a socket a daemon answers on, [`std::io::ErrorKind::AddrInUse`]; anything else (a
 /// regular file, a directory, a symlink), [`std::io::ErrorKind::AlreadyExists`] naming
@@ -208,8 +226,15 @@ pub async fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = tokio::net::UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Gives the socket to group `gid`: owner root, mode 0660, so the group's members can
+/// connect (and nobody else). Root only (`chown`).
+pub fn grant_to_group(socket: &Path, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(socket, Some(0), Some(gid))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
 }
 
 fn parse_kind(s: &str) -> Result<Kind, ApiError> {
@@ -233,15 +258,16 @@ async fn ssh_identity<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<SshIden
 
 async fn apply_handler<R: VmRuntime>(
     State(st): State<Shared<R>>,
-    Json(req): Json<ApplyRequest>,
+    Extension(client): Extension<Client>,
+    ApiJson(req): ApiJson<ApplyRequest>,
 ) -> Result<Response, ApiError> {
-    let resp = apply::apply(&st.ctl, &st.facts, &req).await?;
+    let resp = apply::apply(&st.ctl, &st.facts, &req, client.reads_as()).await?;
     Ok(Json(resp).into_response())
 }
 
 async fn delete_handler<R: VmRuntime>(
     State(st): State<Shared<R>>,
-    Json(req): Json<DeleteRequest>,
+    ApiJson(req): ApiJson<DeleteRequest>,
 ) -> Result<Response, ApiError> {
     let resp = apply::delete(&st.ctl, &req).await?;
     Ok(Json(resp).into_response())
@@ -342,13 +368,14 @@ async fn retry<R: VmRuntime>(
     Ok(Json(serde_json::json!({ "queued": true })))
 }
 
+/// The query of `POST /v1/gc` (authorisation decodes it the same way).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GcQuery {
+pub(super) struct GcQuery {
     #[serde(default)]
-    dry_run: bool,
+    pub(super) dry_run: bool,
     #[serde(default)]
-    include_orphans: bool,
+    pub(super) include_orphans: bool,
 }
 
 async fn gc_handler<R: VmRuntime>(

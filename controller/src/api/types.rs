@@ -281,8 +281,11 @@ pub struct DescribeView {
 pub struct ErrorBody {
     /// One-line error.
     pub error: String,
-    /// Machine-readable code: `invalid`, `conflict`, `not-found`, `bad-request`,
-    /// `upgrade-required`, `unreachable`, `internal`.
+    /// Machine-readable code, one per HTTP status: `bad-request` (400), `forbidden`
+    /// (403), `not-found` (404), `method-not-allowed` (405), `timeout` (408),
+    /// `conflict` (409), `too-large` (413), `unsupported-media-type` (415), `invalid`
+    /// (422), `upgrade-required` (426), `internal` (500), `unreachable` (502),
+    /// `unavailable` (503).
     pub code: String,
     /// Spec problems, for `invalid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,5 +1,7 @@
 //! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks, SSH
-//! keys in guest disks, workspace copies into guests, finding executables.
+//! keys in guest disks, workspace copies into guests, finding executables, and the
+//! file-system and socket facts access control rests on (who is on the socket, what
+//! that user may read, who could change a directory, the state directory's modes).
 //!
 //! The plumbing knows nothing of hypervisors or of the engine: the drivers
 //! ([`crate::driver`]) and the Linux runtime ([`crate::runtime::linux`]) compose it, and
@@ -18,8 +20,12 @@ pub mod guest_keys;
 pub mod names;
 pub mod net;
 pub mod oci;
+pub mod path_trust;
+pub mod peer;
+pub mod read_as;
 pub mod readiness;
 pub mod safe_path;
+pub mod state_dir;
 pub mod state_lock;
 pub mod which;
 pub mod workspace_copy;

@@ -1,7 +1,8 @@
 //! The API source: `banger apply`, `diff`, `apply --dry-run`, `delete`.
 //!
 //! The daemon parses the files itself with the specs crate. An apply is all or nothing:
-//! any invalid file (422) or any ownership conflict (409) changes nothing. `--prune`
+//! any invalid file (422), any host path a member of the socket's group may not read
+//! itself (403, [`super::host_paths`]) or any ownership conflict (409) changes nothing. `--prune`
 //! deletes the objects that earlier applies of the *same path set* created and that
 //! these files no longer declare; objects of other path sets or of the specs directory
 //! are never pruned.
@@ -21,6 +22,7 @@ use crate::api::types::{
 use crate::api::views::plan_view;
 use crate::control::Control;
 use crate::engine::Facts;
+use crate::host::peer::Credentials;
 use crate::objects::{self, Owner};
 use crate::planner::{self, Plan};
 use crate::runtime::VmRuntime;
@@ -83,14 +85,19 @@ async fn known_keys(ctl: &Control) -> Result<Vec<ObjectKey>, SourceError> {
 }
 
 /// `POST /v1/apply`. `facts` computes each object's plan (the same facts the engine
-/// plans from).
+/// plans from). `reads_as`: the client's credentials when it is a member of the
+/// socket's group (its host paths are checked as it), `None` for root.
 pub async fn apply<R: VmRuntime>(
     ctl: &Control,
     facts: &Facts<R>,
     req: &ApplyRequest,
+    reads_as: Option<&Credentials>,
 ) -> Result<ApplyResponse, SourceError> {
     let known = known_keys(ctl).await?;
     let (mut loaded, warnings) = parse_files(&req.files, &known)?;
+    if let Some(client) = reads_as {
+        super::host_paths::check_readable_by(client, &loaded).await?;
+    }
     loaded.sort_by_key(|o| planner::kind_order(o.resource.kind(), false));
     let path_set = normalised_path_set(req);
     let _guard = ctl.sources_lock.lock().await;

@@ -15,6 +15,11 @@
 //!   forgotten; its VM, disk and lease stay) or `Stop` (the object stays, stopped).
 //! - Objects owned by `banger apply` are never touched; a file declaring one gets a
 //!   `SourceConflict` warning event (once per file and object).
+//! - Only the directory's owner and root may write it ([`super::dir_trust`]): a spec
+//!   file someone else could write is refused like an invalid file (its objects keep
+//!   their last good spec), and below a directory someone else could write (the specs
+//!   directory itself included) nothing is read, created or deleted: its objects keep
+//!   their last good spec, with `SpecValid=False` saying why.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +31,7 @@ use banger_specs::{ObjectKey, PowerState, Problem, Resource, Severity};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use super::dir_trust::{self, Trusted};
 use super::upsert;
 use crate::control::Control;
 use crate::objects::{self, OnRemove, Owner};
@@ -50,6 +56,8 @@ pub struct DirScan {
     /// socket, directory, or a symlink to one), a symlink loop, unreadable, or over the
     /// size cap. Never opened when the type is wrong, so none of them can block a
     /// rescan. For surfacing as events; the same refusals are in [`DirScan::files`].
+    /// Spec files someone other than the directory's owner and root could write are
+    /// refused here too.
     pub refused: Vec<RefusedFile>,
     /// The specs directory itself does not exist (removed, or not mounted): the sync
     /// then changes nothing — a missing directory is not "every file deleted".
@@ -57,6 +65,19 @@ pub struct DirScan {
     /// Directories below it that could not be listed: the objects of files below them
     /// keep their last good spec instead of being deleted.
     pub unreadable_dirs: Vec<PathBuf>,
+    /// Directories (the specs directory itself, or one below it) someone other than
+    /// its owner and root could write: nothing below them was read, and the objects of
+    /// files below them keep their last good spec.
+    pub untrusted: Vec<UntrustedDir>,
+}
+
+/// A directory the scan would not read below, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntrustedDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// Why, as one line naming the offending path.
+    pub reason: String,
 }
 
 /// A spec file the scan would not read, and why.
@@ -98,10 +119,26 @@ fn is_spec_file(p: &Path) -> bool {
 /// when it is a regular file or a symlink to one ([`read_spec_file`]: the type is
 /// checked before opening, the open is non-blocking, the size capped); anything else
 /// is refused and reported in [`DirScan::refused`]. An entry that vanished meanwhile
-/// (or a dangling symlink) counts as absent.
+/// (or a dangling symlink) counts as absent. Who may write the directories and files
+/// is checked first ([`dir_trust`]): what fails is refused, never read.
 pub fn scan(dir: &Path) -> DirScan {
-    let mut paths = Vec::new();
     let mut result = DirScan::default();
+    if matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        result.root_missing = true;
+        return result;
+    }
+    let trusted: Trusted = match dir_trust::check_specs_dir(dir, nix::unistd::geteuid().as_raw()) {
+        Ok(trusted) => trusted,
+        Err(e) => {
+            result.untrusted.push(UntrustedDir {
+                path: dir.to_path_buf(),
+                reason: dir_trust::refusal(dir, &e),
+            });
+            return result;
+        }
+    };
+    let mut paths = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
         let rd = match std::fs::read_dir(&d) {
@@ -124,7 +161,17 @@ pub fn scan(dir: &Path) -> DirScan {
                 .is_some_and(|n| n.starts_with('.'));
             if ft.is_dir() {
                 if depth < MAX_DEPTH && !hidden {
-                    stack.push((p, depth + 1));
+                    let problem = entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| dir_trust::subdir_problem(&m, &trusted));
+                    match problem {
+                        Some(problem) => result.untrusted.push(UntrustedDir {
+                            reason: format!("{}: {problem}; {}", p.display(), dir_trust::WHY),
+                            path: p,
+                        }),
+                        None => stack.push((p, depth + 1)),
+                    }
                 }
             } else if is_spec_file(&p) && paths.len() < MAX_FILES {
                 paths.push(p);
@@ -132,8 +179,23 @@ pub fn scan(dir: &Path) -> DirScan {
         }
     }
     paths.sort();
+    result.untrusted.sort_by(|a, b| a.path.cmp(&b.path));
     for p in paths {
         let label = p.display().to_string();
+        let untrusted = std::fs::metadata(&p)
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| dir_trust::file_problem(&p, &m, &trusted));
+        if let Some(problem) = untrusted {
+            let reason = format!("{problem}; {}", dir_trust::WHY);
+            result.files.push(FileLoad {
+                file: label.clone(),
+                problems: vec![Problem::file_level(&label, reason.clone())],
+                ..FileLoad::default()
+            });
+            result.refused.push(RefusedFile { path: p, reason });
+            continue;
+        }
         match read_spec_file(&p) {
             Ok(bytes) => {
                 let base = p
@@ -201,6 +263,20 @@ impl DirSource {
                 }
             }
             return Ok(report);
+        }
+
+        // Below a directory others could write, nothing is created or deleted.
+        for dir in &scan.untrusted {
+            self.log_once(&dir.reason);
+            for o in &all {
+                if let Owner::SpecsDir { file } = &o.owner {
+                    if Path::new(file).starts_with(&dir.path) {
+                        invalid
+                            .entry(o.resource.key())
+                            .or_insert_with(|| dir.reason.clone());
+                    }
+                }
+            }
         }
 
         for file in &scan.files {
@@ -362,6 +438,17 @@ impl DirSource {
             }
         }
         Ok(report)
+    }
+
+    /// Logs a refusal the first time it is seen.
+    fn log_once(&self, problem: &str) {
+        let mut logged = self
+            .logged_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if logged.insert(problem.to_string()) {
+            tracing::warn!("specs directory: {problem}; its objects keep their last good spec");
+        }
     }
 
     fn first_report(&self, key: &ObjectKey, file: &str) -> bool {

@@ -19,6 +19,8 @@ use crate::store::{StoreError, StoredObject};
 
 pub mod apply;
 pub mod dir;
+pub mod dir_trust;
+pub mod host_paths;
 
 /// An error of a source operation, mapped to an HTTP status by the API.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,10 @@ pub enum SourceError {
     /// Another source owns an object, or it is being deleted (409): nothing changed.
     #[error("{0}")]
     Conflict(String),
+    /// The client may not do this: a host path it names is one it may not read itself
+    /// (403). Nothing changed.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store failed (500).
     #[error(transparent)]
     Store(#[from] StoreError),

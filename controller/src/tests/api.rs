@@ -77,7 +77,8 @@ async fn daemon_serves_the_documented_api() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
-        0o660
+        0o600,
+        "no socket group: the daemon's user only"
     );
 
     let (st, v, _) = call(&socket, Method::GET, "/v1/healthz", None).await;
@@ -402,4 +403,51 @@ async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
 
     stop.send(()).unwrap();
     bounded("daemon exit", first).await.unwrap().unwrap();
+}
+
+/// The daemon does not start on a specs directory others could write, nor on an open
+/// state directory: one line naming the path, and nothing made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_refuses_directories_others_could_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    std::fs::set_permissions(&specs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut config = test_config(dir.path());
+    config.specs_dir = Some(specs.clone());
+    let err = bounded(
+        "refusal",
+        crate::daemon::run(config.clone(), SimulatedRuntime::new(), async {}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "specs dir {}: writable by its group and others (mode 0777); {}",
+            specs.display(),
+            crate::sources::dir_trust::WHY
+        )
+    );
+    assert!(!config.state_dir.exists(), "nothing made");
+    assert!(!config.socket.exists());
+
+    std::fs::set_permissions(&specs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(&config.state_dir).unwrap();
+    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let err = bounded(
+        "refusal",
+        crate::daemon::run(config.clone(), SimulatedRuntime::new(), async {}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "state dir {} has mode 0750, which lets its group or others in",
+            config.state_dir.display()
+        )),
+        "{err}"
+    );
+    assert!(!config.socket.exists());
 }

@@ -252,3 +252,67 @@ async fn a_removed_specs_directory_keeps_its_objects_and_is_watched_again() {
     std::fs::remove_file(d.specs.join("a.yaml")).unwrap();
     h.until_gone(Kind::Vm, "a").await;
 }
+
+/// A spec file, or a directory, that others than its owner and root could write stops
+/// counting: its objects keep their last good spec with `SpecValid=False` naming the
+/// path, and removing files below an open directory deletes nothing, until it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_and_directories_others_could_write_are_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let d = DirHarness::start().await;
+    let h = &d.h;
+    d.write("image.yaml", IMAGE);
+    std::fs::create_dir(d.specs.join("team")).unwrap();
+    std::fs::write(
+        d.specs.join("team/b.yaml"),
+        vm_yaml("b", "base", "512Mi", ""),
+    )
+    .unwrap();
+    d.write("a.yaml", &vm_yaml("a", "base", "512Mi", ""));
+    h.until("a and b", |h| {
+        h.exists(Kind::Vm, "a") && h.exists(Kind::Vm, "b")
+    })
+    .await;
+
+    // A world-writable file: its edit is not taken; the object says why.
+    chmod(&d.specs.join("a.yaml"), 0o666);
+    std::fs::write(d.specs.join("a.yaml"), vm_yaml("a", "base", "1Gi", "")).unwrap();
+    h.until_condition(Kind::Vm, "a", SPEC_VALID, FALSE, "InvalidSpec")
+        .await;
+    let cond = status::condition(&h.status(Kind::Vm, "a").conditions, SPEC_VALID)
+        .unwrap()
+        .clone();
+    assert!(
+        cond.message
+            .contains("a.yaml: writable by its group and others (mode 0666)"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(memory_mib(h, "a"), 512, "the last good spec stays");
+
+    // A group-writable directory: a file removed below it deletes nothing.
+    chmod(&d.specs.join("team"), 0o775);
+    std::fs::remove_file(d.specs.join("team/b.yaml")).unwrap();
+    h.until_condition(Kind::Vm, "b", SPEC_VALID, FALSE, "InvalidSpec")
+        .await;
+    let cond = status::condition(&h.status(Kind::Vm, "b").conditions, SPEC_VALID)
+        .unwrap()
+        .clone();
+    assert!(
+        cond.message
+            .contains("team: writable by its group (mode 0775)"),
+        "{}",
+        cond.message
+    );
+    assert!(h.exists(Kind::Vm, "b") && h.object(Kind::Vm, "b").deleting.is_none());
+
+    // Fixed: the edit is taken and the removal acted on.
+    chmod(&d.specs.join("a.yaml"), 0o644);
+    chmod(&d.specs.join("team"), 0o755);
+    d.write("image.yaml", IMAGE); // a file event, so the directory is rescanned now
+    h.until("edit taken", |h| memory_mib(h, "a") == 1024).await;
+    h.until_gone(Kind::Vm, "b").await;
+}

@@ -26,6 +26,7 @@ pub(crate) use crate::status::{self, ConditionStatus, ConditionType, ObjectStatu
 use crate::store::StoredObject;
 
 mod api;
+mod api_limits;
 mod concurrency;
 mod directory;
 mod faults;
@@ -108,7 +109,7 @@ impl Harness {
             path_set: vec![],
         };
         flags(&mut req);
-        apply::apply(&self.engine.ctl, &self.engine.facts, &req).await
+        apply::apply(&self.engine.ctl, &self.engine.facts, &req, None).await
     }
 
     /// Applies `/s/a.yaml`: [`IMAGE`] and the VM `a` of 512Mi using it.
