@@ -1,10 +1,14 @@
 //! The spec files the harness writes: Images and VMs in banger's YAML, built from
-//! values the harness controls (names, sizes, addresses). Strings that come from the
+//! values the harness controls (names, sizes, addresses), and the stand-in image files
+//! a simulated daemon's Image names. Strings that come from the
 //! file system (paths, kernel arguments) are written as JSON strings, which YAML reads
 //! as double-quoted scalars, so no value can break the document.
 
+use std::fs;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::error::{BenchError, Result};
 
 /// A YAML double-quoted scalar holding `s`.
 fn quoted(s: &str) -> String {
@@ -77,6 +81,18 @@ impl<'a> VmDoc<'a> {
         }
         y
     }
+}
+
+/// Stand-in kernel and rootfs files for a simulated daemon's Image (the simulated
+/// runtime never reads them); returns their paths.
+pub fn fake_image_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    fs::create_dir_all(dir).map_err(BenchError::io("create", dir))?;
+    let kernel = dir.join("vmlinuz");
+    let rootfs = dir.join("rootfs.ext4");
+    for p in [&kernel, &rootfs] {
+        fs::write(p, b"simulated").map_err(BenchError::io("write", p))?;
+    }
+    Ok((kernel, rootfs))
 }
 
 /// Documents joined into one multi-document file.

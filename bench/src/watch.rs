@@ -23,7 +23,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
@@ -32,7 +32,7 @@ use crate::clock::ms_between;
 use crate::daemon::BenchDaemon;
 use crate::error::{BenchError, Result};
 use crate::figures::Measured;
-use crate::manifests::{self, VmDoc};
+use crate::manifests::{self, fake_image_files, VmDoc};
 use crate::poll;
 use crate::setup::Setup;
 use crate::stats::Summary;
@@ -128,17 +128,6 @@ fn write_in_place(path: &Path, chunks: &[&[u8]]) -> Result<SystemTime> {
     }
     drop(f);
     Ok(SystemTime::now())
-}
-
-/// Fake image files for the simulated runtime (it never reads them).
-pub fn fake_image_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    fs::create_dir_all(dir).map_err(BenchError::io("create", dir))?;
-    let kernel = dir.join("vmlinuz");
-    let rootfs = dir.join("rootfs.ext4");
-    for p in [&kernel, &rootfs] {
-        fs::write(p, b"simulated").map_err(BenchError::io("write", p))?;
-    }
-    Ok((kernel, rootfs))
 }
 
 /// One sample's result.
