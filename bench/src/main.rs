@@ -73,7 +73,7 @@ reason in the report) otherwise.
 --quick (CI) measures less: a fleet of 200 VMs instead of 1,000, 3 saves per pattern
 instead of 15, 5 runs of each `get` instead of 20, idle CPU over 30 s instead of 60 s,
 3 resyncs instead of 10, 2 boots of each kind instead of 5 (below P4's definition of
-at least 5), 1 delete for P9 instead of 3. A full run takes about 6 minutes on 2
+at least 5), 1 delete for P9 instead of 3. A full run takes 6 to 7 minutes on 2
 cores, a --quick one about 2.
 
 Examples:
