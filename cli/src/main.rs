@@ -29,7 +29,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::client::DaemonClient;
 use crate::commands::{
     apply, completion, connect, cp, daemon, delete, describe, diff, doctor, events, exec, gc, get,
-    logs, port_forward, retry, ssh, ssh_config, wait,
+    image, logs, port_forward, retry, ssh, ssh_config, wait,
 };
 use crate::error::CliError;
 
@@ -114,6 +114,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Remove host objects of no known VM (taps, NAT rules, VM dirs, stray VMMs).
     Gc(gc::GcArgs),
+    /// Image operations: `refresh` checks a tag for a new digest (and applies it).
+    Image(image::ImageArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run the controller in the foreground.
@@ -150,6 +152,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::SshConfig(args) => ssh_config::run(&client, args).await,
         Command::Connect(args) => connect::run(&client, args).await,
         Command::Gc(args) => gc::run(&client, args).await,
+        Command::Image(args) => image::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,
     }

@@ -50,6 +50,9 @@ pub struct DaemonConfig {
     pub probe_failure_threshold: u32,
     /// How soon a VM whose probe failed is probed again.
     pub probe_retry: Duration,
+    /// How often an Image that follows an OCI tag checks whether the tag names a new
+    /// digest (`--image-check-interval`, default 1 h).
+    pub image_check_interval: Duration,
 }
 
 /// Default bridge device name.
@@ -77,6 +80,7 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(30),
             probe_failure_threshold: 3,
             probe_retry: Duration::from_secs(2),
+            image_check_interval: Duration::from_secs(3600),
         }
     }
 

@@ -105,6 +105,56 @@ pub fn describe_text(view: &DescribeView, now: OffsetDateTime) -> String {
         field("IP", ip);
     }
 
+    if let Some(image) = &status.image {
+        field("Digest", &image.digest);
+        field(
+            "Rootfs",
+            &format!(
+                "{} ({})",
+                image.rootfs.display(),
+                crate::output::format_bytes(image.rootfs_bytes)
+            ),
+        );
+        let kernel = image.kernel.display().to_string();
+        field(
+            "Kernel",
+            &if image.default_kernel {
+                format!("{kernel} (the daemon's default kernel)")
+            } else {
+                kernel
+            },
+        );
+        if let Some(guest) = &image.guest {
+            field("Guest bits", guest);
+        }
+        if let Some(latest) = &image.latest_digest {
+            let checked = image.checked_at.as_deref().unwrap_or("-");
+            field("Tag names", &format!("{latest} (checked {checked})"));
+        }
+    }
+    if !status.pull.is_empty() {
+        out.push_str("Pull:\n");
+        let mut table = Table::new(["LAYER", "DIGEST", "RECEIVED", "SIZE", "STATE"]);
+        let count = status.pull.len();
+        for (i, layer) in status.pull.iter().enumerate() {
+            table.row([
+                format!("{}/{count}", i + 1),
+                crate::output::short_digest(&layer.digest),
+                crate::output::format_bytes(layer.bytes),
+                crate::output::format_bytes(layer.total),
+                if layer.done {
+                    "done"
+                } else if layer.digest.is_empty() {
+                    "waiting"
+                } else {
+                    "pulling"
+                }
+                .to_string(),
+            ]);
+        }
+        out.push_str(&indent(&table.render(), "  "));
+    }
+
     out.push_str("Spec:\n");
     out.push_str(&yaml_block(&object.spec));
 
@@ -247,6 +297,8 @@ mod tests {
                     pid: Some(4242),
                     hypervisor: Some("simulated".into()),
                     handles: Some(serde_json::json!({"tap": "bg-0f3a"})),
+                    image: None,
+                    pull: vec![],
                 },
             },
             steps: vec![StepRecordView {
