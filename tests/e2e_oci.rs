@@ -242,11 +242,27 @@ fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
     fs::create_dir_all(&specs).unwrap();
 
     // The Image is a reference alone; the VM boots it with the default kernel.
-    apply(
-        &d,
-        &specs,
-        "deb",
-        &image_yaml("deb", "127.0.0.1:5000/debian:12", ""),
+    // `apply --wait` shows the pull (plain lines: stderr is not a terminal here).
+    let started = std::time::Instant::now();
+    let file = specs.join("deb.yaml");
+    fs::write(&file, image_yaml("deb", "127.0.0.1:5000/debian:12", "")).unwrap();
+    let out = d.cli(&[
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "300s",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", d.log_tail(40));
+    assert!(
+        stderr.contains("image/deb: layer 1/1 sha256:") && stderr.contains("pulled"),
+        "{stderr}"
+    );
+    eprintln!(
+        "debootstrap image pulled and built: {:?}",
+        started.elapsed()
     );
     apply(
         &d,

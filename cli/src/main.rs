@@ -13,6 +13,7 @@ mod error;
 mod guest_ssh;
 mod output;
 mod paths;
+mod progress;
 mod quoting;
 mod schema;
 mod selector;
