@@ -35,9 +35,9 @@ fn debian_layout() -> PathBuf {
     layout
 }
 
-/// A small image of busybox-static (a shell for root, nothing else), with `marker` in
-/// /etc/banger-test, as an OCI layout tagged `tag`.
-fn busybox_layout(work: &Path, marker: &str, tag: &str) -> PathBuf {
+/// A small root tree of busybox-static (a shell for root, nothing else), with `marker`
+/// in /etc/banger-test.
+fn busybox_tree(work: &Path, marker: &str) -> PathBuf {
     let root = work.join(format!("root-{marker}"));
     fs::create_dir_all(root.join("bin")).unwrap();
     fs::create_dir_all(root.join("etc")).unwrap();
@@ -45,6 +45,12 @@ fn busybox_layout(work: &Path, marker: &str, tag: &str) -> PathBuf {
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(root.join("etc/banger-test"), format!("{marker}\n")).unwrap();
+    root
+}
+
+/// [`busybox_tree`] as an OCI layout tagged `tag`.
+fn busybox_layout(work: &Path, marker: &str, tag: &str) -> PathBuf {
+    let root = busybox_tree(work, marker);
     let layout = work.join(format!("layout-{marker}"));
     run_ok(
         Command::new(repo_root().join("scripts/oci-layout.sh"))
@@ -416,7 +422,54 @@ fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
         "{ready}"
     );
 
-    d.cli_ok(&["delete", "vm", "deb1", "--wait"]);
+    // A local ext4 root with `guest: inject`: rebuilt in the store with the guest bits
+    // (the file itself untouched), then booted.
+    let local = work.join("local.ext4");
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-d"])
+            .arg(busybox_tree(work, "local"))
+            .arg(&local)
+            .arg("64M"),
+    );
+    let before = fs::read(&local).unwrap();
+    apply(
+        &d,
+        &specs,
+        "local",
+        &format!(
+            "apiVersion: banger.dev/v1alpha1\nkind: Image\nmetadata:\n  name: local\nspec:\n  rootfs: {}\n  guest: inject\n",
+            local.display()
+        ),
+    );
+    apply(
+        &d,
+        &specs,
+        "vm-local",
+        "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata:\n  name: loc1\nspec:\n  image: local\n  memory: 256MiB\n  disk: 512MiB\n  hypervisor: qemu\n",
+    );
+    d.cli_ok(&[
+        "wait",
+        "vm/loc1",
+        "--for=condition=Ready",
+        "--timeout",
+        READY_TIMEOUT,
+    ]);
+    let marker = d.cli_ok(&["exec", "loc1", "--", "cat", "/etc/banger-test"]);
+    assert_eq!(marker.trim(), "local");
+    let img = d.get_json("image", "local").unwrap();
+    assert!(
+        status_str(&img, "rootfs").contains("/images/store/rootfs/local-"),
+        "{img:#}"
+    );
+    assert!(status_str(&img, "guest").contains("libc: none"), "{img:#}");
+    assert_eq!(
+        fs::read(&local).unwrap(),
+        before,
+        "the user's file is never changed"
+    );
+
+    d.cli_ok(&["delete", "vm", "deb1", "loc1", "--wait"]);
     drop(private);
     drop(registry);
 }

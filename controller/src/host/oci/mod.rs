@@ -28,6 +28,7 @@ pub mod beneath;
 pub mod blob;
 pub mod ext4;
 pub mod flatten;
+pub mod local;
 pub mod store;
 
 use std::fs;

@@ -131,11 +131,39 @@ pub(super) async fn resolve_image(
     };
     if let (Some(rootfs), Some(local)) = (&spec.rootfs, checked) {
         if spec.guest == GuestMode::Inject {
-            return Err(image_error(
-                image,
-                ImageFailure::Unsupported,
-                "spec.guest: inject is supported for `oci` images only; a local rootfs boots as it is (guest: none)".into(),
-            ));
+            // A copy of the file with the guest bits, in the store (the file is kept).
+            let (store, bits, file, digest) = (
+                store.clone(),
+                config.guest_bits(),
+                rootfs.clone(),
+                local.sha256.clone(),
+            );
+            let built = tokio::task::spawn_blocking(move || {
+                oci::local::build_with_bits(&store, &file, &digest, &bits)
+            })
+            .await
+            .map_err(|e| image_error(image, ImageFailure::Unavailable, e.to_string()))?;
+            let (built, info, reused) = built.map_err(|e| {
+                let cause = match e {
+                    oci::local::LocalBuildError::Unsupported { .. } => ImageFailure::Unsupported,
+                    oci::local::LocalBuildError::Failed { .. } => ImageFailure::Unavailable,
+                };
+                image_error(image, cause, e.to_string())
+            })?;
+            return Ok(ImageResolution {
+                // The built file (named by the source's digest and the bits) and the
+                // source's cheap identity: a rewritten source is noticed by
+                // `image_present` and resolved again.
+                boot: boot(
+                    built.clone(),
+                    format!("{}{BUILT_FROM}{}", built.display(), local.identity),
+                ),
+                digest: local.sha256,
+                rootfs_bytes: info.rootfs_bytes,
+                guest: info.guest,
+                default_kernel,
+                reused,
+            });
         }
         return Ok(ImageResolution {
             boot: boot(rootfs.clone(), local.identity),
@@ -311,8 +339,19 @@ pub(super) async fn image_present(image: &ResolvedImage) -> bool {
     tokio::task::spawn_blocking(move || {
         image.kernel.is_file()
             && image.initrd.as_ref().is_none_or(|i| i.is_file())
-            && (image.rootfs_digest.starts_with("sha256:") && image.rootfs.is_file()
-                || rootfs_digest(&image.rootfs).is_ok_and(|d| d == image.rootfs_digest))
+            && match image.rootfs_digest.split_once(BUILT_FROM) {
+                // A local rootfs rebuilt with the guest bits: the build and its source.
+                Some((_, source)) => {
+                    image.rootfs.is_file()
+                        && source_path(source)
+                            .and_then(|p| rootfs_digest(Path::new(p)).ok())
+                            .is_some_and(|d| d == source)
+                }
+                None => {
+                    image.rootfs_digest.starts_with("sha256:") && image.rootfs.is_file()
+                        || rootfs_digest(&image.rootfs).is_ok_and(|d| d == image.rootfs_digest)
+                }
+            }
     })
     .await
     .unwrap_or(false)
@@ -331,6 +370,17 @@ pub(super) async fn remove_image(image: &ImageContext) -> Result<(), RuntimeErro
             message: format!("remove {}: {e}", image.image_dir.display()),
         }),
     }
+}
+
+/// Separates a built root filesystem from its source's identity in a rootfs digest.
+const BUILT_FROM: &str = " <- ";
+
+/// The path inside a [`rootfs_digest`] (`PATH:SIZE:MTIME`).
+fn source_path(identity: &str) -> Option<&str> {
+    let mut parts = identity.rsplitn(3, ':');
+    parts.next()?;
+    parts.next()?;
+    parts.next()
 }
 
 /// Identity of an image's root filesystem: path, size and modification time (cheap, and
@@ -380,6 +430,15 @@ fn is_ext4(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_of_a_built_rootfs_is_found_in_its_identity() {
+        assert_eq!(
+            source_path("/a/b:c/root.ext4:1024:17.5"),
+            Some("/a/b:c/root.ext4")
+        );
+        assert_eq!(source_path("nocolon"), None);
+    }
 
     #[test]
     fn ext4_detection_reads_the_superblock_magic() {
