@@ -30,6 +30,7 @@ mod directory;
 mod gc;
 mod lifecycle;
 mod scale;
+mod updates;
 mod workspace;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
