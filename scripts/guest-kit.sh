@@ -574,7 +574,9 @@ build_guest_bits() {
             --force-rpath --set-rpath /.banger/lib "$bin"
     done
     install -m 0755 -- "$GUEST_INIT" "$stage/init"
-    write_acpi_power_action >"$stage/etc/acpi/PWRF/00000080"
+    # The image may have no /bin/sh: the action runs on the bits' own shell.
+    printf '#!/.banger/bin/sh\n# ACPI power button: ask init (PID 1) for a clean power-off.\n/.banger/bin/kill -USR2 1\n' \
+        >"$stage/etc/acpi/PWRF/00000080"
     chmod 0755 -- "$stage/etc/acpi/PWRF/00000080"
     rm -rf -- "$out.tmp"
     mv -- "$stage" "$out.tmp"

@@ -469,6 +469,27 @@ fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
         "the user's file is never changed"
     );
 
+    // Stopping: banger's init (PID 1 here: the image has none) powers off cleanly on
+    // the ACPI power button.
+    apply(
+        &d,
+        &specs,
+        "vm-local",
+        "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata:\n  name: loc1\nspec:\n  image: local\n  memory: 256MiB\n  disk: 512MiB\n  hypervisor: qemu\n  state: Stopped\n",
+    );
+    d.cli_ok(&[
+        "wait",
+        "vm/loc1",
+        "--for=condition=Ready",
+        "--timeout",
+        "120s",
+    ]);
+    let console = d.cli_ok(&["logs", "vm", "loc1"]);
+    assert!(
+        console.contains("banger-init: poweroff: stopping processes"),
+        "a clean power-off by banger's init: {console}"
+    );
+
     d.cli_ok(&["delete", "vm", "deb1", "loc1", "--wait"]);
     drop(private);
     drop(registry);

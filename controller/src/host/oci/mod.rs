@@ -771,7 +771,6 @@ async fn build_staging(
     staging: &Path,
 ) -> Result<EntryInfo, OciError> {
     let text = req.reference.to_string();
-    let io_err = |step: &'static str, path: &Path| io_error(&text, step, path);
     let tree = staging.join("root");
     let st = staging.to_path_buf();
     let t = tree.clone();
@@ -818,10 +817,12 @@ async fn build_staging(
                 .blob(layer, &tmp, req.limits.max_blob_bytes, &report)
                 .await;
             if let Err(e) = downloaded {
-                let _ = fs::remove_file(&tmp);
+                let t = tmp.clone();
+                let _ = tokio::task::spawn_blocking(move || fs::remove_file(&t)).await;
                 return Err(e);
             }
-            fs::rename(&tmp, &blob).map_err(io_err("store blob", &blob))?;
+            let (t, b) = (tmp.clone(), blob.clone());
+            blocking(&text, "store blob", &blob, move || fs::rename(&t, &b)).await?;
         }
         progress(layer.size, true);
         let label = format!("layer {}/{count} {}", i + 1, layer.digest);
