@@ -401,6 +401,36 @@ fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
         "{message}"
     );
 
+    // An image banger cannot serve (no /etc/passwd, so no shell for root): a clear
+    // condition, not a guest that never becomes ready.
+    let bare = work.join("root-bare");
+    fs::create_dir_all(bare.join("data")).unwrap();
+    fs::write(bare.join("data/file"), b"no shell here\n").unwrap();
+    let bare_layout = work.join("layout-bare");
+    run_ok(
+        Command::new(repo_root().join("scripts/oci-layout.sh"))
+            .arg(&bare)
+            .arg(&bare_layout)
+            .arg("1"),
+    );
+    registry.push(&ns, &bare_layout, "1", "bare:1", &[]);
+    apply(
+        &d,
+        &specs,
+        "bare",
+        &image_yaml("bare", "127.0.0.1:5000/bare:1", ""),
+    );
+    let refused = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+        let img = d.get_json("image", "bare")?;
+        let ready = condition(&img, "Ready")?.clone();
+        (ready["reason"] == "UnsupportedImage").then_some(ready)
+    });
+    let ready = refused.unwrap_or_else(|| panic!("no UnsupportedImage; log:\n{}", d.log_tail(40)));
+    assert!(
+        ready["message"].as_str().unwrap().contains("/etc/passwd"),
+        "{ready}"
+    );
+
     // Without the CA the TLS check fails, naming the reference.
     apply(
         &d,

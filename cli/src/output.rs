@@ -387,4 +387,59 @@ mod tests {
             "{wide}"
         );
     }
+
+    #[test]
+    fn image_table_shows_digest_size_and_a_new_digest() {
+        use banger_controller::api::types::ImageStatusView;
+        let condition = |type_: &str, status: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: "2026-01-01T00:00:00Z".into(),
+            observed_generation: 1,
+        };
+        let view = ObjectView {
+            api_version: "banger.dev/v1alpha1".into(),
+            kind: Kind::Image,
+            metadata: ObjectMetaView {
+                name: "deb".into(),
+                uid: "u2".into(),
+                generation: 1,
+                creation_timestamp: "2026-01-01T00:00:00Z".into(),
+                deletion_timestamp: None,
+                labels: Default::default(),
+                annotations: Default::default(),
+            },
+            spec: serde_json::json!({"oci": {"ref": "r:5000/debian:12"}}),
+            status: StatusView {
+                phase: "Ready".into(),
+                observed_generation: 1,
+                conditions: vec![
+                    condition("Ready", "True"),
+                    condition("UpdateAvailable", "True"),
+                ],
+                image: Some(ImageStatusView {
+                    digest: format!("sha256:{}", "a".repeat(64)),
+                    rootfs: "/s/rootfs.ext4".into(),
+                    rootfs_bytes: 512 << 20,
+                    kernel: "/g/vmlinux".into(),
+                    default_kernel: true,
+                    guest: None,
+                    checked_at: None,
+                    latest_digest: Some(format!("sha256:{}", "b".repeat(64))),
+                }),
+                ..StatusView::default()
+            },
+        };
+        let now = datetime!(2026-01-01 00:00:30 UTC);
+        let table = object_table(Kind::Image, &[&view], false, now).render();
+        assert_eq!(
+            table,
+            "NAME   PHASE   READY   SOURCE             DIGEST                SIZE    UPDATE                AGE\n\
+             deb    Ready   True    r:5000/debian:12   sha256:aaaaaaaaaaaa   512Mi   sha256:bbbbbbbbbbbb   30s\n"
+        );
+        let wide = object_table(Kind::Image, &[&view], true, now).render();
+        assert!(wide.contains("/g/vmlinux (default)"), "{wide}");
+    }
 }
