@@ -21,16 +21,15 @@ use serde_json::Value;
 
 const READY_TIMEOUT: &str = "300s";
 
-/// The cached Debian layout (built on first use; minutes, then cached).
-fn debian_layout() -> PathBuf {
+/// The cached Debian layout of `variant` (`minbase`: no init, no SSH server;
+/// `systemd`: its own init), built on first use (minutes, then cached).
+fn debian_layout(variant: &str) -> PathBuf {
     let dir = std::env::var_os("BANGER_TEST_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".cache/test-images"));
-    let layout = dir.join("debian-bookworm-minbase");
+    let layout = dir.join(format!("debian-bookworm-{variant}"));
     if !layout.join("index.json").exists() {
-        run_ok(&mut Command::new(
-            repo_root().join("scripts/test-image-debian.sh"),
-        ));
+        run_ok(Command::new(repo_root().join("scripts/test-image-debian.sh")).arg(variant));
     }
     layout
 }
@@ -197,7 +196,7 @@ fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 #[ignore = "needs root (network namespaces, debootstrap), QEMU, the guest kit, docker-registry, skopeo and openssl"]
 fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
     let kit = Kit::require();
-    let debian = debian_layout();
+    let debian = debian_layout("minbase");
     let ns = NetNs::new("oci");
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
@@ -523,4 +522,60 @@ fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
     d.cli_ok(&["delete", "vm", "deb1", "loc1", "--wait"]);
     drop(private);
     drop(registry);
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, debootstrap), QEMU, the guest kit, docker-registry and skopeo"]
+fn an_image_with_its_own_init_keeps_it() {
+    let kit = Kit::require();
+    let layout = debian_layout("systemd");
+    let ns = NetNs::new("sysd");
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let registry = Registry::start(&ns, &work.join("registry"), 5000, None);
+    registry.push(&ns, &layout, "12", "debian-systemd:12", &[]);
+    let d = Daemon::start(
+        &ns,
+        &work.join("daemon"),
+        &["--resync", "5s", "--guest-dir", kit.dir.to_str().unwrap()],
+    );
+    let specs = work.join("apply");
+    fs::create_dir_all(&specs).unwrap();
+    apply(
+        &d,
+        &specs,
+        "sysd",
+        &image_yaml("sysd", "127.0.0.1:5000/debian-systemd:12", ""),
+    );
+    apply(
+        &d,
+        &specs,
+        "vm",
+        "apiVersion: banger.dev/v1alpha1\nkind: VM\nmetadata:\n  name: sysd1\nspec:\n  image: sysd\n  memory: 512MiB\n  disk: 2GiB\n  hypervisor: qemu\n",
+    );
+    let started = std::time::Instant::now();
+    d.cli_ok(&[
+        "wait",
+        "vm/sysd1",
+        "--for=condition=Ready",
+        "--timeout",
+        READY_TIMEOUT,
+    ]);
+    eprintln!(
+        "systemd image pulled, built and booted to Ready: {:?}",
+        started.elapsed()
+    );
+    let image = d.get_json("image", "sysd").unwrap();
+    assert!(
+        status_str(&image, "guest").contains("init: image's /sbin/init"),
+        "{image:#}"
+    );
+    // banger's set-up ran (network, hostname, SSH), then the image's own init took PID 1.
+    let init = d.cli_ok(&["exec", "sysd1", "--", "cat", "/proc/1/comm"]);
+    assert_eq!(init.trim(), "systemd");
+    let hostname = d.cli_ok(&["exec", "sysd1", "--", "hostname"]);
+    assert_eq!(hostname.trim(), "sysd1");
+    let os_release = d.cli_ok(&["exec", "sysd1", "--", "cat", "/etc/os-release"]);
+    assert!(os_release.contains("bookworm"), "{os_release}");
+    d.cli_ok(&["delete", "vm", "sysd1", "--wait"]);
 }
