@@ -166,12 +166,17 @@ mod tests {
             removed: false,
             failed: vec![],
             released_leases: vec!["dead".into()],
-            images: vec![],
+            images: vec![banger_controller::host::oci::store::StoreItem {
+                kind: "blob".into(),
+                path: "/s/images/store/blobs/sha256/ab".into(),
+                bytes: 10,
+            }],
         };
         assert_eq!(
             render_lines(&dry),
             "process/4242 would remove (uid dead)\ntap/bgt0123456789ab would remove (tap)\n\
-             lease/dead would release (orphaned VM)\n"
+             lease/dead would release (orphaned VM)\n\
+             image-store/blob /s/images/store/blobs/sha256/ab would remove (10 bytes, used by no Image)\n"
         );
         let done = GcReport {
             items: items(),
