@@ -96,6 +96,7 @@ impl Registry {
             ns.command("bash")
                 .arg("-c")
                 .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+                .stderr(Stdio::null())
                 .status()
                 .ok()
                 .filter(|s| s.success())

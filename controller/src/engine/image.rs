@@ -187,16 +187,14 @@ impl<R: VmRuntime> Engine<R> {
                             resolved_now = true;
                         }
                         Err(e) => {
+                            // The progress of the failed pull goes (it was written as
+                            // the pull ran); the failure itself is recorded next.
                             status.pull.clear();
-                            if status != old_status {
-                                let _ = store
-                                    .put_status(
-                                        Kind::Image,
-                                        name,
-                                        status.clone(),
-                                        old_internal.clone(),
-                                    )
-                                    .await;
+                            if let Err(w) = store
+                                .put_status(Kind::Image, name, status.clone(), old_internal.clone())
+                                .await
+                            {
+                                tracing::warn!(image = %name, error = %w, "clearing pull progress");
                             }
                             store
                                 .journal_finish(id, JournalOutcome::Failed, Some(e.to_string()))
