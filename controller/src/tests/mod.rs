@@ -33,6 +33,7 @@ mod faults;
 mod gc;
 mod lifecycle;
 mod scale;
+mod updates;
 mod workspace;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
