@@ -1,5 +1,6 @@
 //! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks, SSH
-//! keys in guest disks, workspace copies into guests, finding executables.
+//! keys in guest disks and the options of banger's guest ssh, workspace copies into
+//! guests, finding executables.
 //!
 //! The plumbing knows nothing of hypervisors or of the engine: the drivers
 //! ([`crate::driver`]) and the Linux runtime ([`crate::runtime::linux`]) compose it, and
@@ -14,6 +15,7 @@ pub mod process;
 pub mod disk;
 pub mod garbage;
 pub mod guest_keys;
+pub mod guest_ssh;
 pub mod names;
 pub mod net;
 pub mod oci;

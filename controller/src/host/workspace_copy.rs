@@ -6,7 +6,8 @@
 //!    crate) of those files: regular files and symlinks, owned by root; entries that
 //!    vanished since the listing are skipped; names with `..`, absolute names and
 //!    names with control characters are refused.
-//! 3. [`copy_into_guest`]: `ssh … root@IP` running a FIXED remote command that reads
+//! 3. [`copy_into_guest`]: `ssh … IP` (banger's guest ssh options, the host key
+//!    pinned per VM uid) running a FIXED remote command that reads
 //!    the target path from the first line of its stdin and untars the rest there, then
 //!    a second fixed command, `sync`, flushes the guest. No value is ever interpolated
 //!    into a remote command line.
@@ -21,7 +22,8 @@ use std::time::Duration;
 use banger_specs::IncludeMode;
 use tokio::io::AsyncWriteExt;
 
-use crate::host::guest_keys::SshIdentity;
+use crate::host::guest_keys::{SshIdentity, GUEST_USER};
+use crate::host::guest_ssh::guest_ssh_options;
 
 /// The remote command of the copy: path from the first line, the tar stream after it
 /// (busybox `sh` and `tar` in the guest).
@@ -211,36 +213,40 @@ pub fn build_stream(
     })
 }
 
-/// The ssh argv (after `ssh`) that runs the fixed `remote` command as root on `ip`.
-pub fn ssh_args(identity: &SshIdentity, ip: Ipv4Addr, remote: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["-i".into(), identity.private_key.clone().into()];
-    let mut known = OsString::from("UserKnownHostsFile=");
-    known.push(&identity.known_hosts);
-    for opt in [
-        OsString::from("BatchMode=yes"),
-        OsString::from("ConnectTimeout=5"),
-        known,
-        OsString::from("StrictHostKeyChecking=accept-new"),
-        OsString::from("LogLevel=ERROR"),
-    ] {
-        args.push("-o".into());
-        args.push(opt);
-    }
-    args.push(format!("root@{ip}").into());
+/// The ssh argv (after `ssh`) that runs the fixed `remote` command as root on the
+/// guest at `ip`, whose host key is pinned under `alias` (banger's guest ssh options,
+/// [`guest_ssh_options`], shared with the CLI).
+pub fn ssh_args(
+    identity: &SshIdentity,
+    alias: &str,
+    ip: Ipv4Addr,
+    remote: &str,
+) -> Result<Vec<OsString>, CopyError> {
+    let mut args = guest_ssh_options(
+        &identity.private_key,
+        &identity.known_hosts,
+        alias,
+        GUEST_USER,
+    )
+    .map_err(|e| fail("ssh options", e))?;
+    args.extend(["-o".into(), "ConnectTimeout=5".into()]);
+    args.push(ip.to_string().into());
+    args.push("--".into());
     args.push(remote.into());
-    args
+    Ok(args)
 }
 
 async fn run_ssh(
     step: &'static str,
     identity: &SshIdentity,
+    alias: &str,
     ip: Ipv4Addr,
     remote: &str,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<(), CopyError> {
     let mut child = tokio::process::Command::new("ssh")
-        .args(ssh_args(identity, ip, remote))
+        .args(ssh_args(identity, alias, ip, remote)?)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -285,19 +291,30 @@ async fn run_ssh(
 /// flushes the guest with `sync`.
 pub async fn copy_into_guest(
     identity: &SshIdentity,
+    alias: &str,
     ip: Ipv4Addr,
     stream: Vec<u8>,
 ) -> Result<(), CopyError> {
     run_ssh(
         "ssh copy",
         identity,
+        alias,
         ip,
         REMOTE_EXTRACT,
         Some(stream),
         COPY_TIMEOUT,
     )
     .await?;
-    run_ssh("ssh sync", identity, ip, REMOTE_SYNC, None, SYNC_TIMEOUT).await
+    run_ssh(
+        "ssh sync",
+        identity,
+        alias,
+        ip,
+        REMOTE_SYNC,
+        None,
+        SYNC_TIMEOUT,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -402,14 +419,27 @@ mod tests {
     }
 
     #[test]
-    fn ssh_argv_is_fixed_and_uses_banger_identity() {
+    fn ssh_argv_is_fixed_and_pins_the_host_key_per_vm() {
         let id = SshIdentity::paths(Path::new("/state"));
-        let args = ssh_args(&id, Ipv4Addr::new(172, 30, 0, 5), REMOTE_EXTRACT);
+        let args = ssh_args(
+            &id,
+            "banger-0123abcd",
+            Ipv4Addr::new(172, 30, 0, 5),
+            REMOTE_EXTRACT,
+        )
+        .unwrap();
         let args: Vec<String> = args.into_iter().map(|a| a.into_string().unwrap()).collect();
-        assert_eq!(args[0..2], ["-i", "/state/ssh/id_ed25519"]);
-        assert!(args.contains(&"UserKnownHostsFile=/state/ssh/known_hosts".to_string()));
-        assert!(args.contains(&"StrictHostKeyChecking=accept-new".to_string()));
-        assert_eq!(args[args.len() - 2], "root@172.30.0.5");
-        assert_eq!(args[args.len() - 1], REMOTE_EXTRACT);
+        assert_eq!(args[0..2], ["-F", "none"]);
+        for option in [
+            "IdentityFile=\"/state/ssh/id_ed25519\"",
+            "UserKnownHostsFile=\"/state/ssh/known_hosts\"",
+            "HostKeyAlias=banger-0123abcd",
+            "StrictHostKeyChecking=accept-new",
+            "HashKnownHosts=no",
+            "User=root",
+        ] {
+            assert!(args.contains(&option.to_string()), "{option}: {args:?}");
+        }
+        assert_eq!(args[args.len() - 3..], ["172.30.0.5", "--", REMOTE_EXTRACT]);
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::host::guest_keys;
+use crate::host::names::ObjectUid;
 use crate::host::workspace_copy;
 use crate::runtime::{RuntimeError, SyncRecord, WorkspaceContext};
 
@@ -42,9 +43,15 @@ pub(super) async fn sync_workspace(
     .await
     .map_err(|e| fail("build archive", e.to_string()))?
     .map_err(|e| fail(e.step, e.message))?;
-    workspace_copy::copy_into_guest(&identity, ip, stream.data)
-        .await
-        .map_err(|e| fail(e.step, e.message))?;
+    let uid = ObjectUid::parse(&ws.vm.uid).map_err(|e| fail("vm uid", e.to_string()))?;
+    workspace_copy::copy_into_guest(
+        &identity,
+        &guest_keys::host_key_alias(&uid),
+        ip,
+        stream.data,
+    )
+    .await
+    .map_err(|e| fail(e.step, e.message))?;
     Ok(SyncRecord {
         files: stream.files,
         bytes: stream.bytes,
