@@ -311,20 +311,19 @@ impl<R: VmRuntime> Facts<R> {
         } else {
             self.ready_vm(vm).await?
         };
-        let target = vm_ctx.as_ref().and_then(|ctx| {
-            ctx.handles.process.as_ref().map(|p| CopyTarget {
+        let target = vm_ctx
+            .as_ref()
+            .filter(|ctx| ctx.handles.process.is_some())
+            .map(|ctx| CopyTarget {
                 vm_uid: ctx.uid.clone(),
-                vmm_pid: p.pid,
-                vmm_start_time: p.start_time,
-            })
-        });
+                disk_id: ctx.handles.disk_id.clone(),
+            });
         let copied = internal.synced.as_ref().map(|s| {
             (
                 s.generation,
                 CopyTarget {
                     vm_uid: s.vm_uid.clone(),
-                    vmm_pid: s.vmm_pid,
-                    vmm_start_time: s.vmm_start_time,
+                    disk_id: s.disk_id.clone(),
                 },
             )
         });

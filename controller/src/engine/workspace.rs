@@ -99,8 +99,7 @@ impl<R: VmRuntime> Engine<R> {
                 internal.synced = Some(WorkspaceSynced {
                     generation: g,
                     vm_uid: target.vm_uid,
-                    vmm_pid: target.vmm_pid,
-                    vmm_start_time: target.vmm_start_time,
+                    disk_id: target.disk_id,
                     record,
                     at: now.clone(),
                 });

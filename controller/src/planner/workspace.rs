@@ -1,18 +1,20 @@
 //! Planning one Workspace: copy its files into its VM's guest once per (generation,
-//! guest), and only while the VM runs with its guest ready.
+//! root disk), and only while the VM runs with its guest ready.
+//!
+//! The guest copy is the user's work: it is counted against the VM's root disk, not
+//! its VMM, so a VMM restart, a stop/start or a daemon restart never copies again
+//! (the files are still on the disk); a rebuilt disk (a recreate, a new VM) gets them.
 
 use super::{Action, Blocker, ChangeClass, Plan, PlannedStep};
 
-/// The guest a Workspace is copied into: its VM, running with its guest ready, and the
-/// VMM process that guest lives in.
+/// The guest a Workspace is copied into: a VM, and the root disk its guest runs from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyTarget {
     /// The VM's uid.
     pub vm_uid: String,
-    /// The VMM's pid.
-    pub vmm_pid: i32,
-    /// The VMM's start time (clock ticks since boot): with the pid, one process.
-    pub vmm_start_time: u64,
+    /// The root disk's identity ([`crate::runtime::ObservedDisk::id`]); `None` for a
+    /// disk made before disks had ids.
+    pub disk_id: Option<String>,
 }
 
 /// What is known of one Workspace.
@@ -27,12 +29,13 @@ pub struct WorkspaceFacts {
     /// Its VM, when it runs (phase Running, a VMM handle) with its guest ready
     /// (`GuestReady=True`); `None` otherwise.
     pub target: Option<CopyTarget>,
-    /// What the last successful copy was for: the generation and the guest.
+    /// What the last successful copy was for: the generation and the guest (VM and
+    /// root disk).
     pub copied: Option<(i64, CopyTarget)>,
 }
 
-/// Plans one Workspace: nothing when the current guest has the current generation's
-/// files; else a `sync-workspace` step, blocked ([`Blocker::WaitingForVm`]) while the VM
+/// Plans one Workspace: nothing when the VM's current root disk has the current
+/// generation's files; else a `sync-workspace` step, blocked ([`Blocker::WaitingForVm`]) while the VM
 /// is not running with its guest ready.
 pub fn plan_workspace(f: &WorkspaceFacts) -> Plan {
     if f.deleting {
@@ -63,10 +66,7 @@ pub fn plan_workspace(f: &WorkspaceFacts) -> Plan {
         ),
         Some(_) => (
             ChangeClass::Create,
-            format!(
-                "vm {} has a new guest (VMM pid {}): copy again",
-                f.vm, target.vmm_pid
-            ),
+            format!("vm {} has a new root disk: copy again", f.vm),
         ),
         None => (ChangeClass::Create, format!("copy into vm {}", f.vm)),
     };
@@ -84,11 +84,10 @@ pub fn plan_workspace(f: &WorkspaceFacts) -> Plan {
 mod tests {
     use super::*;
 
-    fn target(pid: i32) -> CopyTarget {
+    fn target(disk: &str) -> CopyTarget {
         CopyTarget {
             vm_uid: "u".into(),
-            vmm_pid: pid,
-            vmm_start_time: 7,
+            disk_id: Some(disk.into()),
         }
     }
 
@@ -116,16 +115,16 @@ mod tests {
         assert_eq!(names(&plan), [("sync-workspace", ChangeClass::Create)]);
         // A copy for an earlier guest does not count while the VM is down.
         let stopped = WorkspaceFacts {
-            copied: Some((1, target(10))),
+            copied: Some((1, target("d1"))),
             ..facts()
         };
         assert!(plan_workspace(&stopped).blocked.is_some());
     }
 
     #[test]
-    fn copied_once_per_generation_and_guest() {
+    fn copied_once_per_generation_and_root_disk() {
         let first = WorkspaceFacts {
-            target: Some(target(10)),
+            target: Some(target("d1")),
             ..facts()
         };
         assert_eq!(
@@ -133,7 +132,7 @@ mod tests {
             [("sync-workspace", ChangeClass::Create)]
         );
         let done = WorkspaceFacts {
-            copied: Some((1, target(10))),
+            copied: Some((1, target("d1"))),
             ..first.clone()
         };
         assert!(plan_workspace(&done).is_converged());
@@ -145,13 +144,21 @@ mod tests {
             names(&plan_workspace(&new_spec)),
             [("sync-workspace", ChangeClass::Live)]
         );
-        let new_guest = WorkspaceFacts {
-            target: Some(target(11)),
+        let new_disk = WorkspaceFacts {
+            target: Some(target("d2")),
+            ..done.clone()
+        };
+        let plan = plan_workspace(&new_disk);
+        assert_eq!(names(&plan), [("sync-workspace", ChangeClass::Create)]);
+        assert!(plan.steps[0].reason.contains("new root disk"), "{plan:?}");
+        let recreated_vm = WorkspaceFacts {
+            target: Some(CopyTarget {
+                vm_uid: "other".into(),
+                ..target("d1")
+            }),
             ..done
         };
-        let plan = plan_workspace(&new_guest);
-        assert_eq!(names(&plan), [("sync-workspace", ChangeClass::Create)]);
-        assert!(plan.steps[0].reason.contains("pid 11"), "{plan:?}");
+        assert!(!plan_workspace(&recreated_vm).is_converged());
     }
 
     #[test]

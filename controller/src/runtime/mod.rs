@@ -174,6 +174,11 @@ pub struct VmHandles {
     /// Size of the disk in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<u64>,
+    /// The disk's identity ([`ObservedDisk::id`]), set when the disk is made: what a
+    /// Workspace copy is counted against. `None` without a disk, or for a disk made
+    /// before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
     /// NAT rule identifier (for example the nftables rule handle or comment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_rule: Option<String>,
@@ -309,6 +314,11 @@ pub struct ObservedDisk {
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
+    /// The disk's own identity: a random id given when the disk was made and kept for
+    /// its whole life (a VMM restart, a stop/start, a grow and a daemon restart keep
+    /// it; a rebuilt disk has a new one). `None` for a disk made before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A present tap device.

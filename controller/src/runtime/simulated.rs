@@ -30,6 +30,12 @@ use super::{
 };
 use crate::driver::VmmProcess;
 
+/// The id a simulated disk reports ([`ObservedDisk::id`]): from its serial, so every
+/// disk made is a new one.
+fn sim_disk_id(serial: u64) -> String {
+    format!("simulated-disk-{serial}")
+}
+
 /// What a simulated VM's status names as its hypervisor
 /// ([`VmmProcess::hypervisor_name`]): no hypervisor runs it.
 pub const SIMULATED_HYPERVISOR: &str = "simulated";
@@ -281,6 +287,7 @@ impl SimulatedRuntime {
                     image: "planted".into(),
                     digest: String::new(),
                     size: 0,
+                    id: Some(sim_disk_id(0)),
                 }),
                 disk_serial: Some(0),
                 disk_hidden: false,
@@ -342,6 +349,7 @@ impl SimulatedRuntime {
             disk_image: vm.disk.as_ref().map(|d| d.image.clone()),
             disk_digest: vm.disk.as_ref().map(|d| d.digest.clone()),
             disk_size: vm.disk.as_ref().map(|d| d.size),
+            disk_id: vm.disk.as_ref().and_then(|d| d.id.clone()),
             nat_rule: vm.nat.then(|| format!("banger-nat-{}", ctx.uid)),
             extra: Default::default(),
         }
@@ -387,6 +395,7 @@ impl SimulatedRuntime {
                     image: ctx.spec.image.clone(),
                     digest: image.rootfs_digest.clone(),
                     size: ctx.spec.disk.0,
+                    id: vm.disk_serial.map(sim_disk_id),
                 });
             }
             VmStep::GrowDisk => {

@@ -125,8 +125,9 @@ pub struct InternalState {
     pub synced: Option<WorkspaceSynced>,
 }
 
-/// What a Workspace's last successful copy was for: a copy counts only while the
-/// Workspace's generation, the VM's uid and its VMM (pid + start time) are the same.
+/// What a Workspace's last successful copy was for: a copy counts while the
+/// Workspace's generation, the VM's uid and its root disk are the same (a VMM restart
+/// keeps the disk, so it never copies again).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSynced {
@@ -134,10 +135,10 @@ pub struct WorkspaceSynced {
     pub generation: i64,
     /// The VM's uid.
     pub vm_uid: String,
-    /// The VMM's pid.
-    pub vmm_pid: i32,
-    /// The VMM's start time (clock ticks since boot).
-    pub vmm_start_time: u64,
+    /// The root disk's identity ([`crate::runtime::ObservedDisk::id`]). A row written
+    /// before disks had ids has none, as do those disks: it keeps counting for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
     /// What was copied.
     pub record: crate::runtime::SyncRecord,
     /// When (RFC 3339).

@@ -1,5 +1,8 @@
-//! Workspaces on the simulated runtime: copied once the VM's guest is ready, again
-//! after the VMM is replaced, never while the VM is stopped; failures back off.
+//! Workspaces on the simulated runtime: copied once the VM's guest is ready, once per
+//! root disk (never again after a VMM restart, a stop/start or a daemon restart; again
+//! onto a new disk), never while the VM is stopped; failures back off.
+
+use std::sync::Arc;
 
 use super::*;
 
@@ -30,8 +33,38 @@ async fn apply_running_vm_with_workspace(h: &Harness) {
     .unwrap();
 }
 
+/// The second Image of these tests: another rootfs, so a VM moved to it gets a new disk.
+fn other_image() -> String {
+    IMAGE
+        .replace("name: base", "name: other")
+        .replace("/images/rootfs.ext4", "/images/other.ext4")
+}
+
+/// Waits until VM `a` runs a VMM other than `old_pid` with its guest ready, and returns
+/// the new pid.
+async fn until_restarted(h: &Harness, uid: &str, old_pid: i32) -> i32 {
+    h.until("a new VMM with its guest ready", |h| {
+        h.sim.pid_of(uid).is_some_and(|p| p != old_pid)
+            && status::is_true(&h.status(Kind::Vm, "a").conditions, GUEST_READY)
+            && h.status(Kind::Vm, "a").pid == h.sim.pid_of(uid)
+    })
+    .await;
+    h.sim.pid_of(uid).unwrap()
+}
+
+/// Reconciles the Workspace `code` now (besides what the workers do), so a test can
+/// assert on what one reconcile decides after the guest changed.
+async fn reconcile_code(h: &Harness) {
+    bounded(
+        "reconcile workspace code",
+        h.engine.reconcile(&key(Kind::Workspace, "code")),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copied_after_the_guest_is_ready_and_again_after_a_vmm_restart() {
+async fn copied_once_per_root_disk_and_never_again_after_a_vmm_restart() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     h.sim.set_boot_observations(3);
@@ -63,27 +96,138 @@ async fn copied_after_the_guest_is_ready_and_again_after_a_vmm_restart() {
         events.iter().any(|e| e.reason == Reason::Copied),
         "{events:?}"
     );
+    let disk = h.sim.disk_serial(&uid);
 
-    // A resync changes nothing: the copy is for this VMM.
+    // A resync changes nothing.
     h.engine.ctl.queue.add(key(Kind::Workspace, "code"));
     h.engine.ctl.queue.add(key(Kind::Vm, "a"));
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
+    reconcile_code(&h).await;
     assert_eq!(h.sim.syncs_of("code").len(), 1);
 
-    // The VMM dies and is restarted (restartPolicy Always): the new guest gets the files.
+    // The VMM dies and is restarted (restartPolicy Always) on the same disk: the files
+    // the guest holds are its own now; nothing is copied over them.
     assert!(h.sim.exit_process(&uid, false));
-    h.until("a second copy, into the new VMM", |h| {
+    let pid2 = until_restarted(&h, &uid, pid1).await;
+    assert_ne!(pid1, pid2);
+    assert_eq!(h.sim.disk_serial(&uid), disk, "same disk");
+    let preview = h
+        .apply(
+            &[(
+                "/s/all.yaml",
+                &format!(
+                    "{IMAGE}---\n{}---\n{WORKSPACE}",
+                    vm_yaml("a", "base", "512Mi", "")
+                ),
+            )],
+            |r| r.dry_run = true,
+        )
+        .await
+        .unwrap();
+    let ws = preview.items.iter().find(|i| i.name == "code").unwrap();
+    assert!(ws.plan.is_empty(), "{:?}", ws.plan);
+    reconcile_code(&h).await;
+    assert_eq!(
+        h.sim.syncs_of("code").len(),
+        1,
+        "copied again after a VMM restart"
+    );
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+
+    // Stopped and started again: the same disk, no copy.
+    let stopped = vm_yaml("a", "base", "512Mi", "  state: Stopped\n");
+    h.apply(
+        &[(
+            "/s/all.yaml",
+            &format!("{IMAGE}---\n{stopped}---\n{WORKSPACE}"),
+        )],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Stopped")
+        .await;
+    apply_running_vm_with_workspace(&h).await;
+    let pid3 = until_restarted(&h, &uid, pid2).await;
+    assert_ne!(pid3, pid2);
+    reconcile_code(&h).await;
+    assert_eq!(
+        h.sim.syncs_of("code").len(),
+        1,
+        "copied again after stop/start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restart_does_not_copy_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    apply_running_vm_with_workspace(&h).await;
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    let pid = h.sim.pid_of(&uid).unwrap();
+    h.crash();
+
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    bounded("recover", engine.recover_journal()).await.unwrap();
+    let h = Harness::with_engine(engine, sim.clone());
+    bounded("enqueue", h.engine.enqueue_all()).await.unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    reconcile_code(&h).await;
+    assert_eq!(h.sim.pid_of(&uid), Some(pid), "the VMM survived the daemon");
+    assert_eq!(
+        sim.syncs_of("code").len(),
+        1,
+        "copied again after a daemon restart"
+    );
+    let s = h.status(Kind::Workspace, "code");
+    assert!(status::is_true(&s.conditions, SYNCED), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_root_disk_gets_the_files_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    apply_running_vm_with_workspace(&h).await;
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    let disk1 = h.sim.disk_serial(&uid).unwrap();
+
+    // Another image: the disk is rebuilt (a recreate), so its guest has no files yet.
+    let moved = vm_yaml("a", "other", "512Mi", "");
+    h.apply(
+        &[(
+            "/s/all.yaml",
+            &format!("{IMAGE}---\n{}---\n{moved}---\n{WORKSPACE}", other_image()),
+        )],
+        |r| r.allow_recreate = true,
+    )
+    .await
+    .unwrap();
+    h.until("a second copy, onto the new disk", |h| {
         h.sim.syncs_of("code").len() == 2
     })
     .await;
-    let syncs = h.sim.syncs_of("code");
-    let pid2 = h.sim.pid_of(&uid).unwrap();
-    assert_ne!(pid1, pid2);
-    assert_eq!(syncs[1], (uid.clone(), pid2));
+    let disk2 = h.sim.disk_serial(&uid).unwrap();
+    assert_ne!(disk1, disk2);
     h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
         .await;
-    assert_eq!(h.sim.syncs_of("code").len(), 2, "exactly one copy per VMM");
+    reconcile_code(&h).await;
+    assert_eq!(h.sim.syncs_of("code").len(), 2, "exactly one copy per disk");
+    let reasons: Vec<String> = h
+        .db()
+        .journal_for(&h.uid(Kind::Workspace, "code"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(reasons, ["sync-workspace", "sync-workspace"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

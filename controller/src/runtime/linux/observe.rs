@@ -35,6 +35,7 @@ impl LinuxRuntime {
                     image,
                     digest,
                     size: root.size_bytes,
+                    id: source.disk_id.clone(),
                 });
             }
         }
