@@ -23,4 +23,4 @@ pub mod readiness;
 pub mod safe_path;
 pub mod state_lock;
 pub mod which;
-pub mod workspace_copy;
+pub mod workspace;

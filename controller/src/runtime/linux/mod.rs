@@ -20,8 +20,8 @@
 //!
 //! [`VmRuntime::sync_workspace`] (`workspace.rs`) copies a Workspace's checkout into the
 //! guest as a tar stream over SSH with banger's own identity (`<state>/ssh/id_ed25519`,
-//! trust on first use in `<state>/ssh/known_hosts`), then runs `sync` in the guest
-//! ([`crate::host::workspace_copy`]).
+//! the guest's host key pinned per VM uid in `<state>/ssh/known_hosts`), then runs
+//! `sync` in the guest ([`crate::host::workspace`]).
 //!
 //! Network objects live in the daemon's network namespace (tests run the daemon in a
 //! namespace of their own).

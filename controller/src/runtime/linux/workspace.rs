@@ -1,20 +1,32 @@
 //! `sync_workspace`: a Workspace's checkout copied into its running guest as a tar
-//! stream over SSH with banger's own identity ([`crate::host::workspace_copy`]). Listing
-//! files, `git` and building the archive run on the blocking pool.
+//! stream over SSH with banger's own identity ([`crate::host::workspace`]). Listing
+//! files, `git` and writing the stream run on the blocking pool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::host::guest_keys;
 use crate::host::names::ObjectUid;
-use crate::host::workspace_copy;
+use crate::host::workspace::remote::GuestShell;
+use crate::host::workspace::{self, CopyJob};
 use crate::runtime::{RuntimeError, SyncRecord, WorkspaceContext};
 
-/// [`crate::runtime::VmRuntime::sync_workspace`] on this host, with banger's identity
-/// kept below `state_dir`.
-pub(super) async fn sync_workspace(
+/// The directory below the state directory for a copy's temporary files (mode 0700).
+fn scratch_dir(state_dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = state_dir.join("tmp");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    Ok(dir)
+}
+
+/// The guest of a Workspace's VM, reached with banger's identity (made once, below
+/// `state_dir`), and the directory for temporary files.
+async fn guest_of(
     state_dir: &Path,
     ws: &WorkspaceContext,
-) -> Result<SyncRecord, RuntimeError> {
+) -> Result<(GuestShell, PathBuf), RuntimeError> {
     let fail = |step: &str, message: String| RuntimeError::Sync {
         workspace: ws.name.clone(),
         vm: ws.vm.name.clone(),
@@ -27,34 +39,51 @@ pub(super) async fn sync_workspace(
         .as_ref()
         .map(|l| l.ip)
         .ok_or_else(|| fail("address", "the VM has no IP lease".into()))?;
+    let uid = ObjectUid::parse(&ws.vm.uid).map_err(|e| fail("vm uid", e.to_string()))?;
     let state_dir = state_dir.to_path_buf();
-    let identity = tokio::task::spawn_blocking(move || guest_keys::ensure_identity(&state_dir))
-        .await
-        .map_err(|e| fail("ssh identity", e.to_string()))?
-        .map_err(|e| fail("ssh identity", e.to_string()))?;
-    let source = ws.spec.source.clone();
-    let include = ws.spec.include;
-    let guest_path = ws.spec.path.clone();
-    let (stream, commit) = tokio::task::spawn_blocking(move || {
-        let files = workspace_copy::list_files(&source, include)?;
-        let stream = workspace_copy::build_stream(&source, &files, &guest_path)?;
-        Ok::<_, workspace_copy::CopyError>((stream, workspace_copy::head_commit(&source)))
+    let (identity, scratch) = tokio::task::spawn_blocking(move || {
+        let identity = guest_keys::ensure_identity(&state_dir).map_err(|e| e.to_string())?;
+        let scratch = scratch_dir(&state_dir)
+            .map_err(|e| format!("{}: {e}", state_dir.join("tmp").display()))?;
+        Ok::<_, String>((identity, scratch))
     })
     .await
-    .map_err(|e| fail("build archive", e.to_string()))?
-    .map_err(|e| fail(e.step, e.message))?;
-    let uid = ObjectUid::parse(&ws.vm.uid).map_err(|e| fail("vm uid", e.to_string()))?;
-    workspace_copy::copy_into_guest(
-        &identity,
-        &guest_keys::host_key_alias(&uid),
+    .map_err(|e| fail("ssh identity", e.to_string()))?
+    .map_err(|e| fail("ssh identity", e))?;
+    let shell = GuestShell {
+        identity,
+        alias: guest_keys::host_key_alias(&uid),
         ip,
-        stream.data,
-    )
-    .await
-    .map_err(|e| fail(e.step, e.message))?;
+    };
+    Ok((shell, scratch))
+}
+
+/// [`crate::runtime::VmRuntime::sync_workspace`] on this host, with banger's identity
+/// kept below `state_dir`.
+pub(super) async fn sync_workspace(
+    state_dir: &Path,
+    ws: &WorkspaceContext,
+) -> Result<SyncRecord, RuntimeError> {
+    let (shell, scratch) = guest_of(state_dir, ws).await?;
+    let job = CopyJob {
+        source: ws.spec.source.clone(),
+        include: ws.spec.include,
+        guest_path: ws.spec.path.clone(),
+        previous: None,
+        scratch,
+    };
+    let outcome =
+        workspace::copy_into_guest(&shell, job)
+            .await
+            .map_err(|e| RuntimeError::Sync {
+                workspace: ws.name.clone(),
+                vm: ws.vm.name.clone(),
+                step: e.step.to_string(),
+                message: e.message,
+            })?;
     Ok(SyncRecord {
-        files: stream.files,
-        bytes: stream.bytes,
-        commit,
+        files: outcome.summary.files,
+        bytes: outcome.summary.bytes,
+        commit: outcome.base_commit,
     })
 }
