@@ -1,6 +1,7 @@
 //! End-to-end: a Workspace copied into a real QEMU guest by a real `banger daemon` in a
 //! network namespace: tracked and untracked files arrive, ignored ones do not; after a
-//! VMM restart (kill -9) on the same disk nothing is copied again.
+//! VMM restart (kill -9) on the same disk nothing is copied again; a sync request onto
+//! the changed guest is refused (GuestChanged) until forced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
@@ -151,6 +152,25 @@ apiVersion: banger.dev/v1alpha1\nkind: Workspace\nmetadata:\n  name: proj\nspec:
         Some(1),
         "the guest's removal was undone"
     );
+
+    // Asking for a copy: refused, the guest changed (removed) what the last copy wrote.
+    let refused = d.cli(&["workspace", "sync", "proj", "--timeout", "120s"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("workspace/proj: GuestChanged: 6 paths changed in the guest"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tracked.txt (removed)"), "{stderr}");
+    let ws = d.get_json("workspace", "proj").expect("workspace");
+    assert_eq!(condition(&ws, "Synced").unwrap()["reason"], "GuestChanged");
+    // Forced: the checkout's state is back in the guest.
+    let forced = d.cli_ok(&["workspace", "sync", "proj", "--force", "--timeout", "120s"]);
+    assert!(
+        forced.starts_with("workspace/proj synced: 4 files"),
+        "{forced}"
+    );
+    assert_eq!(check("cat /root/proj/tracked.txt"), "tracked content\n");
 
     d.cli_ok(&["delete", "vm", "dev", "--wait", "--timeout", "120s"]);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use banger_controller::api::connect::UPGRADE_PROTOCOL;
 use banger_controller::api::types::{
     ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, DescribeView, ErrorBody, EventView,
-    ObjectList, ObjectRef, ObjectView, SshIdentityView,
+    ObjectList, ObjectRef, ObjectView, SshIdentityView, SyncRequestView,
 };
 use banger_specs::Kind;
 use http_body_util::{BodyExt, Empty, Full};
@@ -366,6 +366,20 @@ impl DaemonClient {
 }
 
 impl DaemonClient {
+    /// `POST /v1/workspaces/{name}/sync[?force=true]`: asks the engine for a copy.
+    pub async fn request_sync(
+        &self,
+        workspace: &str,
+        force: bool,
+    ) -> Result<SyncRequestView, ClientError> {
+        let mut path = format!("/v1/workspaces/{}/sync", encode(workspace));
+        if force {
+            path.push_str("?force=true");
+        }
+        self.call(Method::POST, &path, Some(b"{}".to_vec()), Duration::ZERO)
+            .await
+    }
+
     /// `GET /v1/ssh-identity`: where banger's SSH key and known_hosts are.
     pub async fn ssh_identity(&self) -> Result<SshIdentityView, ClientError> {
         self.call(Method::GET, "/v1/ssh-identity", None, Duration::ZERO)

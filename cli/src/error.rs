@@ -38,6 +38,10 @@ pub enum CliError {
     /// A bad command-line argument that clap cannot check (one line, exit status 2).
     #[error("{0}")]
     Usage(String),
+    /// The daemon refused what was asked, for a reason the user must act on (a copy
+    /// onto a guest that changed).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl CliError {

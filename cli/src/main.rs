@@ -29,7 +29,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::client::DaemonClient;
 use crate::commands::{
     apply, completion, connect, cp, daemon, delete, describe, diff, doctor, events, exec, gc, get,
-    logs, port_forward, retry, ssh, ssh_config, wait,
+    logs, port_forward, retry, ssh, ssh_config, wait, workspace,
 };
 use crate::error::CliError;
 
@@ -110,6 +110,8 @@ enum Command {
     PortForward(port_forward::PortForwardArgs),
     /// Print ssh client configuration so that `ssh NAME.banger` works.
     SshConfig(ssh_config::SshConfigArgs),
+    /// A Workspace's round trip: copy the checkout in now.
+    Workspace(workspace::WorkspaceArgs),
     /// Connect stdin/stdout to a TCP port of a VM (ssh's ProxyCommand).
     Connect(connect::ConnectArgs),
     /// Remove host objects of no known VM (taps, NAT rules, VM dirs, stray VMMs).
@@ -149,6 +151,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::PortForward(args) => port_forward::run(&client, args).await,
         Command::SshConfig(args) => ssh_config::run(&client, args).await,
         Command::Connect(args) => connect::run(&client, args).await,
+        Command::Workspace(args) => workspace::run(&client, args).await,
         Command::Gc(args) => gc::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,

@@ -19,6 +19,7 @@ pub mod retry;
 pub mod ssh;
 pub mod ssh_config;
 pub mod wait;
+pub mod workspace;
 
 use banger_controller::api::types::{ErrorBody, ObjectRef};
 

@@ -1,7 +1,9 @@
 //! HTTP/JSON API of the daemon on a Unix socket: the routes and handlers
-//! ([`server`]), the byte stream to a guest port ([`connect`]), the wire types the CLI
-//! shares ([`types`]) and the mapping of the engine's typed values to them ([`views`]).
+//! ([`server`]), the byte stream to a guest port ([`connect`]), the Workspace round
+//! trip ([`workspace`]: sync requests and exports), the wire types the CLI shares
+//! ([`types`]) and the mapping of the engine's typed values to them ([`views`]).
 pub mod connect;
 pub mod server;
 pub mod types;
 pub mod views;
+pub mod workspace;

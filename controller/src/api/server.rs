@@ -145,6 +145,10 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
         .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
+        .route(
+            "/v1/workspaces/{name}/sync",
+            post(super::workspace::sync::<R>),
+        )
         .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -37,6 +37,9 @@ pub fn status_view(s: &ObjectStatus) -> StatusView {
         pid: s.pid,
         hypervisor: s.hypervisor.clone(),
         handles: s.handles.clone(),
+        base_commit: s.base_commit.clone(),
+        copied_at: s.copied_at.clone(),
+        last_sync_request: s.last_sync_request,
     }
 }
 

@@ -17,7 +17,8 @@ use crate::config::DaemonConfig;
 use crate::host::names::mac_address_of;
 use crate::objects::{self, Owner};
 use crate::planner::{
-    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, WorkspaceFacts,
+    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, Refusal, SyncRequest,
+    WorkspaceFacts,
 };
 use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmRuntime};
 use crate::status::{ConditionType, ObjectStatus, Phase};
@@ -327,12 +328,33 @@ impl<R: VmRuntime> Facts<R> {
                 },
             )
         });
+        let request = self
+            .store
+            .sync_request(&obj.uid)
+            .await?
+            .map(|r| SyncRequest {
+                serial: r.serial,
+                force: r.force,
+            });
+        let refused = internal.refused.as_ref().map(|r| Refusal {
+            generation: r.generation,
+            target: CopyTarget {
+                vm_uid: r.vm_uid.clone(),
+                disk_id: r.disk_id.clone(),
+            },
+            request: r.request,
+            changes: r.changes.clone(),
+        });
         let facts = WorkspaceFacts {
             deleting,
+            name: obj.resource.name().to_string(),
             vm: vm.to_string(),
             generation: obj.generation,
             target,
             copied,
+            served_request: internal.synced.as_ref().map_or(0, |s| s.request),
+            request,
+            refused,
         };
         Ok((
             WorkspaceInputs {
@@ -409,6 +431,8 @@ impl<R: VmRuntime> Facts<R> {
                 let mut facts = inputs.facts;
                 if existing.is_none() {
                     facts.copied = None;
+                    facts.request = None;
+                    facts.refused = None;
                 }
                 planner::plan_workspace(&facts)
             }

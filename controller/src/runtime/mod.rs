@@ -37,8 +37,10 @@
 //!   touches an object of a known uid, nor one of another daemon (another state
 //!   directory).
 //! - [`VmRuntime::sync_workspace`] copies a Workspace's checkout into its VM's guest
-//!   and flushes the guest's filesystems before returning. It is called only when the
-//!   VM is running with its guest ready, never while one of the VM's steps runs.
+//!   and flushes the guest's filesystems before returning; asked to guard a previous
+//!   copy, it refuses (copying nothing) when the guest changed what that copy wrote.
+//!   It is called only when the VM is running with its guest ready, never while one of
+//!   the VM's steps runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -223,6 +225,10 @@ impl VmContext {
     }
 }
 
+pub use crate::host::workspace::manifest::{
+    describe_changes, ChangeKind, CopyManifest, EntryDigest, GuestChange,
+};
+
 /// Everything the runtime needs to copy one Workspace into its VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceContext {
@@ -234,6 +240,33 @@ pub struct WorkspaceContext {
     pub spec: WorkspaceSpec,
     /// The VM it is copied into, as the VM's reconcile last saw it (lease, handles).
     pub vm: VmContext,
+    /// The last copy into this same guest (VM and root disk), when there was one and
+    /// its manifest is known.
+    pub previous: Option<PreviousCopy>,
+}
+
+/// The last copy into the guest a copy goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousCopy {
+    /// What it wrote: the paths the checkout no longer has are removed in the guest.
+    pub manifest: CopyManifest,
+    /// Refuse the copy when the guest changed any of it ([`SyncOutcome::GuestChanged`]);
+    /// `false` for a forced copy.
+    pub guard: bool,
+}
+
+/// What [`VmRuntime::sync_workspace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The files are in the guest.
+    Copied {
+        /// What was copied.
+        record: SyncRecord,
+        /// What was written where (for the next copy's check).
+        manifest: CopyManifest,
+    },
+    /// Nothing was copied: the guest changed what the last copy wrote.
+    GuestChanged(Vec<GuestChange>),
 }
 
 /// What one [`VmRuntime::sync_workspace`] copied.
@@ -535,12 +568,14 @@ pub trait VmRuntime: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<VmHandles, RuntimeError>> + Send;
 
     /// Copies the Workspace's files into its running VM's guest (at `spec.path`), then
-    /// flushes the guest (`sync`). Bounded in time; errors name the workspace, the VM
-    /// and the step.
+    /// flushes the guest (`sync`). With a guarded [`WorkspaceContext::previous`] copy,
+    /// first compares what the guest holds at the paths that copy wrote with what it
+    /// wrote, and copies nothing when anything differs ([`SyncOutcome::GuestChanged`]).
+    /// Bounded in time; errors name the workspace, the VM and the step.
     fn sync_workspace(
         &self,
         ws: &WorkspaceContext,
-    ) -> impl std::future::Future<Output = Result<SyncRecord, RuntimeError>> + Send;
+    ) -> impl std::future::Future<Output = Result<SyncOutcome, RuntimeError>> + Send;
 
     /// Lists the host objects carrying banger's naming whose uid is none of
     /// `known_vm_uids` (see the module docs), sorted. Never changes anything; what

@@ -13,9 +13,11 @@
 //! ([`SimulatedRuntime::max_concurrency_for`]) and [`SimulatedRuntime::plant_garbage`]
 //! (host objects of a uid the store does not know, for `banger gc`).
 //! Workspace copies are recorded, not performed: [`SimulatedRuntime::syncs_of`] counts
-//! them and [`SimulatedRuntime::fail_sync`] makes the next ones fail.
+//! them and [`SimulatedRuntime::fail_sync`] makes the next ones fail. Each guest (VM
+//! and disk) keeps the digests of what copies wrote into it, so a guarded copy is
+//! refused after [`SimulatedRuntime::edit_guest`] changed one of them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,9 +26,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, LaunchConfig, ObservedDisk,
-    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncRecord, VmContext,
-    VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    CopyManifest, EntryDigest, ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext,
+    LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError,
+    SyncOutcome, SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::VmmProcess;
 
@@ -34,6 +36,27 @@ use crate::driver::VmmProcess;
 /// disk made is a new one.
 fn sim_disk_id(serial: u64) -> String {
     format!("simulated-disk-{serial}")
+}
+
+/// A simulated file's digest: of its made-up content.
+fn sim_file(content: &[u8]) -> EntryDigest {
+    EntryDigest::file(false, &Sha256::digest(content))
+}
+
+/// What a simulated copy of a Workspace writes: a few made-up files (one more for
+/// `include: untracked`) and the guest repository's `HEAD`, with contents derived from
+/// the source path.
+fn sim_manifest(ws: &WorkspaceContext) -> CopyManifest {
+    let mut files = vec!["README.md", "src/main.rs", ".git/HEAD"];
+    if ws.spec.include == banger_specs::IncludeMode::Untracked {
+        files.push("notes.txt");
+    }
+    let mut manifest = CopyManifest::default();
+    for path in files {
+        let content = format!("{}:{path}", ws.spec.source.display());
+        manifest.insert(path, sim_file(content.as_bytes()));
+    }
+    manifest
 }
 
 /// What a simulated VM's status names as its hypervisor
@@ -88,6 +111,9 @@ struct World {
     /// Workspace name -> (VM uid, VMM pid) of every sync, in order.
     syncs: HashMap<String, Vec<(String, i32)>>,
     sync_faults: HashMap<String, u32>,
+    /// What each guest holds below a Workspace's path: by (VM uid, disk serial), so a
+    /// restarted VMM on the same disk sees the same files and a new disk none.
+    guest_files: HashMap<(String, u64), BTreeMap<String, EntryDigest>>,
 }
 
 /// The simulated host. Cheap to clone (shared state).
@@ -149,6 +175,29 @@ impl SimulatedRuntime {
     /// The syncs of Workspace `name` so far: `(VM uid, VMM pid)` of each, in order.
     pub fn syncs_of(&self, name: &str) -> Vec<(String, i32)> {
         self.w().syncs.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The user changes `path` in the guest of VM `uid` (its current disk), as an edit
+    /// over `banger exec` would: the next guarded copy onto it is refused.
+    pub fn edit_guest(&self, uid: &str, path: &str) {
+        let mut w = self.w();
+        let Some(serial) = w.vms.get(uid).and_then(|v| v.disk_serial) else {
+            return;
+        };
+        w.guest_files
+            .entry((uid.to_string(), serial))
+            .or_default()
+            .insert(path.to_string(), sim_file(b"edited in the guest"));
+    }
+
+    /// What the guest of VM `uid` (its current disk) holds at `path`, as a copy left
+    /// it or [`Self::edit_guest`] changed it.
+    pub fn guest_file(&self, uid: &str, path: &str) -> Option<EntryDigest> {
+        let w = self.w();
+        let serial = w.vms.get(uid).and_then(|v| v.disk_serial)?;
+        w.guest_files
+            .get(&(uid.to_string(), serial))
+            .and_then(|files| files.get(path).cloned())
     }
 
     /// Makes resolving Image `name` fail its next `times` runs.
@@ -619,7 +668,7 @@ impl VmRuntime for SimulatedRuntime {
         Ok(Self::handles_of(&sim, vm))
     }
 
-    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncOutcome, RuntimeError> {
         let latency = self.w().latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -637,21 +686,48 @@ impl VmRuntime for SimulatedRuntime {
                 return Err(fail("ssh copy", "injected fault"));
             }
         }
-        let pid = w
-            .vms
-            .get(&ws.vm.uid)
+        let vm = w.vms.get(&ws.vm.uid);
+        let pid = vm
             .and_then(|v| v.process.as_ref())
             .filter(|p| p.alive)
             .map(|p| p.pid)
             .ok_or_else(|| fail("ssh copy", "no running guest"))?;
+        let serial = vm
+            .and_then(|v| v.disk_serial)
+            .ok_or_else(|| fail("ssh copy", "no root disk"))?;
+        let tree = w
+            .guest_files
+            .entry((ws.vm.uid.clone(), serial))
+            .or_default();
+        if let Some(previous) = ws.previous.as_ref().filter(|p| p.guard) {
+            let changes = previous.manifest.changes(tree);
+            if !changes.is_empty() {
+                return Ok(SyncOutcome::GuestChanged(changes));
+            }
+        }
+        let manifest = sim_manifest(ws);
+        if let Some(previous) = &ws.previous {
+            for gone in previous
+                .manifest
+                .entries
+                .keys()
+                .filter(|p| !p.starts_with(".git/") && !manifest.entries.contains_key(*p))
+            {
+                tree.remove(gone);
+            }
+        }
+        tree.extend(manifest.entries.clone());
         w.syncs
             .entry(ws.name.clone())
             .or_default()
             .push((ws.vm.uid.clone(), pid));
-        Ok(SyncRecord {
-            files: 3,
-            bytes: 42,
-            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        Ok(SyncOutcome::Copied {
+            record: SyncRecord {
+                files: 3,
+                bytes: 42,
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            },
+            manifest,
         })
     }
 

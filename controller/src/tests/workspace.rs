@@ -398,3 +398,209 @@ async fn the_previewed_plan_is_the_plan_the_engine_runs() {
     let after = h.apply(&file, |r| r.dry_run = true).await.unwrap();
     assert!(after.items[0].plan.is_empty(), "{:?}", after.items[0].plan);
 }
+
+/// Asks for a copy as `banger workspace sync` does.
+async fn request_sync(h: &Harness, force: bool) -> u64 {
+    crate::api::workspace::request_sync(&h.engine.ctl, "code", force)
+        .await
+        .unwrap()
+        .request
+}
+
+/// The digest a simulated copy of [`WORKSPACE`] writes at `path`.
+fn copied_digest(path: &str) -> crate::runtime::EntryDigest {
+    use sha2::Digest;
+    crate::runtime::EntryDigest::file(
+        false,
+        &sha2::Sha256::digest(format!("/src/repo:{path}").as_bytes()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_request_copies_again_onto_an_unchanged_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    apply_running_vm_with_workspace(&h).await;
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+    let s = h.status(Kind::Workspace, "code");
+    assert_eq!(
+        s.base_commit.as_deref(),
+        Some("0123456789abcdef0123456789abcdef01234567")
+    );
+    let first_copy = s.copied_at.clone().expect("copiedAt");
+    assert_eq!(s.last_sync_request, None);
+
+    let n = request_sync(&h, false).await;
+    assert_eq!(n, 1);
+    h.until("the request is served", |h| {
+        h.status(Kind::Workspace, "code").last_sync_request == Some(1)
+    })
+    .await;
+    assert_eq!(h.sim.syncs_of("code").len(), 2);
+    let s = h.status(Kind::Workspace, "code");
+    assert!(status::is_true(&s.conditions, SYNCED), "{s:?}");
+    assert!(s.copied_at.unwrap() >= first_copy);
+    let events = h.db().recent_events(Kind::Workspace, "code", 50).unwrap();
+    assert!(
+        events.iter().any(|e| e.reason == Reason::SyncRequested
+            && e.message == "banger workspace sync (request 1)"),
+        "{events:?}"
+    );
+    // Served: nothing more is planned.
+    reconcile_code(&h).await;
+    assert_eq!(h.sim.syncs_of("code").len(), 2);
+
+    // A new generation copies onto the same guest, checked first, and removes what
+    // the last copy wrote that the checkout no longer has (include: tracked drops
+    // the untracked file).
+    let uid = h.uid(Kind::Vm, "a");
+    assert_eq!(
+        h.sim.guest_file(&uid, "notes.txt"),
+        Some(copied_digest("notes.txt"))
+    );
+    let tracked = format!("{WORKSPACE}  include: tracked\n");
+    let vm = vm_yaml("a", "base", "512Mi", "");
+    h.apply(
+        &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{tracked}"))],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until("a copy for generation 2", |h| {
+        h.sim.syncs_of("code").len() == 3
+    })
+    .await;
+    assert_eq!(h.sim.guest_file(&uid, "notes.txt"), None);
+    assert_eq!(
+        h.sim.guest_file(&uid, "README.md"),
+        Some(copied_digest("README.md"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_guest_is_not_overwritten_until_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    apply_running_vm_with_workspace(&h).await;
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+    h.sim.edit_guest(&uid, "src/main.rs");
+
+    // A plain request: refused, naming what changed; nothing is copied.
+    assert_eq!(request_sync(&h, false).await, 1);
+    h.until_condition(Kind::Workspace, "code", SYNCED, FALSE, "GuestChanged")
+        .await;
+    let s = h.status(Kind::Workspace, "code");
+    assert_eq!(s.last_sync_request, Some(1));
+    let message = synced_message(&h);
+    assert!(
+        message.starts_with(
+            "1 path changed in the guest since the last copy: src/main.rs (modified); not overwritten"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("banger workspace sync code --force"),
+        "{message}"
+    );
+    assert!(!status::is_true(&s.conditions, READY));
+    assert!(
+        !status::is_true(&s.conditions, STALLED),
+        "a refusal is not a failure"
+    );
+    assert_eq!(h.sim.syncs_of("code").len(), 1);
+    assert_ne!(
+        h.sim.guest_file(&uid, "src/main.rs"),
+        Some(copied_digest("src/main.rs"))
+    );
+    let journal = h
+        .db()
+        .journal_for(&h.uid(Kind::Workspace, "code"), 10)
+        .unwrap();
+    let last = journal.last().unwrap();
+    assert_eq!(
+        (last.step.as_str(), last.outcome),
+        ("sync-workspace", JournalOutcome::Failed)
+    );
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("refused: 1 path changed"),
+        "{last:?}"
+    );
+
+    // Not retried on its own: the plan is blocked until the user acts.
+    reconcile_code(&h).await;
+    assert_eq!(h.sim.syncs_of("code").len(), 1);
+    let file = [(
+        "/s/all.yaml",
+        &*format!(
+            "{IMAGE}---\n{}---\n{WORKSPACE}",
+            vm_yaml("a", "base", "512Mi", "")
+        ),
+    )];
+    let preview = h.apply(&file, |r| r.dry_run = true).await.unwrap();
+    let plan = &preview
+        .items
+        .iter()
+        .find(|i| i.name == "code")
+        .unwrap()
+        .plan;
+    assert_eq!(plan.last().unwrap().step, "blocked");
+    assert!(
+        plan.last()
+            .unwrap()
+            .reason
+            .starts_with("GuestChanged: 1 path changed"),
+        "{plan:?}"
+    );
+
+    // A new spec is checked too: refused again.
+    let tracked = format!("{WORKSPACE}  include: tracked\n");
+    let vm = vm_yaml("a", "base", "512Mi", "");
+    h.apply(
+        &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{tracked}"))],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until("the new generation refused", |h| {
+        let s = h.status(Kind::Workspace, "code");
+        s.observed_generation == 2
+            && status::condition(&s.conditions, SYNCED)
+                .is_some_and(|c| c.reason == Reason::GuestChanged)
+    })
+    .await;
+    assert_eq!(h.sim.syncs_of("code").len(), 1);
+
+    // Forced: copied over the guest's change.
+    assert_eq!(request_sync(&h, true).await, 2);
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+    assert_eq!(h.sim.syncs_of("code").len(), 2);
+    assert_eq!(
+        h.sim.guest_file(&uid, "src/main.rs"),
+        Some(copied_digest("src/main.rs"))
+    );
+    let s = h.status(Kind::Workspace, "code");
+    assert_eq!(s.last_sync_request, Some(2));
+    assert!(status::is_true(&s.conditions, READY));
+    reconcile_code(&h).await;
+    assert_eq!(h.sim.syncs_of("code").len(), 2, "served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_requests_for_unknown_workspaces_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let err = crate::api::workspace::request_sync(&h.engine.ctl, "nope", false)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("workspace/nope not found"),
+        "{err:?}"
+    );
+}

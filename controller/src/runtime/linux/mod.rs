@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, Garbage, ImageContext, ObservedVm, ResolvedImage, RuntimeError, SyncRecord,
+    ExitNotifier, Garbage, ImageContext, ObservedVm, ResolvedImage, RuntimeError, SyncOutcome,
     VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
@@ -211,7 +211,7 @@ impl VmRuntime for LinuxRuntime {
         }
     }
 
-    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncOutcome, RuntimeError> {
         workspace::sync_workspace(&self.config.state_dir, ws).await
     }
 

@@ -1,5 +1,6 @@
 //! `sync_workspace`: a Workspace's checkout copied into its running guest as a tar
-//! stream over SSH with banger's own identity ([`crate::host::workspace`]). Listing
+//! stream over SSH with banger's own identity ([`crate::host::workspace`]), after the
+//! guest is checked for changes to what the last copy wrote (when asked). Listing
 //! files, `git` and writing the stream run on the blocking pool.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use crate::host::guest_keys;
 use crate::host::names::ObjectUid;
 use crate::host::workspace::remote::GuestShell;
 use crate::host::workspace::{self, CopyJob};
-use crate::runtime::{RuntimeError, SyncRecord, WorkspaceContext};
+use crate::runtime::{RuntimeError, SyncOutcome, SyncRecord, WorkspaceContext};
 
 /// The directory below the state directory for a copy's temporary files (mode 0700).
 fn scratch_dir(state_dir: &Path) -> std::io::Result<PathBuf> {
@@ -59,31 +60,42 @@ async fn guest_of(
 }
 
 /// [`crate::runtime::VmRuntime::sync_workspace`] on this host, with banger's identity
-/// kept below `state_dir`.
+/// kept below `state_dir`: the guard check (when asked), then the copy.
 pub(super) async fn sync_workspace(
     state_dir: &Path,
     ws: &WorkspaceContext,
-) -> Result<SyncRecord, RuntimeError> {
+) -> Result<SyncOutcome, RuntimeError> {
+    let fail = |e: workspace::CopyError| RuntimeError::Sync {
+        workspace: ws.name.clone(),
+        vm: ws.vm.name.clone(),
+        step: e.step.to_string(),
+        message: e.message,
+    };
     let (shell, scratch) = guest_of(state_dir, ws).await?;
+    if let Some(previous) = ws.previous.as_ref().filter(|p| p.guard) {
+        let changes = workspace::guest_changes(&shell, &ws.spec.path, &previous.manifest)
+            .await
+            .map_err(fail)?;
+        if !changes.is_empty() {
+            return Ok(SyncOutcome::GuestChanged(changes));
+        }
+    }
     let job = CopyJob {
         source: ws.spec.source.clone(),
         include: ws.spec.include,
         guest_path: ws.spec.path.clone(),
-        previous: None,
+        previous: ws.previous.as_ref().map(|p| p.manifest.clone()),
         scratch,
     };
-    let outcome =
-        workspace::copy_into_guest(&shell, job)
-            .await
-            .map_err(|e| RuntimeError::Sync {
-                workspace: ws.name.clone(),
-                vm: ws.vm.name.clone(),
-                step: e.step.to_string(),
-                message: e.message,
-            })?;
-    Ok(SyncRecord {
-        files: outcome.summary.files,
-        bytes: outcome.summary.bytes,
-        commit: outcome.base_commit,
+    let outcome = workspace::copy_into_guest(&shell, job)
+        .await
+        .map_err(fail)?;
+    Ok(SyncOutcome::Copied {
+        record: SyncRecord {
+            files: outcome.summary.files,
+            bytes: outcome.summary.bytes,
+            commit: outcome.base_commit,
+        },
+        manifest: outcome.summary.manifest,
     })
 }

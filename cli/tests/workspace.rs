@@ -1,0 +1,95 @@
+//! The Workspace round trip and `banger run` against a real `banger daemon --simulate`
+//! (simulated guests, real daemon, real SQLite, real socket): `workspace sync`.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use banger_controller::api::types::ObjectView;
+use support::{image_and_vm, Daemon};
+
+const WAIT: &str = "60s";
+
+fn get_json(daemon: &Daemon, object: &str) -> ObjectView {
+    let run = daemon.banger(&["get", object, "-o", "json"]).expect_code(0);
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("get {object} -o json: {e}\n{}", run.stdout))
+}
+
+/// An Image, the VM `dev` and the Workspace `src` on it.
+fn with_workspace(daemon: &Daemon) {
+    let spec = format!(
+        "{}---
+apiVersion: banger.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: src
+spec:
+  vm: dev
+  source: /home/me/src
+",
+        image_and_vm("dev", "512MiB")
+    );
+    daemon.write_work("all.yaml", &spec);
+    daemon
+        .banger(&["apply", "-f", "all.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+}
+
+#[test]
+fn workspace_sync_copies_again_and_reports_it() {
+    let daemon = Daemon::start();
+    with_workspace(&daemon);
+    let ws = get_json(&daemon, "workspace/src");
+    assert_eq!(
+        ws.status.base_commit.as_deref(),
+        Some("0123456789abcdef0123456789abcdef01234567")
+    );
+    assert!(ws.status.copied_at.is_some());
+    let table = daemon.banger(&["get", "workspaces"]).expect_code(0).stdout;
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("BASE") && header.contains("COPIED"),
+        "{table}"
+    );
+    assert!(table.contains("0123456789ab"), "{table}");
+
+    let run = daemon
+        .banger(&["workspace", "sync", "src", "--timeout", WAIT])
+        .expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "workspace/src synced: 3 files (commit 0123456789ab) copied to /root/src\n"
+    );
+    assert_eq!(
+        get_json(&daemon, "workspace/src").status.last_sync_request,
+        Some(1)
+    );
+    let describe = daemon
+        .banger(&["describe", "workspace", "src"])
+        .expect_code(0);
+    assert!(
+        describe
+            .stdout
+            .contains("Base commit:  0123456789abcdef0123456789abcdef01234567"),
+        "{}",
+        describe.stdout
+    );
+    assert!(
+        describe.stdout.contains("SyncRequested"),
+        "{}",
+        describe.stdout
+    );
+    let steps = describe
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("sync-workspace "))
+        .count();
+    assert_eq!(steps, 2, "{}", describe.stdout);
+
+    let missing = daemon.banger(&["workspace", "sync", "nope"]).expect_code(1);
+    assert!(
+        missing.stderr.contains("workspace \"nope\" not found"),
+        "{}",
+        missing.stderr
+    );
+}
