@@ -1,5 +1,6 @@
 //! The Workspace round trip and `banger run` against a real `banger daemon --simulate`
-//! (simulated guests, real daemon, real SQLite, real socket): `workspace sync`.
+//! (simulated guests, real daemon, real SQLite, real socket): `workspace sync` and
+//! `workspace export` (the simulated runtime writes a made-up patch).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod support;
@@ -92,4 +93,69 @@ fn workspace_sync_copies_again_and_reports_it() {
         "{}",
         missing.stderr
     );
+}
+
+#[test]
+fn workspace_export_streams_the_patch_to_stdout_or_a_file() {
+    let daemon = Daemon::start();
+    with_workspace(&daemon);
+    let run = daemon
+        .banger(&["workspace", "export", "src"])
+        .expect_code(0);
+    assert!(
+        run.stdout.starts_with(
+            "# simulated export of workspace src (vm dev) against 0123456789abcdef0123456789abcdef01234567\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("README.md "), "{}", run.stdout);
+    assert_eq!(
+        run.stderr.trim(),
+        format!(
+            "workspace/src: patch of {} bytes against 0123456789ab (made in the guest with git)",
+            run.stdout.len()
+        )
+    );
+    let run = daemon
+        .banger(&["workspace", "export", "src", "-o", "work.patch"])
+        .expect_code(0);
+    assert!(run.stdout.is_empty());
+    let patch = std::fs::read_to_string(daemon.work_dir.join("work.patch")).unwrap();
+    assert!(
+        patch.starts_with("# simulated export of workspace src"),
+        "{patch}"
+    );
+
+    let missing = daemon
+        .banger(&["workspace", "export", "nope", "-o", "nope.patch"])
+        .expect_code(1);
+    assert!(
+        missing.stderr.contains("workspace \"nope\" not found"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!daemon.work_dir.join("nope.patch").exists());
+    assert!(!daemon.work_dir.join("nope.patch.banger-partial").exists());
+
+    // A VM that is not running cannot be read: refused with one line, nothing written.
+    daemon.write_work(
+        "stopped.yaml",
+        &support::vm_only("dev", "512MiB")
+            .replace("memory: 512MiB", "memory: 512MiB\n  state: Stopped"),
+    );
+    daemon
+        .banger(&["apply", "-f", "stopped.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let refused = daemon
+        .banger(&["workspace", "export", "src", "-o", "late.patch"])
+        .expect_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains("workspace/src: vm dev is not running with its guest ready"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!daemon.work_dir.join("late.patch").exists());
 }

@@ -1,6 +1,9 @@
 //! `banger workspace sync NAME [--force]`: push the host checkout's current state into
 //! the Workspace's guest now (through the engine, which refuses to overwrite a guest
 //! that changed what the last copy wrote unless forced).
+//!
+//! `banger workspace export NAME [-o FILE]`: the guest's work back out, as a binary
+//! patch against the base commit that `git apply` takes.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,7 +29,9 @@ copy wrote is refused (Synced=False, reason GuestChanged, naming the paths).
 
 Examples:
   banger workspace sync src            # copy the checkout's current state now
-  banger workspace sync src --force    # even over changes made in the guest")]
+  banger workspace sync src --force    # even over changes made in the guest
+  banger workspace export src -o work.patch
+  git apply work.patch                 # in a checkout of the base commit")]
 pub struct WorkspaceArgs {
     #[command(subcommand)]
     command: WorkspaceCommand,
@@ -36,6 +41,32 @@ pub struct WorkspaceArgs {
 enum WorkspaceCommand {
     /// Copy the host checkout's current state into the guest now.
     Sync(SyncArgs),
+    /// Get the guest's work back as a patch against the base commit.
+    Export(ExportArgs),
+}
+
+/// Arguments of `banger workspace export`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Writes a binary patch (`git diff --binary`) of everything in the guest's copy since the
+base commit (the host commit the copy brought, `status.baseCommit`): commits made in the
+guest, staged and unstaged changes, and new files the guest's .gitignore does not
+exclude. `git apply` of it on a clean checkout of the base commit gives the guest's tree.
+The guest's index and HEAD are not changed (a temporary index is used), nor is the host
+checkout. Without git in the guest, the guest's tree is pulled back through the daemon
+and diffed on the host. Nothing is written to FILE unless the export succeeds.
+
+Examples:
+  banger workspace export src > work.patch
+  banger workspace export src -o work.patch
+  git -C ~/src apply --binary work.patch     # with ~/src at the base commit")]
+pub struct ExportArgs {
+    /// The Workspace.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Write the patch here instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `banger workspace sync`.
@@ -87,7 +118,71 @@ pub fn sync_result(view: &ObjectView, request: u64) -> Option<Result<String, Str
 pub async fn run(client: &DaemonClient, args: &WorkspaceArgs) -> Result<ExitCode, CliError> {
     match &args.command {
         WorkspaceCommand::Sync(sync) => run_sync(client, sync).await,
+        WorkspaceCommand::Export(export) => run_export(client, export).await,
     }
+}
+
+/// One line on stderr about an export.
+pub fn export_summary(name: &str, info: &crate::client::ExportInfo) -> String {
+    let base = info.base_commit.as_deref().map_or_else(
+        || "the empty tree".to_string(),
+        |c| c.chars().take(12).collect(),
+    );
+    let how = match info.method.as_str() {
+        "guest-git" => "made in the guest with git",
+        "host-diff" => "made on the host from the guest's tree: the guest has no usable git",
+        other => other,
+    };
+    format!(
+        "workspace/{name}: patch of {} bytes against {base} ({how})",
+        info.bytes
+    )
+}
+
+async fn run_export(client: &DaemonClient, args: &ExportArgs) -> Result<ExitCode, CliError> {
+    let object = ObjectRef {
+        kind: Kind::Workspace,
+        name: args.name.clone(),
+    };
+    let missing = |e: CliError| match e {
+        CliError::Client(c) if c.is_not_found() => CliError::from(not_found(&object)),
+        other => other,
+    };
+    let info = match &args.output {
+        None => {
+            let mut stdout = tokio::io::stdout();
+            client
+                .export_into(&args.name, &mut stdout)
+                .await
+                .map_err(missing)?
+        }
+        Some(path) => {
+            // Written beside the target, renamed over it only once complete.
+            let mut staged = path.as_os_str().to_owned();
+            staged.push(".banger-partial");
+            let staged = std::path::PathBuf::from(staged);
+            let local = |e: std::io::Error| {
+                CliError::Output(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", staged.display()),
+                ))
+            };
+            let mut file = tokio::fs::File::create(&staged).await.map_err(local)?;
+            match client.export_into(&args.name, &mut file).await {
+                Ok(info) => {
+                    file.sync_all().await.map_err(local)?;
+                    tokio::fs::rename(&staged, path).await.map_err(local)?;
+                    info
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&staged).await;
+                    return Err(missing(e));
+                }
+            }
+        }
+    };
+    eprintln!("{}", export_summary(&args.name, &info));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_sync(client: &DaemonClient, args: &SyncArgs) -> Result<ExitCode, CliError> {
@@ -161,6 +256,19 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn export_summaries_say_how_the_patch_was_made() {
+        let info = crate::client::ExportInfo {
+            bytes: 120,
+            base_commit: Some("0123456789abcdef0123".into()),
+            method: "host-diff".into(),
+        };
+        assert_eq!(
+            export_summary("src", &info),
+            "workspace/src: patch of 120 bytes against 0123456789ab (made on the host from the guest's tree: the guest has no usable git)"
+        );
     }
 
     #[test]

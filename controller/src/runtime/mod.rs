@@ -40,7 +40,8 @@
 //!   and flushes the guest's filesystems before returning; asked to guard a previous
 //!   copy, it refuses (copying nothing) when the guest changed what that copy wrote.
 //!   It is called only when the VM is running with its guest ready, never while one of
-//!   the VM's steps runs.
+//!   the VM's steps runs. [`VmRuntime::export_workspace`] reads the guest's work back
+//!   out as a patch and changes nothing, in the guest or on the host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -253,6 +254,17 @@ pub struct PreviousCopy {
     /// Refuse the copy when the guest changed any of it ([`SyncOutcome::GuestChanged`]);
     /// `false` for a forced copy.
     pub guard: bool,
+}
+
+pub use crate::host::workspace::export::ExportMethod;
+
+/// What [`VmRuntime::export_workspace`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// How the patch was made: by the guest's git, or on the host from the guest's tree.
+    pub method: ExportMethod,
+    /// Its size in bytes.
+    pub bytes: u64,
 }
 
 /// What [`VmRuntime::sync_workspace`] did.
@@ -576,6 +588,19 @@ pub trait VmRuntime: Send + Sync + 'static {
         &self,
         ws: &WorkspaceContext,
     ) -> impl std::future::Future<Output = Result<SyncOutcome, RuntimeError>> + Send;
+
+    /// Writes into `out` a binary patch of everything in the Workspace's guest copy
+    /// since `base` (the commit the copy brought; `None`: the empty tree): commits made
+    /// in the guest, staged and unstaged changes, new files its `.gitignore` does not
+    /// exclude. Never changes the guest repository's index or `HEAD`, nor the host
+    /// checkout. Works without git in the guest (the tree is pulled back and diffed on
+    /// the host). Bounded in time; errors name the workspace, the VM and the step.
+    fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        out: std::fs::File,
+    ) -> impl std::future::Future<Output = Result<ExportRecord, RuntimeError>> + Send;
 
     /// Lists the host objects carrying banger's naming whose uid is none of
     /// `known_vm_uids` (see the module docs), sorted. Never changes anything; what

@@ -26,9 +26,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    CopyManifest, EntryDigest, ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext,
-    LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError,
-    SyncOutcome, SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    CopyManifest, EntryDigest, ExitNotice, ExitNotifier, ExportRecord, Garbage, GarbageKind,
+    ImageContext, LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState, ResolvedImage,
+    RuntimeError, SyncOutcome, SyncRecord, VmContext, VmHandles, VmRuntime, VmStep,
+    WorkspaceContext,
 };
 use crate::driver::VmmProcess;
 
@@ -728,6 +729,45 @@ impl VmRuntime for SimulatedRuntime {
                 commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             },
             manifest,
+        })
+    }
+
+    /// Writes a made-up "patch": a header line naming the Workspace, the VM and the
+    /// base, then one line per path the simulated guest holds (path and digest).
+    async fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        mut out: std::fs::File,
+    ) -> Result<ExportRecord, RuntimeError> {
+        let fail = |message: String| RuntimeError::Sync {
+            workspace: ws.name.clone(),
+            vm: ws.vm.name.clone(),
+            step: "export".into(),
+            message,
+        };
+        let mut text = format!(
+            "# simulated export of workspace {} (vm {}) against {}\n",
+            ws.name,
+            ws.vm.name,
+            base.as_deref().unwrap_or("the empty tree")
+        );
+        {
+            let w = self.w();
+            let serial = w.vms.get(&ws.vm.uid).and_then(|v| v.disk_serial);
+            let tree = serial.and_then(|s| w.guest_files.get(&(ws.vm.uid.clone(), s)));
+            for (path, digest) in tree.into_iter().flatten() {
+                text.push_str(&format!("{path} {digest:?}\n"));
+            }
+        }
+        let bytes = text.len() as u64;
+        tokio::task::spawn_blocking(move || out.write_all(text.as_bytes()))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(ExportRecord {
+            method: crate::runtime::ExportMethod::GuestGit,
+            bytes,
         })
     }
 

@@ -14,6 +14,10 @@
 //! 4. [`remote::EXTRACT`] in the guest (a fixed script: it reads the guest path and
 //!    the names to remove from its stdin) extracts it and runs `sync`.
 //!
+//! **Out of the guest** ([`export::export`]): a binary patch of the guest's copy since
+//! the base commit, made by the guest's git with a temporary index, or, without git in
+//! the guest, by the host's git from the guest's tree pulled back as tar.
+//!
 //! **What changed in the guest** ([`guest_changes`]): the guest sends back the paths of
 //! the last copy's manifest ([`remote::PULL_PATHS`]); their digests are compared with
 //! what was sent ([`manifest`]). A copy onto a guest that changed what the last copy
@@ -27,6 +31,7 @@ use std::path::PathBuf;
 use banger_specs::IncludeMode;
 
 pub mod checkout;
+pub mod export;
 pub mod git;
 pub mod guest_repo;
 pub mod guest_tree;

@@ -90,6 +90,31 @@ impl GuestShell {
         A: Send + 'static,
         B: Send + 'static,
     {
+        match self
+            .run_allowing(step, script, feed, drain, timeout, &[])
+            .await?
+        {
+            Exit::Success(a, b) => Ok((a, b)),
+            // Only 0 is allowed here.
+            Exit::Code(code) => Err(CopyError::new(step, format!("exit status {code}"))),
+        }
+    }
+
+    /// Like [`Self::run`], but an exit status in `allowed` is an answer, not an error
+    /// ([`Exit::Code`]; what `feed` and `drain` did is then dropped).
+    pub async fn run_allowing<A, B>(
+        &self,
+        step: &'static str,
+        script: &str,
+        feed: impl FnOnce(PipeWriter) -> Result<A, CopyError> + Send + 'static,
+        drain: impl FnOnce(PipeReader) -> Result<B, CopyError> + Send + 'static,
+        timeout: Duration,
+        allowed: &[i32],
+    ) -> Result<Exit<A, B>, CopyError>
+    where
+        A: Send + 'static,
+        B: Send + 'static,
+    {
         let fail = |m: String| CopyError::new(step, m);
         let (stdin_r, stdin_w) = std::io::pipe().map_err(|e| fail(format!("pipe: {e}")))?;
         let (stdout_r, stdout_w) = std::io::pipe().map_err(|e| fail(format!("pipe: {e}")))?;
@@ -122,6 +147,10 @@ impl GuestShell {
         let (status, err_text, fed, drained) = tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| fail(format!("timed out after {}s", timeout.as_secs())))?;
+        let status = status.map_err(|e| fail(format!("ssh: {e}")))?;
+        if let Some(code) = status.code().filter(|c| allowed.contains(c)) {
+            return Ok(Exit::Code(code));
+        }
         let fed = joined(fed, step);
         let drained = joined(drained, step);
         if let Err(e) = &fed {
@@ -129,7 +158,6 @@ impl GuestShell {
                 return Err(e.clone());
             }
         }
-        let status = status.map_err(|e| fail(format!("ssh: {e}")))?;
         if !status.success() {
             let text = String::from_utf8_lossy(&err_text);
             let last = text
@@ -139,8 +167,17 @@ impl GuestShell {
                 .unwrap_or("no message");
             return Err(fail(format!("ssh {ip}: {status}: {last}")));
         }
-        Ok((fed?, drained?))
+        Ok(Exit::Success(fed?, drained?))
     }
+}
+
+/// How a remote script ended, when it did not fail.
+#[derive(Debug)]
+pub enum Exit<A, B> {
+    /// Status 0: what `feed` and `drain` returned.
+    Success(A, B),
+    /// One of the allowed statuses.
+    Code(i32),
 }
 
 /// The result of a blocking thread; a thread that panicked is an error of `step`.

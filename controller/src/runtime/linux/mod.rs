@@ -45,8 +45,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, Garbage, ImageContext, ObservedVm, ResolvedImage, RuntimeError, SyncOutcome,
-    VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotifier, ExportRecord, Garbage, ImageContext, ObservedVm, ResolvedImage, RuntimeError,
+    SyncOutcome, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
 use crate::host::kvm;
@@ -213,6 +213,15 @@ impl VmRuntime for LinuxRuntime {
 
     async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncOutcome, RuntimeError> {
         workspace::sync_workspace(&self.config.state_dir, ws).await
+    }
+
+    async fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        out: std::fs::File,
+    ) -> Result<ExportRecord, RuntimeError> {
+        workspace::export_workspace(&self.config.state_dir, ws, base, out).await
     }
 
     async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {

@@ -1,15 +1,17 @@
 //! `sync_workspace`: a Workspace's checkout copied into its running guest as a tar
 //! stream over SSH with banger's own identity ([`crate::host::workspace`]), after the
-//! guest is checked for changes to what the last copy wrote (when asked). Listing
-//! files, `git` and writing the stream run on the blocking pool.
+//! guest is checked for changes to what the last copy wrote (when asked); and
+//! `export_workspace`, the guest's work back out as a patch. Listing files, `git` and
+//! the streams run on the blocking pool.
 
 use std::path::{Path, PathBuf};
 
 use crate::host::guest_keys;
 use crate::host::names::ObjectUid;
+use crate::host::workspace::export::{self, ExportJob};
 use crate::host::workspace::remote::GuestShell;
 use crate::host::workspace::{self, CopyJob};
-use crate::runtime::{RuntimeError, SyncOutcome, SyncRecord, WorkspaceContext};
+use crate::runtime::{ExportRecord, RuntimeError, SyncOutcome, SyncRecord, WorkspaceContext};
 
 /// The directory below the state directory for a copy's temporary files (mode 0700).
 fn scratch_dir(state_dir: &Path) -> std::io::Result<PathBuf> {
@@ -98,4 +100,30 @@ pub(super) async fn sync_workspace(
         },
         manifest: outcome.summary.manifest,
     })
+}
+
+/// [`crate::runtime::VmRuntime::export_workspace`] on this host.
+pub(super) async fn export_workspace(
+    state_dir: &Path,
+    ws: &WorkspaceContext,
+    base: Option<String>,
+    out: std::fs::File,
+) -> Result<ExportRecord, RuntimeError> {
+    let (shell, scratch) = guest_of(state_dir, ws).await?;
+    let job = ExportJob {
+        source: ws.spec.source.clone(),
+        guest_path: ws.spec.path.clone(),
+        base,
+        scratch,
+    };
+    let (method, bytes) =
+        export::export(&shell, job, out)
+            .await
+            .map_err(|e| RuntimeError::Sync {
+                workspace: ws.name.clone(),
+                vm: ws.vm.name.clone(),
+                step: e.step.to_string(),
+                message: e.message,
+            })?;
+    Ok(ExportRecord { method, bytes })
 }
