@@ -42,6 +42,9 @@ pub enum CliError {
     /// onto a guest that changed).
     #[error("{0}")]
     Refused(String),
+    /// Ctrl-C (exit status 130, as a shell reports SIGINT).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {
@@ -57,6 +60,7 @@ impl CliError {
             CliError::Access(
                 AccessError::HostKeyChanged { .. } | AccessError::SshFailed { .. },
             ) => Some(crate::guest_ssh::SSH_FAILED),
+            CliError::Interrupted => Some(130),
             _ => None,
         }
     }

@@ -29,7 +29,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::client::DaemonClient;
 use crate::commands::{
     apply, completion, connect, cp, daemon, delete, describe, diff, doctor, events, exec, gc, get,
-    logs, port_forward, retry, ssh, ssh_config, wait, workspace,
+    logs, port_forward, retry, run, ssh, ssh_config, wait, workspace,
 };
 use crate::error::CliError;
 
@@ -55,6 +55,10 @@ Examples:
   banger apply -f examples/ --wait
   banger get vms
   banger describe vm dev
+
+  # A sandbox with this checkout in one command, then a shell in it
+  banger run .
+  banger run . --rm -- make test
 
   # Get into a VM (through the daemon)
   banger ssh dev
@@ -100,6 +104,8 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Print a VM's console log.
     Logs(logs::LogsArgs),
+    /// A sandbox in one command: a VM (with a checkout copied in), then a shell or CMD.
+    Run(run::RunArgs),
     /// Open a shell or run a command in a VM with ssh (through the daemon).
     Ssh(ssh::SshArgs),
     /// Run a command in a VM: its stdout, stderr and exit status.
@@ -145,6 +151,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Events(args) => events::run(&client, args).await,
         Command::Retry(args) => retry::run(&client, args).await,
         Command::Logs(args) => logs::run(&client, args).await,
+        Command::Run(args) => run::run(&client, args).await,
         Command::Ssh(args) => ssh::run(&client, args).await,
         Command::Exec(args) => exec::run(&client, args).await,
         Command::Cp(args) => cp::run(&client, args).await,

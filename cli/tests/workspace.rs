@@ -1,6 +1,7 @@
 //! The Workspace round trip and `banger run` against a real `banger daemon --simulate`
-//! (simulated guests, real daemon, real SQLite, real socket): `workspace sync` and
-//! `workspace export` (the simulated runtime writes a made-up patch).
+//! (simulated guests, real daemon, real SQLite, real socket): `workspace sync`,
+//! `workspace export` (the simulated runtime writes a made-up patch), and what of
+//! `banger run` needs no real guest (its specs, its refusals).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod support;
@@ -158,4 +159,118 @@ fn workspace_export_streams_the_patch_to_stdout_or_a_file() {
         refused.stderr
     );
     assert!(!daemon.work_dir.join("late.patch").exists());
+}
+
+#[test]
+fn run_dry_run_prints_specs_that_apply_takes() {
+    let daemon = Daemon::start();
+    // No Image yet: refused, saying what to do.
+    let none = daemon.banger(&["run", "--dry-run"]).expect_code(2);
+    assert!(
+        none.stderr.contains("the daemon knows no Image"),
+        "{}",
+        none.stderr
+    );
+
+    daemon.write_work("image.yaml", &image_and_vm("other", "512MiB"));
+    daemon
+        .banger(&["apply", "-f", "image.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let checkout = daemon.work_dir.join("My Project");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let run = daemon
+        .banger(&[
+            "run",
+            checkout.to_str().unwrap(),
+            "--memory",
+            "1GiB",
+            "--vcpus",
+            "2",
+            "--dry-run",
+        ])
+        .expect_code(0);
+    let yaml = run.stdout;
+    assert!(yaml.contains("kind: VM\n"), "{yaml}");
+    assert!(yaml.contains("kind: Workspace\n"), "{yaml}");
+    assert!(yaml.contains("  image: base\n"), "{yaml}");
+    assert!(yaml.contains("  memory: 1GiB\n"), "{yaml}");
+    assert!(yaml.contains("name: my-project-"), "{yaml}");
+    // Nothing was created…
+    let vms = daemon
+        .banger(&["get", "vms", "-o", "json"])
+        .expect_code(0)
+        .stdout;
+    assert!(!vms.contains("my-project-"), "{vms}");
+    // …and `apply` takes the specs as printed.
+    daemon.write_work("run.yaml", &yaml);
+    daemon
+        .banger(&["validate", "-f", "run.yaml"])
+        .expect_code(0);
+    let applied = daemon
+        .banger(&["apply", "-f", "run.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    assert!(
+        applied.stdout.contains("vm/my-project-"),
+        "{}",
+        applied.stdout
+    );
+    let json = daemon
+        .banger(&["run", "--name", "x1", "--dry-run", "-o", "json"])
+        .expect_code(0)
+        .stdout;
+    let docs: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(docs[0]["metadata"]["name"], "x1");
+    assert_eq!(docs.as_array().unwrap().len(), 1, "no PATH: no Workspace");
+}
+
+#[test]
+fn run_refuses_bad_flags_a_taken_name_and_an_ambiguous_image() {
+    let daemon = Daemon::start();
+    daemon.write_work("dev.yaml", &image_and_vm("dev", "512MiB"));
+    daemon
+        .banger(&["apply", "-f", "dev.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let bad = daemon
+        .banger(&["run", "--name", "Bad_Name", "--dry-run"])
+        .expect_code(2);
+    assert!(
+        bad.stderr
+            .contains("--name: name `Bad_Name` contains `B` (use lower case)"),
+        "{}",
+        bad.stderr
+    );
+    let bad = daemon
+        .banger(&["run", "--memory", "lots", "--dry-run"])
+        .expect_code(2);
+    assert!(bad.stderr.contains("--memory"), "{}", bad.stderr);
+    let bad = daemon
+        .banger(&["run", "--vcpus", "64", "--dry-run"])
+        .expect_code(2);
+    assert!(bad.stderr.contains("--vcpus"), "{}", bad.stderr);
+    let bad = daemon.banger(&["run", "-o", "yaml"]).expect_code(2);
+    assert!(bad.stderr.contains("--dry-run"), "{}", bad.stderr);
+
+    let taken = daemon
+        .banger(&["run", "--name", "dev", "--", "true"])
+        .expect_code(1);
+    assert!(
+        taken.stderr.contains(
+            "vm/dev already exists: choose another --name, or get in with `banger ssh dev`"
+        ),
+        "{}",
+        taken.stderr
+    );
+    let two = image_and_vm("unused", "512MiB").replace("name: base", "name: second");
+    daemon.write_work("second.yaml", two.split("---").next().unwrap());
+    daemon
+        .banger(&["apply", "-f", "second.yaml"])
+        .expect_code(0);
+    let ambiguous = daemon.banger(&["run", "--dry-run"]).expect_code(2);
+    assert!(
+        ambiguous
+            .stderr
+            .contains("the daemon knows 2 Images (base, second): choose one with --image"),
+        "{}",
+        ambiguous.stderr
+    );
 }

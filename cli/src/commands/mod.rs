@@ -16,6 +16,7 @@ pub mod get;
 pub mod logs;
 pub mod port_forward;
 pub mod retry;
+pub mod run;
 pub mod ssh;
 pub mod ssh_config;
 pub mod wait;
