@@ -13,7 +13,8 @@
 //! ([`SimulatedRuntime::max_concurrency_for`]) and [`SimulatedRuntime::plant_garbage`]
 //! (host objects of a uid the store does not know, for `banger gc`).
 //! Workspace copies are recorded, not performed: [`SimulatedRuntime::syncs_of`] counts
-//! them and [`SimulatedRuntime::fail_sync`] makes the next ones fail. Each guest (VM
+//! them, [`SimulatedRuntime::fail_sync`] makes the next ones fail and
+//! [`SimulatedRuntime::hang_sync`] makes them never return. Each guest (VM
 //! and disk) keeps the digests of what copies wrote into it, so a guarded copy is
 //! refused after [`SimulatedRuntime::edit_guest`] changed one of them.
 
@@ -112,6 +113,9 @@ struct World {
     /// Workspace name -> (VM uid, VMM pid) of every sync, in order.
     syncs: HashMap<String, Vec<(String, i32)>>,
     sync_faults: HashMap<String, u32>,
+    /// Workspaces whose next copies write the files and then never return (a daemon
+    /// stop in the middle of a copy).
+    sync_hangs: std::collections::HashSet<String>,
     /// What each guest holds below a Workspace's path: by (VM uid, disk serial), so a
     /// restarted VMM on the same disk sees the same files and a new disk none.
     guest_files: HashMap<(String, u64), BTreeMap<String, EntryDigest>>,
@@ -173,6 +177,12 @@ impl SimulatedRuntime {
         self.w().sync_faults.insert(name.to_string(), times);
     }
 
+    /// Makes copies of Workspace `name` write the guest's files and then never return
+    /// (a daemon stop mid-copy), until [`Self::clear_hangs`].
+    pub fn hang_sync(&self, name: &str) {
+        self.w().sync_hangs.insert(name.to_string());
+    }
+
     /// The syncs of Workspace `name` so far: `(VM uid, VMM pid)` of each, in order.
     pub fn syncs_of(&self, name: &str) -> Vec<(String, i32)> {
         self.w().syncs.get(name).cloned().unwrap_or_default()
@@ -228,9 +238,11 @@ impl SimulatedRuntime {
         self.w().hangs.insert((name.to_string(), step), ());
     }
 
-    /// Removes every hang.
+    /// Removes every hang (of steps and copies).
     pub fn clear_hangs(&self) {
-        self.w().hangs.clear();
+        let mut w = self.w();
+        w.hangs.clear();
+        w.sync_hangs.clear();
     }
 
     /// The next `times` observations of VM `uid`'s running VMM report it unresponsive
@@ -680,48 +692,56 @@ impl VmRuntime for SimulatedRuntime {
             step: step.to_string(),
             message: message.to_string(),
         };
-        let mut w = self.w();
-        if let Some(n) = w.sync_faults.get_mut(&ws.name) {
-            if *n > 0 {
-                *n -= 1;
-                return Err(fail("ssh copy", "injected fault"));
+        let (manifest, hang) = {
+            let mut w = self.w();
+            if let Some(n) = w.sync_faults.get_mut(&ws.name) {
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(fail("ssh copy", "injected fault"));
+                }
             }
-        }
-        let vm = w.vms.get(&ws.vm.uid);
-        let pid = vm
-            .and_then(|v| v.process.as_ref())
-            .filter(|p| p.alive)
-            .map(|p| p.pid)
-            .ok_or_else(|| fail("ssh copy", "no running guest"))?;
-        let serial = vm
-            .and_then(|v| v.disk_serial)
-            .ok_or_else(|| fail("ssh copy", "no root disk"))?;
-        let tree = w
-            .guest_files
-            .entry((ws.vm.uid.clone(), serial))
-            .or_default();
-        if let Some(previous) = ws.previous.as_ref().filter(|p| p.guard) {
-            let changes = previous.manifest.changes(tree);
-            if !changes.is_empty() {
-                return Ok(SyncOutcome::GuestChanged(changes));
+            let vm = w.vms.get(&ws.vm.uid);
+            let pid = vm
+                .and_then(|v| v.process.as_ref())
+                .filter(|p| p.alive)
+                .map(|p| p.pid)
+                .ok_or_else(|| fail("ssh copy", "no running guest"))?;
+            let serial = vm
+                .and_then(|v| v.disk_serial)
+                .ok_or_else(|| fail("ssh copy", "no root disk"))?;
+            let tree = w
+                .guest_files
+                .entry((ws.vm.uid.clone(), serial))
+                .or_default();
+            if let Some(previous) = ws.previous.as_ref().filter(|p| p.guard) {
+                let changes = previous.manifest.changes(tree);
+                if !changes.is_empty() {
+                    return Ok(SyncOutcome::GuestChanged(changes));
+                }
             }
-        }
-        let manifest = sim_manifest(ws);
-        if let Some(previous) = &ws.previous {
-            for gone in previous
-                .manifest
-                .entries
-                .keys()
-                .filter(|p| !p.starts_with(".git/") && !manifest.entries.contains_key(*p))
-            {
-                tree.remove(gone);
+            let manifest = sim_manifest(ws);
+            if let Some(previous) = &ws.previous {
+                for gone in previous
+                    .manifest
+                    .entries
+                    .keys()
+                    .filter(|p| !p.starts_with(".git/") && !manifest.entries.contains_key(*p))
+                {
+                    tree.remove(gone);
+                }
             }
+            tree.extend(manifest.entries.clone());
+            w.syncs
+                .entry(ws.name.clone())
+                .or_default()
+                .push((ws.vm.uid.clone(), pid));
+            let hang = w.sync_hangs.contains(&ws.name);
+            (manifest, hang)
+        };
+        if hang {
+            // The files are written; the answer never comes.
+            std::future::pending::<()>().await;
         }
-        tree.extend(manifest.entries.clone());
-        w.syncs
-            .entry(ws.name.clone())
-            .or_default()
-            .push((ws.vm.uid.clone(), pid));
         Ok(SyncOutcome::Copied {
             record: SyncRecord {
                 files: 3,

@@ -604,3 +604,67 @@ async fn sync_requests_for_unknown_workspaces_are_refused() {
         "{err:?}"
     );
 }
+
+/// A copy interrupted by a daemon stop left the guest half written with the checkout's
+/// files (it started only after the guest passed the check): the next copy is not
+/// refused for what the interrupted one wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_after_an_interrupted_one_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new();
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    apply_running_vm_with_workspace(&h).await;
+    h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
+        .await;
+    let uid = h.uid(Kind::Vm, "a");
+
+    // A new source (other contents): the copy writes them, then the daemon dies.
+    sim.hang_sync("code");
+    let moved = WORKSPACE.replace("/src/repo", "/src/other");
+    let vm = vm_yaml("a", "base", "512Mi", "");
+    h.apply(
+        &[("/s/all.yaml", &format!("{IMAGE}---\n{vm}---\n{moved}"))],
+        |_| {},
+    )
+    .await
+    .unwrap();
+    h.until_journaled_running("sync-workspace").await;
+    h.until("the copy wrote the guest's files", |h| {
+        h.sim.syncs_of("code").len() == 2
+    })
+    .await;
+    h.crash();
+
+    sim.clear_hangs();
+    let engine = Arc::new(Engine::new(test_config(dir.path()), sim.clone()).unwrap());
+    bounded("recover", engine.recover_journal()).await.unwrap();
+    let h = Harness::with_engine(engine, sim.clone());
+    h.until("a copy after the interrupted one", |h| {
+        let s = h.status(Kind::Workspace, "code");
+        s.observed_generation == 2 && status::is_true(&s.conditions, SYNCED)
+    })
+    .await;
+    assert_eq!(sim.syncs_of("code").len(), 3);
+    let journal: Vec<String> = h
+        .db()
+        .journal_for(&h.uid(Kind::Workspace, "code"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} {}", r.step, r.outcome))
+        .collect();
+    assert_eq!(
+        journal,
+        [
+            "sync-workspace done",
+            "sync-workspace resumed",
+            "sync-workspace done"
+        ]
+    );
+    assert_eq!(
+        h.sim.guest_file(&uid, "README.md"),
+        Some(crate::runtime::EntryDigest::file(
+            false,
+            &<sha2::Sha256 as sha2::Digest>::digest(b"/src/other:README.md")
+        ))
+    );
+}
