@@ -46,12 +46,42 @@ struct Written<'a> {
 }
 
 /// Sets `Ready` and `Synced` to `False` with the same reason and message.
-fn set_not_synced(status: &mut ObjectStatus, reason: Reason, message: &str, g: i64, now: &str) {
+fn set_not_synced(status: &mut ObjectStatus, reason: Reason, message: &str, w: &Written<'_>) {
     status.phase = Phase::Pending;
     for type_ in [ConditionType::Ready, ConditionType::Synced] {
         let update = ConditionUpdate::new(type_, ConditionStatus::False, reason, message);
-        status::set_condition(&mut status.conditions, update, g, now);
+        status::set_condition(&mut status.conditions, update, w.generation, w.now);
     }
+}
+
+/// Sets `Synced=True` (what the last copy brought to `path`) and `Ready=True`.
+fn set_synced(
+    status: &mut ObjectStatus,
+    internal: &InternalState,
+    path: &str,
+    vm: &str,
+    w: &Written<'_>,
+) {
+    let message = internal
+        .synced
+        .as_ref()
+        .map(|s| sync_message(&s.record, path))
+        .unwrap_or_default();
+    let synced = ConditionUpdate::new(
+        ConditionType::Synced,
+        ConditionStatus::True,
+        Reason::Copied,
+        message,
+    );
+    status::set_condition(&mut status.conditions, synced, w.generation, w.now);
+    status.phase = Phase::Ready;
+    let ready = ConditionUpdate::new(
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::Synced,
+        format!("copied into vm {vm}, which is running"),
+    );
+    status::set_condition(&mut status.conditions, ready, w.generation, w.now);
 }
 
 impl<R: VmRuntime> Engine<R> {
@@ -85,14 +115,20 @@ impl<R: VmRuntime> Engine<R> {
         }
         let g = obj.generation;
         let now = now_rfc3339();
+        let written = Written {
+            name: &name,
+            uid: &obj.uid,
+            generation: g,
+            now: &now,
+        };
         status.observed_generation = g;
-        let latest_request = facts.request.map_or(0, |r| r.serial);
-        let mut copied_manifest = None;
-        if let Some(blocker) = &plan.blocked {
-            set_not_synced(&mut status, blocker.reason(), &blocker.message(), g, &now);
-        } else {
-            let copy_planned = plan.steps.iter().any(|s| s.action == Action::SyncWorkspace);
-            if let (true, Some(vm_ctx), Some(target)) = (copy_planned, vm_ctx, &facts.target) {
+        let copy_planned = plan.steps.iter().any(|s| s.action == Action::SyncWorkspace);
+        let mut manifest = None;
+        match (&plan.blocked, copy_planned, vm_ctx, &facts.target) {
+            (Some(blocker), ..) => {
+                set_not_synced(&mut status, blocker.reason(), &blocker.message(), &written);
+            }
+            (None, true, Some(vm_ctx), Some(target)) => {
                 let ctx = WorkspaceContext {
                     name: name.clone(),
                     uid: obj.uid.clone(),
@@ -117,11 +153,15 @@ impl<R: VmRuntime> Engine<R> {
                         return Err(e);
                     }
                 };
-                if latest_request > 0 {
-                    status.last_sync_request = Some(latest_request);
+                let request = facts.request.map_or(0, |r| r.serial);
+                if request > 0 {
+                    status.last_sync_request = Some(request);
                 }
                 match outcome {
-                    SyncOutcome::Copied { record, manifest } => {
+                    SyncOutcome::Copied {
+                        record,
+                        manifest: sent,
+                    } => {
                         let message = sync_message(&record, &ws.spec.path);
                         self.ctl
                             .events
@@ -136,14 +176,16 @@ impl<R: VmRuntime> Engine<R> {
                             disk_id: target.disk_id.clone(),
                             record,
                             at: now.clone(),
-                            request: latest_request,
+                            request,
                         });
-                        copied_manifest = Some(manifest);
+                        manifest = Some(sent);
+                        set_synced(&mut status, &internal, &ws.spec.path, &vm, &written);
                     }
                     SyncOutcome::GuestChanged(changes) => {
+                        let changes = describe_changes(&changes);
                         let blocker = Blocker::GuestChanged {
                             workspace: name.clone(),
-                            changes: describe_changes(&changes),
+                            changes: changes.clone(),
                         };
                         let message = blocker.message();
                         self.ctl
@@ -154,61 +196,22 @@ impl<R: VmRuntime> Engine<R> {
                             generation: g,
                             vm_uid: target.vm_uid.clone(),
                             disk_id: target.disk_id.clone(),
-                            request: latest_request,
-                            changes: describe_changes(&changes),
+                            request,
+                            changes,
                         });
-                        set_not_synced(&mut status, Reason::GuestChanged, &message, g, &now);
-                        let written = Written {
-                            name: &name,
-                            uid: &obj.uid,
-                            generation: g,
-                            now: &now,
-                        };
-                        return self
-                            .finish_workspace(
-                                &written,
-                                (old_status, old_internal),
-                                status,
-                                internal,
-                                None,
-                            )
-                            .await;
+                        set_not_synced(&mut status, Reason::GuestChanged, &message, &written);
                     }
                 }
             }
-            let message = internal
-                .synced
-                .as_ref()
-                .map(|s| sync_message(&s.record, &ws.spec.path))
-                .unwrap_or_default();
-            let synced = ConditionUpdate::new(
-                ConditionType::Synced,
-                ConditionStatus::True,
-                Reason::Copied,
-                message,
-            );
-            status::set_condition(&mut status.conditions, synced, g, &now);
-            status.phase = Phase::Ready;
-            let ready = ConditionUpdate::new(
-                ConditionType::Ready,
-                ConditionStatus::True,
-                Reason::Synced,
-                format!("copied into vm {vm}, which is running"),
-            );
-            status::set_condition(&mut status.conditions, ready, g, &now);
+            // Nothing to copy: the guest has this generation's files.
+            (None, ..) => set_synced(&mut status, &internal, &ws.spec.path, &vm, &written),
         }
-        let written = Written {
-            name: &name,
-            uid: &obj.uid,
-            generation: g,
-            now: &now,
-        };
         self.finish_workspace(
             &written,
             (old_status, old_internal),
             status,
             internal,
-            copied_manifest,
+            manifest,
         )
         .await
     }
