@@ -247,6 +247,15 @@ fn run_refuses_bad_flags_a_taken_name_and_an_ambiguous_image() {
         .banger(&["run", "--vcpus", "64", "--dry-run"])
         .expect_code(2);
     assert!(bad.stderr.contains("--vcpus"), "{}", bad.stderr);
+    let bad = daemon
+        .banger(&["run", "/nonexistent/checkout", "--dry-run"])
+        .expect_code(2);
+    assert!(
+        bad.stderr
+            .contains("PATH /nonexistent/checkout: not a directory"),
+        "{}",
+        bad.stderr
+    );
     let bad = daemon.banger(&["run", "-o", "yaml"]).expect_code(2);
     assert!(bad.stderr.contains("--dry-run"), "{}", bad.stderr);
 

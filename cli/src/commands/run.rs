@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::client::DaemonClient;
 use crate::duration::parse_duration;
 use crate::error::{print_out, CliError};
-use crate::guest_ssh::GuestSsh;
+use crate::guest_ssh::{off_runtime, GuestSsh};
 use crate::output::{condition, to_json, to_yaml};
 use crate::quoting::{sh_join, sh_quote};
 use crate::waiting::{current_state, WaitFor};
@@ -264,12 +264,12 @@ pub fn name_stem(dir: Option<&Path>) -> String {
     }
 }
 
-/// A fresh name: `STEM-xxxxxx` (six hex digits from the OS's random source).
-fn fresh_name(stem: &str) -> Result<String, CliError> {
+/// A fresh name: `STEM-xxxxxx` (six hex digits from the OS's random source). Blocking:
+/// call it off the async workers.
+fn fresh_name(stem: &str) -> std::io::Result<String> {
     let mut bytes = [0u8; 3];
-    let read = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    read.map_err(|e| CliError::Usage(format!("cannot read /dev/urandom for a name: {e}")))?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
     Ok(format!(
         "{stem}-{:02x}{:02x}{:02x}",
         bytes[0], bytes[1], bytes[2]
@@ -304,10 +304,19 @@ async fn plan(client: &DaemonClient, args: &RunArgs) -> Result<RunPlan, CliError
     let source = match &args.path {
         Some(path) => {
             let path = path.clone();
-            let absolute = tokio::task::spawn_blocking(move || std::path::absolute(&path))
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))?
-                .map_err(|e| CliError::Usage(format!("PATH: {e}")))?;
+            let shown = path.display().to_string();
+            let absolute = off_runtime(move || {
+                let absolute = std::path::absolute(&path)?;
+                if !absolute.is_dir() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "not a directory (a git checkout is expected)",
+                    ));
+                }
+                Ok(absolute)
+            })
+            .await
+            .map_err(|e| CliError::Usage(format!("PATH {shown}: {e}")))?;
             Some(absolute)
         }
         None => None,
@@ -325,7 +334,12 @@ async fn plan(client: &DaemonClient, args: &RunArgs) -> Result<RunPlan, CliError
             check_dns_label(name).map_err(|e| CliError::Usage(format!("--name: {e}")))?;
             name.clone()
         }
-        None => fresh_name(&name_stem(source.as_deref()))?,
+        None => {
+            let stem = name_stem(source.as_deref());
+            off_runtime(move || fresh_name(&stem))
+                .await
+                .map_err(|e| CliError::Usage(format!("a name from /dev/urandom: {e}")))?
+        }
     };
     Ok(RunPlan {
         name,
@@ -388,24 +402,25 @@ fn holds(object: Option<&ObjectView>, type_: &str) -> bool {
     )
 }
 
-/// A reason no waiting fixes, on the VM's `Ready` or the Workspace's `Synced`.
-fn stuck(vm: Option<&ObjectView>, ws: Option<&ObjectView>) -> Option<String> {
+/// A reason no waiting fixes: the VM's `Ready` or the Workspace's `Synced` blocked
+/// until the user acts, or either `Stalled` (failures in a row: a checkout that cannot
+/// be copied, a VM that cannot be made).
+pub fn stuck(vm: Option<&ObjectView>, ws: Option<&ObjectView>) -> Option<String> {
     let check = |o: Option<&ObjectView>, type_: &str| {
         let o = o?;
-        condition(o, type_)
-            .filter(|c| {
-                c.status == "False"
-                    && matches!(c.reason.as_str(), "RecreateBlocked" | "GuestChanged")
-            })
-            .map(|c| {
-                format!(
-                    "{}/{}: {}: {}",
-                    o.kind.as_str().to_ascii_lowercase(),
-                    o.metadata.name,
-                    c.reason,
-                    c.message
-                )
-            })
+        let blocked = condition(o, type_).filter(|c| {
+            c.status == "False" && matches!(c.reason.as_str(), "RecreateBlocked" | "GuestChanged")
+        });
+        let stalled = condition(o, "Stalled").filter(|c| c.status == "True");
+        blocked.or(stalled).map(|c| {
+            format!(
+                "{}/{}: {}: {}",
+                o.kind.as_str().to_ascii_lowercase(),
+                o.metadata.name,
+                c.reason,
+                c.message
+            )
+        })
     };
     check(vm, "Ready").or_else(|| check(ws, "Synced"))
 }
@@ -635,6 +650,51 @@ mod tests {
         assert_eq!(
             two,
             "the daemon knows 2 Images (a, b): choose one with --image"
+        );
+    }
+
+    fn with_conditions(kind: &str, conditions: serde_json::Value) -> ObjectView {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "banger.dev/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": "x", "uid": "00", "generation": 1, "creationTimestamp": ""},
+            "spec": {},
+            "status": {"phase": "Pending", "observedGeneration": 1, "conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn blocked_or_stalled_objects_end_the_wait() {
+        let c = |t: &str, s: &str, r: &str| {
+            serde_json::json!({"type": t, "status": s, "reason": r, "message": "m",
+                               "lastTransitionTime": "", "observedGeneration": 1})
+        };
+        let booting = with_conditions("VM", serde_json::json!([c("Ready", "False", "Booting")]));
+        assert_eq!(stuck(Some(&booting), None), None);
+        let waiting = with_conditions(
+            "Workspace",
+            serde_json::json!([c("Synced", "False", "WaitingForVM")]),
+        );
+        assert_eq!(stuck(Some(&booting), Some(&waiting)), None);
+        let stalled = with_conditions(
+            "Workspace",
+            serde_json::json!([
+                c("Synced", "False", "SyncFailed"),
+                c("Stalled", "True", "RepeatedFailures")
+            ]),
+        );
+        assert_eq!(
+            stuck(Some(&booting), Some(&stalled)).as_deref(),
+            Some("workspace/x: RepeatedFailures: m")
+        );
+        let changed = with_conditions(
+            "Workspace",
+            serde_json::json!([c("Synced", "False", "GuestChanged")]),
+        );
+        assert_eq!(
+            stuck(None, Some(&changed)).as_deref(),
+            Some("workspace/x: GuestChanged: m")
         );
     }
 

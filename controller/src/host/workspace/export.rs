@@ -121,14 +121,15 @@ pub async fn export(
         return Ok((ExportMethod::GuestGit, bytes));
     }
     // No git in the guest: the tree comes back and the host makes the patch.
-    rewind(&mut out)?;
-    let scratch = tokio::task::spawn_blocking({
+    let (scratch, out) = tokio::task::spawn_blocking({
         let dir = job.scratch.clone();
         move || {
-            tempfile::Builder::new()
+            rewind(&mut out)?;
+            let scratch = tempfile::Builder::new()
                 .prefix("workspace-export-")
                 .tempdir_in(&dir)
-                .map_err(|e| CopyError::new("export", format!("{}: {e}", dir.display())))
+                .map_err(|e| CopyError::new("export", format!("{}: {e}", dir.display())))?;
+            Ok::<_, CopyError>((scratch, out))
         }
     })
     .await
