@@ -1,6 +1,7 @@
 //! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks, SSH
-//! keys in guest disks and the options of banger's guest ssh, workspace copies into
-//! guests, finding executables.
+//! keys in guest disks and the options of banger's guest ssh, a Workspace's round
+//! trip (copies into guests, checks of what changed there, exports), finding
+//! executables.
 //!
 //! The plumbing knows nothing of hypervisors or of the engine: the drivers
 //! ([`crate::driver`]) and the Linux runtime ([`crate::runtime::linux`]) compose it, and
