@@ -73,6 +73,7 @@ fn plans(c: &mut Criterion) {
             image: spec.image.clone(),
             digest: image.rootfs_digest.clone(),
             size: spec.disk.0,
+            id: Some("0123456789abcdef".into()),
         }),
         tap: Some(ObservedTap {
             name: "bgt0123456789ab".into(),

@@ -388,6 +388,7 @@ mod tests {
                 image: spec.image.clone(),
                 digest: image.rootfs_digest.clone(),
                 size: spec.disk.0,
+                id: None,
             }),
             tap: Some(ObservedTap {
                 name: "bgx".into(),

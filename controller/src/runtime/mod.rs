@@ -43,8 +43,11 @@
 //!   [`VmRuntime::latest_image_digest`] only looks at what a tag names now.
 //!   [`VmRuntime::prune_images`] removes store content no Image uses (`banger gc`).
 //! - [`VmRuntime::sync_workspace`] copies a Workspace's checkout into its VM's guest
-//!   and flushes the guest's filesystems before returning. It is called only when the
-//!   VM is running with its guest ready, never while one of the VM's steps runs.
+//!   and flushes the guest's filesystems before returning; asked to guard a previous
+//!   copy, it refuses (copying nothing) when the guest changed what that copy wrote.
+//!   It is called only when the VM is running with its guest ready, never while one of
+//!   the VM's steps runs. [`VmRuntime::export_workspace`] reads the guest's work back
+//!   out as a patch and changes nothing, in the guest or on the host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -247,6 +250,11 @@ pub struct VmHandles {
     /// Size of the disk in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<u64>,
+    /// The disk's identity ([`ObservedDisk::id`]), set when the disk is made: what a
+    /// Workspace copy is counted against. `None` without a disk, or for a disk made
+    /// before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
     /// NAT rule identifier (for example the nftables rule handle or comment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_rule: Option<String>,
@@ -291,6 +299,10 @@ impl VmContext {
     }
 }
 
+pub use crate::host::workspace::manifest::{
+    describe_changes, ChangeKind, CopyManifest, EntryDigest, GuestChange,
+};
+
 /// Everything the runtime needs to copy one Workspace into its VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceContext {
@@ -302,6 +314,44 @@ pub struct WorkspaceContext {
     pub spec: WorkspaceSpec,
     /// The VM it is copied into, as the VM's reconcile last saw it (lease, handles).
     pub vm: VmContext,
+    /// The last copy into this same guest (VM and root disk), when there was one and
+    /// its manifest is known.
+    pub previous: Option<PreviousCopy>,
+}
+
+/// The last copy into the guest a copy goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousCopy {
+    /// What it wrote: the paths the checkout no longer has are removed in the guest.
+    pub manifest: CopyManifest,
+    /// Refuse the copy when the guest changed any of it ([`SyncOutcome::GuestChanged`]);
+    /// `false` for a forced copy.
+    pub guard: bool,
+}
+
+pub use crate::host::workspace::export::ExportMethod;
+
+/// What [`VmRuntime::export_workspace`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// How the patch was made: by the guest's git, or on the host from the guest's tree.
+    pub method: ExportMethod,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// What [`VmRuntime::sync_workspace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The files are in the guest.
+    Copied {
+        /// What was copied.
+        record: SyncRecord,
+        /// What was written where (for the next copy's check).
+        manifest: CopyManifest,
+    },
+    /// Nothing was copied: the guest changed what the last copy wrote.
+    GuestChanged(Vec<GuestChange>),
 }
 
 /// What one [`VmRuntime::sync_workspace`] copied.
@@ -382,6 +432,11 @@ pub struct ObservedDisk {
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
+    /// The disk's own identity: a random id given when the disk was made and kept for
+    /// its whole life (a VMM restart, a stop/start, a grow and a daemon restart keep
+    /// it; a rebuilt disk has a new one). `None` for a disk made before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A present tap device.
@@ -627,12 +682,27 @@ pub trait VmRuntime: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<VmHandles, RuntimeError>> + Send;
 
     /// Copies the Workspace's files into its running VM's guest (at `spec.path`), then
-    /// flushes the guest (`sync`). Bounded in time; errors name the workspace, the VM
-    /// and the step.
+    /// flushes the guest (`sync`). With a guarded [`WorkspaceContext::previous`] copy,
+    /// first compares what the guest holds at the paths that copy wrote with what it
+    /// wrote, and copies nothing when anything differs ([`SyncOutcome::GuestChanged`]).
+    /// Bounded in time; errors name the workspace, the VM and the step.
     fn sync_workspace(
         &self,
         ws: &WorkspaceContext,
-    ) -> impl std::future::Future<Output = Result<SyncRecord, RuntimeError>> + Send;
+    ) -> impl std::future::Future<Output = Result<SyncOutcome, RuntimeError>> + Send;
+
+    /// Writes into `out` a binary patch of everything in the Workspace's guest copy
+    /// since `base` (the commit the copy brought; `None`: the empty tree): commits made
+    /// in the guest, staged and unstaged changes, new files its `.gitignore` does not
+    /// exclude. Never changes the guest repository's index or `HEAD`, nor the host
+    /// checkout. Works without git in the guest (the tree is pulled back and diffed on
+    /// the host). Bounded in time; errors name the workspace, the VM and the step.
+    fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        out: std::fs::File,
+    ) -> impl std::future::Future<Output = Result<ExportRecord, RuntimeError>> + Send;
 
     /// Lists the host objects carrying banger's naming whose uid is none of
     /// `known_vm_uids` (see the module docs), sorted. Never changes anything; what

@@ -22,8 +22,8 @@
 //!
 //! [`VmRuntime::sync_workspace`] (`workspace.rs`) copies a Workspace's checkout into the
 //! guest as a tar stream over SSH with banger's own identity (`<state>/ssh/id_ed25519`,
-//! trust on first use in `<state>/ssh/known_hosts`), then runs `sync` in the guest
-//! ([`crate::host::workspace_copy`]).
+//! the guest's host key pinned per VM uid in `<state>/ssh/known_hosts`), then runs
+//! `sync` in the guest ([`crate::host::workspace`]).
 //!
 //! Network objects live in the daemon's network namespace (tests run the daemon in a
 //! namespace of their own).
@@ -47,8 +47,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, Garbage, ImageContext, ImageResolution, ObservedVm, ResolvedImage, RuntimeError,
-    SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotifier, ExportRecord, Garbage, ImageContext, ImageResolution, ObservedVm, ResolvedImage,
+    RuntimeError, SyncOutcome, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
 use crate::host::kvm;
@@ -239,8 +239,17 @@ impl VmRuntime for LinuxRuntime {
         }
     }
 
-    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncOutcome, RuntimeError> {
         workspace::sync_workspace(&self.config.state_dir, ws).await
+    }
+
+    async fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        out: std::fs::File,
+    ) -> Result<ExportRecord, RuntimeError> {
+        workspace::export_workspace(&self.config.state_dir, ws, base, out).await
     }
 
     async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {

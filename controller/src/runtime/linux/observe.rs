@@ -38,6 +38,7 @@ impl LinuxRuntime {
                     image,
                     digest,
                     size: root.size_bytes,
+                    id: source.disk_id.clone(),
                 });
             }
         }
