@@ -114,6 +114,18 @@ impl NetNs {
         c
     }
 
+    /// A command that joins only the namespace's network (`nsenter --net=… PROGRAM`),
+    /// keeping the host's mounts: `ip netns exec` makes a mount namespace with a fresh
+    /// `/sys`, which hides the cgroup hierarchies under `/sys/fs/cgroup` that the daemon
+    /// confines its VMMs in.
+    pub fn net_only_command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
     /// Pids of the processes inside the namespace.
     pub fn pids(&self) -> Vec<i32> {
         let out = Command::new("ip")
@@ -248,7 +260,7 @@ impl Daemon {
             .open(&self.log)
             .expect("daemon log");
         let child = ns
-            .command(banger_bin())
+            .net_only_command(banger_bin())
             .arg("daemon")
             .arg("--specs-dir")
             .arg(&self.specs_dir)
@@ -324,7 +336,7 @@ impl Daemon {
         let Ok(pid) = i32::try_from(c.id()) else {
             return false;
         };
-        // `ip netns exec` execs the daemon, so the pid is the daemon's.
+        // `nsenter` (without a pid namespace) execs the daemon, so the pid is the daemon's.
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(pid, libc::SIGTERM);

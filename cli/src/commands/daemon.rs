@@ -14,6 +14,7 @@ use banger_controller::host::kvm::Accel;
 use banger_controller::host::names;
 use banger_controller::host::net::cidr::Ipv4Cidr;
 use banger_controller::host::net::BridgeConfig;
+use banger_controller::host::vmm_user::{self, DEFAULT_VMM_USER};
 use banger_controller::runtime::linux::{LinuxRuntime, LinuxRuntimeConfig};
 
 use crate::duration::parse_duration;
@@ -41,6 +42,10 @@ Defaults as root: --socket /run/banger/banger.sock, --specs-dir /etc/banger/spec
 --state-dir /var/lib/banger. Otherwise: $XDG_RUNTIME_DIR/banger.sock (without
 XDG_RUNTIME_DIR: $XDG_STATE_HOME/banger/banger.sock, never /tmp),
 $XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
+
+VMMs never run as root: each runs as --vmm-user (created with useradd --system when
+missing), in a cgroup of its own (memory and pids limits), QEMU under a seccomp
+sandbox. See docs/security.md.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.
@@ -86,6 +91,15 @@ pub struct DaemonArgs {
     /// How long a guest gets to power off on stop before its VMM is stopped by force.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub stop_grace: Duration,
+    /// The unprivileged user the VMMs run as (created at start when missing).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_VMM_USER, value_parser = parse_vmm_user)]
+    pub vmm_user: String,
+}
+
+/// Parses `--vmm-user`: a portable user name (root is refused at start).
+fn parse_vmm_user(s: &str) -> Result<String, String> {
+    vmm_user::validate_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 /// Parses `--bridge`: a valid interface name.
@@ -222,6 +236,7 @@ mod engine {
                 accel: args.accel,
             },
             stop_grace: args.stop_grace,
+            vmm_user: args.vmm_user.clone(),
         })
         .map_err(|e| CliError::Daemon(Box::new(e)))?;
         tracing::info!(runtime = ?runtime, "linux runtime ready");
@@ -257,6 +272,7 @@ mod tests {
             firecracker_bin: None,
             accel: Accel::Auto,
             stop_grace: Duration::from_secs(15),
+            vmm_user: DEFAULT_VMM_USER.into(),
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
         let config = daemon_config(

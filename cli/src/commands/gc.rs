@@ -29,8 +29,9 @@ pub enum GcOutput {
 #[command(after_help = "\
 Garbage is what carries banger's naming on this host but belongs to no VM the daemon
 knows: tap devices (bgt…), NAT rules in `table ip banger` naming an unknown uid,
-directories in <state>/vms, and VMM processes carrying the marker banger-<uid> and this
-daemon's state directory. The daemon also collects garbage once when it starts.
+directories in <state>/vms, VM cgroups (banger-<uid>) below this daemon's parent
+cgroup, and VMM processes carrying the marker banger-<uid> and this daemon's state
+directory. The daemon also collects garbage once when it starts.
 Objects of known VMs (also of VMs being deleted) and other daemons' VMMs are never
 touched. Nor are orphaned VMs (forgotten with `banger.dev/on-remove: Orphan`; they keep
 their IP lease and keep running), unless --include-orphans asks for them too: then

@@ -36,6 +36,7 @@ use super::{
     off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
     VmmFiles, VmmProcess,
 };
+use crate::host::cgroup::CgroupLimits;
 use crate::host::kvm::KvmStatus;
 use crate::host::process::{
     spawn_detached, terminate_tracked, uid_marker, DetachedCommand, IdentityCheck, ProcessIdentity,
@@ -541,9 +542,16 @@ impl Hypervisor for FirecrackerDriver {
         let prepared = {
             let (binary, socket, log) = (self.binary.clone(), socket.clone(), log.clone());
             let (vm_dir, console_log) = (spec.vm_dir.clone(), spec.console_log.clone());
+            let cgroup = spec.confinement.cgroup.clone();
+            let limits = CgroupLimits::for_vm(spec.memory_mib, spec.vcpus, 0);
             off_worker(move || {
                 let binary = resolve_binary(&binary).ok_or(PrepareError::Binary)?;
                 prepare_vm_dir(&vm_dir, &socket, &log, console_log).map_err(PrepareError::VmDir)?;
+                if let Some(cgroup) = cgroup {
+                    cgroup
+                        .ensure(&limits)
+                        .map_err(|e| PrepareError::VmDir(e.to_string()))?;
+                }
                 Ok(binary)
             })
             .await
@@ -558,13 +566,23 @@ impl Hypervisor for FirecrackerDriver {
             PrepareError::VmDir(reason) => operation_error(vm, "spawn", reason),
         })?;
 
-        let identity = spawn_detached(&DetachedCommand {
-            program: binary,
-            args: command_args(&socket, &id),
-            output_log: spec.console_log.clone(),
-            cwd: spec.vm_dir.clone(),
-            marker: id.clone(),
-        })
+        let identity = spawn_detached(
+            &DetachedCommand {
+                program: binary,
+                args: command_args(&socket, &id),
+                output_log: spec.console_log.clone(),
+                cwd: spec.vm_dir.clone(),
+                marker: id.clone(),
+                credentials: None,
+                cgroup_procs: spec
+                    .confinement
+                    .cgroup
+                    .as_ref()
+                    .map(|c| c.procs_files())
+                    .unwrap_or_default(),
+            },
+            &[],
+        )
         .map_err(|e| operation_error(vm, "spawn", e.to_string()))?;
         let process = VmmProcess {
             hypervisor: HypervisorKind::Firecracker.as_str().to_owned(),

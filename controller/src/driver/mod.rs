@@ -28,7 +28,9 @@ use std::time::Duration;
 use banger_specs::HypervisorChoice;
 use serde::{Deserialize, Serialize};
 
+use crate::host::cgroup::VmCgroup;
 use crate::host::kvm::{Accel, KvmStatus};
+use crate::host::vmm_user::VmmUser;
 
 pub mod firecracker;
 mod hypervisors;
@@ -82,9 +84,22 @@ impl std::fmt::Display for HypervisorKind {
     }
 }
 
+/// How a VMM is confined (see `docs/security.md`, "How VMMs are confined").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confinement {
+    /// The unprivileged user the VMM runs as: QEMU always, Firecracker when it runs
+    /// through its jailer.
+    pub user: VmmUser,
+    /// The VM's cgroup. The driver makes it with the VM's limits and spawns the VMM into
+    /// it (Firecracker's jailer makes it itself). `None` leaves the VMM in the daemon's
+    /// own cgroups: only the driver tests against stand-ins, which run as any user, do
+    /// that; the Linux runtime always gives one.
+    pub cgroup: Option<VmCgroup>,
+}
+
 /// Everything a driver needs to boot one VM. Paths are absolute and already exist
 /// (except the sockets and logs, which the driver creates inside `vm_dir`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     /// The VM object's uid: the PID-reuse-safe marker put on the VMM's command line.
     pub uid: String,
@@ -111,6 +126,8 @@ pub struct LaunchSpec {
     pub vm_dir: PathBuf,
     /// Where the guest's serial console is written (appended to).
     pub console_log: PathBuf,
+    /// Who the VMM runs as and in which cgroup.
+    pub confinement: Confinement,
 }
 
 /// A launched VMM process, as recorded in the VM's handles.

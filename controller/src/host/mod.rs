@@ -11,6 +11,7 @@
 pub mod kvm;
 pub mod process;
 
+pub mod cgroup;
 pub mod disk;
 pub mod garbage;
 pub mod guest_keys;
@@ -20,5 +21,6 @@ pub mod oci;
 pub mod readiness;
 pub mod safe_path;
 pub mod state_lock;
+pub mod vmm_user;
 pub mod which;
 pub mod workspace_copy;

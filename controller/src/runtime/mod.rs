@@ -397,6 +397,9 @@ impl VmStep {
 pub enum GarbageKind {
     /// A VMM process carrying banger's uid marker and this daemon's state directory.
     Process,
+    /// A VM's cgroup below this daemon's parent cgroup (after the processes: a cgroup
+    /// with a process in it cannot be removed).
+    Cgroup,
     /// A NAT rule in banger's nftables table.
     NatRule,
     /// A tap device named like banger's.
@@ -406,10 +409,11 @@ pub enum GarbageKind {
 }
 
 impl GarbageKind {
-    /// The kebab-case name (`process`, `nat-rule`, `tap`, `vm-dir`).
+    /// The kebab-case name (`process`, `cgroup`, `nat-rule`, `tap`, `vm-dir`).
     pub fn name(self) -> &'static str {
         match self {
             GarbageKind::Process => "process",
+            GarbageKind::Cgroup => "cgroup",
             GarbageKind::NatRule => "nat-rule",
             GarbageKind::Tap => "tap",
             GarbageKind::VmDir => "vm-dir",
@@ -424,8 +428,8 @@ impl GarbageKind {
 pub struct Garbage {
     /// What it is.
     pub kind: GarbageKind,
-    /// Its name: the pid of a process, the tap's name, the NAT rule's comment, the VM
-    /// directory's name.
+    /// Its name: the pid of a process, the cgroup's directory name, the tap's name, the
+    /// NAT rule's comment, the VM directory's name.
     pub name: String,
     /// The uid it names, when it can be told (a tap's name is a hash of it: `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

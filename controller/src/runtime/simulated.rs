@@ -697,6 +697,8 @@ impl VmRuntime for SimulatedRuntime {
         };
         match item.kind {
             GarbageKind::Process => vm.process = None,
+            // The simulated host confines nothing: it never lists a cgroup.
+            GarbageKind::Cgroup => {}
             GarbageKind::NatRule => vm.nat = false,
             GarbageKind::Tap => vm.tap = None,
             GarbageKind::VmDir => {

@@ -68,6 +68,7 @@ pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> LinuxRuntime {
             accel: Accel::Auto,
         },
         stop_grace,
+        vmm_user: banger_controller::host::vmm_user::DEFAULT_VMM_USER.into(),
     })
     .unwrap()
 }

@@ -15,10 +15,11 @@ use banger_controller::driver::firecracker::{
     KvmUnsuitable,
 };
 use banger_controller::driver::{
-    DriverConfig, DriverError, Hypervisor, HypervisorKind, Hypervisors, LaunchSpec, Liveness,
-    VmmProcess,
+    Confinement, DriverConfig, DriverError, Hypervisor, HypervisorKind, Hypervisors, LaunchSpec,
+    Liveness, VmmProcess,
 };
 use banger_controller::host::kvm::KvmStatus;
+use banger_controller::host::vmm_user::VmmUser;
 use banger_test_firecracker::{
     read_journal_file, FcApiServer, InstanceEvent, RecordedRequest, NOT_AFTER_START,
     NOT_BEFORE_START,
@@ -47,6 +48,16 @@ fn vm_files(dir: &Path) -> LaunchSpec {
         mac: "02:7d:1e:0c:52:01".into(),
         vm_dir: dir.to_path_buf(),
         console_log: dir.join("console.log"),
+        // Without the jailer Firecracker runs as the daemon's user, and these tests run
+        // as any user: no cgroup (cgroups are tested with the runtime, as root).
+        confinement: Confinement {
+            user: VmmUser {
+                name: "banger-vmm".into(),
+                uid: 998,
+                gid: 997,
+            },
+            cgroup: None,
+        },
     }
 }
 

@@ -1,10 +1,12 @@
 //! Garbage: host objects carrying banger's naming that belong to no known VM (stray
-//! VMMs of this daemon, taps, NAT rules, VM directories), found and removed one by one.
+//! VMMs of this daemon, cgroups below this daemon's parent cgroup, taps, NAT rules, VM
+//! directories), found and removed one by one.
 //! `/proc` scans and directory work run on the blocking pool.
 
 use std::collections::BTreeSet;
 
 use super::LinuxRuntime;
+use crate::host::cgroup;
 use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::tap::remove_tap;
@@ -16,18 +18,21 @@ impl LinuxRuntime {
     pub(super) async fn host_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
         let state_dir = self.config.state_dir.clone();
         let known = known_vm_uids.clone();
+        let cgroups = self.cgroups.clone().ok();
+        let parent = self.cgroup_parent.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             (
                 garbage::find_stray_vmms(&state_dir, &known),
                 garbage::find_stray_vm_dirs(&state_dir, &known),
+                cgroups.map(|layout| cgroup::list_vm_cgroups(&layout, &parent)),
             )
         })
         .await;
-        let (vmms, dirs) = match scanned {
+        let (vmms, dirs, cgroups) = match scanned {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %e, "gc: the scan of processes and VM directories failed");
-                (Vec::new(), Ok(Vec::new()))
+                tracing::warn!(error = %e, "gc: the scan of processes, cgroups and VM directories failed");
+                (Vec::new(), Ok(Vec::new()), None)
             }
         };
         let mut items: Vec<Garbage> = vmms
@@ -39,6 +44,27 @@ impl LinuxRuntime {
                 detail: vmm.cmdline,
             })
             .collect();
+        match cgroups {
+            Some(Ok(found)) => items.extend(
+                found
+                    .into_iter()
+                    .filter_map(|c| cgroup::uid_of_leaf(c.leaf()).map(|uid| (uid, c)))
+                    .filter(|(uid, _)| !known_vm_uids.contains(uid.as_str()))
+                    .map(|(uid, c)| Garbage {
+                        kind: GarbageKind::Cgroup,
+                        name: c.leaf().to_owned(),
+                        uid: Some(uid.to_string()),
+                        detail: c
+                            .dirs()
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    }),
+            ),
+            Some(Err(e)) => tracing::warn!(error = %e, "gc: cannot list VM cgroups"),
+            None => {}
+        }
         // Known uids that are not valid ObjectUids own no host object banger names.
         let known: BTreeSet<ObjectUid> = known_vm_uids
             .iter()
@@ -102,6 +128,11 @@ impl LinuxRuntime {
                 garbage::stop_stray_vmm(&item.name, uid, &self.config.state_dir)
                     .await
                     .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::Cgroup => {
+                let uid = cgroup::uid_of_leaf(&item.name)
+                    .ok_or_else(|| err("not a VM cgroup name".into()))?;
+                self.remove_cgroup(&uid).await.map_err(err)
             }
             GarbageKind::NatRule => {
                 let uid = names::uid_from_nat_comment(&item.name)

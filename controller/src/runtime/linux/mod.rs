@@ -49,12 +49,14 @@ use super::{
     VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
+use crate::host::cgroup::{self, CgroupLayout};
 use crate::host::kvm;
 use crate::host::names::ObjectUid;
 use crate::host::net::nat::Nftables;
 use crate::host::net::{BridgeConfig, Netlink};
 use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
+use crate::host::vmm_user::{self, VmmUser};
 
 mod disk;
 mod garbage;
@@ -76,6 +78,9 @@ pub struct LinuxRuntimeConfig {
     pub drivers: DriverConfig,
     /// How long a guest gets to power off before the VMM is stopped by force.
     pub stop_grace: Duration,
+    /// The unprivileged user the VMMs run as, created at start when missing
+    /// ([`crate::host::vmm_user::DEFAULT_VMM_USER`] by default).
+    pub vmm_user: String,
 }
 
 /// The real runtime on this Linux host. Create it inside the daemon's tokio runtime
@@ -86,6 +91,13 @@ pub struct LinuxRuntime {
     hypervisors: Hypervisors,
     netlink: Netlink,
     nft: Nftables,
+    /// The VMM user, or why it could not be found or made (then every launch fails
+    /// saying so).
+    vmm_user: Result<VmmUser, String>,
+    /// The cgroup hierarchies VMMs are confined in, or why there are none usable.
+    cgroups: Result<CgroupLayout, String>,
+    /// This daemon's parent cgroup ([`cgroup::daemon_parent`]).
+    cgroup_parent: String,
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
     /// VMM processes with an exit watch, so each is watched once.
     watched: Arc<Mutex<HashSet<ProcessIdentity>>>,
@@ -109,18 +121,31 @@ pub enum LinuxRuntimeError {
 }
 
 impl LinuxRuntime {
-    /// Probes the host once (KVM, then every hypervisor: [`Hypervisors::probe`]) and
+    /// Probes the host once (KVM, then every hypervisor: [`Hypervisors::probe`]; the
+    /// cgroup hierarchies), makes sure the VMM user exists (creating it when missing) and
     /// opens a netlink connection. Blocking for as long as the probes take (bounded
-    /// `--version` runs): call it before the daemon serves.
+    /// `--version` runs, `useradd`): call it before the daemon serves.
     pub fn new(config: LinuxRuntimeConfig) -> Result<LinuxRuntime, LinuxRuntimeError> {
         let kvm = kvm::detect();
         let hypervisors = Hypervisors::probe(&config.drivers, &kvm);
         let netlink = Netlink::connect().map_err(|e| LinuxRuntimeError::Netlink(e.to_string()))?;
+        let vmm_user = vmm_user::ensure(&config.vmm_user).map_err(|e| e.to_string());
+        if let Err(e) = &vmm_user {
+            tracing::error!(error = %e, "VMMs cannot be started without their user");
+        }
+        let cgroups = CgroupLayout::detect().map_err(|e| e.to_string());
+        if let Err(e) = &cgroups {
+            tracing::error!(error = %e, "VMMs cannot be started without their cgroups");
+        }
+        let cgroup_parent = cgroup::daemon_parent(&config.state_dir);
         Ok(LinuxRuntime {
             config,
             hypervisors,
             netlink,
             nft: Nftables::default(),
+            vmm_user,
+            cgroups,
+            cgroup_parent,
             notifier: Arc::new(Mutex::new(None)),
             watched: Arc::new(Mutex::new(HashSet::new())),
         })
@@ -207,7 +232,7 @@ impl VmRuntime for LinuxRuntime {
             VmStep::Shutdown => self.shutdown(vm, handles).await,
             VmStep::RemoveTap => self.remove_tap(vm, &uid, handles).await,
             VmStep::RemoveDisk => self.remove_disk(vm, handles).await,
-            VmStep::RemoveVmDir => self.remove_vm_dir(vm, handles).await,
+            VmStep::RemoveVmDir => self.remove_vm_dir(vm, &uid, handles).await,
         }
     }
 

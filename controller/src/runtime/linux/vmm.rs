@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{driver_of, LinuxRuntime};
-use crate::driver::{Hypervisor, LaunchSpec, VmmProcess};
+use crate::driver::{Confinement, Hypervisor, LaunchSpec, VmmProcess};
+use crate::host::cgroup::VmCgroup;
 use crate::host::disk;
 use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
@@ -27,6 +28,13 @@ pub(super) const CONSOLE_OFFSET: &str = "consoleOffset";
 const VMM_LOG: &str = "vmmLog";
 /// Key in [`VmHandles::extra`]: the VMM's pid file, where the hypervisor writes one.
 const PID_FILE: &str = "pidFile";
+/// Key in [`VmHandles::extra`]: the VM's cgroup directories, while its VMM runs.
+const CGROUP: &str = "cgroup";
+/// Key in [`VmHandles::extra`]: the user the VMM runs as.
+const VMM_USER: &str = "vmmUser";
+/// How often, and how far apart, removing a cgroup whose VMM just exited is tried.
+const CGROUP_REMOVE_ATTEMPTS: u32 = 20;
+const CGROUP_REMOVE_PAUSE: Duration = Duration::from_millis(50);
 /// Kernel command line every guest gets before the hypervisor's, image's and VM's
 /// arguments.
 const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw";
@@ -81,8 +89,20 @@ impl LinuxRuntime {
             mac: lease.mac.clone(),
             vm_dir: vm.vm_dir.clone(),
             console_log,
+            confinement: Confinement {
+                user: self.vmm_user.clone().map_err(&err)?,
+                cgroup: Some(self.vm_cgroup(uid).map_err(&err)?),
+            },
         };
-        let vmm = driver.launch(&spec).await.map_err(|e| err(e.to_string()))?;
+        let vmm = match driver.launch(&spec).await {
+            Ok(vmm) => vmm,
+            Err(e) => {
+                // A failed launch leaves no process: leave no cgroup either.
+                let removed = self.remove_cgroup(uid).await;
+                let note = removed.map_or_else(|r| format!(" (and {r})"), |()| String::new());
+                return Err(err(format!("{e}{note}")));
+            }
+        };
         self.watch(&vm.uid, &vmm);
         handles
             .extra
@@ -97,6 +117,17 @@ impl LinuxRuntime {
                 .insert(PID_FILE.into(), p.display().to_string()),
             None => handles.extra.remove(PID_FILE),
         };
+        if let Some(cgroup) = &spec.confinement.cgroup {
+            let dirs: Vec<String> = cgroup
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            handles.extra.insert(CGROUP.into(), dirs.join(" "));
+        }
+        handles
+            .extra
+            .insert(VMM_USER.into(), spec.confinement.user.name.clone());
         handles.process = Some(vmm);
         handles.launched = Some(LaunchConfig::desired(&vm.spec, image, Some(lease.ip)));
         Ok(handles)
@@ -128,10 +159,42 @@ impl LinuxRuntime {
                 .await
                 .map_err(|e| Self::step_error(vm, step, e))?;
         }
+        self.remove_cgroup(&uid)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
         handles.process = None;
         handles.launched = None;
         handles.extra.remove(PID_FILE);
+        handles.extra.remove(CGROUP);
         Ok(handles)
+    }
+
+    /// The cgroup of VM `uid`, or why this host has none.
+    pub(super) fn vm_cgroup(&self, uid: &ObjectUid) -> Result<VmCgroup, String> {
+        self.cgroups
+            .as_ref()
+            .map(|layout| layout.vm_cgroup(&self.cgroup_parent, uid))
+            .map_err(Clone::clone)
+    }
+
+    /// Removes the cgroup of VM `uid` once its VMM is gone (idempotent; nothing to do on a
+    /// host without cgroups). A VMM that has just exited may be listed for a moment
+    /// longer, so a busy cgroup is tried again, a bounded number of times.
+    pub(super) async fn remove_cgroup(&self, uid: &ObjectUid) -> Result<(), String> {
+        let Ok(cgroup) = self.vm_cgroup(uid) else {
+            return Ok(());
+        };
+        let mut last = String::new();
+        for _ in 0..CGROUP_REMOVE_ATTEMPTS {
+            let attempt = cgroup.clone();
+            match tokio::task::spawn_blocking(move || attempt.remove()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(e) => return Err(format!("remove cgroup {}: {e}", cgroup.leaf())),
+            }
+            tokio::time::sleep(CGROUP_REMOVE_PAUSE).await;
+        }
+        Err(format!("cannot remove cgroup: {last}"))
     }
 
     /// Watches a VMM for its exit (once per process) and reports it to the engine.
