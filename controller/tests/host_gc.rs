@@ -1,7 +1,7 @@
 //! Garbage collection on the real Linux runtime, inside a network namespace the test
-//! creates: planted objects of unknown uids (a tap, a NAT rule, a VM directory, a
-//! stray VMM-like process carrying the marker and the state dir) are listed and
-//! removed; a known VM's real QEMU VMM, tap, NAT rule and directory stay; a process
+//! creates: planted objects of unknown uids (a tap and its guest filter, a NAT rule, a
+//! VM directory, a stray VMM-like process carrying the marker and the state dir) are
+//! listed and removed; a known VM's real QEMU VMM, tap, NAT rule and directory stay; a process
 //! carrying a marker but another state dir is left alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -145,6 +145,10 @@ fn gc_removes_exactly_the_planted_objects() {
         let expected: BTreeSet<(GarbageKind, String)> = [
             (GarbageKind::Process, stray.id().to_string()),
             (GarbageKind::NatRule, names::nat_rule_comment(&ghost_uid)),
+            (
+                GarbageKind::FilterRules,
+                names::nat_rule_comment(&ghost_uid),
+            ),
             (GarbageKind::Tap, names::tap_name(&ghost_uid)),
             (GarbageKind::Tap, STRAY_TAP.to_string()),
             (GarbageKind::VmDir, GHOST.to_string()),

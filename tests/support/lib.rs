@@ -367,8 +367,33 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Stops every VMM left in this daemon's cgroups and removes the cgroups (bounded):
+    /// a test that ends early leaves no cgroup behind on the host.
+    fn remove_cgroups(&self) {
+        use banger_controller::host::cgroup::{daemon_parent, list_vm_cgroups, CgroupLayout};
+        let Ok(layout) = CgroupLayout::detect() else {
+            return;
+        };
+        let parent = daemon_parent(&self.state_dir);
+        for cgroup in list_vm_cgroups(&layout, &parent).unwrap_or_default() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cgroup.remove().is_err() && Instant::now() < deadline {
+                for pid in cgroup.pids().unwrap_or_default() {
+                    // SAFETY: kill(2) on a VMM in this test daemon's own cgroup.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        self.remove_cgroups();
     }
 }

@@ -28,7 +28,8 @@ pub enum GcOutput {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Garbage is what carries banger's naming on this host but belongs to no VM the daemon
-knows: tap devices (bgt…), NAT rules in `table ip banger` naming an unknown uid,
+knows: tap devices (bgt…), NAT rules in `table ip banger` and guest filter rules in
+`table bridge banger` naming an unknown uid,
 directories in <state>/vms, VM cgroups (banger-<uid>) below this daemon's parent
 cgroup, and VMM processes carrying the marker banger-<uid> and this daemon's state
 directory. The daemon also collects garbage once when it starts.

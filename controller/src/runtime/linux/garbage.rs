@@ -1,6 +1,6 @@
 //! Garbage: host objects carrying banger's naming that belong to no known VM (stray
-//! VMMs of this daemon, cgroups below this daemon's parent cgroup, taps, NAT rules, VM
-//! directories), found and removed one by one.
+//! VMMs of this daemon, cgroups below this daemon's parent cgroup, taps, NAT rules,
+//! guest filter rules, VM directories), found and removed one by one.
 //! `/proc` scans and directory work run on the blocking pool.
 
 use std::collections::BTreeSet;
@@ -10,7 +10,7 @@ use crate::host::cgroup;
 use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::tap::remove_tap;
-use crate::host::net::vm::{list_net_garbage, remove_vm_nat};
+use crate::host::net::vm::{list_net_garbage, remove_vm_filter, remove_vm_nat};
 use crate::runtime::{Garbage, GarbageKind, RuntimeError};
 
 impl LinuxRuntime {
@@ -85,6 +85,12 @@ impl LinuxRuntime {
                         None => format!("table ip {} handle {}", names::NFT_TABLE, rule.handle),
                     },
                 }));
+                items.extend(net.filters.into_iter().map(|(uid, rules)| Garbage {
+                    kind: GarbageKind::FilterRules,
+                    name: names::nat_rule_comment(&uid),
+                    uid: Some(uid.to_string()),
+                    detail: format!("{rules} rule(s) in table bridge {}", names::NFT_TABLE),
+                }));
                 items.extend(net.taps.into_iter().map(|tap| Garbage {
                     kind: GarbageKind::Tap,
                     name: tap,
@@ -138,6 +144,13 @@ impl LinuxRuntime {
                 let uid = names::uid_from_nat_comment(&item.name)
                     .ok_or_else(|| err("not a banger NAT rule comment".into()))?;
                 remove_vm_nat(&self.nft, &uid)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::FilterRules => {
+                let uid = names::uid_from_nat_comment(&item.name)
+                    .ok_or_else(|| err("not a banger guest filter comment".into()))?;
+                remove_vm_filter(&self.nft, &uid)
                     .await
                     .map_err(|e| err(e.to_string()))
             }

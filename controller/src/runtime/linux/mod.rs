@@ -5,13 +5,14 @@
 //!
 //! | step | file | what it does on the host |
 //! |------|------|--------------------------|
-//! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal |
+//! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal, with the VM's cgroup |
 //! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`crate::host::disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`crate::host::guest_keys`]) |
-//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it; the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
-//! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest, a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too |
+//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it and its guest filter in `table bridge banger` ([`crate::host::net::guest_filter`]: its own source only, no other guest unless both left isolation, no host address); the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
+//! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest confined (the VMM user, the VM's cgroup: [`crate::driver::Confinement`]), a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too, then the cgroup removed |
 //!
 //! [`LinuxRuntime::observe`] (`observe.rs`) probes every one of those objects live
-//! (process identity and control socket, disk and its sidecar, tap, NAT rule) plus the
+//! (process identity and control socket, disk and its sidecar, tap and guest filter,
+//! NAT rule) plus the
 //! guest's readiness (a TCP connect to the guest, or a console marker printed since the
 //! last launch).
 //!
@@ -27,9 +28,10 @@
 //! namespace of their own).
 //!
 //! Garbage (`garbage.rs`, [`VmRuntime::find_garbage`]): taps named like banger's that
-//! are no known VM's, NAT rules whose comment names an unknown uid (both in the daemon's
-//! network namespace), uid-named directories in `<state>/vms` of unknown uids, and stray
-//! VMMs of this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and**
+//! are no known VM's, NAT rules and guest filter rules whose comment names an unknown
+//! uid (all in the daemon's network namespace), uid-named directories in `<state>/vms`
+//! and VM cgroups below this daemon's parent cgroup of unknown uids, and stray VMMs of
+//! this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and**
 //! the state directory on the command line, so another daemon's VMMs are never
 //! touched). Tap and rule names do not name their daemon: two daemons must not share a
 //! network namespace.
@@ -37,7 +39,8 @@
 //! Nothing here blocks an async worker: filesystem and `/proc` work runs on the blocking
 //! pool (`spawn_blocking`, [`tokio::fs`]), `nft` as a [`tokio::process`] child. The one
 //! exception is [`LinuxRuntime::new`], which probes the host (KVM, each hypervisor's
-//! `--version`, the TSC under TCG) once, before the daemon serves.
+//! `--version`, the TSC under TCG, the cgroup hierarchies) and makes sure the VMM user
+//! exists, once, before the daemon serves.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
