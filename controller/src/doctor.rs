@@ -223,6 +223,7 @@ pub fn probe_hypervisors(cfg: &DoctorConfig, kvm_status: &KvmStatus) -> Vec<Hype
         qemu_bin: Some(cfg.qemu_bin.clone()),
         firecracker_bin: Some(cfg.firecracker_bin.clone()),
         accel: Accel::Auto,
+        ..DriverConfig::default()
     };
     HypervisorKind::ALL
         .into_iter()

@@ -45,7 +45,13 @@ $XDG_CONFIG_HOME/banger/specs, $XDG_STATE_HOME/banger.
 
 VMMs never run as root: each runs as --vmm-user (created with useradd --system when
 missing), in a cgroup of its own (memory and pids limits), QEMU under a seccomp
-sandbox. See docs/security.md.
+sandbox, Firecracker through its jailer when one is found (--jailer-bin, or a `jailer`
+beside the Firecracker binary; without one Firecracker runs as root, in its cgroup).
+See docs/security.md.
+
+--firecracker-skip-kvm-check makes Firecracker usable where /dev/kvm exists but the
+KVM check says stock guest kernels cannot run on it (kvm_pvm hosts): for hosts that
+check misjudges, and for testing the driver against a real binary. Off by default.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.
@@ -85,6 +91,14 @@ pub struct DaemonArgs {
     /// Firecracker binary (default: firecracker on PATH).
     #[arg(long, value_name = "PATH")]
     pub firecracker_bin: Option<PathBuf>,
+    /// Firecracker's jailer (default: a `jailer` beside the Firecracker binary, if any).
+    #[arg(long, value_name = "PATH")]
+    pub jailer_bin: Option<PathBuf>,
+    /// Launch Firecracker even where the KVM check says stock guests cannot run on this
+    /// host's /dev/kvm (for hosts that check misjudges, and for testing the driver
+    /// against a real binary). Off by default.
+    #[arg(long)]
+    pub firecracker_skip_kvm_check: bool,
     /// QEMU acceleration: auto (KVM when stock guests can run on it, else TCG), kvm, tcg.
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = clap::value_parser!(Accel))]
     pub accel: Accel,
@@ -233,6 +247,10 @@ mod engine {
             drivers: DriverConfig {
                 qemu_bin: args.qemu_bin.clone(),
                 firecracker_bin: args.firecracker_bin.clone(),
+                jailer_bin: args.jailer_bin.clone(),
+                // The runtime puts the jails below the state directory.
+                jail_dir: None,
+                firecracker_skip_kvm_check: args.firecracker_skip_kvm_check,
                 accel: args.accel,
             },
             stop_grace: args.stop_grace,
@@ -270,6 +288,8 @@ mod tests {
             bridge_cidr: None,
             qemu_bin: None,
             firecracker_bin: None,
+            jailer_bin: None,
+            firecracker_skip_kvm_check: false,
             accel: Accel::Auto,
             stop_grace: Duration::from_secs(15),
             vmm_user: DEFAULT_VMM_USER.into(),

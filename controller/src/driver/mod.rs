@@ -216,13 +216,21 @@ pub enum DriverError {
 }
 
 /// Where the hypervisors' binaries are and how QEMU accelerates: the per-hypervisor
-/// settings of `banger daemon` (`--qemu-bin`, `--firecracker-bin`, `--accel`).
+/// settings of `banger daemon` (`--qemu-bin`, `--firecracker-bin`, `--jailer-bin`,
+/// `--firecracker-skip-kvm-check`, `--accel`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriverConfig {
     /// QEMU binary (default `qemu-system-x86_64` from PATH).
     pub qemu_bin: Option<PathBuf>,
     /// Firecracker binary (default `firecracker` from PATH).
     pub firecracker_bin: Option<PathBuf>,
+    /// Firecracker's jailer (default: a `jailer` beside the Firecracker binary, if any).
+    pub jailer_bin: Option<PathBuf>,
+    /// Where the jailer builds its jails (the Linux runtime gives `<state>/jail`;
+    /// default the jailer's own `/srv/jailer`).
+    pub jail_dir: Option<PathBuf>,
+    /// Launch Firecracker even where the KVM probe says stock guests cannot run.
+    pub firecracker_skip_kvm_check: bool,
     /// Accelerator for QEMU (auto: KVM when stock guests can use it, else TCG).
     pub accel: Accel,
 }
@@ -240,8 +248,8 @@ pub trait Hypervisor: Send + Sync {
     /// command line (Firecracker: `pci=off`, it has no PCI bus).
     fn kernel_args(&self) -> &'static [&'static str];
 
-    /// The files this hypervisor keeps in `vm_dir` for one VM.
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles;
+    /// The files this hypervisor keeps for VM `uid`, whose directory is `vm_dir`.
+    fn vm_files(&self, vm_dir: &Path, uid: &str) -> VmmFiles;
 
     /// Whether console output of one launch shows the guest halted, powered off or
     /// panicked: how an exited VMM is told to have stopped cleanly.
@@ -312,15 +320,31 @@ impl Driver {
                     qemu::QemuDriver::for_kvm(config.qemu_bin.clone(), config.accel, kvm);
                 (Driver::Qemu(driver), accel.map_err(|e| e.to_string()))
             }
-            HypervisorKind::Firecracker => (
-                Driver::Firecracker(firecracker::FirecrackerDriver::new(
-                    config
-                        .firecracker_bin
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from(firecracker::DEFAULT_BINARY)),
-                )),
-                Ok(()),
-            ),
+            HypervisorKind::Firecracker => {
+                let binary = config
+                    .firecracker_bin
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(firecracker::DEFAULT_BINARY));
+                let resolved = firecracker::resolve_binary(&binary);
+                let driver = firecracker::FirecrackerDriver::new(binary)
+                    .skipping_kvm_check(config.firecracker_skip_kvm_check);
+                match firecracker::jail::find_jailer(
+                    resolved.as_deref(),
+                    config.jailer_bin.as_deref(),
+                ) {
+                    Ok(Some(jailer)) => (
+                        Driver::Firecracker(driver.with_jailer(firecracker::jail::Jailer {
+                            binary: jailer,
+                            chroot_base: config.jail_dir.clone().unwrap_or_else(|| {
+                                PathBuf::from(firecracker::jail::DEFAULT_CHROOT_BASE)
+                            }),
+                        })),
+                        Ok(()),
+                    ),
+                    Ok(None) => (Driver::Firecracker(driver), Ok(())),
+                    Err(reason) => (Driver::Firecracker(driver), Err(reason)),
+                }
+            }
         }
     }
 }
@@ -347,10 +371,10 @@ impl Hypervisor for Driver {
         }
     }
 
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+    fn vm_files(&self, vm_dir: &Path, uid: &str) -> VmmFiles {
         match self {
-            Driver::Qemu(d) => d.vm_files(vm_dir),
-            Driver::Firecracker(d) => d.vm_files(vm_dir),
+            Driver::Qemu(d) => d.vm_files(vm_dir, uid),
+            Driver::Firecracker(d) => d.vm_files(vm_dir, uid),
         }
     }
 

@@ -786,7 +786,7 @@ impl Hypervisor for QemuDriver {
         &[]
     }
 
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+    fn vm_files(&self, vm_dir: &Path, _uid: &str) -> VmmFiles {
         VmmFiles {
             log: output_log_path(vm_dir),
             pid_file: None,

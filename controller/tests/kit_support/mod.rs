@@ -66,6 +66,7 @@ pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> LinuxRuntime {
             qemu_bin: None,
             firecracker_bin: None,
             accel: Accel::Auto,
+            ..DriverConfig::default()
         },
         stop_grace,
         vmm_user: banger_controller::host::vmm_user::DEFAULT_VMM_USER.into(),

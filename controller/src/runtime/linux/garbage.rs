@@ -138,6 +138,9 @@ impl LinuxRuntime {
             GarbageKind::Cgroup => {
                 let uid = cgroup::uid_of_leaf(&item.name)
                     .ok_or_else(|| err("not a VM cgroup name".into()))?;
+                // A VMM still in it is this daemon's (the cgroup's path says so) and of an
+                // unknown VM: stopped first, as a stray VMM would be.
+                self.stop_vmms_in_cgroup(&uid).await.map_err(err)?;
                 self.remove_cgroup(&uid).await.map_err(err)
             }
             GarbageKind::NatRule => {

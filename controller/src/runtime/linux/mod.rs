@@ -70,6 +70,9 @@ mod vm_dir;
 mod vmm;
 mod workspace;
 
+/// Where Firecracker's jailer builds its jails, below the state directory.
+const JAIL_DIR: &str = "jail";
+
 /// How the Linux runtime is set up (from `banger daemon` flags).
 #[derive(Debug, Clone)]
 pub struct LinuxRuntimeConfig {
@@ -130,7 +133,11 @@ impl LinuxRuntime {
     /// `--version` runs, `useradd`): call it before the daemon serves.
     pub fn new(config: LinuxRuntimeConfig) -> Result<LinuxRuntime, LinuxRuntimeError> {
         let kvm = kvm::detect();
-        let hypervisors = Hypervisors::probe(&config.drivers, &kvm);
+        let mut drivers = config.drivers.clone();
+        drivers
+            .jail_dir
+            .get_or_insert_with(|| config.state_dir.join(JAIL_DIR));
+        let hypervisors = Hypervisors::probe(&drivers, &kvm);
         let netlink = Netlink::connect().map_err(|e| LinuxRuntimeError::Netlink(e.to_string()))?;
         let vmm_user = vmm_user::ensure(&config.vmm_user).map_err(|e| e.to_string());
         if let Err(e) = &vmm_user {

@@ -107,7 +107,7 @@ impl LinuxRuntime {
         handles
             .extra
             .insert(CONSOLE_OFFSET.into(), console_offset.to_string());
-        let files = driver.vm_files(&vm.vm_dir);
+        let files = driver.vm_files(&vm.vm_dir, &vm.uid);
         handles
             .extra
             .insert(VMM_LOG.into(), files.log.display().to_string());
@@ -159,6 +159,9 @@ impl LinuxRuntime {
                 .await
                 .map_err(|e| Self::step_error(vm, step, e))?;
         }
+        self.stop_vmms_in_cgroup(&uid)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
         self.remove_cgroup(&uid)
             .await
             .map_err(|e| Self::step_error(vm, step, e))?;
@@ -175,6 +178,34 @@ impl LinuxRuntime {
             .as_ref()
             .map(|layout| layout.vm_cgroup(&self.cgroup_parent, uid))
             .map_err(Clone::clone)
+    }
+
+    /// Stops every VMM of VM `uid` still in the VM's cgroup (SIGTERM, then SIGKILL, each
+    /// bounded): only banger puts processes there, so whatever carries the VM's uid
+    /// marker in it is a VMM of this VM, even one whose command line does not name the
+    /// state directory (a jailed Firecracker's does not). A process without the marker
+    /// is left alone.
+    pub(super) async fn stop_vmms_in_cgroup(&self, uid: &ObjectUid) -> Result<(), String> {
+        let Ok(cgroup) = self.vm_cgroup(uid) else {
+            return Ok(());
+        };
+        let identities = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for pid in cgroup.pids().map_err(|e| e.to_string())? {
+                found.extend(ProcessIdentity::of_pid(pid).map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(found)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let marker = process::uid_marker(uid.as_str());
+        for identity in identities {
+            tracing::warn!(%uid, pid = identity.pid, "stopping a VMM left in the VM's cgroup");
+            process::terminate(&identity, &marker, STRAY_TERM_GRACE, STRAY_KILL_GRACE)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Removes the cgroup of VM `uid` once its VMM is gone (idempotent; nothing to do on a
