@@ -15,6 +15,7 @@
 pub mod kvm;
 pub mod process;
 
+pub mod cgroup;
 pub mod console;
 pub mod disk;
 pub mod garbage;
@@ -31,5 +32,6 @@ pub mod readiness;
 pub mod safe_path;
 pub mod state_dir;
 pub mod state_lock;
+pub mod vmm_user;
 pub mod which;
 pub mod workspace;

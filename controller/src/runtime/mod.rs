@@ -447,6 +447,19 @@ pub struct ObservedTap {
     pub name: String,
     /// It is attached to the bridge.
     pub attached: bool,
+    /// What its guest filter enforces; `None` when the filter is missing or incomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ObservedFilter>,
+}
+
+/// What a VM's guest filter enforces (see `docs/security.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedFilter {
+    /// The only source address the guest may use.
+    pub ip: Ipv4Addr,
+    /// No frame passes between this guest and another (`network.isolated`).
+    pub isolated: bool,
 }
 
 /// One side-effecting step on the host for one VM. Every step is idempotent.
@@ -476,7 +489,9 @@ pub enum VmStep {
     PrepareDisk,
     /// Grow the (stopped VM's) root disk to `spec.disk`.
     GrowDisk,
-    /// Create the tap device (named from the uid) and attach it to the bridge.
+    /// Create the tap device (named from the uid), attach it to the bridge, and make its
+    /// guest filter (the leased source only; other guests kept away unless
+    /// `network.isolated: false`).
     EnsureTap,
     /// Add the VM's NAT masquerade rule.
     EnsureNat,
@@ -486,7 +501,7 @@ pub enum VmStep {
     Shutdown,
     /// Remove the NAT rule.
     RemoveNat,
-    /// Remove the tap device.
+    /// Remove the tap device and its guest filter.
     RemoveTap,
     /// Remove the root disk.
     RemoveDisk,
@@ -525,8 +540,13 @@ impl VmStep {
 pub enum GarbageKind {
     /// A VMM process carrying banger's uid marker and this daemon's state directory.
     Process,
+    /// A VM's cgroup below this daemon's parent cgroup (after the processes: a cgroup
+    /// with a process in it cannot be removed).
+    Cgroup,
     /// A NAT rule in banger's nftables table.
     NatRule,
+    /// The guest filter rules of a VM (`table bridge banger`).
+    FilterRules,
     /// A tap device named like banger's.
     Tap,
     /// A VM directory below `<state_dir>/vms`.
@@ -534,11 +554,14 @@ pub enum GarbageKind {
 }
 
 impl GarbageKind {
-    /// The kebab-case name (`process`, `nat-rule`, `tap`, `vm-dir`).
+    /// The kebab-case name (`process`, `cgroup`, `nat-rule`, `filter-rules`, `tap`,
+    /// `vm-dir`).
     pub fn name(self) -> &'static str {
         match self {
             GarbageKind::Process => "process",
+            GarbageKind::Cgroup => "cgroup",
             GarbageKind::NatRule => "nat-rule",
+            GarbageKind::FilterRules => "filter-rules",
             GarbageKind::Tap => "tap",
             GarbageKind::VmDir => "vm-dir",
         }
@@ -552,8 +575,8 @@ impl GarbageKind {
 pub struct Garbage {
     /// What it is.
     pub kind: GarbageKind,
-    /// Its name: the pid of a process, the tap's name, the NAT rule's comment, the VM
-    /// directory's name.
+    /// Its name: the pid of a process, the cgroup's directory name, the tap's name, the
+    /// NAT rule's comment, the VM directory's name.
     pub name: String,
     /// The uid it names, when it can be told (a tap's name is a hash of it: `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

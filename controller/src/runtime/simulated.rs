@@ -28,9 +28,9 @@ use sha2::{Digest, Sha256};
 
 use super::{
     CopyManifest, EntryDigest, ExitNotice, ExitNotifier, ExportRecord, Garbage, GarbageKind,
-    ImageContext, ImageFailure, ImageResolution, LaunchConfig, ObservedDisk, ObservedTap,
-    ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncOutcome, SyncRecord, VmContext,
-    VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ImageContext, ImageFailure, ImageResolution, LaunchConfig, ObservedDisk, ObservedFilter,
+    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncOutcome, SyncRecord,
+    VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::VmmProcess;
 
@@ -83,6 +83,8 @@ struct SimVm {
     /// The disk exists but its record cannot be read: `observe` does not report it.
     disk_hidden: bool,
     tap: Option<String>,
+    /// What the tap's guest filter enforces.
+    filter: Option<ObservedFilter>,
     nat: bool,
     vm_dir: bool,
     /// The real directory behind `vm_dir`, once made.
@@ -363,6 +365,7 @@ impl SimulatedRuntime {
                 disk_serial: Some(0),
                 disk_hidden: false,
                 tap: Some(tap),
+                filter: None,
                 nat: true,
                 vm_dir: vm_dir.is_some(),
                 vm_dir_path: vm_dir,
@@ -491,7 +494,15 @@ impl SimulatedRuntime {
                 }
                 disk.size = disk.size.max(ctx.spec.disk.0);
             }
-            VmStep::EnsureTap => vm.tap = ctx.tap_name(),
+            VmStep::EnsureTap => {
+                // As on the host: the tap's guest filter needs the leased address.
+                let lease = ctx.lease.as_ref().ok_or("no IP lease")?;
+                vm.tap = ctx.tap_name();
+                vm.filter = Some(ObservedFilter {
+                    ip: lease.ip,
+                    isolated: ctx.spec.network.isolated,
+                });
+            }
             VmStep::EnsureNat => {
                 if vm.tap.is_none() {
                     return Err("no tap".into());
@@ -526,6 +537,7 @@ impl SimulatedRuntime {
                     return Err("NAT rule still references the tap".into());
                 }
                 vm.tap = None;
+                vm.filter = None;
             }
             VmStep::RemoveDisk => {
                 if vm.process.as_ref().is_some_and(|p| p.alive) {
@@ -703,6 +715,7 @@ impl VmRuntime for SimulatedRuntime {
             tap: sim.tap.clone().map(|name| ObservedTap {
                 name,
                 attached: true,
+                filter: sim.filter,
             }),
             nat: sim.nat,
             guest_ready,
@@ -920,8 +933,15 @@ impl VmRuntime for SimulatedRuntime {
         };
         match item.kind {
             GarbageKind::Process => vm.process = None,
+            // The simulated host confines nothing: it never lists a cgroup.
+            GarbageKind::Cgroup => {}
             GarbageKind::NatRule => vm.nat = false,
-            GarbageKind::Tap => vm.tap = None,
+            // The simulated host keeps a tap's guest filter with the tap: it lists and
+            // removes them as one item.
+            GarbageKind::Tap | GarbageKind::FilterRules => {
+                vm.tap = None;
+                vm.filter = None;
+            }
             GarbageKind::VmDir => {
                 if let Some(path) = vm.vm_dir_path.take() {
                     match std::fs::remove_dir_all(&path) {
