@@ -172,14 +172,18 @@ fn guests_are_isolated_from_each_other_and_the_host_and_nat_still_works() {
     let _host_http = HttpServer::start(&ns, &format!("0.0.0.0:{HOST_PORT}"), &www);
 
     // Both servers answer the host itself: a guest that cannot reach them is filtered.
+    // A server still starting refuses the connection (nc fails): empty, asked again.
     let http_get = |ns: &NetNs, host: &str, port: &str| {
-        let out = run_ok(ns.command("sh").args([
-            "-c",
-            "printf 'GET /hello HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 4 \"$0\" \"$1\"",
-            host,
-            port,
-        ]));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ns.command("sh")
+            .args([
+                "-c",
+                "printf 'GET /hello HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 4 \"$0\" \"$1\"",
+                host,
+                port,
+            ])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
     };
     for (host, port) in [("169.254.169.254", OUTSIDE_PORT), (UPLINK, HOST_PORT)] {
         let served = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
