@@ -247,6 +247,29 @@ impl Store {
         self.run("write object", move |db| db.put_object(&o)).await
     }
 
+    /// Objects of these keys, in order (`None`: no such object), in one trip.
+    pub async fn get_objects(
+        &self,
+        keys: Vec<banger_specs::ObjectKey>,
+    ) -> Result<Vec<Option<StoredObject>>, StoreError> {
+        self.run("read objects", move |db| db.get_objects(&keys))
+            .await
+    }
+
+    /// Inserts or replaces objects and records events in one transaction; returns the
+    /// last event's id.
+    pub async fn put_objects(
+        &self,
+        objects: Vec<StoredObject>,
+        events: Vec<NewEvent>,
+        caps: EventCaps,
+    ) -> Result<Option<i64>, StoreError> {
+        self.run("write objects", move |db| {
+            db.put_objects(&objects, &events, caps)
+        })
+        .await
+    }
+
     /// Marks an object as being deleted (keeps the first mark). False when it is gone.
     pub async fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
