@@ -150,7 +150,7 @@ pub enum WaitOutcome {
 }
 
 /// Reasons of `Ready=False` that no amount of waiting fixes: the user must act.
-const BLOCKING_REASONS: [&str; 1] = ["RecreateBlocked"];
+const BLOCKING_REASONS: [&str; 2] = ["RecreateBlocked", "GuestChanged"];
 
 /// Why `object` cannot become Ready without the user acting, if it cannot: `Ready=False`
 /// for its current generation with a reason in [`BLOCKING_REASONS`], set at or after
@@ -174,21 +174,29 @@ pub async fn wait_until(
     wanted: &WaitFor,
     deadline: Instant,
 ) -> Result<WaitOutcome, ClientError> {
-    wait_until_or_blocked(client, object, wanted, deadline, None).await
+    wait_until_or_blocked(client, object, wanted, deadline, None, None).await
 }
 
 /// Like [`wait_until`]; with `blocked_since`, also returns as soon as the object is
-/// blocked (see [`blocked_reason`]).
+/// blocked (see [`blocked_reason`]); with `progress`, shows an Image's pull while it
+/// runs.
 pub async fn wait_until_or_blocked(
     client: &DaemonClient,
     object: &ObjectRef,
     wanted: &WaitFor,
     deadline: Instant,
     blocked_since: Option<OffsetDateTime>,
+    mut progress: Option<&mut crate::progress::PullProgress>,
 ) -> Result<WaitOutcome, ClientError> {
     loop {
         let view = client.get(object).await?;
+        if let (Some(p), Some(v)) = (progress.as_deref_mut(), view.as_ref()) {
+            p.show(v);
+        }
         if is_met(view.as_ref(), wanted) {
+            if let Some(p) = progress.as_deref_mut() {
+                p.finish();
+            }
             return Ok(WaitOutcome::Met);
         }
         let blocked = view

@@ -22,4 +22,6 @@ pub struct Control {
     pub events: EventRecorder,
     /// Serialises the sources' check-then-write sequences (apply, delete, rescan).
     pub sources_lock: Arc<tokio::sync::Mutex<()>>,
+    /// `banger image refresh` requests waiting for their Image's reconcile.
+    pub image_refresh: Arc<crate::refresh::ImageRefreshRequests>,
 }

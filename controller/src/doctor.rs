@@ -10,10 +10,12 @@
 //! ([`Hypervisor::host_requirement`]); this module names no hypervisor.
 //!
 //! Severity: what makes banger unable to run VMs at all is `FAIL` (no usable
-//! hypervisor, no `/dev/net/tun`, no nft or e2fsprogs, an unreadable state directory);
+//! hypervisor, no `/dev/net/tun`, no cgroup hierarchy with the memory and pids
+//! controllers, an unusable VMM user name, no nft or e2fsprogs, an unreadable state
+//! directory);
 //! what only narrows its options is `WARN` (no KVM for stock guests means QEMU under TCG;
 //! a hypervisor this host cannot run while another one works; a daemon not running
-//! yet).
+//! yet, or the VMM user it creates at start not made yet).
 //!
 //! The checks that block (device opens, `--version` runs, statvfs) run on a blocking
 //! thread, never on an async worker.
@@ -24,9 +26,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::driver::{choose_auto, Driver, DriverConfig, Hypervisor, HypervisorKind};
+use crate::host::cgroup::{CgroupError, CgroupLayout};
 use crate::host::kvm::{self, Accel, KvmPaths, KvmStatus};
 use crate::host::net::bridge::probe_bridge;
 use crate::host::net::{BridgeConfig, Netlink};
+use crate::host::vmm_user::{self, VmmUser, VmmUserError, DEFAULT_VMM_USER};
 use crate::host::which::{find_executable, first_line, run_bounded, run_bounded_output};
 pub use crate::host::which::{probe_binary, BinaryProbe};
 
@@ -95,13 +99,20 @@ pub struct DoctorConfig {
     pub min_free_bytes: u64,
     /// How long a `--version` run may take.
     pub version_timeout: Duration,
+    /// The daemon's guest directory: default kernel, initrd and guest bits
+    /// (`banger daemon --guest-dir`).
+    pub guest_dir: PathBuf,
+    /// The user the VMMs run as.
+    pub vmm_user: String,
 }
 
 impl DoctorConfig {
     /// Defaults for the given state directory and socket.
     pub fn new(state_dir: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         DoctorConfig {
-            state_dir: state_dir.into(),
+            guest_dir: state_dir.join("guest"),
+            state_dir,
             socket: socket.into(),
             firecracker_bin: PathBuf::from("firecracker"),
             qemu_bin: PathBuf::from("qemu-system-x86_64"),
@@ -111,6 +122,7 @@ impl DoctorConfig {
             kvm: KvmPaths::default(),
             min_free_bytes: 4 << 30,
             version_timeout: Duration::from_secs(5),
+            vmm_user: DEFAULT_VMM_USER.to_owned(),
         }
     }
 }
@@ -144,10 +156,16 @@ fn blocking_checks(cfg: &DoctorConfig) -> (Vec<CheckResult>, Vec<CheckResult>) {
     let mut before = vec![check_kvm(&kvm_status)];
     before.extend(judge_hypervisors(&probe_hypervisors(cfg, &kvm_status)));
     before.push(check_tun(&cfg.tun_device));
+    before.push(judge_vmm_user(
+        &cfg.vmm_user,
+        vmm_user::lookup(&cfg.vmm_user),
+    ));
+    before.push(judge_cgroups(&CgroupLayout::detect()));
     let mut after = vec![check_nft(&cfg.nft_bin, cfg.version_timeout)];
     for tool in ["mkfs.ext4", "e2fsck", "resize2fs"] {
         after.push(check_tool(tool, cfg.version_timeout));
     }
+    after.push(check_default_kernel(&cfg.guest_dir));
     after.push(check_free_space(&cfg.state_dir, cfg.min_free_bytes));
     after.push(check_socket(&cfg.socket));
     (before, after)
@@ -211,14 +229,23 @@ pub fn probe_hypervisors(cfg: &DoctorConfig, kvm_status: &KvmStatus) -> Vec<Hype
         qemu_bin: Some(cfg.qemu_bin.clone()),
         firecracker_bin: Some(cfg.firecracker_bin.clone()),
         accel: Accel::Auto,
+        ..DriverConfig::default()
     };
     HypervisorKind::ALL
         .into_iter()
         .map(|kind| {
             let (driver, _accel) = Driver::configure(kind, &config, kvm_status);
+            // `--version` first; then the driver's own check (QEMU's options, say).
+            let binary = match probe_binary(driver.binary(), "--version", cfg.version_timeout) {
+                BinaryProbe::Found { path, version } => match driver.check_binary() {
+                    Ok(_) => BinaryProbe::Found { path, version },
+                    Err(reason) => BinaryProbe::Broken { path, reason },
+                },
+                other => other,
+            };
             HypervisorProbe {
                 kind,
-                binary: probe_binary(driver.binary(), "--version", cfg.version_timeout),
+                binary,
                 host: driver.host_requirement(kvm_status),
                 auto_rank: driver.auto_rank(),
             }
@@ -272,6 +299,52 @@ pub fn judge_hypervisors(probes: &[HypervisorProbe]) -> Vec<CheckResult> {
             }
         })
         .collect()
+}
+
+/// The VMM user check, from what the user database said: PASS when it exists, WARN when
+/// it does not yet (the daemon creates it at start), FAIL when the name cannot be used.
+pub fn judge_vmm_user(name: &str, lookup: Result<Option<VmmUser>, VmmUserError>) -> CheckResult {
+    let check = "vmm-user";
+    match lookup {
+        Ok(Some(user)) => CheckResult::new(
+            check,
+            CheckStatus::Pass,
+            format!(
+                "{} (uid {}, gid {}) runs the VMMs",
+                user.name, user.uid, user.gid
+            ),
+        ),
+        Ok(None) => CheckResult::new(
+            check,
+            CheckStatus::Warn,
+            format!("{name} does not exist yet: the daemon creates it at start (useradd --system)"),
+        ),
+        Err(e) => CheckResult::new(check, CheckStatus::Fail, e.to_string()),
+    }
+}
+
+/// The cgroups check, from the detected layout: PASS with where VM cgroups go, FAIL
+/// when no hierarchy offers the memory and pids controllers (VMMs cannot be confined,
+/// so the daemon starts none).
+pub fn judge_cgroups(layout: &Result<CgroupLayout, CgroupError>) -> CheckResult {
+    let check = "cgroups";
+    match layout {
+        Ok(CgroupLayout::V2 { root }) => CheckResult::new(
+            check,
+            CheckStatus::Pass,
+            format!("v2 at {} (memory, pids)", root.display()),
+        ),
+        Ok(CgroupLayout::V1 { memory, pids }) => CheckResult::new(
+            check,
+            CheckStatus::Pass,
+            format!(
+                "v1: memory at {}, pids at {}",
+                memory.display(),
+                pids.display()
+            ),
+        ),
+        Err(e) => CheckResult::new(check, CheckStatus::Fail, e.to_string()),
+    }
 }
 
 /// The tun check: the device exists, is a character device and opens read-write.
@@ -429,6 +502,50 @@ pub fn check_tool(tool: &str, timeout: Duration) -> CheckResult {
     }
 }
 
+/// The default kernel that Images without `kernel` boot (check `kernel`): which one (path and release),
+/// with its initrd and the guest bits; WARN when it is not installed.
+pub fn check_default_kernel(guest_dir: &Path) -> CheckResult {
+    use crate::runtime::linux::{DEFAULT_INITRD, DEFAULT_KERNEL, GUEST_BITS_DIR, KERNEL_RELEASE};
+    let name = "kernel";
+    let kernel = guest_dir.join(DEFAULT_KERNEL);
+    let initrd = guest_dir.join(DEFAULT_INITRD);
+    let missing: Vec<String> = [&kernel, &initrd]
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return CheckResult::new(
+            name,
+            CheckStatus::Warn,
+            format!(
+                "{} missing: Images without `kernel` cannot boot (scripts/up.sh installs the guest kit's; or pass --guest-dir)",
+                missing.join(", ")
+            ),
+        );
+    }
+    let release = std::fs::read_to_string(guest_dir.join(KERNEL_RELEASE))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "release unknown".into());
+    let bits = crate::host::guest_bits::GuestBits::at(guest_dir.join(GUEST_BITS_DIR));
+    match bits.identity() {
+        Ok(id) => CheckResult::new(
+            name,
+            CheckStatus::Pass,
+            format!(
+                "{} ({release}) with {}; guest bits {id}",
+                kernel.display(),
+                initrd.display()
+            ),
+        ),
+        Err(e) => CheckResult::new(
+            name,
+            CheckStatus::Warn,
+            format!("{} ({release}); but {e}", kernel.display()),
+        ),
+    }
+}
+
 /// Free space in the state directory (or its nearest existing ancestor).
 pub fn check_free_space(state_dir: &Path, min_free: u64) -> CheckResult {
     let name = "disk space";
@@ -508,11 +625,82 @@ mod tests {
     use super::*;
     use crate::host::net::bridge::BridgeProbe;
 
+    #[test]
+    fn the_default_kernel_is_named_or_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = check_default_kernel(dir.path());
+        assert_eq!(r.status, CheckStatus::Warn);
+        assert!(
+            r.detail.contains("vmlinux") && r.detail.contains("cannot boot"),
+            "{}",
+            r.detail
+        );
+        std::fs::write(dir.path().join("vmlinux"), b"k").unwrap();
+        std::fs::write(dir.path().join("initrd.img"), b"i").unwrap();
+        std::fs::write(dir.path().join("kernel.release"), "6.1.0-57-cloud-amd64\n").unwrap();
+        for f in [
+            "init",
+            "bin/busybox",
+            "sbin/dropbear",
+            "lib/ld-linux-x86-64.so.2",
+        ] {
+            let p = dir.path().join("guest-bits").join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let r = check_default_kernel(dir.path());
+        assert_eq!(r.status, CheckStatus::Pass, "{}", r.detail);
+        assert!(
+            r.detail.contains("6.1.0-57-cloud-amd64") && r.detail.contains("vmlinux"),
+            "{}",
+            r.detail
+        );
+    }
+
     fn found(v: &str) -> BinaryProbe {
         BinaryProbe::Found {
             path: PathBuf::from("/usr/bin/x"),
             version: v.to_string(),
         }
+    }
+
+    #[test]
+    fn vmm_user_levels() {
+        let user = VmmUser {
+            name: "banger-vmm".into(),
+            uid: 998,
+            gid: 997,
+        };
+        let pass = judge_vmm_user("banger-vmm", Ok(Some(user)));
+        assert_eq!(pass.status, CheckStatus::Pass);
+        assert!(pass.detail.contains("uid 998"), "{}", pass.detail);
+        let missing = judge_vmm_user("banger-vmm", Ok(None));
+        assert_eq!(missing.status, CheckStatus::Warn);
+        assert!(missing.detail.contains("creates it"), "{}", missing.detail);
+        let root = judge_vmm_user("root", vmm_user::lookup("root"));
+        assert_eq!(root.status, CheckStatus::Fail);
+        assert!(root.detail.contains("unprivileged"), "{}", root.detail);
+    }
+
+    #[test]
+    fn cgroup_levels() {
+        let v1 = judge_cgroups(&Ok(CgroupLayout::V1 {
+            memory: "/sys/fs/cgroup/memory".into(),
+            pids: "/sys/fs/cgroup/pids".into(),
+        }));
+        assert_eq!(v1.status, CheckStatus::Pass);
+        assert!(
+            v1.detail.starts_with("v1: memory at /sys/fs/cgroup/memory"),
+            "{}",
+            v1.detail
+        );
+        let none = judge_cgroups(&CgroupLayout::choose(&[], |_| None));
+        assert_eq!(none.status, CheckStatus::Fail);
+        assert!(
+            none.detail.contains("cannot be confined"),
+            "{}",
+            none.detail
+        );
     }
 
     #[test]

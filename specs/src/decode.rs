@@ -16,8 +16,9 @@ use crate::problem::Severity;
 use crate::quantity::ByteSize;
 use crate::suggest::{did_you_mean, list};
 use crate::types::{
-    HypervisorChoice, ImageSpec, IncludeMode, Kind, NetworkSpec, Object, ObjectKey, ObjectMeta,
-    OciSource, PowerState, Readiness, Resource, RestartPolicy, VmSpec, WorkspaceSpec, API_VERSION,
+    GuestMode, HypervisorChoice, ImageSpec, IncludeMode, Kind, NetworkSpec, Object, ObjectKey,
+    ObjectMeta, OciSource, PowerState, Readiness, Resource, RestartPolicy, VmSpec, WorkspaceSpec,
+    API_VERSION,
 };
 use crate::yaml::{shown_key, Entry, Mark, Node, Resolved, Value};
 
@@ -577,11 +578,12 @@ impl Cx<'_> {
                 "oci",
                 "kernelArgs",
                 "readiness",
+                "guest",
             ],
         )?;
         let errors_before = self.error_count();
         let kernel = f
-            .required(self, "kernel")
+            .get("kernel")
             .and_then(|n| self.host_path(n, "spec.kernel"));
         let initrd = f
             .get("initrd")
@@ -614,21 +616,53 @@ impl Cx<'_> {
             Some(n) => self.readiness(n, f.key_mark("readiness").unwrap_or(at)),
             None => Some(Readiness::default()),
         };
+        let guest = match f.get("guest") {
+            Some(n) => self.guest_mode(n),
+            None => Some(ImageSpec::default_guest(f.get("oci").is_some())),
+        };
+        if f.get("initrd").is_some() && f.get("kernel").is_none() {
+            let mark = f.key_mark("initrd").unwrap_or(at);
+            self.error(
+                mark,
+                "spec.initrd",
+                "an initrd needs its `kernel`; without `kernel` the daemon's default kernel boots with its own initrd".into(),
+            );
+        }
         if self.error_count() != errors_before {
             return None;
         }
         Some(ImageSpec {
-            kernel: kernel?,
+            kernel,
             initrd,
             rootfs,
             oci,
             kernel_args,
             readiness: readiness?,
+            guest: guest?,
         })
     }
 
+    fn guest_mode(&mut self, node: &Node) -> Option<GuestMode> {
+        let text = self.string(node, "spec.guest")?;
+        match text.as_str() {
+            "inject" => Some(GuestMode::Inject),
+            "none" => Some(GuestMode::None),
+            other => {
+                self.error(
+                    node.mark,
+                    "spec.guest",
+                    format!(
+                        "`{}` is not a guest mode: use `inject` (add banger's init, network and SSH set-up) or `none`",
+                        other.escape_default()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn oci(&mut self, node: &Node, at: Mark) -> Option<OciSource> {
-        let f = self.fields(node, at, "spec.oci", &["ref", "insecure"])?;
+        let f = self.fields(node, at, "spec.oci", &["ref", "insecure", "caFile"])?;
         let reference = f.required(self, "ref").and_then(|n| {
             let text = self.string(n, "spec.oci.ref")?;
             if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -648,9 +682,14 @@ impl Cx<'_> {
             Some(n) => self.boolean(n, "spec.oci.insecure")?,
             None => false,
         };
+        let ca_file = match f.get("caFile") {
+            Some(n) => Some(self.host_path(n, "spec.oci.caFile")?),
+            None => None,
+        };
         Some(OciSource {
             reference: reference?,
             insecure,
+            ca_file,
         })
     }
 
@@ -787,16 +826,24 @@ impl Cx<'_> {
     }
 
     fn network(&mut self, node: &Node, at: Mark) -> Option<NetworkSpec> {
-        let f = self.fields(node, at, "spec.network", &["nat", "ip"])?;
+        let f = self.fields(node, at, "spec.network", &["nat", "ip", "isolated"])?;
         let nat = match f.get("nat") {
             Some(n) => self.boolean(n, "spec.network.nat"),
+            None => Some(true),
+        };
+        let isolated = match f.get("isolated") {
+            Some(n) => self.boolean(n, "spec.network.isolated"),
             None => Some(true),
         };
         let ip = match f.get("ip") {
             Some(n) => Some(self.ipv4(n, "spec.network.ip")?),
             None => None,
         };
-        Some(NetworkSpec { nat: nat?, ip })
+        Some(NetworkSpec {
+            nat: nat?,
+            ip,
+            isolated: isolated?,
+        })
     }
 
     fn ipv4(&mut self, node: &Node, field: &str) -> Option<Ipv4Addr> {
@@ -996,7 +1043,8 @@ mod tests {
             vm.spec.network,
             NetworkSpec {
                 nat: true,
-                ip: None
+                ip: None,
+                isolated: true
             }
         );
         assert_eq!(vm.spec.kernel_args, None);
@@ -1012,9 +1060,19 @@ mod tests {
     #[test]
     fn explicit_defaults_equal_omitted_ones() {
         let explicit = vm_with(
-            "  vcpus: 1\n  memory: 512Mi\n  disk: 2G\n  state: Running\n  restartPolicy: Always\n  hypervisor: auto\n  network: {nat: true}\n  kernelArgs: \"  \"\n",
+            "  vcpus: 1\n  memory: 512Mi\n  disk: 2G\n  state: Running\n  restartPolicy: Always\n  hypervisor: auto\n  network: {nat: true, isolated: true}\n  kernelArgs: \"  \"\n",
         );
         assert_eq!(decode(&explicit).resource, decode(VM).resource);
+    }
+
+    #[test]
+    fn a_vm_may_leave_isolation() {
+        let d = decode(&vm_with("  network: {isolated: false}\n"));
+        let Some(Resource::Vm(vm)) = d.resource else {
+            panic!("{:?}", d.problems)
+        };
+        assert!(!vm.spec.network.isolated);
+        assert!(vm.spec.network.nat, "nat keeps its default");
     }
 
     #[test]
@@ -1062,6 +1120,11 @@ mod tests {
             (
                 "  network: {nat: yes}\n",
                 "spec.network.nat",
+                "expected a boolean",
+            ),
+            (
+                "  network: {isolated: no}\n",
+                "spec.network.isolated",
                 "expected a boolean",
             ),
             (
@@ -1190,7 +1253,12 @@ mod tests {
         let Some(Resource::Image(img)) = d.resource else {
             panic!("{:?}", d.problems)
         };
-        assert_eq!(img.spec.kernel, PathBuf::from("/srv/k/vmlinuz"));
+        assert_eq!(img.spec.kernel, Some(PathBuf::from("/srv/k/vmlinuz")));
+        assert_eq!(
+            img.spec.guest,
+            GuestMode::None,
+            "a rootfs boots as it is by default"
+        );
         assert_eq!(
             img.spec.initrd,
             Some(PathBuf::from("/srv/specs/initrd.img"))
@@ -1203,6 +1271,31 @@ mod tests {
                 console_marker: None
             }
         );
+    }
+
+    #[test]
+    fn an_oci_reference_alone_is_an_image() {
+        let head = "apiVersion: banger.dev/v1alpha1\nkind: Image\nmetadata:\n  name: deb\nspec:\n";
+        let d = decode(&format!(
+            "{head}  oci: {{ref: 127.0.0.1:5000/debian:12, caFile: ca.pem}}\n"
+        ));
+        let Some(Resource::Image(img)) = d.resource else {
+            panic!("{:?}", d.problems)
+        };
+        assert_eq!(img.spec.kernel, None);
+        assert_eq!(img.spec.guest, GuestMode::Inject);
+        assert_eq!(
+            img.spec.oci.and_then(|o| o.ca_file),
+            Some(PathBuf::from("/srv/specs/ca.pem"))
+        );
+        let p = only_error(&format!("{head}  oci: {{ref: x}}\n  initrd: i.img\n"));
+        assert_eq!(p.field.as_deref(), Some("spec.initrd"));
+        assert!(p.message.contains("needs its `kernel`"), "{}", p.message);
+        let d = decode(&format!("{head}  rootfs: r.ext4\n  guest: inject\n"));
+        let Some(Resource::Image(img)) = d.resource else {
+            panic!("{:?}", d.problems)
+        };
+        assert_eq!(img.spec.guest, GuestMode::Inject);
     }
 
     #[test]
@@ -1246,6 +1339,16 @@ mod tests {
                 "spec.kernelArgs",
                 "one line",
             ),
+            (
+                "  rootfs: r\n  guest: always\n",
+                "spec.guest",
+                "not a guest mode",
+            ),
+            (
+                "  oci: {ref: x, caFile: \"\"}\n",
+                "spec.oci.caFile",
+                "empty",
+            ),
         ];
         for (extra, field, needle) in cases {
             let p = only_error(&format!("{IMAGE}{extra}"));
@@ -1260,8 +1363,14 @@ mod tests {
             img.spec.oci,
             Some(OciSource {
                 reference: "127.0.0.1:5000/base:1".into(),
-                insecure: false
+                insecure: false,
+                ca_file: None,
             })
+        );
+        assert_eq!(
+            img.spec.guest,
+            GuestMode::Inject,
+            "oci images get the guest bits"
         );
         assert_eq!(
             img.spec.readiness,

@@ -14,7 +14,10 @@ use banger_controller::host::kvm::Accel;
 use banger_controller::host::names;
 use banger_controller::host::net::cidr::Ipv4Cidr;
 use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::linux::{LinuxRuntime, LinuxRuntimeConfig};
+use banger_controller::host::oci::auth::RegistryCredentials;
+use banger_controller::host::oci::OciLimits;
+use banger_controller::host::vmm_user::{self, DEFAULT_VMM_USER};
+use banger_controller::runtime::linux::{ImageConfig, LinuxRuntime, LinuxRuntimeConfig};
 
 use crate::duration::parse_duration;
 use crate::error::CliError;
@@ -49,6 +52,20 @@ paths (Image files, Workspace sources) only where they could read them themselve
 but not `gc --include-orphans`; everyone else is refused. Run as another user, the
 daemon serves only that user. The state dir must be 0700, and the specs dir, with
 everything in it, writable only by its owner and root (README: Security model).
+Images: an Image without `kernel` boots the default kernel of --guest-dir; OCI images
+are pulled into <state-dir>/images/store (shared by all Images) with banger's guest
+bits; a tag is re-checked every --image-check-interval and a new digest is only shown
+(UpdateAvailable) until `banger image refresh NAME --apply`.
+
+VMMs never run as root: each runs as --vmm-user (created with useradd --system when
+missing), in a cgroup of its own (memory and pids limits), QEMU under a seccomp
+sandbox, Firecracker through its jailer when one is found (--jailer-bin, or a `jailer`
+beside the Firecracker binary; without one Firecracker runs as root, in its cgroup).
+See docs/security.md.
+
+--firecracker-skip-kvm-check makes Firecracker usable where /dev/kvm exists but the
+KVM check says stock guest kernels cannot run on it (kvm_pvm hosts): for hosts that
+check misjudges, and for testing the driver against a real binary. Off by default.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots. Its host (VMMs, taps, NAT rules,
@@ -97,6 +114,14 @@ pub struct DaemonArgs {
     /// Firecracker binary (default: firecracker on PATH).
     #[arg(long, value_name = "PATH")]
     pub firecracker_bin: Option<PathBuf>,
+    /// Firecracker's jailer (default: a `jailer` beside the Firecracker binary, if any).
+    #[arg(long, value_name = "PATH")]
+    pub jailer_bin: Option<PathBuf>,
+    /// Launch Firecracker even where the KVM check says stock guests cannot run on this
+    /// host's /dev/kvm (for hosts that check misjudges, and for testing the driver
+    /// against a real binary). Off by default.
+    #[arg(long)]
+    pub firecracker_skip_kvm_check: bool,
     /// QEMU acceleration: auto (KVM when stock guests can run on it, else TCG), kvm, tcg.
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = clap::value_parser!(Accel))]
     pub accel: Accel,
@@ -111,6 +136,50 @@ pub struct DaemonArgs {
         hide = true
     )]
     pub test_crash_at: Option<CrashAt>,
+    /// The default kernel (vmlinux), its initrd (initrd.img) and banger's guest bits
+    /// (guest-bits/) for Images without `kernel` [default: <state-dir>/guest, where
+    /// scripts/up.sh installs the guest kit's].
+    #[arg(long, value_name = "DIR")]
+    pub guest_dir: Option<PathBuf>,
+    /// Registry credentials: a docker-style config.json (`{"auths": {"host:port":
+    /// {"auth": base64(user:password)}}}`), used for the registry each entry names.
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
+    /// How often an Image that follows an OCI tag checks whether the tag names a new
+    /// digest (it is only shown, as UpdateAvailable, until applied).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub image_check_interval: Duration,
+    /// Largest OCI layer blob (compressed) a pull accepts.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    pub oci_max_blob: u64,
+    /// Largest sum of an OCI image's layer blobs.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    pub oci_max_total: u64,
+    /// Largest sum of file content unpacked from an OCI image's layers.
+    #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
+    pub oci_max_unpacked: u64,
+    /// Most layers an OCI image may have.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub oci_max_layers: usize,
+    /// Deadline of one whole pull (manifest, blobs, unpacking, mkfs).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub oci_pull_timeout: Duration,
+    /// The unprivileged user the VMMs run as (created at start when missing).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_VMM_USER, value_parser = parse_vmm_user)]
+    pub vmm_user: String,
+}
+
+/// Parses a size flag (`2GiB`, `512MiB`; sizes are binary).
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<banger_specs::ByteSize>()
+        .map(|b| b.bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses `--vmm-user`: a portable user name (root is refused at start).
+fn parse_vmm_user(s: &str) -> Result<String, String> {
+    vmm_user::validate_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 /// Parses `--bridge`: a valid interface name.
@@ -203,6 +272,7 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
     );
     config.socket_group = Some(args.socket_group.clone());
     config.resync = args.resync;
+    config.image_check_interval = args.image_check_interval;
     if let Some(n) = args.max_concurrent {
         config.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
     }
@@ -221,6 +291,30 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
         config.crash_at = Some(at);
     }
     config
+}
+
+/// How the Linux runtime resolves Images, from the flags (reads `--registry-auth`).
+pub fn image_config(
+    args: &DaemonArgs,
+    state_dir: &std::path::Path,
+) -> Result<ImageConfig, CliError> {
+    let credentials = match &args.registry_auth {
+        Some(path) => RegistryCredentials::load(path).map_err(|e| CliError::Daemon(Box::new(e)))?,
+        None => RegistryCredentials::none(),
+    };
+    let defaults = ImageConfig::for_state_dir(state_dir);
+    Ok(ImageConfig {
+        guest_dir: args.guest_dir.clone().unwrap_or(defaults.guest_dir),
+        credentials,
+        limits: OciLimits {
+            max_blob_bytes: args.oci_max_blob,
+            max_total_bytes: args.oci_max_total,
+            max_unpacked_bytes: args.oci_max_unpacked,
+            max_layers: args.oci_max_layers,
+            timeout: args.oci_pull_timeout,
+            ..OciLimits::default()
+        },
+    })
 }
 
 /// The one place that picks the runtime and hands the configuration to the engine.
@@ -253,9 +347,15 @@ mod engine {
             drivers: DriverConfig {
                 qemu_bin: args.qemu_bin.clone(),
                 firecracker_bin: args.firecracker_bin.clone(),
+                jailer_bin: args.jailer_bin.clone(),
+                // The runtime puts the jails below the state directory.
+                jail_dir: None,
+                firecracker_skip_kvm_check: args.firecracker_skip_kvm_check,
                 accel: args.accel,
             },
             stop_grace: args.stop_grace,
+            images: image_config(args, &config.state_dir)?,
+            vmm_user: args.vmm_user.clone(),
         })
         .map_err(|e| CliError::Daemon(Box::new(e)))?;
         tracing::info!(runtime = ?runtime, "linux runtime ready");
@@ -290,9 +390,20 @@ mod tests {
             bridge_cidr: None,
             qemu_bin: None,
             firecracker_bin: None,
+            jailer_bin: None,
+            firecracker_skip_kvm_check: false,
             accel: Accel::Auto,
             stop_grace: Duration::from_secs(15),
             test_crash_at: None,
+            guest_dir: None,
+            registry_auth: None,
+            image_check_interval: Duration::from_secs(3600),
+            oci_max_blob: 2 << 30,
+            oci_max_total: 4 << 30,
+            oci_max_unpacked: 16 << 30,
+            oci_max_layers: 128,
+            oci_pull_timeout: Duration::from_secs(1800),
+            vmm_user: DEFAULT_VMM_USER.into(),
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
         let config = daemon_config(

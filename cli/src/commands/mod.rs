@@ -13,12 +13,15 @@ pub mod events;
 pub mod exec;
 pub mod gc;
 pub mod get;
+pub mod image;
 pub mod logs;
 pub mod port_forward;
 pub mod retry;
+pub mod run;
 pub mod ssh;
 pub mod ssh_config;
 pub mod wait;
+pub mod workspace;
 
 use banger_controller::api::types::{ErrorBody, ObjectRef};
 

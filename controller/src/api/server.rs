@@ -4,8 +4,8 @@
 //! Handlers only parse, call the sources or read the store, and answer: reads take
 //! short store transactions (off the async workers) and never wait for a reconcile in
 //! flight. They see the engine only through [`ApiState`]: its [`Control`] (store,
-//! queue, events), the planner's [`Facts`] (for `describe`) and the
-//! [`GarbageCollector`].
+//! queue, events), the planner's [`Facts`] (for `describe`), the
+//! [`GarbageCollector`], and the runtime with the workspace locks (for exports).
 //!
 //! Around the handlers, in the order a request meets them: the listener
 //! ([`super::listener`]: who may connect, how many, header timeout), authorisation
@@ -32,13 +32,13 @@ use super::authz::Client;
 use super::error_body::ApiJson;
 use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectView,
-    SshIdentityView,
+    RefreshRequest, SshIdentityView,
 };
 use super::views::{event_view, object_view, plan_view, step_view};
 use crate::config::DaemonConfig;
 use crate::control::Control;
 use crate::engine::resync::ResyncPasses;
-use crate::engine::{Engine, Facts};
+use crate::engine::{Engine, Facts, WorkspaceLocks};
 use crate::gc::{GarbageCollector, GcOptions, GcReport};
 use crate::host::guest_keys::{SshIdentity, GUEST_USER};
 use crate::runtime::VmRuntime;
@@ -130,6 +130,10 @@ pub struct ApiState<R: VmRuntime> {
     pub runtime_name: &'static str,
     /// Resync passes and reconciles, for `/v1/healthz`.
     pub resyncs: Arc<ResyncPasses>,
+    /// The runtime, for Workspace exports (they read the guest; they change nothing).
+    pub runtime: Arc<R>,
+    /// The engine's per-VM workspace locks: an export never interleaves with a copy.
+    pub workspace_locks: Arc<WorkspaceLocks>,
 }
 
 impl<R: VmRuntime> ApiState<R> {
@@ -142,6 +146,8 @@ impl<R: VmRuntime> ApiState<R> {
             config: engine.config.clone(),
             runtime_name: engine.runtime.name(),
             resyncs: engine.resyncs.clone(),
+            runtime: engine.runtime.clone(),
+            workspace_locks: engine.workspace_locks.clone(),
         }
     }
 }
@@ -164,8 +170,17 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
         .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
+        .route(
+            "/v1/workspaces/{name}/sync",
+            post(super::workspace::sync::<R>),
+        )
+        .route(
+            "/v1/workspaces/{name}/export",
+            get(super::workspace::export::<R>),
+        )
         .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
+        .route("/v1/images/{name}/refresh", post(refresh_image::<R>))
         // Route layers run innermost last: authorisation first, then the body.
         .route_layer(axum::middleware::from_fn_with_state(
             bodies,
@@ -380,6 +395,39 @@ async fn retry<R: VmRuntime>(
         )
         .await;
     Ok(Json(serde_json::json!({ "queued": true })))
+}
+
+/// Longest `POST /v1/images/{name}/refresh` waits for the check (and the pull it
+/// applies) before answering that it is still running.
+const REFRESH_WAIT: Duration = Duration::from_secs(600);
+
+async fn refresh_image<R: VmRuntime>(
+    State(st): State<Shared<R>>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<Json<crate::refresh::RefreshOutcome>, ApiError> {
+    let o = find(&st, "images", &name).await?;
+    if o.deleting.is_some() {
+        return Err(ApiError::conflict(format!("image/{name} is being deleted")));
+    }
+    let answer = st.ctl.image_refresh.request(&name, req.apply);
+    st.ctl.queue.retry_now(o.resource.key());
+    match tokio::time::timeout(REFRESH_WAIT, answer).await {
+        Ok(Ok(outcome)) => Ok(Json(outcome)),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("image/{name}: the refresh was dropped (daemon shutting down)"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "image/{name}: still refreshing after {}s; follow it with `banger describe image {name}`",
+                REFRESH_WAIT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// The query of `POST /v1/gc` (authorisation decodes it the same way).

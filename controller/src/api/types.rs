@@ -198,6 +198,71 @@ pub struct StatusView {
     /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handles: Option<serde_json::Value>,
+    /// Workspace: the host commit the last copy brought (the base of an export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// Workspace: when the last copy finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_at: Option<String>,
+    /// Workspace: the last `banger workspace sync` request acted on (copied or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_request: Option<u64>,
+    /// Image: what it resolved to. Flattened: `status.digest`, `status.rootfs`,
+    /// `status.rootfsBytes`, `status.kernel`, …
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageStatusView>,
+    /// Image: the pull in progress, one entry per layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull: Vec<LayerProgressView>,
+}
+
+/// What an Image resolved to (in its status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatusView {
+    /// The manifest digest (OCI) or the sha256 of the rootfs file (local).
+    pub digest: String,
+    /// The root filesystem VMs are made from (in the image store for OCI images).
+    pub rootfs: PathBuf,
+    /// Its size in bytes.
+    pub rootfs_bytes: u64,
+    /// The kernel VMs boot.
+    pub kernel: PathBuf,
+    /// The kernel is the daemon's default one.
+    #[serde(default)]
+    pub default_kernel: bool,
+    /// What banger's guest bits found and added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// OCI tags: when the tag was last checked for a new digest (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    /// OCI tags: the digest the tag named at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_digest: Option<String>,
+}
+
+/// One layer of a pull in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerProgressView {
+    /// The layer's digest.
+    pub digest: String,
+    /// Bytes received (or found in the store).
+    pub bytes: u64,
+    /// The layer's size.
+    pub total: u64,
+    /// Downloaded and verified.
+    pub done: bool,
+}
+
+/// `POST /v1/images/{name}/refresh`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// Move the Image to the digest its tag names now.
+    #[serde(default)]
+    pub apply: bool,
 }
 
 /// One object as `get -o json` prints it.
@@ -305,4 +370,15 @@ pub struct SshIdentityView {
     pub known_hosts: PathBuf,
     /// The guest user the key logs in as.
     pub user: String,
+}
+
+/// `POST /v1/workspaces/{name}/sync`: the request recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequestView {
+    /// Its number: the Workspace's `status.lastSyncRequest` reaches it once the engine
+    /// acted on it.
+    pub request: u64,
+    /// A copy onto a guest that changed is made anyway.
+    pub force: bool,
 }

@@ -17,7 +17,8 @@ use crate::config::DaemonConfig;
 use crate::host::names::mac_address_of;
 use crate::objects::{self, Owner};
 use crate::planner::{
-    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, WorkspaceFacts,
+    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, Refusal, SyncRequest,
+    WorkspaceFacts,
 };
 use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmHandles, VmRuntime};
 use crate::status::{ConditionType, ObjectStatus, Phase};
@@ -80,6 +81,61 @@ impl VmFacts {
     /// The plan, now.
     pub fn plan(&self) -> Plan {
         planner::plan_vm(&self.desired(unix_now()), &self.observed)
+    }
+}
+
+/// The update-check part of an Image's facts.
+struct ImageUpdateFacts {
+    follows_tag: bool,
+    check_due: bool,
+    newer: Option<String>,
+    apply_updates: bool,
+}
+
+/// Whether an Image follows a tag, whether its check is due at unix time `now`, which
+/// newer digest is known, and whether it is applied on its own.
+fn image_update_facts(
+    obj: &StoredObject,
+    internal: &InternalState,
+    interval: std::time::Duration,
+    now: i64,
+) -> ImageUpdateFacts {
+    let Resource::Image(image) = &obj.resource else {
+        return ImageUpdateFacts {
+            follows_tag: false,
+            check_due: false,
+            newer: None,
+            apply_updates: false,
+        };
+    };
+    let reference = image.spec.oci.as_ref().map(|o| o.reference.clone());
+    let follows_tag = reference
+        .as_deref()
+        .is_some_and(|r| !crate::host::oci::is_pinned_by_digest(r));
+    // Only a record of the same reference counts (a new reference resolves afresh).
+    let record = internal
+        .image
+        .as_ref()
+        .filter(|r| r.reference.is_some() && r.reference == reference);
+    let interval = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
+    ImageUpdateFacts {
+        follows_tag,
+        check_due: follows_tag
+            && record.is_some_and(|r| {
+                r.checked_at
+                    .is_none_or(|t| now.saturating_sub(t) >= interval)
+            }),
+        newer: record.and_then(|r| {
+            r.latest
+                .clone()
+                .filter(|latest| *latest != r.resolution.digest)
+        }),
+        apply_updates: obj
+            .resource
+            .metadata()
+            .annotations
+            .get(banger_specs::name::AUTO_UPDATE)
+            .is_some_and(|v| v == "true"),
     }
 }
 
@@ -307,12 +363,18 @@ impl<R: VmRuntime> Facts<R> {
             Some(r) if !deleting => self.runtime.image_present(r).await,
             _ => false,
         };
+        let update =
+            image_update_facts(obj, &internal, self.config.image_check_interval, unix_now());
         let facts = ImageFacts {
             deleting,
             resolved_generation: internal.resolved_generation,
             generation: obj.generation,
             used_by,
             files_present,
+            follows_tag: update.follows_tag,
+            check_due: update.check_due,
+            newer: update.newer,
+            apply_updates: update.apply_updates,
         };
         Ok((facts, Stored { status, internal }))
     }
@@ -335,29 +397,49 @@ impl<R: VmRuntime> Facts<R> {
         } else {
             self.ready_vm(vm).await?
         };
-        let target = vm_ctx.as_ref().and_then(|ctx| {
-            ctx.handles.process.as_ref().map(|p| CopyTarget {
+        let target = vm_ctx
+            .as_ref()
+            .filter(|ctx| ctx.handles.process.is_some())
+            .map(|ctx| CopyTarget {
                 vm_uid: ctx.uid.clone(),
-                vmm_pid: p.pid,
-                vmm_start_time: p.start_time,
-            })
-        });
+                disk_id: ctx.handles.disk_id.clone(),
+            });
         let copied = internal.synced.as_ref().map(|s| {
             (
                 s.generation,
                 CopyTarget {
                     vm_uid: s.vm_uid.clone(),
-                    vmm_pid: s.vmm_pid,
-                    vmm_start_time: s.vmm_start_time,
+                    disk_id: s.disk_id.clone(),
                 },
             )
         });
+        let request = self
+            .store
+            .sync_request(&obj.uid)
+            .await?
+            .map(|r| SyncRequest {
+                serial: r.serial,
+                force: r.force,
+            });
+        let refused = internal.refused.as_ref().map(|r| Refusal {
+            generation: r.generation,
+            target: CopyTarget {
+                vm_uid: r.vm_uid.clone(),
+                disk_id: r.disk_id.clone(),
+            },
+            request: r.request,
+            changes: r.changes.clone(),
+        });
         let facts = WorkspaceFacts {
             deleting,
+            name: obj.resource.name().to_string(),
             vm: vm.to_string(),
             generation: obj.generation,
             target,
             copied,
+            served_request: internal.synced.as_ref().map_or(0, |s| s.request),
+            request,
+            refused,
         };
         Ok((
             WorkspaceInputs {
@@ -414,6 +496,8 @@ impl<R: VmRuntime> Facts<R> {
                 let mut facts = inputs.facts;
                 if existing.is_none() {
                     facts.copied = None;
+                    facts.request = None;
+                    facts.refused = None;
                 }
                 planner::plan_workspace(&facts)
             }

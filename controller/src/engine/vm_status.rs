@@ -280,6 +280,7 @@ mod tests {
                 image: "base".into(),
                 digest: "d".into(),
                 size: 1,
+                id: None,
             }),
             ..ObservedVm::nothing()
         }

@@ -34,6 +34,7 @@ mod gc;
 mod lifecycle;
 mod resync;
 mod scale;
+mod updates;
 mod workspace;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
