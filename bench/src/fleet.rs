@@ -16,14 +16,17 @@
 //!    timed from spawn to exit with its whole output read (and checked: one row or
 //!    item per VM).
 //! 4. **P7**: SIGTERM, then the same state directory under a new daemon (`--resync
-//!    2s` for P2). The simulated host lives in the daemon's memory, so the new
-//!    daemon finds no VMM and launches every VM again: P7 is spawn → every VM
-//!    converged with a journal row since the restart, timed to the end of the last
-//!    such row (read through `describe`).
+//!    2s` for P2). The simulated host outlives the daemon (it is recorded in the state
+//!    directory), so the new daemon adopts every VM: P7 is spawn → the new daemon's
+//!    first resync pass completed (`/v1/healthz`: every VM reconciled since the
+//!    start), or the last `Ready` transition if later (a VM launched again), checked
+//!    with one list that every VM is converged and Ready. Steps since the restart are
+//!    counted (0 expected).
 //! 5. **P2**: after two quiet resync periods, daemon CPU over `resyncs` periods of 2 s,
 //!    per period; journal rows started in that window are the mutating steps (0
-//!    expected). Since the resync is periodic, CPU over whole periods divided by
-//!    their count is the cost of one resync (including the idle time between).
+//!    expected), and `/v1/healthz` says how many passes completed in the window.
+//!    Since the resync is periodic, CPU over whole periods divided by their count is
+//!    the cost of one resync (including the idle time between).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::clock::ms_between;
+use crate::clock::{self, ms_between};
 use crate::daemon::BenchDaemon;
 use crate::error::{BenchError, Result};
 use crate::figures::{FigureId, Measured, Outcome};
@@ -106,7 +109,7 @@ fn run(
     let applied = SystemTime::now();
     let last = names.last().cloned().unwrap_or_default();
     wait_converged(&d, &last)?;
-    let fleet = wait_all(&d, n)?;
+    let fleet = wait_all(&d, n, CONVERGE_TIMEOUT)?;
     let mut ready_times = Vec::with_capacity(n);
     for vm in &fleet {
         ready_times.push(views::transition_time(vm, "Ready")?);
@@ -173,37 +176,42 @@ fn run(
     let spawned = d.spawn(&args)?;
     d.wait_answering()?;
     let answering = SystemTime::now();
-    // Observed again = converged with a journal row since the restart (the simulated
-    // host starts empty, so every VM is launched again). One VM at a time, the last
-    // one first, each polled until it is: about one describe per VM, so the harness's
-    // reads barely load the daemon it measures.
+    // Observed again = the new daemon's first resync pass completed (every VM reconciled
+    // since the restart: `/v1/healthz`), with every VM converged and Ready. The
+    // simulated host outlives the daemon (`<state_dir>/simulated-host.jsonl`), so this
+    // is an adoption, as on a real host.
     let api = d.api();
-    let describe_vm = |vm: &str| api.get(&format!("/v1/objects/vms/{vm}/describe"));
-    let since_restart = |described: &Value| -> Result<Option<SystemTime>> {
-        let ended = views::steps(described)?
-            .iter()
-            .filter(|s| s.started >= spawned)
-            .map(views::Step::ended)
-            .max();
-        Ok(ended.filter(|_| views::vm_converged(&described["object"])))
-    };
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    let mut restart_end = spawned;
-    for vm in std::iter::once(&last).chain(&names) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ended = poll::until(
-            &format!("{vm} to run again after the restart"),
-            left,
-            Duration::from_millis(100),
-            || since_restart(&describe_vm(vm)?),
-        )?;
-        restart_end = restart_end.max(ended);
-    }
+    let pass_done = poll::until(
+        "the first resync pass after the restart",
+        CONVERGE_TIMEOUT,
+        Duration::from_millis(10),
+        || {
+            let health = api.get("/v1/healthz")?;
+            let completed = health["resyncs"]["completed"].as_u64().unwrap_or(0);
+            match health["resyncs"]["lastCompleted"].as_str() {
+                Some(at) if completed >= 1 => Ok(Some(clock::parse(at)?)),
+                _ => Ok(None),
+            }
+        },
+    )?;
+    let fleet_after = wait_all(&d, n, deadline.saturating_duration_since(Instant::now()))?;
     let seen = SystemTime::now();
+    let last_ready = fleet_after
+        .iter()
+        .map(|vm| views::transition_time(vm, "Ready"))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(spawned);
+    // Converged at the pass's end, unless a VM became Ready only later (a relaunch).
+    let restart_end = pass_done.max(last_ready);
     let pid = d.pid()?;
+    let describe_vm = |vm: &str| api.get(&format!("/v1/objects/vms/{vm}/describe"));
 
     let window = if wanted.contains(&FigureId::P2) {
         poll::pause(P2_RESYNC * 2)?;
+        let health0 = api.get("/v1/healthz")?;
         let ticks0 = procfs::stat(pid)?.cpu_ticks;
         let w0 = SystemTime::now();
         let started = Instant::now();
@@ -211,21 +219,39 @@ fn run(
         let ticks1 = procfs::stat(pid)?.cpu_ticks;
         let elapsed = started.elapsed();
         let w1 = SystemTime::now();
+        let health1 = api.get("/v1/healthz")?;
+        let delta = |field: &dyn Fn(&Value) -> &Value| {
+            field(&health1)
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(field(&health0).as_u64().unwrap_or(0))
+        };
+        let passes = delta(&|h| &h["resyncs"]["completed"]);
+        let reconciles = delta(&|h| &h["reconciles"]);
         Some((
             w0,
             w1,
             elapsed,
             procfs::ticks_to_ms(ticks1.saturating_sub(ticks0)),
+            passes,
+            reconciles,
         ))
     } else {
         None
     };
 
-    // P2's steps: every journal row started in the window.
+    // P2's steps: every journal row started in the window; P7's: since the restart.
     let mut in_window: BTreeMap<String, usize> = BTreeMap::new();
-    if let Some((w0, w1, ..)) = window {
-        for vm in &names {
-            for s in views::steps(&describe_vm(vm)?)? {
+    let mut since_restart: BTreeMap<String, usize> = BTreeMap::new();
+    let mut restart_end = restart_end;
+    for vm in &names {
+        for s in views::steps(&describe_vm(vm)?)? {
+            if s.started >= spawned && s.started <= seen {
+                // A VM launched again after the restart ends with its last step.
+                restart_end = restart_end.max(s.ended());
+                *since_restart.entry(s.name.clone()).or_default() += 1;
+            }
+            if let Some((w0, w1, ..)) = window {
                 if s.started >= w0 && s.started <= w1 {
                     *in_window.entry(s.name).or_default() += 1;
                 }
@@ -241,15 +267,17 @@ fn run(
                 detail: json!({
                     "vms": n,
                     "apiAnswersMs": ms_between(spawned, answering),
-                    "lastStepEndedMs": ms_between(spawned, restart_end),
-                    "describesSawAllMs": ms_between(spawned, seen),
+                    "firstPassCompletedMs": ms_between(spawned, pass_done),
+                    "lastReadyMs": ms_between(spawned, last_ready),
+                    "listSawAllMs": ms_between(spawned, seen),
+                    "stepsSinceRestartByName": since_restart,
                     "rssAfterRestartKiB": rss_b,
-                    "note": "--simulate keeps its host in the daemon's memory: the new daemon launches every VM again; the end is the end of the last journal row since the restart",
+                    "method": "spawn of the new daemon -> its first resync pass completed (/v1/healthz), every VM then converged and Ready (one list); the simulated host outlives the daemon, so the VMs are adopted",
                 }),
             }),
         );
     }
-    if let Some((w0, w1, elapsed, cpu_ms)) = window {
+    if let Some((w0, w1, elapsed, cpu_ms, passes, reconciles)) = window {
         let periods = elapsed.as_secs_f64() / P2_RESYNC.as_secs_f64();
         let steps: usize = in_window.values().sum();
         done.insert(
@@ -262,6 +290,8 @@ fn run(
                     "windowS": ms_between(w0, w1) / 1000.0,
                     "periods": periods,
                     "cpuMs": cpu_ms,
+                    "resyncsCompleted": passes,
+                    "reconciles": reconciles,
                     "mutatingStepsByName": in_window,
                 }),
             }),
@@ -287,12 +317,12 @@ fn wait_converged(d: &BenchDaemon, vm: &str) -> Result<()> {
     )
 }
 
-/// Polls the VM list (every 500 ms) until `n` VMs converged.
-fn wait_all(d: &BenchDaemon, n: usize) -> Result<Vec<Value>> {
+/// Polls the VM list (every 500 ms, at most `timeout`) until `n` VMs converged.
+fn wait_all(d: &BenchDaemon, n: usize, timeout: Duration) -> Result<Vec<Value>> {
     let api = d.api();
     poll::until(
         &format!("all {n} VMs to run"),
-        CONVERGE_TIMEOUT,
+        timeout,
         Duration::from_millis(500),
         || {
             let list = api.get("/v1/objects?kind=vms")?;

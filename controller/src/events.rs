@@ -56,6 +56,17 @@ impl EventRecorder {
         }
     }
 
+    /// The caps events are kept within.
+    pub fn caps(&self) -> EventCaps {
+        self.caps
+    }
+
+    /// Announces events written directly through the store (several in one
+    /// transaction, [`Store::put_objects`]): `id` is the last one's.
+    pub fn announce(&self, id: i64) {
+        self.latest.send_replace(id);
+    }
+
     /// A `Normal` event.
     pub async fn normal(&self, kind: Kind, name: &str, reason: Reason, message: impl Into<String>) {
         self.record(kind, name, EventType::Normal, reason, message)

@@ -68,7 +68,9 @@ KVM check says stock guest kernels cannot run on it (kvm_pvm hosts): for hosts t
 check misjudges, and for testing the driver against a real binary. Off by default.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
-tests and benchmarks of the engine; nothing boots.
+tests and benchmarks of the engine; nothing boots. Its host (VMMs, taps, NAT rules,
+disks) is recorded in STATE_DIR/simulated-host.jsonl and outlives the daemon, as a
+real host's does: a restarted daemon adopts the VMs instead of launching them again.
 
 Tests only: BANGER_TEST_CRASH_AT=before:K|after:K makes the daemon SIGKILL itself just
 before (journaled, not acted) or just after (acted, not recorded) the K-th VM step it
@@ -329,7 +331,8 @@ mod engine {
         let config = daemon_config(args, paths);
         if args.simulate {
             tracing::warn!("--simulate: VMs run on the simulated driver; nothing boots");
-            banger_controller::daemon::run(config, SimulatedRuntime::new(), shutdown)
+            let host = SimulatedRuntime::persistent(config.state_dir.join("simulated-host.jsonl"));
+            banger_controller::daemon::run(config, host, shutdown)
                 .await
                 .map_err(|e| CliError::Daemon(Box::new(e)))?;
             return Ok(ExitCode::SUCCESS);

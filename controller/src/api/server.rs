@@ -37,6 +37,7 @@ use super::types::{
 use super::views::{event_view, object_view, plan_view, step_view};
 use crate::config::DaemonConfig;
 use crate::control::Control;
+use crate::engine::resync::ResyncPasses;
 use crate::engine::{Engine, Facts, WorkspaceLocks};
 use crate::gc::{GarbageCollector, GcOptions, GcReport};
 use crate::host::guest_keys::{SshIdentity, GUEST_USER};
@@ -127,6 +128,8 @@ pub struct ApiState<R: VmRuntime> {
     pub config: Arc<DaemonConfig>,
     /// `host` or `simulated`, for `/v1/healthz`.
     pub runtime_name: &'static str,
+    /// Resync passes and reconciles, for `/v1/healthz`.
+    pub resyncs: Arc<ResyncPasses>,
     /// The runtime, for Workspace exports (they read the guest; they change nothing).
     pub runtime: Arc<R>,
     /// The engine's per-VM workspace locks: an export never interleaves with a copy.
@@ -142,6 +145,7 @@ impl<R: VmRuntime> ApiState<R> {
             gc: engine.garbage_collector(),
             config: engine.config.clone(),
             runtime_name: engine.runtime.name(),
+            resyncs: engine.resyncs.clone(),
             runtime: engine.runtime.clone(),
             workspace_locks: engine.workspace_locks.clone(),
         }
@@ -259,7 +263,17 @@ fn parse_kind(s: &str) -> Result<Kind, ApiError> {
 }
 
 async fn healthz<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "runtime": st.runtime_name }))
+    let counts = st.resyncs.counts();
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "runtime": st.runtime_name,
+        "resyncs": {
+            "started": counts.started,
+            "completed": counts.completed,
+            "lastCompleted": counts.last_completed,
+        },
+        "reconciles": counts.reconciles,
+    }))
 }
 
 async fn ssh_identity<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<SshIdentityView> {

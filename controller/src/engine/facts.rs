@@ -20,9 +20,9 @@ use crate::planner::{
     self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, Refusal, SyncRequest,
     WorkspaceFacts,
 };
-use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmRuntime};
+use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmHandles, VmRuntime};
 use crate::status::{ConditionType, ObjectStatus, Phase};
-use crate::store::{gateway_of, InternalState, Store, StoreError, StoredObject};
+use crate::store::{gateway_of, Database, InternalState, Store, StoreError, StoredObject};
 
 use super::handles::HandleCache;
 use super::observations::{tolerate, Observation, Observations};
@@ -194,19 +194,6 @@ impl<R: VmRuntime> Facts<R> {
         }
     }
 
-    /// The resolved image a VM boots, if its Image exists and is resolved.
-    async fn resolved_image(&self, image: &str) -> Result<Option<ResolvedImage>, StoreError> {
-        let image = image.to_owned();
-        self.store
-            .run("read image", move |db| {
-                if db.get_object(Kind::Image, &image)?.is_none() {
-                    return Ok(None);
-                }
-                Ok(db.get_status(Kind::Image, &image)?.1.resolved)
-            })
-            .await
-    }
-
     /// A VM's context: resolved image, lease (see [`LeaseMode`]) and handles.
     pub async fn vm_context(
         &self,
@@ -214,59 +201,81 @@ impl<R: VmRuntime> Facts<R> {
         spec: &VmSpec,
         mode: LeaseMode,
     ) -> Result<VmContext, StoreError> {
-        Ok(self.vm_context_leased(obj, spec, mode).await?.0)
+        Ok(self.read_vm(obj, spec, mode, false).await?.0)
     }
 
-    /// [`Self::vm_context`], and whether its lease is a reservation beside the VM's
-    /// active lease (an address change; see [`crate::store::Database::lease`]).
-    async fn vm_context_leased(
+    /// What to read for one VM (see [`read_vm_records`]).
+    fn vm_read(
         &self,
         obj: &StoredObject,
         spec: &VmSpec,
         mode: LeaseMode,
-    ) -> Result<(VmContext, bool), StoreError> {
+        with_status: bool,
+    ) -> VmRead {
+        VmRead {
+            uid: obj.uid.clone(),
+            name: obj.resource.name().to_string(),
+            mac: mac_address_of(&obj.uid),
+            image: spec.image.clone(),
+            want: spec.network.ip,
+            mode,
+            read_handles: self.handles.get(&obj.uid).is_none(),
+            with_status,
+        }
+    }
+
+    /// A VM's context, whether its lease is a reservation beside the VM's active lease
+    /// (an address change; see [`crate::store::Database::lease`]) and, with
+    /// `with_status`, its status as last written: all in one store trip (the lease, the
+    /// Image's resolution, the handles unless cached, the status).
+    async fn read_vm(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        mode: LeaseMode,
+        with_status: bool,
+    ) -> Result<(VmContext, bool, Option<(ObjectStatus, InternalState)>), StoreError> {
+        let read = self.vm_read(obj, spec, mode, with_status);
+        let (network, prefix) = (self.config.bridge_network, self.config.bridge_prefix);
+        let records = self
+            .store
+            .run("read vm", move |db| {
+                read_vm_records(db, &read, network, prefix)
+            })
+            .await?;
+        Ok(self.vm_context_from(obj, spec, records))
+    }
+
+    /// Builds a VM's context from what [`read_vm_records`] read.
+    fn vm_context_from(
+        &self,
+        obj: &StoredObject,
+        spec: &VmSpec,
+        records: VmRecords,
+    ) -> (VmContext, bool, Option<(ObjectStatus, InternalState)>) {
         let cfg = &self.config;
-        let mac = mac_address_of(&obj.uid);
-        let (ip, pending) = match mode {
-            LeaseMode::Allocate => {
-                let grant = self
-                    .store
-                    .lease(
-                        &obj.uid,
-                        &mac,
-                        spec.network.ip,
-                        cfg.bridge_network,
-                        cfg.bridge_prefix,
-                    )
-                    .await?;
-                (Some(grant.ip), grant.pending)
-            }
-            LeaseMode::Preview => {
-                let held = self.store.lease_of(&obj.uid).await?.map(|(ip, _)| ip);
-                (spec.network.ip.or(held), false)
-            }
-            LeaseMode::Existing => (
-                self.store.lease_of(&obj.uid).await?.map(|(ip, _)| ip),
-                false,
-            ),
+        let handles = match (self.handles.get(&obj.uid), records.handles) {
+            (Some(h), _) => h,
+            (None, read) => self
+                .handles
+                .put_if_absent(&obj.uid, &read.unwrap_or_default()),
         };
-        let vm_dir = cfg.vm_dir(&obj.uid);
         let ctx = VmContext {
             uid: obj.uid.clone(),
             name: obj.resource.name().to_string(),
             spec: spec.clone(),
-            image: self.resolved_image(&spec.image).await?,
-            lease: ip.map(|ip| Lease {
+            image: records.image,
+            lease: records.ip.map(|ip| Lease {
                 ip,
-                mac,
+                mac: mac_address_of(&obj.uid),
                 gateway: gateway_of(cfg.bridge_network, cfg.bridge_prefix),
                 prefix: cfg.bridge_prefix,
             }),
             bridge: cfg.bridge_name.clone(),
-            handles: self.handles.load(&self.store, &obj.uid).await?,
-            vm_dir,
+            handles,
+            vm_dir: cfg.vm_dir(&obj.uid),
         };
-        Ok((ctx, pending))
+        (ctx, records.pending, records.status)
     }
 
     /// Gathers one VM's facts: its context, its bookkeeping and an observation — a
@@ -281,8 +290,23 @@ impl<R: VmRuntime> Facts<R> {
         mode: LeaseMode,
         allow_recreate: bool,
     ) -> Result<VmFacts, StoreError> {
-        let (ctx, lease_pending) = self.vm_context_leased(obj, spec, mode).await?;
-        let (status, internal) = self.store.get_status(Kind::Vm, obj.resource.name()).await?;
+        let (ctx, lease_pending, stored) = self.read_vm(obj, spec, mode, true).await?;
+        Ok(self
+            .vm_facts_from(obj, ctx, lease_pending, stored, mode, allow_recreate)
+            .await)
+    }
+
+    /// A VM's facts from its context and stored status: adds the observation.
+    async fn vm_facts_from(
+        &self,
+        obj: &StoredObject,
+        ctx: VmContext,
+        lease_pending: bool,
+        stored: Option<(ObjectStatus, InternalState)>,
+        mode: LeaseMode,
+        allow_recreate: bool,
+    ) -> VmFacts {
+        let (status, internal) = stored.unwrap_or_default();
         let ip = ctx.lease.as_ref().map(|l| l.ip);
         let observation = match (mode, self.observations.last(&obj.uid)) {
             (LeaseMode::Preview, Some(last)) => last,
@@ -293,7 +317,7 @@ impl<R: VmRuntime> Facts<R> {
             },
             (LeaseMode::Allocate | LeaseMode::Existing, _) => self.probe(&ctx).await,
         };
-        Ok(VmFacts {
+        VmFacts {
             ctx,
             lease_pending,
             status,
@@ -305,7 +329,7 @@ impl<R: VmRuntime> Facts<R> {
             ip,
             observed: observation.observed,
             probe: (observation.failed_probes, observation.probe_error),
-        })
+        }
     }
 
     /// Probes a VM, tolerates a failed probe below the threshold, and records the
@@ -454,27 +478,7 @@ impl<R: VmRuntime> Facts<R> {
         resource: &Resource,
         allow_recreate: bool,
     ) -> Result<Plan, StoreError> {
-        let generation = existing.map_or(1, |e| {
-            e.generation + i64::from(e.hash != objects::spec_hash(resource))
-        });
-        let obj = match existing {
-            Some(e) => StoredObject {
-                resource: resource.clone(),
-                generation,
-                ..e.clone()
-            },
-            None => StoredObject {
-                // Never stored: a fresh uid names no host object.
-                uid: crate::ids::new_uid(),
-                generation,
-                resource: resource.clone(),
-                hash: objects::spec_hash(resource),
-                owner: Owner::Cli { path_set: vec![] },
-                allow_recreate,
-                created: String::new(),
-                deleting: None,
-            },
-        };
+        let obj = preview_object(existing, resource, allow_recreate);
         Ok(match resource {
             Resource::Vm(vm) => self
                 .vm(&obj, &vm.spec, LeaseMode::Preview, allow_recreate)
@@ -499,4 +503,148 @@ impl<R: VmRuntime> Facts<R> {
             }
         })
     }
+
+    /// [`Self::preview`] of many objects (`apply`), in order: the VMs' records are read
+    /// in one store trip.
+    pub async fn preview_all(
+        &self,
+        items: &[(Option<&StoredObject>, &Resource)],
+        allow_recreate: bool,
+    ) -> Result<Vec<Plan>, StoreError> {
+        let objs: Vec<StoredObject> = items
+            .iter()
+            .map(|(existing, resource)| preview_object(*existing, resource, allow_recreate))
+            .collect();
+        let reads: Vec<VmRead> = objs
+            .iter()
+            .filter_map(|o| match &o.resource {
+                Resource::Vm(vm) => Some(self.vm_read(o, &vm.spec, LeaseMode::Preview, true)),
+                Resource::Image(_) | Resource::Workspace(_) => None,
+            })
+            .collect();
+        let (network, prefix) = (self.config.bridge_network, self.config.bridge_prefix);
+        let mut records = self
+            .store
+            .run("read vms", move |db| {
+                reads
+                    .iter()
+                    .map(|r| read_vm_records(db, r, network, prefix))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?
+            .into_iter();
+        let mut plans = Vec::with_capacity(items.len());
+        for (obj, (existing, resource)) in objs.iter().zip(items) {
+            let read = match resource {
+                Resource::Vm(_) => records.next(),
+                Resource::Image(_) | Resource::Workspace(_) => None,
+            };
+            let plan = match (resource, read) {
+                (Resource::Vm(vm), Some(read)) => {
+                    let (ctx, pending, stored) = self.vm_context_from(obj, &vm.spec, read);
+                    self.vm_facts_from(
+                        obj,
+                        ctx,
+                        pending,
+                        stored,
+                        LeaseMode::Preview,
+                        allow_recreate,
+                    )
+                    .await
+                    .plan()
+                }
+                _ => self.preview(*existing, resource, allow_recreate).await?,
+            };
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+}
+
+/// The object a preview plans for: the stored one with `resource` as its spec (its
+/// generation moved if the spec changed), or a new one with a fresh uid.
+fn preview_object(
+    existing: Option<&StoredObject>,
+    resource: &Resource,
+    allow_recreate: bool,
+) -> StoredObject {
+    let generation = existing.map_or(1, |e| {
+        e.generation + i64::from(e.hash != objects::spec_hash(resource))
+    });
+    match existing {
+        Some(e) => StoredObject {
+            resource: resource.clone(),
+            generation,
+            ..e.clone()
+        },
+        None => StoredObject {
+            // Never stored: a fresh uid names no host object.
+            uid: crate::ids::new_uid(),
+            generation,
+            resource: resource.clone(),
+            hash: objects::spec_hash(resource),
+            owner: Owner::Cli { path_set: vec![] },
+            allow_recreate,
+            created: String::new(),
+            deleting: None,
+        },
+    }
+}
+
+/// What to read from the store for one VM's facts.
+struct VmRead {
+    uid: String,
+    name: String,
+    mac: String,
+    image: String,
+    want: Option<Ipv4Addr>,
+    mode: LeaseMode,
+    /// The handles are not cached: read them.
+    read_handles: bool,
+    with_status: bool,
+}
+
+/// What [`read_vm_records`] read.
+struct VmRecords {
+    ip: Option<Ipv4Addr>,
+    pending: bool,
+    image: Option<ResolvedImage>,
+    handles: Option<VmHandles>,
+    status: Option<(ObjectStatus, InternalState)>,
+}
+
+/// Reads (and with [`LeaseMode::Allocate`], leases) what one VM's facts need, on the
+/// blocking pool: the lease, its Image's resolution, its handles, its status.
+fn read_vm_records(
+    db: &Database,
+    r: &VmRead,
+    network: Ipv4Addr,
+    prefix: u8,
+) -> Result<VmRecords, StoreError> {
+    let (ip, pending) = match r.mode {
+        LeaseMode::Allocate => {
+            let grant = db.lease(&r.uid, &r.mac, r.want, network, prefix)?;
+            (Some(grant.ip), grant.pending)
+        }
+        LeaseMode::Preview => {
+            let held = db.lease_of(&r.uid)?.map(|(ip, _)| ip);
+            (r.want.or(held), false)
+        }
+        LeaseMode::Existing => (db.lease_of(&r.uid)?.map(|(ip, _)| ip), false),
+    };
+    Ok(VmRecords {
+        ip,
+        pending,
+        image: db.image_resolution(&r.image)?,
+        handles: if r.read_handles {
+            Some(db.get_handles(&r.uid)?.unwrap_or_default())
+        } else {
+            None
+        },
+        status: if r.with_status {
+            Some(db.get_status(Kind::Vm, &r.name)?)
+        } else {
+            None
+        },
+    })
 }

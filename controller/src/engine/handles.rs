@@ -39,6 +39,20 @@ impl HandleCache {
         Ok(handles)
     }
 
+    /// A VM's cached handles, if this daemon has them.
+    pub fn get(&self, uid: &str) -> Option<VmHandles> {
+        self.map().get(uid).cloned()
+    }
+
+    /// Caches handles read from the store unless newer ones were put meanwhile (a
+    /// step finished during the read); returns the ones now cached.
+    pub fn put_if_absent(&self, uid: &str, read: &VmHandles) -> VmHandles {
+        self.map()
+            .entry(uid.to_string())
+            .or_insert_with(|| read.clone())
+            .clone()
+    }
+
     /// Remembers a VM's new handles (before they are stored).
     pub fn put(&self, uid: &str, handles: &VmHandles) {
         self.map().insert(uid.to_string(), handles.clone());

@@ -15,6 +15,7 @@
 //! | `workspace.rs` | a Workspace's reconcile: copy it into its VM's guest when planned |
 //! | `recovery.rs` | journal rows a dead daemon left `running`: roll back or resume |
 //! | [`observations`] | each VM's last observation: a failed probe below the threshold never restarts a VM; previews read it instead of probing |
+//! | [`resync`] | resync passes: when every object queued by a pass was reconciled (for `/v1/healthz`) |
 //! | `handles.rs` | a VM's handles: the store's record (written with the step's journal row) and an in-memory cache |
 //!
 //! Guarantees:
@@ -54,6 +55,7 @@ mod handles;
 mod image;
 pub mod observations;
 mod recovery;
+pub mod resync;
 mod vm;
 pub mod vm_status;
 pub mod worker;
@@ -116,6 +118,8 @@ pub struct Engine<R: VmRuntime> {
     pub runtime: Arc<R>,
     /// The planner's facts, as the engine and the previews gather them.
     pub facts: Facts<R>,
+    /// Resync passes and reconciles, counted (see [`resync`]).
+    pub resyncs: Arc<resync::ResyncPasses>,
     /// Bounds heavy work (image pulls, disk copies).
     heavy: Semaphore,
     shutting_down: AtomicBool,
@@ -169,6 +173,7 @@ impl<R: VmRuntime> Engine<R> {
         Ok(Engine {
             fault,
             facts: Facts::new(ctl.store.clone(), runtime.clone(), config.clone()),
+            resyncs: Arc::default(),
             heavy: Semaphore::new(config.max_heavy.max(1)),
             shutting_down: AtomicBool::new(false),
             workspace_locks: Arc::new(WorkspaceLocks::default()),
@@ -208,10 +213,12 @@ impl<R: VmRuntime> Engine<R> {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Queues every object (start and resync); objects waiting out a backoff keep it.
+    /// Queues every object (start and resync) as a new resync pass; objects waiting
+    /// out a backoff keep it.
     pub async fn enqueue_all(&self) -> Result<usize, StoreError> {
         let mut all = self.ctl.store.list_objects(None).await?;
         all.sort_by_key(|o| planner::kind_order(o.resource.kind(), o.deleting.is_some()));
+        self.resyncs.begin(all.iter().map(|o| o.resource.key()));
         for o in &all {
             self.ctl.queue.add_unless_queued(o.resource.key());
         }

@@ -16,6 +16,7 @@ impl<R: VmRuntime> Engine<R> {
     /// Runs one worker: takes keys from the queue until it is closed.
     pub async fn run_worker(&self) {
         while let Some(key) = self.ctl.queue.next().await {
+            let ticket = self.resyncs.ticket();
             let outcome = match self.reconcile(&key).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -23,6 +24,7 @@ impl<R: VmRuntime> Engine<R> {
                     Outcome::Failed
                 }
             };
+            self.resyncs.finished(&key, ticket);
             self.ctl.queue.done(&key, outcome);
         }
     }

@@ -3,7 +3,13 @@
 //! Selected by `banger daemon --simulate`, never by default. It keeps a model of "the
 //! host" (processes, disks, taps, NAT rules) per VM uid in memory, so a daemon restart
 //! with the same [`SimulatedRuntime`] value sees the same host. The only real files it
-//! touches are each VM's `<vm_dir>` and its `console.log` (so `banger logs` works).
+//! touches are each VM's `<vm_dir>` and its `console.log` (so `banger logs` works), and,
+//! when made with [`SimulatedRuntime::persistent`] (as `--simulate` does), the host's
+//! record `<state_dir>/simulated-host.jsonl`: like a real host's VMMs, taps and disks,
+//! the simulated ones outlive the daemon, so a new daemon on the same state directory
+//! adopts them instead of launching every VM again. The record is a log of one JSON
+//! line per change of a VM's host objects (the last line of a uid wins; a torn last
+//! line, from a crash mid-write, is skipped), compacted when the next daemon loads it.
 //!
 //! Fault injection and probes for tests: [`SimulatedRuntime::fail_step`] (fail a step N
 //! times), [`SimulatedRuntime::fail_image`], [`SimulatedRuntime::exit_process`] (the
@@ -20,10 +26,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -65,7 +72,7 @@ fn sim_manifest(ws: &WorkspaceContext) -> CopyManifest {
 /// ([`VmmProcess::hypervisor_name`]): no hypervisor runs it.
 pub const SIMULATED_HYPERVISOR: &str = "simulated";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SimProcess {
     pid: i32,
     launched: LaunchConfig,
@@ -74,7 +81,7 @@ struct SimProcess {
     observations: u32,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SimVm {
     process: Option<SimProcess>,
     disk: Option<ObservedDisk>,
@@ -123,6 +130,122 @@ struct World {
     /// What each guest holds below a Workspace's path: by (VM uid, disk serial), so a
     /// restarted VMM on the same disk sees the same files and a new disk none.
     guest_files: HashMap<(String, u64), BTreeMap<String, EntryDigest>>,
+    /// The host's record on disk, for a persistent simulated host.
+    record: Option<HostRecord>,
+}
+
+/// One line of the record: a uid's host objects after a change (`vm: null`: none).
+#[derive(Serialize, Deserialize)]
+struct RecordLine {
+    uid: String,
+    vm: Option<SimVm>,
+}
+
+/// The record file of a persistent simulated host. Loaded on first use, once the
+/// daemon holds its state directory (see [`SimulatedRuntime::persistent`]).
+struct HostRecord {
+    path: PathBuf,
+    /// Open for appending, once loaded (`None` when it could not be opened).
+    file: Option<std::fs::File>,
+    loaded: bool,
+}
+
+impl World {
+    /// Loads the record (once): replays its lines, then rewrites it compacted (one
+    /// line per uid) and keeps it open for appending.
+    fn load_record(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        if !record.loaded {
+            record.loaded = true;
+            match std::fs::read_to_string(&record.path) {
+                Ok(text) => self.replay(&record.path, &text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %record.path.display(), error = %e, "simulated host record unreadable; starting empty");
+                }
+            }
+            match self.compact(&record.path) {
+                Ok(file) => record.file = Some(file),
+                Err(e) => {
+                    tracing::warn!(path = %record.path.display(), error = %e, "simulated host record cannot be written; the host will not survive a restart");
+                }
+            }
+        }
+        self.record = Some(record);
+    }
+
+    fn replay(&mut self, path: &Path, text: &str) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str::<RecordLine>(line) {
+                Ok(RecordLine { uid, vm: Some(vm) }) => {
+                    if let Some(p) = &vm.process {
+                        self.next_pid = self.next_pid.max(p.pid);
+                    }
+                    self.next_disk_serial = self.next_disk_serial.max(vm.disk_serial.unwrap_or(0));
+                    self.vms.insert(uid, vm);
+                }
+                Ok(RecordLine { uid, vm: None }) => {
+                    self.vms.remove(&uid);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), line = i + 1, error = %e, "skipping a simulated host record line");
+                }
+            }
+        }
+    }
+
+    /// Writes every uid's line to a temporary file renamed over the record; returns
+    /// the record open for appending.
+    fn compact(&self, path: &Path) -> std::io::Result<std::fs::File> {
+        let tmp = path.with_extension("jsonl.tmp");
+        let mut text = String::new();
+        let mut uids: Vec<&String> = self.vms.keys().collect();
+        uids.sort();
+        for uid in uids {
+            let line = RecordLine {
+                uid: uid.clone(),
+                vm: self.vms.get(uid).cloned(),
+            };
+            text.push_str(&serde_json::to_string(&line).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::OpenOptions::new().append(true).open(path)
+    }
+
+    /// Appends a uid's host objects to the record (no-op for an in-memory host).
+    fn persist(&mut self, uid: &str) -> Result<(), String> {
+        let Some(record) = self.record.as_mut() else {
+            return Ok(());
+        };
+        let Some(file) = record.file.as_mut() else {
+            return Ok(());
+        };
+        let line = RecordLine {
+            uid: uid.to_string(),
+            vm: self.vms.get(uid).cloned(),
+        };
+        let mut text = serde_json::to_string(&line).map_err(|e| e.to_string())?;
+        text.push('\n');
+        // One write of a whole line to an O_APPEND file: a crash leaves at most a torn
+        // last line, which the next load skips.
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("simulated host record {}: {e}", record.path.display()))
+    }
+
+    /// [`Self::persist`] where a failure cannot fail anything: logged.
+    fn persist_or_warn(&mut self, uid: &str) {
+        if let Err(e) = self.persist(uid) {
+            tracing::warn!(uid, error = %e, "recording the simulated host");
+        }
+    }
 }
 
 /// The simulated host. Cheap to clone (shared state).
@@ -147,13 +270,33 @@ impl Drop for InFlight {
 }
 
 impl SimulatedRuntime {
-    /// A fresh, empty simulated host.
+    /// A fresh, empty simulated host, in memory only.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A simulated host recorded in `record` (`<state_dir>/simulated-host.jsonl` under
+    /// `banger daemon --simulate`): its VMMs, taps, NAT rules and disks survive the
+    /// daemon, as a real host's do. The record is read on first use — after the daemon
+    /// locked its state directory — not here.
+    pub fn persistent(record: PathBuf) -> Self {
+        let runtime = Self::default();
+        let mut w = runtime.world.lock().unwrap_or_else(|p| p.into_inner());
+        w.record = Some(HostRecord {
+            path: record,
+            file: None,
+            loaded: false,
+        });
+        drop(w);
+        runtime
+    }
+
     fn w(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|p| p.into_inner())
+        let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        if w.record.as_ref().is_some_and(|r| !r.loaded) {
+            w.load_record();
+        }
+        w
     }
 
     fn enter(&self, name: &str) -> InFlight {
@@ -267,8 +410,10 @@ impl SimulatedRuntime {
     /// itself stays: the planner then asks for a disk, and `prepare-disk` refuses to
     /// replace the existing one, as the host does.
     pub fn hide_disk(&self, uid: &str) {
-        if let Some(vm) = self.w().vms.get_mut(uid) {
+        let mut w = self.w();
+        if let Some(vm) = w.vms.get_mut(uid) {
             vm.disk_hidden = vm.disk.is_some();
+            w.persist_or_warn(uid);
         }
     }
 
@@ -296,6 +441,7 @@ impl SimulatedRuntime {
             };
             p.alive = false;
             p.clean_exit = clean;
+            w.persist_or_warn(uid);
             w.notifier.clone()
         };
         if let Some(n) = notifier {
@@ -371,6 +517,7 @@ impl SimulatedRuntime {
                 vm_dir_path: vm_dir,
             },
         );
+        w.persist_or_warn(uid);
     }
 
     /// Whether anything at all exists for this uid on the simulated host.
@@ -562,7 +709,7 @@ impl SimulatedRuntime {
         }
         w.next_disk_serial = serial;
         w.executed.push((ctx.name.clone(), step));
-        Ok(())
+        w.persist(&ctx.uid)
     }
 }
 
@@ -928,7 +1075,18 @@ impl VmRuntime for SimulatedRuntime {
             message,
         };
         let mut w = self.w();
-        let Some(vm) = item.uid.as_ref().and_then(|u| w.vms.get_mut(u)) else {
+        let Some(uid) = item.uid.clone() else {
+            return Ok(());
+        };
+        let result = Self::remove_garbage_item(&mut w, &uid, item).map_err(err);
+        w.persist_or_warn(&uid);
+        result
+    }
+}
+
+impl SimulatedRuntime {
+    fn remove_garbage_item(w: &mut World, uid: &str, item: &Garbage) -> Result<(), String> {
+        let Some(vm) = w.vms.get_mut(uid) else {
             return Ok(());
         };
         match item.kind {
@@ -949,7 +1107,7 @@ impl VmRuntime for SimulatedRuntime {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => {
                             vm.vm_dir_path = Some(path.clone());
-                            return Err(err(format!("remove {}: {e}", path.display())));
+                            return Err(format!("remove {}: {e}", path.display()));
                         }
                     }
                 }

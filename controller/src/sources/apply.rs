@@ -14,7 +14,7 @@ use std::path::Path;
 use banger_specs::load::{check_set_knowing, parse_document_set_within, LoadBudget};
 use banger_specs::{LoadedObject, ObjectKey, Problem, Resource, Severity};
 
-use super::{upsert, SourceError};
+use super::{upsert_all, SourceError};
 use crate::api::types::{
     ApplyAction, ApplyItem, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ObjectRef,
     SourceFile,
@@ -26,6 +26,7 @@ use crate::host::peer::Credentials;
 use crate::objects::{self, Owner};
 use crate::planner::{self, Plan};
 use crate::runtime::VmRuntime;
+use crate::store::StoredObject;
 
 /// Parses request files; errors make the whole request invalid. All files of the
 /// request share one [`LoadBudget`] (bytes and YAML nodes together).
@@ -102,11 +103,12 @@ pub async fn apply<R: VmRuntime>(
     let path_set = normalised_path_set(req);
     let _guard = ctl.sources_lock.lock().await;
 
-    // Check everything before changing anything.
+    // Check everything before changing anything (the stored objects in one read).
+    let keys: Vec<ObjectKey> = loaded.iter().map(|o| o.resource.key()).collect();
+    let found = ctl.store.get_objects(keys.clone()).await?;
     let mut existing = BTreeMap::new();
-    for o in &loaded {
-        let key = o.resource.key();
-        if let Some(e) = ctl.store.get_object(key.kind, &key.name).await? {
+    for (key, e) in keys.into_iter().zip(found) {
+        if let Some(e) = e {
             if e.deleting.is_some() {
                 return Err(SourceError::Conflict(format!(
                     "{key} is being deleted; wait for it to go, then apply again"
@@ -140,13 +142,17 @@ pub async fn apply<R: VmRuntime>(
         prune.sort_by_key(|o| planner::kind_order(o.resource.kind(), true));
     }
 
-    let mut items = Vec::new();
-    for o in &loaded {
-        let key = o.resource.key();
-        let old = existing.get(&key);
-        let plan = facts.preview(old, &o.resource, req.allow_recreate).await?;
-        let (action, changes) = if req.dry_run {
-            match old {
+    // Every plan first (the VMs' records in one read), then every write in one
+    // transaction.
+    let previews: Vec<(Option<&StoredObject>, &Resource)> = loaded
+        .iter()
+        .map(|o| (existing.get(&o.resource.key()), &o.resource))
+        .collect();
+    let plans = facts.preview_all(&previews, req.allow_recreate).await?;
+    let outcomes = if req.dry_run {
+        loaded
+            .iter()
+            .map(|o| match existing.get(&o.resource.key()) {
                 None => (ApplyAction::Created, Vec::new()),
                 Some(e) if e.hash == objects::spec_hash(&o.resource) => {
                     (ApplyAction::Unchanged, Vec::new())
@@ -155,24 +161,27 @@ pub async fn apply<R: VmRuntime>(
                     ApplyAction::Configured,
                     objects::spec_changes(&e.resource, &o.resource),
                 ),
-            }
-        } else {
-            upsert(
-                ctl,
-                &o.resource,
-                Owner::Cli {
-                    path_set: path_set.clone(),
-                },
-                req.allow_recreate,
-            )
-            .await?
+            })
+            .collect()
+    } else {
+        let writes = loaded
+            .iter()
+            .map(|o| (&o.resource, existing.remove(&o.resource.key())))
+            .collect();
+        let owner = Owner::Cli {
+            path_set: path_set.clone(),
         };
+        upsert_all(ctl, writes, owner, req.allow_recreate).await?
+    };
+    let mut items = Vec::new();
+    for ((o, plan), (action, changes)) in loaded.iter().zip(&plans).zip(outcomes) {
+        let key = o.resource.key();
         items.push(ApplyItem {
             kind: key.kind,
             name: key.name,
             action,
             changes,
-            plan: plan_view(&plan),
+            plan: plan_view(plan),
         });
     }
     for o in prune {

@@ -14,8 +14,8 @@ use crate::clock::now_rfc3339;
 use crate::control::Control;
 use crate::ids::new_uid;
 use crate::objects::{self, Owner};
-use crate::status::Reason;
-use crate::store::{StoreError, StoredObject};
+use crate::status::{EventType, Reason};
+use crate::store::{NewEvent, StoreError, StoredObject};
 
 pub mod apply;
 pub mod dir;
@@ -54,8 +54,69 @@ pub(crate) async fn upsert(
     allow_recreate: bool,
 ) -> Result<(ApplyAction, Vec<String>), StoreError> {
     let key = resource.key();
-    let hash = objects::spec_hash(resource);
     let existing = ctl.store.get_object(key.kind, &key.name).await?;
+    let mut done = upsert_all(ctl, vec![(resource, existing)], owner, allow_recreate).await?;
+    Ok(done.pop().unwrap_or((ApplyAction::Unchanged, Vec::new())))
+}
+
+/// [`upsert`] of many objects, each with what is stored under its key now (read by the
+/// caller under [`Control::sources_lock`]): every write and its event in one store
+/// transaction, then the written objects are queued. Returns what happened to each,
+/// in order.
+pub(crate) async fn upsert_all(
+    ctl: &Control,
+    items: Vec<(&Resource, Option<StoredObject>)>,
+    owner: Owner,
+    allow_recreate: bool,
+) -> Result<Vec<(ApplyAction, Vec<String>)>, StoreError> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut writes = Vec::new();
+    let mut events = Vec::new();
+    for (resource, existing) in items {
+        let change = prepare_upsert(resource, existing, owner.clone(), allow_recreate);
+        results.push((change.action, change.changes));
+        if let Some(stored) = change.write {
+            events.extend(change.event);
+            writes.push(stored);
+        }
+    }
+    if writes.is_empty() {
+        return Ok(results);
+    }
+    let keys: Vec<_> = writes.iter().map(|o| o.resource.key()).collect();
+    let last_event = ctl
+        .store
+        .put_objects(writes, events, ctl.events.caps())
+        .await?;
+    if let Some(id) = last_event {
+        ctl.events.announce(id);
+    }
+    // New desired state: retry at once, whatever the backoff of earlier failures.
+    for key in keys {
+        ctl.queue.retry_now(key);
+    }
+    Ok(results)
+}
+
+/// What an upsert does to one object.
+struct Upsert {
+    action: ApplyAction,
+    changes: Vec<String>,
+    /// The object to write (`None`: nothing changed at all).
+    write: Option<StoredObject>,
+    event: Option<NewEvent>,
+}
+
+/// Decides an upsert: moves the generation only when the canonical spec hash changes;
+/// nothing is written when spec, metadata, owner and `allow_recreate` are the same.
+fn prepare_upsert(
+    resource: &Resource,
+    existing: Option<StoredObject>,
+    owner: Owner,
+    allow_recreate: bool,
+) -> Upsert {
+    let key = resource.key();
+    let hash = objects::spec_hash(resource);
     let (action, changes, stored) = match existing {
         None => (
             ApplyAction::Created,
@@ -80,7 +141,12 @@ pub(crate) async fn upsert(
             };
             let same_meta = old.resource.metadata() == resource.metadata();
             if !changed && same_meta && old.owner == owner && old.allow_recreate == allow_recreate {
-                return Ok((ApplyAction::Unchanged, Vec::new()));
+                return Upsert {
+                    action: ApplyAction::Unchanged,
+                    changes: Vec::new(),
+                    write: None,
+                    event: None,
+                };
             }
             let action = if changed {
                 ApplyAction::Configured
@@ -101,34 +167,32 @@ pub(crate) async fn upsert(
             )
         }
     };
-    let (generation, owner) = (stored.generation, stored.owner.describe());
-    ctl.store.put_object(stored).await?;
-    match action {
-        ApplyAction::Created => {
-            ctl.events
-                .normal(
-                    key.kind,
-                    &key.name,
-                    Reason::Created,
-                    format!("created by {owner}"),
-                )
-                .await
-        }
-        ApplyAction::Configured => {
-            ctl.events
-                .normal(
-                    key.kind,
-                    &key.name,
-                    Reason::SpecChanged,
-                    format!("generation {generation} by {owner}: {}", changes.join("; ")),
-                )
-                .await
-        }
-        ApplyAction::Unchanged | ApplyAction::Pruned => {}
+    let by = stored.owner.describe();
+    let event = |reason, message| NewEvent {
+        kind: key.kind,
+        name: key.name.clone(),
+        type_: EventType::Normal,
+        reason,
+        message,
+    };
+    let event = match action {
+        ApplyAction::Created => Some(event(Reason::Created, format!("created by {by}"))),
+        ApplyAction::Configured => Some(event(
+            Reason::SpecChanged,
+            format!(
+                "generation {} by {by}: {}",
+                stored.generation,
+                changes.join("; ")
+            ),
+        )),
+        ApplyAction::Unchanged | ApplyAction::Pruned => None,
+    };
+    Upsert {
+        action,
+        changes,
+        write: Some(stored),
+        event,
     }
-    // New desired state: retry at once, whatever the backoff of earlier failures.
-    ctl.queue.retry_now(key);
-    Ok((action, changes))
 }
 
 /// Marks an object deleting and queues it. Returns false when it does not exist.

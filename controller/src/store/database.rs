@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-use banger_specs::Kind;
+use banger_specs::{Kind, ObjectKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
@@ -16,8 +16,35 @@ use super::{
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
 use crate::objects::{self, Owner};
-use crate::runtime::{CopyManifest, VmHandles};
+use crate::runtime::{CopyManifest, ResolvedImage, VmHandles};
 use crate::status::{EventType, ObjectStatus, Reason};
+
+/// The columns of an object row, in [`Database::map_row`]'s order (qualified, so that
+/// a join with `status` can use them too).
+macro_rules! object_columns {
+    () => {
+        "SELECT objects.kind, objects.name, uid, generation, document, hash, owner, allow_recreate, created, deleting"
+    };
+}
+
+/// Statements kept prepared per connection: every statement this module runs (about
+/// 60) stays parsed, so a reconcile never pays SQLite's parser.
+const STATEMENT_CACHE: usize = 96;
+
+/// Runs one statement through the connection's statement cache.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Reads one row through the connection's statement cache.
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
 
 /// The database (see the module docs).
 pub struct Database {
@@ -65,6 +92,7 @@ impl Database {
             .map_err(err("enable foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err("set busy timeout"))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let store = Database {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -102,15 +130,13 @@ impl Database {
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+        query_one(&self.conn(), "PRAGMA user_version", [], |r| r.get(0))
             .map_err(self.sql("read user_version"))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+        let version: i64 = query_one(&conn, "PRAGMA user_version", [], |r| r.get(0))
             .map_err(self.sql("read user_version"))?;
         for (i, sql) in schema::MIGRATIONS
             .iter()
@@ -146,10 +172,6 @@ impl Database {
         })
     }
 
-    const OBJECT_COLUMNS: &'static str =
-        "kind, name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
-    const OBJECT_COLUMNS_QUALIFIED: &'static str = "objects.kind, objects.name, uid, generation, document, hash, owner, allow_recreate, created, deleting";
-
     fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         Ok((
             r.get(0)?,
@@ -167,18 +189,17 @@ impl Database {
 
     /// One object.
     pub fn get_object(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {} FROM objects WHERE kind = ?1 AND name = ?2",
-                    Self::OBJECT_COLUMNS
-                ),
-                params![kind_str(kind), name],
-                Self::map_row,
-            )
-            .optional()
-            .map_err(self.sql("read object"))?;
+        let row = query_one(
+            &self.conn(),
+            concat!(
+                object_columns!(),
+                " FROM objects WHERE kind = ?1 AND name = ?2"
+            ),
+            params![kind_str(kind), name],
+            Self::map_row,
+        )
+        .optional()
+        .map_err(self.sql("read object"))?;
         row.map(|r| self.row_to_object(r)).transpose()
     }
 
@@ -187,9 +208,9 @@ impl Database {
         let rows: Vec<Row> = {
             let conn = self.conn();
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {} FROM objects WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
-                    Self::OBJECT_COLUMNS
+                .prepare_cached(concat!(
+                    object_columns!(),
+                    " FROM objects WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name"
                 ))
                 .map_err(self.sql("list objects"))?;
             let it = stmt
@@ -208,18 +229,14 @@ impl Database {
 
     /// The object with this uid, if any.
     pub fn object_by_uid(&self, uid: &str) -> Result<Option<StoredObject>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {} FROM objects WHERE uid = ?1",
-                    Self::OBJECT_COLUMNS
-                ),
-                params![uid],
-                Self::map_row,
-            )
-            .optional()
-            .map_err(self.sql("read object"))?;
+        let row = query_one(
+            &self.conn(),
+            concat!(object_columns!(), " FROM objects WHERE uid = ?1"),
+            params![uid],
+            Self::map_row,
+        )
+        .optional()
+        .map_err(self.sql("read object"))?;
         row.map(|r| self.row_to_object(r)).transpose()
     }
 
@@ -242,44 +259,77 @@ impl Database {
     /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
     /// generation.
     pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
+        self.write_object(&self.conn(), o)
+    }
+
+    /// Objects of these keys, in order (`None`: no such object), in one read.
+    pub fn get_objects(&self, keys: &[ObjectKey]) -> Result<Vec<Option<StoredObject>>, StoreError> {
+        keys.iter()
+            .map(|k| self.get_object(k.kind, &k.name))
+            .collect()
+    }
+
+    /// Inserts or replaces objects and records events, all in one transaction (an
+    /// apply's writes). Returns the id of the last event recorded, if any.
+    pub fn put_objects(
+        &self,
+        objects: &[StoredObject],
+        events: &[NewEvent],
+        caps: EventCaps,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sql("begin write objects"))?;
+        for o in objects {
+            self.write_object(&tx, o)?;
+        }
+        let mut last = None;
+        for e in events {
+            last = Some(self.insert_event(&tx, e, caps)?);
+        }
+        tx.commit().map_err(self.sql("commit write objects"))?;
+        Ok(last)
+    }
+
+    fn write_object(&self, conn: &Connection, o: &StoredObject) -> Result<(), StoreError> {
         let document = objects::document_json(&o.resource);
         let owner = serde_json::to_string(&o.owner)
             .map_err(|e| self.corrupt("write owner", e.to_string()))?;
         let ref_name = objects::reference(&o.resource).map(|(_, n)| n);
-        self.conn()
-            .execute(
-                "INSERT INTO objects (kind, name, uid, generation, document, hash, owner, ref_name, allow_recreate, created, deleting)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (kind, name) DO UPDATE SET uid = ?3, generation = ?4, document = ?5, hash = ?6, owner = ?7,
-                   ref_name = ?8, allow_recreate = ?9, created = ?10, deleting = ?11",
-                params![
-                    kind_str(o.resource.kind()),
-                    o.resource.name(),
-                    o.uid,
-                    o.generation,
-                    document,
-                    o.hash,
-                    owner,
-                    ref_name,
-                    i64::from(o.allow_recreate),
-                    o.created,
-                    o.deleting
-                ],
-            )
-            .map_err(self.sql("write object"))?;
+        exec(
+            conn,
+            "INSERT INTO objects (kind, name, uid, generation, document, hash, owner, ref_name, allow_recreate, created, deleting)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (kind, name) DO UPDATE SET uid = ?3, generation = ?4, document = ?5, hash = ?6, owner = ?7,
+               ref_name = ?8, allow_recreate = ?9, created = ?10, deleting = ?11",
+            params![
+                kind_str(o.resource.kind()),
+                o.resource.name(),
+                o.uid,
+                o.generation,
+                document,
+                o.hash,
+                owner,
+                ref_name,
+                i64::from(o.allow_recreate),
+                o.created,
+                o.deleting
+            ],
+        )
+        .map_err(self.sql("write object"))?;
         Ok(())
     }
 
     /// Marks an object as being deleted (keeps the first mark). Returns false when the
     /// object does not exist.
     pub fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE objects SET deleting = COALESCE(deleting, ?3) WHERE kind = ?1 AND name = ?2",
-                params![kind_str(kind), name, now_rfc3339()],
-            )
-            .map_err(self.sql("mark deleting"))?;
+        let n = exec(
+            &self.conn(),
+            "UPDATE objects SET deleting = COALESCE(deleting, ?3) WHERE kind = ?1 AND name = ?2",
+            params![kind_str(kind), name, now_rfc3339()],
+        )
+        .map_err(self.sql("mark deleting"))?;
         Ok(n > 0)
     }
 
@@ -289,31 +339,36 @@ impl Database {
     pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin remove"))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3",
             params![kind_str(kind), name, uid],
         )
         .map_err(self.sql("remove object"))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM status WHERE kind = ?1 AND name = ?2",
             params![kind_str(kind), name],
         )
         .map_err(self.sql("remove status"))?;
-        tx.execute("DELETE FROM handles WHERE vm_uid = ?1", params![uid])
+        exec(&tx, "DELETE FROM handles WHERE vm_uid = ?1", params![uid])
             .map_err(self.sql("remove handles"))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM events WHERE kind = ?1 AND name = ?2",
             params![kind_str(kind), name],
         )
         .map_err(self.sql("remove events"))?;
-        tx.execute("DELETE FROM journal WHERE uid = ?1", params![uid])
+        exec(&tx, "DELETE FROM journal WHERE uid = ?1", params![uid])
             .map_err(self.sql("remove journal"))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM workspace_sync_requests WHERE uid = ?1",
             params![uid],
         )
         .map_err(self.sql("remove sync requests"))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM workspace_manifests WHERE uid = ?1",
             params![uid],
         )
@@ -327,18 +382,35 @@ impl Database {
         kind: Kind,
         name: &str,
     ) -> Result<(ObjectStatus, InternalState), StoreError> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT view, internal FROM status WHERE kind = ?1 AND name = ?2",
-                params![kind_str(kind), name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.sql("read status"))?;
+        let row: Option<(String, String)> = query_one(
+            &self.conn(),
+            "SELECT view, internal FROM status WHERE kind = ?1 AND name = ?2",
+            params![kind_str(kind), name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(self.sql("read status"))?;
         match row {
             None => Ok((ObjectStatus::default(), InternalState::default())),
             Some((v, i)) => Ok((self.parse_status(&v)?, self.parse_internal(&i)?)),
+        }
+    }
+
+    /// What an Image resolved to, if that Image exists and is resolved: the one part of
+    /// an Image a VM's reconcile reads (without parsing the Image's document).
+    pub fn image_resolution(&self, image: &str) -> Result<Option<ResolvedImage>, StoreError> {
+        let row: Option<Option<String>> = query_one(
+            &self.conn(),
+            "SELECT status.internal FROM objects LEFT JOIN status USING (kind, name)
+             WHERE objects.kind = ?1 AND objects.name = ?2",
+            params![kind_str(Kind::Image), image],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.sql("read image resolution"))?;
+        match row.flatten() {
+            Some(internal) => Ok(self.parse_internal(&internal)?.resolved),
+            None => Ok(None),
         }
     }
 
@@ -358,10 +430,10 @@ impl Database {
         let rows: Vec<(Row, Option<String>)> = {
             let conn = self.conn();
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {}, status.view FROM objects LEFT JOIN status USING (kind, name)
-                     WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
-                    Self::OBJECT_COLUMNS_QUALIFIED
+                .prepare_cached(concat!(
+                    object_columns!(),
+                    ", status.view FROM objects LEFT JOIN status USING (kind, name)
+                     WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name"
                 ))
                 .map_err(self.sql("list objects"))?;
             let it = stmt
@@ -398,13 +470,13 @@ impl Database {
             .map_err(|e| self.corrupt("write status", e.to_string()))?;
         let i = serde_json::to_string(internal)
             .map_err(|e| self.corrupt("write status", e.to_string()))?;
-        self.conn()
-            .execute(
-                "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
+        exec(
+            &self.conn(),
+            "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
-                params![kind_str(kind), name, v, i],
-            )
-            .map_err(self.sql("write status"))?;
+            params![kind_str(kind), name, v, i],
+        )
+        .map_err(self.sql("write status"))?;
         Ok(())
     }
 
@@ -413,26 +485,40 @@ impl Database {
     pub fn add_event(&self, event: &NewEvent, caps: EventCaps) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin event"))?;
+        let id = self.insert_event(&tx, event, caps)?;
+        tx.commit().map_err(self.sql("commit event"))?;
+        Ok(id)
+    }
+
+    /// Inserts an event and applies the caps, inside the caller's transaction.
+    fn insert_event(
+        &self,
+        tx: &Connection,
+        event: &NewEvent,
+        caps: EventCaps,
+    ) -> Result<i64, StoreError> {
         let type_: &str = event.type_.into();
         let reason: &str = event.reason.into();
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO events (time, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![now_rfc3339(), kind_str(event.kind), event.name, type_, reason, event.message],
         )
         .map_err(self.sql("write event"))?;
         let id = tx.last_insert_rowid();
-        tx.execute(
+        exec(
+            tx,
             "DELETE FROM events WHERE kind = ?1 AND name = ?2 AND id <= (
                SELECT id FROM events WHERE kind = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
             params![kind_str(event.kind), event.name, i64::try_from(caps.per_object).unwrap_or(i64::MAX)],
         )
         .map_err(self.sql("cap events"))?;
-        tx.execute(
+        exec(
+            tx,
             "DELETE FROM events WHERE id <= ?1 - ?2",
             params![id, i64::try_from(caps.total).unwrap_or(i64::MAX)],
         )
         .map_err(self.sql("cap events"))?;
-        tx.commit().map_err(self.sql("commit event"))?;
         Ok(id)
     }
 
@@ -523,9 +609,13 @@ impl Database {
 
     /// The highest event id (0 when none).
     pub fn last_event_id(&self) -> Result<i64, StoreError> {
-        self.conn()
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
-            .map_err(self.sql("read last event"))
+        query_one(
+            &self.conn(),
+            "SELECT COALESCE(MAX(id), 0) FROM events",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(self.sql("read last event"))
     }
 
     /// Writes a `running` journal row before a side-effecting step. Returns its id.
@@ -539,14 +629,15 @@ impl Database {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin journal"))?;
         let running: &str = JournalOutcome::Running.into();
-        tx.execute(
+        exec(&tx,
             "INSERT INTO journal (uid, kind, name, step, started, started_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![uid, kind_str(kind), name, step, now_rfc3339(), unix_ms(), running],
         )
         .map_err(self.sql("write journal"))?;
         let id = tx.last_insert_rowid();
         // Keep the last 100 rows per object; unfinished rows are never dropped.
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM journal WHERE uid = ?1 AND outcome != ?2 AND id <= (
                SELECT id FROM journal WHERE uid = ?1 ORDER BY id DESC LIMIT 1 OFFSET 100)",
             params![uid, running],
@@ -564,8 +655,7 @@ impl Database {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let outcome: &str = outcome.into();
-        self.conn()
-            .execute(
+        exec(&self.conn(),
                 "UPDATE journal SET outcome = ?2, error = ?3, duration_ms = ?4 - started_ms WHERE id = ?1",
                 params![id, outcome, error, unix_ms()],
             )
@@ -653,15 +743,14 @@ impl Database {
 
     /// The lease a VM holds (its active one, not a reservation), if any: `(ip, mac)`.
     pub fn lease_of(&self, uid: &str) -> Result<Option<(Ipv4Addr, String)>, StoreError> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT ip, mac FROM leases WHERE vm_uid = ?1 AND pending = 0",
-                params![uid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.sql("read lease"))?;
+        let row: Option<(String, String)> = query_one(
+            &self.conn(),
+            "SELECT ip, mac FROM leases WHERE vm_uid = ?1 AND pending = 0",
+            params![uid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(self.sql("read lease"))?;
         row.map(|(ip, mac)| {
             ip.parse()
                 .map(|ip| (ip, mac))
@@ -711,7 +800,8 @@ impl Database {
         if let Some(ip) = active {
             if want.is_none() || want == Some(ip) {
                 if reserved.is_some() {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "DELETE FROM leases WHERE vm_uid = ?1 AND pending = 1",
                         params![uid],
                     )
@@ -731,14 +821,14 @@ impl Database {
                 if n <= first || n > last {
                     return Err(StoreError::LeaseConflict { ip, message: format!("outside the leasable range of {network}/{prefix} (the first address is the bridge)") });
                 }
-                let holder: Option<String> = tx
-                    .query_row(
-                        "SELECT vm_uid FROM leases WHERE ip = ?1",
-                        params![ip.to_string()],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(self.sql("read lease"))?;
+                let holder: Option<String> = query_one(
+                    &tx,
+                    "SELECT vm_uid FROM leases WHERE ip = ?1",
+                    params![ip.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(self.sql("read lease"))?;
                 if let Some(h) = holder.filter(|h| h != uid) {
                     return Err(StoreError::LeaseConflict {
                         ip,
@@ -765,12 +855,14 @@ impl Database {
             }
         };
         let pending = active.is_some();
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM leases WHERE vm_uid = ?1 AND pending = ?2",
             params![uid, pending],
         )
         .map_err(self.sql("write lease"))?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO leases (ip, mac, vm_uid, pending) VALUES (?1, ?2, ?3, ?4)",
             params![ip.to_string(), mac, uid, pending],
         )
@@ -784,22 +876,24 @@ impl Database {
     pub fn commit_lease(&self, uid: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin lease"))?;
-        let reserved: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM leases WHERE vm_uid = ?1 AND pending = 1)",
-                params![uid],
-                |r| r.get(0),
-            )
-            .map_err(self.sql("read lease"))?;
+        let reserved: bool = query_one(
+            &tx,
+            "SELECT EXISTS (SELECT 1 FROM leases WHERE vm_uid = ?1 AND pending = 1)",
+            params![uid],
+            |r| r.get(0),
+        )
+        .map_err(self.sql("read lease"))?;
         if !reserved {
             return Ok(false);
         }
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM leases WHERE vm_uid = ?1 AND pending = 0",
             params![uid],
         )
         .map_err(self.sql("write lease"))?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE leases SET pending = 0 WHERE vm_uid = ?1",
             params![uid],
         )
@@ -810,9 +904,12 @@ impl Database {
 
     /// Releases every address of a VM (its lease and any reservation).
     pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM leases WHERE vm_uid = ?1", params![uid])
-            .map_err(self.sql("release lease"))?;
+        exec(
+            &self.conn(),
+            "DELETE FROM leases WHERE vm_uid = ?1",
+            params![uid],
+        )
+        .map_err(self.sql("release lease"))?;
         Ok(())
     }
 
@@ -833,8 +930,7 @@ impl Database {
     /// SQLite's `PRAGMA integrity_check`: `ok` for a consistent database, else the
     /// problems it found.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        self.conn()
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        query_one(&self.conn(), "PRAGMA integrity_check", [], |r| r.get(0))
             .map_err(self.sql("check integrity"))
     }
 
@@ -848,13 +944,21 @@ impl Database {
         Ok((count("events")?, count("journal")?))
     }
 
+    /// Rows inserted, updated or deleted through this connection since it opened (what a
+    /// test checks to prove that something wrote nothing).
+    pub fn rows_written(&self) -> u64 {
+        self.conn().total_changes()
+    }
+
     /// Number of leases held.
     pub fn lease_count(&self) -> Result<i64, StoreError> {
-        self.conn()
-            .query_row("SELECT COUNT(*) FROM leases WHERE pending = 0", [], |r| {
-                r.get(0)
-            })
-            .map_err(self.sql("count leases"))
+        query_one(
+            &self.conn(),
+            "SELECT COUNT(*) FROM leases WHERE pending = 0",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(self.sql("count leases"))
     }
 
     /// Completes a step that succeeded: its handles and its journal row (`done`) in one
@@ -870,12 +974,12 @@ impl Database {
         let done: &str = JournalOutcome::Done.into();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin finish step"))?;
-        tx.execute(
+        exec(&tx,
             "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
             params![uid, json],
         )
         .map_err(self.sql("write handles"))?;
-        tx.execute(
+        exec(&tx,
             "UPDATE journal SET outcome = ?2, error = NULL, duration_ms = ?3 - started_ms WHERE id = ?1",
             params![journal_id, done, unix_ms()],
         )
@@ -890,16 +994,15 @@ impl Database {
         force: bool,
         at: &str,
     ) -> Result<StoredSyncRequest, StoreError> {
-        let serial: i64 = self
-            .conn()
-            .query_row(
-                "INSERT INTO workspace_sync_requests (uid, serial, force, at) VALUES (?1, 1, ?2, ?3)
+        let serial: i64 = query_one(
+            &self.conn(),
+            "INSERT INTO workspace_sync_requests (uid, serial, force, at) VALUES (?1, 1, ?2, ?3)
                  ON CONFLICT (uid) DO UPDATE SET serial = serial + 1, force = ?2, at = ?3
                  RETURNING serial",
-                params![uid, force, at],
-                |r| r.get(0),
-            )
-            .map_err(self.sql("write sync request"))?;
+            params![uid, force, at],
+            |r| r.get(0),
+        )
+        .map_err(self.sql("write sync request"))?;
         Ok(StoredSyncRequest {
             serial: u64::try_from(serial).unwrap_or(0),
             force,
@@ -909,33 +1012,32 @@ impl Database {
 
     /// The Workspace `uid`'s latest sync request.
     pub fn sync_request(&self, uid: &str) -> Result<Option<StoredSyncRequest>, StoreError> {
-        self.conn()
-            .query_row(
-                "SELECT serial, force, at FROM workspace_sync_requests WHERE uid = ?1",
-                params![uid],
-                |r| {
-                    Ok(StoredSyncRequest {
-                        serial: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                        force: r.get(1)?,
-                        at: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(self.sql("read sync request"))
+        query_one(
+            &self.conn(),
+            "SELECT serial, force, at FROM workspace_sync_requests WHERE uid = ?1",
+            params![uid],
+            |r| {
+                Ok(StoredSyncRequest {
+                    serial: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    force: r.get(1)?,
+                    at: r.get(2)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(self.sql("read sync request"))
     }
 
     /// What the Workspace `uid`'s last copy wrote, if recorded.
     pub fn copy_manifest(&self, uid: &str) -> Result<Option<CopyManifest>, StoreError> {
-        let row: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT manifest FROM workspace_manifests WHERE uid = ?1",
-                params![uid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql("read copy manifest"))?;
+        let row: Option<String> = query_one(
+            &self.conn(),
+            "SELECT manifest FROM workspace_manifests WHERE uid = ?1",
+            params![uid],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.sql("read copy manifest"))?;
         row.map(|s| {
             serde_json::from_str(&s).map_err(|e| self.corrupt("read copy manifest", e.to_string()))
         })
@@ -959,13 +1061,15 @@ impl Database {
             .map_err(|e| self.corrupt("write copy manifest", e.to_string()))?;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql("begin write copy"))?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
             params![kind_str(Kind::Workspace), name, v, i],
         )
         .map_err(self.sql("write status"))?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO workspace_manifests (uid, manifest) VALUES (?1, ?2)
              ON CONFLICT (uid) DO UPDATE SET manifest = ?2",
             params![uid, m],
@@ -978,8 +1082,7 @@ impl Database {
     pub fn put_handles(&self, uid: &str, handles: &VmHandles) -> Result<(), StoreError> {
         let json = serde_json::to_string(handles)
             .map_err(|e| self.corrupt("write handles", e.to_string()))?;
-        self.conn()
-            .execute(
+        exec(&self.conn(),
                 "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
                 params![uid, json],
             )
@@ -989,15 +1092,14 @@ impl Database {
 
     /// The mirrored handles of a VM.
     pub fn get_handles(&self, uid: &str) -> Result<Option<VmHandles>, StoreError> {
-        let row: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT handles FROM handles WHERE vm_uid = ?1",
-                params![uid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql("read handles"))?;
+        let row: Option<String> = query_one(
+            &self.conn(),
+            "SELECT handles FROM handles WHERE vm_uid = ?1",
+            params![uid],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.sql("read handles"))?;
         row.map(|s| {
             serde_json::from_str(&s).map_err(|e| self.corrupt("read handles", e.to_string()))
         })

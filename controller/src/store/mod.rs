@@ -4,9 +4,13 @@
 //! Two layers:
 //! - [`Database`]: one connection in WAL mode behind a mutex; every method is one short
 //!   transaction and blocks its caller on the database (never on anything else).
-//! - [`Store`]: what async code uses. Each call runs on tokio's blocking pool
-//!   ([`Store::run`]), so SQLite never blocks an async worker; several reads that
-//!   belong together can share one trip ([`Store::run`] with a closure).
+//! - [`Store`]: what async code uses. Each call runs on the store's own thread
+//!   (`banger-store`, [`Store::run`]), so SQLite never blocks an async worker; several
+//!   reads that belong together can share one trip ([`Store::run`] with a closure).
+//!   One connection serves one call at a time anyway, so one thread loses nothing and
+//!   saves the hand-offs between pool threads: calls queued while it works run back to
+//!   back, and no burst of calls grows a pool of threads (each with its own malloc
+//!   arena).
 //!
 //! API reads never wait for a reconcile in flight (a reconcile holds no store lock
 //! across its steps). Schema changes are migrations numbered by SQLite's
@@ -34,14 +38,15 @@ pub use database::{gateway_of, Database};
 /// A store error, with the operation it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The blocking task running a store call died (panicked or was cancelled).
-    #[error("store {path}: {operation}: the blocking task failed: {message}")]
+    /// A store call did not complete on the store's thread (it panicked, or the thread
+    /// could not start or has stopped).
+    #[error("store {path}: {operation}: the store thread failed: {message}")]
     Task {
         /// Database file.
         path: PathBuf,
         /// What was being done.
         operation: &'static str,
-        /// What happened to the task.
+        /// What happened to the call.
         message: String,
     },
     /// SQLite failed.
@@ -228,19 +233,37 @@ pub struct Event {
 }
 
 /// The store as async code uses it: a cheap handle (clone it freely) whose calls run
-/// on tokio's blocking pool. See the module docs.
+/// on the store's thread. See the module docs.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
+/// A call for the store's thread.
+type Job = Box<dyn FnOnce(&Database) + Send>;
+
 impl Store {
-    /// Opens (creating if needed) the database file, enables WAL and migrates. Blocks:
-    /// call it before serving, or through `spawn_blocking`.
+    /// Opens (creating if needed) the database file, enables WAL, migrates and starts
+    /// the store's thread (it ends when the last handle is dropped). Blocks: call it
+    /// before serving, or through `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
-            db: Arc::new(Database::open(path)?),
-        })
+        let db = Arc::new(Database::open(path)?);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let thread_db = Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("banger-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&thread_db);
+                }
+            })
+            .map_err(|e| StoreError::Task {
+                path: path.to_path_buf(),
+                operation: "start the store thread",
+                message: e.to_string(),
+            })?;
+        Ok(Store { db, jobs })
     }
 
     /// The synchronous database, for callers that are not async (tests, tools, code
@@ -249,20 +272,30 @@ impl Store {
         &self.db
     }
 
-    /// Runs `f` on the blocking pool with the database: one trip for several calls.
+    /// Runs `f` on the store's thread with the database: one trip for several calls. A
+    /// panic in `f` fails this call only.
     pub async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        match tokio::task::spawn_blocking(move || f(&db)).await {
-            Ok(result) => result,
-            Err(e) => Err(StoreError::Task {
-                path: self.db.path().to_path_buf(),
-                operation,
-                message: e.to_string(),
-            }),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(db)));
+            let _ = reply.send(result);
+        });
+        let failed = |message: String| StoreError::Task {
+            path: self.db.path().to_path_buf(),
+            operation,
+            message,
+        };
+        if self.jobs.send(job).is_err() {
+            return Err(failed("the store thread has stopped".into()));
+        }
+        match answer.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(failed(panic_message(panic.as_ref()))),
+            Err(_) => Err(failed("the store thread dropped the call".into())),
         }
     }
 
@@ -309,6 +342,29 @@ impl Store {
     /// Inserts or replaces an object (keyed by kind/name).
     pub async fn put_object(&self, o: StoredObject) -> Result<(), StoreError> {
         self.run("write object", move |db| db.put_object(&o)).await
+    }
+
+    /// Objects of these keys, in order (`None`: no such object), in one trip.
+    pub async fn get_objects(
+        &self,
+        keys: Vec<banger_specs::ObjectKey>,
+    ) -> Result<Vec<Option<StoredObject>>, StoreError> {
+        self.run("read objects", move |db| db.get_objects(&keys))
+            .await
+    }
+
+    /// Inserts or replaces objects and records events in one transaction; returns the
+    /// last event's id.
+    pub async fn put_objects(
+        &self,
+        objects: Vec<StoredObject>,
+        events: Vec<NewEvent>,
+        caps: EventCaps,
+    ) -> Result<Option<i64>, StoreError> {
+        self.run("write objects", move |db| {
+            db.put_objects(&objects, &events, caps)
+        })
+        .await
     }
 
     /// Marks an object as being deleted (keeps the first mark). False when it is gone.
@@ -534,6 +590,15 @@ impl Store {
     /// Uids of every VM holding a lease (objects, and orphans whose lease row stays).
     pub async fn leased_uids(&self) -> Result<Vec<String>, StoreError> {
         self.run("list leases", |db| db.leased_uids()).await
+    }
+}
+
+/// What a panic carried, as text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => format!("panicked: {s}"),
+        (_, Some(s)) => format!("panicked: {s}"),
+        _ => "panicked".into(),
     }
 }
 

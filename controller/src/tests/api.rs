@@ -84,6 +84,8 @@ async fn daemon_serves_the_documented_api() {
     let (st, v, _) = call(&socket, Method::GET, "/v1/healthz", None).await;
     assert_eq!(st, StatusCode::OK);
     assert!(v["version"].is_string());
+    assert!(v["resyncs"]["started"].is_u64() && v["resyncs"]["completed"].is_u64());
+    assert!(v["reconciles"].is_u64());
 
     // Invalid: 422 with problems naming file and line; nothing created.
     let bad = vm_yaml("a", "base", "lots", "");

@@ -32,6 +32,7 @@ mod directory;
 mod faults;
 mod gc;
 mod lifecycle;
+mod resync;
 mod scale;
 mod updates;
 mod workspace;
