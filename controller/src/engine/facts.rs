@@ -207,6 +207,7 @@ impl<R: VmRuntime> Facts<R> {
                 prefix: cfg.bridge_prefix,
             }),
             bridge: cfg.bridge_name.clone(),
+            deleting: obj.deleting.is_some(),
             handles: self.handles.load(&self.store, &obj.uid).await?,
             vm_dir,
         };

@@ -23,6 +23,7 @@ impl<R: VmRuntime> Engine<R> {
                     Outcome::Failed
                 }
             };
+            self.ctl.changed();
             self.ctl.queue.done(&key, outcome);
         }
     }

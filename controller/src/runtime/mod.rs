@@ -43,6 +43,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use banger_specs::{HypervisorChoice, ImageSpec, Readiness, VmSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
@@ -199,11 +200,27 @@ pub struct VmContext {
     pub lease: Option<Lease>,
     /// Bridge device name.
     pub bridge: String,
+    /// The VM is being deleted: its disk is discarded, so a shutdown gives the guest no
+    /// grace period ([`VmContext::stop_grace`]).
+    pub deleting: bool,
     /// The last handles the engine recorded.
     pub handles: VmHandles,
 }
 
 impl VmContext {
+    /// How long a shutdown waits for the guest to power off after the power button
+    /// before stopping the VMM by force: none for a delete (the disk is discarded, so
+    /// nothing the guest could flush survives), else the spec's
+    /// `stopGracePeriodSeconds`, else `default` (the daemon's `--stop-grace`).
+    pub fn stop_grace(&self, default: Duration) -> Duration {
+        if self.deleting {
+            return Duration::ZERO;
+        }
+        self.spec
+            .stop_grace_period_seconds
+            .map_or(default, |s| Duration::from_secs(u64::from(s)))
+    }
+
     /// Where the guest's serial console is written: `<vm_dir>/console.log`.
     pub fn console_log(&self) -> PathBuf {
         self.vm_dir.join("console.log")
