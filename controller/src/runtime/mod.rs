@@ -31,6 +31,11 @@
 //! - A VMM that exits on its own is reported through the [`ExitNotifier`] the engine
 //!   hands over once at start ([`VmRuntime::set_exit_notifier`]), so the VM is
 //!   reconciled at once instead of at the next resync.
+//! - A runtime may also watch a booting guest closely and report the moment it passes
+//!   its readiness check through the [`ReadyNotifier`]
+//!   ([`VmRuntime::set_ready_notifier`]), so `Ready` follows at once instead of at the
+//!   engine's next re-check of a booting VM. The notice is a hint: readiness is what
+//!   [`VmRuntime::observe`] measures.
 //! - [`VmRuntime::find_garbage`] lists host objects that carry banger's naming but
 //!   belong to no VM the store knows ([`Garbage`]); it never changes anything.
 //!   [`VmRuntime::remove_garbage`] removes one of them (idempotent). Neither ever
@@ -468,6 +473,18 @@ pub struct ExitNotice {
 /// Where the runtime reports VMM exits.
 pub type ExitNotifier = tokio::sync::mpsc::UnboundedSender<ExitNotice>;
 
+/// A booting guest that passed its readiness check, noticed by the runtime between
+/// reconciles: the uid of the VM. A hint to reconcile now; the reconcile's own
+/// observation decides readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyNotice {
+    /// The VM's uid.
+    pub uid: String,
+}
+
+/// Where the runtime reports guests that became ready.
+pub type ReadyNotifier = tokio::sync::mpsc::UnboundedSender<ReadyNotice>;
+
 /// An error of a runtime operation, with the VM/image and step it concerns.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RuntimeError {
@@ -510,6 +527,13 @@ pub trait VmRuntime: Send + Sync + 'static {
 
     /// Called once at daemon start: the runtime reports every VMM exit it notices here.
     fn set_exit_notifier(&self, notifier: ExitNotifier);
+
+    /// Called once at daemon start: a runtime that watches booting guests (rather than
+    /// leaving it to the engine's re-checks) reports each one that becomes ready here.
+    /// The default ignores it.
+    fn set_ready_notifier(&self, notifier: ReadyNotifier) {
+        drop(notifier);
+    }
 
     /// Checks an Image's files, or pulls it, and returns what VMs boot from. Heavy: the
     /// engine bounds how many run at once.

@@ -13,7 +13,10 @@
 //! [`LinuxRuntime::observe`] (`observe.rs`) probes every one of those objects live
 //! (process identity and control socket, disk and its sidecar, tap, NAT rule) plus the
 //! guest's readiness (a TCP connect to the guest, or a console marker printed since the
-//! last launch).
+//! last launch). A running VMM whose guest is not ready yet gets a boot watch
+//! (`boot_watch.rs`): the same check every 20 ms, bounded, reported through the
+//! [`ReadyNotifier`] the moment it passes, so `Ready` does not wait for the engine's
+//! next look.
 //!
 //! Images (`images.rs`): an Image's kernel, initrd and rootfs are checked, or its rootfs
 //! pulled from a registry ([`crate::host::oci`]).
@@ -45,8 +48,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, Garbage, ImageContext, ObservedVm, ResolvedImage, RuntimeError, SyncRecord,
-    VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotifier, Garbage, ImageContext, ObservedVm, ReadyNotifier, ResolvedImage, RuntimeError,
+    SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
 use crate::host::kvm;
@@ -56,6 +59,7 @@ use crate::host::net::{BridgeConfig, Netlink};
 use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
 
+mod boot_watch;
 mod consoles;
 mod disk;
 mod garbage;
@@ -88,8 +92,12 @@ pub struct LinuxRuntime {
     netlink: Netlink,
     nft: Nftables,
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
+    /// Where guests that became ready are reported ([`boot_watch`]).
+    ready_notifier: Arc<Mutex<Option<ReadyNotifier>>>,
     /// VMM processes with an exit watch, so each is watched once.
     watched: Arc<Mutex<HashSet<ProcessIdentity>>>,
+    /// VMM processes whose guest's boot is watched, so each is watched once.
+    booting: Arc<Mutex<HashSet<ProcessIdentity>>>,
     /// Every VM's console: kept readiness watches and the log rotation sweep.
     consoles: consoles::Consoles,
 }
@@ -128,7 +136,9 @@ impl LinuxRuntime {
             netlink,
             nft: Nftables::default(),
             notifier: Arc::new(Mutex::new(None)),
+            ready_notifier: Arc::new(Mutex::new(None)),
             watched: Arc::new(Mutex::new(HashSet::new())),
+            booting: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -180,6 +190,13 @@ impl VmRuntime for LinuxRuntime {
 
     fn set_exit_notifier(&self, notifier: ExitNotifier) {
         *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier);
+    }
+
+    fn set_ready_notifier(&self, notifier: ReadyNotifier) {
+        *self
+            .ready_notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(notifier);
     }
 
     async fn resolve_image(&self, image: &ImageContext) -> Result<ResolvedImage, RuntimeError> {
