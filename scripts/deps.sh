@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86   # the QEMU microvm hypervisor
   busybox-static    # guest kit: initramfs and rootfs userland
   dropbear-bin      # guest kit: SSH server in the guest
+  patchelf          # guest kit: dropbear of the guest bits runs on its own loader
   openssh-client    # tests: ssh into guests
   e2fsprogs         # mkfs.ext4, resize2fs, e2fsck, debugfs
   cpio              # guest kit: initramfs archive
@@ -15,7 +16,10 @@ packages=(
   nftables          # NAT rules
   iproute2          # tests: network namespaces
   skopeo            # tests: push images to the local OCI registry
-  docker-registry   # tests: a real OCI registry on 127.0.0.1
+  docker-registry   # tests and up.sh: a real OCI registry on 127.0.0.1
+  debootstrap       # tests: the Debian image with no init and no SSH server
+  apache2-utils     # tests: htpasswd users of the private registry
+  openssl           # tests: the private registry's test CA
 )
 
 missing=()

@@ -6,8 +6,15 @@
 #   vmlinux      the uncompressed ELF kernel extracted from vmlinuz, for Firecracker
 #   initrd.img   busybox-static initramfs: loads the virtio modules, mounts the root, switch_root
 #   rootfs.ext4  ext4 root (made without mounting): busybox, dropbear, banger's /sbin/init
+#   guest-bits/  what banger adds under /.banger of the images it builds (OCI images):
+#                static busybox, banger's init (scripts/guest-bits-init.sh), dropbear
+#                with its libraries and loader
+#   kernel.release  the kernel's release (6.1.0-NN-cloud-amd64)
 #   id_ed25519   SSH key whose public half is baked into the rootfs (kept across --force)
 #   kit.env      KERNEL=, VMLINUX=, INITRD=, ROOTFS=, SSH_KEY=, KERNEL_VERSION=, CMDLINE=
+#
+# The kit directory is laid out as the daemon's guest directory (`banger daemon
+# --guest-dir`): vmlinux + initrd.img are the default kernel, guest-bits/ the bits.
 #
 # Idempotent: each output is rebuilt only when missing or older than its inputs;
 # `--force` rebuilds every output (the SSH key is kept). See docs/guest-kit.md.
@@ -29,8 +36,9 @@ FORCE=0
 # virtio_mmio/virtio_blk/virtio_net: disk and network; button/evdev: the ACPI power button,
 # so that QEMU's `system_powerdown` reaches the guest's acpid.
 WANTED_MODULES=(virtio_mmio virtio_blk virtio_net button evdev)
-APT_PACKAGES=(busybox-static dropbear-bin cpio lz4 e2fsprogs kmod)
+APT_PACKAGES=(busybox-static dropbear-bin cpio lz4 e2fsprogs kmod patchelf)
 BUSYBOX=/bin/busybox
+GUEST_INIT="$(dirname -- "$SCRIPT_PATH")/guest-bits-init.sh"
 
 log() { printf 'guest-kit: %s\n' "$*" >&2; }
 die() {
@@ -235,7 +243,9 @@ write_initramfs_init() {
 #!/bin/busybox sh
 # banger guest kit initramfs: load the virtio modules, mount the root disk, switch_root.
 # Kernel command line: root=DEV (default /dev/vda), rootfstype=TYPE (default ext4),
-# ro|rw (default rw), banger.rootwait=SECONDS (default 30).
+# ro|rw (default rw), banger.rootwait=SECONDS (default 30), init=PATH (what runs on the
+# root after switch_root, default /sbin/init; banger passes init=/.banger/init for
+# images it added its guest bits to).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 fail() {
@@ -258,6 +268,7 @@ root=/dev/vda
 fstype=ext4
 mode=rw
 rootwait=30
+init=/sbin/init
 set -f
 # shellcheck disable=SC2013 # the command line is one line of words (globbing is off)
 for word in $(cat /proc/cmdline); do
@@ -266,6 +277,7 @@ for word in $(cat /proc/cmdline); do
         rootfstype=*) fstype="${word#rootfstype=}" ;;
         ro | rw) mode="$word" ;;
         banger.rootwait=*) rootwait="${word#banger.rootwait=}" ;;
+        init=/*) init="${word#init=}" ;;
     esac
 done
 set +f
@@ -278,12 +290,13 @@ while [ ! -b "$root" ] && [ "$tries" -gt 0 ]; do
 done
 [ -b "$root" ] || fail "root device $root did not appear within ${rootwait}s"
 mount -t "$fstype" -o "$mode" "$root" /newroot || fail "cannot mount $root ($fstype, $mode)"
-[ -x /newroot/sbin/init ] || fail "$root has no executable /sbin/init"
+# -e or -L, not -x: the init may be an absolute symlink that resolves only in the root.
+[ -e "/newroot$init" ] || [ -L "/newroot$init" ] || fail "$root has no $init"
 
 mount --move /dev /newroot/dev || umount /dev
 umount /sys
 umount /proc
-exec switch_root /newroot /sbin/init
+exec switch_root /newroot "$init"
 EOF
 }
 
@@ -530,6 +543,48 @@ EOF
 }
 
 # ---------------------------------------------------------------------------------------
+# Guest bits: what banger adds under /.banger of an image it builds
+
+# build_guest_bits OUT — static busybox with applet links, banger's init, the ACPI action,
+# dropbear + dropbearkey with every library ldd names and the loader, all in lib/. The two
+# binaries are patched (patchelf) to name /.banger/lib/ld-linux-x86-64.so.2 as their
+# interpreter and /.banger/lib as their RPATH: they run as themselves (dropbear re-execs
+# /proc/self/exe for each connection) and never load the image's libc.
+build_guest_bits() {
+    local out="$1" stage applet lib
+    stage="$WORK/guest-bits"
+    rm -rf -- "$stage"
+    mkdir -p -- "$stage"/{bin,sbin,lib,etc/acpi/PWRF}
+    install -m 0755 -- "$BUSYBOX" "$stage/bin/busybox"
+    while IFS= read -r applet; do
+        applet="${applet##*/}"
+        [[ "$applet" == busybox || -e "$stage/bin/$applet" ]] && continue
+        ln -s busybox "$stage/bin/$applet"
+    done < <("$BUSYBOX" --list-full)
+    install -m 0755 -- /usr/sbin/dropbear "$stage/sbin/dropbear"
+    install -m 0755 -- /usr/bin/dropbearkey "$stage/sbin/dropbearkey"
+    while IFS= read -r lib; do
+        install -m 0755 -- "$(readlink -f -- "$lib")" "$stage/lib/$(basename -- "$lib")"
+    done < <(for bin in /usr/sbin/dropbear /usr/bin/dropbearkey; do ldd -- "$bin"; done |
+        awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $1 !~ /:$/ {print $1}' | sort -u)
+    [[ -x "$stage/lib/ld-linux-x86-64.so.2" ]] ||
+        die "guest bits: no ld-linux-x86-64.so.2 among dropbear's libraries"
+    for bin in "$stage/sbin/dropbear" "$stage/sbin/dropbearkey"; do
+        patchelf --set-interpreter /.banger/lib/ld-linux-x86-64.so.2 \
+            --force-rpath --set-rpath /.banger/lib "$bin"
+    done
+    install -m 0755 -- "$GUEST_INIT" "$stage/init"
+    # The image may have no /bin/sh: the action runs on the bits' own shell.
+    printf '#!/.banger/bin/sh\n# ACPI power button: ask init (PID 1) for a clean power-off.\n/.banger/bin/kill -USR2 1\n' \
+        >"$stage/etc/acpi/PWRF/00000080"
+    chmod 0755 -- "$stage/etc/acpi/PWRF/00000080"
+    rm -rf -- "$out.tmp"
+    mv -- "$stage" "$out.tmp"
+    rm -rf -- "$out"
+    mv -- "$out.tmp" "$out"
+}
+
+# ---------------------------------------------------------------------------------------
 # SSH key
 
 ensure_ssh_key() {
@@ -637,6 +692,15 @@ main() {
         build_rootfs "$KIT_DIR/rootfs.ext4" "$KIT_DIR/id_ed25519.pub"
         log "built rootfs.ext4 (${ROOTFS_MIB} MiB)"
     fi
+
+    if is_fresh "$KIT_DIR/guest-bits/init" "$SCRIPT_PATH" "$GUEST_INIT" "$BUSYBOX" /usr/sbin/dropbear &&
+        is_fresh "$KIT_DIR/guest-bits/sbin/dropbear" "$SCRIPT_PATH" /usr/sbin/dropbear; then
+        log "guest-bits are up to date"
+    else
+        build_guest_bits "$KIT_DIR/guest-bits"
+        log "built guest-bits ($(du -sh -- "$KIT_DIR/guest-bits" | cut -f1))"
+    fi
+    printf '%s\n' "$abi" >"$KIT_DIR/kernel.release"
 
     write_kit_env "$abi"
     log "done: $KIT_DIR/kit.env"

@@ -2,8 +2,9 @@
 # Runs all of banger's tests: unit, integration and end-to-end (real QEMU guests in
 # network namespaces the tests create), including the ones plain `cargo test` skips
 # because they need root, QEMU or the guest kit (`#[ignore = "needs root …"]`).
-# Installs what it needs first: Debian packages (scripts/deps.sh) and the guest kit
-# (scripts/guest-kit.sh). Must run as root.
+# Installs what it needs first: Debian packages (scripts/deps.sh), the guest kit
+# (scripts/guest-kit.sh) and the cached Debian test images (scripts/test-image-debian.sh).
+# Must run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,10 @@ fi
 
 scripts/deps.sh
 scripts/guest-kit.sh
+# The Debian images the OCI end-to-end tests boot (debootstrap; minutes on the first
+# run, then cached in .cache/test-images).
+scripts/test-image-debian.sh minbase
+scripts/test-image-debian.sh systemd
 
 cargo build --workspace --all-targets
 # The end-to-end tests boot real guests under TCG; two cores are shared between them.

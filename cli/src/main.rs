@@ -13,6 +13,7 @@ mod error;
 mod guest_ssh;
 mod output;
 mod paths;
+mod progress;
 mod quoting;
 mod schema;
 mod selector;
@@ -29,7 +30,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::client::DaemonClient;
 use crate::commands::{
     apply, completion, connect, cp, daemon, delete, describe, diff, doctor, events, exec, gc, get,
-    logs, port_forward, retry, ssh, ssh_config, wait,
+    image, logs, port_forward, retry, ssh, ssh_config, wait,
 };
 use crate::error::CliError;
 
@@ -114,10 +115,12 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Remove host objects of no known VM (taps, NAT rules, VM dirs, stray VMMs).
     Gc(gc::GcArgs),
+    /// Image operations: `refresh` checks a tag for a new digest (and applies it).
+    Image(image::ImageArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run the controller in the foreground.
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// Check whether this host can run banger's VMs.
     Doctor(doctor::DoctorArgs),
 }
@@ -150,6 +153,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::SshConfig(args) => ssh_config::run(&client, args).await,
         Command::Connect(args) => connect::run(&client, args).await,
         Command::Gc(args) => gc::run(&client, args).await,
+        Command::Image(args) => image::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Command::Doctor(args) => doctor::run(&socket_path(cli), args).await,
     }

@@ -177,13 +177,34 @@ fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// `sha256:0123456789ab` (the first 12 hex digits), or the text as it is.
+pub fn short_digest(digest: &str) -> String {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if hex.len() > 12 => format!("sha256:{}", &hex[..12]),
+        _ => digest.to_string(),
+    }
+}
+
+/// An Image's `UPDATE` column: the new digest when its tag moved, `-` otherwise.
+fn update_column(object: &ObjectView) -> String {
+    object
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "UpdateAvailable" && c.status == "True")
+        .and_then(|_| object.status.image.as_ref()?.latest_digest.as_deref())
+        .map_or_else(|| "-".to_string(), short_digest)
+}
+
 /// The `get` table of objects of one kind.
 pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: OffsetDateTime) -> Table {
     let mut headers: Vec<&str> = match kind {
         Kind::Vm => vec![
             "NAME", "PHASE", "READY", "IP", "VCPUS", "MEMORY", "IMAGE", "AGE",
         ],
-        Kind::Image => vec!["NAME", "PHASE", "READY", "SOURCE", "AGE"],
+        Kind::Image => vec![
+            "NAME", "PHASE", "READY", "SOURCE", "DIGEST", "SIZE", "UPDATE", "AGE",
+        ],
         Kind::Workspace => vec!["NAME", "PHASE", "READY", "VM", "SOURCE", "PATH", "AGE"],
     };
     if wide {
@@ -215,7 +236,10 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
                     Some(serde_json::Value::String(r)) => r.clone(),
                     _ => spec_str(object, "/rootfs"),
                 };
-                cells.extend([source, age]);
+                let image = object.status.image.as_ref();
+                let digest = image.map_or_else(|| "-".to_string(), |i| short_digest(&i.digest));
+                let size = image.map_or_else(|| "-".to_string(), |i| format_bytes(i.rootfs_bytes));
+                cells.extend([source, digest, size, update_column(object), age]);
             }
             Kind::Workspace => cells.extend([
                 spec_str(object, "/vm"),
@@ -232,7 +256,20 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
                     or_dash(object.status.pid),
                     owner,
                 ]),
-                Kind::Image => cells.extend([spec_str(object, "/kernel"), owner]),
+                Kind::Image => {
+                    let kernel = object.status.image.as_ref().map_or_else(
+                        || spec_str(object, "/kernel"),
+                        |i| {
+                            let path = i.kernel.display().to_string();
+                            if i.default_kernel {
+                                format!("{path} (default)")
+                            } else {
+                                path
+                            }
+                        },
+                    );
+                    cells.extend([kernel, owner])
+                }
                 Kind::Workspace => cells.extend([spec_str(object, "/include"), owner]),
             }
         }
@@ -325,6 +362,8 @@ mod tests {
                 pid: Some(42),
                 hypervisor: Some("qemu".into()),
                 handles: None,
+                image: None,
+                pull: vec![],
             },
         };
         let now = datetime!(2026-01-01 00:00:30 UTC);
@@ -347,5 +386,60 @@ mod tests {
                 .is_some_and(|r| r.ends_with("qemu         42    cli")),
             "{wide}"
         );
+    }
+
+    #[test]
+    fn image_table_shows_digest_size_and_a_new_digest() {
+        use banger_controller::api::types::ImageStatusView;
+        let condition = |type_: &str, status: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: "2026-01-01T00:00:00Z".into(),
+            observed_generation: 1,
+        };
+        let view = ObjectView {
+            api_version: "banger.dev/v1alpha1".into(),
+            kind: Kind::Image,
+            metadata: ObjectMetaView {
+                name: "deb".into(),
+                uid: "u2".into(),
+                generation: 1,
+                creation_timestamp: "2026-01-01T00:00:00Z".into(),
+                deletion_timestamp: None,
+                labels: Default::default(),
+                annotations: Default::default(),
+            },
+            spec: serde_json::json!({"oci": {"ref": "r:5000/debian:12"}}),
+            status: StatusView {
+                phase: "Ready".into(),
+                observed_generation: 1,
+                conditions: vec![
+                    condition("Ready", "True"),
+                    condition("UpdateAvailable", "True"),
+                ],
+                image: Some(ImageStatusView {
+                    digest: format!("sha256:{}", "a".repeat(64)),
+                    rootfs: "/s/rootfs.ext4".into(),
+                    rootfs_bytes: 512 << 20,
+                    kernel: "/g/vmlinux".into(),
+                    default_kernel: true,
+                    guest: None,
+                    checked_at: None,
+                    latest_digest: Some(format!("sha256:{}", "b".repeat(64))),
+                }),
+                ..StatusView::default()
+            },
+        };
+        let now = datetime!(2026-01-01 00:00:30 UTC);
+        let table = object_table(Kind::Image, &[&view], false, now).render();
+        assert_eq!(
+            table,
+            "NAME   PHASE   READY   SOURCE             DIGEST                SIZE    UPDATE                AGE\n\
+             deb    Ready   True    r:5000/debian:12   sha256:aaaaaaaaaaaa   512Mi   sha256:bbbbbbbbbbbb   30s\n"
+        );
+        let wide = object_table(Kind::Image, &[&view], true, now).render();
+        assert!(wide.contains("/g/vmlinux (default)"), "{wide}");
     }
 }

@@ -178,17 +178,19 @@ pub async fn wait_until(
     wanted: &WaitFor,
     deadline: Instant,
 ) -> Result<WaitOutcome, ClientError> {
-    wait_until_or_blocked(client, object, wanted, deadline, None).await
+    wait_until_or_blocked(client, object, wanted, deadline, None, None).await
 }
 
 /// Like [`wait_until`]; with `blocked_since`, also returns as soon as the object is
-/// blocked (see [`blocked_reason`]).
+/// blocked (see [`blocked_reason`]); with `progress`, shows an Image's pull while it
+/// runs.
 pub async fn wait_until_or_blocked(
     client: &DaemonClient,
     object: &ObjectRef,
     wanted: &WaitFor,
     deadline: Instant,
     blocked_since: Option<OffsetDateTime>,
+    mut progress: Option<&mut crate::progress::PullProgress>,
 ) -> Result<WaitOutcome, ClientError> {
     let (mut after, mut wait) = (None, Duration::ZERO);
     loop {
@@ -198,7 +200,13 @@ pub async fn wait_until_or_blocked(
             // The deadline passed during a long-poll: where the object stands now.
             Err(_) => client.get_changed(object, None, Duration::ZERO).await?,
         };
+        if let (Some(p), Some(v)) = (progress.as_deref_mut(), view.as_ref()) {
+            p.show(v);
+        }
         if is_met(view.as_ref(), wanted) {
+            if let Some(p) = progress.as_deref_mut() {
+                p.finish();
+            }
             return Ok(WaitOutcome::Met);
         }
         let blocked = view

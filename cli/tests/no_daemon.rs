@@ -185,6 +185,7 @@ fn doctor_reports_every_check_and_exits_by_verdict() {
             "mkfs.ext4",
             "e2fsck",
             "resize2fs",
+            "kernel",
             "disk",
             "socket"
         ],
@@ -207,7 +208,13 @@ fn doctor_reports_every_check_and_exits_by_verdict() {
         daemon_line.contains(&socket.display().to_string()),
         "{daemon_line}"
     );
-    let disk_line = lines[9];
+    let kernel_line = lines[9];
+    assert!(
+        kernel_line.starts_with("WARN  kernel")
+            && kernel_line.contains(&format!("{state_arg}/guest/vmlinux")),
+        "the default kernel is named, and missing here: {kernel_line}"
+    );
+    let disk_line = lines[10];
     assert!(
         disk_line.ends_with(&format!("free in {state_arg}")),
         "{disk_line}"

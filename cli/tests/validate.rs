@@ -84,7 +84,7 @@ fn every_invalid_spec_fails_naming_file_line_and_field() {
 fn examples_are_valid() {
     let out = banger(&["validate", "-f", "examples/"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "4 objects valid in 4 files\n");
+    assert_eq!(text(&out.stdout), "6 objects valid in 6 files\n");
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
 
@@ -100,7 +100,7 @@ fn valid_corpus_passes_with_reference_warnings() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        text(&out.stdout).contains("objects valid in 7 files"),
+        text(&out.stdout).contains("objects valid in 8 files"),
         "{}",
         text(&out.stdout)
     );

@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     pub probe_failure_threshold: u32,
     /// How soon a VM whose probe failed is probed again.
     pub probe_retry: Duration,
+    /// How often an Image that follows an OCI tag checks whether the tag names a new
+    /// digest (`--image-check-interval`, default 1 h).
+    pub image_check_interval: Duration,
     /// TEST ONLY (fault injection): kill the daemon at this point of its k-th VM step.
     /// Never set outside tests (`BANGER_TEST_CRASH_AT`, see `docs/engine.md`).
     pub crash_at: Option<CrashAt>,
@@ -158,6 +161,7 @@ impl DaemonConfig {
             probe_failure_threshold: 3,
             probe_retry: Duration::from_secs(2),
             crash_at: None,
+            image_check_interval: Duration::from_secs(3600),
         }
     }
 

@@ -5,8 +5,9 @@
 //! objects in the store and queue them; they never reconcile. Their check-then-write
 //! sequences are serialised by [`Control::sources_lock`].
 //!
-//! [`Control::changes`] counts finished reconciles: whoever waits for an object's
-//! status to change (the API's long-poll `GET`) subscribes to it instead of polling.
+//! [`Control::changes`] counts status changes (the end of every reconcile, and each
+//! write of an Image pull's progress): whoever waits for an object's status to change
+//! (the API's long-poll `GET`) subscribes to it instead of polling.
 
 use std::sync::Arc;
 
@@ -27,8 +28,10 @@ pub struct Control {
     pub events: EventRecorder,
     /// Serialises the sources' check-then-write sequences (apply, delete, rescan).
     pub sources_lock: Arc<tokio::sync::Mutex<()>>,
+    /// `banger image refresh` requests waiting for their Image's reconcile.
+    pub image_refresh: Arc<crate::refresh::ImageRefreshRequests>,
     /// Counts reconciles that ended (each may have written a status or removed an
-    /// object); starts at 1. See [`Control::changed`].
+    /// object) and pull progress written; starts at 1. See [`Control::changed`].
     pub changes: Arc<watch::Sender<u64>>,
 }
 
@@ -41,7 +44,8 @@ impl Control {
         Arc::new(watch::channel(Self::FIRST_CHANGE).0)
     }
 
-    /// Says that a reconcile ended: wakes every waiter on [`Control::changes`].
+    /// Says that a reconcile ended or a status was written: wakes every waiter on
+    /// [`Control::changes`].
     pub fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }

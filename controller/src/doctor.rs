@@ -95,13 +95,18 @@ pub struct DoctorConfig {
     pub min_free_bytes: u64,
     /// How long a `--version` run may take.
     pub version_timeout: Duration,
+    /// The daemon's guest directory: default kernel, initrd and guest bits
+    /// (`banger daemon --guest-dir`).
+    pub guest_dir: PathBuf,
 }
 
 impl DoctorConfig {
     /// Defaults for the given state directory and socket.
     pub fn new(state_dir: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         DoctorConfig {
-            state_dir: state_dir.into(),
+            guest_dir: state_dir.join("guest"),
+            state_dir,
             socket: socket.into(),
             firecracker_bin: PathBuf::from("firecracker"),
             qemu_bin: PathBuf::from("qemu-system-x86_64"),
@@ -148,6 +153,7 @@ fn blocking_checks(cfg: &DoctorConfig) -> (Vec<CheckResult>, Vec<CheckResult>) {
     for tool in ["mkfs.ext4", "e2fsck", "resize2fs"] {
         after.push(check_tool(tool, cfg.version_timeout));
     }
+    after.push(check_default_kernel(&cfg.guest_dir));
     after.push(check_free_space(&cfg.state_dir, cfg.min_free_bytes));
     after.push(check_socket(&cfg.socket));
     (before, after)
@@ -429,6 +435,50 @@ pub fn check_tool(tool: &str, timeout: Duration) -> CheckResult {
     }
 }
 
+/// The default kernel that Images without `kernel` boot (check `kernel`): which one (path and release),
+/// with its initrd and the guest bits; WARN when it is not installed.
+pub fn check_default_kernel(guest_dir: &Path) -> CheckResult {
+    use crate::runtime::linux::{DEFAULT_INITRD, DEFAULT_KERNEL, GUEST_BITS_DIR, KERNEL_RELEASE};
+    let name = "kernel";
+    let kernel = guest_dir.join(DEFAULT_KERNEL);
+    let initrd = guest_dir.join(DEFAULT_INITRD);
+    let missing: Vec<String> = [&kernel, &initrd]
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return CheckResult::new(
+            name,
+            CheckStatus::Warn,
+            format!(
+                "{} missing: Images without `kernel` cannot boot (scripts/up.sh installs the guest kit's; or pass --guest-dir)",
+                missing.join(", ")
+            ),
+        );
+    }
+    let release = std::fs::read_to_string(guest_dir.join(KERNEL_RELEASE))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "release unknown".into());
+    let bits = crate::host::guest_bits::GuestBits::at(guest_dir.join(GUEST_BITS_DIR));
+    match bits.identity() {
+        Ok(id) => CheckResult::new(
+            name,
+            CheckStatus::Pass,
+            format!(
+                "{} ({release}) with {}; guest bits {id}",
+                kernel.display(),
+                initrd.display()
+            ),
+        ),
+        Err(e) => CheckResult::new(
+            name,
+            CheckStatus::Warn,
+            format!("{} ({release}); but {e}", kernel.display()),
+        ),
+    }
+}
+
 /// Free space in the state directory (or its nearest existing ancestor).
 pub fn check_free_space(state_dir: &Path, min_free: u64) -> CheckResult {
     let name = "disk space";
@@ -507,6 +557,38 @@ pub fn check_socket(socket: &Path) -> CheckResult {
 mod tests {
     use super::*;
     use crate::host::net::bridge::BridgeProbe;
+
+    #[test]
+    fn the_default_kernel_is_named_or_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = check_default_kernel(dir.path());
+        assert_eq!(r.status, CheckStatus::Warn);
+        assert!(
+            r.detail.contains("vmlinux") && r.detail.contains("cannot boot"),
+            "{}",
+            r.detail
+        );
+        std::fs::write(dir.path().join("vmlinux"), b"k").unwrap();
+        std::fs::write(dir.path().join("initrd.img"), b"i").unwrap();
+        std::fs::write(dir.path().join("kernel.release"), "6.1.0-57-cloud-amd64\n").unwrap();
+        for f in [
+            "init",
+            "bin/busybox",
+            "sbin/dropbear",
+            "lib/ld-linux-x86-64.so.2",
+        ] {
+            let p = dir.path().join("guest-bits").join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let r = check_default_kernel(dir.path());
+        assert_eq!(r.status, CheckStatus::Pass, "{}", r.detail);
+        assert!(
+            r.detail.contains("6.1.0-57-cloud-amd64") && r.detail.contains("vmlinux"),
+            "{}",
+            r.detail
+        );
+    }
 
     fn found(v: &str) -> BinaryProbe {
         BinaryProbe::Found {

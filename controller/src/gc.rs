@@ -9,6 +9,12 @@
 //! [`GcOptions::include_orphans`] asks to collect orphans too (their lease is then
 //! released once all their host objects are gone).
 //!
+//! The shared image store (`<state>/images/store`) is collected too
+//! ([`VmRuntime::prune_images`]): root filesystems that no Image's current resolution
+//! uses, and the blobs only they listed. A build in progress is skipped, and so is an
+//! entry published less than [`STORE_GRACE`] ago (its Image may not have recorded it
+//! yet).
+//!
 //! Race with VMs created meanwhile: a VM's host objects are only made after its object
 //! is in the store. So the store is read once before listing and once after; anything
 //! owned by a uid of the second read is dropped from the list. A uid missing from the
@@ -20,9 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use banger_specs::Kind;
+
 use crate::host::names::{self, ObjectUid};
 use crate::runtime::{Garbage, GarbageKind, VmRuntime};
 use crate::store::{Store, StoreError};
+
+/// How recent a store entry may be and still be collected (see the module docs).
+pub const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The answer of a garbage collection (`POST /v1/gc`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +52,10 @@ pub struct GcReport {
     /// would be). An orphan whose host objects could not all be removed keeps it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released_leases: Vec<String>,
+    /// Image store content no Image uses: root filesystems and blobs removed (or, in a
+    /// dry run, that would be).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::host::oci::store::StoreItem>,
 }
 
 /// One item [`GcReport::items`] could not remove.
@@ -136,6 +151,21 @@ impl<R: VmRuntime> GarbageCollector<R> {
         Ok(known)
     }
 
+    /// The root filesystems the Images' current resolutions use.
+    async fn used_rootfs(&self) -> Result<BTreeSet<std::path::PathBuf>, StoreError> {
+        let mut keep = BTreeSet::new();
+        for image in self.store.list_objects(Some(Kind::Image)).await? {
+            let (_, internal) = self
+                .store
+                .get_status(Kind::Image, image.resource.name())
+                .await?;
+            if let Some(r) = internal.resolved {
+                keep.insert(r.rootfs);
+            }
+        }
+        Ok(keep)
+    }
+
     /// Lists the host's garbage and, unless `dry_run`, removes it (each removal is
     /// logged; a failed one is reported in [`GcReport::failed`] and does not stop the
     /// others).
@@ -155,7 +185,22 @@ impl<R: VmRuntime> GarbageCollector<R> {
             removed: !options.dry_run,
             failed: Vec::new(),
             released_leases: Vec::new(),
+            images: Vec::new(),
         };
+        let keep = self.used_rootfs().await?;
+        match self.runtime.prune_images(&keep, options.dry_run).await {
+            Ok(items) => {
+                for i in &items {
+                    tracing::info!(path = %i.path.display(), bytes = i.bytes, dry_run = options.dry_run,
+                        "gc: image store content no Image uses");
+                }
+                report.images = items;
+            }
+            Err(e) => report.failed.push(GcFailure {
+                item: "image-store".into(),
+                error: e.to_string(),
+            }),
+        }
         if options.dry_run {
             report.released_leases = orphans.into_iter().collect();
             return Ok(report);

@@ -41,6 +41,7 @@ pub mod journal;
 pub mod objects;
 pub mod planner;
 pub mod queue;
+pub mod refresh;
 pub mod runtime;
 pub mod sources;
 pub mod status;

@@ -75,6 +75,8 @@ pub enum ConditionType {
     Synced,
     /// The object's spec file is invalid; the last good spec is kept.
     SpecValid,
+    /// Images: the tag names a newer digest than the one the Image uses.
+    UpdateAvailable,
 }
 
 /// A condition's status.
@@ -200,6 +202,18 @@ pub enum Reason {
     StoreError,
     /// The Image cannot be resolved.
     ImageUnavailable,
+    /// banger's guest bits cannot serve the Image (no shell for root, …).
+    UnsupportedImage,
+    /// The registry refused the credentials of `--registry-auth`, or wants some.
+    RegistryAuthFailed,
+    /// Image: its tag names a newer digest (`UpdateAvailable=True`).
+    NewDigest,
+    /// Image: its tag names the digest it uses (`UpdateAvailable=False`).
+    UpToDate,
+    /// Image: its reference names a digest, which never changes.
+    PinnedByDigest,
+    /// Image: the update check failed (the registry is unreachable, …).
+    CheckFailed,
     /// A runtime step failed.
     StepFailed,
     /// A VM's handles could not be saved (no longer produced: handles are stored with
@@ -244,6 +258,10 @@ pub enum Reason {
     StepRolledBack,
     /// Rolling back such a step failed.
     RollbackFailed,
+    /// An Image's layer was downloaded (or found in the store).
+    Pulled,
+    /// An Image moved to the new digest of its tag.
+    UpdateApplied,
     /// A Workspace's files were copied into its VM (also its `Synced` reason).
     Copied,
     /// A directory object was forgotten (`on-remove: Orphan`).
@@ -332,6 +350,52 @@ pub struct ObjectStatus {
     /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handles: Option<serde_json::Value>,
+    /// Image: what it resolved to (digest, root filesystem, kernel, guest bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageStatus>,
+    /// Image: the pull in progress, one entry per layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull: Vec<LayerProgress>,
+}
+
+/// What an Image resolved to, as its status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The manifest digest (OCI) or the sha256 of the rootfs file (local).
+    pub digest: String,
+    /// The root filesystem VMs are made from (in the store for OCI images).
+    pub rootfs: std::path::PathBuf,
+    /// Its size in bytes.
+    pub rootfs_bytes: u64,
+    /// The kernel VMs boot.
+    pub kernel: std::path::PathBuf,
+    /// The kernel is the daemon's default one.
+    #[serde(default)]
+    pub default_kernel: bool,
+    /// What banger's guest bits found and added (`init: …, ssh: …, libc: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// OCI tags: when the tag was last checked for a new digest (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    /// OCI tags: the digest the tag named at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_digest: Option<String>,
+}
+
+/// One layer of a pull in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerProgress {
+    /// The layer's digest.
+    pub digest: String,
+    /// Bytes received (or found in the store).
+    pub bytes: u64,
+    /// The layer's size.
+    pub total: u64,
+    /// Downloaded and verified.
+    pub done: bool,
 }
 
 impl ObjectStatus {

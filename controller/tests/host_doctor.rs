@@ -60,10 +60,18 @@ fn doctor_on_this_host() {
             "mkfs.ext4",
             "e2fsck",
             "resize2fs",
+            "kernel",
             "disk space",
             "socket"
         ]
     );
+    // No guest directory in this state directory: the default kernel is missing.
+    assert_eq!(
+        by_name(&results, "kernel").status,
+        CheckStatus::Warn,
+        "{report}"
+    );
+
     for line in report.lines() {
         assert!(
             line.starts_with("PASS  ") || line.starts_with("WARN  ") || line.starts_with("FAIL  "),
@@ -162,4 +170,19 @@ fn version_probe_is_bounded_and_reports_failures() {
             requested: "banger-no-such-binary".into()
         }
     );
+}
+
+/// The guest kit's directory is laid out as a guest directory (`--guest-dir`): doctor
+/// names its kernel and release, and the guest bits are complete.
+#[test]
+#[ignore = "needs the guest kit (scripts/guest-kit.sh)"]
+fn the_guest_kit_is_a_guest_directory() {
+    let kit = std::env::var_os("BANGER_KIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest-kit"));
+    let found = banger_controller::doctor::check_default_kernel(&kit);
+    assert_eq!(found.status, CheckStatus::Pass, "{found:?}");
+    let release = std::fs::read_to_string(kit.join("kernel.release")).unwrap();
+    assert!(found.detail.contains(release.trim()), "{found:?}");
+    assert!(found.detail.contains("guest bits "), "{found:?}");
 }

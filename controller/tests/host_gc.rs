@@ -112,9 +112,12 @@ fn gc_removes_exactly_the_planted_objects() {
                 name: "kit".into(),
                 spec: image_spec(&kit),
                 image_dir: state_dir.join("images/feed"),
+                pin: None,
+                progress: Default::default(),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .boot;
 
         // The known VM: a real QEMU VMM with its disk, tap, NAT rule and directory.
         let mut known = vm(KNOWN, "known", 2, &state_dir, &image);

@@ -34,9 +34,12 @@ fn a_vm_lives_and_dies_on_the_host_runtime() {
                 name: "kit".into(),
                 spec: image_spec(&kit),
                 image_dir: state_dir.join("images/feed"),
+                pin: None,
+                progress: Default::default(),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .boot;
 
         let uid = "0123456789abcdef0123456789abcdef".to_string();
         let object_uid = ObjectUid::parse(&uid).unwrap();

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_controller::host::oci::{self, OciLimits, OciPull};
+use banger_controller::host::oci::auth::RegistryCredentials;
+use banger_controller::host::oci::store::ImageStore;
+use banger_controller::host::oci::{self, OciLimits, OciPull, RegistryAccess};
 use banger_controller::runtime::linux::LinuxRuntime;
 use banger_controller::runtime::{ImageContext, VmRuntime};
-use banger_specs::{ImageSpec, OciSource, Readiness};
+use banger_specs::{GuestMode, ImageSpec, OciSource, Readiness};
 use kit_support::host_runtime;
 use sha2::{Digest, Sha256};
 
@@ -310,17 +312,40 @@ fn image_context(state: &Path, name: &str, reference: &str, kit: &Path) -> Image
         uid: format!("uid-{name}"),
         name: name.to_string(),
         spec: ImageSpec {
-            kernel: kit.join("vmlinuz"),
+            kernel: Some(kit.join("vmlinuz")),
             initrd: None,
             rootfs: None,
             oci: Some(OciSource {
                 reference: reference.to_string(),
                 insecure: true,
+                ca_file: None,
             }),
             kernel_args: None,
             readiness: Readiness::default(),
+            // These test layers are not a usable root (no shell): no guest bits.
+            guest: GuestMode::None,
         },
         image_dir: state.join("images").join(format!("uid-{name}")),
+        pin: None,
+        progress: Default::default(),
+    }
+}
+
+/// An anonymous pull of `reference` (plain HTTP allowed) into `store`.
+fn pull<'a>(reference: &'a str, store: &'a ImageStore, limits: &'a OciLimits) -> OciPull<'a> {
+    static NO_CREDENTIALS: std::sync::OnceLock<RegistryCredentials> = std::sync::OnceLock::new();
+    OciPull {
+        reference,
+        access: RegistryAccess {
+            insecure: true,
+            ca_file: None,
+            credentials: NO_CREDENTIALS.get_or_init(RegistryCredentials::none),
+        },
+        store,
+        limits,
+        pin: None,
+        guest: None,
+        progress: None,
     }
 }
 
@@ -348,11 +373,23 @@ async fn an_oci_image_is_pulled_flattened_and_reused() {
     let ctx = image_context(&state, "img", &registry.reference("test/img:1"), &kit);
 
     let started = Instant::now();
-    let resolved = host.resolve_image(&ctx).await.unwrap();
+    let resolution = host.resolve_image(&ctx).await.unwrap();
     eprintln!("pull + flatten + mkfs: {:?}", started.elapsed());
+    assert!(!resolution.reused);
+    assert_eq!(resolution.digest, manifest_digest);
+    let resolved = resolution.boot.clone();
     assert_eq!(resolved.rootfs_digest, manifest_digest);
     assert_eq!(resolved.kernel, kit.join("vmlinuz"));
-    assert!(resolved.rootfs.starts_with(&ctx.image_dir));
+    let store_root = state.join("images/store");
+    assert!(
+        resolved.rootfs.starts_with(store_root.join("rootfs")),
+        "{:?}",
+        resolved.rootfs
+    );
+    assert_eq!(
+        resolution.rootfs_bytes,
+        std::fs::metadata(&resolved.rootfs).unwrap().len()
+    );
     assert!(host.image_present(&resolved).await);
     let rootfs = &resolved.rootfs;
 
@@ -380,42 +417,91 @@ async fn an_oci_image_is_pulled_flattened_and_reused() {
     );
     let ash = debugfs(rootfs, "stat /bin/ash");
     assert!(ash.contains("Links: 2"), "hard link kept: {ash}");
+    // The store is private to root, and keeps the verified layer blobs.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(
+        std::fs::metadata(&store_root).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let blobs = std::fs::read_dir(store_root.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 2, "both layers kept in the store");
 
-    // Re-resolving the same digest reuses the published rootfs (same inode, no pull).
-    use std::os::unix::fs::MetadataExt;
+    // A second Image of the same reference shares the store: nothing is downloaded or
+    // built again (same file, same inode).
     let inode = std::fs::metadata(rootfs).unwrap().ino();
+    let other = image_context(&state, "other", &registry.reference("test/img:1"), &kit);
     let started = Instant::now();
-    let again = host.resolve_image(&ctx).await.unwrap();
-    eprintln!("re-resolve (cached): {:?}", started.elapsed());
-    assert_eq!(again, resolved);
-    assert_eq!(std::fs::metadata(&again.rootfs).unwrap().ino(), inode);
+    let again = host.resolve_image(&other).await.unwrap();
+    eprintln!(
+        "second Image of the same reference: {:?}",
+        started.elapsed()
+    );
+    assert!(again.reused);
+    assert_eq!(again.boot, resolved);
+    assert_eq!(std::fs::metadata(&again.boot.rootfs).unwrap().ino(), inode);
 
-    // A multi-platform index resolves to its linux/amd64 manifest.
+    // A multi-platform index resolves to its linux/amd64 manifest (the same entry).
     let (arm, arm_digest) = layout.image(&base_layers()[..1], "arm64");
     layout.index(vec![arm, desc], "multi");
     registry.push(&layout.dir, "multi", "test/img:multi", true);
     let multi = image_context(&state, "multi", &registry.reference("test/img:multi"), &kit);
     let resolved_multi = host.resolve_image(&multi).await.unwrap();
-    assert_eq!(resolved_multi.rootfs_digest, manifest_digest);
-    assert_ne!(resolved_multi.rootfs_digest, arm_digest);
+    assert_eq!(resolved_multi.digest, manifest_digest);
+    assert_ne!(resolved_multi.digest, arm_digest);
+    assert!(resolved_multi.reused);
 
-    // A new push of the tag means a new digest; the old rootfs is pruned.
+    // A new push of the tag: an Image pinned to its digest keeps it (from the store,
+    // nothing fetched); the update check sees the new digest; unpinned, it moves.
     let mut layers = base_layers();
     layers.push((tar(&[T::File("etc/motd", b"v2\n", 0o644, 0)]), true));
     let (desc2, digest2) = layout.image(&layers, "amd64");
     layout.tag(desc2, "2");
     registry.push(&layout.dir, "2", "test/img:1", false);
+    let pinned = ImageContext {
+        pin: Some(manifest_digest.clone()),
+        ..ctx.clone()
+    };
+    let kept = host.resolve_image(&pinned).await.unwrap();
+    assert_eq!(kept.digest, manifest_digest);
+    assert!(kept.reused);
+    assert_eq!(host.latest_image_digest(&ctx).await.unwrap(), digest2);
     let v2 = host.resolve_image(&ctx).await.unwrap();
-    assert_eq!(v2.rootfs_digest, digest2);
-    assert_eq!(cat(&v2.rootfs, "/etc/motd"), "v2\n");
-    assert!(!resolved.rootfs.exists(), "old digest pruned");
-    assert!(!host.image_present(&resolved).await);
-    assert!(host.image_present(&v2).await);
+    assert_eq!(v2.digest, digest2);
+    assert!(!v2.reused);
+    assert_eq!(cat(&v2.boot.rootfs, "/etc/motd"), "v2\n");
+    let blobs = std::fs::read_dir(store_root.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 3, "only the new layer was downloaded");
+    assert!(resolved.rootfs.exists(), "the old digest stays until gc");
 
-    // Registry gone: the Image keeps resolving to what it pulled last.
+    // Registry gone: an Image pinned to what it pulled keeps resolving.
     drop(registry);
-    let offline = host.resolve_image(&ctx).await.unwrap();
-    assert_eq!(offline.rootfs_digest, digest2);
+    let offline = host
+        .resolve_image(&ImageContext {
+            pin: Some(digest2.clone()),
+            ..ctx.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(offline.digest, digest2);
+
+    // gc keeps what Images use and the blobs their manifests list.
+    let keep = std::collections::BTreeSet::from([v2.boot.rootfs.clone()]);
+    let store = ImageStore::at(&store_root);
+    let removed = store.prune(&keep, Duration::ZERO, false).unwrap();
+    assert!(
+        removed.iter().any(|i| i.path == resolved.rootfs),
+        "{removed:?}"
+    );
+    assert!(!resolved.rootfs.exists() && v2.boot.rootfs.exists());
+    assert!(!host.image_present(&resolved).await);
+    let blobs = std::fs::read_dir(store_root.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 3, "v2 lists all three layers");
 
     host.remove_image(&ctx).await.unwrap();
     assert!(!ctx.image_dir.exists());
@@ -435,20 +521,15 @@ async fn bad_blobs_and_oversized_images_are_rejected() {
     let reference = registry.reference("test/bad:1");
 
     // Over the per-blob cap: refused before any download.
-    let image_dir = work.path().join("images/small");
+    let store = ImageStore::at(work.path().join("store"));
     let small = OciLimits {
         max_blob_bytes: 1024,
         ..OciLimits::default()
     };
-    let err = oci::pull_rootfs(&OciPull {
-        reference: &reference,
-        insecure: true,
-        image_dir: &image_dir,
-        limits: &small,
-    })
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = oci::pull_rootfs(&pull(&reference, &store, &small))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("per-blob limit is 1024"), "{err}");
 
     // The registry serves bytes that do not match the digest: rejected, nothing published.
@@ -457,27 +538,24 @@ async fn bad_blobs_and_oversized_images_are_rejected() {
     let last = bytes.len() - 2000;
     bytes[last] ^= 0xff;
     std::fs::write(&stored, &bytes).unwrap();
-    let image_dir = work.path().join("images/bad");
-    let err = oci::pull_rootfs(&OciPull {
-        reference: &reference,
-        insecure: true,
-        image_dir: &image_dir,
-        limits: &OciLimits::default(),
-    })
-    .await
-    .unwrap_err()
-    .to_string();
+    let limits = OciLimits::default();
+    let err = oci::pull_rootfs(&pull(&reference, &store, &limits))
+        .await
+        .unwrap_err()
+        .to_string();
     eprintln!("corrupt blob: {err}");
     assert!(
         err.contains(&layer_digest) && err.to_lowercase().contains("digest"),
         "{err}"
     );
-    let published: Vec<_> = std::fs::read_dir(image_dir.join("oci"))
+    let published = std::fs::read_dir(store.root().join("rootfs"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 64)
-        .collect();
-    assert!(published.is_empty(), "{published:?}");
+        .count();
+    assert_eq!(published, 0, "nothing published");
+    let blobs = std::fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0, "a blob that fails its digest is never stored");
 
     // A layer writing through a symlink that escapes the root: rejected, naming the
     // layer and the entry; nothing is written outside and nothing is published.
@@ -492,16 +570,11 @@ async fn bad_blobs_and_oversized_images_are_rejected() {
     let (desc, _) = layout.image(&evil, "amd64");
     layout.tag(desc, "evil");
     registry.push(&layout.dir, "evil", "test/evil:1", false);
-    let image_dir = work.path().join("images/evil");
-    let err = oci::pull_rootfs(&OciPull {
-        reference: &registry.reference("test/evil:1"),
-        insecure: true,
-        image_dir: &image_dir,
-        limits: &OciLimits::default(),
-    })
-    .await
-    .unwrap_err()
-    .to_string();
+    let evil_ref = registry.reference("test/evil:1");
+    let err = oci::pull_rootfs(&pull(&evil_ref, &store, &limits))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("layer 1/1 sha256:")
             && err.contains("escape/pwned")
@@ -509,26 +582,25 @@ async fn bad_blobs_and_oversized_images_are_rejected() {
         "{err}"
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-    let left: Vec<_> = std::fs::read_dir(image_dir.join("oci"))
+    let left: Vec<_> = std::fs::read_dir(store.root())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with(".lock"))
+        .filter(|n| n.starts_with(".staging"))
         .collect();
-    assert!(
-        left.is_empty(),
-        "staging removed, nothing published: {left:?}"
+    assert!(left.is_empty(), "staging removed: {left:?}");
+    assert_eq!(
+        std::fs::read_dir(store.root().join("rootfs"))
+            .unwrap()
+            .count(),
+        0
     );
 
     // Unknown repository: a clear registry error naming the reference.
-    let err = oci::pull_rootfs(&OciPull {
-        reference: &registry.reference("test/missing:1"),
-        insecure: true,
-        image_dir: &work.path().join("images/missing"),
-        limits: &OciLimits::default(),
-    })
-    .await
-    .unwrap_err()
-    .to_string();
+    let missing = registry.reference("test/missing:1");
+    let err = oci::pull_rootfs(&pull(&missing, &store, &limits))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("test/missing:1") && err.contains("manifest"),
         "{err}"
@@ -567,6 +639,7 @@ fn desc_layer_digest(layout: &Layout, desc: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root (chown to the layers' owners), docker-registry and skopeo"]
 async fn concurrent_pulls_of_one_image_coalesce() {
+    // Three pulls of one reference (as three Images would) into one store.
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&work.path().join("layout"));
@@ -574,22 +647,14 @@ async fn concurrent_pulls_of_one_image_coalesce() {
     layout.tag(desc, "1");
     registry.push(&layout.dir, "1", "test/img:1", false);
     let reference = registry.reference("test/img:1");
-    let image_dir = work.path().join("images/one");
+    let store = ImageStore::at(work.path().join("store"));
     let limits = OciLimits::default();
     let pulls: Vec<_> = (0..3)
         .map(|_| {
             let reference = reference.clone();
-            let image_dir = image_dir.clone();
+            let store = store.clone();
             let limits = limits.clone();
-            tokio::spawn(async move {
-                oci::pull_rootfs(&OciPull {
-                    reference: &reference,
-                    insecure: true,
-                    image_dir: &image_dir,
-                    limits: &limits,
-                })
-                .await
-            })
+            tokio::spawn(async move { oci::pull_rootfs(&pull(&reference, &store, &limits)).await })
         })
         .collect();
     let mut results = Vec::new();

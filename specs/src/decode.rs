@@ -16,8 +16,9 @@ use crate::problem::Severity;
 use crate::quantity::ByteSize;
 use crate::suggest::{did_you_mean, list};
 use crate::types::{
-    HypervisorChoice, ImageSpec, IncludeMode, Kind, NetworkSpec, Object, ObjectKey, ObjectMeta,
-    OciSource, PowerState, Readiness, Resource, RestartPolicy, VmSpec, WorkspaceSpec, API_VERSION,
+    GuestMode, HypervisorChoice, ImageSpec, IncludeMode, Kind, NetworkSpec, Object, ObjectKey,
+    ObjectMeta, OciSource, PowerState, Readiness, Resource, RestartPolicy, VmSpec, WorkspaceSpec,
+    API_VERSION,
 };
 use crate::yaml::{shown_key, Entry, Mark, Node, Resolved, Value};
 
@@ -579,11 +580,12 @@ impl Cx<'_> {
                 "oci",
                 "kernelArgs",
                 "readiness",
+                "guest",
             ],
         )?;
         let errors_before = self.error_count();
         let kernel = f
-            .required(self, "kernel")
+            .get("kernel")
             .and_then(|n| self.host_path(n, "spec.kernel"));
         let initrd = f
             .get("initrd")
@@ -616,21 +618,53 @@ impl Cx<'_> {
             Some(n) => self.readiness(n, f.key_mark("readiness").unwrap_or(at)),
             None => Some(Readiness::default()),
         };
+        let guest = match f.get("guest") {
+            Some(n) => self.guest_mode(n),
+            None => Some(ImageSpec::default_guest(f.get("oci").is_some())),
+        };
+        if f.get("initrd").is_some() && f.get("kernel").is_none() {
+            let mark = f.key_mark("initrd").unwrap_or(at);
+            self.error(
+                mark,
+                "spec.initrd",
+                "an initrd needs its `kernel`; without `kernel` the daemon's default kernel boots with its own initrd".into(),
+            );
+        }
         if self.error_count() != errors_before {
             return None;
         }
         Some(ImageSpec {
-            kernel: kernel?,
+            kernel,
             initrd,
             rootfs,
             oci,
             kernel_args,
             readiness: readiness?,
+            guest: guest?,
         })
     }
 
+    fn guest_mode(&mut self, node: &Node) -> Option<GuestMode> {
+        let text = self.string(node, "spec.guest")?;
+        match text.as_str() {
+            "inject" => Some(GuestMode::Inject),
+            "none" => Some(GuestMode::None),
+            other => {
+                self.error(
+                    node.mark,
+                    "spec.guest",
+                    format!(
+                        "`{}` is not a guest mode: use `inject` (add banger's init, network and SSH set-up) or `none`",
+                        other.escape_default()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn oci(&mut self, node: &Node, at: Mark) -> Option<OciSource> {
-        let f = self.fields(node, at, "spec.oci", &["ref", "insecure"])?;
+        let f = self.fields(node, at, "spec.oci", &["ref", "insecure", "caFile"])?;
         let reference = f.required(self, "ref").and_then(|n| {
             let text = self.string(n, "spec.oci.ref")?;
             if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -650,9 +684,14 @@ impl Cx<'_> {
             Some(n) => self.boolean(n, "spec.oci.insecure")?,
             None => false,
         };
+        let ca_file = match f.get("caFile") {
+            Some(n) => Some(self.host_path(n, "spec.oci.caFile")?),
+            None => None,
+        };
         Some(OciSource {
             reference: reference?,
             insecure,
+            ca_file,
         })
     }
 
@@ -1230,7 +1269,12 @@ mod tests {
         let Some(Resource::Image(img)) = d.resource else {
             panic!("{:?}", d.problems)
         };
-        assert_eq!(img.spec.kernel, PathBuf::from("/srv/k/vmlinuz"));
+        assert_eq!(img.spec.kernel, Some(PathBuf::from("/srv/k/vmlinuz")));
+        assert_eq!(
+            img.spec.guest,
+            GuestMode::None,
+            "a rootfs boots as it is by default"
+        );
         assert_eq!(
             img.spec.initrd,
             Some(PathBuf::from("/srv/specs/initrd.img"))
@@ -1243,6 +1287,31 @@ mod tests {
                 console_marker: None
             }
         );
+    }
+
+    #[test]
+    fn an_oci_reference_alone_is_an_image() {
+        let head = "apiVersion: banger.dev/v1alpha1\nkind: Image\nmetadata:\n  name: deb\nspec:\n";
+        let d = decode(&format!(
+            "{head}  oci: {{ref: 127.0.0.1:5000/debian:12, caFile: ca.pem}}\n"
+        ));
+        let Some(Resource::Image(img)) = d.resource else {
+            panic!("{:?}", d.problems)
+        };
+        assert_eq!(img.spec.kernel, None);
+        assert_eq!(img.spec.guest, GuestMode::Inject);
+        assert_eq!(
+            img.spec.oci.and_then(|o| o.ca_file),
+            Some(PathBuf::from("/srv/specs/ca.pem"))
+        );
+        let p = only_error(&format!("{head}  oci: {{ref: x}}\n  initrd: i.img\n"));
+        assert_eq!(p.field.as_deref(), Some("spec.initrd"));
+        assert!(p.message.contains("needs its `kernel`"), "{}", p.message);
+        let d = decode(&format!("{head}  rootfs: r.ext4\n  guest: inject\n"));
+        let Some(Resource::Image(img)) = d.resource else {
+            panic!("{:?}", d.problems)
+        };
+        assert_eq!(img.spec.guest, GuestMode::Inject);
     }
 
     #[test]
@@ -1286,6 +1355,16 @@ mod tests {
                 "spec.kernelArgs",
                 "one line",
             ),
+            (
+                "  rootfs: r\n  guest: always\n",
+                "spec.guest",
+                "not a guest mode",
+            ),
+            (
+                "  oci: {ref: x, caFile: \"\"}\n",
+                "spec.oci.caFile",
+                "empty",
+            ),
         ];
         for (extra, field, needle) in cases {
             let p = only_error(&format!("{IMAGE}{extra}"));
@@ -1300,8 +1379,14 @@ mod tests {
             img.spec.oci,
             Some(OciSource {
                 reference: "127.0.0.1:5000/base:1".into(),
-                insecure: false
+                insecure: false,
+                ca_file: None,
             })
+        );
+        assert_eq!(
+            img.spec.guest,
+            GuestMode::Inject,
+            "oci images get the guest bits"
         );
         assert_eq!(
             img.spec.readiness,

@@ -816,7 +816,7 @@ mod tests {
         };
         assert_eq!(
             image.spec.kernel,
-            std::path::absolute(tmp.path().join("k")).unwrap()
+            Some(std::path::absolute(tmp.path().join("k")).unwrap())
         );
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Label and annotation keys are free-form but must be 1–253 characters with no
 //! whitespace or control characters. Keys under the `banger.dev/` prefix are banger's
-//! own; the two it reads are [`ON_REMOVE`] and [`ALLOW_RECREATE`].
+//! own; the ones it reads are [`ON_REMOVE`], [`ALLOW_RECREATE`] and [`AUTO_UPDATE`].
 
 /// Annotation: what `banger delete`/removal from the spec files does to the object's
 /// host state: `Delete` (default), `Orphan` (forget it, leave it running) or `Stop`.
@@ -18,6 +18,12 @@ pub const ON_REMOVE_VALUES: [&str; 3] = ["Delete", "Orphan", "Stop"];
 pub const ALLOW_RECREATE: &str = "banger.dev/allow-recreate";
 /// Allowed values of [`ALLOW_RECREATE`].
 pub const ALLOW_RECREATE_VALUES: [&str; 2] = ["true", "false"];
+/// Annotation of an Image: `"true"` applies a new digest of its tag as soon as the
+/// update check finds one (`"false"`, the default: the Image shows `UpdateAvailable`
+/// and keeps its digest until `banger image refresh NAME --apply`).
+pub const AUTO_UPDATE: &str = "banger.dev/auto-update";
+/// Allowed values of [`AUTO_UPDATE`].
+pub const AUTO_UPDATE_VALUES: [&str; 2] = ["true", "false"];
 /// The annotation prefix reserved for banger.
 pub const BANGER_PREFIX: &str = "banger.dev/";
 
@@ -86,8 +92,9 @@ pub fn check_annotation(key: &str, value: &str) -> Result<Option<String>, String
     let allowed: &[&str] = match key {
         ON_REMOVE => &ON_REMOVE_VALUES,
         ALLOW_RECREATE => &ALLOW_RECREATE_VALUES,
+        AUTO_UPDATE => &AUTO_UPDATE_VALUES,
         _ if key.starts_with(BANGER_PREFIX) => {
-            let hint = crate::suggest::did_you_mean(key, [ON_REMOVE, ALLOW_RECREATE]);
+            let hint = crate::suggest::did_you_mean(key, [ON_REMOVE, ALLOW_RECREATE, AUTO_UPDATE]);
             return Ok(Some(format!(
                 "banger does not know the annotation `{key}`{hint}"
             )));

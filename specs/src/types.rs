@@ -85,13 +85,15 @@ pub struct ObjectMeta {
     #[schemars(extend("propertyNames" = { "pattern": r"^\S{1,253}$" }))]
     pub labels: BTreeMap<String, String>,
     /// Free-form string annotations. banger reads `banger.dev/on-remove`
-    /// (`Delete` | `Orphan` | `Stop`) and `banger.dev/allow-recreate` (`"true"` | `"false"`).
+    /// (`Delete` | `Orphan` | `Stop`), `banger.dev/allow-recreate` (`"true"` | `"false"`)
+    /// and, on Images, `banger.dev/auto-update` (`"true"` | `"false"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
         "propertyNames" = { "pattern": r"^\S{1,253}$" },
         "properties" = {
             "banger.dev/on-remove": { "enum": ["Delete", "Orphan", "Stop"] },
-            "banger.dev/allow-recreate": { "enum": ["true", "false"] }
+            "banger.dev/allow-recreate": { "enum": ["true", "false"] },
+            "banger.dev/auto-update": { "enum": ["true", "false"] }
         }
     ))]
     pub annotations: BTreeMap<String, String>,
@@ -108,6 +110,23 @@ pub struct OciSource {
     /// Allow plain HTTP and unverified TLS to the registry.
     #[serde(default)]
     pub insecure: bool,
+    /// A PEM file of CA certificates the registry's TLS certificate is checked against
+    /// (besides the system's), for registries with a private CA. Absolute after
+    /// normalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Whether banger adds its guest bits (an init used when the image has none, network
+/// and hostname set-up, an SSH server when the image has none, the readiness signal)
+/// under `/.banger` of the Image's root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestMode {
+    /// Add them (the default for `oci` images).
+    Inject,
+    /// Boot the root filesystem as it is (the default for `rootfs` images).
+    None,
 }
 
 /// How banger decides that a guest is really up (`GuestReady`).
@@ -141,8 +160,10 @@ impl Default for Readiness {
 #[schemars(extend("oneOf" = [{ "required": ["rootfs"] }, { "required": ["oci"] }]))]
 pub struct ImageSpec {
     /// Guest kernel (absolute after normalisation; relative paths resolve against the
-    /// directory of the declaring file).
-    pub kernel: PathBuf,
+    /// directory of the declaring file). When absent, the daemon's default kernel (and
+    /// its initrd) boots the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
     /// Optional initrd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<PathBuf>,
@@ -159,6 +180,23 @@ pub struct ImageSpec {
     /// Guest readiness probe (default: TCP port 22).
     #[serde(default)]
     pub readiness: Readiness,
+    /// banger's guest bits: `inject` (default for `oci`) or `none` (default for
+    /// `rootfs`). Always set in canonical form; a stored object written before the
+    /// field existed reads as `none` (what it booted with then).
+    #[serde(default = "guest_none")]
+    pub guest: GuestMode,
+}
+
+impl ImageSpec {
+    /// The default of `guest` for an image of this source: `inject` for `oci`, `none`
+    /// for `rootfs`.
+    pub fn default_guest(oci: bool) -> GuestMode {
+        if oci {
+            GuestMode::Inject
+        } else {
+            GuestMode::None
+        }
+    }
 }
 
 /// Desired power state of a VM.
@@ -216,6 +254,10 @@ impl Default for NetworkSpec {
             ip: None,
         }
     }
+}
+
+fn guest_none() -> GuestMode {
+    GuestMode::None
 }
 
 fn default_true() -> bool {

@@ -172,7 +172,7 @@ fn multi_doc_paths_and_kinds() {
         panic!()
     };
     let expected = banger_specs::decode::normalize_lexically(&dir.join("kit/vmlinuz"));
-    assert_eq!(img.spec.kernel, expected);
+    assert_eq!(img.spec.kernel, Some(expected));
     let Resource::Workspace(ws) = &objects[3] else {
         panic!()
     };
@@ -196,7 +196,17 @@ fn examples_are_valid_and_complete() {
     );
     let mut kinds: Vec<Kind> = set.objects.iter().map(|o| o.resource.kind()).collect();
     kinds.sort();
-    assert_eq!(kinds, [Kind::Image, Kind::Vm, Kind::Vm, Kind::Workspace]);
+    assert_eq!(
+        kinds,
+        [
+            Kind::Image,
+            Kind::Image,
+            Kind::Vm,
+            Kind::Vm,
+            Kind::Vm,
+            Kind::Workspace
+        ]
+    );
     for object in &set.objects {
         if let Resource::Vm(vm) = &object.resource {
             assert_eq!(

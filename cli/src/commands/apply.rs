@@ -16,6 +16,9 @@ use crate::waiting::{timeout_message, wait_until_or_blocked, WaitFor, WaitOutcom
 /// Arguments of `banger apply`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
+With --wait, an Image being pulled shows its progress on stderr: a bar on a terminal,
+one line per pulled layer otherwise.
+
 Examples:
   # Apply every *.yaml/*.yml file of a directory (add -R for subdirectories)
   banger apply -f examples/
@@ -149,6 +152,7 @@ pub async fn run(client: &DaemonClient, args: &ApplyArgs) -> Result<ExitCode, Cl
     }
     let deadline = Instant::now() + args.timeout;
     let mut timeouts = Vec::new();
+    let mut progress = crate::progress::PullProgress::default();
     for item in response
         .items
         .iter()
@@ -158,9 +162,17 @@ pub async fn run(client: &DaemonClient, args: &ApplyArgs) -> Result<ExitCode, Cl
             kind: item.kind,
             name: item.name.clone(),
         };
-        match wait_until_or_blocked(client, &object, &WaitFor::ready(), deadline, blocked_since)
-            .await?
-        {
+        let outcome = wait_until_or_blocked(
+            client,
+            &object,
+            &WaitFor::ready(),
+            deadline,
+            blocked_since,
+            Some(&mut progress),
+        )
+        .await?;
+        progress.finish();
+        match outcome {
             WaitOutcome::Met => {
                 print_out(&format!("{} condition met\n", show(item.kind, &item.name)))?
             }

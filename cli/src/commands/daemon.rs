@@ -14,7 +14,9 @@ use banger_controller::host::kvm::Accel;
 use banger_controller::host::names;
 use banger_controller::host::net::cidr::Ipv4Cidr;
 use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::linux::{LinuxRuntime, LinuxRuntimeConfig};
+use banger_controller::host::oci::auth::RegistryCredentials;
+use banger_controller::host::oci::OciLimits;
+use banger_controller::runtime::linux::{ImageConfig, LinuxRuntime, LinuxRuntimeConfig};
 
 use crate::duration::parse_duration;
 use crate::error::CliError;
@@ -49,6 +51,10 @@ paths (Image files, Workspace sources) only where they could read them themselve
 but not `gc --include-orphans`; everyone else is refused. Run as another user, the
 daemon serves only that user. The state dir must be 0700, and the specs dir, with
 everything in it, writable only by its owner and root (README: Security model).
+Images: an Image without `kernel` boots the default kernel of --guest-dir; OCI images
+are pulled into <state-dir>/images/store (shared by all Images) with banger's guest
+bits; a tag is re-checked every --image-check-interval and a new digest is only shown
+(UpdateAvailable) until `banger image refresh NAME --apply`.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.
@@ -110,6 +116,41 @@ pub struct DaemonArgs {
         hide = true
     )]
     pub test_crash_at: Option<CrashAt>,
+    /// The default kernel (vmlinux), its initrd (initrd.img) and banger's guest bits
+    /// (guest-bits/) for Images without `kernel` [default: <state-dir>/guest, where
+    /// scripts/up.sh installs the guest kit's].
+    #[arg(long, value_name = "DIR")]
+    pub guest_dir: Option<PathBuf>,
+    /// Registry credentials: a docker-style config.json (`{"auths": {"host:port":
+    /// {"auth": base64(user:password)}}}`), used for the registry each entry names.
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
+    /// How often an Image that follows an OCI tag checks whether the tag names a new
+    /// digest (it is only shown, as UpdateAvailable, until applied).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub image_check_interval: Duration,
+    /// Largest OCI layer blob (compressed) a pull accepts.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    pub oci_max_blob: u64,
+    /// Largest sum of an OCI image's layer blobs.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    pub oci_max_total: u64,
+    /// Largest sum of file content unpacked from an OCI image's layers.
+    #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
+    pub oci_max_unpacked: u64,
+    /// Most layers an OCI image may have.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub oci_max_layers: usize,
+    /// Deadline of one whole pull (manifest, blobs, unpacking, mkfs).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub oci_pull_timeout: Duration,
+}
+
+/// Parses a size flag (`2GiB`, `512MiB`; sizes are binary).
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<banger_specs::ByteSize>()
+        .map(|b| b.bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses `--bridge`: a valid interface name.
@@ -202,6 +243,7 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
     );
     config.socket_group = Some(args.socket_group.clone());
     config.resync = args.resync;
+    config.image_check_interval = args.image_check_interval;
     if let Some(n) = args.max_concurrent {
         config.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
     }
@@ -220,6 +262,30 @@ pub fn daemon_config(args: &DaemonArgs, paths: &DaemonPaths) -> DaemonConfig {
         config.crash_at = Some(at);
     }
     config
+}
+
+/// How the Linux runtime resolves Images, from the flags (reads `--registry-auth`).
+pub fn image_config(
+    args: &DaemonArgs,
+    state_dir: &std::path::Path,
+) -> Result<ImageConfig, CliError> {
+    let credentials = match &args.registry_auth {
+        Some(path) => RegistryCredentials::load(path).map_err(|e| CliError::Daemon(Box::new(e)))?,
+        None => RegistryCredentials::none(),
+    };
+    let defaults = ImageConfig::for_state_dir(state_dir);
+    Ok(ImageConfig {
+        guest_dir: args.guest_dir.clone().unwrap_or(defaults.guest_dir),
+        credentials,
+        limits: OciLimits {
+            max_blob_bytes: args.oci_max_blob,
+            max_total_bytes: args.oci_max_total,
+            max_unpacked_bytes: args.oci_max_unpacked,
+            max_layers: args.oci_max_layers,
+            timeout: args.oci_pull_timeout,
+            ..OciLimits::default()
+        },
+    })
 }
 
 /// The one place that picks the runtime and hands the configuration to the engine.
@@ -254,6 +320,7 @@ mod engine {
                 accel: args.accel,
             },
             stop_grace: args.stop_grace,
+            images: image_config(args, &config.state_dir)?,
         })
         .map_err(|e| CliError::Daemon(Box::new(e)))?;
         tracing::info!(runtime = ?runtime, "linux runtime ready");
@@ -291,6 +358,14 @@ mod tests {
             accel: Accel::Auto,
             stop_grace: Duration::from_secs(15),
             test_crash_at: None,
+            guest_dir: None,
+            registry_auth: None,
+            image_check_interval: Duration::from_secs(3600),
+            oci_max_blob: 2 << 30,
+            oci_max_total: 4 << 30,
+            oci_max_unpacked: 16 << 30,
+            oci_max_layers: 128,
+            oci_pull_timeout: Duration::from_secs(1800),
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
         let config = daemon_config(

@@ -105,6 +105,56 @@ pub fn describe_text(view: &DescribeView, now: OffsetDateTime) -> String {
         field("IP", ip);
     }
 
+    if let Some(image) = &status.image {
+        field("Digest", &image.digest);
+        field(
+            "Rootfs",
+            &format!(
+                "{} ({})",
+                image.rootfs.display(),
+                crate::output::format_bytes(image.rootfs_bytes)
+            ),
+        );
+        let kernel = image.kernel.display().to_string();
+        field(
+            "Kernel",
+            &if image.default_kernel {
+                format!("{kernel} (the daemon's default kernel)")
+            } else {
+                kernel
+            },
+        );
+        if let Some(guest) = &image.guest {
+            field("Guest bits", guest);
+        }
+        if let Some(latest) = &image.latest_digest {
+            let checked = image.checked_at.as_deref().unwrap_or("-");
+            field("Tag names", &format!("{latest} (checked {checked})"));
+        }
+    }
+    if !status.pull.is_empty() {
+        out.push_str("Pull:\n");
+        let mut table = Table::new(["LAYER", "DIGEST", "RECEIVED", "SIZE", "STATE"]);
+        let count = status.pull.len();
+        for (i, layer) in status.pull.iter().enumerate() {
+            table.row([
+                format!("{}/{count}", i + 1),
+                crate::output::short_digest(&layer.digest),
+                crate::output::format_bytes(layer.bytes),
+                crate::output::format_bytes(layer.total),
+                if layer.done {
+                    "done"
+                } else if layer.digest.is_empty() {
+                    "waiting"
+                } else {
+                    "pulling"
+                }
+                .to_string(),
+            ]);
+        }
+        out.push_str(&indent(&table.render(), "  "));
+    }
+
     out.push_str("Spec:\n");
     out.push_str(&yaml_block(&object.spec));
 
@@ -247,6 +297,8 @@ mod tests {
                     pid: Some(4242),
                     hypervisor: Some("simulated".into()),
                     handles: Some(serde_json::json!({"tap": "bg-0f3a"})),
+                    image: None,
+                    pull: vec![],
                 },
             },
             steps: vec![StepRecordView {
@@ -283,6 +335,70 @@ mod tests {
             "  start-vm   done      90s ago   1250ms",
             "Planned steps:\n  STEP    CLASS   REASON\n  probe   live    resync\n",
             "  60s   Normal   Started   vm started\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn describe_shows_what_an_image_resolved_to_and_its_pull() {
+        use banger_controller::api::types::{ImageStatusView, LayerProgressView};
+        let view = DescribeView {
+            object: ObjectView {
+                api_version: "banger.dev/v1alpha1".into(),
+                kind: Kind::Image,
+                metadata: ObjectMetaView {
+                    name: "deb".into(),
+                    uid: "0f3b".into(),
+                    generation: 1,
+                    creation_timestamp: "2026-01-01T00:00:00Z".into(),
+                    deletion_timestamp: None,
+                    labels: Default::default(),
+                    annotations: Default::default(),
+                },
+                spec: serde_json::json!({"oci": {"ref": "r/debian:12"}}),
+                status: StatusView {
+                    phase: "Ready".into(),
+                    image: Some(ImageStatusView {
+                        digest: "sha256:abc".into(),
+                        rootfs: "/store/rootfs/abc/rootfs.ext4".into(),
+                        rootfs_bytes: 256 << 20,
+                        kernel: "/guest/vmlinux".into(),
+                        default_kernel: true,
+                        guest: Some("init: banger, ssh: banger (dropbear), libc: glibc".into()),
+                        checked_at: Some("2026-01-01T00:01:00Z".into()),
+                        latest_digest: Some("sha256:def".into()),
+                    }),
+                    pull: vec![
+                        LayerProgressView {
+                            digest: "sha256:1111".into(),
+                            bytes: 1 << 20,
+                            total: 1 << 20,
+                            done: true,
+                        },
+                        LayerProgressView {
+                            digest: "sha256:2222".into(),
+                            bytes: 1 << 20,
+                            total: 4 << 20,
+                            done: false,
+                        },
+                    ],
+                    ..StatusView::default()
+                },
+            },
+            steps: vec![],
+            events: vec![],
+            plan: vec![],
+        };
+        let text = describe_text(&view, datetime!(2026-01-01 00:02:00 UTC));
+        for needle in [
+            "Digest:       sha256:abc\n",
+            "Rootfs:       /store/rootfs/abc/rootfs.ext4 (256Mi)\n",
+            "Kernel:       /guest/vmlinux (the daemon's default kernel)\n",
+            "Guest bits:   init: banger, ssh: banger (dropbear), libc: glibc\n",
+            "Tag names:    sha256:def (checked 2026-01-01T00:01:00Z)\n",
+            "  1/2     sha256:1111   1Mi        1Mi    done",
+            "  2/2     sha256:2222   1Mi        4Mi    pulling",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -15,8 +15,10 @@ use crate::paths::DefaultPaths;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Checks /dev/kvm (and whether stock guest kernels can use it), the QEMU and Firecracker
-binaries, /dev/net/tun, bridge support, nft, mkfs.ext4 and resize2fs, free space in the
-state directory, and whether the daemon answers on its socket.
+binaries, /dev/net/tun, bridge support, nft, mkfs.ext4 and resize2fs, which default
+kernel Images without `kernel` boot (<state-dir>/guest/vmlinux and its initrd, or
+--guest-dir), free space in the state directory, and whether the daemon answers on its
+socket.
 Exit status: 0 when nothing FAILs, 1 otherwise.
 
 Examples:
@@ -32,6 +34,10 @@ pub struct DoctorArgs {
     /// Firecracker binary (default: firecracker on PATH).
     #[arg(long, value_name = "PATH")]
     pub firecracker_bin: Option<PathBuf>,
+    /// The daemon's guest directory (default kernel, initrd, guest bits) [default:
+    /// <state-dir>/guest].
+    #[arg(long, value_name = "DIR")]
+    pub guest_dir: Option<PathBuf>,
 }
 
 /// Runs `banger doctor`.
@@ -44,6 +50,9 @@ pub async fn run(socket: &Path, args: &DoctorArgs) -> Result<ExitCode, CliError>
     }
     if let Some(firecracker) = &args.firecracker_bin {
         config.firecracker_bin = firecracker.clone();
+    }
+    if let Some(dir) = &args.guest_dir {
+        config.guest_dir = dir.clone();
     }
     let results = doctor::run_checks(&config).await;
     print_out(&doctor::format_report(&results))?;

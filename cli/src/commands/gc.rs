@@ -30,7 +30,8 @@ pub enum GcOutput {
 Garbage is what carries banger's naming on this host but belongs to no VM the daemon
 knows: tap devices (bgt…), NAT rules in `table ip banger` naming an unknown uid,
 directories in <state>/vms, and VMM processes carrying the marker banger-<uid> and this
-daemon's state directory. The daemon also collects garbage once when it starts.
+daemon's state directory. In the image store (<state>/images/store), root filesystems no
+Image uses (built more than 10 minutes ago) and the layer blobs only they listed. The daemon also collects garbage once when it starts.
 Objects of known VMs (also of VMs being deleted) and other daemons' VMMs are never
 touched. Nor are orphaned VMs (forgotten with `banger.dev/on-remove: Orphan`; they keep
 their IP lease and keep running), unless --include-orphans asks for them too: then
@@ -88,6 +89,19 @@ pub fn render_lines(report: &GcReport) -> String {
     for uid in &report.released_leases {
         out.push_str(&format!("lease/{uid} {verb} (orphaned VM)\n"));
     }
+    let verb = if report.removed {
+        "removed"
+    } else {
+        "would remove"
+    };
+    for item in &report.images {
+        out.push_str(&format!(
+            "image-store/{} {} {verb} ({} bytes, used by no Image)\n",
+            item.kind,
+            item.path.display(),
+            item.bytes
+        ));
+    }
     out
 }
 
@@ -106,7 +120,10 @@ pub async fn run(client: &DaemonClient, args: &GcArgs) -> Result<ExitCode, CliEr
     match args.output {
         Some(GcOutput::Json) => print_out(&to_json(&report)?)?,
         Some(GcOutput::Yaml) => print_out(&to_yaml(&report)?)?,
-        None if report.items.is_empty() && report.released_leases.is_empty() => {
+        None if report.items.is_empty()
+            && report.released_leases.is_empty()
+            && report.images.is_empty() =>
+        {
             eprintln!("no garbage found")
         }
         None => print_out(&render_lines(&report))?,
@@ -149,11 +166,17 @@ mod tests {
             removed: false,
             failed: vec![],
             released_leases: vec!["dead".into()],
+            images: vec![banger_controller::host::oci::store::StoreItem {
+                kind: "blob".into(),
+                path: "/s/images/store/blobs/sha256/ab".into(),
+                bytes: 10,
+            }],
         };
         assert_eq!(
             render_lines(&dry),
             "process/4242 would remove (uid dead)\ntap/bgt0123456789ab would remove (tap)\n\
-             lease/dead would release (orphaned VM)\n"
+             lease/dead would release (orphaned VM)\n\
+             image-store/blob /s/images/store/blobs/sha256/ab would remove (10 bytes, used by no Image)\n"
         );
         let done = GcReport {
             items: items(),
@@ -163,6 +186,7 @@ mod tests {
                 error: "busy".into(),
             }],
             released_leases: vec![],
+            images: vec![],
         };
         assert_eq!(
             render_lines(&done),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod exec;
 pub mod gc;
 pub mod get;
+pub mod image;
 pub mod logs;
 pub mod port_forward;
 pub mod retry;

@@ -143,7 +143,9 @@ pub fn action_of(method: &Method, route: &str, uri: &Uri) -> Action {
         ) => Action::Read,
         ("POST", "/v1/apply") => Action::Apply,
         ("POST", "/v1/delete") => Action::Delete,
-        ("POST", "/v1/objects/{kind}/{name}/retry") => Action::Retry,
+        // A refresh re-runs an Image's tag check now (and with `apply`, moves it to
+        // the new digest, as an apply of the same spec would): a retry, for members too.
+        ("POST", "/v1/objects/{kind}/{name}/retry" | "/v1/images/{name}/refresh") => Action::Retry,
         ("POST", "/v1/gc") => match Query::<GcQuery>::try_from_uri(uri) {
             Ok(Query(q)) if !q.include_orphans => Action::Gc,
             _ => Action::GcOrphans,
@@ -276,6 +278,10 @@ mod tests {
         assert_eq!(action_of(&post, "/v1/delete", &none), Action::Delete);
         assert_eq!(
             action_of(&post, "/v1/objects/{kind}/{name}/retry", &none),
+            Action::Retry
+        );
+        assert_eq!(
+            action_of(&post, "/v1/images/{name}/refresh", &none),
             Action::Retry
         );
         let gc = |q: &str| action_of(&post, "/v1/gc", &uri(&format!("/v1/gc{q}")));

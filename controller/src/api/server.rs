@@ -32,7 +32,7 @@ use super::authz::Client;
 use super::error_body::ApiJson;
 use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectView,
-    SshIdentityView,
+    RefreshRequest, SshIdentityView,
 };
 use super::views::{event_view, object_view, plan_view, step_view};
 use crate::config::DaemonConfig;
@@ -162,6 +162,7 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
         .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
+        .route("/v1/images/{name}/refresh", post(refresh_image::<R>))
         // Route layers run innermost last: authorisation first, then the body.
         .route_layer(axum::middleware::from_fn_with_state(
             bodies,
@@ -429,6 +430,39 @@ async fn retry<R: VmRuntime>(
         )
         .await;
     Ok(Json(serde_json::json!({ "queued": true })))
+}
+
+/// Longest `POST /v1/images/{name}/refresh` waits for the check (and the pull it
+/// applies) before answering that it is still running.
+const REFRESH_WAIT: Duration = Duration::from_secs(600);
+
+async fn refresh_image<R: VmRuntime>(
+    State(st): State<Shared<R>>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<Json<crate::refresh::RefreshOutcome>, ApiError> {
+    let o = find(&st, "images", &name).await?;
+    if o.deleting.is_some() {
+        return Err(ApiError::conflict(format!("image/{name} is being deleted")));
+    }
+    let answer = st.ctl.image_refresh.request(&name, req.apply);
+    st.ctl.queue.retry_now(o.resource.key());
+    match tokio::time::timeout(REFRESH_WAIT, answer).await {
+        Ok(Ok(outcome)) => Ok(Json(outcome)),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("image/{name}: the refresh was dropped (daemon shutting down)"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "image/{name}: still refreshing after {}s; follow it with `banger describe image {name}`",
+                REFRESH_WAIT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// The query of `POST /v1/gc` (authorisation decodes it the same way).

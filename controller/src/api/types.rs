@@ -198,6 +198,62 @@ pub struct StatusView {
     /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handles: Option<serde_json::Value>,
+    /// Image: what it resolved to. Flattened: `status.digest`, `status.rootfs`,
+    /// `status.rootfsBytes`, `status.kernel`, …
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageStatusView>,
+    /// Image: the pull in progress, one entry per layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull: Vec<LayerProgressView>,
+}
+
+/// What an Image resolved to (in its status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatusView {
+    /// The manifest digest (OCI) or the sha256 of the rootfs file (local).
+    pub digest: String,
+    /// The root filesystem VMs are made from (in the image store for OCI images).
+    pub rootfs: PathBuf,
+    /// Its size in bytes.
+    pub rootfs_bytes: u64,
+    /// The kernel VMs boot.
+    pub kernel: PathBuf,
+    /// The kernel is the daemon's default one.
+    #[serde(default)]
+    pub default_kernel: bool,
+    /// What banger's guest bits found and added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// OCI tags: when the tag was last checked for a new digest (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    /// OCI tags: the digest the tag named at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_digest: Option<String>,
+}
+
+/// One layer of a pull in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerProgressView {
+    /// The layer's digest.
+    pub digest: String,
+    /// Bytes received (or found in the store).
+    pub bytes: u64,
+    /// The layer's size.
+    pub total: u64,
+    /// Downloaded and verified.
+    pub done: bool,
+}
+
+/// `POST /v1/images/{name}/refresh`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// Move the Image to the digest its tag names now.
+    #[serde(default)]
+    pub apply: bool,
 }
 
 /// One object as `get -o json` prints it.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use banger_specs::API_VERSION;
 
 use super::types::{
-    Condition as ConditionView, EventView, ObjectMetaView, ObjectView, PlannedStepView, StatusView,
-    StepRecordView,
+    Condition as ConditionView, EventView, ImageStatusView, LayerProgressView, ObjectMetaView,
+    ObjectView, PlannedStepView, StatusView, StepRecordView,
 };
 use crate::journal::JournalEntry;
 use crate::objects::{self, ANNOTATION_OWNER};
@@ -37,6 +37,26 @@ pub fn status_view(s: &ObjectStatus) -> StatusView {
         pid: s.pid,
         hypervisor: s.hypervisor.clone(),
         handles: s.handles.clone(),
+        image: s.image.as_ref().map(|i| ImageStatusView {
+            digest: i.digest.clone(),
+            rootfs: i.rootfs.clone(),
+            rootfs_bytes: i.rootfs_bytes,
+            kernel: i.kernel.clone(),
+            default_kernel: i.default_kernel,
+            guest: i.guest.clone(),
+            checked_at: i.checked_at.clone(),
+            latest_digest: i.latest_digest.clone(),
+        }),
+        pull: s
+            .pull
+            .iter()
+            .map(|l| LayerProgressView {
+                digest: l.digest.clone(),
+                bytes: l.bytes,
+                total: l.total,
+                done: l.done,
+            })
+            .collect(),
     }
 }
 

@@ -83,6 +83,61 @@ impl VmFacts {
     }
 }
 
+/// The update-check part of an Image's facts.
+struct ImageUpdateFacts {
+    follows_tag: bool,
+    check_due: bool,
+    newer: Option<String>,
+    apply_updates: bool,
+}
+
+/// Whether an Image follows a tag, whether its check is due at unix time `now`, which
+/// newer digest is known, and whether it is applied on its own.
+fn image_update_facts(
+    obj: &StoredObject,
+    internal: &InternalState,
+    interval: std::time::Duration,
+    now: i64,
+) -> ImageUpdateFacts {
+    let Resource::Image(image) = &obj.resource else {
+        return ImageUpdateFacts {
+            follows_tag: false,
+            check_due: false,
+            newer: None,
+            apply_updates: false,
+        };
+    };
+    let reference = image.spec.oci.as_ref().map(|o| o.reference.clone());
+    let follows_tag = reference
+        .as_deref()
+        .is_some_and(|r| !crate::host::oci::is_pinned_by_digest(r));
+    // Only a record of the same reference counts (a new reference resolves afresh).
+    let record = internal
+        .image
+        .as_ref()
+        .filter(|r| r.reference.is_some() && r.reference == reference);
+    let interval = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
+    ImageUpdateFacts {
+        follows_tag,
+        check_due: follows_tag
+            && record.is_some_and(|r| {
+                r.checked_at
+                    .is_none_or(|t| now.saturating_sub(t) >= interval)
+            }),
+        newer: record.and_then(|r| {
+            r.latest
+                .clone()
+                .filter(|latest| *latest != r.resolution.digest)
+        }),
+        apply_updates: obj
+            .resource
+            .metadata()
+            .annotations
+            .get(banger_specs::name::AUTO_UPDATE)
+            .is_some_and(|v| v == "true"),
+    }
+}
+
 /// An object's status and bookkeeping as last written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stored {
@@ -284,12 +339,18 @@ impl<R: VmRuntime> Facts<R> {
             Some(r) if !deleting => self.runtime.image_present(r).await,
             _ => false,
         };
+        let update =
+            image_update_facts(obj, &internal, self.config.image_check_interval, unix_now());
         let facts = ImageFacts {
             deleting,
             resolved_generation: internal.resolved_generation,
             generation: obj.generation,
             used_by,
             files_present,
+            follows_tag: update.follows_tag,
+            check_due: update.check_due,
+            newer: update.newer,
+            apply_updates: update.apply_updates,
         };
         Ok((facts, Stored { status, internal }))
     }

@@ -44,7 +44,7 @@ use crate::events::EventRecorder;
 use crate::gc::GarbageCollector;
 use crate::planner;
 use crate::queue::WorkQueue;
-use crate::runtime::{RuntimeError, VmHandles, VmRuntime};
+use crate::runtime::{ImageFailure, RuntimeError, VmHandles, VmRuntime};
 use crate::status::Reason;
 use crate::store::{EventCaps, Store, StoreError};
 
@@ -93,7 +93,11 @@ impl ReconcileError {
             ReconcileError::Store(
                 StoreError::Sqlite { .. } | StoreError::Corrupt { .. } | StoreError::Task { .. },
             ) => Reason::StoreError,
-            ReconcileError::Runtime(RuntimeError::Image { .. }) => Reason::ImageUnavailable,
+            ReconcileError::Runtime(RuntimeError::Image { cause, .. }) => match cause {
+                ImageFailure::Unavailable => Reason::ImageUnavailable,
+                ImageFailure::Unsupported => Reason::UnsupportedImage,
+                ImageFailure::Unauthorized => Reason::RegistryAuthFailed,
+            },
             ReconcileError::Runtime(RuntimeError::Step { .. }) => Reason::StepFailed,
             ReconcileError::Runtime(RuntimeError::Sync { .. }) => Reason::SyncFailed,
             ReconcileError::NoProgress { .. } => Reason::NoProgress,
@@ -138,6 +142,7 @@ impl<R: VmRuntime> Engine<R> {
             queue: Arc::new(WorkQueue::new(config.backoff_min, config.backoff_max)),
             sources_lock: Arc::new(tokio::sync::Mutex::new(())),
             changes: Control::change_counter(),
+            image_refresh: Arc::default(),
             store,
         };
         let runtime = Arc::new(runtime);

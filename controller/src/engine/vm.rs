@@ -197,6 +197,7 @@ impl<R: VmRuntime> Engine<R> {
                 Action::Vm(step) => step,
                 Action::ResolveImage
                 | Action::RemoveImage
+                | Action::CheckImageUpdate
                 | Action::SyncWorkspace
                 | Action::UnbindWorkspace => continue,
             };

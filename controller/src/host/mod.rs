@@ -16,6 +16,7 @@ pub mod process;
 pub mod console;
 pub mod disk;
 pub mod garbage;
+pub mod guest_bits;
 pub mod guest_keys;
 pub mod names;
 pub mod net;

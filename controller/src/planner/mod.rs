@@ -80,6 +80,8 @@ pub enum Action {
     ResolveImage,
     /// Remove an Image's cached content.
     RemoveImage,
+    /// Ask the registry which digest an Image's tag names now (no pull).
+    CheckImageUpdate,
     /// Copy a Workspace's files into its running VM's guest.
     SyncWorkspace,
     /// Forget a Workspace (its files in the guest stay; the host checkout is untouched).
@@ -93,6 +95,7 @@ impl Action {
             Action::Vm(s) => s.name(),
             Action::ResolveImage => "resolve-image",
             Action::RemoveImage => "remove-image",
+            Action::CheckImageUpdate => "check-image-update",
             Action::SyncWorkspace => "sync-workspace",
             Action::UnbindWorkspace => "unbind-workspace",
         }

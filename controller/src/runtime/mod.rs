@@ -41,6 +41,12 @@
 //!   [`VmRuntime::remove_garbage`] removes one of them (idempotent). Neither ever
 //!   touches an object of a known uid, nor one of another daemon (another state
 //!   directory).
+//! - [`VmRuntime::resolve_image`] checks or builds an Image's root filesystem (OCI
+//!   images and `guest: inject` images into the shared content-addressed store) and
+//!   reports what it resolved ([`ImageResolution`]); an OCI Image resolved before keeps
+//!   its digest ([`ImageContext::pin`]) until the user applies an update;
+//!   [`VmRuntime::latest_image_digest`] only looks at what a tag names now.
+//!   [`VmRuntime::prune_images`] removes store content no Image uses (`banger gc`).
 //! - [`VmRuntime::sync_workspace`] copies a Workspace's checkout into its VM's guest
 //!   and flushes the guest's filesystems before returning. It is called only when the
 //!   VM is running with its guest ready, never while one of the VM's steps runs.
@@ -101,8 +107,75 @@ pub struct ImageContext {
     pub name: String,
     /// Its canonical spec.
     pub spec: ImageSpec,
-    /// Its cache directory (`<state_dir>/images/<uid>`), for pulled content.
+    /// Its own directory (`<state_dir>/images/<uid>`): content of earlier versions,
+    /// removed with the Image (pulled content lives in the shared store).
     pub image_dir: PathBuf,
+    /// OCI: the manifest digest the Image already uses for `spec.oci.ref`; resolution
+    /// keeps it (from the store, or fetched by digest) instead of following the tag.
+    pub pin: Option<String>,
+    /// Where pull progress is reported.
+    pub progress: PullReporter,
+}
+
+/// Where an Image's pull reports the bytes of each layer ([`crate::host::oci::PullProgress`]).
+/// Compares equal to every other reporter: it is a channel, not a value.
+#[derive(Clone, Default)]
+pub struct PullReporter(
+    Option<std::sync::Arc<dyn Fn(crate::host::oci::PullProgress) + Send + Sync>>,
+);
+
+impl PullReporter {
+    /// A reporter calling `f` (from the pulling task; `f` must not block).
+    pub fn new(f: impl Fn(crate::host::oci::PullProgress) + Send + Sync + 'static) -> Self {
+        PullReporter(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Reports one progress value (nothing when no one listens).
+    pub fn report(&self, p: crate::host::oci::PullProgress) {
+        if let Some(f) = &self.0 {
+            f(p);
+        }
+    }
+}
+
+impl std::fmt::Debug for PullReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PullReporter"
+        } else {
+            "PullReporter(none)"
+        })
+    }
+}
+
+impl PartialEq for PullReporter {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PullReporter {}
+
+/// What an Image resolved to: what VMs boot ([`ResolvedImage`]) and what its status
+/// shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageResolution {
+    /// What VMs boot from.
+    pub boot: ResolvedImage,
+    /// The manifest digest (OCI) or the sha256 of the root filesystem file (local).
+    pub digest: String,
+    /// Size of the root filesystem in bytes.
+    pub rootfs_bytes: u64,
+    /// What banger's guest bits found and added, when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::host::guest_bits::GuestReport>,
+    /// The kernel is the daemon's default kernel (the spec names none).
+    #[serde(default)]
+    pub default_kernel: bool,
+    /// Nothing was downloaded or built: the store had it.
+    #[serde(default)]
+    pub reused: bool,
 }
 
 /// The configuration a VMM process was (or will be) launched with: what the planner
@@ -515,9 +588,22 @@ pub enum RuntimeError {
     Image {
         /// Image name.
         image: String,
+        /// Why, in one word (the condition's reason).
+        cause: ImageFailure,
         /// What went wrong.
         message: String,
     },
+}
+
+/// Why an Image could not be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFailure {
+    /// Files missing, registry unreachable, content refused.
+    Unavailable,
+    /// banger's guest bits cannot serve the image (no shell for root, …).
+    Unsupported,
+    /// The registry refused the credentials, or wants some.
+    Unauthorized,
 }
 
 /// The port: what a reconcile needs from the host. See the module docs for the contract.
@@ -535,12 +621,28 @@ pub trait VmRuntime: Send + Sync + 'static {
         drop(notifier);
     }
 
-    /// Checks an Image's files, or pulls it, and returns what VMs boot from. Heavy: the
-    /// engine bounds how many run at once.
+    /// Checks an Image's files, or pulls and builds it, and returns what VMs boot from
+    /// and what its status shows. Heavy: the engine bounds how many run at once.
     fn resolve_image(
         &self,
         image: &ImageContext,
-    ) -> impl std::future::Future<Output = Result<ResolvedImage, RuntimeError>> + Send;
+    ) -> impl std::future::Future<Output = Result<ImageResolution, RuntimeError>> + Send;
+
+    /// The manifest digest an OCI Image's tag names now (no pull): the update check.
+    fn latest_image_digest(
+        &self,
+        image: &ImageContext,
+    ) -> impl std::future::Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Removes the store's root filesystems not in `keep` and the blobs only they use
+    /// (with `dry_run`, only lists them).
+    fn prune_images(
+        &self,
+        keep: &BTreeSet<PathBuf>,
+        dry_run: bool,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<crate::host::oci::store::StoreItem>, RuntimeError>,
+    > + Send;
 
     /// Cheap check, at every reconcile of the Image (so at every resync), that a
     /// resolved image's files are still there; when not, the engine resolves it again.

@@ -24,9 +24,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, LaunchConfig, ObservedDisk,
-    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncRecord, VmContext,
-    VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, ImageFailure, ImageResolution,
+    LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError,
+    SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::VmmProcess;
 
@@ -65,6 +65,8 @@ struct World {
     image_faults: HashMap<String, u32>,
     hangs: HashMap<(String, VmStep), ()>,
     missing_images: std::collections::HashSet<PathBuf>,
+    /// What each OCI reference's tag names now (default: a digest of the reference).
+    tags: HashMap<String, String>,
     no_effect: std::collections::HashSet<(String, VmStep)>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
@@ -143,6 +145,13 @@ impl SimulatedRuntime {
     /// The syncs of Workspace `name` so far: `(VM uid, VMM pid)` of each, in order.
     pub fn syncs_of(&self, name: &str) -> Vec<(String, i32)> {
         self.w().syncs.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Points the OCI reference `reference` at `digest` (a tag pushed again).
+    pub fn move_tag(&self, reference: &str, digest: &str) {
+        self.w()
+            .tags
+            .insert(reference.to_string(), digest.to_string());
     }
 
     /// Makes resolving Image `name` fail its next `times` runs.
@@ -474,6 +483,16 @@ impl SimulatedRuntime {
     }
 }
 
+/// The digest a simulated tag names: what [`SimulatedRuntime::move_tag`] set, else a
+/// digest of the reference.
+fn simulated_tag(tags: &HashMap<String, String>, reference: &str) -> String {
+    tags.get(reference).cloned().unwrap_or_else(|| {
+        let mut h = Sha256::new();
+        h.update(reference.as_bytes());
+        format!("sha256:{}", hex::encode(h.finalize()))
+    })
+}
+
 impl VmRuntime for SimulatedRuntime {
     fn name(&self) -> &'static str {
         "simulated"
@@ -483,35 +502,79 @@ impl VmRuntime for SimulatedRuntime {
         self.w().notifier = Some(notifier);
     }
 
-    async fn resolve_image(&self, image: &ImageContext) -> Result<ResolvedImage, RuntimeError> {
-        {
-            let mut w = self.w();
-            if let Some(n) = w.image_faults.get_mut(&image.name).filter(|n| **n > 0) {
-                *n -= 1;
-                return Err(RuntimeError::Image {
-                    image: image.name.clone(),
-                    message: "simulated failure".into(),
-                });
-            }
+    async fn resolve_image(&self, image: &ImageContext) -> Result<ImageResolution, RuntimeError> {
+        let mut w = self.w();
+        if let Some(n) = w.image_faults.get_mut(&image.name).filter(|n| **n > 0) {
+            *n -= 1;
+            return Err(RuntimeError::Image {
+                image: image.name.clone(),
+                cause: ImageFailure::Unavailable,
+                message: "simulated failure".into(),
+            });
         }
         let spec = &image.spec;
-        let rootfs = spec
-            .rootfs
-            .clone()
-            .unwrap_or_else(|| image.image_dir.join("rootfs.ext4"));
-        let mut h = Sha256::new();
-        h.update(rootfs.to_string_lossy().as_bytes());
-        if let Some(oci) = &spec.oci {
-            h.update(oci.reference.as_bytes());
-        }
-        Ok(ResolvedImage {
-            kernel: spec.kernel.clone(),
-            initrd: spec.initrd.clone(),
-            rootfs,
-            kernel_args: spec.kernel_args.clone(),
-            readiness: spec.readiness.clone(),
-            rootfs_digest: hex::encode(h.finalize()),
+        // An OCI image keeps the digest it was resolved to (the pin); else the tag's.
+        let digest = match &spec.oci {
+            Some(oci) => image
+                .pin
+                .clone()
+                .unwrap_or_else(|| simulated_tag(&w.tags, &oci.reference)),
+            None => {
+                let mut h = Sha256::new();
+                h.update(
+                    spec.rootfs
+                        .clone()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .as_bytes(),
+                );
+                format!("sha256:{}", hex::encode(h.finalize()))
+            }
+        };
+        let rootfs = match &spec.rootfs {
+            Some(r) => r.clone(),
+            None => image.image_dir.join(&digest).join("rootfs.ext4"),
+        };
+        w.missing_images.remove(&rootfs);
+        Ok(ImageResolution {
+            boot: ResolvedImage {
+                kernel: spec
+                    .kernel
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/simulated/default/vmlinux")),
+                initrd: spec.initrd.clone(),
+                rootfs,
+                kernel_args: spec.kernel_args.clone(),
+                readiness: spec.readiness.clone(),
+                rootfs_digest: digest.clone(),
+            },
+            digest,
+            rootfs_bytes: 64 << 20,
+            guest: None,
+            default_kernel: spec.kernel.is_none(),
+            reused: false,
         })
+    }
+
+    async fn latest_image_digest(&self, image: &ImageContext) -> Result<String, RuntimeError> {
+        let w = self.w();
+        match &image.spec.oci {
+            Some(oci) => Ok(simulated_tag(&w.tags, &oci.reference)),
+            None => Err(RuntimeError::Image {
+                image: image.name.clone(),
+                cause: ImageFailure::Unavailable,
+                message: "not an OCI image".into(),
+            }),
+        }
+    }
+
+    async fn prune_images(
+        &self,
+        _keep: &BTreeSet<PathBuf>,
+        _dry_run: bool,
+    ) -> Result<Vec<crate::host::oci::store::StoreItem>, RuntimeError> {
+        // The simulated host has no store: nothing is ever left to prune.
+        Ok(Vec::new())
     }
 
     async fn image_present(&self, image: &ResolvedImage) -> bool {

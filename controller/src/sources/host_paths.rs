@@ -3,7 +3,7 @@
 //!
 //! The daemon runs as root; a member of the socket's group does not. An Image names
 //! files the daemon reads (`kernel`, `initrd`, `rootfs`: booted, copied into a VM's
-//! disk), a Workspace a checkout it copies into a guest (`source`). Without a check a
+//! disk; `oci.caFile`: trusted for a registry's TLS), a Workspace a checkout it copies into a guest (`source`). Without a check a
 //! member could have root read `/etc/shadow` into a guest they control. So before an
 //! apply by a member changes anything, [`check_readable_by`] asks the kernel, as the
 //! member ([`crate::host::read_as`]), whether the member may read every such path (a
@@ -51,12 +51,18 @@ pub fn host_paths(object: &LoadedObject) -> Vec<HostPath> {
     match &object.resource {
         Resource::Image(image) => {
             let spec = &image.spec;
-            let mut paths = vec![at("spec.kernel", &spec.kernel, Wanted::ReadFile)];
+            let mut paths = Vec::new();
+            if let Some(kernel) = &spec.kernel {
+                paths.push(at("spec.kernel", kernel, Wanted::ReadFile));
+            }
             if let Some(initrd) = &spec.initrd {
                 paths.push(at("spec.initrd", initrd, Wanted::ReadFile));
             }
             if let Some(rootfs) = &spec.rootfs {
                 paths.push(at("spec.rootfs", rootfs, Wanted::ReadFile));
+            }
+            if let Some(ca_file) = spec.oci.as_ref().and_then(|oci| oci.ca_file.as_ref()) {
+                paths.push(at("spec.oci.caFile", ca_file, Wanted::ReadFile));
             }
             paths
         }

@@ -120,9 +120,34 @@ pub struct InternalState {
     /// Spec file problem (invalid directory file): shown as `SpecValid=False`.
     #[serde(default)]
     pub invalid_spec: Option<String>,
+    /// Image: what the current resolution is, what it was made for, and the last
+    /// update check of its tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRecord>,
     /// Workspace: the last successful copy into the guest, and for what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced: Option<WorkspaceSynced>,
+}
+
+/// An Image's resolution and update checks, as the engine keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// The current resolution.
+    pub resolution: crate::runtime::ImageResolution,
+    /// The `spec.oci.ref` it was made for: while the spec names the same reference the
+    /// Image keeps the same digest (the pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Unix seconds of the last update check of the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<i64>,
+    /// The digest the tag named at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
+    /// Why the last check failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_error: Option<String>,
 }
 
 /// What a Workspace's last successful copy was for: a copy counts only while the

@@ -236,6 +236,27 @@ async fn daemon_serves_the_documented_api() {
 
     let (st, _, _) = call(&socket, Method::POST, "/v1/objects/vms/a/retry", None).await;
     assert_eq!(st, StatusCode::OK);
+
+    // Image refresh: answered after the Image's reconcile; a local image has no tag.
+    let (st, v, _) = call(
+        &socket,
+        Method::POST,
+        "/v1/images/base/refresh",
+        Some(json!({ "apply": false })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["applied"], false);
+    assert_eq!(v["pinned"], false);
+    assert!(v["digest"].as_str().unwrap().starts_with("sha256:"), "{v}");
+    let (st, v, _) = call(
+        &socket,
+        Method::POST,
+        "/v1/images/nope/refresh",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     let (st, v, _) = call(
         &socket,
         Method::POST,

@@ -34,6 +34,7 @@ mod gc;
 mod lifecycle;
 mod long_poll;
 mod scale;
+mod updates;
 mod workspace;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);

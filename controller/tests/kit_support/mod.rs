@@ -8,11 +8,11 @@ use std::time::Duration;
 use banger_controller::driver::DriverConfig;
 use banger_controller::host::kvm::Accel;
 use banger_controller::host::net::BridgeConfig;
-use banger_controller::runtime::linux::{LinuxRuntime, LinuxRuntimeConfig};
+use banger_controller::runtime::linux::{ImageConfig, LinuxRuntime, LinuxRuntimeConfig};
 
 use banger_specs::{
-    ByteSize, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness, RestartPolicy,
-    VmSpec,
+    ByteSize, GuestMode, HypervisorChoice, ImageSpec, NetworkSpec, PowerState, Readiness,
+    RestartPolicy, VmSpec,
 };
 
 /// The guest kit's directory: `BANGER_KIT_DIR`, default `<repo>/.cache/guest-kit`.
@@ -32,12 +32,13 @@ pub fn image_spec(kit: &Path) -> ImageSpec {
         );
     }
     ImageSpec {
-        kernel: kit.join("vmlinuz"),
+        kernel: Some(kit.join("vmlinuz")),
         initrd: Some(kit.join("initrd.img")),
         rootfs: Some(kit.join("rootfs.ext4")),
         oci: None,
         kernel_args: None,
         readiness: Readiness::default(),
+        guest: GuestMode::None,
     }
 }
 
@@ -69,6 +70,12 @@ pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> LinuxRuntime {
             accel: Accel::Auto,
         },
         stop_grace,
+        images: ImageConfig {
+            // The kit's directory is laid out as a guest directory: vmlinux,
+            // initrd.img and guest-bits/.
+            guest_dir: kit_dir(),
+            ..ImageConfig::for_state_dir(state_dir)
+        },
     })
     .unwrap()
 }

@@ -10,20 +10,30 @@
 //!    layer's other entries are written: regular files, directories, symlinks, hard
 //!    links, FIFOs and device nodes, with their mode, uid/gid and mtime.
 //!
-//! No write ever goes through a symlink: before an entry is written, every existing
-//! parent component below the root is checked with `lstat` and the entry is rejected if
-//! one is a symlink (or not a directory). Files are created with `O_EXCL|O_NOFOLLOW`
-//! after whatever was at the path is removed (removal never follows symlinks).
+//! No write ever goes through a symlink, anywhere in the path: every parent directory is
+//! opened from the tree's root descriptor with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` ([`super::beneath`]) and the entry is made with the `*at` call
+//! on that descriptor (files `O_EXCL|O_NOFOLLOW`, after whatever was at the name is
+//! removed without following it). An entry whose parent is a symlink (or not a
+//! directory) is rejected. The tree lives in a directory only root can enter (the
+//! store's staging directory, mode 0700), so the set-uid files and device nodes a layer
+//! carries are never reachable by other users of the host while a pull runs.
 //! Errors name the layer and the entry.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{Mode, SFlag};
 use tar::EntryType;
+
+use super::beneath::{self, Beneath, Found};
 
 /// The longest file name ext4 stores (bytes).
 pub const MAX_NAME_BYTES: usize = 255;
@@ -146,35 +156,6 @@ pub fn classify(path: &Path) -> Result<EntryMeaning, String> {
     ))
 }
 
-/// Checks that no existing component of `rel`'s parent (below `root`) is a symlink or a
-/// non-directory. Missing components are fine: they are created as directories.
-pub fn check_parents(root: &Path, rel: &Path) -> Result<(), String> {
-    let Some(parent) = rel.parent() else {
-        return Ok(());
-    };
-    let mut current = root.to_path_buf();
-    let mut shown = PathBuf::new();
-    for part in parent.components() {
-        current.push(part);
-        shown.push(part);
-        match fs::symlink_metadata(&current) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "its parent {} is a symlink (refusing to write through it)",
-                    shown.display()
-                ))
-            }
-            Ok(m) if !m.is_dir() => {
-                return Err(format!("its parent {} is not a directory", shown.display()))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("cannot inspect {}: {e}", shown.display())),
-        }
-    }
-    Ok(())
-}
-
 /// Counts of what one layer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerStats {
@@ -215,6 +196,7 @@ pub fn apply_layer(
         let entry = entry.map_err(read_err("read tar entry"))?;
         checked.push(check_entry(layer, &entry)?);
     }
+    let tree = Beneath::open(root).map_err(read_err("open the tree"))?;
     // Whiteouts apply to the layers below only: do them before this layer's content.
     let mut stats = LayerStats::default();
     for c in &checked {
@@ -228,27 +210,29 @@ pub fn apply_layer(
             entry: target.display().to_string(),
             reason,
         };
-        check_parents(root, target).map_err(fail)?;
-        let path = root.join(target);
         if opaque {
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {
-                    let children = fs::read_dir(&path)
-                        .map_err(|e| fail(format!("opaque directory: read: {e}")))?;
-                    for child in children {
-                        let child = child.map_err(|e| fail(format!("opaque directory: {e}")))?;
-                        remove_any(&child.path())
-                            .map_err(|e| fail(format!("opaque directory: remove: {e}")))?;
-                    }
-                    stats.whited_out += 1;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A missing directory has nothing to hide.
+            let dir = match tree.dir(target, false) {
+                Ok(dir) => dir,
+                Err(beneath::PathError::Missing(_)) => continue,
                 Err(e) => return Err(fail(format!("opaque directory: {e}"))),
-            }
-        } else if fs::symlink_metadata(&path).is_ok() {
-            remove_any(&path).map_err(|e| fail(format!("whiteout: remove: {e}")))?;
+            };
+            beneath::empty(&dir).map_err(|e| fail(format!("opaque directory: remove: {e}")))?;
             stats.whited_out += 1;
+        } else {
+            let parent = match tree.parent(target, false) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(fail("whiteout of the image root".into())),
+                Err(beneath::PathError::Missing(_)) => continue,
+                Err(e) => return Err(fail(format!("its parent: {e}"))),
+            };
+            let (dir, name) = parent;
+            if beneath::found(&dir, name).map_err(|e| fail(format!("whiteout: {e}")))?
+                != Found::Nothing
+            {
+                beneath::remove(&dir, name).map_err(|e| fail(format!("whiteout: remove: {e}")))?;
+                stats.whited_out += 1;
+            }
         }
     }
     // Pass 2: write this layer's entries.
@@ -264,10 +248,6 @@ pub fn apply_layer(
             entry: rel.display().to_string(),
             reason,
         };
-        check_parents(root, rel).map_err(fail)?;
-        if let Some(link) = &c.link {
-            check_parents(root, link).map_err(|r| fail(format!("hard-link target: {r}")))?;
-        }
         let size = entry.header().size().unwrap_or(0);
         if entry.header().entry_type().is_file() {
             if size > *budget {
@@ -279,7 +259,7 @@ pub fn apply_layer(
             *budget -= size;
             stats.bytes += size;
         }
-        write_entry(root, rel, c.link.as_deref(), &mut entry).map_err(fail)?;
+        write_entry(&tree, rel, c.link.as_deref(), &mut entry).map_err(fail)?;
         stats.written += 1;
     }
     Ok(stats)
@@ -342,16 +322,6 @@ fn check_entry<R: Read>(layer: &str, entry: &tar::Entry<'_, R>) -> Result<Checke
     Ok(Checked { meaning, link })
 }
 
-/// Removes whatever is at `path` (a directory recursively), never following symlinks.
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Ownership and mode of an entry (PAX `uid`/`gid` records win over the header).
 fn owner<R: Read>(entry: &mut tar::Entry<'_, R>) -> (u32, u32, u32, i64) {
     let h = entry.header();
@@ -378,61 +348,99 @@ fn owner<R: Read>(entry: &mut tar::Entry<'_, R>) -> (u32, u32, u32, i64) {
     )
 }
 
-/// Writes one validated entry at `root/rel`. Parents are known not to be symlinks.
+/// Writes one validated entry at `rel` of the tree, through descriptors only (see the
+/// module docs).
 fn write_entry<R: Read>(
-    root: &Path,
+    tree: &Beneath,
     rel: &Path,
     link: Option<&Path>,
     entry: &mut tar::Entry<'_, R>,
 ) -> Result<(), String> {
-    let path = root.join(rel);
     let (uid, gid, mode, mtime) = owner(entry);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| format!("create parent directories: {e}"))?;
-    }
     let kind = entry.header().entry_type();
-    let existing = fs::symlink_metadata(&path).ok();
-    let keep_dir = kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
-    if existing.is_some() && !keep_dir && !rel.as_os_str().is_empty() {
-        remove_any(&path).map_err(|e| format!("replace existing entry: {e}"))?;
+    let Some((dir, name)) = tree.parent(rel, true).map_err(|e| e.to_string())? else {
+        // The root itself: only its metadata.
+        let root = tree.dir(Path::new(""), false).map_err(|e| e.to_string())?;
+        let path = beneath::fd_path(&root);
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o1777))
+            .map_err(|e| format!("chmod: {e}"))?;
+        return Ok(());
+    };
+    let existing = beneath::found(&dir, name).map_err(|e| format!("inspect: {e}"))?;
+    let keep_dir = kind == EntryType::Directory && existing == Found::Directory;
+    if existing != Found::Nothing && !keep_dir {
+        beneath::remove(&dir, name).map_err(|e| format!("replace existing entry: {e}"))?;
     }
     match kind {
         EntryType::Directory => {
-            if !keep_dir && !rel.as_os_str().is_empty() {
-                fs::create_dir(&path).map_err(|e| format!("create directory: {e}"))?;
+            if !keep_dir {
+                nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(0o700))
+                    .map_err(|e| format!("create directory: {e}"))?;
             }
         }
         EntryType::Regular | EntryType::Continuous => {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| format!("create file: {e}"))?;
+            let how = nix::fcntl::OpenHow::new()
+                .flags(
+                    nix::fcntl::OFlag::O_WRONLY
+                        | nix::fcntl::OFlag::O_CREAT
+                        | nix::fcntl::OFlag::O_EXCL
+                        | nix::fcntl::OFlag::O_NOFOLLOW
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                )
+                .mode(Mode::from_bits_truncate(0o600))
+                .resolve(
+                    nix::fcntl::ResolveFlag::RESOLVE_BENEATH
+                        | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
+                );
+            let fd: OwnedFd =
+                nix::fcntl::openat2(&dir, name, how).map_err(|e| format!("create file: {e}"))?;
+            let mut file = fs::File::from(fd);
             io::copy(entry, &mut file).map_err(|e| format!("write file: {e}"))?;
+            // chown before chmod: chown clears set-uid/set-gid bits.
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(|e| format!("chown: {e}"))?;
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod: {e}"))?;
+            set_mtime(&dir, name, mtime);
+            return Ok(());
         }
         EntryType::Symlink => {
             let target = entry
                 .link_name_bytes()
                 .ok_or_else(|| "symlink without a target".to_string())?;
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+            nix::unistd::symlinkat(OsStr::from_bytes(&target), &dir, name)
                 .map_err(|e| format!("create symlink: {e}"))?;
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                .map_err(|e| format!("chown symlink: {e}"))?;
-            set_mtime(&path, mtime);
+            nix::unistd::fchownat(
+                &dir,
+                name,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| format!("chown symlink: {e}"))?;
+            set_mtime(&dir, name, mtime);
             return Ok(());
         }
         EntryType::Link => {
             let target = link.ok_or_else(|| "hard link without a target".to_string())?;
-            let source = root.join(target);
-            match fs::symlink_metadata(&source) {
-                Ok(m) if m.is_dir() => return Err("hard link to a directory".into()),
-                Ok(_) => {}
+            let Some((source_dir, source_name)) = tree
+                .parent(target, false)
+                .map_err(|e| format!("hard-link target {}: {e}", target.display()))?
+            else {
+                return Err("hard link to the image root".into());
+            };
+            match beneath::found(&source_dir, source_name) {
+                Ok(Found::Directory) => return Err("hard link to a directory".into()),
+                Ok(Found::Other) => {}
+                Ok(Found::Nothing) => {
+                    return Err(format!("hard-link target {}: not found", target.display()))
+                }
                 Err(e) => return Err(format!("hard-link target {}: {e}", target.display())),
             }
             // linkat without AT_SYMLINK_FOLLOW: a symlink target is linked itself.
-            fs::hard_link(&source, &path).map_err(|e| format!("create hard link: {e}"))?;
+            nix::unistd::linkat(&source_dir, source_name, &dir, name, AtFlags::empty())
+                .map_err(|e| format!("create hard link: {e}"))?;
             return Ok(());
         }
         EntryType::Fifo | EntryType::Char | EntryType::Block => {
@@ -440,35 +448,49 @@ fn write_entry<R: Read>(
             let major = h.device_major().ok().flatten().unwrap_or(0);
             let minor = h.device_minor().ok().flatten().unwrap_or(0);
             let sflag = match kind {
-                EntryType::Fifo => nix::sys::stat::SFlag::S_IFIFO,
-                EntryType::Char => nix::sys::stat::SFlag::S_IFCHR,
-                _ => nix::sys::stat::SFlag::S_IFBLK,
+                EntryType::Fifo => SFlag::S_IFIFO,
+                EntryType::Char => SFlag::S_IFCHR,
+                _ => SFlag::S_IFBLK,
             };
-            nix::sys::stat::mknod(
-                &path,
+            nix::sys::stat::mknodat(
+                &dir,
+                name,
                 sflag,
-                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                Mode::from_bits_truncate(0o600),
                 nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
             )
             .map_err(|e| format!("create special file: {e}"))?;
         }
         other => return Err(format!("unsupported tar entry type {other:?}")),
     }
-    // chown before chmod: chown clears set-uid/set-gid bits.
-    std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("chmod: {e}"))?;
-    set_mtime(&path, mtime);
+    // Directories and special files: the name was just made (or checked to be a
+    // directory) in `dir`, and is not a symlink.
+    nix::unistd::fchownat(
+        &dir,
+        name,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("chown: {e}"))?;
+    nix::sys::stat::fchmodat(
+        &dir,
+        name,
+        Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod: {e}"))?;
+    set_mtime(&dir, name, mtime);
     Ok(())
 }
 
-/// Sets a path's access and modification times without following a symlink (best
+/// Sets an entry's access and modification times without following a symlink (best
 /// effort: a wrong timestamp never fails a pull).
-fn set_mtime(path: &Path, mtime: i64) {
+fn set_mtime(dir: &OwnedFd, name: &OsStr, mtime: i64) {
     let t = nix::sys::time::TimeSpec::new(mtime, 0);
     let _ = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
+        dir,
+        name,
         &t,
         &t,
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,

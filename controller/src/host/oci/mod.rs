@@ -1,36 +1,43 @@
 //! Root filesystems pulled from OCI registries: an Image's `spec.oci`.
 //!
-//! [`pull_rootfs`] resolves a reference to an ext4 file, never mounting anything:
-//! 1. the manifest is fetched (`oci-client`, anonymous; `insecure` tries HTTPS without
-//!    certificate checks, then plain HTTP); an image index is narrowed to its
-//!    `linux/amd64` manifest. Every manifest is size-capped and its sha256 checked
+//! [`pull_rootfs`] resolves a reference to an ext4 file in the shared, content-addressed
+//! [`store::ImageStore`], never mounting anything:
+//! 1. when the Image already resolved this reference (`pin`, the manifest digest it
+//!    uses) and the store holds that build, it is reused without contacting the
+//!    registry: a tag that moved never changes an Image behind the user's back (see
+//!    [`latest_digest`] for the update check);
+//! 2. else the manifest is fetched (`oci-client`; credentials from
+//!    `--registry-auth` for this registry ([`auth`]); TLS checked against the system's
+//!    roots plus `spec.oci.caFile`; `insecure` tries HTTPS without certificate checks,
+//!    then plain HTTP; a pinned pull fetches `repo@<pin>`); an image index is narrowed to
+//!    its `linux/amd64` manifest. Every manifest is size-capped and its sha256 checked
 //!    against the digest that named it. The image manifest's digest is the rootfs's
-//!    identity ([`PulledRootfs::manifest_digest`]).
-//! 2. if `<image dir>/oci/<digest hex>/rootfs.ext4` exists, it is reused (no download);
-//! 3. else each layer blob is downloaded to a file, capped per blob and in total
-//!    ([`OciLimits`]), its sha256 verified, and only then applied to a staging tree
-//!    ([`flatten`]: whiteouts honoured, unsafe entries rejected, ownership restored);
-//! 4. `mkfs.ext4 -d` builds `rootfs.ext4` from the tree ([`ext4`]); the staging
-//!    directory is renamed to `<digest hex>` (atomic publish) and older digests of the
-//!    same Image are removed.
-//!
-//! Concurrent pulls for one Image coalesce on an exclusive `flock` of
-//! `<image dir>/oci/.lock`: the second waits, then finds the published digest.
-//! `<image dir>/oci/current.json` records the last reference and digest, so an Image
-//! whose registry is unreachable keeps resolving to the rootfs it last pulled.
+//!    identity ([`PulledRootfs::manifest_digest`]);
+//! 3. under the store's build lock of the entry (concurrent pulls of one image, by any
+//!    number of Images, coalesce: the second waits, then finds the entry), each layer
+//!    blob not in the store yet is downloaded into it, capped per blob and in total
+//!    ([`OciLimits`]), its sha256 verified, and applied to a staging tree ([`flatten`]:
+//!    whiteouts honoured, unsafe entries rejected, ownership restored, nothing written
+//!    through a symlink); progress (bytes of each layer) goes to [`OciPull::progress`];
+//! 4. banger's guest bits are added when asked ([`crate::host::guest_bits`]), then
+//!    `mkfs.ext4 -d` builds `rootfs.ext4` from the tree ([`ext4`]) and the staging
+//!    directory is renamed into the store (atomic publish).
 
+pub mod auth;
+pub mod beneath;
 pub mod blob;
 pub mod ext4;
 pub mod flatten;
+pub mod local;
+pub mod store;
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -40,16 +47,17 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::{Deserialize, Serialize};
 
+use auth::RegistryCredentials;
 use blob::{sha256_digest, sha256_hex, BlobError, BlobWriter};
+use store::{EntryInfo, ImageStore};
 
-/// File name of the built image inside a digest directory.
-pub const ROOTFS_FILE: &str = "rootfs.ext4";
-const OCI_DIR: &str = "oci";
-const LOCK_FILE: &str = ".lock";
-const CURRENT_FILE: &str = "current.json";
-const STAGING_PREFIX: &str = ".staging-";
+use crate::host::guest_bits::{GuestBits, GuestReport};
 
-/// Limits of one pull. The defaults fit development images.
+pub use store::ROOTFS_FILE;
+
+/// Limits of one pull. The defaults fit development images; `banger daemon` sets them
+/// with `--oci-max-blob`, `--oci-max-total`, `--oci-max-unpacked`, `--oci-max-layers` and
+/// `--oci-pull-timeout`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciLimits {
     /// Largest manifest or index accepted (bytes).
@@ -79,28 +87,81 @@ impl Default for OciLimits {
     }
 }
 
-/// One pull request: which reference, into which Image's cache directory.
-#[derive(Debug, Clone)]
+/// Bytes of one layer received so far, reported while a pull runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullProgress {
+    /// Which layer (1-based).
+    pub layer: usize,
+    /// How many layers the image has.
+    pub layers: usize,
+    /// The layer's digest.
+    pub digest: String,
+    /// Bytes received (or found in the store).
+    pub bytes: u64,
+    /// The layer's size.
+    pub total: u64,
+    /// The layer is downloaded and verified (or was in the store already).
+    pub done: bool,
+}
+
+/// Where pull progress is reported (called from the pulling task; must not block).
+pub type ProgressFn<'a> = &'a (dyn Fn(PullProgress) + Send + Sync);
+
+/// How to reach a registry: TLS and credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryAccess<'a> {
+    /// Allow plain HTTP and unverified TLS to this reference's registry.
+    pub insecure: bool,
+    /// A PEM file of extra CA certificates (`spec.oci.caFile`).
+    pub ca_file: Option<&'a Path>,
+    /// Credentials per registry (`--registry-auth`).
+    pub credentials: &'a RegistryCredentials,
+}
+
+/// One pull request: which reference, into which store.
+#[derive(Clone, Copy)]
 pub struct OciPull<'a> {
     /// The image reference (`registry/repo:tag` or `…@sha256:…`).
     pub reference: &'a str,
-    /// Allow plain HTTP and unverified TLS to this reference's registry.
-    pub insecure: bool,
-    /// The Image's cache directory (`<state>/images/<uid>`).
-    pub image_dir: &'a Path,
+    /// TLS and credentials.
+    pub access: RegistryAccess<'a>,
+    /// The shared store.
+    pub store: &'a ImageStore,
     /// Size and time limits.
     pub limits: &'a OciLimits,
+    /// The manifest digest the Image already uses for this reference: reused from the
+    /// store, or fetched by digest, instead of whatever the tag names now.
+    pub pin: Option<&'a str>,
+    /// banger's guest bits, to add to the image.
+    pub guest: Option<&'a GuestBits>,
+    /// Where layer progress goes.
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+impl std::fmt::Debug for OciPull<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciPull")
+            .field("reference", &self.reference)
+            .field("access", &self.access)
+            .field("store", &self.store)
+            .field("pin", &self.pin)
+            .field("guest", &self.guest)
+            .finish()
+    }
 }
 
 /// A pulled root filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledRootfs {
-    /// `<image dir>/oci/<digest hex>/rootfs.ext4`.
+    /// `<store>/rootfs/<key>/rootfs.ext4`.
     pub rootfs: PathBuf,
     /// `sha256:…` of the linux/amd64 image manifest.
     pub manifest_digest: String,
     /// Whether an already built rootfs was reused (nothing downloaded).
     pub reused: bool,
+    /// What the store recorded about the build.
+    pub info: EntryInfo,
 }
 
 /// Why a pull failed. Messages start with `spec.oci` and the reference.
@@ -122,6 +183,24 @@ pub enum OciError {
         /// What was being fetched.
         step: String,
         /// The error.
+        message: String,
+    },
+    /// The registry refused the credentials (or wants some).
+    #[error("spec.oci {reference}: registry {registry} refused access: {message}")]
+    Unauthorized {
+        /// The reference.
+        reference: String,
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// Whose credentials were tried, and what the registry said.
+        message: String,
+    },
+    /// banger's guest bits cannot serve this image, or are missing.
+    #[error("spec.oci {reference}: {message}")]
+    Unsupported {
+        /// The reference.
+        reference: String,
+        /// Why.
         message: String,
     },
     /// The image's content is unusable (limits, digests, media types, layers).
@@ -153,14 +232,6 @@ pub enum OciError {
         /// The deadline.
         timeout: Duration,
     },
-}
-
-/// What `current.json` records.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-struct CurrentRecord {
-    reference: String,
-    digest: String,
 }
 
 /// The minimal view of a manifest or index banger reads.
@@ -200,24 +271,6 @@ struct IndexEntry {
 struct Platform {
     architecture: String,
     os: String,
-}
-
-/// Whether `rootfs` is a published pull of `digest` (cheap: a path check and a stat).
-pub fn is_published(rootfs: &Path, digest: &str) -> bool {
-    let Ok(hex) = sha256_hex(digest) else {
-        return false;
-    };
-    rootfs.file_name().is_some_and(|n| n == ROOTFS_FILE)
-        && rootfs
-            .parent()
-            .and_then(|p| p.file_name())
-            .is_some_and(|n| n == hex)
-        && rootfs.is_file()
-}
-
-/// Where the rootfs of `digest` is published for an Image.
-pub fn published_rootfs(image_dir: &Path, digest_hex: &str) -> PathBuf {
-    image_dir.join(OCI_DIR).join(digest_hex).join(ROOTFS_FILE)
 }
 
 /// Pulls (or reuses) the root filesystem of `req.reference`; see the module docs.
@@ -300,30 +353,77 @@ pub fn check_layers(layers: &[Descriptor], limits: &OciLimits) -> Result<(), Str
 struct Registry {
     client: Client,
     reference: Reference,
+    auth: RegistryAuth,
     text: String,
 }
 
+/// Whether an oci-client error means the registry refused the request's credentials.
+fn is_unauthorized(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => true,
+        E::ServerError { code, .. } => *code == 401 || *code == 403,
+        other => {
+            let text = other.to_string().to_ascii_lowercase();
+            text.contains("unauthorized") || text.contains("denied")
+        }
+    }
+}
+
 impl Registry {
-    fn client(insecure: bool, registry: &str, plain_http: bool) -> Client {
+    fn client(
+        access: &RegistryAccess<'_>,
+        ca: &[Certificate],
+        registry: &str,
+        plain_http: bool,
+    ) -> Result<Client, String> {
         let protocol = if plain_http {
             ClientProtocol::HttpsExcept(vec![registry.to_string()])
         } else {
             ClientProtocol::Https
         };
-        Client::new(ClientConfig {
+        Client::try_from(ClientConfig {
             protocol,
-            accept_invalid_certificates: insecure,
+            accept_invalid_certificates: access.insecure,
+            extra_root_certificates: ca.to_vec(),
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(60)),
             ..ClientConfig::default()
         })
+        .map_err(|e| e.to_string())
     }
 
     fn content(&self, message: String) -> OciError {
         OciError::Content {
             reference: self.text.clone(),
             message,
+        }
+    }
+
+    fn registry_error(
+        &self,
+        step: String,
+        e: &oci_client::errors::OciDistributionError,
+    ) -> OciError {
+        if is_unauthorized(e) {
+            let registry = self.reference.resolve_registry().to_string();
+            let whose = match &self.auth {
+                RegistryAuth::Basic(user, _) => {
+                    format!("the credentials of user {user:?} from --registry-auth were refused")
+                }
+                _ => format!("it needs credentials, and --registry-auth has none for {registry}"),
+            };
+            return OciError::Unauthorized {
+                reference: self.text.clone(),
+                registry,
+                message: format!("{step}: {whose} ({e})"),
+            };
+        }
+        OciError::Registry {
+            reference: self.text.clone(),
+            step,
+            message: e.to_string(),
         }
     }
 
@@ -342,12 +442,10 @@ impl Registry {
         ];
         let (bytes, _) = self
             .client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, &accepted)
+            .pull_manifest_raw(reference, &self.auth, &accepted)
             .await
-            .map_err(|e| OciError::Registry {
-                reference: self.text.clone(),
-                step: format!("fetch manifest {}", reference.whole()),
-                message: e.to_string(),
+            .map_err(|e| {
+                self.registry_error(format!("fetch manifest {}", reference.whole()), &e)
             })?;
         if bytes.len() as u64 > limits.max_manifest_bytes {
             return Err(self.content(format!(
@@ -370,8 +468,14 @@ impl Registry {
         Ok((bytes.to_vec(), digest))
     }
 
-    /// Downloads one blob into `path`, capped and verified.
-    async fn blob(&self, layer: &Descriptor, path: &Path, cap: u64) -> Result<PathBuf, OciError> {
+    /// Downloads one blob into `path`, capped and verified, reporting its bytes.
+    async fn blob(
+        &self,
+        layer: &Descriptor,
+        path: &Path,
+        cap: u64,
+        report: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<PathBuf, OciError> {
         let blob_err = |e: BlobError| self.content(e.to_string());
         let mut writer =
             BlobWriter::create(path, &layer.digest, layer.size, cap).map_err(blob_err)?;
@@ -381,41 +485,95 @@ impl Registry {
             size: i64::try_from(layer.size).unwrap_or(i64::MAX),
             ..OciDescriptor::default()
         };
-        let registry_err = |e: String| OciError::Registry {
-            reference: self.text.clone(),
-            step: format!("fetch blob {}", layer.digest),
-            message: e,
-        };
+        let step = format!("fetch blob {}", layer.digest);
         let mut stream = self
             .client
             .pull_blob_stream(&self.reference, &descriptor)
             .await
-            .map_err(|e| registry_err(e.to_string()))?;
+            .map_err(|e| self.registry_error(step.clone(), &e))?;
+        let mut received: u64 = 0;
+        let mut last_report = std::time::Instant::now();
         while let Some(chunk) = stream.stream.next().await {
-            let chunk = chunk.map_err(|e| registry_err(e.to_string()))?;
+            let chunk = chunk.map_err(|e| OciError::Registry {
+                reference: self.text.clone(),
+                step: step.clone(),
+                message: e.to_string(),
+            })?;
             writer.write_chunk(&chunk).map_err(blob_err)?;
+            received += chunk.len() as u64;
+            if last_report.elapsed() >= Duration::from_millis(500) {
+                report(received);
+                last_report = std::time::Instant::now();
+            }
         }
         writer.finish().map_err(blob_err)
     }
 }
 
-/// Opens a connection that answers a first manifest request. With `insecure`, HTTPS
-/// without certificate checks is tried first, then plain HTTP.
+/// Reads `spec.oci.caFile` (PEM). A file without a certificate is an error: a silent
+/// fallback to the system roots would only show up as a TLS failure later.
+fn read_ca(reference: &str, path: &Path) -> Result<Vec<Certificate>, OciError> {
+    let data = fs::read(path).map_err(io_error(reference, "read spec.oci.caFile", path))?;
+    if !data
+        .windows(27)
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(OciError::Content {
+            reference: reference.to_string(),
+            message: format!(
+                "spec.oci.caFile {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            ),
+        });
+    }
+    Ok(vec![Certificate {
+        encoding: CertificateEncoding::Pem,
+        data,
+    }])
+}
+
+/// Opens a connection that answers a first manifest request for `reference`. With
+/// `insecure`, HTTPS without certificate checks is tried first, then plain HTTP.
 async fn connect(
     req: &OciPull<'_>,
     reference: Reference,
 ) -> Result<(Registry, Vec<u8>, String), OciError> {
     let registry = reference.resolve_registry().to_string();
-    let attempts: &[bool] = if req.insecure {
+    let ca = match req.access.ca_file {
+        Some(path) => {
+            let (text, path) = (req.reference.to_string(), path.to_path_buf());
+            tokio::task::spawn_blocking(move || read_ca(&text, &path))
+                .await
+                .map_err(|e| OciError::Content {
+                    reference: req.reference.to_string(),
+                    message: format!("read spec.oci.caFile: {e}"),
+                })??
+        }
+        None => Vec::new(),
+    };
+    let auth = match req.access.credentials.for_registry(&registry) {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    // Like docker, a registry on the loopback interface may speak plain HTTP (HTTPS is
+    // tried first, with its certificate checked unless `insecure`).
+    let attempts: &[bool] = if req.access.insecure || is_loopback(&registry) {
         &[false, true]
     } else {
         &[false]
     };
     let mut errors = Vec::new();
     for &plain_http in attempts {
+        let client = Registry::client(&req.access, &ca, &registry, plain_http).map_err(|m| {
+            OciError::Content {
+                reference: req.reference.to_string(),
+                message: format!("TLS set-up (spec.oci.caFile): {m}"),
+            }
+        })?;
         let r = Registry {
-            client: Registry::client(req.insecure, &registry, plain_http),
+            client,
             reference: reference.clone(),
+            auth: auth.clone(),
             text: req.reference.to_string(),
         };
         match r.manifest(&reference, None, req.limits).await {
@@ -434,34 +592,18 @@ async fn connect(
     })
 }
 
-/// Takes the Image's pull lock (blocking, off the async threads).
-async fn lock(req: &OciPull<'_>, oci_dir: &Path) -> Result<nix::fcntl::Flock<fs::File>, OciError> {
-    let path = oci_dir.join(LOCK_FILE);
-    let text = req.reference.to_string();
-    tokio::task::spawn_blocking(move || {
-        let io_err = |source| OciError::Io {
-            reference: text.clone(),
-            step: "lock",
-            path: path.clone(),
-            source,
-        };
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io_err(io::Error::from(errno)))
-    })
-    .await
-    .map_err(|e| OciError::Io {
-        reference: req.reference.to_string(),
-        step: "lock",
-        path: oci_dir.join(LOCK_FILE),
-        source: io::Error::other(e.to_string()),
-    })?
+/// Whether a registry (`host[:port]`) is on the loopback interface: `localhost`,
+/// `127.0.0.0/8` or `[::1]`.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Maps an I/O error of `step` on `path`, while pulling `reference`, to [`OciError::Io`].
@@ -480,89 +622,209 @@ fn io_error(
     }
 }
 
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    reference: &str,
+    step: &'static str,
+    path: &Path,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, OciError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(io_error(reference, step, path))
+}
+
+/// The identity of the guest bits, when they are asked for.
+async fn bits_identity(req: &OciPull<'_>) -> Result<Option<String>, OciError> {
+    let Some(bits) = req.guest.cloned() else {
+        return Ok(None);
+    };
+    tokio::task::spawn_blocking(move || bits.identity())
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .map_err(io_error(req.reference, "inspect guest bits", Path::new("")))?
+        .map(Some)
+        .map_err(|e| OciError::Unsupported {
+            reference: req.reference.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// The store's published entry of `key`, if any (blocking check off the workers).
+async fn published(req: &OciPull<'_>, key: &str) -> Option<PulledRootfs> {
+    let (store, k) = (req.store.clone(), key.to_string());
+    let info = tokio::task::spawn_blocking(move || store.info(&k))
+        .await
+        .ok()
+        .flatten()?;
+    Some(PulledRootfs {
+        rootfs: req.store.rootfs(key),
+        manifest_digest: info.manifest_digest.clone(),
+        reused: true,
+        info,
+    })
+}
+
 async fn pull_locked(req: &OciPull<'_>) -> Result<PulledRootfs, OciError> {
     let text = req.reference.to_string();
-    let io_err = |step: &'static str, path: &Path| io_error(&text, step, path);
-    let reference: Reference = req.reference.parse().map_err(|e| OciError::Reference {
+    let mut reference: Reference = req.reference.parse().map_err(|e| OciError::Reference {
         reference: text.clone(),
         message: format!("{e}"),
     })?;
-    let oci_dir = req.image_dir.join(OCI_DIR);
-    if let Some(base) = req.image_dir.parent() {
-        crate::host::safe_path::check_below(base, &oci_dir).map_err(|e| OciError::Io {
+    let store = req.store.clone();
+    blocking(&text, "create", req.store.root(), move || store.ensure()).await?;
+    let bits = bits_identity(req).await?;
+    if let Some(pin) = req.pin {
+        let key = ImageStore::key(pin, bits.as_deref()).map_err(|m| OciError::Content {
             reference: text.clone(),
-            step: "check",
-            path: oci_dir.clone(),
-            source: io::Error::other(e.to_string()),
+            message: m,
         })?;
+        if let Some(found) = published(req, &key).await {
+            return Ok(found);
+        }
+        reference = reference.clone_with_digest(pin.to_string());
     }
-    fs::create_dir_all(&oci_dir).map_err(io_err("create", &oci_dir))?;
-    let _lock = lock(req, &oci_dir).await?;
 
-    let (registry, bytes, digest) = match connect(req, reference).await {
-        Ok(found) => found,
-        Err(e) => return reuse_after_failure(req, &oci_dir, e),
-    };
+    let (registry, bytes, digest) = connect(req, reference).await?;
     let (registry, bytes, digest) = narrow_to_platform(registry, bytes, digest, req.limits).await?;
-    let hex = sha256_hex(&digest)
-        .map_err(|e| registry.content(e.to_string()))?
-        .to_string();
-    let rootfs = published_rootfs(req.image_dir, &hex);
-    if rootfs.is_file() {
-        record_current(&oci_dir, &text, &digest).map_err(io_err("record", &oci_dir))?;
-        return Ok(PulledRootfs {
-            rootfs,
-            manifest_digest: digest,
-            reused: true,
-        });
+    let key = ImageStore::key(&digest, bits.as_deref()).map_err(|m| registry.content(m))?;
+    let store = req.store.clone();
+    let lock_key = key.clone();
+    let _lock = blocking(&text, "lock", req.store.root(), move || {
+        store.lock(&lock_key)
+    })
+    .await?;
+    if let Some(found) = published(req, &key).await {
+        return Ok(found);
     }
     let view: ManifestView = serde_json::from_slice(&bytes)
         .map_err(|e| registry.content(format!("image manifest {digest}: {e}")))?;
     let layers = view.layers.unwrap_or_default();
     check_layers(&layers, req.limits).map_err(|m| registry.content(m))?;
 
-    // Staging (under the lock, so one fixed name per digest; a leftover is discarded).
-    let staging = oci_dir.join(format!("{STAGING_PREFIX}{hex}"));
-    remove_if_present(&staging).map_err(io_err("clean", &staging))?;
-    if let Err(e) = build_staging(&registry, req, &layers, &bytes, &staging).await {
-        let _ = remove_if_present(&staging);
-        return Err(e);
-    }
-    let published = oci_dir.join(&hex);
-    fs::rename(&staging, &published).map_err(io_err("publish", &published))?;
-    record_current(&oci_dir, &text, &digest).map_err(io_err("record", &oci_dir))?;
-    prune_other_digests(&oci_dir, &hex);
+    // Staging (under the lock, so one fixed name per key; a leftover is discarded).
+    let staging = req.store.staging(&key);
+    let s = staging.clone();
+    blocking(&text, "clean", &staging, move || remove_if_present(&s)).await?;
+    let built = build_staging(&registry, req, &layers, &bytes, &digest, &staging).await;
+    let info = match built {
+        Ok(info) => info,
+        Err(e) => {
+            let s = staging.clone();
+            let _ = tokio::task::spawn_blocking(move || remove_if_present(&s)).await;
+            return Err(e);
+        }
+    };
+    let published_dir = req.store.entry(&key);
+    let (s, p) = (staging.clone(), published_dir.clone());
+    blocking(&text, "publish", &published_dir, move || fs::rename(&s, &p)).await?;
     Ok(PulledRootfs {
-        rootfs,
+        rootfs: req.store.rootfs(&key),
         manifest_digest: digest,
         reused: false,
+        info,
     })
 }
 
-/// Downloads, verifies and flattens every layer into `staging/root`, then builds
-/// `staging/rootfs.ext4` and keeps the manifest beside it; the tree and blobs are removed.
+/// The manifest digest `req.reference` names now (linux/amd64, after an index), without
+/// pulling anything: the update check of a tag.
+pub async fn latest_digest(req: &OciPull<'_>) -> Result<String, OciError> {
+    let text = req.reference.to_string();
+    let reference: Reference = req.reference.parse().map_err(|e| OciError::Reference {
+        reference: text.clone(),
+        message: format!("{e}"),
+    })?;
+    let check = async {
+        let (registry, bytes, digest) = connect(req, reference).await?;
+        let (_, _, digest) = narrow_to_platform(registry, bytes, digest, req.limits).await?;
+        Ok(digest)
+    };
+    match tokio::time::timeout(Duration::from_secs(120), check).await {
+        Ok(result) => result,
+        Err(_) => Err(OciError::Timeout {
+            reference: text,
+            timeout: Duration::from_secs(120),
+        }),
+    }
+}
+
+/// Whether a reference names its image by digest (`…@sha256:…`): such an Image never
+/// changes, so it is never checked for updates.
+pub fn is_pinned_by_digest(reference: &str) -> bool {
+    reference
+        .parse::<Reference>()
+        .ok()
+        .is_some_and(|r| r.digest().is_some())
+}
+
+/// Downloads (or finds in the store), verifies and flattens every layer into
+/// `staging/root`, adds the guest bits, then builds `staging/rootfs.ext4` and writes the
+/// entry's metadata; the tree is removed.
 async fn build_staging(
     registry: &Registry,
     req: &OciPull<'_>,
     layers: &[Descriptor],
     bytes: &[u8],
+    digest: &str,
     staging: &Path,
-) -> Result<(), OciError> {
+) -> Result<EntryInfo, OciError> {
     let text = req.reference.to_string();
-    let io_err = |step: &'static str, path: &Path| io_error(&text, step, path);
     let tree = staging.join("root");
-    let blobs = staging.join("blobs");
-    fs::create_dir_all(&tree).map_err(io_err("create", &tree))?;
-    fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
+    let st = staging.to_path_buf();
+    let t = tree.clone();
+    blocking(&text, "create", staging, move || {
+        use std::os::unix::fs::DirBuilderExt;
+        // 0700: nothing unpacked below (set-uid files, device nodes) is reachable by
+        // other users while the build runs.
+        fs::DirBuilder::new().mode(0o700).create(&st)?;
+        fs::DirBuilder::new().mode(0o755).create(&t)
+    })
+    .await?;
     let mut budget = req.limits.max_unpacked_bytes;
     let count = layers.len();
     for (i, layer) in layers.iter().enumerate() {
         let layer_hex = sha256_hex(&layer.digest)
             .map_err(|e| registry.content(e.to_string()))?
             .to_string();
-        let blob = registry
-            .blob(layer, &blobs.join(&layer_hex), req.limits.max_blob_bytes)
-            .await?;
+        let blob = req.store.blob(&layer_hex);
+        let progress = |bytes: u64, done: bool| {
+            if let Some(p) = req.progress {
+                p(PullProgress {
+                    layer: i + 1,
+                    layers: count,
+                    digest: layer.digest.clone(),
+                    bytes,
+                    total: layer.size,
+                    done,
+                });
+            }
+        };
+        let b = blob.clone();
+        let present = tokio::task::spawn_blocking(move || fs::metadata(&b).map(|m| m.len()))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if present != Some(layer.size) {
+            progress(0, false);
+            let tmp = req
+                .store
+                .tmp_dir()
+                .join(format!("{layer_hex}.{}", std::process::id()));
+            let report = |n: u64| progress(n, false);
+            let downloaded = registry
+                .blob(layer, &tmp, req.limits.max_blob_bytes, &report)
+                .await;
+            if let Err(e) = downloaded {
+                let t = tmp.clone();
+                let _ = tokio::task::spawn_blocking(move || fs::remove_file(&t)).await;
+                return Err(e);
+            }
+            let (t, b) = (tmp.clone(), blob.clone());
+            blocking(&text, "store blob", &blob, move || fs::rename(&t, &b)).await?;
+        }
+        progress(layer.size, true);
         let label = format!("layer {}/{count} {}", i + 1, layer.digest);
         let tree_c = tree.clone();
         let blob_c = blob.clone();
@@ -575,22 +837,48 @@ async fn build_staging(
         .await
         .map_err(|e| registry.content(format!("layer {}: {e}", i + 1)))?;
         budget = applied.map_err(|e| registry.content(e.to_string()))?;
-        fs::remove_file(&blob).map_err(io_err("remove", &blob))?;
     }
+    let guest: Option<GuestReport> = match req.guest {
+        Some(bits) => {
+            let (bits, t) = (bits.clone(), tree.clone());
+            Some(
+                tokio::task::spawn_blocking(move || bits.inject(&t))
+                    .await
+                    .map_err(|e| registry.content(format!("add guest bits: {e}")))?
+                    .map_err(|e| OciError::Unsupported {
+                        reference: text.clone(),
+                        message: e.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
     let image = staging.join(ROOTFS_FILE);
     let (tree_c, image_c) = (tree.clone(), image.clone());
-    tokio::task::spawn_blocking(move || ext4::build_image(&tree_c, &image_c))
+    let rootfs_bytes = tokio::task::spawn_blocking(move || ext4::build_image(&tree_c, &image_c))
         .await
         .map_err(|e| registry.content(format!("build ext4: {e}")))?
         .map_err(|e| registry.content(format!("build ext4: {e}")))?;
-    fs::write(staging.join("manifest.json"), bytes)
-        .map_err(io_err("write", &staging.join("manifest.json")))?;
-    remove_if_present(&tree).map_err(io_err("clean", &tree))?;
-    remove_if_present(&blobs).map_err(io_err("clean", &blobs))?;
-    fs::File::open(&image)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("sync", &image))?;
-    Ok(())
+    let info = EntryInfo {
+        reference: text.clone(),
+        manifest_digest: digest.to_string(),
+        guest,
+        rootfs_bytes,
+    };
+    let (st, t, b, i, img) = (
+        staging.to_path_buf(),
+        tree.clone(),
+        bytes.to_vec(),
+        info.clone(),
+        image.clone(),
+    );
+    blocking(&text, "finish", staging, move || {
+        ImageStore::write_metadata(&st, &b, &i)?;
+        remove_if_present(&t)?;
+        fs::File::open(&img)?.sync_all()
+    })
+    .await?;
+    Ok(info)
 }
 
 /// Narrows an index to its linux/amd64 manifest (fetched by digest and verified).
@@ -637,65 +925,6 @@ async fn narrow_to_platform(
         )));
     }
     Ok((registry, bytes, digest))
-}
-
-/// The registry failed: reuse the rootfs last pulled for this same reference, if any.
-fn reuse_after_failure(
-    req: &OciPull<'_>,
-    oci_dir: &Path,
-    error: OciError,
-) -> Result<PulledRootfs, OciError> {
-    let record = fs::read(oci_dir.join(CURRENT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<CurrentRecord>(&b).ok());
-    if let Some(record) = record {
-        if record.reference == req.reference {
-            if let Ok(hex) = sha256_hex(&record.digest) {
-                let rootfs = published_rootfs(req.image_dir, hex);
-                if rootfs.is_file() {
-                    tracing::warn!(reference = req.reference, digest = %record.digest, %error,
-                        "registry unreachable; using the rootfs pulled last");
-                    return Ok(PulledRootfs {
-                        rootfs,
-                        manifest_digest: record.digest,
-                        reused: true,
-                    });
-                }
-            }
-        }
-    }
-    Err(error)
-}
-
-fn record_current(oci_dir: &Path, reference: &str, digest: &str) -> io::Result<()> {
-    let record = CurrentRecord {
-        reference: reference.to_string(),
-        digest: digest.to_string(),
-    };
-    let tmp = oci_dir.join(format!(".{CURRENT_FILE}.tmp"));
-    fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&record).map_err(io::Error::other)?,
-    )?;
-    fs::rename(&tmp, oci_dir.join(CURRENT_FILE))
-}
-
-/// Removes published digests other than `keep` (VM disks are copies, so nothing still
-/// reads them) and leftover staging directories. Best effort.
-fn prune_other_digests(oci_dir: &Path, keep: &str) {
-    let Ok(entries) = fs::read_dir(oci_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_digest = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-        if (is_digest && name != keep) || name.starts_with(STAGING_PREFIX) {
-            if let Err(e) = remove_if_present(&entry.path()) {
-                tracing::warn!(path = %entry.path().display(), error = %e, "cannot prune an old OCI rootfs");
-            }
-        }
-    }
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -763,17 +992,24 @@ mod tests {
     }
 
     #[test]
-    fn published_paths_name_their_digest() {
-        let dir = tempfile::tempdir().unwrap();
-        let digest = sha256_digest(b"m");
-        let hex = sha256_hex(&digest).unwrap();
-        let rootfs = published_rootfs(dir.path(), hex);
-        assert!(!is_published(&rootfs, &digest));
-        fs::create_dir_all(rootfs.parent().unwrap()).unwrap();
-        fs::write(&rootfs, b"x").unwrap();
-        assert!(is_published(&rootfs, &digest));
-        assert!(!is_published(&rootfs, &sha256_digest(b"other")));
-        assert!(!is_published(&rootfs, "/some/path:1:2"));
+    fn loopback_registries_are_recognised() {
+        for r in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.9.9.9",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "registry.example:5000",
+            "10.0.0.1:5000",
+            "localhost.example",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
     }
 
     #[test]

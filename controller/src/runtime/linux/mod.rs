@@ -19,7 +19,9 @@
 //! next look.
 //!
 //! Images (`images.rs`): an Image's kernel, initrd and rootfs are checked, or its rootfs
-//! pulled from a registry ([`crate::host::oci`]).
+//! pulled from a registry into the shared store `<state>/images/store`
+//! ([`crate::host::oci`]) with banger's guest bits; an Image without a kernel boots
+//! the default one of the guest directory ([`ImageConfig`]).
 //!
 //! [`VmRuntime::sync_workspace`] (`workspace.rs`) copies a Workspace's checkout into the
 //! guest as a tar stream over SSH with banger's own identity (`<state>/ssh/id_ed25519`,
@@ -48,14 +50,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, Garbage, ImageContext, ObservedVm, ReadyNotifier, ResolvedImage, RuntimeError,
-    SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotifier, Garbage, ImageContext, ImageResolution, ObservedVm, ReadyNotifier, ResolvedImage,
+    RuntimeError, SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
 use crate::host::kvm;
 use crate::host::names::ObjectUid;
 use crate::host::net::nat::Nftables;
 use crate::host::net::{BridgeConfig, Netlink};
+use crate::host::oci::store::{ImageStore, StoreItem};
 use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
 
@@ -64,6 +67,8 @@ mod consoles;
 mod disk;
 mod garbage;
 mod images;
+
+pub use images::{ImageConfig, DEFAULT_INITRD, DEFAULT_KERNEL, GUEST_BITS_DIR, KERNEL_RELEASE};
 mod network;
 mod observe;
 mod vm_dir;
@@ -81,6 +86,8 @@ pub struct LinuxRuntimeConfig {
     pub drivers: DriverConfig,
     /// How long a guest gets to power off before the VMM is stopped by force.
     pub stop_grace: Duration,
+    /// Default kernel, guest bits, registry credentials and pull limits.
+    pub images: ImageConfig,
 }
 
 /// The real runtime on this Linux host. Create it inside the daemon's tokio runtime
@@ -94,6 +101,8 @@ pub struct LinuxRuntime {
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
     /// Where guests that became ready are reported ([`boot_watch`]).
     ready_notifier: Arc<Mutex<Option<ReadyNotifier>>>,
+    /// The shared image store (`<state>/images/store`).
+    store: ImageStore,
     /// VMM processes with an exit watch, so each is watched once.
     watched: Arc<Mutex<HashSet<ProcessIdentity>>>,
     /// VMM processes whose guest's boot is watched, so each is watched once.
@@ -131,6 +140,7 @@ impl LinuxRuntime {
         consoles.start_sweep();
         Ok(LinuxRuntime {
             consoles,
+            store: ImageStore::at(config.state_dir.join("images").join("store")),
             config,
             hypervisors,
             netlink,
@@ -199,8 +209,20 @@ impl VmRuntime for LinuxRuntime {
             .unwrap_or_else(|p| p.into_inner()) = Some(notifier);
     }
 
-    async fn resolve_image(&self, image: &ImageContext) -> Result<ResolvedImage, RuntimeError> {
-        images::resolve_image(image).await
+    async fn resolve_image(&self, image: &ImageContext) -> Result<ImageResolution, RuntimeError> {
+        images::resolve_image(image, &self.store, &self.config.images).await
+    }
+
+    async fn latest_image_digest(&self, image: &ImageContext) -> Result<String, RuntimeError> {
+        images::latest_digest(image, &self.store, &self.config.images).await
+    }
+
+    async fn prune_images(
+        &self,
+        keep: &BTreeSet<PathBuf>,
+        dry_run: bool,
+    ) -> Result<Vec<StoreItem>, RuntimeError> {
+        images::prune(&self.store, keep, dry_run).await
     }
 
     async fn image_present(&self, image: &ResolvedImage) -> bool {
