@@ -98,6 +98,15 @@ pub struct NatTable {
     pub forward_bridges: Vec<String>,
 }
 
+impl NatTable {
+    /// Whether the table exists with exactly the two forward rules of `bridge`.
+    pub fn has_base_for(&self, bridge: &BridgeConfig) -> bool {
+        self.exists
+            && self.forward_bridges.len() == 2
+            && self.forward_bridges.iter().all(|b| b == bridge.name())
+    }
+}
+
 /// The nftables command banger drives (binary path configurable for tests/doctor).
 #[derive(Debug, Clone)]
 pub struct Nftables {
@@ -148,10 +157,7 @@ impl Nftables {
     /// the forward chain is rewritten atomically only when its rules are not exactly
     /// the two for this bridge).
     pub async fn ensure_base(&self, bridge: &BridgeConfig) -> Result<(), NatError> {
-        let table = self.read_table().await?;
-        let forward_ok = table.forward_bridges.len() == 2
-            && table.forward_bridges.iter().all(|b| b == bridge.name());
-        if table.exists && forward_ok {
+        if self.read_table().await?.has_base_for(bridge) {
             return Ok(());
         }
         self.apply(
@@ -161,24 +167,38 @@ impl Nftables {
         .await
     }
 
-    /// Makes the masquerade rule of VM `uid` (source `ip`) exist, replacing a rule of
-    /// that VM with another address in the same transaction; returns the rule.
+    /// Makes the masquerade rule of VM `uid` (source `ip`) exist, with the table, its
+    /// chains and the bridge's forward rules ([`Self::ensure_base`]), replacing a rule
+    /// of that VM with another address, all in one transaction; returns the rule. One
+    /// `nft` run when everything is there, else three: read, apply, read back.
     pub async fn ensure_vm(
         &self,
         uid: &ObjectUid,
         ip: Ipv4Addr,
         bridge: &BridgeConfig,
     ) -> Result<NatRule, NatError> {
-        self.ensure_base(bridge).await?;
         let table = self.read_table().await?;
+        let base_ok = table.has_base_for(bridge);
         let mine: Vec<&NatRule> = table.vm_rules.iter().filter(|r| &r.uid == uid).collect();
         if let [only] = mine.as_slice() {
             if only.ip == Some(ip) {
+                if !base_ok {
+                    self.apply(
+                        "ensure table, chains and forward rules",
+                        &base_ruleset(bridge),
+                    )
+                    .await?;
+                }
                 return Ok((*only).clone());
             }
         }
         let stale: Vec<u64> = mine.iter().map(|r| r.handle).collect();
-        let text = vm_rule_ruleset(uid, ip, bridge, &stale);
+        let mut text = if base_ok {
+            String::new()
+        } else {
+            base_ruleset(bridge)
+        };
+        text.push_str(&vm_rule_ruleset(uid, ip, bridge, &stale));
         self.apply(&format!("add NAT rule for VM {uid}"), &text)
             .await?;
         self.probe_vm(uid).await?.ok_or_else(|| NatError::Failed {
