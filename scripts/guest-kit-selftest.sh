@@ -7,7 +7,7 @@
 #   1. the console shows BANGER-GUEST-READY,
 #   2. the guest answers ping from the namespace,
 #   3. `ssh -i id_ed25519 root@172.30.0.2` works and the guest's hostname is banger.name,
-#      and the guest reaches the bridge address,
+#      the guest reaches the bridge address, and git commits in a new repository there,
 #   4. the guest stops cleanly (QEMU exits, the disk copy passes `e2fsck -fn` and keeps a
 #      file written over ssh) — three boots: QMP system_powerdown (ACPI power button),
 #      `poweroff` over ssh, and the Ctrl-Alt-Del path (SIGINT to init, then reboot, which
@@ -182,6 +182,9 @@ boot_and_check() {
     # ssh joins its arguments into one remote command line: pass exactly one string.
     ssh_guest "echo $stop >/root/persisted"
     log "PASS hostname $guest_host, guest reaches $HOST_IP"
+    ssh_guest 'cd /tmp && rm -rf g && mkdir g && cd g && git init -q --template= && echo x >f && git add f && git -c user.name=t -c user.email=t@t commit -qm m && git log --format=%s' |
+        grep -qx m || fail "git does not work in the guest"
+    log "PASS git $(ssh_guest 'git --version')"
 
     stop_start="$(now)"
     case "$stop" in

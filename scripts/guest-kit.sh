@@ -5,7 +5,7 @@
 #   vmlinuz      Debian cloud kernel (bzImage), for QEMU `-kernel`
 #   vmlinux      the uncompressed ELF kernel extracted from vmlinuz, for Firecracker
 #   initrd.img   busybox-static initramfs: loads the virtio modules, mounts the root, switch_root
-#   rootfs.ext4  ext4 root (made without mounting): busybox, dropbear, banger's /sbin/init
+#   rootfs.ext4  ext4 root (made without mounting): busybox, dropbear, git, banger's /sbin/init
 #   guest-bits/  what banger adds under /.banger of the images it builds (OCI images):
 #                static busybox, banger's init (scripts/guest-bits-init.sh), dropbear
 #                with its libraries and loader
@@ -36,7 +36,7 @@ FORCE=0
 # virtio_mmio/virtio_blk/virtio_net: disk and network; button/evdev: the ACPI power button,
 # so that QEMU's `system_powerdown` reaches the guest's acpid.
 WANTED_MODULES=(virtio_mmio virtio_blk virtio_net button evdev)
-APT_PACKAGES=(busybox-static dropbear-bin cpio lz4 e2fsprogs kmod patchelf)
+APT_PACKAGES=(busybox-static dropbear-bin git cpio lz4 e2fsprogs kmod patchelf)
 BUSYBOX=/bin/busybox
 GUEST_INIT="$(dirname -- "$SCRIPT_PATH")/guest-bits-init.sh"
 
@@ -325,7 +325,10 @@ build_rootfs() {
     chmod 0700 -- "$stage/root"
     install_busybox "$stage"
     rm -f -- "$stage/linuxrc" "$stage/sbin/init"
-    copy_with_libs "$stage" /usr/sbin/dropbear /usr/bin/dropbearkey
+    # git: only the main binary (its builtins: status, diff, add, commit, log…), so
+    # a Workspace's repository works in the guest and `banger workspace export` makes
+    # its patch there. No helpers, templates or remote transports.
+    copy_with_libs "$stage" /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/git
     printf 'root:*:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
     printf 'root:x:0:\n' >"$stage/etc/group"
     printf '/bin/sh\n/bin/ash\n' >"$stage/etc/shells"
@@ -686,7 +689,7 @@ main() {
     fi
 
     ensure_ssh_key
-    if is_fresh "$KIT_DIR/rootfs.ext4" "$SCRIPT_PATH" "$BUSYBOX" /usr/sbin/dropbear "$KIT_DIR/id_ed25519.pub"; then
+    if is_fresh "$KIT_DIR/rootfs.ext4" "$SCRIPT_PATH" "$BUSYBOX" /usr/sbin/dropbear /usr/bin/git "$KIT_DIR/id_ed25519.pub"; then
         log "rootfs.ext4 is up to date"
     else
         build_rootfs "$KIT_DIR/rootfs.ext4" "$KIT_DIR/id_ed25519.pub"

@@ -139,8 +139,9 @@ fn vm_lifecycle_on_real_qemu_guest() {
         "rootfs.ext4",
         "console.log",
         "qmp.sock",
-        "qemu.pid",
         "qemu.log",
+        "vmmUser: banger-vmm",
+        "/banger/",
         "natRule: table ip banger",
         &format!("ip: {ip}"),
         &format!("pid: {pid1}"),
@@ -150,6 +151,9 @@ fn vm_lifecycle_on_real_qemu_guest() {
             "describe lacks {needle}:\n{describe}"
         );
     }
+
+    // The VMM runs confined: as banger-vmm, under seccomp, in the VM's own cgroup.
+    let cgroup_dirs = confined_in(pid1, &uid);
 
     // A memory change is a restart: diff says so, apply restarts the VMM.
     write(
@@ -235,6 +239,9 @@ fn vm_lifecycle_on_real_qemu_guest() {
         "vm still listed after delete"
     );
     assert!(!process_alive(pid4), "VMM alive after delete");
+    for dir in &cgroup_dirs {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
     let links = links_in(&ns);
     assert!(!links.contains("bgt"), "tap left behind:\n{links}");
     let rules = nft_ruleset(&ns);
@@ -309,6 +316,56 @@ fn daemon_crash_adopts_running_vms() {
         ]);
     }
     assert!(!process_alive(pa) && !process_alive(pb));
+}
+
+/// Checks that VMM `pid` of VM `uid` runs confined (the VMM user, seccomp, no way back
+/// to privileges, a cgroup named after the VM in every hierarchy it is in); returns the
+/// cgroup directories.
+fn confined_in(pid: i64, uid: &str) -> Vec<std::path::PathBuf> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("VMM status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let vmm_uid = Command::new("id")
+        .args(["-u", "banger-vmm"])
+        .output()
+        .expect("id");
+    let vmm_uid = String::from_utf8_lossy(&vmm_uid.stdout).trim().to_owned();
+    assert!(!vmm_uid.is_empty() && vmm_uid != "0", "banger-vmm exists");
+    assert_eq!(field("Uid:"), vec![vmm_uid; 4], "{status}");
+    assert_eq!(field("Seccomp:"), ["2"], "{status}");
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    let leaf = format!("/banger-{uid}");
+    let membership = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("VMM cgroups");
+    let mut dirs = Vec::new();
+    for line in membership.lines().filter(|l| l.ends_with(&leaf)) {
+        // `ID:CONTROLLERS:PATH`; v1 hierarchies are mounted under /sys/fs/cgroup by
+        // controller name, v2 at /sys/fs/cgroup.
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let base = if controllers.is_empty() {
+            std::path::PathBuf::from("/sys/fs/cgroup")
+        } else {
+            Path::new("/sys/fs/cgroup").join(controllers)
+        };
+        dirs.push(base.join(path.trim_start_matches('/')));
+    }
+    assert!(
+        !dirs.is_empty(),
+        "VMM not in a cgroup of its VM:\n{membership}"
+    );
+    for dir in &dirs {
+        assert!(dir.is_dir(), "{} missing", dir.display());
+    }
+    dirs
 }
 
 fn walk(dir: &Path) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! End-to-end: a Workspace copied into a real QEMU guest by a real `banger daemon` in a
 //! network namespace: tracked and untracked files arrive, ignored ones do not; after a
-//! VMM restart (kill -9) the files are copied again.
+//! VMM restart (kill -9) on the same disk nothing is copied again; a sync request onto
+//! the changed guest is refused (GuestChanged) until forced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
@@ -116,45 +117,60 @@ apiVersion: banger.dev/v1alpha1\nkind: Workspace\nmetadata:\n  name: proj\nspec:
     let banger_pub = fs::read_to_string(d.state_dir.join("ssh/id_ed25519.pub")).unwrap();
     assert!(keys.contains(banger_pub.trim()), "{keys}");
 
-    // The guest loses the files (rm) and its VMM is killed: the new VMM gets them again.
+    // The guest removes the files (its own work) and its VMM is killed: the restarted
+    // VMM runs from the same disk, so nothing is copied over the guest's state.
     check("rm -rf /root/proj && sync");
     // SAFETY: kill(2) of the VMM pid the daemon reported for this test's VM.
     unsafe {
         libc::kill(i32::try_from(pid1).unwrap(), libc::SIGKILL);
     }
-    let copied_again = wait_for(
+    let restarted = wait_for(
         Duration::from_secs(240),
         Duration::from_millis(1000),
         || {
-            let pid = d.get_json("vm", "dev")?["status"]["pid"].as_i64()?;
-            if pid == pid1 {
-                return None;
-            }
-            let out = ssh(&ns, &kit, &ip, "cat /root/proj/tracked.txt");
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            let vm = d.get_json("vm", "dev")?;
+            let pid = vm["status"]["pid"].as_i64()?;
+            (pid != pid1 && condition(&vm, "GuestReady")?["status"] == "True").then_some(pid)
         },
     );
+    assert!(restarted.is_some(), "no restart; log:\n{}", d.log_tail(40));
+    // The Workspace is reconciled after the restart: its plan is empty once it is (a
+    // copy, when planned, stays planned until it finished).
+    let settled = wait_for(Duration::from_secs(120), Duration::from_millis(500), || {
+        let text = d.cli_ok(&["describe", "workspace", "proj"]);
+        text.contains("Planned steps:\n  <none>\n").then_some(text)
+    })
+    .expect("the workspace's plan never emptied");
+    let copies = settled
+        .lines()
+        .filter(|l| l.trim_start().starts_with("sync-workspace "))
+        .count();
+    assert_eq!(copies, 1, "copied again after a VMM restart:\n{settled}");
+    let gone = ssh(&ns, &kit, &ip, "test -e /root/proj");
     assert_eq!(
-        copied_again.as_deref(),
-        Some("tracked content\n"),
-        "not copied again after the VMM restart; log:\n{}",
-        d.log_tail(40)
+        gone.status.code(),
+        Some(1),
+        "the guest's removal was undone"
     );
-    // The files land before the copy step ends (it flushes the guest, then records the
-    // copy): wait for the step to finish, bounded, rather than read the status at once.
-    let synced = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
-        let ws = d.get_json("workspace", "proj")?;
-        (condition(&ws, "Synced")?["status"] == "True").then_some(ws)
-    });
+
+    // Asking for a copy: refused, the guest changed (removed) what the last copy wrote.
+    let refused = d.cli(&["workspace", "sync", "proj", "--timeout", "120s"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("workspace/proj: GuestChanged: 6 paths changed in the guest"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tracked.txt (removed)"), "{stderr}");
     let ws = d.get_json("workspace", "proj").expect("workspace");
-    assert!(synced.is_some(), "not Synced after the second copy: {ws:#}");
-    assert_eq!(
-        condition(&ws, "Synced").unwrap()["status"],
-        "True",
-        "{ws:#}"
+    assert_eq!(condition(&ws, "Synced").unwrap()["reason"], "GuestChanged");
+    // Forced: the checkout's state is back in the guest.
+    let forced = d.cli_ok(&["workspace", "sync", "proj", "--force", "--timeout", "120s"]);
+    assert!(
+        forced.starts_with("workspace/proj synced: 4 files"),
+        "{forced}"
     );
+    assert_eq!(check("cat /root/proj/tracked.txt"), "tracked content\n");
 
     d.cli_ok(&["delete", "vm", "dev", "--wait", "--timeout", "120s"]);
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use banger_controller::planner::{plan_vm, DesiredVm};
 use banger_controller::runtime::{
-    LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState, ResolvedImage,
+    LaunchConfig, ObservedDisk, ObservedFilter, ObservedTap, ObservedVm, ProcessState,
+    ResolvedImage,
 };
 use banger_specs::load::parse_document_set;
 use banger_specs::{Readiness, Resource, VmSpec};
@@ -73,10 +74,15 @@ fn plans(c: &mut Criterion) {
             image: spec.image.clone(),
             digest: image.rootfs_digest.clone(),
             size: spec.disk.0,
+            id: Some("0123456789abcdef".into()),
         }),
         tap: Some(ObservedTap {
             name: "bgt0123456789ab".into(),
             attached: true,
+            filter: Some(ObservedFilter {
+                ip,
+                isolated: spec.network.isolated,
+            }),
         }),
         nat: spec.network.nat,
         guest_ready: true,

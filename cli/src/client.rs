@@ -10,7 +10,7 @@ use std::time::Duration;
 use banger_controller::api::connect::UPGRADE_PROTOCOL;
 use banger_controller::api::types::{
     ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, DescribeView, ErrorBody, EventView,
-    ObjectList, ObjectRef, ObjectView, SshIdentityView,
+    ObjectList, ObjectRef, ObjectView, SshIdentityView, SyncRequestView,
 };
 use banger_specs::Kind;
 use http_body_util::{BodyExt, Empty, Full};
@@ -20,6 +20,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::error::CliError;
 
 /// The response header carrying the next log offset.
 pub const OFFSET_HEADER: &str = "x-banger-offset";
@@ -460,6 +462,102 @@ impl DaemonClient {
 }
 
 impl DaemonClient {
+    /// `POST /v1/workspaces/{name}/sync[?force=true]`: asks the engine for a copy.
+    pub async fn request_sync(
+        &self,
+        workspace: &str,
+        force: bool,
+    ) -> Result<SyncRequestView, ClientError> {
+        let mut path = format!("/v1/workspaces/{}/sync", encode(workspace));
+        if force {
+            path.push_str("?force=true");
+        }
+        self.call(Method::POST, &path, Some(b"{}".to_vec()), Duration::ZERO)
+            .await
+    }
+
+    /// `GET /v1/workspaces/{name}/export`: the patch, streamed into `out` as it comes.
+    /// Bounded by [`EXPORT_LIMIT`].
+    pub async fn export_into<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        workspace: &str,
+        out: &mut W,
+    ) -> Result<ExportInfo, CliError> {
+        let path = format!("/v1/workspaces/{}/export", encode(workspace));
+        match tokio::time::timeout(EXPORT_LIMIT, self.download(&path, out)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::TimedOut {
+                socket: self.socket.clone(),
+                what: format!("GET {path}"),
+                limit: EXPORT_LIMIT,
+            }
+            .into()),
+        }
+    }
+
+    async fn download<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        out: &mut W,
+    ) -> Result<ExportInfo, CliError> {
+        use tokio::io::AsyncWriteExt;
+        let http = |source| ClientError::Http {
+            socket: self.socket.clone(),
+            source,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        let driver = tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "banger")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Decode {
+                what: format!("GET {path}"),
+                message: e.to_string(),
+            })?;
+        let response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let base_commit = header("x-banger-base-commit");
+        let method = header("x-banger-export-method").unwrap_or_default();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(http)?.to_bytes();
+            driver.abort();
+            return Err(api_error(status, &bytes).into());
+        }
+        let mut bytes = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(http)?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data).await.map_err(CliError::Output)?;
+                bytes += data.len() as u64;
+            }
+        }
+        out.flush().await.map_err(CliError::Output)?;
+        driver.abort();
+        Ok(ExportInfo {
+            bytes,
+            base_commit,
+            method,
+        })
+    }
+
     /// `GET /v1/ssh-identity`: where banger's SSH key and known_hosts are.
     pub async fn ssh_identity(&self) -> Result<SshIdentityView, ClientError> {
         self.call(Method::GET, "/v1/ssh-identity", None, Duration::ZERO)
@@ -530,6 +628,21 @@ fn socket_group_name(socket: &std::path::Path) -> Option<String> {
         .ok()
         .flatten()
         .map(|g| g.name)
+}
+
+/// How long an export may take: the daemon bounds its own work (about ten minutes of
+/// guest I/O, then the host diff); this bounds the whole exchange.
+pub const EXPORT_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// What an export answered besides the patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// Bytes of patch received.
+    pub bytes: u64,
+    /// The base commit the patch applies to (absent: the empty tree).
+    pub base_commit: Option<String>,
+    /// `guest-git` or `host-diff`.
+    pub method: String,
 }
 
 /// Decodes an error response; a body that is not an [`ErrorBody`] is kept as text.

@@ -38,6 +38,13 @@ pub enum CliError {
     /// A bad command-line argument that clap cannot check (one line, exit status 2).
     #[error("{0}")]
     Usage(String),
+    /// The daemon refused what was asked, for a reason the user must act on (a copy
+    /// onto a guest that changed).
+    #[error("{0}")]
+    Refused(String),
+    /// Ctrl-C (exit status 130, as a shell reports SIGINT).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {
@@ -53,6 +60,7 @@ impl CliError {
             CliError::Access(
                 AccessError::HostKeyChanged { .. } | AccessError::SshFailed { .. },
             ) => Some(crate::guest_ssh::SSH_FAILED),
+            CliError::Interrupted => Some(130),
             _ => None,
         }
     }

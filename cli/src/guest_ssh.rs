@@ -25,7 +25,9 @@ use banger_specs::Kind;
 
 use crate::client::DaemonClient;
 use crate::error::CliError;
-use crate::quoting::{config_path, proxy_word, QuoteError};
+use banger_controller::host::guest_ssh::guest_ssh_options;
+
+use crate::quoting::{proxy_word, QuoteError};
 
 /// The pseudo-domain of VMs for `ssh NAME.banger` (see `banger ssh-config`).
 pub const DOMAIN_SUFFIX: &str = ".banger";
@@ -250,28 +252,18 @@ impl GuestSsh {
         })
     }
 
-    /// ssh's options for this VM (everything before the destination).
+    /// ssh's options for this VM (everything before the destination): banger's
+    /// guest options ([`guest_ssh_options`], shared with the daemon) and the
+    /// `ProxyCommand` through the daemon.
     pub fn options(&self) -> Result<Vec<OsString>, QuoteError> {
-        let known_hosts = config_path(&self.identity.known_hosts)?;
-        let key = config_path(&self.identity.private_key)?;
-        let mut args: Vec<OsString> = vec!["-F".into(), "none".into()];
-        for option in [
-            format!("IdentityFile={key}"),
-            "IdentitiesOnly=yes".to_string(),
-            format!("UserKnownHostsFile={known_hosts}"),
-            "GlobalKnownHostsFile=none".to_string(),
-            format!("HostKeyAlias={}", self.alias),
-            "StrictHostKeyChecking=accept-new".to_string(),
-            "HashKnownHosts=no".to_string(),
-            "CheckHostIP=no".to_string(),
-            "BatchMode=yes".to_string(),
-            "LogLevel=ERROR".to_string(),
-            format!("User={}", self.identity.user),
-            format!("ProxyCommand={}", self.proxy_command),
-        ] {
-            args.push("-o".into());
-            args.push(option.into());
-        }
+        let mut args = guest_ssh_options(
+            &self.identity.private_key,
+            &self.identity.known_hosts,
+            &self.alias,
+            &self.identity.user,
+        )?;
+        args.push("-o".into());
+        args.push(format!("ProxyCommand={}", self.proxy_command).into());
         Ok(args)
     }
 

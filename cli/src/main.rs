@@ -30,7 +30,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::client::DaemonClient;
 use crate::commands::{
     apply, completion, connect, cp, daemon, delete, describe, diff, doctor, events, exec, gc, get,
-    image, logs, port_forward, retry, ssh, ssh_config, wait,
+    image, logs, port_forward, retry, run, ssh, ssh_config, wait, workspace,
 };
 use crate::error::CliError;
 
@@ -56,6 +56,10 @@ Examples:
   banger apply -f examples/ --wait
   banger get vms
   banger describe vm dev
+
+  # A sandbox with this checkout in one command, then a shell in it
+  banger run .
+  banger run . --rm -- make test
 
   # Get into a VM (through the daemon)
   banger ssh dev
@@ -101,6 +105,8 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Print a VM's console log.
     Logs(logs::LogsArgs),
+    /// A sandbox in one command: a VM (with a checkout copied in), then a shell or CMD.
+    Run(run::RunArgs),
     /// Open a shell or run a command in a VM with ssh (through the daemon).
     Ssh(ssh::SshArgs),
     /// Run a command in a VM: its stdout, stderr and exit status.
@@ -111,6 +117,8 @@ enum Command {
     PortForward(port_forward::PortForwardArgs),
     /// Print ssh client configuration so that `ssh NAME.banger` works.
     SshConfig(ssh_config::SshConfigArgs),
+    /// A Workspace's round trip: copy the checkout in now.
+    Workspace(workspace::WorkspaceArgs),
     /// Connect stdin/stdout to a TCP port of a VM (ssh's ProxyCommand).
     Connect(connect::ConnectArgs),
     /// Remove host objects of no known VM (taps, NAT rules, VM dirs, stray VMMs).
@@ -146,12 +154,14 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Events(args) => events::run(&client, args).await,
         Command::Retry(args) => retry::run(&client, args).await,
         Command::Logs(args) => logs::run(&client, args).await,
+        Command::Run(args) => run::run(&client, args).await,
         Command::Ssh(args) => ssh::run(&client, args).await,
         Command::Exec(args) => exec::run(&client, args).await,
         Command::Cp(args) => cp::run(&client, args).await,
         Command::PortForward(args) => port_forward::run(&client, args).await,
         Command::SshConfig(args) => ssh_config::run(&client, args).await,
         Command::Connect(args) => connect::run(&client, args).await,
+        Command::Workspace(args) => workspace::run(&client, args).await,
         Command::Gc(args) => gc::run(&client, args).await,
         Command::Image(args) => image::run(&client, args).await,
         Command::Daemon(args) => daemon::run(args, cli.socket.clone()).await,

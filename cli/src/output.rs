@@ -205,7 +205,9 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
         Kind::Image => vec![
             "NAME", "PHASE", "READY", "SOURCE", "DIGEST", "SIZE", "UPDATE", "AGE",
         ],
-        Kind::Workspace => vec!["NAME", "PHASE", "READY", "VM", "SOURCE", "PATH", "AGE"],
+        Kind::Workspace => vec![
+            "NAME", "PHASE", "READY", "VM", "SOURCE", "PATH", "BASE", "COPIED", "AGE",
+        ],
     };
     if wide {
         match kind {
@@ -245,6 +247,15 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
                 spec_str(object, "/vm"),
                 spec_str(object, "/source"),
                 spec_str(object, "/path"),
+                object
+                    .status
+                    .base_commit
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |c| c.chars().take(12).collect()),
+                object.status.copied_at.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |at| format!("{} ago", age_since(at, now)),
+                ),
                 age,
             ]),
         }
@@ -333,6 +344,27 @@ mod tests {
     }
 
     #[test]
+    fn workspace_table_shows_the_base_commit_and_the_copy_time() {
+        let view: ObjectView = serde_json::from_value(serde_json::json!({
+            "apiVersion": "banger.dev/v1alpha1",
+            "kind": "Workspace",
+            "metadata": {"name": "src", "uid": "00", "generation": 1,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"vm": "dev", "source": "/home/me/src", "path": "/root/src"},
+            "status": {"phase": "Ready", "observedGeneration": 1,
+                       "baseCommit": "0123456789abcdef0123456789abcdef01234567",
+                       "copiedAt": "2026-01-01T00:00:10Z"}
+        }))
+        .unwrap();
+        let now = datetime!(2026-01-01 00:01:00 UTC);
+        assert_eq!(
+            object_table(Kind::Workspace, &[&view], false, now).render(),
+            "NAME   PHASE   READY   VM    SOURCE         PATH        BASE           COPIED    AGE\n\
+             src    Ready   -       dev   /home/me/src   /root/src   0123456789ab   50s ago   60s\n"
+        );
+    }
+
+    #[test]
     fn vm_table_columns() {
         let view = ObjectView {
             api_version: "banger.dev/v1alpha1".into(),
@@ -361,9 +393,7 @@ mod tests {
                 ip: Some("172.30.0.2".into()),
                 pid: Some(42),
                 hypervisor: Some("qemu".into()),
-                handles: None,
-                image: None,
-                pull: vec![],
+                ..StatusView::default()
             },
         };
         let now = datetime!(2026-01-01 00:00:30 UTC);

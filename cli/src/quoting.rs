@@ -13,17 +13,12 @@
 //!   refused.
 //! - [`config_path`]: a path argument in an ssh configuration (`IdentityFile`,
 //!   `UserKnownHostsFile`): double-quoted, `%` doubled; `"`, `\`, `$` (ssh expands
-//!   `${VAR}` there, with no escape) and control characters are refused.
+//!   `${VAR}` there, with no escape) and control characters are refused. It lives with
+//!   the daemon's guest ssh options ([`banger_controller::host::guest_ssh`]), which
+//!   both use.
 
-/// Why a value cannot be given to ssh.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} cannot be given to ssh: it contains {what}")]
-pub struct QuoteError {
-    /// The refused value.
-    pub value: String,
-    /// The offending character, described.
-    pub what: &'static str,
-}
+use banger_controller::host::guest_ssh::refuse_control;
+pub use banger_controller::host::guest_ssh::{config_path, QuoteError};
 
 /// Characters that never need quoting in a POSIX shell word (`%` is left out: ssh
 /// expands it in some strings).
@@ -58,16 +53,6 @@ pub fn sh_join<S: AsRef<str>>(words: &[S]) -> String {
         .join(" ")
 }
 
-fn refuse_control(value: &str) -> Result<(), QuoteError> {
-    if value.chars().any(char::is_control) {
-        return Err(QuoteError {
-            value: value.to_string(),
-            what: "a control character (such as a line break)",
-        });
-    }
-    Ok(())
-}
-
 /// One word of a `ProxyCommand` (see the module docs).
 pub fn proxy_word(word: &str) -> Result<String, QuoteError> {
     refuse_control(word)?;
@@ -85,28 +70,6 @@ pub fn proxy_word(word: &str) -> Result<String, QuoteError> {
     }
     out.push('\'');
     Ok(out)
-}
-
-/// A path argument of an ssh configuration keyword (see the module docs).
-pub fn config_path(path: &std::path::Path) -> Result<String, QuoteError> {
-    let text = path.to_str().ok_or_else(|| QuoteError {
-        value: path.display().to_string(),
-        what: "bytes that are not UTF-8",
-    })?;
-    refuse_control(text)?;
-    for (bad, what) in [
-        ('"', "a double quote"),
-        ('\\', "a backslash"),
-        ('$', "a dollar sign"),
-    ] {
-        if text.contains(bad) {
-            return Err(QuoteError {
-                value: text.to_string(),
-                what,
-            });
-        }
-    }
-    Ok(format!("\"{}\"", text.replace('%', "%%")))
 }
 
 #[cfg(test)]
@@ -201,22 +164,5 @@ mod tests {
         }
         assert!(proxy_word("line\nbreak").is_err());
         assert!(proxy_word("nul\u{7f}").is_err());
-    }
-
-    #[test]
-    fn config_paths_are_quoted_or_refused() {
-        use std::path::Path;
-        assert_eq!(
-            config_path(Path::new("/var/lib/banger/ssh/id_ed25519")).unwrap(),
-            "\"/var/lib/banger/ssh/id_ed25519\""
-        );
-        assert_eq!(
-            config_path(Path::new("/tmp/a b/100%")).unwrap(),
-            "\"/tmp/a b/100%%\""
-        );
-        for bad in ["/a\"b", "/a\\b", "/a/${HOME}", "/a\nb"] {
-            let err = config_path(Path::new(bad)).unwrap_err();
-            assert!(err.to_string().contains("cannot be given to ssh"), "{err}");
-        }
     }
 }

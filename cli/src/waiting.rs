@@ -154,7 +154,7 @@ pub enum WaitOutcome {
 }
 
 /// Reasons of `Ready=False` that no amount of waiting fixes: the user must act.
-const BLOCKING_REASONS: [&str; 1] = ["RecreateBlocked"];
+const BLOCKING_REASONS: [&str; 2] = ["RecreateBlocked", "GuestChanged"];
 
 /// Why `object` cannot become Ready without the user acting, if it cannot: `Ready=False`
 /// for its current generation with a reason in [`BLOCKING_REASONS`], set at or after

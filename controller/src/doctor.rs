@@ -10,10 +10,12 @@
 //! ([`Hypervisor::host_requirement`]); this module names no hypervisor.
 //!
 //! Severity: what makes banger unable to run VMs at all is `FAIL` (no usable
-//! hypervisor, no `/dev/net/tun`, no nft or e2fsprogs, an unreadable state directory);
+//! hypervisor, no `/dev/net/tun`, no cgroup hierarchy with the memory and pids
+//! controllers, an unusable VMM user name, no nft or e2fsprogs, an unreadable state
+//! directory);
 //! what only narrows its options is `WARN` (no KVM for stock guests means QEMU under TCG;
 //! a hypervisor this host cannot run while another one works; a daemon not running
-//! yet).
+//! yet, or the VMM user it creates at start not made yet).
 //!
 //! The checks that block (device opens, `--version` runs, statvfs) run on a blocking
 //! thread, never on an async worker.
@@ -24,9 +26,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::driver::{choose_auto, Driver, DriverConfig, Hypervisor, HypervisorKind};
+use crate::host::cgroup::{CgroupError, CgroupLayout};
 use crate::host::kvm::{self, Accel, KvmPaths, KvmStatus};
 use crate::host::net::bridge::probe_bridge;
 use crate::host::net::{BridgeConfig, Netlink};
+use crate::host::vmm_user::{self, VmmUser, VmmUserError, DEFAULT_VMM_USER};
 use crate::host::which::{find_executable, first_line, run_bounded, run_bounded_output};
 pub use crate::host::which::{probe_binary, BinaryProbe};
 
@@ -98,6 +102,8 @@ pub struct DoctorConfig {
     /// The daemon's guest directory: default kernel, initrd and guest bits
     /// (`banger daemon --guest-dir`).
     pub guest_dir: PathBuf,
+    /// The user the VMMs run as.
+    pub vmm_user: String,
 }
 
 impl DoctorConfig {
@@ -116,6 +122,7 @@ impl DoctorConfig {
             kvm: KvmPaths::default(),
             min_free_bytes: 4 << 30,
             version_timeout: Duration::from_secs(5),
+            vmm_user: DEFAULT_VMM_USER.to_owned(),
         }
     }
 }
@@ -149,6 +156,11 @@ fn blocking_checks(cfg: &DoctorConfig) -> (Vec<CheckResult>, Vec<CheckResult>) {
     let mut before = vec![check_kvm(&kvm_status)];
     before.extend(judge_hypervisors(&probe_hypervisors(cfg, &kvm_status)));
     before.push(check_tun(&cfg.tun_device));
+    before.push(judge_vmm_user(
+        &cfg.vmm_user,
+        vmm_user::lookup(&cfg.vmm_user),
+    ));
+    before.push(judge_cgroups(&CgroupLayout::detect()));
     let mut after = vec![check_nft(&cfg.nft_bin, cfg.version_timeout)];
     for tool in ["mkfs.ext4", "e2fsck", "resize2fs"] {
         after.push(check_tool(tool, cfg.version_timeout));
@@ -217,14 +229,23 @@ pub fn probe_hypervisors(cfg: &DoctorConfig, kvm_status: &KvmStatus) -> Vec<Hype
         qemu_bin: Some(cfg.qemu_bin.clone()),
         firecracker_bin: Some(cfg.firecracker_bin.clone()),
         accel: Accel::Auto,
+        ..DriverConfig::default()
     };
     HypervisorKind::ALL
         .into_iter()
         .map(|kind| {
             let (driver, _accel) = Driver::configure(kind, &config, kvm_status);
+            // `--version` first; then the driver's own check (QEMU's options, say).
+            let binary = match probe_binary(driver.binary(), "--version", cfg.version_timeout) {
+                BinaryProbe::Found { path, version } => match driver.check_binary() {
+                    Ok(_) => BinaryProbe::Found { path, version },
+                    Err(reason) => BinaryProbe::Broken { path, reason },
+                },
+                other => other,
+            };
             HypervisorProbe {
                 kind,
-                binary: probe_binary(driver.binary(), "--version", cfg.version_timeout),
+                binary,
                 host: driver.host_requirement(kvm_status),
                 auto_rank: driver.auto_rank(),
             }
@@ -278,6 +299,52 @@ pub fn judge_hypervisors(probes: &[HypervisorProbe]) -> Vec<CheckResult> {
             }
         })
         .collect()
+}
+
+/// The VMM user check, from what the user database said: PASS when it exists, WARN when
+/// it does not yet (the daemon creates it at start), FAIL when the name cannot be used.
+pub fn judge_vmm_user(name: &str, lookup: Result<Option<VmmUser>, VmmUserError>) -> CheckResult {
+    let check = "vmm-user";
+    match lookup {
+        Ok(Some(user)) => CheckResult::new(
+            check,
+            CheckStatus::Pass,
+            format!(
+                "{} (uid {}, gid {}) runs the VMMs",
+                user.name, user.uid, user.gid
+            ),
+        ),
+        Ok(None) => CheckResult::new(
+            check,
+            CheckStatus::Warn,
+            format!("{name} does not exist yet: the daemon creates it at start (useradd --system)"),
+        ),
+        Err(e) => CheckResult::new(check, CheckStatus::Fail, e.to_string()),
+    }
+}
+
+/// The cgroups check, from the detected layout: PASS with where VM cgroups go, FAIL
+/// when no hierarchy offers the memory and pids controllers (VMMs cannot be confined,
+/// so the daemon starts none).
+pub fn judge_cgroups(layout: &Result<CgroupLayout, CgroupError>) -> CheckResult {
+    let check = "cgroups";
+    match layout {
+        Ok(CgroupLayout::V2 { root }) => CheckResult::new(
+            check,
+            CheckStatus::Pass,
+            format!("v2 at {} (memory, pids)", root.display()),
+        ),
+        Ok(CgroupLayout::V1 { memory, pids }) => CheckResult::new(
+            check,
+            CheckStatus::Pass,
+            format!(
+                "v1: memory at {}, pids at {}",
+                memory.display(),
+                pids.display()
+            ),
+        ),
+        Err(e) => CheckResult::new(check, CheckStatus::Fail, e.to_string()),
+    }
 }
 
 /// The tun check: the device exists, is a character device and opens read-write.
@@ -595,6 +662,45 @@ mod tests {
             path: PathBuf::from("/usr/bin/x"),
             version: v.to_string(),
         }
+    }
+
+    #[test]
+    fn vmm_user_levels() {
+        let user = VmmUser {
+            name: "banger-vmm".into(),
+            uid: 998,
+            gid: 997,
+        };
+        let pass = judge_vmm_user("banger-vmm", Ok(Some(user)));
+        assert_eq!(pass.status, CheckStatus::Pass);
+        assert!(pass.detail.contains("uid 998"), "{}", pass.detail);
+        let missing = judge_vmm_user("banger-vmm", Ok(None));
+        assert_eq!(missing.status, CheckStatus::Warn);
+        assert!(missing.detail.contains("creates it"), "{}", missing.detail);
+        let root = judge_vmm_user("root", vmm_user::lookup("root"));
+        assert_eq!(root.status, CheckStatus::Fail);
+        assert!(root.detail.contains("unprivileged"), "{}", root.detail);
+    }
+
+    #[test]
+    fn cgroup_levels() {
+        let v1 = judge_cgroups(&Ok(CgroupLayout::V1 {
+            memory: "/sys/fs/cgroup/memory".into(),
+            pids: "/sys/fs/cgroup/pids".into(),
+        }));
+        assert_eq!(v1.status, CheckStatus::Pass);
+        assert!(
+            v1.detail.starts_with("v1: memory at /sys/fs/cgroup/memory"),
+            "{}",
+            v1.detail
+        );
+        let none = judge_cgroups(&CgroupLayout::choose(&[], |_| None));
+        assert_eq!(none.status, CheckStatus::Fail);
+        assert!(
+            none.detail.contains("cannot be confined"),
+            "{}",
+            none.detail
+        );
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub enum Reason {
     Synced,
     /// Workspace: the copy failed.
     SyncFailed,
+    /// Workspace: a copy onto the guest was refused: the guest changed what the last
+    /// copy wrote (`banger workspace sync --force` overwrites it).
+    GuestChanged,
     /// A static address is taken, or no address is left.
     #[strum(serialize = "IPConflict")]
     #[serde(rename = "IPConflict")]
@@ -264,6 +267,8 @@ pub enum Reason {
     UpdateApplied,
     /// A Workspace's files were copied into its VM (also its `Synced` reason).
     Copied,
+    /// `banger workspace sync` asked for a copy.
+    SyncRequested,
     /// A directory object was forgotten (`on-remove: Orphan`).
     Orphaned,
     /// A directory object's file is gone and its VM is stopped (`on-remove: Stop`).
@@ -350,6 +355,17 @@ pub struct ObjectStatus {
     /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handles: Option<serde_json::Value>,
+    /// Workspace: the host commit (the checkout's `HEAD`) the last copy brought, the
+    /// base of `banger workspace export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// Workspace: when the last copy finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_at: Option<String>,
+    /// Workspace: the last `banger workspace sync` request the engine acted on (copied,
+    /// or refused with `GuestChanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_request: Option<u64>,
     /// Image: what it resolved to (digest, root filesystem, kernel, guest bits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageStatus>,

@@ -39,3 +39,16 @@ pub fn vm_resource(name: &str, image: &str) -> Resource {
         spec: vm_spec(image),
     })
 }
+
+/// A confinement for driver argv tests: an unprivileged user that need not exist, and
+/// no cgroup.
+pub fn test_confinement() -> crate::driver::Confinement {
+    crate::driver::Confinement {
+        user: crate::host::vmm_user::VmmUser {
+            name: "banger-vmm".into(),
+            uid: 998,
+            gid: 997,
+        },
+        cgroup: None,
+    }
+}

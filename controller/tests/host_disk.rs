@@ -135,6 +135,8 @@ fn sparse_copy_grows_and_leaves_the_image_alone() {
     assert_eq!(source.image_path, image_path);
     assert_eq!(source.image_size, 128 * MIB);
     assert_eq!(source.filesystem_bytes, 256 * MIB);
+    let disk_id = source.disk_id.clone().expect("a new disk has an id");
+    assert_eq!(disk_id.len(), 32, "{disk_id}");
     assert_eq!(fs_bytes(&disk.path), 256 * MIB, "filesystem not grown");
     fsck_clean(&disk.path);
     assert_eq!(
@@ -148,12 +150,23 @@ fn sparse_copy_grows_and_leaves_the_image_alone() {
     let kept = ensure_root_disk(&req(256 * MIB)).unwrap();
     assert_eq!(kept.method, CopyMethod::Existing);
     assert_eq!(kept.size_bytes, 256 * MIB);
+    assert_eq!(
+        kept.source.unwrap().disk_id.as_ref(),
+        Some(&disk_id),
+        "same disk"
+    );
 
     // Larger: grown in place, contents kept.
     let grown = ensure_root_disk(&req(320 * MIB)).unwrap();
     assert_eq!(grown.size_bytes, 320 * MIB);
     assert_eq!(fs_bytes(&grown.path), 320 * MIB);
-    assert_eq!(grown.source.unwrap().filesystem_bytes, 320 * MIB);
+    let grown_source = grown.source.clone().unwrap();
+    assert_eq!(grown_source.filesystem_bytes, 320 * MIB);
+    assert_eq!(
+        grown_source.disk_id.as_ref(),
+        Some(&disk_id),
+        "a grown disk is the same disk"
+    );
     fsck_clean(&grown.path);
     assert_eq!(
         read_in_image(&grown.path, "/hello.txt"),
@@ -216,6 +229,12 @@ fn sparse_copy_grows_and_leaves_the_image_alone() {
     assert_eq!(probe_root_disk(&vm_dir).unwrap(), None);
     assert!(!vm_dir.join("rootfs.source.json").exists());
     assert!(vm_dir.is_dir());
+    remove_root_disk("web", state.path(), &vm_dir).unwrap();
+
+    // A disk made again is another disk: a new id.
+    let again = ensure_root_disk(&req(256 * MIB)).unwrap();
+    let again_id = again.source.unwrap().disk_id.unwrap();
+    assert_ne!(again_id, disk_id);
     remove_root_disk("web", state.path(), &vm_dir).unwrap();
 }
 

@@ -1,7 +1,7 @@
 //! Garbage collection on the real Linux runtime, inside a network namespace the test
-//! creates: planted objects of unknown uids (a tap, a NAT rule, a VM directory, a
-//! stray VMM-like process carrying the marker and the state dir) are listed and
-//! removed; a known VM's real QEMU VMM, tap, NAT rule and directory stay; a process
+//! creates: planted objects of unknown uids (a tap and its guest filter, a NAT rule, a
+//! VM directory, a stray VMM-like process carrying the marker and the state dir) are
+//! listed and removed; a known VM's real QEMU VMM, tap, NAT rule and directory stay; a process
 //! carrying a marker but another state dir is left alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use banger_controller::host::cgroup::{daemon_parent, CgroupLayout, CgroupLimits};
 use banger_controller::host::names::{self, ObjectUid};
+use banger_controller::host::process;
 use banger_controller::runtime::{
     Garbage, GarbageKind, ImageContext, Lease, ProcessState, ResolvedImage, VmContext, VmHandles,
     VmRuntime, VmStep,
@@ -25,6 +27,8 @@ use netns_support::TestNetns;
 const KNOWN: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
 const GHOST: &str = "dead0000dead0000dead0000dead0000";
 const OTHER_DAEMONS: &str = "beef0000beef0000beef0000beef0000";
+/// A ghost whose only leftover is its cgroup, with a VMM-like process in it.
+const CAGED: &str = "ca9e0000ca9e0000ca9e0000ca9e0000";
 /// A tap named like banger's that no uid here derives to.
 const STRAY_TAP: &str = "bgt0123456789ab";
 
@@ -143,12 +147,43 @@ fn gc_removes_exactly_the_planted_objects() {
         let other_state = PathBuf::from(format!("{}-other", state_dir.display()));
         let mut foreign = marked_process(OTHER_DAEMONS, &other_state);
 
+        // A VMM left in the cgroup of another ghost, whose command line does not name
+        // the state directory (as a jailed Firecracker's does not): found by its cgroup.
+        let layout = CgroupLayout::detect().unwrap();
+        let caged_uid = ObjectUid::parse(CAGED).unwrap();
+        let caged_cgroup = layout.vm_cgroup(&daemon_parent(&state_dir), &caged_uid);
+        caged_cgroup
+            .ensure(&CgroupLimits::for_vm(128, 1, 0))
+            .unwrap();
+        let caged_dir = tempfile::tempdir().unwrap();
+        let marker = process::uid_marker(CAGED);
+        let caged = process::spawn_detached(
+            &process::DetachedCommand {
+                // One process that never forks, the marker a whole argument (tail
+                // complains that no such file exists, and follows /dev/null).
+                program: "tail".into(),
+                args: vec!["-f".into(), "/dev/null".into(), marker.clone().into()],
+                output_log: caged_dir.path().join("out.log"),
+                cwd: caged_dir.path().to_path_buf(),
+                marker: marker.clone(),
+                credentials: None,
+                cgroup_procs: caged_cgroup.procs_files(),
+            },
+            &[],
+        )
+        .unwrap();
+
         let known_uids: BTreeSet<String> = [KNOWN.to_string()].into_iter().collect();
         let found = runtime.find_garbage(&known_uids).await;
         let ghost_uid = ObjectUid::parse(GHOST).unwrap();
         let expected: BTreeSet<(GarbageKind, String)> = [
             (GarbageKind::Process, stray.id().to_string()),
             (GarbageKind::NatRule, names::nat_rule_comment(&ghost_uid)),
+            (
+                GarbageKind::FilterRules,
+                names::nat_rule_comment(&ghost_uid),
+            ),
+            (GarbageKind::Cgroup, format!("banger-{CAGED}")),
             (GarbageKind::Tap, names::tap_name(&ghost_uid)),
             (GarbageKind::Tap, STRAY_TAP.to_string()),
             (GarbageKind::VmDir, GHOST.to_string()),
@@ -183,6 +218,11 @@ fn gc_removes_exactly_the_planted_objects() {
             runtime.remove_garbage(item).await.unwrap();
         }
         assert!(runtime.find_garbage(&known_uids).await.is_empty());
+        assert!(
+            !caged.check(&marker).unwrap().is_ours(),
+            "the VMM in the ghost's cgroup survived gc"
+        );
+        assert!(!caged_cgroup.exists(), "the ghost's cgroup survived gc");
         assert!(
             exited_within(&mut stray, Duration::from_secs(10)),
             "stray process survived gc"

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use banger_controller::host::names::{self, ObjectUid};
 use banger_controller::host::net::bridge::{ensure_bridge, probe_bridge, remove_bridge};
+use banger_controller::host::net::guest_filter::{FilterProbe, GuestFilter};
 use banger_controller::host::net::nat::Nftables;
 use banger_controller::host::net::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap};
 use banger_controller::host::net::{
@@ -289,7 +290,8 @@ fn nat_rule_ensure_probe_replace_remove() {
             assert_eq!(repaired, rule, "the VM's rule was replaced");
 
             let table = nft.read_table().await.unwrap();
-            assert_eq!(table.forward_bridges, vec!["banger0", "banger0"]);
+            assert_eq!(table.forward_bridges, vec!["banger0"; 3]);
+            assert_eq!(table.input_bridges, vec!["banger0"; 3]);
             assert_eq!(table.vm_rules.len(), 1);
 
             nft.ensure_vm(&b, ip_b, &cfg).await.unwrap();
@@ -337,6 +339,106 @@ fn nat_rule_ensure_probe_replace_remove() {
         host_nat_view(&[&a, &b]),
         host_before,
         "host's nftables changed"
+    );
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, nftables)"]
+fn guest_filter_ensure_probe_rewrite_remove() {
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::default();
+    let a = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+    let b = uid("7f000000-0000-4000-8000-000000000001");
+    let ip_a = Ipv4Addr::new(172, 30, 0, 2);
+    let filter = |uid: &ObjectUid, ip, isolated| GuestFilter {
+        uid: uid.clone(),
+        ip,
+        isolated,
+    };
+
+    ns.run({
+        let (cfg, a, b) = (cfg.clone(), a.clone(), b.clone());
+        move || async move {
+            let nft = Nftables::default();
+            assert_eq!(nft.probe_vm_filter(&a).await.unwrap(), None);
+            nft.remove_vm_filter(&a).await.unwrap(); // nothing there: still fine
+
+            // Made, and the bridge-wide rules of `table ip banger` with it.
+            let isolated = nft
+                .ensure_vm_filter(&filter(&a, ip_a, true), &cfg)
+                .await
+                .unwrap();
+            assert_eq!(
+                isolated,
+                FilterProbe {
+                    ip: ip_a,
+                    isolated: true
+                }
+            );
+            assert_eq!(nft.read_table().await.unwrap().input_bridges.len(), 3);
+            let rules = nft.read_filter_rules().await.unwrap();
+            assert_eq!(rules.len(), 9, "{rules:?}");
+            // Idempotent: a second ensure rewrites nothing (same handles).
+            nft.ensure_vm_filter(&filter(&a, ip_a, true), &cfg)
+                .await
+                .unwrap();
+            assert_eq!(nft.read_filter_rules().await.unwrap(), rules);
+
+            // Leaving isolation drops the forward rules; a new address rewrites the rest.
+            nft.ensure_vm_filter(&filter(&b, Ipv4Addr::new(172, 30, 0, 3), true), &cfg)
+                .await
+                .unwrap();
+            let open = nft
+                .ensure_vm_filter(&filter(&a, Ipv4Addr::new(172, 30, 0, 9), false), &cfg)
+                .await
+                .unwrap();
+            assert_eq!(
+                open,
+                FilterProbe {
+                    ip: Ipv4Addr::new(172, 30, 0, 9),
+                    isolated: false
+                }
+            );
+            assert_eq!(nft.probe_vm_filter(&a).await.unwrap(), Some(open));
+            let rules = nft.read_filter_rules().await.unwrap();
+            assert_eq!(rules.iter().filter(|r| r.uid == a).count(), 7);
+            assert_eq!(rules.iter().filter(|r| r.uid == b).count(), 9);
+
+            // A rule removed by hand makes the filter incomplete: no filter, and the next
+            // ensure restores it.
+            let one = rules.iter().find(|r| r.uid == b).unwrap();
+            let handle = one.handle.to_string();
+            let out = tokio::process::Command::new("nft")
+                .args([
+                    "delete", "rule", "bridge", "banger", &one.chain, "handle", &handle,
+                ])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(nft.probe_vm_filter(&b).await.unwrap(), None);
+            nft.ensure_vm_filter(&filter(&b, Ipv4Addr::new(172, 30, 0, 3), true), &cfg)
+                .await
+                .unwrap();
+            assert!(nft.probe_vm_filter(&b).await.unwrap().is_some());
+
+            nft.remove_vm_filter(&a).await.unwrap();
+            assert_eq!(nft.probe_vm_filter(&a).await.unwrap(), None);
+            let left = nft.read_filter_rules().await.unwrap();
+            assert!(
+                left.iter().all(|r| r.uid == b) && left.len() == 9,
+                "{left:?}"
+            );
+        }
+    });
+    let (ok, text) = nft_in(&ns, &["list", "table", "bridge", "banger"]);
+    assert!(ok);
+    assert!(!text.contains(a.as_str()), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ip saddr != 172.30.0.3 drop comment \"banger-vm:{b}\""
+        )),
+        "{text}"
     );
 }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ fn sleeper(dir: &std::path::Path, uid: &str, trap_term: bool) -> DetachedCommand
         output_log: dir.join("out.log"),
         cwd: dir.to_path_buf(),
         marker: uid_marker(uid),
+        credentials: None,
+        cgroup_procs: Vec::new(),
     }
 }
 
@@ -49,7 +51,7 @@ async fn detached_process_has_own_session_and_identity() {
     // SAFETY: dup of a valid descriptor; the result is owned below.
     let leaked = unsafe { OwnedFd::from_raw_fd(libc::dup(devnull.as_raw_fd())) };
 
-    let id = spawn_detached(&sleeper(dir.path(), "u1", false)).unwrap();
+    let id = spawn_detached(&sleeper(dir.path(), "u1", false), &[]).unwrap();
     let stat = read_stat(id.pid).unwrap().unwrap();
     assert_eq!(stat.start_time, id.start_time);
     assert_eq!(stat.session, id.pid, "the process leads its own session");
@@ -141,7 +143,7 @@ async fn detached_process_has_own_session_and_identity() {
 #[tokio::test]
 async fn watch_exit_fires_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let id = spawn_detached(&sleeper(dir.path(), "u3", false)).unwrap();
+    let id = spawn_detached(&sleeper(dir.path(), "u3", false), &[]).unwrap();
     let exited = watch_exit(&id, &uid_marker("u3")).unwrap();
     let tracked = id.attach(&uid_marker("u3")).unwrap().unwrap();
     assert!(!tracked.has_exited());
@@ -166,7 +168,7 @@ async fn watch_exit_fires_after_sigkill() {
 #[tokio::test]
 async fn terminate_escalates_to_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let id = spawn_detached(&sleeper(dir.path(), "u4", true)).unwrap();
+    let id = spawn_detached(&sleeper(dir.path(), "u4", true), &[]).unwrap();
     assert!(
         wait_for_file_text(&dir.path().join("out.log"), "started").await,
         "trap installed before we signal"
@@ -190,18 +192,53 @@ async fn terminate_escalates_to_sigkill() {
     assert_eq!(id.check(&uid_marker("u4")).unwrap(), IdentityCheck::Exited);
 }
 
+#[tokio::test]
+async fn handed_over_descriptors_reach_the_program_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("handed-over.txt");
+    std::fs::write(&secret, "handed over\n").unwrap();
+    let given = std::fs::File::open(&secret).unwrap();
+    // Opened close-on-exec like every descriptor std opens; not handed over.
+    let kept = std::fs::File::open(&secret).unwrap();
+    let script = format!(
+        "cat /proc/self/fd/{}; test -e /proc/self/fd/{} && echo leaked; sleep 60; :",
+        given.as_raw_fd(),
+        kept.as_raw_fd()
+    );
+    let command = DetachedCommand {
+        args: vec![OsString::from("-c"), script.into(), uid_marker("u7").into()],
+        ..sleeper(dir.path(), "u7", false)
+    };
+    let id = spawn_detached(&command, &[given.as_fd()]).unwrap();
+    let log = dir.path().join("out.log");
+    assert!(
+        wait_for_file_text(&log, "handed over").await,
+        "the program read it"
+    );
+    terminate(
+        &id,
+        &uid_marker("u7"),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("leaked"), "{text}");
+}
+
 #[test]
 fn spawn_refuses_a_command_without_its_marker() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = sleeper(dir.path(), "u5", false);
     cmd.marker = uid_marker("other");
-    assert!(spawn_detached(&cmd)
+    assert!(spawn_detached(&cmd, &[])
         .unwrap_err()
         .to_string()
         .contains("marker"));
     let mut missing = sleeper(dir.path(), "u5", false);
     missing.program = "/nonexistent/vmm".into();
-    assert!(spawn_detached(&missing)
+    assert!(spawn_detached(&missing, &[])
         .unwrap_err()
         .to_string()
         .contains("/nonexistent/vmm"));
@@ -214,7 +251,7 @@ const SPAWNER_DIR: &str = "BANGER_TEST_SPAWNER_DIR";
 /// The child's part of `vmm_survives_the_death_of_its_spawner`: it plays the daemon,
 /// spawns a detached process, reports its identity in `dir` and waits to be killed.
 async fn play_the_spawner(dir: std::path::PathBuf) {
-    let id = spawn_detached(&sleeper(&dir, "u6", false)).unwrap();
+    let id = spawn_detached(&sleeper(&dir, "u6", false), &[]).unwrap();
     std::fs::write(
         dir.join("identity"),
         format!("{} {}", id.pid, id.start_time),

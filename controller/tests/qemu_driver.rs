@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 
 use banger_controller::driver::qemu::{QemuDriver, QemuOptions, DEFAULT_BINARY};
 use banger_controller::driver::qmp::{QmpClient, QmpError};
-use banger_controller::driver::{DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess};
+use banger_controller::driver::{
+    Confinement, DriverError, Hypervisor, LaunchSpec, Liveness, VmmProcess,
+};
 use banger_controller::host::kvm::{self, Accel, ResolvedAccel};
 use banger_controller::host::process::{self, read_stat, IdentityCheck, ProcessIdentity};
 use banger_controller::host::readiness::{console_len, tcp_ready, ConsoleWatch};
+use banger_controller::host::vmm_user;
 
 const KIT_MARKER: &str = "BANGER-GUEST-READY";
 const TINY_MARKER: &str = "BANGER-TINY-READY";
@@ -86,6 +89,12 @@ fn spec(
         mac: "02:00:00:00:00:01".to_owned(),
         vm_dir: vm_dir.to_path_buf(),
         console_log: vm_dir.join("console.log"),
+        // The driver's part of confinement (user, seccomp, descriptors); cgroups are the
+        // runtime's, tested with it (host_runtime.rs, the end-to-end tests).
+        confinement: Confinement {
+            user: vmm_user::ensure(vmm_user::DEFAULT_VMM_USER).expect("the VMM user"),
+            cgroup: None,
+        },
     }
 }
 
@@ -219,7 +228,7 @@ async fn launch(driver: &QemuDriver, spec: &LaunchSpec) -> VmmProcess {
 }
 
 #[tokio::test]
-#[ignore = "needs QEMU and the guest kit"]
+#[ignore = "needs root (the VMM user), QEMU and the guest kit"]
 async fn kit_guest_runs_detached_and_powers_off_on_request() {
     let kit = kit();
     let dir = tempfile::tempdir().unwrap();
@@ -241,13 +250,33 @@ async fn kit_guest_runs_detached_and_powers_off_on_request() {
         started.elapsed()
     );
 
-    // Its own session, not ours; the pid file agrees; the marker is on its command line.
+    // Its own session, not ours; the marker is on its command line.
     let stat = read_stat(vmm.pid).unwrap().unwrap();
     assert_eq!(stat.session, vmm.pid, "QEMU leads its own session");
     assert_ne!(stat.session, nix::unistd::getsid(None).unwrap().as_raw());
     assert_eq!(stat.start_time, vmm.start_time);
-    let pid_file = std::fs::read_to_string(dir.path().join("qemu.pid")).unwrap();
-    assert_eq!(pid_file.trim(), vmm.pid.to_string());
+    // Confined: the VMM user (no other group), no way back to privileges, seccomp on.
+    let user = &spec.confinement.user;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vmm.pid)).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let uid_text = user.uid.to_string();
+    let gid_text = user.gid.to_string();
+    assert_eq!(field("Uid:"), [uid_text.as_str(); 4].join(" "), "{status}");
+    assert_eq!(field("Gid:"), [gid_text.as_str(); 4].join(" "), "{status}");
+    assert_eq!(field("Groups:"), "", "no supplementary group under TCG");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2", "QEMU's -sandbox filter is on");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert!(
+        !dir.path().join("qemu.pid").exists(),
+        "no pid file: QEMU may not write in the VM directory"
+    );
     assert_eq!(
         identity(&vmm).check(&process::uid_marker(&uid)).unwrap(),
         IdentityCheck::Ours
@@ -320,7 +349,7 @@ async fn kit_guest_runs_detached_and_powers_off_on_request() {
 }
 
 #[tokio::test]
-#[ignore = "needs QEMU and the guest kit"]
+#[ignore = "needs root (the VMM user), QEMU and the guest kit"]
 async fn busybox_guest_ignores_powerdown_and_shutdown_falls_back() {
     let kit = kit();
     let dir = tempfile::tempdir().unwrap();
@@ -389,7 +418,7 @@ async fn busybox_guest_ignores_powerdown_and_shutdown_falls_back() {
 }
 
 #[tokio::test]
-#[ignore = "needs QEMU and the guest kit"]
+#[ignore = "needs root (the VMM user), QEMU and the guest kit"]
 async fn exit_after_kill_9_is_noticed() {
     let kit = kit();
     let dir = tempfile::tempdir().unwrap();
@@ -423,7 +452,7 @@ async fn exit_after_kill_9_is_noticed() {
 }
 
 #[tokio::test]
-#[ignore = "needs QEMU and the guest kit"]
+#[ignore = "needs root (the VMM user), QEMU and the guest kit"]
 async fn failed_launch_explains_and_leaves_no_process() {
     let kit = kit();
     let dir = tempfile::tempdir().unwrap();
@@ -435,7 +464,32 @@ async fn failed_launch_explains_and_leaves_no_process() {
     assert!(matches!(err, DriverError::Operation { .. }), "{text}");
     assert!(
         text.contains("no-such-kernel"),
-        "QEMU's own complaint is in the error: {text}"
+        "the missing file is named: {text}"
+    );
+    // A kernel the VMM user may not read is refused before QEMU starts, saying so.
+    let private = dir.path().join("private-kernel");
+    std::fs::copy(&kit.kernel, &private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    spec.kernel = private;
+    let text = driver().launch(&spec).await.unwrap_err().to_string();
+    assert!(
+        text.contains("private-kernel") && text.contains("not readable by the VMM user"),
+        "{text}"
+    );
+    // A kernel QEMU cannot boot: QEMU's own complaint is in the error.
+    let garbage = dir.path().join("garbage-kernel");
+    std::fs::write(&garbage, b"not a kernel").unwrap();
+    spec.kernel = garbage;
+    let err = driver().launch(&spec).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DriverError::Operation { .. }), "{text}");
+    assert!(
+        text.contains("qemu.log"),
+        "QEMU's output log is quoted: {text}"
     );
     // No QEMU carries this VM's marker any more.
     let marker = process::uid_marker(&uid);

@@ -202,7 +202,7 @@ mod tests {
         let vm = load_one(VM);
         assert_eq!(
             canonical_json(&vm.spec_json()),
-            r#"{"disk":2147483648,"hypervisor":"auto","image":"base","memory":536870912,"network":{"nat":true},"restartPolicy":"Always","state":"Running","vcpus":1}"#
+            r#"{"disk":2147483648,"hypervisor":"auto","image":"base","memory":536870912,"network":{"isolated":true,"nat":true},"restartPolicy":"Always","state":"Running","vcpus":1}"#
         );
     }
 

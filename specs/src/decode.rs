@@ -839,16 +839,24 @@ impl Cx<'_> {
     }
 
     fn network(&mut self, node: &Node, at: Mark) -> Option<NetworkSpec> {
-        let f = self.fields(node, at, "spec.network", &["nat", "ip"])?;
+        let f = self.fields(node, at, "spec.network", &["nat", "ip", "isolated"])?;
         let nat = match f.get("nat") {
             Some(n) => self.boolean(n, "spec.network.nat"),
+            None => Some(true),
+        };
+        let isolated = match f.get("isolated") {
+            Some(n) => self.boolean(n, "spec.network.isolated"),
             None => Some(true),
         };
         let ip = match f.get("ip") {
             Some(n) => Some(self.ipv4(n, "spec.network.ip")?),
             None => None,
         };
-        Some(NetworkSpec { nat: nat?, ip })
+        Some(NetworkSpec {
+            nat: nat?,
+            ip,
+            isolated: isolated?,
+        })
     }
 
     fn ipv4(&mut self, node: &Node, field: &str) -> Option<Ipv4Addr> {
@@ -1048,7 +1056,8 @@ mod tests {
             vm.spec.network,
             NetworkSpec {
                 nat: true,
-                ip: None
+                ip: None,
+                isolated: true
             }
         );
         assert_eq!(vm.spec.kernel_args, None);
@@ -1076,9 +1085,19 @@ mod tests {
     #[test]
     fn explicit_defaults_equal_omitted_ones() {
         let explicit = vm_with(
-            "  vcpus: 1\n  memory: 512Mi\n  disk: 2G\n  state: Running\n  restartPolicy: Always\n  hypervisor: auto\n  network: {nat: true}\n  kernelArgs: \"  \"\n",
+            "  vcpus: 1\n  memory: 512Mi\n  disk: 2G\n  state: Running\n  restartPolicy: Always\n  hypervisor: auto\n  network: {nat: true, isolated: true}\n  kernelArgs: \"  \"\n",
         );
         assert_eq!(decode(&explicit).resource, decode(VM).resource);
+    }
+
+    #[test]
+    fn a_vm_may_leave_isolation() {
+        let d = decode(&vm_with("  network: {isolated: false}\n"));
+        let Some(Resource::Vm(vm)) = d.resource else {
+            panic!("{:?}", d.problems)
+        };
+        assert!(!vm.spec.network.isolated);
+        assert!(vm.spec.network.nat, "nat keeps its default");
     }
 
     #[test]
@@ -1126,6 +1145,11 @@ mod tests {
             (
                 "  network: {nat: yes}\n",
                 "spec.network.nat",
+                "expected a boolean",
+            ),
+            (
+                "  network: {isolated: no}\n",
+                "spec.network.isolated",
                 "expected a boolean",
             ),
             (

@@ -245,6 +245,11 @@ pub struct NetworkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "ipv4"))]
     pub ip: Option<Ipv4Addr>,
+    /// Keep other guests away from this one (default true): the host drops every frame
+    /// between this VM and another. `false` lets it talk to the other VMs of its user
+    /// that say `false` too.
+    #[serde(default = "default_true")]
+    pub isolated: bool,
 }
 
 impl Default for NetworkSpec {
@@ -252,6 +257,7 @@ impl Default for NetworkSpec {
         NetworkSpec {
             nat: true,
             ip: None,
+            isolated: true,
         }
     }
 }

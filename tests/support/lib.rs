@@ -114,6 +114,18 @@ impl NetNs {
         c
     }
 
+    /// A command that joins only the namespace's network (`nsenter --net=… PROGRAM`),
+    /// keeping the host's mounts: `ip netns exec` makes a mount namespace with a fresh
+    /// `/sys`, which hides the cgroup hierarchies under `/sys/fs/cgroup` that the daemon
+    /// confines its VMMs in.
+    pub fn net_only_command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
     /// Pids of the processes inside the namespace.
     pub fn pids(&self) -> Vec<i32> {
         let out = Command::new("ip")
@@ -248,7 +260,7 @@ impl Daemon {
             .open(&self.log)
             .expect("daemon log");
         let child = ns
-            .command(banger_bin())
+            .net_only_command(banger_bin())
             .arg("daemon")
             .arg("--specs-dir")
             .arg(&self.specs_dir)
@@ -326,7 +338,7 @@ impl Daemon {
         let Ok(pid) = i32::try_from(c.id()) else {
             return false;
         };
-        // `ip netns exec` execs the daemon, so the pid is the daemon's.
+        // `nsenter` (without a pid namespace) execs the daemon, so the pid is the daemon's.
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
@@ -357,8 +369,33 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Stops every VMM left in this daemon's cgroups and removes the cgroups (bounded):
+    /// a test that ends early leaves no cgroup behind on the host.
+    fn remove_cgroups(&self) {
+        use banger_controller::host::cgroup::{daemon_parent, list_vm_cgroups, CgroupLayout};
+        let Ok(layout) = CgroupLayout::detect() else {
+            return;
+        };
+        let parent = daemon_parent(&self.state_dir);
+        for cgroup in list_vm_cgroups(&layout, &parent).unwrap_or_default() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cgroup.remove().is_err() && Instant::now() < deadline {
+                for pid in cgroup.pids().unwrap_or_default() {
+                    // SAFETY: kill(2) on a VMM in this test daemon's own cgroup.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        self.remove_cgroups();
     }
 }

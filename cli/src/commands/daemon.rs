@@ -16,6 +16,7 @@ use banger_controller::host::net::cidr::Ipv4Cidr;
 use banger_controller::host::net::BridgeConfig;
 use banger_controller::host::oci::auth::RegistryCredentials;
 use banger_controller::host::oci::OciLimits;
+use banger_controller::host::vmm_user::{self, DEFAULT_VMM_USER};
 use banger_controller::runtime::linux::{ImageConfig, LinuxRuntime, LinuxRuntimeConfig};
 
 use crate::duration::parse_duration;
@@ -55,6 +56,16 @@ Images: an Image without `kernel` boots the default kernel of --guest-dir; OCI i
 are pulled into <state-dir>/images/store (shared by all Images) with banger's guest
 bits; a tag is re-checked every --image-check-interval and a new digest is only shown
 (UpdateAvailable) until `banger image refresh NAME --apply`.
+
+VMMs never run as root: each runs as --vmm-user (created with useradd --system when
+missing), in a cgroup of its own (memory and pids limits), QEMU under a seccomp
+sandbox, Firecracker through its jailer when one is found (--jailer-bin, or a `jailer`
+beside the Firecracker binary; without one Firecracker runs as root, in its cgroup).
+See docs/security.md.
+
+--firecracker-skip-kvm-check makes Firecracker usable where /dev/kvm exists but the
+KVM check says stock guest kernels cannot run on it (kvm_pvm hosts): for hosts that
+check misjudges, and for testing the driver against a real binary. Off by default.
 
 --simulate runs every VM on a simulated driver instead of a hypervisor. It exists for
 tests and benchmarks of the engine; nothing boots.
@@ -101,6 +112,14 @@ pub struct DaemonArgs {
     /// Firecracker binary (default: firecracker on PATH).
     #[arg(long, value_name = "PATH")]
     pub firecracker_bin: Option<PathBuf>,
+    /// Firecracker's jailer (default: a `jailer` beside the Firecracker binary, if any).
+    #[arg(long, value_name = "PATH")]
+    pub jailer_bin: Option<PathBuf>,
+    /// Launch Firecracker even where the KVM check says stock guests cannot run on this
+    /// host's /dev/kvm (for hosts that check misjudges, and for testing the driver
+    /// against a real binary). Off by default.
+    #[arg(long)]
+    pub firecracker_skip_kvm_check: bool,
     /// QEMU acceleration: auto (KVM when stock guests can run on it, else TCG), kvm, tcg.
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = clap::value_parser!(Accel))]
     pub accel: Accel,
@@ -144,6 +163,9 @@ pub struct DaemonArgs {
     /// Deadline of one whole pull (manifest, blobs, unpacking, mkfs).
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
     pub oci_pull_timeout: Duration,
+    /// The unprivileged user the VMMs run as (created at start when missing).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_VMM_USER, value_parser = parse_vmm_user)]
+    pub vmm_user: String,
 }
 
 /// Parses a size flag (`2GiB`, `512MiB`; sizes are binary).
@@ -151,6 +173,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
     s.parse::<banger_specs::ByteSize>()
         .map(|b| b.bytes())
         .map_err(|e| e.to_string())
+}
+
+/// Parses `--vmm-user`: a portable user name (root is refused at start).
+fn parse_vmm_user(s: &str) -> Result<String, String> {
+    vmm_user::validate_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 /// Parses `--bridge`: a valid interface name.
@@ -317,10 +345,15 @@ mod engine {
             drivers: DriverConfig {
                 qemu_bin: args.qemu_bin.clone(),
                 firecracker_bin: args.firecracker_bin.clone(),
+                jailer_bin: args.jailer_bin.clone(),
+                // The runtime puts the jails below the state directory.
+                jail_dir: None,
+                firecracker_skip_kvm_check: args.firecracker_skip_kvm_check,
                 accel: args.accel,
             },
             stop_grace: args.stop_grace,
             images: image_config(args, &config.state_dir)?,
+            vmm_user: args.vmm_user.clone(),
         })
         .map_err(|e| CliError::Daemon(Box::new(e)))?;
         tracing::info!(runtime = ?runtime, "linux runtime ready");
@@ -355,6 +388,8 @@ mod tests {
             bridge_cidr: None,
             qemu_bin: None,
             firecracker_bin: None,
+            jailer_bin: None,
+            firecracker_skip_kvm_check: false,
             accel: Accel::Auto,
             stop_grace: Duration::from_secs(15),
             test_crash_at: None,
@@ -366,6 +401,7 @@ mod tests {
             oci_max_unpacked: 16 << 30,
             oci_max_layers: 128,
             oci_pull_timeout: Duration::from_secs(1800),
+            vmm_user: DEFAULT_VMM_USER.into(),
         };
         let paths = args.paths(Some("/x.sock".into()), &defaults);
         let config = daemon_config(

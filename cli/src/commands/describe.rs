@@ -104,6 +104,18 @@ pub fn describe_text(view: &DescribeView, now: OffsetDateTime) -> String {
     if let Some(ip) = &status.ip {
         field("IP", ip);
     }
+    if let Some(commit) = &status.base_commit {
+        field("Base commit", commit);
+    }
+    if let Some(at) = &status.copied_at {
+        field("Copied", &format!("{at} ({} ago)", age_since(at, now)));
+    }
+    if let Some(request) = status.last_sync_request {
+        field(
+            "Sync request",
+            &format!("{request} (the last one acted on)"),
+        );
+    }
 
     if let Some(image) = &status.image {
         field("Digest", &image.digest);
@@ -297,8 +309,7 @@ mod tests {
                     pid: Some(4242),
                     hypervisor: Some("simulated".into()),
                     handles: Some(serde_json::json!({"tap": "bg-0f3a"})),
-                    image: None,
-                    pull: vec![],
+                    ..StatusView::default()
                 },
             },
             steps: vec![StepRecordView {

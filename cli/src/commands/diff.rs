@@ -16,8 +16,9 @@ use crate::error::{print_out, CliError};
 #[command(after_help = "\
 Each object is printed with what applying would do (created, configured, unchanged),
 its field changes (~ spec.memory: 536870912 -> 1073741824) and the steps the planner
-would run, tagged with their change class: live (no restart), restart (vcpus, memory,
-kernelArgs), recreate (root disk rebuilt), create or delete.
+would run, tagged with their change class: live (no restart: state, network.nat,
+network.isolated), restart (vcpus, memory, kernelArgs), recreate (root disk rebuilt),
+create or delete.
 
 Exit status: 0 no changes, 1 changes, 2 error. No changes means every object is
 unchanged and has nothing planned (the host already matches it); a plan that cannot

@@ -15,10 +15,11 @@ use crate::paths::DefaultPaths;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Checks /dev/kvm (and whether stock guest kernels can use it), the QEMU and Firecracker
-binaries, /dev/net/tun, bridge support, nft, mkfs.ext4 and resize2fs, which default
-kernel Images without `kernel` boot (<state-dir>/guest/vmlinux and its initrd, or
---guest-dir), free space in the state directory, and whether the daemon answers on its
-socket.
+binaries (QEMU must offer -sandbox and -add-fd), /dev/net/tun, the VMM user, the cgroup
+hierarchies (memory and pids, v2 or v1), bridge support, nft, mkfs.ext4 and resize2fs,
+which default kernel Images without `kernel` boot (<state-dir>/guest/vmlinux and its
+initrd, or --guest-dir), free space in the state directory, and whether the daemon
+answers on its socket.
 Exit status: 0 when nothing FAILs, 1 otherwise.
 
 Examples:
@@ -38,6 +39,9 @@ pub struct DoctorArgs {
     /// <state-dir>/guest].
     #[arg(long, value_name = "DIR")]
     pub guest_dir: Option<PathBuf>,
+    /// The user the VMMs run as (default: banger-vmm).
+    #[arg(long, value_name = "NAME")]
+    pub vmm_user: Option<String>,
 }
 
 /// Runs `banger doctor`.
@@ -53,6 +57,9 @@ pub async fn run(socket: &Path, args: &DoctorArgs) -> Result<ExitCode, CliError>
     }
     if let Some(dir) = &args.guest_dir {
         config.guest_dir = dir.clone();
+    }
+    if let Some(user) = &args.vmm_user {
+        config.vmm_user = user.clone();
     }
     let results = doctor::run_checks(&config).await;
     print_out(&doctor::format_report(&results))?;

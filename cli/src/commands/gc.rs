@@ -28,10 +28,13 @@ pub enum GcOutput {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Garbage is what carries banger's naming on this host but belongs to no VM the daemon
-knows: tap devices (bgt…), NAT rules in `table ip banger` naming an unknown uid,
-directories in <state>/vms, and VMM processes carrying the marker banger-<uid> and this
-daemon's state directory. In the image store (<state>/images/store), root filesystems no
-Image uses (built more than 10 minutes ago) and the layer blobs only they listed. The daemon also collects garbage once when it starts.
+knows: tap devices (bgt…), NAT rules in `table ip banger` and guest filter rules in
+`table bridge banger` naming an unknown uid,
+directories in <state>/vms, VM cgroups (banger-<uid>) below this daemon's parent
+cgroup, and VMM processes carrying the marker banger-<uid> and this daemon's state
+directory. In the image store (<state>/images/store), root filesystems no Image uses
+(built more than 10 minutes ago) and the layer blobs only they listed. The daemon also
+collects garbage once when it starts.
 Objects of known VMs (also of VMs being deleted) and other daemons' VMMs are never
 touched. Nor are orphaned VMs (forgotten with `banger.dev/on-remove: Orphan`; they keep
 their IP lease and keep running), unless --include-orphans asks for them too: then

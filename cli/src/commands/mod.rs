@@ -17,9 +17,11 @@ pub mod image;
 pub mod logs;
 pub mod port_forward;
 pub mod retry;
+pub mod run;
 pub mod ssh;
 pub mod ssh_config;
 pub mod wait;
+pub mod workspace;
 
 use banger_controller::api::types::{ErrorBody, ObjectRef};
 

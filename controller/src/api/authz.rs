@@ -139,13 +139,22 @@ pub fn action_of(method: &Method, route: &str, uri: &Uri) -> Action {
             | "/v1/objects/{kind}/{name}/describe"
             | "/v1/events"
             | "/v1/vms/{name}/logs"
-            | "/v1/ssh-identity",
+            | "/v1/ssh-identity"
+            // An export reads the guest's work; it changes nothing.
+            | "/v1/workspaces/{name}/export",
         ) => Action::Read,
         ("POST", "/v1/apply") => Action::Apply,
         ("POST", "/v1/delete") => Action::Delete,
         // A refresh re-runs an Image's tag check now (and with `apply`, moves it to
         // the new digest, as an apply of the same spec would): a retry, for members too.
-        ("POST", "/v1/objects/{kind}/{name}/retry" | "/v1/images/{name}/refresh") => Action::Retry,
+        // A workspace sync asks for the copy a retry would make, unless the guest
+        // changed.
+        (
+            "POST",
+            "/v1/objects/{kind}/{name}/retry"
+            | "/v1/images/{name}/refresh"
+            | "/v1/workspaces/{name}/sync",
+        ) => Action::Retry,
         ("POST", "/v1/gc") => match Query::<GcQuery>::try_from_uri(uri) {
             Ok(Query(q)) if !q.include_orphans => Action::Gc,
             _ => Action::GcOrphans,
@@ -263,6 +272,7 @@ mod tests {
             "/v1/events",
             "/v1/vms/{name}/logs",
             "/v1/ssh-identity",
+            "/v1/workspaces/{name}/export",
         ] {
             assert_eq!(action_of(&get, route, &none), Action::Read, "{route}");
         }
@@ -282,6 +292,10 @@ mod tests {
         );
         assert_eq!(
             action_of(&post, "/v1/images/{name}/refresh", &none),
+            Action::Retry
+        );
+        assert_eq!(
+            action_of(&post, "/v1/workspaces/{name}/sync", &none),
             Action::Retry
         );
         let gc = |q: &str| action_of(&post, "/v1/gc", &uri(&format!("/v1/gc{q}")));

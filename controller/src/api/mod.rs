@@ -1,8 +1,9 @@
 //! HTTP/JSON API of the daemon on a Unix socket: the accept loop with its limits and
 //! peer credentials ([`listener`]), who may do what ([`authz`]), bounded request
 //! bodies ([`body`]), JSON for every error ([`error_body`]), the routes and handlers
-//! ([`server`]), the byte stream to a guest port ([`connect`]), the wire types the CLI
-//! shares ([`types`]) and the mapping of the engine's typed values to them ([`views`]).
+//! ([`server`]), the byte stream to a guest port ([`connect`]), the Workspace round
+//! trip ([`workspace`]: sync requests and exports), the wire types the CLI shares
+//! ([`types`]) and the mapping of the engine's typed values to them ([`views`]).
 pub mod authz;
 pub mod body;
 pub mod connect;
@@ -11,3 +12,4 @@ pub mod listener;
 pub mod server;
 pub mod types;
 pub mod views;
+pub mod workspace;

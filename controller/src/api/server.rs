@@ -4,8 +4,8 @@
 //! Handlers only parse, call the sources or read the store, and answer: reads take
 //! short store transactions (off the async workers) and never wait for a reconcile in
 //! flight. They see the engine only through [`ApiState`]: its [`Control`] (store,
-//! queue, events), the planner's [`Facts`] (for `describe`) and the
-//! [`GarbageCollector`].
+//! queue, events), the planner's [`Facts`] (for `describe`), the
+//! [`GarbageCollector`], and the runtime with the workspace locks (for exports).
 //!
 //! Around the handlers, in the order a request meets them: the listener
 //! ([`super::listener`]: who may connect, how many, header timeout), authorisation
@@ -37,7 +37,7 @@ use super::types::{
 use super::views::{event_view, object_view, plan_view, step_view};
 use crate::config::DaemonConfig;
 use crate::control::Control;
-use crate::engine::{Engine, Facts};
+use crate::engine::{Engine, Facts, WorkspaceLocks};
 use crate::gc::{GarbageCollector, GcOptions, GcReport};
 use crate::host::guest_keys::{SshIdentity, GUEST_USER};
 use crate::runtime::VmRuntime;
@@ -127,6 +127,10 @@ pub struct ApiState<R: VmRuntime> {
     pub config: Arc<DaemonConfig>,
     /// `host` or `simulated`, for `/v1/healthz`.
     pub runtime_name: &'static str,
+    /// The runtime, for Workspace exports (they read the guest; they change nothing).
+    pub runtime: Arc<R>,
+    /// The engine's per-VM workspace locks: an export never interleaves with a copy.
+    pub workspace_locks: Arc<WorkspaceLocks>,
 }
 
 impl<R: VmRuntime> ApiState<R> {
@@ -138,6 +142,8 @@ impl<R: VmRuntime> ApiState<R> {
             gc: engine.garbage_collector(),
             config: engine.config.clone(),
             runtime_name: engine.runtime.name(),
+            runtime: engine.runtime.clone(),
+            workspace_locks: engine.workspace_locks.clone(),
         }
     }
 }
@@ -160,6 +166,14 @@ pub fn router<R: VmRuntime>(state: Shared<R>) -> Router {
         .route("/v1/events", get(events::<R>))
         .route("/v1/vms/{name}/logs", get(logs::<R>))
         .route("/v1/vms/{name}/connect", get(super::connect::connect::<R>))
+        .route(
+            "/v1/workspaces/{name}/sync",
+            post(super::workspace::sync::<R>),
+        )
+        .route(
+            "/v1/workspaces/{name}/export",
+            get(super::workspace::export::<R>),
+        )
         .route("/v1/ssh-identity", get(ssh_identity::<R>))
         .route("/v1/gc", post(gc_handler::<R>))
         .route("/v1/images/{name}/refresh", post(refresh_image::<R>))

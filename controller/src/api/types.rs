@@ -198,6 +198,15 @@ pub struct StatusView {
     /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handles: Option<serde_json::Value>,
+    /// Workspace: the host commit the last copy brought (the base of an export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// Workspace: when the last copy finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_at: Option<String>,
+    /// Workspace: the last `banger workspace sync` request acted on (copied or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_request: Option<u64>,
     /// Image: what it resolved to. Flattened: `status.digest`, `status.rootfs`,
     /// `status.rootfsBytes`, `status.kernel`, …
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
@@ -361,4 +370,15 @@ pub struct SshIdentityView {
     pub known_hosts: PathBuf,
     /// The guest user the key logs in as.
     pub user: String,
+}
+
+/// `POST /v1/workspaces/{name}/sync`: the request recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequestView {
+    /// Its number: the Workspace's `status.lastSyncRequest` reaches it once the engine
+    /// acted on it.
+    pub request: u64,
+    /// A copy onto a guest that changed is made anyway.
+    pub force: bool,
 }

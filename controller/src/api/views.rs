@@ -57,6 +57,9 @@ pub fn status_view(s: &ObjectStatus) -> StatusView {
                 done: l.done,
             })
             .collect(),
+        base_commit: s.base_commit.clone(),
+        copied_at: s.copied_at.clone(),
+        last_sync_request: s.last_sync_request,
     }
 }
 

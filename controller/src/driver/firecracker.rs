@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod jail;
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
@@ -32,10 +33,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use self::api::{ActionType, ApiCall, ApiClient, ApiError, InstanceState};
+use self::jail::{Jail, Jailer};
 use super::{
     off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
     VmmFiles, VmmProcess,
 };
+use crate::host::cgroup::CgroupLimits;
 use crate::host::kvm::KvmStatus;
 use crate::host::process::{
     spawn_detached, terminate_tracked, uid_marker, DetachedCommand, IdentityCheck, ProcessIdentity,
@@ -230,6 +233,11 @@ pub struct LaunchRecord {
 pub struct FirecrackerDriver {
     binary: PathBuf,
     timeouts: FirecrackerTimeouts,
+    /// Run through this jailer ([`jail`]); `None` runs Firecracker directly.
+    jailer: Option<Jailer>,
+    /// `banger daemon --firecracker-skip-kvm-check`: launch even where the KVM probe says
+    /// stock guests cannot run (a `/dev/kvm` is still required).
+    skip_kvm_check: bool,
 }
 
 impl Default for FirecrackerDriver {
@@ -285,7 +293,27 @@ impl FirecrackerDriver {
         Self {
             binary: binary.into(),
             timeouts: FirecrackerTimeouts::default(),
+            jailer: None,
+            skip_kvm_check: false,
         }
+    }
+
+    /// The same driver running Firecracker through `jailer`.
+    pub fn with_jailer(mut self, jailer: Jailer) -> Self {
+        self.jailer = Some(jailer);
+        self
+    }
+
+    /// The same driver, launching even where the KVM probe says stock guests cannot run
+    /// (`banger daemon --firecracker-skip-kvm-check`).
+    pub fn skipping_kvm_check(mut self, skip: bool) -> Self {
+        self.skip_kvm_check = skip;
+        self
+    }
+
+    /// The jailer it runs Firecracker through, if any.
+    pub fn jailer(&self) -> Option<&Jailer> {
+        self.jailer.as_ref()
     }
 
     /// The same driver with other timeouts.
@@ -423,37 +451,118 @@ fn console_since_launch(vm_dir: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Why a launch could not be prepared (see [`prepare_vm_dir`]).
+/// Why a launch could not be prepared (see [`prepare_direct`], [`prepare_jailed`]).
 enum PrepareError {
     /// The binary is missing or not executable.
     Binary,
-    /// The VM directory is not ready for a new Firecracker.
+    /// The VM directory or the jail is not ready for a new Firecracker.
     VmDir(String),
 }
 
-/// Readies the VM directory for a new Firecracker (blocking): a stale API socket is
-/// removed, the log file exists, and the launch record notes where the console log
-/// ends now.
-fn prepare_vm_dir(
-    vm_dir: &Path,
-    socket: &Path,
-    log: &Path,
-    console_log: PathBuf,
-) -> Result<(), String> {
-    remove_stale_socket(socket)?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("create {}: {e}", log.display()))?;
+/// Notes in `record_dir` where the console log ends now (blocking).
+fn record_launch(record_dir: &Path, console_log: PathBuf) -> Result<(), String> {
     let console_offset = std::fs::metadata(&console_log).map_or(0, |m| m.len());
     write_launch_record(
-        vm_dir,
+        record_dir,
         &LaunchRecord {
             console_log,
             console_offset,
         },
     )
+}
+
+/// Where the launch record of the instance serving `socket` is: the VM directory for a
+/// direct launch, the jail's instance directory (outside the chroot) for a jailed one.
+fn record_dir(socket: &Path) -> Option<PathBuf> {
+    match Jail::of_api_socket(socket) {
+        Some(jail) => Some(jail.instance_dir),
+        None => socket.parent().map(Path::to_path_buf),
+    }
+}
+
+/// How one launch runs: what is spawned, where its API socket is, the calls that
+/// configure it, and where its launch record lives.
+struct LaunchPlan {
+    program: PathBuf,
+    args: Vec<OsString>,
+    socket: PathBuf,
+    calls: Vec<ApiCall>,
+    cgroup_procs: Vec<PathBuf>,
+    record_dir: PathBuf,
+}
+
+/// Readies a direct launch (blocking): a stale API socket is removed, the log file
+/// exists, the VM's cgroup is made, the launch record is written.
+fn prepare_direct(spec: &LaunchSpec, binary: PathBuf, id: &str) -> Result<LaunchPlan, String> {
+    let socket = api_socket_path(&spec.vm_dir)?;
+    let log = spec.vm_dir.join(LOG_FILE);
+    let calls = boot::boot_sequence(spec, &log).map_err(|e| e.to_string())?;
+    remove_stale_socket(&socket)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("create {}: {e}", log.display()))?;
+    let cgroup_procs = match &spec.confinement.cgroup {
+        Some(cgroup) => {
+            cgroup
+                .ensure(&CgroupLimits::for_vm(spec.memory_mib, spec.vcpus, 0))
+                .map_err(|e| e.to_string())?;
+            cgroup.procs_files()
+        }
+        None => Vec::new(),
+    };
+    record_launch(&spec.vm_dir, spec.console_log.clone())?;
+    Ok(LaunchPlan {
+        program: binary,
+        args: command_args(&socket, id),
+        socket,
+        calls,
+        cgroup_procs,
+        record_dir: spec.vm_dir.clone(),
+    })
+}
+
+/// Readies a jailed launch (blocking): the jail ([`jail::prepare_jail`]) once no
+/// Firecracker serves its socket, the VM's cgroup (the jailer writes the limits again
+/// and joins it), the launch record in the jail's instance directory.
+fn prepare_jailed(
+    spec: &LaunchSpec,
+    binary: PathBuf,
+    id: &str,
+    jailer: &Jailer,
+) -> Result<LaunchPlan, String> {
+    let jail = Jail::new(&jailer.chroot_base, &binary, id)?;
+    let socket = jail.api_socket();
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the jailed API socket {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH} (use a shorter state directory)",
+            socket.display()
+        ));
+    }
+    remove_stale_socket(&socket)?;
+    let user = &spec.confinement.user;
+    let limits = CgroupLimits::for_vm(spec.memory_mib, spec.vcpus, 0);
+    let cgroup_args = match &spec.confinement.cgroup {
+        Some(cgroup) => {
+            cgroup.ensure(&limits).map_err(|e| e.to_string())?;
+            cgroup.jailer_args(&limits)
+        }
+        None => Vec::new(),
+    };
+    jail::prepare_jail(&jail, spec, user)?;
+    record_launch(&jail.instance_dir, spec.console_log.clone())?;
+    let calls = boot::boot_sequence(&jail::jailed_spec(spec), &jail::jailed_log())
+        .map_err(|e| e.to_string())?;
+    Ok(LaunchPlan {
+        program: jailer.binary.clone(),
+        args: jail::jailer_argv(id, &binary, user, &jailer.chroot_base, &cgroup_args),
+        socket,
+        calls,
+        cgroup_procs: Vec::new(),
+        record_dir: jail.instance_dir,
+    })
 }
 
 /// [`guest_halted`] on the blocking pool.
@@ -503,11 +612,24 @@ impl Hypervisor for FirecrackerDriver {
         KERNEL_ARGS
     }
 
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
-        VmmFiles {
-            log: vm_dir.join(LOG_FILE),
-            pid_file: None,
-            control_socket: vm_dir.join(API_SOCKET_FILE),
+    /// In the VM directory, or in the VM's jail when Firecracker runs through a jailer
+    /// (the jail is named after the binary found on `PATH`, or as configured).
+    fn vm_files(&self, vm_dir: &Path, uid: &str) -> VmmFiles {
+        let jail = self.jailer.as_ref().and_then(|jailer| {
+            let exec = resolve_binary(&self.binary).unwrap_or_else(|| self.binary.clone());
+            Jail::new(&jailer.chroot_base, &exec, &instance_id(uid).ok()?).ok()
+        });
+        match jail {
+            Some(jail) => VmmFiles {
+                log: jail.log(),
+                pid_file: None,
+                control_socket: jail.api_socket(),
+            },
+            None => VmmFiles {
+                log: vm_dir.join(LOG_FILE),
+                pid_file: None,
+                control_socket: vm_dir.join(API_SOCKET_FILE),
+            },
         }
     }
 
@@ -522,7 +644,18 @@ impl Hypervisor for FirecrackerDriver {
         detect_version(&self.binary, VERSION_TIMEOUT).map_err(|e| e.to_string())
     }
 
+    /// KVM that runs stock guests; with `--firecracker-skip-kvm-check`, any `/dev/kvm`
+    /// that opens (the probe's verdict on stock guests is ignored).
     fn host_requirement(&self, kvm: &KvmStatus) -> Result<(), String> {
+        if self.skip_kvm_check {
+            return if kvm.device_usable() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "firecracker needs /dev/kvm, even with --firecracker-skip-kvm-check: {kvm}"
+                ))
+            };
+        }
         kvm_requirement(kvm).map_err(|e| e.to_string())
     }
 
@@ -534,22 +667,25 @@ impl Hypervisor for FirecrackerDriver {
     async fn launch(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
         let vm = spec.name.as_str();
         let id = instance_id(&spec.uid).map_err(|e| operation_error(vm, "spawn", e))?;
-        let socket = api_socket_path(&spec.vm_dir).map_err(|e| operation_error(vm, "spawn", e))?;
-        let log = spec.vm_dir.join(LOG_FILE);
-        let calls = boot::boot_sequence(spec, &log)
-            .map_err(|e| operation_error(vm, "configure", e.to_string()))?;
         let prepared = {
-            let (binary, socket, log) = (self.binary.clone(), socket.clone(), log.clone());
-            let (vm_dir, console_log) = (spec.vm_dir.clone(), spec.console_log.clone());
+            let (binary, owned, jailer, id) = (
+                self.binary.clone(),
+                spec.clone(),
+                self.jailer.clone(),
+                id.clone(),
+            );
             off_worker(move || {
                 let binary = resolve_binary(&binary).ok_or(PrepareError::Binary)?;
-                prepare_vm_dir(&vm_dir, &socket, &log, console_log).map_err(PrepareError::VmDir)?;
-                Ok(binary)
+                match &jailer {
+                    Some(jailer) => prepare_jailed(&owned, binary, &id, jailer),
+                    None => prepare_direct(&owned, binary, &id),
+                }
+                .map_err(PrepareError::VmDir)
             })
             .await
             .map_err(|e| operation_error(vm, "spawn", e))?
         };
-        let binary = prepared.map_err(|e| match e {
+        let plan = prepared.map_err(|e| match e {
             PrepareError::Binary => DriverError::Binary {
                 vm: vm.to_owned(),
                 binary: self.binary.display().to_string(),
@@ -557,14 +693,22 @@ impl Hypervisor for FirecrackerDriver {
             },
             PrepareError::VmDir(reason) => operation_error(vm, "spawn", reason),
         })?;
+        let (socket, calls, record) = (plan.socket.clone(), plan.calls, plan.record_dir);
 
-        let identity = spawn_detached(&DetachedCommand {
-            program: binary,
-            args: command_args(&socket, &id),
-            output_log: spec.console_log.clone(),
-            cwd: spec.vm_dir.clone(),
-            marker: id.clone(),
-        })
+        // The jailer, or Firecracker, runs as root: the jailer drops to the VMM user
+        // itself; a direct Firecracker has only its own seccomp filters.
+        let identity = spawn_detached(
+            &DetachedCommand {
+                program: plan.program,
+                args: plan.args,
+                output_log: spec.console_log.clone(),
+                cwd: spec.vm_dir.clone(),
+                marker: id.clone(),
+                credentials: None,
+                cgroup_procs: plan.cgroup_procs,
+            },
+            &[],
+        )
         .map_err(|e| operation_error(vm, "spawn", e.to_string()))?;
         let process = VmmProcess {
             hypervisor: HypervisorKind::Firecracker.as_str().to_owned(),
@@ -575,7 +719,7 @@ impl Hypervisor for FirecrackerDriver {
         let tracked = match identity.attach(&id) {
             Ok(Some(tracked)) => tracked,
             Ok(None) => {
-                let tail = console_tail_async(&spec.vm_dir).await;
+                let tail = console_tail_async(&record).await;
                 return Err(operation_error(
                     vm,
                     "spawn",
@@ -590,7 +734,7 @@ impl Hypervisor for FirecrackerDriver {
             return Err(operation_error(
                 vm,
                 "spawn",
-                format!("{reason}; {}", console_tail_async(&spec.vm_dir).await),
+                format!("{reason}; {}", console_tail_async(&record).await),
             ));
         }
         let client = self.client(&socket);
@@ -648,8 +792,8 @@ impl Hypervisor for FirecrackerDriver {
         }
         match info.state {
             InstanceState::Running => {
-                let halted = match process.control_socket.parent() {
-                    Some(vm_dir) => guest_halted_async(vm_dir).await,
+                let halted = match record_dir(&process.control_socket) {
+                    Some(dir) => guest_halted_async(&dir).await,
                     None => false,
                 };
                 if halted {
@@ -679,7 +823,7 @@ impl Hypervisor for FirecrackerDriver {
             pid: process.pid,
             start_time: process.start_time,
         };
-        let vm_dir = process.control_socket.parent();
+        let record = record_dir(&process.control_socket);
         let tracked = identity
             .attach(&id)
             .map_err(|e| operation_error(uid, "shutdown", e.to_string()))?;
@@ -696,7 +840,7 @@ impl Hypervisor for FirecrackerDriver {
                 .await
             {
                 Ok(()) => self
-                    .wait_exit_or_halt(&tracked, vm_dir, grace)
+                    .wait_exit_or_halt(&tracked, record.as_deref(), grace)
                     .await
                     .map_err(|e| operation_error(uid, "shutdown", e))?,
                 Err(e) => {
@@ -710,12 +854,19 @@ impl Hypervisor for FirecrackerDriver {
                     .map_err(|e| operation_error(uid, "shutdown", e.to_string()))?;
             }
         }
-        // Our process is gone. Firecracker leaves its socket behind; remove it.
+        // Our process is gone. Firecracker leaves its socket behind (and a jailed one its
+        // jail); remove them.
         let socket = process.control_socket.clone();
-        off_worker(move || remove_stale_socket(&socket))
-            .await
-            .and_then(|removed| removed)
-            .map_err(|e| operation_error(uid, "shutdown", e))?;
+        off_worker(move || {
+            remove_stale_socket(&socket)?;
+            match Jail::of_api_socket(&socket) {
+                Some(jail) => jail::remove_jail(&jail),
+                None => Ok(()),
+            }
+        })
+        .await
+        .and_then(|removed| removed)
+        .map_err(|e| operation_error(uid, "shutdown", e))?;
         Ok(())
     }
 }
@@ -812,6 +963,38 @@ mod tests {
     }
 
     #[test]
+    fn skipping_the_kvm_check_still_needs_a_kvm_device() {
+        let strict = FirecrackerDriver::default();
+        assert!(strict.host_requirement(&KvmStatus::ParavirtOnly).is_err());
+        let skip = FirecrackerDriver::default().skipping_kvm_check(true);
+        assert_eq!(skip.host_requirement(&KvmStatus::ParavirtOnly), Ok(()));
+        assert_eq!(skip.host_requirement(&KvmStatus::Usable), Ok(()));
+        let missing = skip.host_requirement(&KvmStatus::Missing).unwrap_err();
+        assert!(missing.contains("needs /dev/kvm"), "{missing}");
+    }
+
+    #[test]
+    fn jailed_files_are_in_the_jail() {
+        let driver = FirecrackerDriver::new("/opt/fc/firecracker").with_jailer(Jailer {
+            binary: "/opt/fc/jailer".into(),
+            chroot_base: "/var/lib/banger/jail".into(),
+        });
+        let files = driver.vm_files(Path::new("/var/lib/banger/vms/ab"), "ab");
+        let root = Path::new("/var/lib/banger/jail/firecracker/banger-ab/root");
+        assert_eq!(files.control_socket, root.join("api.sock"));
+        assert_eq!(files.log, root.join("firecracker.log"));
+        // The launch record of a jailed instance is outside its chroot.
+        assert_eq!(
+            record_dir(&files.control_socket).unwrap(),
+            Path::new("/var/lib/banger/jail/firecracker/banger-ab")
+        );
+        assert_eq!(
+            record_dir(Path::new("/vms/ab/firecracker.sock")).unwrap(),
+            Path::new("/vms/ab")
+        );
+    }
+
+    #[test]
     fn halt_markers_are_recognised() {
         let driver = FirecrackerDriver::default();
         assert!(driver.console_shows_halt("[   3.2] reboot: Power down\n"));
@@ -823,7 +1006,7 @@ mod tests {
     fn guests_get_pci_off_and_the_files_are_in_the_vm_dir() {
         let driver = FirecrackerDriver::default();
         assert_eq!(driver.kernel_args(), ["pci=off"]);
-        let files = driver.vm_files(Path::new("/vms/a"));
+        let files = driver.vm_files(Path::new("/vms/a"), "ab");
         assert_eq!(files.log, Path::new("/vms/a/firecracker.log"));
         assert_eq!(files.pid_file, None);
         assert_eq!(files.control_socket, Path::new("/vms/a/firecracker.sock"));

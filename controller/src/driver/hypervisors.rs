@@ -160,11 +160,46 @@ mod tests {
     }
 
     #[test]
+    fn a_jailer_beside_firecracker_is_used_and_a_bad_one_makes_it_unsuitable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fc = dir.path().join("firecracker");
+        let jailer = dir.path().join("jailer");
+        for file in [&fc, &jailer] {
+            std::fs::write(file, b"#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let config = DriverConfig {
+            firecracker_bin: Some(fc.clone()),
+            jail_dir: Some("/state/jail".into()),
+            ..DriverConfig::default()
+        };
+        let (driver, ok) =
+            Driver::configure(HypervisorKind::Firecracker, &config, &KvmStatus::Usable);
+        ok.unwrap();
+        let Driver::Firecracker(fc_driver) = driver else {
+            panic!("not firecracker")
+        };
+        let used = fc_driver.jailer().unwrap();
+        assert_eq!(
+            (used.binary.as_path(), used.chroot_base.as_path()),
+            (jailer.as_path(), std::path::Path::new("/state/jail"))
+        );
+        let bad = DriverConfig {
+            jailer_bin: Some(dir.path().join("no-jailer")),
+            ..config
+        };
+        let (_, err) = Driver::configure(HypervisorKind::Firecracker, &bad, &KvmStatus::Usable);
+        assert!(err.unwrap_err().contains("no-jailer"));
+    }
+
+    #[test]
     fn a_host_without_binaries_offers_every_driver_but_launches_none() {
         let config = DriverConfig {
             qemu_bin: Some("/nonexistent/qemu".into()),
             firecracker_bin: Some("/nonexistent/firecracker".into()),
             accel: crate::host::kvm::Accel::Tcg,
+            ..DriverConfig::default()
         };
         let hypervisors = Hypervisors::probe(&config, &KvmStatus::Missing);
         for kind in HypervisorKind::ALL {

@@ -28,7 +28,9 @@ use std::time::Duration;
 use banger_specs::HypervisorChoice;
 use serde::{Deserialize, Serialize};
 
+use crate::host::cgroup::VmCgroup;
 use crate::host::kvm::{Accel, KvmStatus};
+use crate::host::vmm_user::VmmUser;
 
 pub mod firecracker;
 mod hypervisors;
@@ -82,9 +84,22 @@ impl std::fmt::Display for HypervisorKind {
     }
 }
 
+/// How a VMM is confined (see `docs/security.md`, "How VMMs are confined").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confinement {
+    /// The unprivileged user the VMM runs as: QEMU always, Firecracker when it runs
+    /// through its jailer.
+    pub user: VmmUser,
+    /// The VM's cgroup. The driver makes it with the VM's limits and spawns the VMM into
+    /// it (Firecracker's jailer makes it itself). `None` leaves the VMM in the daemon's
+    /// own cgroups: only the driver tests against stand-ins, which run as any user, do
+    /// that; the Linux runtime always gives one.
+    pub cgroup: Option<VmCgroup>,
+}
+
 /// Everything a driver needs to boot one VM. Paths are absolute and already exist
 /// (except the sockets and logs, which the driver creates inside `vm_dir`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     /// The VM object's uid: the PID-reuse-safe marker put on the VMM's command line.
     pub uid: String,
@@ -111,6 +126,8 @@ pub struct LaunchSpec {
     pub vm_dir: PathBuf,
     /// Where the guest's serial console is written (appended to).
     pub console_log: PathBuf,
+    /// Who the VMM runs as and in which cgroup.
+    pub confinement: Confinement,
 }
 
 /// A launched VMM process, as recorded in the VM's handles.
@@ -199,13 +216,21 @@ pub enum DriverError {
 }
 
 /// Where the hypervisors' binaries are and how QEMU accelerates: the per-hypervisor
-/// settings of `banger daemon` (`--qemu-bin`, `--firecracker-bin`, `--accel`).
+/// settings of `banger daemon` (`--qemu-bin`, `--firecracker-bin`, `--jailer-bin`,
+/// `--firecracker-skip-kvm-check`, `--accel`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriverConfig {
     /// QEMU binary (default `qemu-system-x86_64` from PATH).
     pub qemu_bin: Option<PathBuf>,
     /// Firecracker binary (default `firecracker` from PATH).
     pub firecracker_bin: Option<PathBuf>,
+    /// Firecracker's jailer (default: a `jailer` beside the Firecracker binary, if any).
+    pub jailer_bin: Option<PathBuf>,
+    /// Where the jailer builds its jails (the Linux runtime gives `<state>/jail`;
+    /// default the jailer's own `/srv/jailer`).
+    pub jail_dir: Option<PathBuf>,
+    /// Launch Firecracker even where the KVM probe says stock guests cannot run.
+    pub firecracker_skip_kvm_check: bool,
     /// Accelerator for QEMU (auto: KVM when stock guests can use it, else TCG).
     pub accel: Accel,
 }
@@ -223,8 +248,8 @@ pub trait Hypervisor: Send + Sync {
     /// command line (Firecracker: `pci=off`, it has no PCI bus).
     fn kernel_args(&self) -> &'static [&'static str];
 
-    /// The files this hypervisor keeps in `vm_dir` for one VM.
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles;
+    /// The files this hypervisor keeps for VM `uid`, whose directory is `vm_dir`.
+    fn vm_files(&self, vm_dir: &Path, uid: &str) -> VmmFiles;
 
     /// Whether console output of one launch shows the guest halted, powered off or
     /// panicked: how an exited VMM is told to have stopped cleanly.
@@ -295,15 +320,31 @@ impl Driver {
                     qemu::QemuDriver::for_kvm(config.qemu_bin.clone(), config.accel, kvm);
                 (Driver::Qemu(driver), accel.map_err(|e| e.to_string()))
             }
-            HypervisorKind::Firecracker => (
-                Driver::Firecracker(firecracker::FirecrackerDriver::new(
-                    config
-                        .firecracker_bin
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from(firecracker::DEFAULT_BINARY)),
-                )),
-                Ok(()),
-            ),
+            HypervisorKind::Firecracker => {
+                let binary = config
+                    .firecracker_bin
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(firecracker::DEFAULT_BINARY));
+                let resolved = firecracker::resolve_binary(&binary);
+                let driver = firecracker::FirecrackerDriver::new(binary)
+                    .skipping_kvm_check(config.firecracker_skip_kvm_check);
+                match firecracker::jail::find_jailer(
+                    resolved.as_deref(),
+                    config.jailer_bin.as_deref(),
+                ) {
+                    Ok(Some(jailer)) => (
+                        Driver::Firecracker(driver.with_jailer(firecracker::jail::Jailer {
+                            binary: jailer,
+                            chroot_base: config.jail_dir.clone().unwrap_or_else(|| {
+                                PathBuf::from(firecracker::jail::DEFAULT_CHROOT_BASE)
+                            }),
+                        })),
+                        Ok(()),
+                    ),
+                    Ok(None) => (Driver::Firecracker(driver), Ok(())),
+                    Err(reason) => (Driver::Firecracker(driver), Err(reason)),
+                }
+            }
         }
     }
 }
@@ -330,10 +371,10 @@ impl Hypervisor for Driver {
         }
     }
 
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+    fn vm_files(&self, vm_dir: &Path, uid: &str) -> VmmFiles {
         match self {
-            Driver::Qemu(d) => d.vm_files(vm_dir),
-            Driver::Firecracker(d) => d.vm_files(vm_dir),
+            Driver::Qemu(d) => d.vm_files(vm_dir, uid),
+            Driver::Firecracker(d) => d.vm_files(vm_dir, uid),
         }
     }
 

@@ -3,8 +3,34 @@
 //! A VM is one detached `qemu-system-x86_64` process ([`crate::host::process`]) started
 //! from an argv vector built by the pure [`qemu_argv`]: virtio-mmio block and net
 //! devices, the serial console appended to the VM's console log, QMP on a Unix socket in
-//! the VM directory, `-name banger-<uid>` as the identity marker and a pid file.
+//! the VM directory, and `-name banger-<uid>` as the identity marker.
 //!
+//! # Confinement
+//! QEMU never runs privileged. The driver spawns it as the VMM user
+//! ([`crate::host::vmm_user`]), into the VM's cgroup ([`crate::host::cgroup`]), with
+//! `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`
+//! (seccomp). Privileges are dropped by banger between fork and exec rather than with
+//! QEMU's `-runas` (or `-run-with user=`): QEMU installs its seccomp filter before it
+//! would drop privileges, so `-runas` together with `elevateprivileges=deny` dies of
+//! SIGSYS at the `setuid` (QEMU 7.2, measured). Dropping them before exec leaves QEMU
+//! nothing to elevate.
+//!
+//! The VMM user may open nothing in banger's state directory. The daemon opens what QEMU
+//! needs and hands the descriptors over ([`QemuFiles`]): the root disk (read-write and a
+//! read-only twin, in one fd set: `-add-fd` and `file=/dev/fdset/1`), the console log
+//! (`/dev/fdset/2`), a queue of the VM's tap (`-netdev tap,fd=`) and the QMP socket,
+//! bound by the daemon (`-chardev socket,fd=`). The kernel and initrd are handed over
+//! too, and QEMU reopens them through `/proc/self/fd/N` (its loader takes only paths):
+//! that reopening checks the file's own mode, so they must be readable by the VMM
+//! user. Each `-add-fd` carries the file's path as its opaque string, so the command
+//! line still names the VM directory (garbage collection's rule, [`crate::host::garbage`]).
+//! Under KVM the VMM user also gets the group of `/dev/kvm`, nothing else.
+//!
+//! Under TCG the translation cache is bounded (`-accel tcg,tb-size=`,
+//! [`QemuOptions::tcg_tb_size_mib`]) and counted in the cgroup's memory limit; QEMU's
+//! own default (up to 1 GiB) would make the limit meaningless.
+//!
+//! # Life
 //! - **Launch** spawns QEMU and waits, bounded by [`QemuOptions::launch_timeout`], until
 //!   QMP answers `query-status` with `running`; if QEMU exits first, the error carries
 //!   the tail of its output log. A failed launch leaves no process behind.
@@ -23,7 +49,11 @@
 //! already sets it.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,9 +62,12 @@ use crate::driver::{
     off_worker, shows_linux_halt, DriverError, Hypervisor, HypervisorKind, LaunchSpec, Liveness,
     VmmFiles, VmmProcess,
 };
+use crate::host::cgroup::CgroupLimits;
 use crate::host::kvm::{self, Accel, AccelError, KvmStatus, ResolvedAccel};
+use crate::host::net::tap::open_tap_queue;
 use crate::host::process::{self, DetachedCommand, IdentityCheck, ProcessIdentity, TrackedProcess};
-use crate::host::which::{probe_binary, BinaryProbe};
+use crate::host::vmm_user::VmmUser;
+use crate::host::which::{find_executable, run_bounded};
 
 /// The QEMU binary looked up in `PATH` when none is configured.
 pub const DEFAULT_BINARY: &str = "qemu-system-x86_64";
@@ -48,6 +81,9 @@ pub struct QemuOptions {
     pub accel: ResolvedAccel,
     /// Under TCG: the host TSC frequency in kHz, passed to the guest as `tsc_early_khz=`.
     pub tsc_khz: Option<u64>,
+    /// Under TCG: the translation cache's size in MiB (`-accel tcg,tb-size=`), which the
+    /// VM's cgroup memory limit includes.
+    pub tcg_tb_size_mib: u64,
     /// Bound on launch: from spawn until QMP reports the guest running.
     pub launch_timeout: Duration,
     /// Bound on each QMP connection and command.
@@ -67,6 +103,7 @@ impl QemuOptions {
             binary: binary.into(),
             accel,
             tsc_khz: None,
+            tcg_tb_size_mib: TCG_TB_SIZE_MIB,
             launch_timeout: Duration::from_secs(30),
             qmp_timeout: Duration::from_secs(3),
             quit_grace: Duration::from_secs(3),
@@ -95,17 +132,28 @@ impl QemuOptions {
     }
 }
 
-/// How long `qemu-system-x86_64 --version` may take when the host is probed.
+/// How long `qemu-system-x86_64 --version` (and `-help`) may take when the host is
+/// probed.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The translation cache under TCG, in MiB: enough for a Debian guest's working set;
+/// QEMU flushes and refills it when it is full.
+pub const TCG_TB_SIZE_MIB: u64 = 256;
+/// The seccomp filter every QEMU runs under.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// The command-line options the driver needs of a QEMU binary, as its `-help` lists them.
+const REQUIRED_OPTIONS: [&str; 2] = ["-sandbox", "-add-fd"];
+/// The pid file QEMU wrote before banger handed it descriptors (removed when found).
+const LEGACY_PID_FILE: &str = "qemu.pid";
+/// The KVM device, whose group a QEMU under KVM joins.
+const KVM_DEVICE: &str = "/dev/kvm";
+/// The fd set holding the root disk's descriptors.
+const ROOT_DISK_FDSET: u32 = 1;
+/// The fd set holding the console log's descriptor.
+const CONSOLE_FDSET: u32 = 2;
 
 /// The QMP socket of a VM.
 pub fn qmp_socket_path(vm_dir: &Path) -> PathBuf {
     vm_dir.join("qmp.sock")
-}
-
-/// The pid file QEMU writes.
-pub fn pid_file_path(vm_dir: &Path) -> PathBuf {
-    vm_dir.join("qemu.pid")
 }
 
 /// Where QEMU's own stdout and stderr go.
@@ -167,8 +215,38 @@ impl Argv {
     }
 }
 
-/// The full QEMU argv (without the program) for `spec`. Pure.
-pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions) -> Vec<OsString> {
+/// The descriptor numbers QEMU inherits ([`QemuFiles::numbers`]), as [`qemu_argv`]
+/// names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QemuFds {
+    /// The kernel, read-only (reopened by QEMU through `/proc/self/fd`).
+    pub kernel: RawFd,
+    /// The initrd, read-only, if the VM has one.
+    pub initrd: Option<RawFd>,
+    /// The root disk, read-write.
+    pub disk: RawFd,
+    /// The root disk again, read-only (QEMU's block layer opens read-only first).
+    pub disk_read_only: RawFd,
+    /// The console log, append-only.
+    pub console: RawFd,
+    /// A queue of the VM's tap, if it has networking.
+    pub tap: Option<RawFd>,
+    /// The QMP socket, listening.
+    pub qmp: RawFd,
+}
+
+/// `-add-fd fd=N,set=S,opaque=PATH` (the path says what the descriptor is, and keeps the
+/// VM directory on the command line).
+fn add_fd(argv: &mut Argv, fd: RawFd, set: u32, opaque: &OsStr) {
+    argv.opt(
+        "-add-fd",
+        option(&format!("fd={fd},set={set},opaque="), opaque, ""),
+    );
+}
+
+/// The full QEMU argv (without the program) for `spec`, with the inherited descriptors
+/// `fds`. Pure.
+pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions, fds: &QemuFds) -> Vec<OsString> {
     let mut argv = Argv::default();
     argv.opt(
         "-name",
@@ -178,8 +256,8 @@ pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions) -> Vec<OsString> {
     // `system_powerdown` presses) and the RTC stay.
     argv.opt("-M", "microvm,x-option-roms=off");
     let (accel, cpu) = match options.accel {
-        ResolvedAccel::Kvm => ("kvm", "host"),
-        ResolvedAccel::Tcg => ("tcg", "max"),
+        ResolvedAccel::Kvm => ("kvm".to_owned(), "host"),
+        ResolvedAccel::Tcg => (format!("tcg,tb-size={}", options.tcg_tb_size_mib), "max"),
     };
     argv.opt("-accel", accel);
     argv.opt("-cpu", cpu);
@@ -188,29 +266,31 @@ pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions) -> Vec<OsString> {
     for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
         argv.flag(flag);
     }
-    argv.opt("-kernel", spec.kernel.as_os_str());
-    if let Some(initrd) = &spec.initrd {
-        argv.opt("-initrd", initrd.as_os_str());
+    argv.opt("-sandbox", SANDBOX);
+    argv.opt("-kernel", format!("/proc/self/fd/{}", fds.kernel));
+    if let Some(initrd) = fds.initrd {
+        argv.opt("-initrd", format!("/proc/self/fd/{initrd}"));
     }
     argv.opt("-append", kernel_cmdline(spec, options));
+    add_fd(
+        &mut argv,
+        fds.disk,
+        ROOT_DISK_FDSET,
+        spec.root_disk.as_os_str(),
+    );
+    add_fd(
+        &mut argv,
+        fds.disk_read_only,
+        ROOT_DISK_FDSET,
+        spec.root_disk.as_os_str(),
+    );
     argv.opt(
         "-drive",
-        option(
-            "id=root,file=",
-            spec.root_disk.as_os_str(),
-            ",format=raw,if=none,cache=writeback",
-        ),
+        format!("id=root,file=/dev/fdset/{ROOT_DISK_FDSET},format=raw,if=none,cache=writeback"),
     );
     argv.opt("-device", "virtio-blk-device,drive=root");
-    if let Some(tap) = &spec.tap {
-        argv.opt(
-            "-netdev",
-            option(
-                "tap,id=net0,ifname=",
-                OsStr::new(tap),
-                ",script=no,downscript=no",
-            ),
-        );
+    if let Some(tap) = fds.tap {
+        argv.opt("-netdev", format!("tap,id=net0,fd={tap}"));
         argv.opt(
             "-device",
             option(
@@ -220,26 +300,142 @@ pub fn qemu_argv(spec: &LaunchSpec, options: &QemuOptions) -> Vec<OsString> {
             ),
         );
     }
+    add_fd(
+        &mut argv,
+        fds.console,
+        CONSOLE_FDSET,
+        spec.console_log.as_os_str(),
+    );
     argv.opt(
         "-chardev",
-        option(
-            "file,id=console,path=",
-            spec.console_log.as_os_str(),
-            ",append=on",
-        ),
+        format!("file,id=console,path=/dev/fdset/{CONSOLE_FDSET},append=on"),
     );
     argv.opt("-serial", "chardev:console");
     argv.opt(
         "-chardev",
-        option(
-            "socket,id=qmp,path=",
-            qmp_socket_path(&spec.vm_dir).as_os_str(),
-            ",server=on,wait=off",
-        ),
+        format!("socket,id=qmp,fd={},server=on,wait=off", fds.qmp),
     );
     argv.opt("-mon", "chardev=qmp,mode=control");
-    argv.opt("-pidfile", pid_file_path(&spec.vm_dir));
     argv.0
+}
+
+/// The files one QEMU gets as descriptors, opened by the daemon (blocking). They stay
+/// open (close-on-exec in the daemon) until the spawn has handed them over.
+#[derive(Debug)]
+pub struct QemuFiles {
+    kernel: File,
+    initrd: Option<File>,
+    disk: File,
+    disk_read_only: File,
+    console: File,
+    tap: Option<OwnedFd>,
+    qmp: UnixListener,
+}
+
+impl QemuFiles {
+    /// Opens what `spec` needs for a QEMU running as `user`: checks that the kernel and
+    /// initrd are readable by that user, opens the root disk twice, the console log
+    /// (created 0600 when missing), a queue of the tap, and binds the QMP socket (mode
+    /// 0600; the VM directory must not hold one that answers). Blocking.
+    pub fn open(spec: &LaunchSpec, user: &VmmUser) -> Result<QemuFiles, String> {
+        let read_only =
+            |path: &Path| File::open(path).map_err(|e| format!("open {}: {e}", path.display()));
+        user.check_readable(&spec.kernel)?;
+        if let Some(initrd) = &spec.initrd {
+            user.check_readable(initrd)?;
+        }
+        let disk = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&spec.root_disk)
+            .map_err(|e| format!("open {}: {e}", spec.root_disk.display()))?;
+        let console = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&spec.console_log)
+            .map_err(|e| format!("open {}: {e}", spec.console_log.display()))?;
+        let tap = match &spec.tap {
+            Some(name) => Some(open_tap_queue(name).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let socket = qmp_socket_path(&spec.vm_dir);
+        let qmp = UnixListener::bind(&socket)
+            .map_err(|e| format!("bind QMP socket {}: {e}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
+        Ok(QemuFiles {
+            kernel: read_only(&spec.kernel)?,
+            initrd: spec.initrd.as_deref().map(read_only).transpose()?,
+            disk_read_only: read_only(&spec.root_disk)?,
+            disk,
+            console,
+            tap,
+            qmp,
+        })
+    }
+
+    /// The descriptor numbers, for [`qemu_argv`].
+    pub fn numbers(&self) -> QemuFds {
+        QemuFds {
+            kernel: self.kernel.as_raw_fd(),
+            initrd: self.initrd.as_ref().map(AsRawFd::as_raw_fd),
+            disk: self.disk.as_raw_fd(),
+            disk_read_only: self.disk_read_only.as_raw_fd(),
+            console: self.console.as_raw_fd(),
+            tap: self.tap.as_ref().map(AsRawFd::as_raw_fd),
+            qmp: self.qmp.as_raw_fd(),
+        }
+    }
+
+    /// Every descriptor, to hand over at spawn.
+    pub fn inherited(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = vec![
+            self.kernel.as_fd(),
+            self.disk.as_fd(),
+            self.disk_read_only.as_fd(),
+            self.console.as_fd(),
+            self.qmp.as_fd(),
+        ];
+        fds.extend(self.initrd.as_ref().map(AsFd::as_fd));
+        fds.extend(self.tap.as_ref().map(AsFd::as_fd));
+        fds
+    }
+}
+
+/// The supplementary groups a QEMU under `accel` needs: the group of `/dev/kvm` under
+/// KVM (blocking: one `stat`), none under TCG.
+fn accel_groups(accel: ResolvedAccel) -> Result<Vec<u32>, String> {
+    use std::os::unix::fs::MetadataExt;
+    match accel {
+        ResolvedAccel::Tcg => Ok(Vec::new()),
+        ResolvedAccel::Kvm => std::fs::metadata(KVM_DEVICE)
+            .map(|m| vec![m.gid()])
+            .map_err(|e| format!("stat {KVM_DEVICE}: {e}")),
+    }
+}
+
+/// Whether QEMU's `-help` text lists every option the driver relies on; `Err` names the
+/// missing ones. Pure.
+pub fn check_help_text(help: &str) -> Result<(), String> {
+    let missing: Vec<&str> = REQUIRED_OPTIONS
+        .into_iter()
+        .filter(|option| {
+            !help
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(*option))
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this QEMU lacks {} (banger confines QEMU with seccomp and hands it descriptors; a QEMU built without seccomp cannot run its VMs)",
+            missing.join(", ")
+        ))
+    }
 }
 
 /// Measures the host TSC frequency in kHz against the monotonic clock (~20 ms), if the
@@ -320,6 +516,16 @@ impl QemuDriver {
         &self.options
     }
 
+    /// The cgroup limits of a VM of `spec` under this driver: the guest's memory, the
+    /// overhead, and the translation cache under TCG.
+    pub fn cgroup_limits(&self, spec: &LaunchSpec) -> CgroupLimits {
+        let cache = match self.options.accel {
+            ResolvedAccel::Tcg => self.options.tcg_tb_size_mib,
+            ResolvedAccel::Kvm => 0,
+        };
+        CgroupLimits::for_vm(spec.memory_mib, spec.vcpus, cache)
+    }
+
     async fn launch_inner(&self, spec: &LaunchSpec) -> Result<VmmProcess, DriverError> {
         let op = |operation: &str, reason: String| DriverError::Operation {
             vm: spec.name.clone(),
@@ -327,15 +533,25 @@ impl QemuDriver {
             reason,
         };
         let binary_name = self.options.binary.clone();
-        let vm_dir = spec.vm_dir.clone();
+        let owned_spec = spec.clone();
+        let limits = self.cgroup_limits(spec);
+        let accel = self.options.accel;
         let prepared = off_worker(move || {
             let binary = resolve_binary(&binary_name).map_err(PrepareError::Binary)?;
-            prepare_vm_dir(&vm_dir).map_err(PrepareError::VmDir)?;
-            Ok(binary)
+            prepare_vm_dir(&owned_spec.vm_dir).map_err(PrepareError::VmDir)?;
+            let groups = accel_groups(accel).map_err(PrepareError::VmDir)?;
+            if let Some(cgroup) = &owned_spec.confinement.cgroup {
+                cgroup
+                    .ensure(&limits)
+                    .map_err(|e| PrepareError::VmDir(e.to_string()))?;
+            }
+            let files = QemuFiles::open(&owned_spec, &owned_spec.confinement.user)
+                .map_err(PrepareError::VmDir)?;
+            Ok((binary, groups, files))
         })
         .await
         .map_err(|reason| op("prepare", reason))?;
-        let binary = prepared.map_err(|e| match e {
+        let (binary, groups, files) = prepared.map_err(|e| match e {
             PrepareError::Binary(reason) => DriverError::Binary {
                 vm: spec.name.clone(),
                 binary: self.options.binary.display().to_string(),
@@ -346,14 +562,24 @@ impl QemuDriver {
         let socket = qmp_socket_path(&spec.vm_dir);
         let marker = process::uid_marker(&spec.uid);
         let output_log = output_log_path(&spec.vm_dir);
+        let confinement = &spec.confinement;
         let command = DetachedCommand {
             program: binary,
-            args: qemu_argv(spec, &self.options),
+            args: qemu_argv(spec, &self.options, &files.numbers()),
             output_log: output_log.clone(),
             cwd: spec.vm_dir.clone(),
             marker: marker.clone(),
+            credentials: Some(confinement.user.credentials(groups)),
+            cgroup_procs: confinement
+                .cgroup
+                .as_ref()
+                .map(|c| c.procs_files())
+                .unwrap_or_default(),
         };
-        let identity = process::spawn_detached(&command).map_err(|e| op("spawn", e.to_string()))?;
+        let spawned = process::spawn_detached(&command, &files.inherited());
+        // QEMU holds its own copies now (the QMP socket keeps listening in QEMU alone).
+        drop(files);
+        let identity = spawned.map_err(|e| op("spawn", e.to_string()))?;
         let tracked = match identity.attach(&marker) {
             Ok(Some(tracked)) => tracked,
             Ok(None) => {
@@ -446,8 +672,8 @@ impl QemuDriver {
                 .await
                 .map_err(|e| op("shutdown", e))?;
         }
-        let (socket, pid) = (vmm.control_socket.clone(), vmm.pid);
-        if let Err(e) = off_worker(move || remove_leftovers(&socket, pid)).await {
+        let socket = vmm.control_socket.clone();
+        if let Err(e) = off_worker(move || remove_leftovers(&socket)).await {
             tracing::debug!(vm = uid, error = %e, "could not remove QEMU leftovers");
         }
         Ok(())
@@ -560,10 +786,10 @@ impl Hypervisor for QemuDriver {
         &[]
     }
 
-    fn vm_files(&self, vm_dir: &Path) -> VmmFiles {
+    fn vm_files(&self, vm_dir: &Path, _uid: &str) -> VmmFiles {
         VmmFiles {
             log: output_log_path(vm_dir),
-            pid_file: Some(pid_file_path(vm_dir)),
+            pid_file: None,
             control_socket: qmp_socket_path(vm_dir),
         }
     }
@@ -574,12 +800,17 @@ impl Hypervisor for QemuDriver {
         shows_linux_halt(console)
     }
 
+    /// Runs `--version`, then `-help` to check that this QEMU has the options the
+    /// driver relies on (`-sandbox`, `-add-fd`).
     fn check_binary(&self) -> Result<String, String> {
-        match probe_binary(&self.options.binary, "--version", VERSION_TIMEOUT) {
-            BinaryProbe::Found { version, .. } => Ok(version),
-            BinaryProbe::Missing { requested } => Err(format!("{} not found", requested.display())),
-            BinaryProbe::Broken { path, reason } => Err(format!("{}: {reason}", path.display())),
-        }
+        let path = find_executable(&self.options.binary)
+            .ok_or_else(|| format!("{} not found", self.options.binary.display()))?;
+        let version = run_bounded(&path, &["--version"], VERSION_TIMEOUT)
+            .map_err(|reason| format!("{}: {reason}", path.display()))?;
+        let help = run_bounded(&path, &["-help"], VERSION_TIMEOUT)
+            .map_err(|reason| format!("{} -help: {reason}", path.display()))?;
+        check_help_text(&help).map_err(|reason| format!("{}: {reason}", path.display()))?;
+        Ok(crate::host::which::first_line(&version))
     }
 
     /// Nothing: without KVM for stock guests QEMU runs them under TCG.
@@ -649,8 +880,8 @@ enum PrepareError {
 }
 
 /// Readies the VM directory for a new QEMU (blocking): it exists, the QMP socket path
-/// fits a Unix socket address, no QEMU still serves that socket, and a stale socket or
-/// pid file is removed.
+/// fits a Unix socket address, no QEMU still serves that socket, and a stale socket (or
+/// the pid file earlier versions had QEMU write) is removed.
 fn prepare_vm_dir(vm_dir: &Path) -> Result<(), String> {
     if !vm_dir.is_dir() {
         return Err(format!("vm directory {} does not exist", vm_dir.display()));
@@ -671,7 +902,7 @@ fn prepare_vm_dir(vm_dir: &Path) -> Result<(), String> {
             socket.display()
         ));
     }
-    for stale in [socket, pid_file_path(vm_dir)] {
+    for stale in [socket, vm_dir.join(LEGACY_PID_FILE)] {
         match std::fs::remove_file(&stale) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -706,26 +937,16 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-/// Removes the QMP socket and pid file of a QEMU that is gone (blocking): the socket only when
-/// nobody listens on it, the pid file only when it names `pid`. A live QEMU's files (say,
-/// of a newer launch than the record we were given) are never touched.
-fn remove_leftovers(socket: &Path, pid: i32) {
-    let mut stale = Vec::new();
+/// Removes the QMP socket of a QEMU that is gone (blocking), only when nobody listens on
+/// it: a live QEMU's socket (say, of a newer launch than the record we were given) is
+/// never touched. (The daemon binds the socket, so QEMU cannot remove it itself.)
+fn remove_leftovers(socket: &Path) {
     if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            stale.push(socket.to_path_buf());
-        }
-    }
-    if let Some(dir) = socket.parent() {
-        let pid_file = pid_file_path(dir);
-        if std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid.to_string()) {
-            stale.push(pid_file);
-        }
-    }
-    for path in stale {
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::debug!(path = %path.display(), error = %e, "could not remove QEMU leftover");
+            if let Err(e) = std::fs::remove_file(socket) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::debug!(path = %socket.display(), error = %e, "could not remove QEMU leftover");
+                }
             }
         }
     }
@@ -750,6 +971,19 @@ mod tests {
             mac: "02:00:00:00:00:01".to_owned(),
             vm_dir: "/state/vms/6f1d".into(),
             console_log: "/state/vms/6f1d/console.log".into(),
+            confinement: crate::testutil::test_confinement(),
+        }
+    }
+
+    fn fds() -> QemuFds {
+        QemuFds {
+            kernel: 10,
+            initrd: Some(11),
+            disk: 12,
+            disk_read_only: 13,
+            console: 14,
+            tap: Some(15),
+            qmp: 16,
         }
     }
 
@@ -770,26 +1004,39 @@ mod tests {
     fn builds_tcg_argv() {
         let mut options = QemuOptions::new("qemu-system-x86_64", ResolvedAccel::Tcg);
         options.tsc_khz = Some(2_596_102);
-        let args = strings(&qemu_argv(&spec(), &options));
+        let args = strings(&qemu_argv(&spec(), &options, &fds()));
         assert_eq!(value_after(&args, "-name"), ["banger-6f1d"]);
         assert_eq!(value_after(&args, "-M"), ["microvm,x-option-roms=off"]);
-        assert_eq!(value_after(&args, "-accel"), ["tcg"]);
+        assert_eq!(value_after(&args, "-accel"), ["tcg,tb-size=256"]);
         assert_eq!(value_after(&args, "-cpu"), ["max"]);
         assert_eq!(value_after(&args, "-smp"), ["2"]);
         assert_eq!(value_after(&args, "-m"), ["512M"]);
         for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
             assert!(args.iter().any(|a| a == flag), "{flag} missing");
         }
-        assert_eq!(value_after(&args, "-kernel"), ["/img/vmlinuz"]);
-        assert_eq!(value_after(&args, "-initrd"), ["/img/initrd.img"]);
+        assert_eq!(
+            value_after(&args, "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
+        // Files come as inherited descriptors; QEMU never opens a path of the state dir.
+        assert_eq!(value_after(&args, "-kernel"), ["/proc/self/fd/10"]);
+        assert_eq!(value_after(&args, "-initrd"), ["/proc/self/fd/11"]);
         assert_eq!(
             value_after(&args, "-append"),
             ["console=ttyS0 root=/dev/vda rw tsc_early_khz=2596102"]
         );
         // The comma inside the disk path is doubled for QEMU's option parser.
         assert_eq!(
+            value_after(&args, "-add-fd"),
+            [
+                "fd=12,set=1,opaque=/state/vms/6f1d/root,,disk.ext4",
+                "fd=13,set=1,opaque=/state/vms/6f1d/root,,disk.ext4",
+                "fd=14,set=2,opaque=/state/vms/6f1d/console.log",
+            ]
+        );
+        assert_eq!(
             value_after(&args, "-drive"),
-            ["id=root,file=/state/vms/6f1d/root,,disk.ext4,format=raw,if=none,cache=writeback"]
+            ["id=root,file=/dev/fdset/1,format=raw,if=none,cache=writeback"]
         );
         assert_eq!(
             value_after(&args, "-device"),
@@ -798,20 +1045,24 @@ mod tests {
                 "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01"
             ]
         );
-        assert_eq!(
-            value_after(&args, "-netdev"),
-            ["tap,id=net0,ifname=bgt6f1d,script=no,downscript=no"]
-        );
+        assert_eq!(value_after(&args, "-netdev"), ["tap,id=net0,fd=15"]);
         assert_eq!(
             value_after(&args, "-chardev"),
             [
-                "file,id=console,path=/state/vms/6f1d/console.log,append=on",
-                "socket,id=qmp,path=/state/vms/6f1d/qmp.sock,server=on,wait=off"
+                "file,id=console,path=/dev/fdset/2,append=on",
+                "socket,id=qmp,fd=16,server=on,wait=off"
             ]
         );
         assert_eq!(value_after(&args, "-serial"), ["chardev:console"]);
         assert_eq!(value_after(&args, "-mon"), ["chardev=qmp,mode=control"]);
-        assert_eq!(value_after(&args, "-pidfile"), ["/state/vms/6f1d/qemu.pid"]);
+        for dropped in ["-runas", "-run-with", "-pidfile", "-daemonize"] {
+            assert!(!args.iter().any(|a| a == dropped), "{dropped} present");
+        }
+        // The state directory stays on the command line (garbage collection's rule).
+        assert!(crate::host::garbage::mentions_dir(
+            &qemu_argv(&spec(), &options, &fds()),
+            Path::new("/state")
+        ));
     }
 
     #[test]
@@ -824,7 +1075,12 @@ mod tests {
             tsc_khz: Some(1),
             ..QemuOptions::new("qemu", ResolvedAccel::Kvm)
         };
-        let args = strings(&qemu_argv(&s, &options));
+        let no_net = QemuFds {
+            tap: None,
+            initrd: None,
+            ..fds()
+        };
+        let args = strings(&qemu_argv(&s, &options, &no_net));
         assert_eq!(value_after(&args, "-accel"), ["kvm"]);
         assert_eq!(value_after(&args, "-cpu"), ["host"]);
         assert_eq!(value_after(&args, "-smp"), ["1"], "at least one vCPU");
@@ -856,6 +1112,39 @@ mod tests {
         assert_eq!(kernel_cmdline(&s, &options), "tsc_early_khz=2000000");
         let no_hint = QemuOptions::new("qemu", ResolvedAccel::Tcg);
         assert_eq!(kernel_cmdline(&s, &no_hint), "");
+    }
+
+    #[test]
+    fn cgroup_limits_count_the_translation_cache_under_tcg() {
+        let tcg = QemuDriver::new(QemuOptions::new("qemu", ResolvedAccel::Tcg));
+        let kvm = QemuDriver::new(QemuOptions::new("qemu", ResolvedAccel::Kvm));
+        let overhead = crate::host::cgroup::MEMORY_OVERHEAD_MIB;
+        assert_eq!(
+            tcg.cgroup_limits(&spec()).memory_bytes,
+            (512 + overhead + TCG_TB_SIZE_MIB) << 20
+        );
+        assert_eq!(
+            kvm.cgroup_limits(&spec()).memory_bytes,
+            (512 + overhead) << 20
+        );
+        assert_eq!(
+            tcg.cgroup_limits(&spec()).pids,
+            crate::host::cgroup::PIDS_BASE + 2
+        );
+    }
+
+    #[test]
+    fn requires_sandbox_and_add_fd_in_help() {
+        let help = "-add-fd fd=fd,set=set[,opaque=opaque]\n-sandbox on[,obsolete=allow|deny]\n";
+        assert!(check_help_text(help).is_ok());
+        let without = "-add-fd fd=fd,set=set\n-runas user     change to user id\n";
+        let err = check_help_text(without).unwrap_err();
+        assert!(
+            err.contains("-sandbox") && !err.contains("-add-fd"),
+            "{err}"
+        );
+        // A mention inside another option's text does not count.
+        assert!(check_help_text("-foo see -sandbox and -add-fd\n").is_err());
     }
 
     #[test]

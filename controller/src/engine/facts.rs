@@ -17,7 +17,8 @@ use crate::config::DaemonConfig;
 use crate::host::names::mac_address_of;
 use crate::objects::{self, Owner};
 use crate::planner::{
-    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, WorkspaceFacts,
+    self, crash_backoff_remaining, CopyTarget, DesiredVm, ImageFacts, Plan, Refusal, SyncRequest,
+    WorkspaceFacts,
 };
 use crate::runtime::{Lease, ObservedVm, ResolvedImage, VmContext, VmRuntime};
 use crate::status::{ConditionType, ObjectStatus, Phase};
@@ -373,29 +374,49 @@ impl<R: VmRuntime> Facts<R> {
         } else {
             self.ready_vm(vm).await?
         };
-        let target = vm_ctx.as_ref().and_then(|ctx| {
-            ctx.handles.process.as_ref().map(|p| CopyTarget {
+        let target = vm_ctx
+            .as_ref()
+            .filter(|ctx| ctx.handles.process.is_some())
+            .map(|ctx| CopyTarget {
                 vm_uid: ctx.uid.clone(),
-                vmm_pid: p.pid,
-                vmm_start_time: p.start_time,
-            })
-        });
+                disk_id: ctx.handles.disk_id.clone(),
+            });
         let copied = internal.synced.as_ref().map(|s| {
             (
                 s.generation,
                 CopyTarget {
                     vm_uid: s.vm_uid.clone(),
-                    vmm_pid: s.vmm_pid,
-                    vmm_start_time: s.vmm_start_time,
+                    disk_id: s.disk_id.clone(),
                 },
             )
         });
+        let request = self
+            .store
+            .sync_request(&obj.uid)
+            .await?
+            .map(|r| SyncRequest {
+                serial: r.serial,
+                force: r.force,
+            });
+        let refused = internal.refused.as_ref().map(|r| Refusal {
+            generation: r.generation,
+            target: CopyTarget {
+                vm_uid: r.vm_uid.clone(),
+                disk_id: r.disk_id.clone(),
+            },
+            request: r.request,
+            changes: r.changes.clone(),
+        });
         let facts = WorkspaceFacts {
             deleting,
+            name: obj.resource.name().to_string(),
             vm: vm.to_string(),
             generation: obj.generation,
             target,
             copied,
+            served_request: internal.synced.as_ref().map_or(0, |s| s.request),
+            request,
+            refused,
         };
         Ok((
             WorkspaceInputs {
@@ -472,6 +493,8 @@ impl<R: VmRuntime> Facts<R> {
                 let mut facts = inputs.facts;
                 if existing.is_none() {
                     facts.copied = None;
+                    facts.request = None;
+                    facts.refused = None;
                 }
                 planner::plan_workspace(&facts)
             }

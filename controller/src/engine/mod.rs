@@ -120,9 +120,27 @@ pub struct Engine<R: VmRuntime> {
     heavy: Semaphore,
     shutting_down: AtomicBool,
     /// Per-VM workspace locks (by VM uid), never held with anything else.
-    workspace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub workspace_locks: Arc<WorkspaceLocks>,
     /// TEST ONLY: the armed crash point ([`fault`]).
     fault: Option<fault::FaultPoint>,
+}
+
+/// The per-VM workspace locks: a copy into a VM's guest and an export from it never
+/// interleave with another copy or export of the same VM; a VM's own steps never take
+/// them, so stop, delete and restart never wait behind guest I/O. Shared by the
+/// engine's workers and the API's export handler.
+#[derive(Default)]
+pub struct WorkspaceLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl WorkspaceLocks {
+    /// The lock of the VM `vm_uid` (made on first use; unused ones are dropped).
+    pub fn of(&self, vm_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(vm_uid.to_string()).or_default().clone()
+    }
 }
 
 impl<R: VmRuntime> Engine<R> {
@@ -154,7 +172,7 @@ impl<R: VmRuntime> Engine<R> {
             facts: Facts::new(ctl.store.clone(), runtime.clone(), config.clone()),
             heavy: Semaphore::new(config.max_heavy.max(1)),
             shutting_down: AtomicBool::new(false),
-            workspace_locks: Mutex::new(HashMap::new()),
+            workspace_locks: Arc::new(WorkspaceLocks::default()),
             runtime,
             ctl,
             config,
@@ -216,14 +234,8 @@ impl<R: VmRuntime> Engine<R> {
         }
     }
 
-    /// The per-VM workspace lock: two copies into one VM never interleave; VM steps
-    /// never take it.
+    /// The per-VM workspace lock (see [`WorkspaceLocks`]).
     fn workspace_lock(&self, vm_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .workspace_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(vm_uid.to_string()).or_default().clone()
+        self.workspace_locks.of(vm_uid)
     }
 }

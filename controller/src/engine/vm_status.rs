@@ -281,6 +281,7 @@ mod tests {
                 image: "base".into(),
                 digest: "d".into(),
                 size: 1,
+                id: None,
             }),
             ..ObservedVm::nothing()
         }

@@ -11,8 +11,9 @@
 //!    each run as an argv vector) — disks are never shrunk;
 //! 4. the caller's finishing touch runs on the temporary file
 //!    ([`RootDiskRequest::before_publish`]: banger puts its SSH key in), a sidecar
-//!    `rootfs.source.json` records which image the disk came from and the size its
-//!    filesystem was grown to; then the temporary file is renamed into place (atomic),
+//!    `rootfs.source.json` records which image the disk came from, the size its
+//!    filesystem was grown to and the disk's own random id ([`DiskSource::disk_id`]);
+//!    then the temporary file is renamed into place (atomic),
 //!    so `rootfs.ext4` only ever appears complete — a crash at any point leaves either
 //!    no disk or a whole one, never a half-made published disk.
 //!
@@ -186,6 +187,13 @@ pub struct DiskSource {
     pub filesystem_bytes: u64,
     /// How the disk was first produced.
     pub method: CopyMethod,
+    /// This disk's identity: a random id given when the disk is made, never changed
+    /// while the disk lives (kept disks keep it; a rebuilt disk gets a new one). What
+    /// a Workspace copy is counted against: a VMM restart, a stop/start or a daemon
+    /// restart keeps the disk, so the guest's files are not copied again. `None` for a
+    /// disk made before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
 }
 
 /// A VM's root disk as ensured or probed.
@@ -292,6 +300,7 @@ pub fn ensure_root_disk(req: &RootDiskRequest<'_>) -> Result<RootDisk, DiskError
                 image_size,
                 filesystem_bytes: req.size_bytes,
                 method,
+                disk_id: Some(crate::ids::new_uid()),
             },
         )?;
         std::fs::rename(&tmp_disk, &disk).map_err(ctx.io("rename temporary disk to", &disk))?;

@@ -1,7 +1,9 @@
 //! Host plumbing: processes, KVM detection, network (bridge, taps, NAT), disks, SSH
-//! keys in guest disks, workspace copies into guests, finding executables, and the
-//! file-system and socket facts access control rests on (who is on the socket, what
-//! that user may read, who could change a directory, the state directory's modes).
+//! keys in guest disks and the options of banger's guest ssh, a Workspace's round
+//! trip (copies into guests, checks of what changed there, exports), finding
+//! executables, and the file-system and socket facts access control rests on (who is
+//! on the socket, what that user may read, who could change a directory, the state
+//! directory's modes).
 //!
 //! The plumbing knows nothing of hypervisors or of the engine: the drivers
 //! ([`crate::driver`]) and the Linux runtime ([`crate::runtime::linux`]) compose it, and
@@ -13,11 +15,13 @@
 pub mod kvm;
 pub mod process;
 
+pub mod cgroup;
 pub mod console;
 pub mod disk;
 pub mod garbage;
 pub mod guest_bits;
 pub mod guest_keys;
+pub mod guest_ssh;
 pub mod names;
 pub mod net;
 pub mod oci;
@@ -28,5 +32,6 @@ pub mod readiness;
 pub mod safe_path;
 pub mod state_dir;
 pub mod state_lock;
+pub mod vmm_user;
 pub mod which;
-pub mod workspace_copy;
+pub mod workspace;

@@ -33,6 +33,10 @@ pub const NFT_TABLE: &str = "banger";
 pub const NFT_POSTROUTING_CHAIN: &str = "postrouting";
 /// Chain in [`NFT_TABLE`] accepting traffic from and to the bridge.
 pub const NFT_FORWARD_CHAIN: &str = "forward";
+/// Chain in [`NFT_TABLE`] deciding what guests may send to the host's own addresses.
+pub const NFT_INPUT_CHAIN: &str = "input";
+/// The cloud metadata address, which no guest may reach.
+pub const METADATA_ADDRESS: &str = "169.254.169.254";
 /// Prefix of the comment on a VM's NAT rule; the uid follows.
 pub const NAT_COMMENT_PREFIX: &str = "banger-vm:";
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).

@@ -5,8 +5,14 @@
 //! - **Detached.** [`spawn_detached`] starts the VMM in a new session (`setsid` in the
 //!   child), with stdin on `/dev/null`, stdout and stderr appended to a log file (never a
 //!   pipe back to the daemon, so a dead daemon cannot SIGPIPE it), no parent-death
-//!   signal, and every inherited descriptor above stderr marked close-on-exec. Killing the
-//!   daemon (even with SIGKILL, even its whole process group) leaves the VMM running.
+//!   signal, and every inherited descriptor above stderr marked close-on-exec except
+//!   those the caller hands over. Killing the daemon (even with SIGKILL, even its whole
+//!   process group) leaves the VMM running.
+//! - **Confined from its first instruction.** Between fork and exec the child joins the
+//!   cgroups it is given (while still root) and then takes the credentials it is given
+//!   (supplementary groups, group, user, `no_new_privs`): the program never runs
+//!   privileged or outside its cgroup ([`DetachedCommand::credentials`],
+//!   [`DetachedCommand::cgroup_procs`]).
 //! - **Reaping.** The VMM is a plain child of the daemon that spawned it; that daemon
 //!   reaps it in the background once its pidfd reports the exit (a tokio task, or a
 //!   thread outside a runtime), so no zombie is left while the daemon lives. When the
@@ -24,11 +30,11 @@
 //!   later.
 //! - **Bounded.** Every wait takes a deadline.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -572,6 +578,19 @@ pub async fn terminate_tracked(
     Ok(StopOutcome::Terminated)
 }
 
+/// Who a detached process runs as: set between fork and exec, after the process has
+/// joined its cgroups (which needs root) and before it runs a single instruction of its
+/// program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (every other group of the parent is dropped).
+    pub groups: Vec<u32>,
+}
+
 /// What to spawn detached.
 #[derive(Debug, Clone)]
 pub struct DetachedCommand {
@@ -585,11 +604,24 @@ pub struct DetachedCommand {
     pub cwd: PathBuf,
     /// The uid marker ([`uid_marker`]) that identifies the process later.
     pub marker: String,
+    /// Who it runs as; `None` keeps the daemon's own user. With credentials the process
+    /// also gets `no_new_privs`, so no setuid program can give privileges back.
+    pub credentials: Option<Credentials>,
+    /// `cgroup.procs` files the process writes itself into before exec
+    /// ([`crate::host::cgroup::VmCgroup::procs_files`]); empty keeps the daemon's cgroups.
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// Spawns `command` detached (see the module docs) and returns its identity. The process
 /// has exec'd the program when this returns.
-pub fn spawn_detached(command: &DetachedCommand) -> Result<ProcessIdentity, ProcessError> {
+///
+/// `inherit` are descriptors the program gets, at their current numbers (every other
+/// descriptor above stderr is closed on exec): how a VMM that runs unprivileged receives
+/// files it could not open itself. They must stay open until this returns.
+pub fn spawn_detached(
+    command: &DetachedCommand,
+    inherit: &[BorrowedFd<'_>],
+) -> Result<ProcessIdentity, ProcessError> {
     let program = command.program.display().to_string();
     let needle = command.marker.as_bytes();
     if needle.is_empty()
@@ -614,15 +646,23 @@ pub fn spawn_detached(command: &DetachedCommand) -> Result<ProcessIdentity, Proc
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
+    let setup = ChildSetup::new(command, inherit).map_err(|reason| ProcessError::Spawn {
+        program: program.clone(),
+        reason,
+    })?;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setsid, close_range/fcntl, getrlimit); it
+    // async-signal-safe system calls (setsid, open/write/close, close_range/fcntl,
+    // getrlimit, setgroups/setgid/setuid, prctl) on data prepared before the fork; it
     // allocates nothing and touches no lock.
     unsafe {
-        cmd.pre_exec(detach_in_child);
+        cmd.pre_exec(move || setup.run());
     }
     let child = cmd.spawn().map_err(|e| ProcessError::Spawn {
         program: program.clone(),
-        reason: e.to_string(),
+        reason: format!(
+            "{e} (exec, or the child's setup: session, cgroups {:?}, credentials {:?})",
+            command.cgroup_procs, command.credentials
+        ),
     })?;
     let pid = i32::try_from(child.id()).map_err(|_| ProcessError::Spawn {
         program: program.clone(),
@@ -658,16 +698,97 @@ fn open_output_log(path: &Path) -> Result<File, ProcessError> {
         })
 }
 
-/// Runs in the forked child between fork and exec: new session, inherited descriptors
-/// closed on exec.
-fn detach_in_child() -> io::Result<()> {
-    // SAFETY: setsid has no memory arguments; the child is not a process group leader
-    // (fresh fork), so it succeeds.
-    if unsafe { libc::setsid() } == -1 {
+/// What the child does between fork and exec, prepared in the parent so that the child
+/// only makes system calls: no allocation, no lock.
+struct ChildSetup {
+    /// `cgroup.procs` files to write `0` (this process) into.
+    cgroup_procs: Vec<CString>,
+    /// Descriptors to keep open across exec.
+    inherit: Vec<RawFd>,
+    /// `(uid, gid, supplementary groups)` to switch to last.
+    credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+impl ChildSetup {
+    fn new(command: &DetachedCommand, inherit: &[BorrowedFd<'_>]) -> Result<ChildSetup, String> {
+        let cgroup_procs = command
+            .cgroup_procs
+            .iter()
+            .map(|p| {
+                CString::new(p.as_os_str().as_bytes())
+                    .map_err(|_| format!("cgroup file {} contains a NUL byte", p.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChildSetup {
+            cgroup_procs,
+            inherit: inherit.iter().map(AsRawFd::as_raw_fd).collect(),
+            credentials: command
+                .credentials
+                .as_ref()
+                .map(|c| (c.uid, c.gid, c.groups.clone())),
+        })
+    }
+
+    /// Runs in the forked child: new session, into the cgroups (as root still), every
+    /// descriptor above stderr closed on exec except the inherited ones, then the
+    /// credentials.
+    fn run(&self) -> io::Result<()> {
+        // SAFETY: setsid has no memory arguments; the child is not a process group
+        // leader (fresh fork), so it succeeds.
+        if unsafe { libc::setsid() } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        for path in &self.cgroup_procs {
+            join_cgroup(path)?;
+        }
+        close_on_exec_above_stderr();
+        for &fd in &self.inherit {
+            // SAFETY: F_SETFD with 0 only clears close-on-exec of a descriptor the parent
+            // holds open for the whole spawn.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some((uid, gid, groups)) = &self.credentials {
+            // SAFETY: `groups` is a live slice of gid_t for the duration of the call.
+            if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: setgid/setuid take plain integers.
+            if unsafe { libc::setgid(*gid) } == -1 || unsafe { libc::setuid(*uid) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `0` (the calling process) into a `cgroup.procs` file. Async-signal-safe.
+fn join_cgroup(path: &CString) -> io::Result<()> {
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd == -1 {
         return Err(io::Error::last_os_error());
     }
-    // Mark every descriptor above stderr close-on-exec (std already did so for its own,
-    // including the exec-status pipe it still needs until exec).
+    // SAFETY: writes one byte from a static buffer to the descriptor just opened.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let result = if written == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    // SAFETY: closes the descriptor opened above, exactly once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Marks every descriptor above stderr close-on-exec (std already did so for its own,
+/// including the exec-status pipe it still needs until exec). Async-signal-safe.
+fn close_on_exec_above_stderr() {
     // SAFETY: close_range takes plain integers; CLOSE_RANGE_CLOEXEC only sets flags.
     let rc = unsafe {
         libc::syscall(
@@ -695,7 +816,6 @@ fn detach_in_child() -> io::Result<()> {
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
-    Ok(())
 }
 
 /// Reaps the child once it exits so the daemon leaves no zombie: a tokio task awaiting

@@ -18,7 +18,9 @@
 //!
 //! A Workspace's copy into its VM's guest is a planned step too (`sync-workspace`,
 //! [`plan_workspace`]): it runs once the VM runs with its guest ready, so `diff` shows
-//! it blocked (`WaitingForVM`) until then, exactly as the engine will run it.
+//! it blocked (`WaitingForVM`) until then, exactly as the engine will run it; a
+//! `banger workspace sync` request is planned the same way, and a copy refused because
+//! the guest changed stays blocked (`GuestChanged`) until forced.
 //!
 //! Across objects: Images before VMs before Workspaces, deletes in reverse
 //! ([`kind_order`]). A VM whose Image is not resolved yet is [`Blocker::WaitingForImage`].
@@ -39,7 +41,7 @@ mod workspace;
 
 pub use image::{plan_image, ImageFacts};
 pub use vm::{crash_backoff_remaining, launch_diffs, plan_vm, DesiredVm, CRASH_WINDOW_SECS};
-pub use workspace::{plan_workspace, CopyTarget, WorkspaceFacts};
+pub use workspace::{plan_workspace, CopyTarget, Refusal, SyncRequest, WorkspaceFacts};
 
 /// How disruptive a planned step is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -141,6 +143,14 @@ pub enum Blocker {
         /// Who uses it.
         by: Vec<String>,
     },
+    /// A Workspace copy was refused: the guest changed what the last copy wrote. Only
+    /// `banger workspace sync --force` (or a new root disk) unblocks it.
+    GuestChanged {
+        /// The Workspace's name.
+        workspace: String,
+        /// What changed, one line.
+        changes: String,
+    },
 }
 
 impl Blocker {
@@ -153,6 +163,7 @@ impl Blocker {
             Blocker::CrashLoopBackOff => Reason::CrashLoopBackOff,
             Blocker::DiskMissing => Reason::DiskMissing,
             Blocker::InUse { .. } => Reason::InUse,
+            Blocker::GuestChanged { .. } => Reason::GuestChanged,
         }
     }
 
@@ -169,6 +180,9 @@ impl Blocker {
             Blocker::CrashLoopBackOff => "the VMM keeps exiting; waiting before the next restart".to_string(),
             Blocker::DiskMissing => "the root disk file is gone (removed, or its record unreadable) while the VMM runs; the guest keeps using the removed file until it stops. banger rebuilds nothing under a running guest: restore the file (for example from /proc/<VMM pid>/fd), or stop the VM (state: Stopped) to have the disk rebuilt from the image, losing its contents".to_string(),
             Blocker::InUse { by } => format!("still used by {}", by.join(", ")),
+            Blocker::GuestChanged { workspace, changes } => format!(
+                "{changes}; not overwritten: `banger workspace export {workspace}` saves them, `banger workspace sync {workspace} --force` overwrites them"
+            ),
         }
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use banger_specs::{PowerState, RestartPolicy, VmSpec};
 
 use super::{Action, Blocker, ChangeClass, Plan, PlannedStep};
-use crate::runtime::{LaunchConfig, ObservedVm, ProcessState, ResolvedImage, VmStep};
+use crate::runtime::{
+    LaunchConfig, ObservedFilter, ObservedVm, ProcessState, ResolvedImage, VmStep,
+};
 
 /// What is wanted for one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +68,7 @@ pub fn plan_vm(desired: &DesiredVm<'_>, observed: &ObservedVm) -> Plan {
                 format!("tap {} not attached to the bridge", t.name),
             ))
         }
-        Some(_) => {}
+        Some(t) => b.tap = filter_change(t.filter, spec.network.isolated, desired.ip),
     }
     if spec.network.nat && !observed.nat {
         b.nat_add = Some((new_class, "NAT rule missing (network.nat: true)".into()));
@@ -240,6 +242,33 @@ fn plan_vm_delete(observed: &ObservedVm) -> Plan {
     }
 }
 
+/// Whether the tap's guest filter must be rewritten, and why: it is missing or
+/// `network.isolated` changed (live: rules only), or the leased address (`ip`, when
+/// known) is not the one it allows (part of the restart that moves the guest to its new
+/// address, which it learns on its kernel command line).
+fn filter_change(
+    have: Option<ObservedFilter>,
+    isolated: bool,
+    ip: Option<std::net::Ipv4Addr>,
+) -> Slot {
+    let Some(have) = have else {
+        return Some((ChangeClass::Live, "guest filter missing".into()));
+    };
+    if have.isolated != isolated {
+        return Some((
+            ChangeClass::Live,
+            format!("network.isolated {} -> {isolated}", have.isolated),
+        ));
+    }
+    match ip {
+        Some(ip) if ip != have.ip => Some((
+            ChangeClass::Restart,
+            format!("guest filter source {} -> {ip}", have.ip),
+        )),
+        _ => None,
+    }
+}
+
 fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
@@ -388,10 +417,15 @@ mod tests {
                 image: spec.image.clone(),
                 digest: image.rootfs_digest.clone(),
                 size: spec.disk.0,
+                id: None,
             }),
             tap: Some(ObservedTap {
                 name: "bgx".into(),
                 attached: true,
+                filter: Some(ObservedFilter {
+                    ip: "172.30.0.2".parse().unwrap(),
+                    isolated: spec.network.isolated,
+                }),
             }),
             nat: spec.network.nat,
             guest_ready: true,
@@ -432,6 +466,42 @@ mod tests {
             ]
         );
         assert_eq!(plan.blocked, None);
+    }
+
+    #[test]
+    fn isolation_and_the_guest_filter_are_live_changes() {
+        let (mut s, i) = (spec(), image());
+        let observed = running(&s, &i);
+        s.network.isolated = false;
+        let plan = plan_vm(&desired(&s, &i), &observed);
+        assert_eq!(names(&plan), vec![("ensure-tap", ChangeClass::Live)]);
+        assert_eq!(plan.steps[0].reason, "network.isolated true -> false");
+
+        // A missing filter (say, a tap made by an older banger) is made, live.
+        let s = spec();
+        let mut unfiltered = running(&s, &i);
+        if let Some(tap) = unfiltered.tap.as_mut() {
+            tap.filter = None;
+        }
+        let plan = plan_vm(&desired(&s, &i), &unfiltered);
+        assert_eq!(names(&plan), vec![("ensure-tap", ChangeClass::Live)]);
+        assert_eq!(plan.steps[0].reason, "guest filter missing");
+
+        // A filter for another address than the lease: rewritten; unknown lease: kept.
+        let moved = DesiredVm {
+            ip: Some("172.30.0.9".parse().unwrap()),
+            ..desired(&s, &i)
+        };
+        let plan = plan_vm(&moved, &running(&s, &i));
+        assert_eq!(
+            (plan.steps[0].action.name(), plan.steps[0].class),
+            ("ensure-tap", ChangeClass::Restart)
+        );
+        assert_eq!(
+            plan.steps[0].reason,
+            "guest filter source 172.30.0.2 -> 172.30.0.9"
+        );
+        assert!(plan_vm(&desired(&s, &i), &running(&s, &i)).is_converged());
     }
 
     #[test]

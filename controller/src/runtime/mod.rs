@@ -48,8 +48,11 @@
 //!   [`VmRuntime::latest_image_digest`] only looks at what a tag names now.
 //!   [`VmRuntime::prune_images`] removes store content no Image uses (`banger gc`).
 //! - [`VmRuntime::sync_workspace`] copies a Workspace's checkout into its VM's guest
-//!   and flushes the guest's filesystems before returning. It is called only when the
-//!   VM is running with its guest ready, never while one of the VM's steps runs.
+//!   and flushes the guest's filesystems before returning; asked to guard a previous
+//!   copy, it refuses (copying nothing) when the guest changed what that copy wrote.
+//!   It is called only when the VM is running with its guest ready, never while one of
+//!   the VM's steps runs. [`VmRuntime::export_workspace`] reads the guest's work back
+//!   out as a patch and changes nothing, in the guest or on the host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -253,6 +256,11 @@ pub struct VmHandles {
     /// Size of the disk in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<u64>,
+    /// The disk's identity ([`ObservedDisk::id`]), set when the disk is made: what a
+    /// Workspace copy is counted against. `None` without a disk, or for a disk made
+    /// before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
     /// NAT rule identifier (for example the nftables rule handle or comment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_rule: Option<String>,
@@ -313,6 +321,10 @@ impl VmContext {
     }
 }
 
+pub use crate::host::workspace::manifest::{
+    describe_changes, ChangeKind, CopyManifest, EntryDigest, GuestChange,
+};
+
 /// Everything the runtime needs to copy one Workspace into its VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceContext {
@@ -324,6 +336,44 @@ pub struct WorkspaceContext {
     pub spec: WorkspaceSpec,
     /// The VM it is copied into, as the VM's reconcile last saw it (lease, handles).
     pub vm: VmContext,
+    /// The last copy into this same guest (VM and root disk), when there was one and
+    /// its manifest is known.
+    pub previous: Option<PreviousCopy>,
+}
+
+/// The last copy into the guest a copy goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousCopy {
+    /// What it wrote: the paths the checkout no longer has are removed in the guest.
+    pub manifest: CopyManifest,
+    /// Refuse the copy when the guest changed any of it ([`SyncOutcome::GuestChanged`]);
+    /// `false` for a forced copy.
+    pub guard: bool,
+}
+
+pub use crate::host::workspace::export::ExportMethod;
+
+/// What [`VmRuntime::export_workspace`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// How the patch was made: by the guest's git, or on the host from the guest's tree.
+    pub method: ExportMethod,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// What [`VmRuntime::sync_workspace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The files are in the guest.
+    Copied {
+        /// What was copied.
+        record: SyncRecord,
+        /// What was written where (for the next copy's check).
+        manifest: CopyManifest,
+    },
+    /// Nothing was copied: the guest changed what the last copy wrote.
+    GuestChanged(Vec<GuestChange>),
 }
 
 /// What one [`VmRuntime::sync_workspace`] copied.
@@ -404,6 +454,11 @@ pub struct ObservedDisk {
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
+    /// The disk's own identity: a random id given when the disk was made and kept for
+    /// its whole life (a VMM restart, a stop/start, a grow and a daemon restart keep
+    /// it; a rebuilt disk has a new one). `None` for a disk made before disks had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A present tap device.
@@ -414,6 +469,19 @@ pub struct ObservedTap {
     pub name: String,
     /// It is attached to the bridge.
     pub attached: bool,
+    /// What its guest filter enforces; `None` when the filter is missing or incomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ObservedFilter>,
+}
+
+/// What a VM's guest filter enforces (see `docs/security.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedFilter {
+    /// The only source address the guest may use.
+    pub ip: Ipv4Addr,
+    /// No frame passes between this guest and another (`network.isolated`).
+    pub isolated: bool,
 }
 
 /// One side-effecting step on the host for one VM. Every step is idempotent.
@@ -443,7 +511,9 @@ pub enum VmStep {
     PrepareDisk,
     /// Grow the (stopped VM's) root disk to `spec.disk`.
     GrowDisk,
-    /// Create the tap device (named from the uid) and attach it to the bridge.
+    /// Create the tap device (named from the uid), attach it to the bridge, and make its
+    /// guest filter (the leased source only; other guests kept away unless
+    /// `network.isolated: false`).
     EnsureTap,
     /// Add the VM's NAT masquerade rule.
     EnsureNat,
@@ -453,7 +523,7 @@ pub enum VmStep {
     Shutdown,
     /// Remove the NAT rule.
     RemoveNat,
-    /// Remove the tap device.
+    /// Remove the tap device and its guest filter.
     RemoveTap,
     /// Remove the root disk.
     RemoveDisk,
@@ -492,8 +562,13 @@ impl VmStep {
 pub enum GarbageKind {
     /// A VMM process carrying banger's uid marker and this daemon's state directory.
     Process,
+    /// A VM's cgroup below this daemon's parent cgroup (after the processes: a cgroup
+    /// with a process in it cannot be removed).
+    Cgroup,
     /// A NAT rule in banger's nftables table.
     NatRule,
+    /// The guest filter rules of a VM (`table bridge banger`).
+    FilterRules,
     /// A tap device named like banger's.
     Tap,
     /// A VM directory below `<state_dir>/vms`.
@@ -501,11 +576,14 @@ pub enum GarbageKind {
 }
 
 impl GarbageKind {
-    /// The kebab-case name (`process`, `nat-rule`, `tap`, `vm-dir`).
+    /// The kebab-case name (`process`, `cgroup`, `nat-rule`, `filter-rules`, `tap`,
+    /// `vm-dir`).
     pub fn name(self) -> &'static str {
         match self {
             GarbageKind::Process => "process",
+            GarbageKind::Cgroup => "cgroup",
             GarbageKind::NatRule => "nat-rule",
+            GarbageKind::FilterRules => "filter-rules",
             GarbageKind::Tap => "tap",
             GarbageKind::VmDir => "vm-dir",
         }
@@ -519,8 +597,8 @@ impl GarbageKind {
 pub struct Garbage {
     /// What it is.
     pub kind: GarbageKind,
-    /// Its name: the pid of a process, the tap's name, the NAT rule's comment, the VM
-    /// directory's name.
+    /// Its name: the pid of a process, the cgroup's directory name, the tap's name, the
+    /// NAT rule's comment, the VM directory's name.
     pub name: String,
     /// The uid it names, when it can be told (a tap's name is a hash of it: `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -668,12 +746,27 @@ pub trait VmRuntime: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<VmHandles, RuntimeError>> + Send;
 
     /// Copies the Workspace's files into its running VM's guest (at `spec.path`), then
-    /// flushes the guest (`sync`). Bounded in time; errors name the workspace, the VM
-    /// and the step.
+    /// flushes the guest (`sync`). With a guarded [`WorkspaceContext::previous`] copy,
+    /// first compares what the guest holds at the paths that copy wrote with what it
+    /// wrote, and copies nothing when anything differs ([`SyncOutcome::GuestChanged`]).
+    /// Bounded in time; errors name the workspace, the VM and the step.
     fn sync_workspace(
         &self,
         ws: &WorkspaceContext,
-    ) -> impl std::future::Future<Output = Result<SyncRecord, RuntimeError>> + Send;
+    ) -> impl std::future::Future<Output = Result<SyncOutcome, RuntimeError>> + Send;
+
+    /// Writes into `out` a binary patch of everything in the Workspace's guest copy
+    /// since `base` (the commit the copy brought; `None`: the empty tree): commits made
+    /// in the guest, staged and unstaged changes, new files its `.gitignore` does not
+    /// exclude. Never changes the guest repository's index or `HEAD`, nor the host
+    /// checkout. Works without git in the guest (the tree is pulled back and diffed on
+    /// the host). Bounded in time; errors name the workspace, the VM and the step.
+    fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        out: std::fs::File,
+    ) -> impl std::future::Future<Output = Result<ExportRecord, RuntimeError>> + Send;
 
     /// Lists the host objects carrying banger's naming whose uid is none of
     /// `known_vm_uids` (see the module docs), sorted. Never changes anything; what

@@ -13,9 +13,12 @@
 //! ([`SimulatedRuntime::max_concurrency_for`]) and [`SimulatedRuntime::plant_garbage`]
 //! (host objects of a uid the store does not know, for `banger gc`).
 //! Workspace copies are recorded, not performed: [`SimulatedRuntime::syncs_of`] counts
-//! them and [`SimulatedRuntime::fail_sync`] makes the next ones fail.
+//! them, [`SimulatedRuntime::fail_sync`] makes the next ones fail and
+//! [`SimulatedRuntime::hang_sync`] makes them never return. Each guest (VM
+//! and disk) keeps the digests of what copies wrote into it, so a guarded copy is
+//! refused after [`SimulatedRuntime::edit_guest`] changed one of them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,11 +27,39 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ExitNotice, ExitNotifier, Garbage, GarbageKind, ImageContext, ImageFailure, ImageResolution,
-    LaunchConfig, ObservedDisk, ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError,
-    SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    CopyManifest, EntryDigest, ExitNotice, ExitNotifier, ExportRecord, Garbage, GarbageKind,
+    ImageContext, ImageFailure, ImageResolution, LaunchConfig, ObservedDisk, ObservedFilter,
+    ObservedTap, ObservedVm, ProcessState, ResolvedImage, RuntimeError, SyncOutcome, SyncRecord,
+    VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
 };
 use crate::driver::VmmProcess;
+
+/// The id a simulated disk reports ([`ObservedDisk::id`]): from its serial, so every
+/// disk made is a new one.
+fn sim_disk_id(serial: u64) -> String {
+    format!("simulated-disk-{serial}")
+}
+
+/// A simulated file's digest: of its made-up content.
+fn sim_file(content: &[u8]) -> EntryDigest {
+    EntryDigest::file(false, &Sha256::digest(content))
+}
+
+/// What a simulated copy of a Workspace writes: a few made-up files (one more for
+/// `include: untracked`) and the guest repository's `HEAD`, with contents derived from
+/// the source path.
+fn sim_manifest(ws: &WorkspaceContext) -> CopyManifest {
+    let mut files = vec!["README.md", "src/main.rs", ".git/HEAD"];
+    if ws.spec.include == banger_specs::IncludeMode::Untracked {
+        files.push("notes.txt");
+    }
+    let mut manifest = CopyManifest::default();
+    for path in files {
+        let content = format!("{}:{path}", ws.spec.source.display());
+        manifest.insert(path, sim_file(content.as_bytes()));
+    }
+    manifest
+}
 
 /// What a simulated VM's status names as its hypervisor
 /// ([`VmmProcess::hypervisor_name`]): no hypervisor runs it.
@@ -52,6 +83,8 @@ struct SimVm {
     /// The disk exists but its record cannot be read: `observe` does not report it.
     disk_hidden: bool,
     tap: Option<String>,
+    /// What the tap's guest filter enforces.
+    filter: Option<ObservedFilter>,
     nat: bool,
     vm_dir: bool,
     /// The real directory behind `vm_dir`, once made.
@@ -84,6 +117,12 @@ struct World {
     /// Workspace name -> (VM uid, VMM pid) of every sync, in order.
     syncs: HashMap<String, Vec<(String, i32)>>,
     sync_faults: HashMap<String, u32>,
+    /// Workspaces whose next copies write the files and then never return (a daemon
+    /// stop in the middle of a copy).
+    sync_hangs: std::collections::HashSet<String>,
+    /// What each guest holds below a Workspace's path: by (VM uid, disk serial), so a
+    /// restarted VMM on the same disk sees the same files and a new disk none.
+    guest_files: HashMap<(String, u64), BTreeMap<String, EntryDigest>>,
 }
 
 /// The simulated host. Cheap to clone (shared state).
@@ -142,6 +181,12 @@ impl SimulatedRuntime {
         self.w().sync_faults.insert(name.to_string(), times);
     }
 
+    /// Makes copies of Workspace `name` write the guest's files and then never return
+    /// (a daemon stop mid-copy), until [`Self::clear_hangs`].
+    pub fn hang_sync(&self, name: &str) {
+        self.w().sync_hangs.insert(name.to_string());
+    }
+
     /// The syncs of Workspace `name` so far: `(VM uid, VMM pid)` of each, in order.
     pub fn syncs_of(&self, name: &str) -> Vec<(String, i32)> {
         self.w().syncs.get(name).cloned().unwrap_or_default()
@@ -152,6 +197,29 @@ impl SimulatedRuntime {
         self.w()
             .tags
             .insert(reference.to_string(), digest.to_string());
+    }
+
+    /// The user changes `path` in the guest of VM `uid` (its current disk), as an edit
+    /// over `banger exec` would: the next guarded copy onto it is refused.
+    pub fn edit_guest(&self, uid: &str, path: &str) {
+        let mut w = self.w();
+        let Some(serial) = w.vms.get(uid).and_then(|v| v.disk_serial) else {
+            return;
+        };
+        w.guest_files
+            .entry((uid.to_string(), serial))
+            .or_default()
+            .insert(path.to_string(), sim_file(b"edited in the guest"));
+    }
+
+    /// What the guest of VM `uid` (its current disk) holds at `path`, as a copy left
+    /// it or [`Self::edit_guest`] changed it.
+    pub fn guest_file(&self, uid: &str, path: &str) -> Option<EntryDigest> {
+        let w = self.w();
+        let serial = w.vms.get(uid).and_then(|v| v.disk_serial)?;
+        w.guest_files
+            .get(&(uid.to_string(), serial))
+            .and_then(|files| files.get(path).cloned())
     }
 
     /// Makes resolving Image `name` fail its next `times` runs.
@@ -181,9 +249,11 @@ impl SimulatedRuntime {
         self.w().hangs.insert((name.to_string(), step), ());
     }
 
-    /// Removes every hang.
+    /// Removes every hang (of steps and copies).
     pub fn clear_hangs(&self) {
-        self.w().hangs.clear();
+        let mut w = self.w();
+        w.hangs.clear();
+        w.sync_hangs.clear();
     }
 
     /// The next `times` observations of VM `uid`'s running VMM report it unresponsive
@@ -290,10 +360,12 @@ impl SimulatedRuntime {
                     image: "planted".into(),
                     digest: String::new(),
                     size: 0,
+                    id: Some(sim_disk_id(0)),
                 }),
                 disk_serial: Some(0),
                 disk_hidden: false,
                 tap: Some(tap),
+                filter: None,
                 nat: true,
                 vm_dir: vm_dir.is_some(),
                 vm_dir_path: vm_dir,
@@ -366,6 +438,7 @@ impl SimulatedRuntime {
             disk_image: vm.disk.as_ref().map(|d| d.image.clone()),
             disk_digest: vm.disk.as_ref().map(|d| d.digest.clone()),
             disk_size: vm.disk.as_ref().map(|d| d.size),
+            disk_id: vm.disk.as_ref().and_then(|d| d.id.clone()),
             nat_rule: vm.nat.then(|| format!("banger-nat-{}", ctx.uid)),
             extra: Default::default(),
         }
@@ -411,6 +484,7 @@ impl SimulatedRuntime {
                     image: ctx.spec.image.clone(),
                     digest: image.rootfs_digest.clone(),
                     size: ctx.spec.disk.0,
+                    id: vm.disk_serial.map(sim_disk_id),
                 });
             }
             VmStep::GrowDisk => {
@@ -420,7 +494,15 @@ impl SimulatedRuntime {
                 }
                 disk.size = disk.size.max(ctx.spec.disk.0);
             }
-            VmStep::EnsureTap => vm.tap = ctx.tap_name(),
+            VmStep::EnsureTap => {
+                // As on the host: the tap's guest filter needs the leased address.
+                let lease = ctx.lease.as_ref().ok_or("no IP lease")?;
+                vm.tap = ctx.tap_name();
+                vm.filter = Some(ObservedFilter {
+                    ip: lease.ip,
+                    isolated: ctx.spec.network.isolated,
+                });
+            }
             VmStep::EnsureNat => {
                 if vm.tap.is_none() {
                     return Err("no tap".into());
@@ -455,6 +537,7 @@ impl SimulatedRuntime {
                     return Err("NAT rule still references the tap".into());
                 }
                 vm.tap = None;
+                vm.filter = None;
             }
             VmStep::RemoveDisk => {
                 if vm.process.as_ref().is_some_and(|p| p.alive) {
@@ -632,6 +715,7 @@ impl VmRuntime for SimulatedRuntime {
             tap: sim.tap.clone().map(|name| ObservedTap {
                 name,
                 attached: true,
+                filter: sim.filter,
             }),
             nat: sim.nat,
             guest_ready,
@@ -688,7 +772,7 @@ impl VmRuntime for SimulatedRuntime {
         Ok(Self::handles_of(&sim, vm))
     }
 
-    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncOutcome, RuntimeError> {
         let latency = self.w().latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -699,28 +783,102 @@ impl VmRuntime for SimulatedRuntime {
             step: step.to_string(),
             message: message.to_string(),
         };
-        let mut w = self.w();
-        if let Some(n) = w.sync_faults.get_mut(&ws.name) {
-            if *n > 0 {
-                *n -= 1;
-                return Err(fail("ssh copy", "injected fault"));
+        let (manifest, hang) = {
+            let mut w = self.w();
+            if let Some(n) = w.sync_faults.get_mut(&ws.name) {
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(fail("ssh copy", "injected fault"));
+                }
+            }
+            let vm = w.vms.get(&ws.vm.uid);
+            let pid = vm
+                .and_then(|v| v.process.as_ref())
+                .filter(|p| p.alive)
+                .map(|p| p.pid)
+                .ok_or_else(|| fail("ssh copy", "no running guest"))?;
+            let serial = vm
+                .and_then(|v| v.disk_serial)
+                .ok_or_else(|| fail("ssh copy", "no root disk"))?;
+            let tree = w
+                .guest_files
+                .entry((ws.vm.uid.clone(), serial))
+                .or_default();
+            if let Some(previous) = ws.previous.as_ref().filter(|p| p.guard) {
+                let changes = previous.manifest.changes(tree);
+                if !changes.is_empty() {
+                    return Ok(SyncOutcome::GuestChanged(changes));
+                }
+            }
+            let manifest = sim_manifest(ws);
+            if let Some(previous) = &ws.previous {
+                for gone in previous
+                    .manifest
+                    .entries
+                    .keys()
+                    .filter(|p| !p.starts_with(".git/") && !manifest.entries.contains_key(*p))
+                {
+                    tree.remove(gone);
+                }
+            }
+            tree.extend(manifest.entries.clone());
+            w.syncs
+                .entry(ws.name.clone())
+                .or_default()
+                .push((ws.vm.uid.clone(), pid));
+            let hang = w.sync_hangs.contains(&ws.name);
+            (manifest, hang)
+        };
+        if hang {
+            // The files are written; the answer never comes.
+            std::future::pending::<()>().await;
+        }
+        Ok(SyncOutcome::Copied {
+            record: SyncRecord {
+                files: 3,
+                bytes: 42,
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            },
+            manifest,
+        })
+    }
+
+    /// Writes a made-up "patch": a header line naming the Workspace, the VM and the
+    /// base, then one line per path the simulated guest holds (path and digest).
+    async fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        mut out: std::fs::File,
+    ) -> Result<ExportRecord, RuntimeError> {
+        let fail = |message: String| RuntimeError::Sync {
+            workspace: ws.name.clone(),
+            vm: ws.vm.name.clone(),
+            step: "export".into(),
+            message,
+        };
+        let mut text = format!(
+            "# simulated export of workspace {} (vm {}) against {}\n",
+            ws.name,
+            ws.vm.name,
+            base.as_deref().unwrap_or("the empty tree")
+        );
+        {
+            let w = self.w();
+            let serial = w.vms.get(&ws.vm.uid).and_then(|v| v.disk_serial);
+            let tree = serial.and_then(|s| w.guest_files.get(&(ws.vm.uid.clone(), s)));
+            for (path, digest) in tree.into_iter().flatten() {
+                text.push_str(&format!("{path} {digest:?}\n"));
             }
         }
-        let pid = w
-            .vms
-            .get(&ws.vm.uid)
-            .and_then(|v| v.process.as_ref())
-            .filter(|p| p.alive)
-            .map(|p| p.pid)
-            .ok_or_else(|| fail("ssh copy", "no running guest"))?;
-        w.syncs
-            .entry(ws.name.clone())
-            .or_default()
-            .push((ws.vm.uid.clone(), pid));
-        Ok(SyncRecord {
-            files: 3,
-            bytes: 42,
-            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        let bytes = text.len() as u64;
+        tokio::task::spawn_blocking(move || out.write_all(text.as_bytes()))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(ExportRecord {
+            method: crate::runtime::ExportMethod::GuestGit,
+            bytes,
         })
     }
 
@@ -775,8 +933,15 @@ impl VmRuntime for SimulatedRuntime {
         };
         match item.kind {
             GarbageKind::Process => vm.process = None,
+            // The simulated host confines nothing: it never lists a cgroup.
+            GarbageKind::Cgroup => {}
             GarbageKind::NatRule => vm.nat = false,
-            GarbageKind::Tap => vm.tap = None,
+            // The simulated host keeps a tap's guest filter with the tap: it lists and
+            // removes them as one item.
+            GarbageKind::Tap | GarbageKind::FilterRules => {
+                vm.tap = None;
+                vm.filter = None;
+            }
             GarbageKind::VmDir => {
                 if let Some(path) = vm.vm_dir_path.take() {
                     match std::fs::remove_dir_all(&path) {

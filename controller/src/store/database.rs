@@ -11,12 +11,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     schema, Event, EventCaps, EventFilter, InternalState, LeaseGrant, NewEvent, StoreError,
-    StoredObject,
+    StoredObject, StoredSyncRequest,
 };
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
 use crate::objects::{self, Owner};
-use crate::runtime::VmHandles;
+use crate::runtime::{CopyManifest, VmHandles};
 use crate::status::{EventType, ObjectStatus, Reason};
 
 /// The database (see the module docs).
@@ -308,6 +308,16 @@ impl Database {
         .map_err(self.sql("remove events"))?;
         tx.execute("DELETE FROM journal WHERE uid = ?1", params![uid])
             .map_err(self.sql("remove journal"))?;
+        tx.execute(
+            "DELETE FROM workspace_sync_requests WHERE uid = ?1",
+            params![uid],
+        )
+        .map_err(self.sql("remove sync requests"))?;
+        tx.execute(
+            "DELETE FROM workspace_manifests WHERE uid = ?1",
+            params![uid],
+        )
+        .map_err(self.sql("remove copy manifest"))?;
         tx.commit().map_err(self.sql("commit remove"))
     }
 
@@ -871,6 +881,97 @@ impl Database {
         )
         .map_err(self.sql("finish journal"))?;
         tx.commit().map_err(self.sql("commit finish step"))
+    }
+
+    /// Records a sync request for the Workspace `uid`: numbered one more than its last.
+    pub fn request_sync(
+        &self,
+        uid: &str,
+        force: bool,
+        at: &str,
+    ) -> Result<StoredSyncRequest, StoreError> {
+        let serial: i64 = self
+            .conn()
+            .query_row(
+                "INSERT INTO workspace_sync_requests (uid, serial, force, at) VALUES (?1, 1, ?2, ?3)
+                 ON CONFLICT (uid) DO UPDATE SET serial = serial + 1, force = ?2, at = ?3
+                 RETURNING serial",
+                params![uid, force, at],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("write sync request"))?;
+        Ok(StoredSyncRequest {
+            serial: u64::try_from(serial).unwrap_or(0),
+            force,
+            at: at.to_string(),
+        })
+    }
+
+    /// The Workspace `uid`'s latest sync request.
+    pub fn sync_request(&self, uid: &str) -> Result<Option<StoredSyncRequest>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT serial, force, at FROM workspace_sync_requests WHERE uid = ?1",
+                params![uid],
+                |r| {
+                    Ok(StoredSyncRequest {
+                        serial: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        force: r.get(1)?,
+                        at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql("read sync request"))
+    }
+
+    /// What the Workspace `uid`'s last copy wrote, if recorded.
+    pub fn copy_manifest(&self, uid: &str) -> Result<Option<CopyManifest>, StoreError> {
+        let row: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT manifest FROM workspace_manifests WHERE uid = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("read copy manifest"))?;
+        row.map(|s| {
+            serde_json::from_str(&s).map_err(|e| self.corrupt("read copy manifest", e.to_string()))
+        })
+        .transpose()
+    }
+
+    /// A Workspace's status and its copy's manifest, in one transaction.
+    pub fn put_copy(
+        &self,
+        name: &str,
+        uid: &str,
+        status: &ObjectStatus,
+        internal: &InternalState,
+        manifest: &CopyManifest,
+    ) -> Result<(), StoreError> {
+        let v = serde_json::to_string(status)
+            .map_err(|e| self.corrupt("write status", e.to_string()))?;
+        let i = serde_json::to_string(internal)
+            .map_err(|e| self.corrupt("write status", e.to_string()))?;
+        let m = serde_json::to_string(manifest)
+            .map_err(|e| self.corrupt("write copy manifest", e.to_string()))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql("begin write copy"))?;
+        tx.execute(
+            "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
+            params![kind_str(Kind::Workspace), name, v, i],
+        )
+        .map_err(self.sql("write status"))?;
+        tx.execute(
+            "INSERT INTO workspace_manifests (uid, manifest) VALUES (?1, ?2)
+             ON CONFLICT (uid) DO UPDATE SET manifest = ?2",
+            params![uid, m],
+        )
+        .map_err(self.sql("write copy manifest"))?;
+        tx.commit().map_err(self.sql("commit write copy"))
     }
 
     /// Writes a VM's handles.

@@ -127,6 +127,10 @@ pub struct InternalState {
     /// Workspace: the last successful copy into the guest, and for what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced: Option<WorkspaceSynced>,
+    /// Workspace: the last copy refused because the guest changed (cleared by the next
+    /// copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<WorkspaceRefused>,
 }
 
 /// An Image's resolution and update checks, as the engine keeps them.
@@ -150,8 +154,39 @@ pub struct ImageRecord {
     pub check_error: Option<String>,
 }
 
-/// What a Workspace's last successful copy was for: a copy counts only while the
-/// Workspace's generation, the VM's uid and its VMM (pid + start time) are the same.
+/// A Workspace copy refused because the guest changed what the last copy wrote: for
+/// which generation, guest and request (see [`crate::planner::Refusal`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRefused {
+    /// The Workspace's generation.
+    pub generation: i64,
+    /// The VM's uid.
+    pub vm_uid: String,
+    /// The root disk's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
+    /// The latest sync request then (0: none).
+    #[serde(default)]
+    pub request: u64,
+    /// What changed, one line.
+    pub changes: String,
+}
+
+/// A `banger workspace sync` request as stored (one row per Workspace: the latest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSyncRequest {
+    /// Its number: one more than the Workspace's previous request.
+    pub serial: u64,
+    /// `--force`.
+    pub force: bool,
+    /// When it was made (RFC 3339).
+    pub at: String,
+}
+
+/// What a Workspace's last successful copy was for: a copy counts while the
+/// Workspace's generation, the VM's uid and its root disk are the same (a VMM restart
+/// keeps the disk, so it never copies again).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSynced {
@@ -159,14 +194,18 @@ pub struct WorkspaceSynced {
     pub generation: i64,
     /// The VM's uid.
     pub vm_uid: String,
-    /// The VMM's pid.
-    pub vmm_pid: i32,
-    /// The VMM's start time (clock ticks since boot).
-    pub vmm_start_time: u64,
+    /// The root disk's identity ([`crate::runtime::ObservedDisk::id`]). A row written
+    /// before disks had ids has none, as do those disks: it keeps counting for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
     /// What was copied.
     pub record: crate::runtime::SyncRecord,
     /// When (RFC 3339).
     pub at: String,
+    /// The latest `banger workspace sync` request when the copy was planned: it and
+    /// every earlier one are served (0: none).
+    #[serde(default)]
+    pub request: u64,
 }
 
 /// An event as stored.
@@ -386,6 +425,56 @@ impl Store {
         let uid = uid.to_owned();
         self.run("finish step", move |db| {
             db.finish_step(journal_id, &uid, &handles)
+        })
+        .await
+    }
+
+    /// Records a `banger workspace sync` request for the Workspace `uid` (numbered one
+    /// more than its last) and returns it.
+    pub async fn request_sync(
+        &self,
+        uid: &str,
+        force: bool,
+        at: String,
+    ) -> Result<StoredSyncRequest, StoreError> {
+        let uid = uid.to_owned();
+        self.run("write sync request", move |db| {
+            db.request_sync(&uid, force, &at)
+        })
+        .await
+    }
+
+    /// The Workspace `uid`'s latest sync request, if any.
+    pub async fn sync_request(&self, uid: &str) -> Result<Option<StoredSyncRequest>, StoreError> {
+        let uid = uid.to_owned();
+        self.run("read sync request", move |db| db.sync_request(&uid))
+            .await
+    }
+
+    /// What the Workspace `uid`'s last copy wrote into its guest, if recorded.
+    pub async fn copy_manifest(
+        &self,
+        uid: &str,
+    ) -> Result<Option<crate::runtime::CopyManifest>, StoreError> {
+        let uid = uid.to_owned();
+        self.run("read copy manifest", move |db| db.copy_manifest(&uid))
+            .await
+    }
+
+    /// Writes a Workspace's status after a copy together with the copy's manifest, in
+    /// one transaction: the manifest stored is always the one of the copy the status
+    /// records.
+    pub async fn put_copy(
+        &self,
+        name: &str,
+        uid: &str,
+        status: ObjectStatus,
+        internal: InternalState,
+        manifest: crate::runtime::CopyManifest,
+    ) -> Result<(), StoreError> {
+        let (name, uid) = (name.to_owned(), uid.to_owned());
+        self.run("write copy", move |db| {
+            db.put_copy(&name, &uid, &status, &internal, &manifest)
         })
         .await
     }

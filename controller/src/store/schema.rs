@@ -74,4 +74,19 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE leases;
     ALTER TABLE leases_v2 RENAME TO leases;
     "#,
+    // 3: Workspaces: the latest `banger workspace sync` request (written by the API,
+    // read by the engine: never the status row, which the reconcile rewrites) and the
+    // manifest of what the last copy wrote into the guest.
+    r#"
+    CREATE TABLE workspace_sync_requests (
+        uid TEXT PRIMARY KEY,
+        serial INTEGER NOT NULL,
+        force INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE workspace_manifests (
+        uid TEXT PRIMARY KEY,
+        manifest TEXT NOT NULL
+    );
+    "#,
 ];

@@ -213,3 +213,41 @@ fn events_are_capped_per_object_and_journal_tracks_unfinished() {
         vec!["running", "done"]
     );
 }
+
+#[test]
+fn sync_requests_are_numbered_per_workspace_and_go_with_the_object() {
+    let (_d, s) = open();
+    assert_eq!(s.sync_request("w1").unwrap(), None);
+    let first = s.request_sync("w1", false, "t1").unwrap();
+    assert_eq!((first.serial, first.force), (1, false));
+    let second = s.request_sync("w1", true, "t2").unwrap();
+    assert_eq!(
+        (second.serial, second.force, second.at.as_str()),
+        (2, true, "t2")
+    );
+    assert_eq!(
+        s.request_sync("w2", false, "t3").unwrap().serial,
+        1,
+        "per workspace"
+    );
+    assert_eq!(s.sync_request("w1").unwrap(), Some(second));
+
+    let mut manifest = crate::runtime::CopyManifest::default();
+    manifest.insert("a.txt", crate::runtime::EntryDigest::directory());
+    let status = ObjectStatus {
+        base_commit: Some("abc".into()),
+        ..ObjectStatus::default()
+    };
+    s.put_copy("code", "w1", &status, &InternalState::default(), &manifest)
+        .unwrap();
+    assert_eq!(s.copy_manifest("w1").unwrap(), Some(manifest));
+    assert_eq!(s.get_status(Kind::Workspace, "code").unwrap().0, status);
+
+    s.remove_object(Kind::Workspace, "code", "w1").unwrap();
+    assert_eq!(s.sync_request("w1").unwrap(), None);
+    assert_eq!(s.copy_manifest("w1").unwrap(), None);
+    assert!(
+        s.sync_request("w2").unwrap().is_some(),
+        "another workspace's kept"
+    );
+}

@@ -68,6 +68,7 @@ pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> LinuxRuntime {
             qemu_bin: None,
             firecracker_bin: None,
             accel: Accel::Auto,
+            ..DriverConfig::default()
         },
         stop_grace,
         images: ImageConfig {
@@ -76,6 +77,7 @@ pub fn host_runtime(state_dir: &Path, stop_grace: Duration) -> LinuxRuntime {
             guest_dir: kit_dir(),
             ..ImageConfig::for_state_dir(state_dir)
         },
+        vmm_user: banger_controller::host::vmm_user::DEFAULT_VMM_USER.into(),
     })
     .unwrap()
 }

@@ -1,7 +1,9 @@
 //! TEST STAND-IN for the `firecracker` binary, used only by banger's Firecracker driver
 //! tests (`tests/firecracker_api.rs` in this crate). It boots nothing.
 //!
-//! It accepts Firecracker's command line (`--api-sock PATH --id ID`, or `--version`) and
+//! It accepts Firecracker's command line (`--api-sock PATH --id ID`, or `--version`; also
+//! `--flag=value` and the `--start-time-us`/`--start-time-cpu-us`/`--parent-cpu-time-us`
+//! the jailer adds when it execs Firecracker) and
 //! serves the in-test API model (this crate's library) on the socket, so the driver's real
 //! process handling (detached spawn, socket wait, identity, signals) is exercised. Its
 //! stdout plays the guest's serial console: a line when the instance starts, and on
@@ -60,11 +62,22 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let mut socket = None;
     let mut id = None;
     let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
+    while let Some(arg) = rest.next() {
+        // `--flag value` or `--flag=value` (the jailer passes `--id=<id>`).
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, value.to_owned()),
+            None => (
+                arg.as_str(),
+                rest.next()
+                    .ok_or_else(|| format!("{arg} needs a value"))?
+                    .clone(),
+            ),
+        };
+        match flag {
             "--api-sock" => socket = Some(PathBuf::from(value)),
-            "--id" => id = Some(value.clone()),
+            "--id" => id = Some(value),
+            // What the jailer adds for Firecracker's own start-up metrics.
+            "--start-time-us" | "--start-time-cpu-us" | "--parent-cpu-time-us" => {}
             other => return Err(format!("unknown argument {other}")),
         }
     }

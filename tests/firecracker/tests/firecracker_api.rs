@@ -15,10 +15,11 @@ use banger_controller::driver::firecracker::{
     KvmUnsuitable,
 };
 use banger_controller::driver::{
-    DriverConfig, DriverError, Hypervisor, HypervisorKind, Hypervisors, LaunchSpec, Liveness,
-    VmmProcess,
+    Confinement, DriverConfig, DriverError, Hypervisor, HypervisorKind, Hypervisors, LaunchSpec,
+    Liveness, VmmProcess,
 };
 use banger_controller::host::kvm::KvmStatus;
+use banger_controller::host::vmm_user::VmmUser;
 use banger_test_firecracker::{
     read_journal_file, FcApiServer, InstanceEvent, RecordedRequest, NOT_AFTER_START,
     NOT_BEFORE_START,
@@ -47,6 +48,16 @@ fn vm_files(dir: &Path) -> LaunchSpec {
         mac: "02:7d:1e:0c:52:01".into(),
         vm_dir: dir.to_path_buf(),
         console_log: dir.join("console.log"),
+        // Without the jailer Firecracker runs as the daemon's user, and these tests run
+        // as any user: no cgroup (cgroups are tested with the runtime, as root).
+        confinement: Confinement {
+            user: VmmUser {
+                name: "banger-vmm".into(),
+                uid: 998,
+                gid: 997,
+            },
+            cgroup: None,
+        },
     }
 }
 
@@ -883,4 +894,134 @@ fn detection_reads_the_version_of_the_binary() {
     assert!(pvm.contains("kvm_pvm"), "{pvm}");
     let missing = suitability(&KvmStatus::Missing).unwrap_err();
     assert!(missing.contains("/dev/kvm does not exist"), "{missing}");
+}
+
+// ---------------------------------------------------------------------------------
+// Through the jailer: the test stand-in for the jailer (`src/jailer_stand_in.rs`) runs
+// the stand-in Firecracker in its jail, as the VMM user, in the VM's cgroup.
+// ---------------------------------------------------------------------------------
+
+const JAILER_STAND_IN: &str = env!("CARGO_BIN_EXE_banger-test-jailer-stand-in");
+
+/// The uid/gid fields of `/proc/PID/status` (real, effective, saved, filesystem).
+fn ids_of(pid: i32, field: &str) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.split_whitespace().map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[ignore = "needs root (the jailer's chroot and mount namespace, cgroups, the VMM user)"]
+async fn a_jailed_firecracker_runs_as_the_vmm_user_in_its_jail_and_cgroup() {
+    use banger_controller::driver::firecracker::jail::{Jail, Jailer};
+    use banger_controller::host::cgroup::{daemon_parent, CgroupLayout};
+    use banger_controller::host::names::ObjectUid;
+    use banger_controller::host::vmm_user;
+    use std::os::unix::fs::MetadataExt;
+
+    let state = tempfile::tempdir().unwrap();
+    // Short: the jailed API socket's path must fit a Unix socket address.
+    let uid = format!(
+        "f1{:06x}{:04x}",
+        std::process::id() & 0xff_ffff,
+        nanos() & 0xffff
+    );
+    let vm_dir = state.path().join("vms").join(&uid);
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let user = vmm_user::ensure(vmm_user::DEFAULT_VMM_USER).unwrap();
+    let layout = CgroupLayout::detect().unwrap();
+    let cgroup = layout.vm_cgroup(
+        &daemon_parent(state.path()),
+        &ObjectUid::parse(&uid).unwrap(),
+    );
+    let mut spec = vm_files(&vm_dir);
+    spec.uid = uid.clone();
+    spec.confinement = Confinement {
+        user: user.clone(),
+        cgroup: Some(cgroup.clone()),
+    };
+    // Stops whatever runs in the VM's cgroup and removes it, however the test ends.
+    struct Cleanup(banger_controller::host::cgroup::VmCgroup);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for _ in 0..100 {
+                let pids = self.0.pids().unwrap_or_default();
+                for pid in &pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                if self.0.remove().is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let _cleanup = Cleanup(cgroup.clone());
+    let jailer = Jailer {
+        binary: JAILER_STAND_IN.into(),
+        chroot_base: state.path().join("jail"),
+    };
+    let driver = stand_in_driver().with_jailer(jailer.clone());
+    let jail = Jail::new(
+        &jailer.chroot_base,
+        Path::new(STAND_IN),
+        &format!("banger-{uid}"),
+    )
+    .unwrap();
+
+    let process = driver.launch(&spec).await.unwrap();
+    assert_eq!(process.control_socket, jail.api_socket());
+    assert_eq!(
+        driver.vm_files(&vm_dir, &uid).control_socket,
+        jail.api_socket()
+    );
+    assert_eq!(driver.probe(&process, &uid).await, Liveness::Running);
+
+    // The VMM user, no other group, in the VM's cgroup.
+    assert_eq!(ids_of(process.pid, "Uid:"), vec![user.uid; 4]);
+    assert_eq!(ids_of(process.pid, "Gid:"), vec![user.gid; 4]);
+    assert_eq!(ids_of(process.pid, "Groups:"), Vec::<u32>::new());
+    assert!(cgroup.pids().unwrap().contains(&process.pid));
+    // Confined to its jail: what it wrote at `/` is in the jail's root on the host, and
+    // it was configured with the jail's paths.
+    let journal = read_journal_file(&jail.root.join("fc-stand-in.journal"));
+    let boot_source = journal
+        .iter()
+        .find(|r| r.path == "/boot-source")
+        .expect("boot source configured");
+    assert_eq!(boot_source.body["kernel_image_path"], "/vmlinux");
+    let drive = journal
+        .iter()
+        .find(|r| r.path == "/drives/rootfs")
+        .expect("root drive configured");
+    assert_eq!(drive.body["path_on_host"], "/rootfs.ext4");
+    // Its root disk is the VM's own file (a hard link), given to the VMM user; the
+    // kernel the test made (world-readable) is linked, not copied.
+    let disk = std::fs::metadata(jail.root.join("rootfs.ext4")).unwrap();
+    let original = std::fs::metadata(&spec.root_disk).unwrap();
+    assert_eq!(disk.ino(), original.ino());
+    assert_eq!(
+        (disk.uid(), disk.gid(), disk.mode() & 0o777),
+        (user.uid, user.gid, 0o600)
+    );
+    assert_eq!(
+        std::fs::metadata(jail.root.join("vmlinux")).unwrap().ino(),
+        std::fs::metadata(&spec.kernel).unwrap().ino()
+    );
+
+    // Shutdown: the process goes, the jail goes, the disk is root's again.
+    driver
+        .shutdown(&process, &uid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(driver.probe(&process, &uid).await, Liveness::Exited);
+    assert!(!jail.instance_dir.exists(), "the jail was left behind");
+    let after = std::fs::metadata(&spec.root_disk).unwrap();
+    assert_eq!((after.uid(), after.gid(), after.nlink()), (0, 0, 1));
 }

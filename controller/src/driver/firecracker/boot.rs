@@ -125,6 +125,7 @@ mod tests {
             mac: "02:3f:0c:2a:4e:01".into(),
             vm_dir: "/state/vms/web".into(),
             console_log: "/state/vms/web/console.log".into(),
+            confinement: crate::testutil::test_confinement(),
         }
     }
 

@@ -4,7 +4,10 @@
 //! - [`bridge`]: the bridge, managed over rtnetlink ([`Netlink`]).
 //! - [`tap`]: persistent taps made through `/dev/net/tun`, attached to the bridge over
 //!   rtnetlink.
-//! - [`nat`]: per-VM masquerade rules in banger's own nftables table.
+//! - [`nat`]: per-VM masquerade rules in banger's own nftables table, and what guests
+//!   may send to the host itself.
+//! - [`guest_filter`]: per-VM rules on the bridge: a guest's own MAC and address only,
+//!   no frame to or from another guest unless both left isolation.
 //! - [`vm`]: one VM's network objects as the Linux runtime's steps make, probe and
 //!   remove them, and the garbage finder.
 //!
@@ -22,6 +25,7 @@ use crate::host::names::{self, NameError};
 
 pub mod bridge;
 pub mod cidr;
+pub mod guest_filter;
 pub mod nat;
 pub mod tap;
 pub mod vm;

@@ -3,8 +3,18 @@
 //! Layout of `table ip banger` ([`names::NFT_TABLE`]):
 //! - chain `postrouting` (nat hook, priority 100): one rule per VM,
 //!   `ip saddr <vm ip> oifname != "<bridge>" masquerade comment "banger-vm:<uid>"`;
-//! - chain `forward` (filter hook, priority 0): two rules accepting traffic from the
-//!   bridge and established/related traffic to it, tagged `banger-bridge:<bridge>`.
+//! - chain `forward` (filter hook, priority 0): three rules, tagged
+//!   `banger-bridge:<bridge>`: traffic from the bridge to `169.254.169.254` (the cloud
+//!   metadata address) is dropped, other traffic from the bridge is accepted, and
+//!   established/related traffic to it too;
+//! - chain `input` (filter hook, priority 0): what guests may send to the host's own
+//!   addresses, tagged the same way: replies to connections the host opened
+//!   (established/related), ICMP echo to the gateway address, nothing else. banger
+//!   serves guests nothing on the host (no DNS, no DHCP: a guest's address comes on its
+//!   kernel command line), so nothing else is let in.
+//!
+//! The per-guest rules (source MAC and IP, guest to guest) live in `table bridge banger`
+//! ([`super::guest_filter`]).
 //!
 //! # Why this is not shell interpolation
 //! `nft` is spawned directly with an argv vector (`nft -f -`, no shell), and the
@@ -96,14 +106,20 @@ pub struct NatTable {
     pub vm_rules: Vec<NatRule>,
     /// Bridge names with forward-chain rules, one entry per rule.
     pub forward_bridges: Vec<String>,
+    /// Bridge names with input-chain rules, one entry per rule.
+    pub input_bridges: Vec<String>,
 }
 
 impl NatTable {
-    /// Whether the table exists with exactly the two forward rules of `bridge`.
+    /// Whether the table exists with exactly the base forward and input rules of
+    /// `bridge`.
     pub fn has_base_for(&self, bridge: &BridgeConfig) -> bool {
+        let only_this = |bridges: &[String], count: usize| {
+            bridges.len() == count && bridges.iter().all(|b| b == bridge.name())
+        };
         self.exists
-            && self.forward_bridges.len() == 2
-            && self.forward_bridges.iter().all(|b| b == bridge.name())
+            && only_this(&self.forward_bridges, FORWARD_BASE_RULES)
+            && only_this(&self.input_bridges, INPUT_BASE_RULES)
     }
 }
 
@@ -130,32 +146,22 @@ impl Nftables {
         }
     }
 
-    /// Reads banger's table. A missing table is an empty, non-existent [`NatTable`].
-    pub async fn read_table(&self) -> Result<NatTable, NatError> {
-        let step = "list table";
-        let output = Command::new(&self.bin)
-            .args(["-j", "list", "table", "ip", names::NFT_TABLE])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|source| self.spawn_err(step, source))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-            if stderr.contains("No such file or directory") {
-                return Ok(NatTable::default());
-            }
-            return Err(NatError::Failed {
-                bin: self.bin.clone(),
-                step: step.to_string(),
-                stderr,
-            });
-        }
-        parse_table(&String::from_utf8_lossy(&output.stdout))
+    /// The nft binary.
+    pub(super) fn bin(&self) -> &Path {
+        &self.bin
     }
 
-    /// Makes the table, both chains and the bridge's forward rules exist (idempotent:
-    /// the forward chain is rewritten atomically only when its rules are not exactly
-    /// the two for this bridge).
+    /// Reads banger's table. A missing table is an empty, non-existent [`NatTable`].
+    pub async fn read_table(&self) -> Result<NatTable, NatError> {
+        match self.list_json("ip", names::NFT_TABLE).await? {
+            Some(json) => parse_table(&json),
+            None => Ok(NatTable::default()),
+        }
+    }
+
+    /// Makes the table, its chains and the bridge's forward and input rules exist
+    /// (idempotent: both filter chains are rewritten in one transaction only when their
+    /// rules are not exactly those of this bridge).
     pub async fn ensure_base(&self, bridge: &BridgeConfig) -> Result<(), NatError> {
         if self.read_table().await?.has_base_for(bridge) {
             return Ok(());
@@ -168,7 +174,7 @@ impl Nftables {
     }
 
     /// Makes the masquerade rule of VM `uid` (source `ip`) exist, with the table, its
-    /// chains and the bridge's forward rules ([`Self::ensure_base`]), replacing a rule
+    /// chains and the bridge's base rules ([`Self::ensure_base`]), replacing a rule
     /// of that VM with another address, all in one transaction; returns the rule. One
     /// `nft` run when everything is there, else three: read, apply, read back.
     pub async fn ensure_vm(
@@ -183,11 +189,8 @@ impl Nftables {
         if let [only] = mine.as_slice() {
             if only.ip == Some(ip) {
                 if !base_ok {
-                    self.apply(
-                        "ensure table, chains and forward rules",
-                        &base_ruleset(bridge),
-                    )
-                    .await?;
+                    self.apply("ensure table, chains and base rules", &base_ruleset(bridge))
+                        .await?;
                 }
                 return Ok((*only).clone());
             }
@@ -266,7 +269,35 @@ impl Nftables {
         .await
     }
 
-    async fn run_argv(&self, step: &str, args: &[&str]) -> Result<(), NatError> {
+    /// `nft -j list table FAMILY TABLE`: the JSON text, or `None` when there is no such
+    /// table.
+    pub(super) async fn list_json(
+        &self,
+        family: &str,
+        table: &str,
+    ) -> Result<Option<String>, NatError> {
+        let step = format!("list table {family} {table}");
+        let output = Command::new(&self.bin)
+            .args(["-j", "list", "table", family, table])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| self.spawn_err(&step, source))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if stderr.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(NatError::Failed {
+                bin: self.bin.clone(),
+                step,
+                stderr,
+            });
+        }
+        Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+    }
+
+    pub(super) async fn run_argv(&self, step: &str, args: &[&str]) -> Result<(), NatError> {
         let output = Command::new(&self.bin)
             .args(args)
             .stdin(Stdio::null())
@@ -285,7 +316,7 @@ impl Nftables {
     }
 
     /// Feeds `ruleset` to `nft -f -` (one atomic transaction).
-    async fn apply(&self, step: &str, ruleset: &str) -> Result<(), NatError> {
+    pub(super) async fn apply(&self, step: &str, ruleset: &str) -> Result<(), NatError> {
         let mut child = Command::new(&self.bin)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
@@ -325,23 +356,39 @@ fn table_and_chains() -> String {
     let t = names::NFT_TABLE;
     let post = names::NFT_POSTROUTING_CHAIN;
     let fwd = names::NFT_FORWARD_CHAIN;
+    let input = names::NFT_INPUT_CHAIN;
     format!(
         "add table ip {t}\n\
          add chain ip {t} {post} {{ type nat hook postrouting priority 100; policy accept; }}\n\
-         add chain ip {t} {fwd} {{ type filter hook forward priority 0; policy accept; }}\n"
+         add chain ip {t} {fwd} {{ type filter hook forward priority 0; policy accept; }}\n\
+         add chain ip {t} {input} {{ type filter hook input priority 0; policy accept; }}\n"
     )
 }
 
-/// The ruleset making the table, its chains and the bridge's forward rules (the
-/// forward chain is flushed and refilled in the same transaction).
+/// Rules [`base_ruleset`] puts in the forward chain.
+const FORWARD_BASE_RULES: usize = 3;
+/// Rules [`base_ruleset`] puts in the input chain.
+const INPUT_BASE_RULES: usize = 3;
+
+/// The ruleset making the table, its chains and the bridge's forward and input rules
+/// (both filter chains are flushed and refilled in the same transaction).
 pub fn base_ruleset(bridge: &BridgeConfig) -> String {
     let t = names::NFT_TABLE;
     let fwd = names::NFT_FORWARD_CHAIN;
+    let input = names::NFT_INPUT_CHAIN;
     let br = bridge.name();
+    let gateway = bridge.cidr().gateway();
+    let metadata = names::METADATA_ADDRESS;
+    let tag = format!("comment \"{BRIDGE_COMMENT_PREFIX}{br}\"");
     format!(
         "{head}flush chain ip {t} {fwd}\n\
-         add rule ip {t} {fwd} iifname \"{br}\" accept comment \"{BRIDGE_COMMENT_PREFIX}{br}\"\n\
-         add rule ip {t} {fwd} oifname \"{br}\" ct state established,related accept comment \"{BRIDGE_COMMENT_PREFIX}{br}\"\n",
+         flush chain ip {t} {input}\n\
+         add rule ip {t} {fwd} iifname \"{br}\" ip daddr {metadata} drop {tag}\n\
+         add rule ip {t} {fwd} iifname \"{br}\" accept {tag}\n\
+         add rule ip {t} {fwd} oifname \"{br}\" ct state established,related accept {tag}\n\
+         add rule ip {t} {input} iifname \"{br}\" ct state established,related accept {tag}\n\
+         add rule ip {t} {input} iifname \"{br}\" ip daddr {gateway} icmp type echo-request accept {tag}\n\
+         add rule ip {t} {input} iifname \"{br}\" drop {tag}\n",
         head = table_and_chains()
     )
 }
@@ -417,6 +464,10 @@ pub fn parse_table(json: &str) -> Result<NatTable, NatError> {
             if let Some(bridge) = comment.strip_prefix(BRIDGE_COMMENT_PREFIX) {
                 table.forward_bridges.push(bridge.to_string());
             }
+        } else if chain == names::NFT_INPUT_CHAIN {
+            if let Some(bridge) = comment.strip_prefix(BRIDGE_COMMENT_PREFIX) {
+                table.input_bridges.push(bridge.to_string());
+            }
         }
     }
     Ok(table)
@@ -454,10 +505,20 @@ mod tests {
             "add table ip banger\n\
              add chain ip banger postrouting { type nat hook postrouting priority 100; policy accept; }\n\
              add chain ip banger forward { type filter hook forward priority 0; policy accept; }\n\
+             add chain ip banger input { type filter hook input priority 0; policy accept; }\n\
              flush chain ip banger forward\n\
+             flush chain ip banger input\n\
+             add rule ip banger forward iifname \"banger0\" ip daddr 169.254.169.254 drop comment \"banger-bridge:banger0\"\n\
              add rule ip banger forward iifname \"banger0\" accept comment \"banger-bridge:banger0\"\n\
-             add rule ip banger forward oifname \"banger0\" ct state established,related accept comment \"banger-bridge:banger0\"\n"
+             add rule ip banger forward oifname \"banger0\" ct state established,related accept comment \"banger-bridge:banger0\"\n\
+             add rule ip banger input iifname \"banger0\" ct state established,related accept comment \"banger-bridge:banger0\"\n\
+             add rule ip banger input iifname \"banger0\" ip daddr 172.30.0.1 icmp type echo-request accept comment \"banger-bridge:banger0\"\n\
+             add rule ip banger input iifname \"banger0\" drop comment \"banger-bridge:banger0\"\n"
         );
+        // The metadata drop comes before the bridge's accept.
+        let drop = text.find("169.254.169.254 drop").unwrap();
+        let accept = text.find("forward iifname \"banger0\" accept").unwrap();
+        assert!(drop < accept);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! outlives the file descriptor that made it, so the hypervisor can open it by name
 //! later and banger can re-probe it after a daemon restart.
 
-use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use futures::TryStreamExt;
@@ -180,6 +180,42 @@ pub async fn list_banger_taps(nl: &Netlink) -> Result<Vec<String>, NetError> {
 /// Creates (or re-opens) the tap `name` through `/dev/net/tun` and marks it persistent,
 /// so it stays after this function closes its file descriptor.
 fn create_persistent_tap(name: &str) -> Result<(), NetError> {
+    let file = attach_tun(name, libc::IFF_TAP | libc::IFF_NO_PI)?;
+    // SAFETY: the fd is still open (owned by `file`) and now bound to the tap;
+    // TUNSETPERSIST takes its argument by value as an integer, no memory is passed.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) };
+    if rc < 0 {
+        return Err(NetError::Tun {
+            step: "TUNSETPERSIST",
+            device: name.to_string(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens a queue of the existing tap `name` (with virtio-net headers, as QEMU would open
+/// it itself) and returns its descriptor: what an unprivileged VMM, which may not open
+/// taps, is handed. Blocking (one ioctl). The tap stays persistent and attached.
+pub fn open_tap_queue(name: &str) -> Result<OwnedFd, NetError> {
+    names::validate_ifname(name)?;
+    // TUNSETIFF would make a fresh, unattached tap of a missing name: look first (in the
+    // calling thread's network namespace, as the ioctl below acts).
+    let c_name = std::ffi::CString::new(name).map_err(|_| NetError::Missing {
+        device: name.to_string(),
+    })?;
+    // SAFETY: `c_name` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+        return Err(NetError::Missing {
+            device: name.to_string(),
+        });
+    }
+    attach_tun(name, libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR).map(OwnedFd::from)
+}
+
+/// Opens `/dev/net/tun` (close-on-exec) and binds the descriptor to the tap `name` with
+/// `flags` (`TUNSETIFF`), creating the tap when it does not exist.
+fn attach_tun(name: &str, flags: libc::c_int) -> Result<File, NetError> {
     let tun_err = |step, source| NetError::Tun {
         step,
         device: name.to_string(),
@@ -200,7 +236,6 @@ fn create_persistent_tap(name: &str) -> Result<(), NetError> {
     for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    let flags = libc::IFF_TAP | libc::IFF_NO_PI;
     ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(flags).map_err(|_| {
         tun_err(
             "TUNSETIFF",
@@ -221,11 +256,5 @@ fn create_persistent_tap(name: &str) -> Result<(), NetError> {
     if rc < 0 {
         return Err(tun_err("TUNSETIFF", std::io::Error::last_os_error()));
     }
-    // SAFETY: the fd is still open (owned by `file`) and now bound to the tap;
-    // TUNSETPERSIST takes its argument by value as an integer, no memory is passed.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) };
-    if rc < 0 {
-        return Err(tun_err("TUNSETPERSIST", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    Ok(file)
 }

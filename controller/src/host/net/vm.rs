@@ -1,8 +1,9 @@
 //! One VM's network objects, as the Linux runtime's steps make, probe and remove them
-//! ([`crate::runtime::linux`]: `ensure-tap`, `ensure-nat`, `remove-nat`, `remove-tap`
-//! and `observe`), plus the garbage finder for `banger gc`.
+//! ([`crate::runtime::linux`]: `ensure-tap` (the tap and its guest filter),
+//! `ensure-nat`, `remove-nat`, `remove-tap` and `observe`), plus the garbage finder for
+//! `banger gc`.
 //!
-//! A VM's tap and NAT rule are named from its uid ([`names`]), so every function here
+//! A VM's tap, guest filter and NAT rule are named from its uid ([`names`]), so every function here
 //! takes the uid, never a recorded name: a delete can always tear down what an
 //! interrupted ensure may have made. The bridge is shared by every VM and is never
 //! removed here.
@@ -11,6 +12,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use super::bridge::ensure_bridge;
+use super::guest_filter::{FilterProbe, FilterRule, GuestFilter};
 use super::nat::{NatError, NatRule, Nftables};
 use super::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap, TapProbe};
 use super::{enable_ipv4_forwarding, BridgeConfig, NetError, Netlink};
@@ -47,6 +49,8 @@ pub struct VmNetworkProbe {
     pub tap: Option<TapProbe>,
     /// The VM's NAT rule, if any.
     pub nat_rule: Option<NatRule>,
+    /// What the VM's guest filter enforces, when it is complete.
+    pub filter: Option<FilterProbe>,
 }
 
 impl VmNetworkProbe {
@@ -78,6 +82,30 @@ pub async fn ensure_vm_tap(
     enable_ipv4_forwarding().await.map_err(net)?;
     ensure_bridge(nl, bridge).await.map_err(net)?;
     ensure_tap(nl, uid, bridge).await.map_err(net)
+}
+
+/// `ensure-tap`, second half: the VM's guest filter as `filter` wants it (idempotent).
+pub async fn ensure_vm_filter(
+    nft: &Nftables,
+    bridge: &BridgeConfig,
+    filter: &GuestFilter,
+) -> Result<FilterProbe, VmNetError> {
+    nft.ensure_vm_filter(filter, bridge)
+        .await
+        .map_err(|source| VmNetError::Nat {
+            uid: filter.uid.to_string(),
+            source,
+        })
+}
+
+/// `remove-tap`, first half: deletes the VM's guest filter (idempotent).
+pub async fn remove_vm_filter(nft: &Nftables, uid: &ObjectUid) -> Result<(), VmNetError> {
+    nft.remove_vm_filter(uid)
+        .await
+        .map_err(|source| VmNetError::Nat {
+            uid: uid.to_string(),
+            source,
+        })
 }
 
 /// `remove-tap`: deletes the VM's tap (idempotent).
@@ -135,7 +163,18 @@ pub async fn probe_vm_network(
             None
         }
     };
-    VmNetworkProbe { tap, nat_rule }
+    let filter = match nft.probe_vm_filter(uid).await {
+        Ok(filter) => filter,
+        Err(e) => {
+            tracing::debug!(%uid, error = %e, "cannot probe the VM's guest filter");
+            None
+        }
+    };
+    VmNetworkProbe {
+        tap,
+        nat_rule,
+        filter,
+    }
 }
 
 /// Network objects carrying banger's naming that belong to no known VM.
@@ -145,11 +184,22 @@ pub struct NetGarbage {
     pub taps: Vec<String>,
     /// NAT rules whose comment names an unknown uid.
     pub nat_rules: Vec<NatRule>,
+    /// Unknown uids with guest filter rules, and how many rules each has.
+    pub filters: Vec<(ObjectUid, usize)>,
 }
 
 /// Pure: which of the listed taps and rules belong to none of `known` VMs.
-pub fn find_garbage(known: &BTreeSet<ObjectUid>, taps: &[String], rules: &[NatRule]) -> NetGarbage {
+pub fn find_garbage(
+    known: &BTreeSet<ObjectUid>,
+    taps: &[String],
+    rules: &[NatRule],
+    filter_rules: &[FilterRule],
+) -> NetGarbage {
     let known_taps: BTreeSet<String> = known.iter().map(names::tap_name).collect();
+    let mut filters: std::collections::BTreeMap<ObjectUid, usize> = Default::default();
+    for rule in filter_rules.iter().filter(|r| !known.contains(&r.uid)) {
+        *filters.entry(rule.uid.clone()).or_default() += 1;
+    }
     NetGarbage {
         taps: taps
             .iter()
@@ -161,6 +211,7 @@ pub fn find_garbage(known: &BTreeSet<ObjectUid>, taps: &[String], rules: &[NatRu
             .filter(|r| !known.contains(&r.uid))
             .cloned()
             .collect(),
+        filters: filters.into_iter().collect(),
     }
 }
 
@@ -176,14 +227,13 @@ pub async fn list_net_garbage(
             uid: "*".to_string(),
             source,
         })?;
-    let rules = nft
-        .list_vm_rules()
-        .await
-        .map_err(|source| VmNetError::Nat {
-            uid: "*".to_string(),
-            source,
-        })?;
-    Ok(find_garbage(known, &taps, &rules))
+    let nat = |source| VmNetError::Nat {
+        uid: "*".to_string(),
+        source,
+    };
+    let rules = nft.list_vm_rules().await.map_err(nat)?;
+    let filter_rules = nft.read_filter_rules().await.map_err(nat)?;
+    Ok(find_garbage(known, &taps, &rules, &filter_rules))
 }
 
 #[cfg(test)]
@@ -219,11 +269,25 @@ mod tests {
                 handle: 5,
             },
         ];
-        let garbage = find_garbage(&known, &taps, &rules);
+        let filter_rule = |uid: &ObjectUid, handle| FilterRule {
+            uid: uid.clone(),
+            chain: "prerouting".into(),
+            handle,
+            interface: Some(names::tap_name(uid)),
+            allowed_ip: None,
+            allowed_mac: None,
+        };
+        let filter_rules = vec![
+            filter_rule(&a, 1),
+            filter_rule(&gone, 2),
+            filter_rule(&gone, 3),
+        ];
+        let garbage = find_garbage(&known, &taps, &rules, &filter_rules);
         assert_eq!(garbage.taps, vec![names::tap_name(&gone)]);
         assert_eq!(garbage.nat_rules.len(), 1);
         assert_eq!(garbage.nat_rules[0].uid, gone);
-        assert_eq!(find_garbage(&known, &[], &[]), NetGarbage::default());
+        assert_eq!(garbage.filters, vec![(gone.clone(), 2)]);
+        assert_eq!(find_garbage(&known, &[], &[], &[]), NetGarbage::default());
     }
 
     #[test]
@@ -244,6 +308,7 @@ mod tests {
                 ip: Some(ip),
                 handle: 1,
             }),
+            filter: None,
         };
         assert!(probe.nat_for(ip) && probe.tap_healthy());
         assert!(

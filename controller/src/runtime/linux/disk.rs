@@ -12,8 +12,9 @@ use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
 
 impl LinuxRuntime {
     /// `prepare-disk` and `grow-disk`: [`disk::ensure_root_disk`] makes or grows
-    /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key, and the VM's pinned
-    /// guest host key is forgotten (a new disk's guest makes a new one).
+    /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key and an id of its own
+    /// (reported in the handles), and the VM's pinned guest host key is forgotten (a
+    /// new disk's guest makes a new one).
     pub(super) async fn prepare_disk(
         &self,
         step: VmStep,
@@ -67,6 +68,7 @@ impl LinuxRuntime {
         handles.disk_image = Some(image_name);
         handles.disk_digest = Some(image.rootfs_digest.clone());
         handles.disk_size = Some(root.size_bytes);
+        handles.disk_id = root.source.and_then(|s| s.disk_id);
         Ok(handles)
     }
 
@@ -97,6 +99,7 @@ impl LinuxRuntime {
         handles.disk_image = None;
         handles.disk_digest = None;
         handles.disk_size = None;
+        handles.disk_id = None;
         Ok(handles)
     }
 }

@@ -1,14 +1,16 @@
 //! Garbage: host objects carrying banger's naming that belong to no known VM (stray
-//! VMMs of this daemon, taps, NAT rules, VM directories), found and removed one by one.
+//! VMMs of this daemon, cgroups below this daemon's parent cgroup, taps, NAT rules,
+//! guest filter rules, VM directories), found and removed one by one.
 //! `/proc` scans and directory work run on the blocking pool.
 
 use std::collections::BTreeSet;
 
 use super::LinuxRuntime;
+use crate::host::cgroup;
 use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::tap::remove_tap;
-use crate::host::net::vm::{list_net_garbage, remove_vm_nat};
+use crate::host::net::vm::{list_net_garbage, remove_vm_filter, remove_vm_nat};
 use crate::runtime::{Garbage, GarbageKind, RuntimeError};
 
 impl LinuxRuntime {
@@ -16,18 +18,21 @@ impl LinuxRuntime {
     pub(super) async fn host_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {
         let state_dir = self.config.state_dir.clone();
         let known = known_vm_uids.clone();
+        let cgroups = self.cgroups.clone().ok();
+        let parent = self.cgroup_parent.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             (
                 garbage::find_stray_vmms(&state_dir, &known),
                 garbage::find_stray_vm_dirs(&state_dir, &known),
+                cgroups.map(|layout| cgroup::list_vm_cgroups(&layout, &parent)),
             )
         })
         .await;
-        let (vmms, dirs) = match scanned {
+        let (vmms, dirs, cgroups) = match scanned {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %e, "gc: the scan of processes and VM directories failed");
-                (Vec::new(), Ok(Vec::new()))
+                tracing::warn!(error = %e, "gc: the scan of processes, cgroups and VM directories failed");
+                (Vec::new(), Ok(Vec::new()), None)
             }
         };
         let mut items: Vec<Garbage> = vmms
@@ -39,6 +44,27 @@ impl LinuxRuntime {
                 detail: vmm.cmdline,
             })
             .collect();
+        match cgroups {
+            Some(Ok(found)) => items.extend(
+                found
+                    .into_iter()
+                    .filter_map(|c| cgroup::uid_of_leaf(c.leaf()).map(|uid| (uid, c)))
+                    .filter(|(uid, _)| !known_vm_uids.contains(uid.as_str()))
+                    .map(|(uid, c)| Garbage {
+                        kind: GarbageKind::Cgroup,
+                        name: c.leaf().to_owned(),
+                        uid: Some(uid.to_string()),
+                        detail: c
+                            .dirs()
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    }),
+            ),
+            Some(Err(e)) => tracing::warn!(error = %e, "gc: cannot list VM cgroups"),
+            None => {}
+        }
         // Known uids that are not valid ObjectUids own no host object banger names.
         let known: BTreeSet<ObjectUid> = known_vm_uids
             .iter()
@@ -58,6 +84,12 @@ impl LinuxRuntime {
                         ),
                         None => format!("table ip {} handle {}", names::NFT_TABLE, rule.handle),
                     },
+                }));
+                items.extend(net.filters.into_iter().map(|(uid, rules)| Garbage {
+                    kind: GarbageKind::FilterRules,
+                    name: names::nat_rule_comment(&uid),
+                    uid: Some(uid.to_string()),
+                    detail: format!("{rules} rule(s) in table bridge {}", names::NFT_TABLE),
                 }));
                 items.extend(net.taps.into_iter().map(|tap| Garbage {
                     kind: GarbageKind::Tap,
@@ -103,10 +135,25 @@ impl LinuxRuntime {
                     .await
                     .map_err(|e| err(e.to_string()))
             }
+            GarbageKind::Cgroup => {
+                let uid = cgroup::uid_of_leaf(&item.name)
+                    .ok_or_else(|| err("not a VM cgroup name".into()))?;
+                // A VMM still in it is this daemon's (the cgroup's path says so) and of an
+                // unknown VM: stopped first, as a stray VMM would be.
+                self.stop_vmms_in_cgroup(&uid).await.map_err(err)?;
+                self.remove_cgroup(&uid).await.map_err(err)
+            }
             GarbageKind::NatRule => {
                 let uid = names::uid_from_nat_comment(&item.name)
                     .ok_or_else(|| err("not a banger NAT rule comment".into()))?;
                 remove_vm_nat(&self.nft, &uid)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+            GarbageKind::FilterRules => {
+                let uid = names::uid_from_nat_comment(&item.name)
+                    .ok_or_else(|| err("not a banger guest filter comment".into()))?;
+                remove_vm_filter(&self.nft, &uid)
                     .await
                     .map_err(|e| err(e.to_string()))
             }

@@ -5,13 +5,14 @@
 //!
 //! | step | file | what it does on the host |
 //! |------|------|--------------------------|
-//! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal |
+//! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal, with the VM's cgroup |
 //! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`crate::host::disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`crate::host::guest_keys`]) |
-//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it; the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
-//! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest, a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too |
+//! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it and its guest filter in `table bridge banger` ([`crate::host::net::guest_filter`]: its own source only, no other guest unless both left isolation, no host address); the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
+//! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest confined (the VMM user, the VM's cgroup: [`crate::driver::Confinement`]), a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too, then the cgroup removed |
 //!
 //! [`LinuxRuntime::observe`] (`observe.rs`) probes every one of those objects live
-//! (process identity and control socket, disk and its sidecar, tap, NAT rule) plus the
+//! (process identity and control socket, disk and its sidecar, tap and guest filter,
+//! NAT rule) plus the
 //! guest's readiness (a TCP connect to the guest, or a console marker printed since the
 //! last launch). A running VMM whose guest is not ready yet gets a boot watch
 //! (`boot_watch.rs`): the same check every 20 ms, bounded, reported through the
@@ -25,16 +26,17 @@
 //!
 //! [`VmRuntime::sync_workspace`] (`workspace.rs`) copies a Workspace's checkout into the
 //! guest as a tar stream over SSH with banger's own identity (`<state>/ssh/id_ed25519`,
-//! trust on first use in `<state>/ssh/known_hosts`), then runs `sync` in the guest
-//! ([`crate::host::workspace_copy`]).
+//! the guest's host key pinned per VM uid in `<state>/ssh/known_hosts`), then runs
+//! `sync` in the guest ([`crate::host::workspace`]).
 //!
 //! Network objects live in the daemon's network namespace (tests run the daemon in a
 //! namespace of their own).
 //!
 //! Garbage (`garbage.rs`, [`VmRuntime::find_garbage`]): taps named like banger's that
-//! are no known VM's, NAT rules whose comment names an unknown uid (both in the daemon's
-//! network namespace), uid-named directories in `<state>/vms` of unknown uids, and stray
-//! VMMs of this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and**
+//! are no known VM's, NAT rules and guest filter rules whose comment names an unknown
+//! uid (all in the daemon's network namespace), uid-named directories in `<state>/vms`
+//! and VM cgroups below this daemon's parent cgroup of unknown uids, and stray VMMs of
+//! this daemon ([`crate::host::garbage`]: the marker of an unknown uid **and**
 //! the state directory on the command line, so another daemon's VMMs are never
 //! touched). Tap and rule names do not name their daemon: two daemons must not share a
 //! network namespace.
@@ -42,7 +44,8 @@
 //! Nothing here blocks an async worker: filesystem and `/proc` work runs on the blocking
 //! pool (`spawn_blocking`, [`tokio::fs`]), `nft` as a [`tokio::process`] child. The one
 //! exception is [`LinuxRuntime::new`], which probes the host (KVM, each hypervisor's
-//! `--version`, the TSC under TCG) once, before the daemon serves.
+//! `--version`, the TSC under TCG, the cgroup hierarchies) and makes sure the VMM user
+//! exists, once, before the daemon serves.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,10 +53,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, Garbage, ImageContext, ImageResolution, ObservedVm, ReadyNotifier, ResolvedImage,
-    RuntimeError, SyncRecord, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotifier, ExportRecord, Garbage, ImageContext, ImageResolution, ObservedVm, ReadyNotifier,
+    ResolvedImage, RuntimeError, SyncOutcome, VmContext, VmHandles, VmRuntime, VmStep,
+    WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
+use crate::host::cgroup::{self, CgroupLayout};
 use crate::host::kvm;
 use crate::host::names::ObjectUid;
 use crate::host::net::nat::Nftables;
@@ -61,6 +66,7 @@ use crate::host::net::{BridgeConfig, Netlink};
 use crate::host::oci::store::{ImageStore, StoreItem};
 use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
+use crate::host::vmm_user::{self, VmmUser};
 
 mod boot_watch;
 mod consoles;
@@ -75,6 +81,9 @@ mod vm_dir;
 mod vmm;
 mod workspace;
 
+/// Where Firecracker's jailer builds its jails, below the state directory.
+const JAIL_DIR: &str = "jail";
+
 /// How the Linux runtime is set up (from `banger daemon` flags).
 #[derive(Debug, Clone)]
 pub struct LinuxRuntimeConfig {
@@ -88,6 +97,9 @@ pub struct LinuxRuntimeConfig {
     pub stop_grace: Duration,
     /// Default kernel, guest bits, registry credentials and pull limits.
     pub images: ImageConfig,
+    /// The unprivileged user the VMMs run as, created at start when missing
+    /// ([`crate::host::vmm_user::DEFAULT_VMM_USER`] by default).
+    pub vmm_user: String,
 }
 
 /// The real runtime on this Linux host. Create it inside the daemon's tokio runtime
@@ -98,6 +110,13 @@ pub struct LinuxRuntime {
     hypervisors: Hypervisors,
     netlink: Netlink,
     nft: Nftables,
+    /// The VMM user, or why it could not be found or made (then every launch fails
+    /// saying so).
+    vmm_user: Result<VmmUser, String>,
+    /// The cgroup hierarchies VMMs are confined in, or why there are none usable.
+    cgroups: Result<CgroupLayout, String>,
+    /// This daemon's parent cgroup ([`cgroup::daemon_parent`]).
+    cgroup_parent: String,
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
     /// Where guests that became ready are reported ([`boot_watch`]).
     ready_notifier: Arc<Mutex<Option<ReadyNotifier>>>,
@@ -129,15 +148,29 @@ pub enum LinuxRuntimeError {
 }
 
 impl LinuxRuntime {
-    /// Probes the host once (KVM, then every hypervisor: [`Hypervisors::probe`]) and
+    /// Probes the host once (KVM, then every hypervisor: [`Hypervisors::probe`]; the
+    /// cgroup hierarchies), makes sure the VMM user exists (creating it when missing) and
     /// opens a netlink connection. Blocking for as long as the probes take (bounded
-    /// `--version` runs): call it before the daemon serves.
+    /// `--version` runs, `useradd`): call it before the daemon serves.
     pub fn new(config: LinuxRuntimeConfig) -> Result<LinuxRuntime, LinuxRuntimeError> {
         let kvm = kvm::detect();
-        let hypervisors = Hypervisors::probe(&config.drivers, &kvm);
+        let mut drivers = config.drivers.clone();
+        drivers
+            .jail_dir
+            .get_or_insert_with(|| config.state_dir.join(JAIL_DIR));
+        let hypervisors = Hypervisors::probe(&drivers, &kvm);
         let netlink = Netlink::connect().map_err(|e| LinuxRuntimeError::Netlink(e.to_string()))?;
         let consoles = consoles::Consoles::default();
         consoles.start_sweep();
+        let vmm_user = vmm_user::ensure(&config.vmm_user).map_err(|e| e.to_string());
+        if let Err(e) = &vmm_user {
+            tracing::error!(error = %e, "VMMs cannot be started without their user");
+        }
+        let cgroups = CgroupLayout::detect().map_err(|e| e.to_string());
+        if let Err(e) = &cgroups {
+            tracing::error!(error = %e, "VMMs cannot be started without their cgroups");
+        }
+        let cgroup_parent = cgroup::daemon_parent(&config.state_dir);
         Ok(LinuxRuntime {
             consoles,
             store: ImageStore::at(config.state_dir.join("images").join("store")),
@@ -145,6 +178,9 @@ impl LinuxRuntime {
             hypervisors,
             netlink,
             nft: Nftables::default(),
+            vmm_user,
+            cgroups,
+            cgroup_parent,
             notifier: Arc::new(Mutex::new(None)),
             ready_notifier: Arc::new(Mutex::new(None)),
             watched: Arc::new(Mutex::new(HashSet::new())),
@@ -252,12 +288,21 @@ impl VmRuntime for LinuxRuntime {
             VmStep::Shutdown => self.shutdown(vm, handles).await,
             VmStep::RemoveTap => self.remove_tap(vm, &uid, handles).await,
             VmStep::RemoveDisk => self.remove_disk(vm, handles).await,
-            VmStep::RemoveVmDir => self.remove_vm_dir(vm, handles).await,
+            VmStep::RemoveVmDir => self.remove_vm_dir(vm, &uid, handles).await,
         }
     }
 
-    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncRecord, RuntimeError> {
+    async fn sync_workspace(&self, ws: &WorkspaceContext) -> Result<SyncOutcome, RuntimeError> {
         workspace::sync_workspace(&self.config.state_dir, ws).await
+    }
+
+    async fn export_workspace(
+        &self,
+        ws: &WorkspaceContext,
+        base: Option<String>,
+        out: std::fs::File,
+    ) -> Result<ExportRecord, RuntimeError> {
+        workspace::export_workspace(&self.config.state_dir, ws, base, out).await
     }
 
     async fn find_garbage(&self, known_vm_uids: &BTreeSet<String>) -> Vec<Garbage> {

@@ -1,36 +1,75 @@
-//! The VM's network steps: `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat`,
-//! through [`crate::host::net::vm`].
+//! The VM's network steps: `ensure-tap` (the tap and its guest filter), `remove-tap`,
+//! `ensure-nat`, `remove-nat`, through [`crate::host::net::vm`].
 
 use super::LinuxRuntime;
 use crate::host::names::{self, ObjectUid};
-use crate::host::net::vm::{ensure_vm_nat, ensure_vm_tap, remove_vm_nat, remove_vm_tap};
+use crate::host::net::guest_filter::GuestFilter;
+use crate::host::net::vm::{
+    ensure_vm_filter, ensure_vm_nat, ensure_vm_tap, remove_vm_filter, remove_vm_nat, remove_vm_tap,
+};
 use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
 
+/// Key in [`VmHandles::extra`]: what the VM's guest filter enforces (for `describe`).
+const GUEST_FILTER: &str = "guestFilter";
+
 impl LinuxRuntime {
-    /// `ensure-tap`: forwarding, the bridge, and the VM's tap attached to it.
+    /// `ensure-tap`: forwarding, the bridge, the VM's tap attached to it, then the tap's
+    /// guest filter for the VM's leased address and `network.isolated`.
     pub(super) async fn ensure_tap(
         &self,
         vm: &VmContext,
         uid: &ObjectUid,
         mut handles: VmHandles,
     ) -> Result<VmHandles, RuntimeError> {
+        let step = VmStep::EnsureTap;
+        let lease = vm
+            .lease
+            .as_ref()
+            .ok_or_else(|| Self::step_error(vm, step, "it has no IP lease"))?;
         let tap = ensure_vm_tap(&self.netlink, &self.config.bridge, uid)
             .await
-            .map_err(|e| Self::step_error(vm, VmStep::EnsureTap, e))?;
+            .map_err(|e| Self::step_error(vm, step, e))?;
         handles.tap = Some(tap.name);
+        let filter = GuestFilter {
+            uid: uid.clone(),
+            ip: lease.ip,
+            isolated: vm.spec.network.isolated,
+        };
+        let enforced = ensure_vm_filter(&self.nft, &self.config.bridge, &filter)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
+        handles.extra.insert(
+            GUEST_FILTER.into(),
+            format!(
+                "table bridge {} comment {}: source {}{}",
+                names::NFT_TABLE,
+                names::nat_rule_comment(uid),
+                enforced.ip,
+                if enforced.isolated {
+                    ", isolated"
+                } else {
+                    ", not isolated"
+                }
+            ),
+        );
         Ok(handles)
     }
 
-    /// `remove-tap`: deletes the VM's tap (idempotent).
+    /// `remove-tap`: deletes the VM's guest filter, then its tap (idempotent).
     pub(super) async fn remove_tap(
         &self,
         vm: &VmContext,
         uid: &ObjectUid,
         mut handles: VmHandles,
     ) -> Result<VmHandles, RuntimeError> {
+        let step = VmStep::RemoveTap;
+        remove_vm_filter(&self.nft, uid)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
+        handles.extra.remove(GUEST_FILTER);
         remove_vm_tap(&self.netlink, uid)
             .await
-            .map_err(|e| Self::step_error(vm, VmStep::RemoveTap, e))?;
+            .map_err(|e| Self::step_error(vm, step, e))?;
         handles.tap = None;
         Ok(handles)
     }

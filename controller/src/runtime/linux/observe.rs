@@ -13,7 +13,9 @@ use crate::host::disk;
 use crate::host::names::ObjectUid;
 use crate::host::net::vm::probe_vm_network;
 use crate::host::readiness::{self, console_since};
-use crate::runtime::{ObservedDisk, ObservedTap, ObservedVm, ProcessState, VmContext};
+use crate::runtime::{
+    ObservedDisk, ObservedFilter, ObservedTap, ObservedVm, ProcessState, VmContext,
+};
 
 /// How long a readiness TCP connect may take.
 const READINESS_CONNECT_TIMEOUT: Duration = Duration::from_millis(400);
@@ -38,6 +40,7 @@ impl LinuxRuntime {
                     image,
                     digest,
                     size: root.size_bytes,
+                    id: source.disk_id.clone(),
                 });
             }
         }
@@ -46,6 +49,10 @@ impl LinuxRuntime {
             observed.tap = net.tap.as_ref().map(|tap| ObservedTap {
                 attached: tap.is_healthy(),
                 name: tap.name.clone(),
+                filter: net.filter.map(|f| ObservedFilter {
+                    ip: f.ip,
+                    isolated: f.isolated,
+                }),
             });
             observed.nat = vm.lease.as_ref().is_some_and(|lease| net.nat_for(lease.ip));
         }

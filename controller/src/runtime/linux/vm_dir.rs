@@ -1,8 +1,11 @@
-//! The VM's state directory: `ensure-vm-dir` and `remove-vm-dir`.
+//! The VM's state directory: `ensure-vm-dir` and `remove-vm-dir` (which also removes
+//! the VM's cgroup, the one host object that lives as long as the VM and has no step of
+//! its own).
 
 use std::os::unix::fs::PermissionsExt;
 
 use super::LinuxRuntime;
+use crate::host::names::ObjectUid;
 use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
 
 impl LinuxRuntime {
@@ -26,13 +29,18 @@ impl LinuxRuntime {
     }
 
     /// `remove-vm-dir`: removes the directory and everything left in it (idempotent),
-    /// and forgets the files the handles named there.
+    /// and the VM's cgroup (left behind when its VMM exited on its own), and forgets the
+    /// files the handles named there.
     pub(super) async fn remove_vm_dir(
         &self,
         vm: &VmContext,
+        uid: &ObjectUid,
         mut handles: VmHandles,
     ) -> Result<VmHandles, RuntimeError> {
         let step = VmStep::RemoveVmDir;
+        self.remove_cgroup(uid)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
         self.check_below_state(vm, step, &vm.vm_dir).await?;
         match tokio::fs::remove_dir_all(&vm.vm_dir).await {
             Ok(()) => {}

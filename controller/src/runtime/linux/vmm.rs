@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{driver_of, LinuxRuntime};
-use crate::driver::{Hypervisor, LaunchSpec, VmmProcess};
+use crate::driver::{Confinement, Hypervisor, LaunchSpec, VmmProcess};
+use crate::host::cgroup::VmCgroup;
 use crate::host::disk;
 use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
@@ -27,6 +28,13 @@ pub(super) const CONSOLE_OFFSET: &str = "consoleOffset";
 const VMM_LOG: &str = "vmmLog";
 /// Key in [`VmHandles::extra`]: the VMM's pid file, where the hypervisor writes one.
 const PID_FILE: &str = "pidFile";
+/// Key in [`VmHandles::extra`]: the VM's cgroup directories, while its VMM runs.
+const CGROUP: &str = "cgroup";
+/// Key in [`VmHandles::extra`]: the user the VMM runs as.
+const VMM_USER: &str = "vmmUser";
+/// How often, and how far apart, removing a cgroup whose VMM just exited is tried.
+const CGROUP_REMOVE_ATTEMPTS: u32 = 20;
+const CGROUP_REMOVE_PAUSE: Duration = Duration::from_millis(50);
 /// Kernel command line every guest gets before the hypervisor's, image's and VM's
 /// arguments.
 const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw";
@@ -81,13 +89,25 @@ impl LinuxRuntime {
             mac: lease.mac.clone(),
             vm_dir: vm.vm_dir.clone(),
             console_log,
+            confinement: Confinement {
+                user: self.vmm_user.clone().map_err(&err)?,
+                cgroup: Some(self.vm_cgroup(uid).map_err(&err)?),
+            },
         };
-        let vmm = driver.launch(&spec).await.map_err(|e| err(e.to_string()))?;
+        let vmm = match driver.launch(&spec).await {
+            Ok(vmm) => vmm,
+            Err(e) => {
+                // A failed launch leaves no process: leave no cgroup either.
+                let removed = self.remove_cgroup(uid).await;
+                let note = removed.map_or_else(|r| format!(" (and {r})"), |()| String::new());
+                return Err(err(format!("{e}{note}")));
+            }
+        };
         self.watch(&vm.uid, &vmm);
         handles
             .extra
             .insert(CONSOLE_OFFSET.into(), console_offset.to_string());
-        let files = driver.vm_files(&vm.vm_dir);
+        let files = driver.vm_files(&vm.vm_dir, &vm.uid);
         handles
             .extra
             .insert(VMM_LOG.into(), files.log.display().to_string());
@@ -97,6 +117,17 @@ impl LinuxRuntime {
                 .insert(PID_FILE.into(), p.display().to_string()),
             None => handles.extra.remove(PID_FILE),
         };
+        if let Some(cgroup) = &spec.confinement.cgroup {
+            let dirs: Vec<String> = cgroup
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            handles.extra.insert(CGROUP.into(), dirs.join(" "));
+        }
+        handles
+            .extra
+            .insert(VMM_USER.into(), spec.confinement.user.name.clone());
         handles.process = Some(vmm);
         handles.launched = Some(LaunchConfig::desired(&vm.spec, image, Some(lease.ip)));
         Ok(handles)
@@ -128,10 +159,73 @@ impl LinuxRuntime {
                 .await
                 .map_err(|e| Self::step_error(vm, step, e))?;
         }
+        self.stop_vmms_in_cgroup(&uid)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
+        self.remove_cgroup(&uid)
+            .await
+            .map_err(|e| Self::step_error(vm, step, e))?;
         handles.process = None;
         handles.launched = None;
         handles.extra.remove(PID_FILE);
+        handles.extra.remove(CGROUP);
         Ok(handles)
+    }
+
+    /// The cgroup of VM `uid`, or why this host has none.
+    pub(super) fn vm_cgroup(&self, uid: &ObjectUid) -> Result<VmCgroup, String> {
+        self.cgroups
+            .as_ref()
+            .map(|layout| layout.vm_cgroup(&self.cgroup_parent, uid))
+            .map_err(Clone::clone)
+    }
+
+    /// Stops every VMM of VM `uid` still in the VM's cgroup (SIGTERM, then SIGKILL, each
+    /// bounded): only banger puts processes there, so whatever carries the VM's uid
+    /// marker in it is a VMM of this VM, even one whose command line does not name the
+    /// state directory (a jailed Firecracker's does not). A process without the marker
+    /// is left alone.
+    pub(super) async fn stop_vmms_in_cgroup(&self, uid: &ObjectUid) -> Result<(), String> {
+        let Ok(cgroup) = self.vm_cgroup(uid) else {
+            return Ok(());
+        };
+        let identities = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for pid in cgroup.pids().map_err(|e| e.to_string())? {
+                found.extend(ProcessIdentity::of_pid(pid).map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(found)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let marker = process::uid_marker(uid.as_str());
+        for identity in identities {
+            tracing::warn!(%uid, pid = identity.pid, "stopping a VMM left in the VM's cgroup");
+            process::terminate(&identity, &marker, STRAY_TERM_GRACE, STRAY_KILL_GRACE)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the cgroup of VM `uid` once its VMM is gone (idempotent; nothing to do on a
+    /// host without cgroups). A VMM that has just exited may be listed for a moment
+    /// longer, so a busy cgroup is tried again, a bounded number of times.
+    pub(super) async fn remove_cgroup(&self, uid: &ObjectUid) -> Result<(), String> {
+        let Ok(cgroup) = self.vm_cgroup(uid) else {
+            return Ok(());
+        };
+        let mut last = String::new();
+        for _ in 0..CGROUP_REMOVE_ATTEMPTS {
+            let attempt = cgroup.clone();
+            match tokio::task::spawn_blocking(move || attempt.remove()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(e) => return Err(format!("remove cgroup {}: {e}", cgroup.leaf())),
+            }
+            tokio::time::sleep(CGROUP_REMOVE_PAUSE).await;
+        }
+        Err(format!("cannot remove cgroup: {last}"))
     }
 
     /// Watches a VMM for its exit (once per process) and reports it to the engine.
