@@ -134,9 +134,9 @@ impl LinuxRuntime {
     }
 
     /// `shutdown`: stops the recorded VMM with its driver (graceful for
-    /// [`VmContext::stop_grace`], then forced), then any VMM of this daemon still carrying the VM's uid marker as a
-    /// whole argument (a launch interrupted before its handles were recorded; gc's rule,
-    /// [`garbage::find_vmms_of`]).
+    /// [`VmContext::stop_grace`], then forced), then any VMM of this daemon still
+    /// carrying the VM's uid marker as a whole argument (a launch interrupted before its
+    /// handles were recorded; gc's rule, [`garbage::find_vmms_of`]).
     pub(super) async fn shutdown(
         &self,
         vm: &VmContext,
