@@ -370,13 +370,32 @@ fn an_image_developers_already_have_boots_updates_and_pulls_privately() {
         "secret",
         &image_yaml("secret", "127.0.0.1:5443/team/secret:1", &ca_line),
     );
-    d.cli_ok(&[
-        "wait",
-        "image/secret",
-        "--for=condition=Ready",
-        "--timeout",
-        "120s",
+    // `banger run` waits for the pull and the boot, runs the command with its exit
+    // status, and --rm leaves nothing.
+    let out = d.cli(&[
+        "run",
+        "--image",
+        "secret",
+        "--name",
+        "sec1",
+        "--memory",
+        "256MiB",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/banger-test; exit 7",
     ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_tail(30)
+    );
+    assert_eq!(stdout.trim(), "private");
+    assert!(d.get_json("vm", "sec1").is_none(), "run --rm left vm/sec1");
     let secret_img = d.get_json("image", "secret").unwrap();
     assert!(status_str(&secret_img, "digest").starts_with("sha256:"));
 

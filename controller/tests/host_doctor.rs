@@ -55,6 +55,8 @@ fn doctor_on_this_host() {
             "firecracker",
             "qemu",
             "tun",
+            "vmm-user",
+            "cgroups",
             "bridge",
             "nft",
             "mkfs.ext4",

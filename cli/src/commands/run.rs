@@ -32,7 +32,8 @@ use crate::waiting::{current_state, WaitFor};
 #[command(after_help = "\
 Writes a VM (and, with PATH, a Workspace that copies that git checkout into it) owned by
 the CLI, applies them, waits until the VM is Ready and the checkout copied (progress on
-stderr when it is a terminal), then opens a shell in the VM (in the checkout's
+stderr when it is a terminal; an Image being pulled shows its pull as `apply --wait`
+does: a bar on a terminal, a line per layer otherwise), then opens a shell in the VM (in the checkout's
 directory) or runs CMD there and exits with CMD's status. The objects stay afterwards
 (get back in with `banger ssh NAME`) unless --rm is given: then they are deleted when
 the shell or CMD ends, or when banger run is interrupted (Ctrl-C).
@@ -443,7 +444,23 @@ async fn wait_ready(
         kind: Kind::Workspace,
         name: plan.name.clone(),
     };
+    let image_ref = ObjectRef {
+        kind: Kind::Image,
+        name: plan.image.clone(),
+    };
+    // The Image's pull, shown until the Image is resolved (a bar on a terminal, a line
+    // per layer otherwise), as `apply --wait` shows it.
+    let mut pull = Some(crate::progress::PullProgress::default());
     loop {
+        if let Some(progress) = pull.as_mut() {
+            match client.get(&image_ref).await? {
+                Some(image) if image.status.phase != "Ready" => progress.show(&image),
+                _ => {
+                    progress.finish();
+                    pull = None;
+                }
+            }
+        }
         let vm = client.get(&vm_ref).await?;
         let ws = match plan.source {
             Some(_) => client.get(&ws_ref).await?,
@@ -453,17 +470,24 @@ async fn wait_ready(
             && holds(vm.as_ref(), "GuestReady")
             && (plan.source.is_none() || holds(ws.as_ref(), "Synced"));
         let line = progress_line(vm.as_ref(), ws.as_ref(), plan.source.is_some());
-        if tty && line != last {
+        if tty && line != last && pull.is_none() {
             eprintln!("banger run: {line}");
             last = line.clone();
         }
         if ready {
             return Ok(());
         }
-        if let Some(why) = stuck(vm.as_ref(), ws.as_ref()) {
+        let now = Instant::now();
+        let stuck = stuck(vm.as_ref(), ws.as_ref());
+        if stuck.is_some() || now >= deadline {
+            // The error goes on a line of its own, not after a drawn bar.
+            if let Some(progress) = pull.as_mut() {
+                progress.finish();
+            }
+        }
+        if let Some(why) = stuck {
             return Err(CliError::Refused(why));
         }
-        let now = Instant::now();
         if now >= deadline {
             return Err(CliError::TimedOut(format!(
                 "timed out after {} waiting for vm/{} to be ready: {line}",
