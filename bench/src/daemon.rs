@@ -74,9 +74,14 @@ impl BenchDaemon {
             .map_err(BenchError::io("open", &self.log))?;
         let log2 = log.try_clone().map_err(BenchError::io("open", &self.log))?;
         let mut cmd = match &self.netns {
+            // Only the network namespace (`nsenter --net`): `ip netns exec` would also
+            // give the daemon a fresh `/sys` without the cgroup hierarchies it confines
+            // its VMMs in.
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.banger);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&self.banger);
                 c
             }
             None => Command::new(&self.banger),
@@ -131,7 +136,7 @@ impl BenchDaemon {
         waited.map_err(|e| BenchError::Unexpected(format!("{e}; log: {}", self.log_tail(20))))
     }
 
-    /// The daemon's pid (`ip netns exec` execs it, so it is the child's).
+    /// The daemon's pid (`nsenter` execs it, so it is the child's).
     pub fn pid(&self) -> Result<u32> {
         self.child
             .as_ref()

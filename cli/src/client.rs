@@ -25,6 +25,8 @@ use crate::error::CliError;
 
 /// The response header carrying the next log offset.
 pub const OFFSET_HEADER: &str = "x-banger-offset";
+/// The response header carrying the daemon's change counter (`GET` of one object).
+pub const CHANGE_HEADER: &str = "x-banger-change";
 
 /// How long any request may take beyond the long-poll time it asks for.
 const REQUEST_MARGIN: Duration = Duration::from_secs(30);
@@ -115,6 +117,8 @@ pub struct RawResponse {
     pub status: StatusCode,
     /// The `x-banger-offset` header, when present and numeric.
     pub offset: Option<u64>,
+    /// The `x-banger-change` header, when present and numeric.
+    pub change: Option<u64>,
     /// The body.
     pub body: Bytes,
 }
@@ -284,11 +288,14 @@ impl DaemonClient {
             })?;
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status();
-        let offset = response
-            .headers()
-            .get(OFFSET_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let number = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (offset, change) = (number(OFFSET_HEADER), number(CHANGE_HEADER));
         let body = response
             .into_body()
             .collect()
@@ -299,6 +306,7 @@ impl DaemonClient {
         Ok(RawResponse {
             status,
             offset,
+            change,
             body,
         })
     }
@@ -379,6 +387,37 @@ impl DaemonClient {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v1/objects/{kind}/{name}?after=N&waitSeconds=S`: the object (`None` when it
+    /// does not exist) and the daemon's change counter it was read at. With `after` (a
+    /// counter an earlier call returned), the daemon answers once the object changed,
+    /// or after `wait` (whole seconds, rounded up).
+    pub async fn get_changed(
+        &self,
+        object: &ObjectRef,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<(Option<ObjectView>, Option<u64>), ClientError> {
+        let mut path = object_path(object.kind, &object.name);
+        let mut wait_seconds = 0;
+        if let Some(after) = after {
+            wait_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            path.push_str(&format!("?after={after}&waitSeconds={wait_seconds}"));
+        }
+        let wait = Duration::from_secs(wait_seconds);
+        let response = self.send(Method::GET, &path, None, wait).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok((None, response.change));
+        }
+        if !response.status.is_success() {
+            return Err(api_error(response.status, &response.body));
+        }
+        let view = serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
+            what: format!("GET {path}"),
+            message: e.to_string(),
+        })?;
+        Ok((Some(view), response.change))
     }
 
     /// `GET /v1/objects/{kind}/{name}/describe`.

@@ -1,5 +1,7 @@
-//! Waiting for an object to reach a condition or to disappear, by polling the daemon
-//! until a deadline (used by `wait`, `apply --wait` and `delete --wait`).
+//! Waiting for an object to reach a condition or to disappear, until a deadline (used by
+//! `wait`, `apply --wait` and `delete --wait`): each answer of the daemon carries its
+//! change counter, and the next request long-polls with it (the daemon answers as soon
+//! as a reconcile changes the object); a daemon that sends no counter is polled.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,8 +15,10 @@ use crate::client::{ClientError, DaemonClient};
 use crate::output::condition;
 use crate::selector::Shown;
 
-/// How often the daemon is polled.
+/// How often a daemon that sends no change counter is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest single long-poll; the wait asks again until its deadline.
+const LONG_POLL: Duration = Duration::from_secs(30);
 
 /// What to wait for (`--for`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +171,7 @@ pub fn blocked_reason(object: &ObjectView, since: OffsetDateTime) -> Option<Stri
         .map(|c| format!("{}: {}", c.reason, c.message))
 }
 
-/// Polls `object` until `wanted` holds or `deadline` passes.
+/// Waits until `wanted` holds for `object` or `deadline` passes.
 pub async fn wait_until(
     client: &DaemonClient,
     object: &ObjectRef,
@@ -188,8 +192,14 @@ pub async fn wait_until_or_blocked(
     blocked_since: Option<OffsetDateTime>,
     mut progress: Option<&mut crate::progress::PullProgress>,
 ) -> Result<WaitOutcome, ClientError> {
+    let (mut after, mut wait) = (None, Duration::ZERO);
     loop {
-        let view = client.get(object).await?;
+        let asked = client.get_changed(object, after, wait);
+        let (view, change) = match tokio::time::timeout_at(deadline, asked).await {
+            Ok(answer) => answer?,
+            // The deadline passed during a long-poll: where the object stands now.
+            Err(_) => client.get_changed(object, None, Duration::ZERO).await?,
+        };
         if let (Some(p), Some(v)) = (progress.as_deref_mut(), view.as_ref()) {
             p.show(v);
         }
@@ -210,7 +220,11 @@ pub async fn wait_until_or_blocked(
         if now >= deadline {
             return Ok(WaitOutcome::TimedOut(current_state(view.as_ref(), wanted)));
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        after = change;
+        wait = LONG_POLL.min(deadline - now);
+        if change.is_none() {
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::api::authz::{AccessPolicy, SocketGroup};
 use crate::api::server::{self, ApiState};
 use crate::config::DaemonConfig;
 use crate::engine::{Engine, ReconcileError};
-use crate::runtime::{ExitNotice, VmRuntime};
+use crate::runtime::{ExitNotice, ReadyNotice, VmRuntime};
 use crate::sources::dir::DirSource;
 use crate::status::Reason;
 use crate::store::StoreError;
@@ -191,6 +191,22 @@ pub async fn run<R: VmRuntime>(
         })
     };
 
+    // Guests the runtime saw become ready enqueue their VM at once.
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyNotice>();
+    engine.runtime.set_ready_notifier(ready_tx);
+    let readies = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some(notice) = ready_rx.recv().await {
+                match engine.ctl.store.object_by_uid(&notice.uid).await {
+                    Ok(Some(vm)) => engine.ctl.queue.add(vm.resource.key()),
+                    Ok(None) => tracing::debug!(uid = %notice.uid, "readiness of an unknown VM"),
+                    Err(e) => tracing::warn!(error = %e, "mapping a readiness to its VM"),
+                }
+            }
+        })
+    };
+
     let workers: Vec<_> = (0..config.max_concurrent.max(1))
         .map(|_| {
             let engine = engine.clone();
@@ -264,6 +280,7 @@ pub async fn run<R: VmRuntime>(
         tracing::warn!("steps still in flight after the grace period; their journal rows stay open for the next start");
     }
     exits.abort();
+    readies.abort();
     resync.abort();
     if let Some(w) = watcher {
         w.abort();

@@ -26,6 +26,7 @@ pub fn vm_spec(image: &str) -> VmSpec {
         hypervisor: HypervisorChoice::Auto,
         network: NetworkSpec::default(),
         kernel_args: None,
+        stop_grace_period_seconds: None,
     }
 }
 

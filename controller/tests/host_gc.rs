@@ -47,6 +47,7 @@ fn vm(uid: &str, name: &str, ip: u8, state_dir: &Path, image: &ResolvedImage) ->
             prefix: 24,
         }),
         bridge: "banger0".into(),
+        deleting: false,
         handles: VmHandles::default(),
     }
 }

@@ -278,6 +278,17 @@ fn nat_rule_ensure_probe_replace_remove() {
             assert_eq!(rule, again, "second ensure rewrote the rule");
             assert_eq!(nft.probe_vm(&a).await.unwrap(), Some(rule.clone()));
 
+            // Lost forward rules come back with the next ensure; the VM's rule is kept.
+            let flushed = tokio::process::Command::new("nft")
+                .args(["flush", "chain", "ip", "banger", "forward"])
+                .status()
+                .await
+                .unwrap();
+            assert!(flushed.success());
+            assert!(nft.read_table().await.unwrap().forward_bridges.is_empty());
+            let repaired = nft.ensure_vm(&a, ip_a, &cfg).await.unwrap();
+            assert_eq!(repaired, rule, "the VM's rule was replaced");
+
             let table = nft.read_table().await.unwrap();
             assert_eq!(table.forward_bridges, vec!["banger0"; 3]);
             assert_eq!(table.input_bridges, vec!["banger0"; 3]);

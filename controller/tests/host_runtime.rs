@@ -56,6 +56,7 @@ fn a_vm_lives_and_dies_on_the_host_runtime() {
                 prefix: 24,
             }),
             bridge: "banger0".into(),
+            deleting: false,
             handles: VmHandles::default(),
         };
         let before = runtime.observe(&vm).await;

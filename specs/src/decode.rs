@@ -34,6 +34,8 @@ pub const MIN_MEMORY: ByteSize = ByteSize::from_mib(128);
 pub const DEFAULT_DISK: ByteSize = ByteSize::from_mib(2048);
 /// Smallest root disk of a VM.
 pub const MIN_DISK: ByteSize = ByteSize::from_mib(64);
+/// Longest grace period a VM's stop may give its guest (`spec.stopGracePeriodSeconds`).
+pub const MAX_STOP_GRACE_SECONDS: u32 = 3600;
 /// Default readiness probe port (SSH).
 pub const DEFAULT_TCP_PORT: u16 = 22;
 
@@ -746,12 +748,22 @@ impl Cx<'_> {
             "hypervisor",
             "network",
             "kernelArgs",
+            "stopGracePeriodSeconds",
         ];
         let f = self.fields(node, at, "spec", &allowed)?;
         let errors_before = self.error_count();
         let image = f
             .required(self, "image")
             .and_then(|n| self.dns_name(n, "spec.image"));
+        let stop_grace_period_seconds = f.get("stopGracePeriodSeconds").and_then(|n| {
+            self.integer(
+                n,
+                "spec.stopGracePeriodSeconds",
+                0,
+                i128::from(MAX_STOP_GRACE_SECONDS),
+            )
+            .and_then(|v| u32::try_from(v).ok())
+        });
         let vcpus = match f.get("vcpus") {
             Some(n) => self
                 .integer(n, "spec.vcpus", 1, i128::from(MAX_VCPUS))
@@ -822,6 +834,7 @@ impl Cx<'_> {
             hypervisor: hypervisor?,
             network: network?,
             kernel_args,
+            stop_grace_period_seconds,
         })
     }
 
@@ -1048,6 +1061,7 @@ mod tests {
             }
         );
         assert_eq!(vm.spec.kernel_args, None);
+        assert_eq!(vm.spec.stop_grace_period_seconds, None);
         assert_eq!(
             d.key,
             Some(ObjectKey {
@@ -1055,6 +1069,17 @@ mod tests {
                 name: "dev".into()
             })
         );
+    }
+
+    #[test]
+    fn stop_grace_period_is_read_in_seconds() {
+        for (text, want) in [("0", 0), ("30", 30), ("3600", 3600)] {
+            let d = decode(&vm_with(&format!("  stopGracePeriodSeconds: {text}\n")));
+            let Some(Resource::Vm(vm)) = d.resource else {
+                panic!("{:?}", d.problems)
+            };
+            assert_eq!(vm.spec.stop_grace_period_seconds, Some(want));
+        }
     }
 
     #[test]
@@ -1144,6 +1169,21 @@ mod tests {
             ),
             ("  network: true\n", "spec.network", "must be a mapping"),
             ("  kernelArgs: \"a\\nb\"\n", "spec.kernelArgs", "one line"),
+            (
+                "  stopGracePeriodSeconds: 3601\n",
+                "spec.stopGracePeriodSeconds",
+                "expected 0 to 3600",
+            ),
+            (
+                "  stopGracePeriodSeconds: -1\n",
+                "spec.stopGracePeriodSeconds",
+                "out of range",
+            ),
+            (
+                "  stopGracePeriodSeconds: 5s\n",
+                "spec.stopGracePeriodSeconds",
+                "an integer",
+            ),
             ("  memroy: 1G\n", "spec.memroy", "did you mean `memory`"),
         ];
         for (extra, field, needle) in cases {

@@ -316,6 +316,12 @@ pub struct VmSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^\s*[^\u0000-\u001f\u007f]*\s*$"))]
     pub kernel_args: Option<String>,
+    /// Seconds a stop (`state: Stopped`) gives the guest to power off after the power
+    /// button before its VMM is stopped by force, 0..=3600 (default: the daemon's
+    /// `--stop-grace`). A delete gives none: the disk is discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stop_grace_period_seconds: Option<u32>,
 }
 
 /// Which files of a git checkout a Workspace copies.

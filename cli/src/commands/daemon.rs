@@ -125,7 +125,8 @@ pub struct DaemonArgs {
     /// QEMU acceleration: auto (KVM when stock guests can run on it, else TCG), kvm, tcg.
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = clap::value_parser!(Accel))]
     pub accel: Accel,
-    /// How long a guest gets to power off on stop before its VMM is stopped by force.
+    /// How long a guest gets to power off on stop before its VMM is stopped by force,
+    /// for VMs whose spec sets no stopGracePeriodSeconds (a delete gives none).
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub stop_grace: Duration,
     /// TESTS ONLY (fault injection): SIGKILL the daemon before:K or after:K its K-th VM step.

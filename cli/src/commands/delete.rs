@@ -18,7 +18,9 @@ use crate::waiting::{timeout_message, wait_until, WaitFor, WaitOutcome};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Deletion runs the object's cleanup steps (stop the VM, remove its tap, lease, NAT rule
-and disk) before the object goes; --wait waits for that to finish.
+and disk) before the object goes; --wait waits for that to finish. A running VM is
+stopped at once, without the grace period a stop gives its guest: its disk is
+discarded.
 
 Examples:
   banger delete vm dev

@@ -346,12 +346,75 @@ async fn view_of<R: VmRuntime>(st: &ApiState<R>, o: &StoredObject) -> Result<Obj
     Ok(object_view(o, &status))
 }
 
+/// The response header carrying the change counter a `GET` of one object was read at
+/// ([`crate::control::Control::changes`]); pass it back as `after` to long-poll.
+pub const CHANGE_HEADER: &str = "x-banger-change";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetQuery {
+    /// The change counter of the caller's last read (the [`CHANGE_HEADER`] it got).
+    after: Option<u64>,
+    /// With `after`: how long to wait (at most [`MAX_WAIT`]) for the object to change.
+    #[serde(default)]
+    wait_seconds: u64,
+}
+
+/// One object, or `None` when it does not exist: the view compared by a long-poll.
+async fn read_one<R: VmRuntime>(
+    st: &ApiState<R>,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<ObjectView>, ApiError> {
+    match st.ctl.store.get_object(kind, name).await? {
+        Some(o) => Ok(Some(view_of(st, &o).await?)),
+        None => Ok(None),
+    }
+}
+
+/// `GET /v1/objects/{kind}/{name}[?after=N&waitSeconds=S]`: the object, with the change
+/// counter it was read at in [`CHANGE_HEADER`]. With `after` and `waitSeconds`, a
+/// long-poll: answers at once unless `after` is the current counter (anything else: the
+/// caller may not have seen the object as it is), else when a change alters this
+/// object (its view, or its existence), else when the wait ends.
 async fn get_one<R: VmRuntime>(
     State(st): State<Shared<R>>,
-    UrlPath((kind, name)): UrlPath<(String, String)>,
-) -> Result<Json<ObjectView>, ApiError> {
-    let o = find(&st, &kind, &name).await?;
-    Ok(Json(view_of(&st, &o).await?))
+    UrlPath((kind_text, name)): UrlPath<(String, String)>,
+    Query(q): Query<GetQuery>,
+) -> Result<Response, ApiError> {
+    let kind = parse_kind(&kind_text)?;
+    let mut rx = st.ctl.changes.subscribe();
+    let mut change = *rx.borrow_and_update();
+    let mut view = read_one(&st, kind, &name).await?;
+    // A counter other than the current one (older, or of an earlier daemon) means the
+    // caller may not have seen the object as it is now: answer at once.
+    if q.after == Some(change) && q.wait_seconds > 0 {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
+        let first = serde_json::to_value(&view).ok();
+        while matches!(
+            tokio::time::timeout_at(deadline, rx.changed()).await,
+            Ok(Ok(()))
+        ) {
+            change = *rx.borrow_and_update();
+            view = read_one(&st, kind, &name).await?;
+            if serde_json::to_value(&view).ok() != first {
+                break;
+            }
+        }
+    }
+    let mut response = match view {
+        Some(view) => Json(view).into_response(),
+        None => ApiError::not_found(format!(
+            "{}/{name} not found",
+            kind.as_str().to_ascii_lowercase()
+        ))
+        .into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(CHANGE_HEADER, HeaderValue::from(change));
+    Ok(response)
 }
 
 async fn describe<R: VmRuntime>(

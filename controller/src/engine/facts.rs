@@ -272,6 +272,7 @@ impl<R: VmRuntime> Facts<R> {
                 prefix: cfg.bridge_prefix,
             }),
             bridge: cfg.bridge_name.clone(),
+            deleting: obj.deleting.is_some(),
             handles,
             vm_dir: cfg.vm_dir(&obj.uid),
         };

@@ -323,6 +323,8 @@ impl<R: VmRuntime> Engine<R> {
                         if let Err(e) = self.ctl.store.put_status(Kind::Image, name, shown.clone(), internal.clone()).await {
                             tracing::debug!(error = %e, "writing pull progress");
                         }
+                        // Long-polls of the Image (`apply --wait`'s progress) see it now.
+                        self.ctl.changed();
                     }
                 }
             }

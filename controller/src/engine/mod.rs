@@ -163,6 +163,7 @@ impl<R: VmRuntime> Engine<R> {
             )?,
             queue: Arc::new(WorkQueue::new(config.backoff_min, config.backoff_max)),
             sources_lock: Arc::new(tokio::sync::Mutex::new(())),
+            changes: Control::change_counter(),
             image_refresh: Arc::default(),
             store,
         };

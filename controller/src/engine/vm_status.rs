@@ -248,6 +248,7 @@ mod tests {
                 prefix: 24,
             }),
             bridge: "banger0".into(),
+            deleting: false,
             handles: VmHandles {
                 process: Some(VmmProcess {
                     hypervisor: HypervisorKind::Qemu.as_str().to_string(),

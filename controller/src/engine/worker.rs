@@ -25,6 +25,7 @@ impl<R: VmRuntime> Engine<R> {
                 }
             };
             self.resyncs.finished(&key, ticket);
+            self.ctl.changed();
             self.ctl.queue.done(&key, outcome);
         }
     }

@@ -7,7 +7,9 @@
 //!   kept (when there is no such file, the keys of the guest kit's seed
 //!   `/etc/banger/authorized_keys` are, since the kit installs the seed only when the
 //!   file is missing); `/root/.ssh` is made if missing; modes 0700/0600 and owner 0:0 are set; the
-//!   result is read back and verified.
+//!   result is read back and verified. Every change is one debugfs run (requests fed on
+//!   stdin, `-f -`), the checks two more: each run opens the image again, and 16 runs of
+//!   one request each were most of a new VM's `prepare-disk`.
 //!
 //! - Host keys of guests are pinned in banger's `known_hosts` under a per-VM alias,
 //!   [`host_key_alias`] (`banger-<uid>`, ssh's `HostKeyAlias`), never under an IP: IPs
@@ -328,13 +330,94 @@ fn read_guest_file(image: &Path, guest: &str) -> Result<Option<String>, GuestKey
     Ok(Some(String::from_utf8_lossy(&stdout).into_owned()))
 }
 
-/// The permission bits and owner of a guest path, from `debugfs stat`: (mode, uid, gid).
-fn stat(image: &Path, guest: &str) -> Result<Option<(u32, u32, u32)>, GuestKeyError> {
-    let (stdout, stderr) = debugfs(image, false, &format!("stat {guest}"))?;
-    if stderr.contains("not found") {
-        return Ok(None);
+/// Runs several debugfs requests in one run (`-f -`, read from stdin; one open of the
+/// image instead of one per request); returns (stdout, stderr). debugfs echoes each
+/// request to stdout as `debugfs: REQUEST` before its output.
+fn debugfs_batch(
+    image: &Path,
+    write: bool,
+    requests: &[String],
+) -> Result<(Vec<u8>, String), GuestKeyError> {
+    debugfs_safe(image)?;
+    let tool = |message: String| GuestKeyError::Tool {
+        step: "debugfs",
+        path: image.to_path_buf(),
+        message,
+    };
+    if let Some(bad) = requests.iter().find(|r| r.contains(['\n', '\r'])) {
+        return Err(tool(format!("request {bad:?} spans lines")));
     }
+    let mut cmd = Command::new("debugfs");
+    if write {
+        cmd.arg("-w");
+    }
+    let mut child = cmd
+        .arg("-f")
+        .arg("-")
+        .arg(image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| tool(e.to_string()))?;
+    let script: String = requests.iter().map(|r| format!("{r}\n")).collect();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A debugfs that exits early closes its end; its status says why.
+        let _ = stdin.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| tool(e.to_string()))?;
+    if !out.status.success() {
+        return Err(tool(format!(
+            "{}: {}: {}",
+            requests.join("; "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok((
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The permission bits and owner (mode, uid, gid) of several guest paths, from one
+/// `debugfs stat` run; `None` for a path that does not
+/// exist. Each request's output is what follows its `debugfs: stat PATH` echo.
+fn stat_all(image: &Path, guests: &[&str]) -> Result<Vec<Option<GuestStat>>, GuestKeyError> {
+    let requests: Vec<String> = guests.iter().map(|g| format!("stat {g}")).collect();
+    let (stdout, _) = debugfs_batch(image, false, &requests)?;
     let text = String::from_utf8_lossy(&stdout);
+    let mut found = Vec::with_capacity(guests.len());
+    for (i, request) in requests.iter().enumerate() {
+        let echo = format!("debugfs: {request}\n");
+        let output = text.find(&echo).map(|at| {
+            let rest = &text[at + echo.len()..];
+            let end = requests
+                .get(i + 1)
+                .and_then(|next| rest.find(&format!("debugfs: {next}\n")))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        });
+        match output {
+            // Nothing printed: debugfs said on stderr that the path does not exist.
+            Some(out) if out.trim().is_empty() => found.push(None),
+            Some(out) => found.push(Some(parse_stat(image, guests[i], out)?)),
+            None => {
+                return Err(GuestKeyError::NotVerified {
+                    path: image.to_path_buf(),
+                    message: format!("debugfs did not run {request:?}"),
+                })
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A guest path's permission bits, owner and group: (mode, uid, gid).
+type GuestStat = (u32, u32, u32);
+
+/// (mode, uid, gid) from the output of `debugfs stat`.
+fn parse_stat(image: &Path, guest: &str, text: &str) -> Result<GuestStat, GuestKeyError> {
     let field = |name: &str| -> Option<u32> {
         let rest = &text[text.find(name)? + name.len()..];
         let word = rest.split_whitespace().next()?;
@@ -345,7 +428,7 @@ fn stat(image: &Path, guest: &str) -> Result<Option<(u32, u32, u32)>, GuestKeyEr
         }
     };
     match (field("Mode:"), field("User:"), field("Group:")) {
-        (Some(m), Some(u), Some(g)) => Ok(Some((m, u, g))),
+        (Some(m), Some(u), Some(g)) => Ok((m, u, g)),
         _ => Err(GuestKeyError::NotVerified {
             path: image.to_path_buf(),
             message: format!("cannot parse debugfs stat of {guest}"),
@@ -391,35 +474,25 @@ pub fn inject_authorized_key(
         path: staged.clone(),
         source,
     })?;
-    let result = (|| {
-        if stat(image, "/root")?.is_none() {
-            debugfs(image, true, "mkdir /root")?;
+    // One debugfs run makes every change: `mkdir` of a directory that exists and `rm`
+    // of a file that does not only print an error; any other failure (a failed
+    // `write` leaves `set_inode_field` no file) makes debugfs exit non-zero, and the
+    // read-back below checks the result either way.
+    let mut requests = vec![
+        "mkdir /root".to_string(),
+        format!("mkdir {GUEST_SSH_DIR}"),
+        format!("rm {GUEST_AUTHORIZED_KEYS}"),
+        format!("write {staged_str} {GUEST_AUTHORIZED_KEYS}"),
+    ];
+    for (path, mode) in [
+        (GUEST_SSH_DIR, "040700"),
+        (GUEST_AUTHORIZED_KEYS, "0100600"),
+    ] {
+        for (field, value) in [("mode", mode), ("uid", "0"), ("gid", "0")] {
+            requests.push(format!("set_inode_field {path} {field} {value}"));
         }
-        if stat(image, GUEST_SSH_DIR)?.is_none() {
-            debugfs(image, true, &format!("mkdir {GUEST_SSH_DIR}"))?;
-        }
-        if stat(image, GUEST_AUTHORIZED_KEYS)?.is_some() {
-            debugfs(image, true, &format!("rm {GUEST_AUTHORIZED_KEYS}"))?;
-        }
-        debugfs(
-            image,
-            true,
-            &format!("write {staged_str} {GUEST_AUTHORIZED_KEYS}"),
-        )?;
-        for (path, mode) in [
-            (GUEST_SSH_DIR, "040700"),
-            (GUEST_AUTHORIZED_KEYS, "0100600"),
-        ] {
-            for (field, value) in [("mode", mode), ("uid", "0"), ("gid", "0")] {
-                debugfs(
-                    image,
-                    true,
-                    &format!("set_inode_field {path} {field} {value}"),
-                )?;
-            }
-        }
-        Ok(())
-    })();
+    }
+    let result = debugfs_batch(image, true, &requests);
     let _ = std::fs::remove_file(&staged);
     result?;
     let back = read_authorized_keys(image)?.unwrap_or_default();
@@ -429,8 +502,10 @@ pub fn inject_authorized_key(
             message: "content differs from what was written".into(),
         });
     }
-    for (path, mode) in [(GUEST_SSH_DIR, 0o40700), (GUEST_AUTHORIZED_KEYS, 0o100600)] {
-        match stat(image, path)? {
+    let wanted = [(GUEST_SSH_DIR, 0o40700), (GUEST_AUTHORIZED_KEYS, 0o100600)];
+    let stats = stat_all(image, &wanted.map(|(path, _)| path))?;
+    for ((path, mode), found) in wanted.iter().zip(stats) {
+        match found {
             Some((m, 0, 0)) if m & 0o7777 == mode & 0o7777 => {}
             other => {
                 return Err(GuestKeyError::NotVerified {
@@ -494,10 +569,13 @@ mod tests {
             read_authorized_keys(&img).unwrap().as_deref(),
             Some("ssh-ed25519 AAAAnew banger\n")
         );
-        assert_eq!(stat(&img, GUEST_SSH_DIR).unwrap(), Some((0o700, 0, 0)));
         assert_eq!(
-            stat(&img, GUEST_AUTHORIZED_KEYS).unwrap(),
-            Some((0o600, 0, 0))
+            stat_all(
+                &img,
+                &["/nonexistent", GUEST_SSH_DIR, GUEST_AUTHORIZED_KEYS]
+            )
+            .unwrap(),
+            vec![None, Some((0o700, 0, 0)), Some((0o600, 0, 0))]
         );
         assert!(!dir.path().join(".authorized_keys.staged").exists());
         let fsck = Command::new("e2fsck")

@@ -31,6 +31,11 @@
 //! - A VMM that exits on its own is reported through the [`ExitNotifier`] the engine
 //!   hands over once at start ([`VmRuntime::set_exit_notifier`]), so the VM is
 //!   reconciled at once instead of at the next resync.
+//! - A runtime may also watch a booting guest closely and report the moment it passes
+//!   its readiness check through the [`ReadyNotifier`]
+//!   ([`VmRuntime::set_ready_notifier`]), so `Ready` follows at once instead of at the
+//!   engine's next re-check of a booting VM. The notice is a hint: readiness is what
+//!   [`VmRuntime::observe`] measures.
 //! - [`VmRuntime::find_garbage`] lists host objects that carry banger's naming but
 //!   belong to no VM the store knows ([`Garbage`]); it never changes anything.
 //!   [`VmRuntime::remove_garbage`] removes one of them (idempotent). Neither ever
@@ -52,6 +57,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use banger_specs::{HypervisorChoice, ImageSpec, Readiness, VmSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
@@ -280,11 +286,27 @@ pub struct VmContext {
     pub lease: Option<Lease>,
     /// Bridge device name.
     pub bridge: String,
+    /// The VM is being deleted: its disk is discarded, so a shutdown gives the guest no
+    /// grace period ([`VmContext::stop_grace`]).
+    pub deleting: bool,
     /// The last handles the engine recorded.
     pub handles: VmHandles,
 }
 
 impl VmContext {
+    /// How long a shutdown waits for the guest to power off after the power button
+    /// before stopping the VMM by force: none for a delete (the disk is discarded, so
+    /// nothing the guest could flush survives), else the spec's
+    /// `stopGracePeriodSeconds`, else `default` (the daemon's `--stop-grace`).
+    pub fn stop_grace(&self, default: Duration) -> Duration {
+        if self.deleting {
+            return Duration::ZERO;
+        }
+        self.spec
+            .stop_grace_period_seconds
+            .map_or(default, |s| Duration::from_secs(u64::from(s)))
+    }
+
     /// Where the guest's serial console is written: `<vm_dir>/console.log`.
     pub fn console_log(&self) -> PathBuf {
         self.vm_dir.join("console.log")
@@ -602,6 +624,18 @@ pub struct ExitNotice {
 /// Where the runtime reports VMM exits.
 pub type ExitNotifier = tokio::sync::mpsc::UnboundedSender<ExitNotice>;
 
+/// A booting guest that passed its readiness check, noticed by the runtime between
+/// reconciles: the uid of the VM. A hint to reconcile now; the reconcile's own
+/// observation decides readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyNotice {
+    /// The VM's uid.
+    pub uid: String,
+}
+
+/// Where the runtime reports guests that became ready.
+pub type ReadyNotifier = tokio::sync::mpsc::UnboundedSender<ReadyNotice>;
+
 /// An error of a runtime operation, with the VM/image and step it concerns.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RuntimeError {
@@ -657,6 +691,13 @@ pub trait VmRuntime: Send + Sync + 'static {
 
     /// Called once at daemon start: the runtime reports every VMM exit it notices here.
     fn set_exit_notifier(&self, notifier: ExitNotifier);
+
+    /// Called once at daemon start: a runtime that watches booting guests (rather than
+    /// leaving it to the engine's re-checks) reports each one that becomes ready here.
+    /// The default ignores it.
+    fn set_ready_notifier(&self, notifier: ReadyNotifier) {
+        drop(notifier);
+    }
 
     /// Checks an Image's files, or pulls and builds it, and returns what VMs boot from
     /// and what its status shows. Heavy: the engine bounds how many run at once.

@@ -32,6 +32,7 @@ mod directory;
 mod faults;
 mod gc;
 mod lifecycle;
+mod long_poll;
 mod resync;
 mod scale;
 mod updates;

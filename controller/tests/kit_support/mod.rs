@@ -54,6 +54,7 @@ pub fn vm_spec() -> VmSpec {
         hypervisor: HypervisorChoice::Qemu,
         network: NetworkSpec::default(),
         kernel_args: None,
+        stop_grace_period_seconds: None,
     }
 }
 

@@ -110,6 +110,19 @@ pub struct NatTable {
     pub input_bridges: Vec<String>,
 }
 
+impl NatTable {
+    /// Whether the table exists with exactly the base forward and input rules of
+    /// `bridge`.
+    pub fn has_base_for(&self, bridge: &BridgeConfig) -> bool {
+        let only_this = |bridges: &[String], count: usize| {
+            bridges.len() == count && bridges.iter().all(|b| b == bridge.name())
+        };
+        self.exists
+            && only_this(&self.forward_bridges, FORWARD_BASE_RULES)
+            && only_this(&self.input_bridges, INPUT_BASE_RULES)
+    }
+}
+
 /// The nftables command banger drives (binary path configurable for tests/doctor).
 #[derive(Debug, Clone)]
 pub struct Nftables {
@@ -150,14 +163,7 @@ impl Nftables {
     /// (idempotent: both filter chains are rewritten in one transaction only when their
     /// rules are not exactly those of this bridge).
     pub async fn ensure_base(&self, bridge: &BridgeConfig) -> Result<(), NatError> {
-        let table = self.read_table().await?;
-        let only_this = |bridges: &[String], count: usize| {
-            bridges.len() == count && bridges.iter().all(|b| b == bridge.name())
-        };
-        if table.exists
-            && only_this(&table.forward_bridges, FORWARD_BASE_RULES)
-            && only_this(&table.input_bridges, INPUT_BASE_RULES)
-        {
+        if self.read_table().await?.has_base_for(bridge) {
             return Ok(());
         }
         self.apply(
@@ -167,24 +173,35 @@ impl Nftables {
         .await
     }
 
-    /// Makes the masquerade rule of VM `uid` (source `ip`) exist, replacing a rule of
-    /// that VM with another address in the same transaction; returns the rule.
+    /// Makes the masquerade rule of VM `uid` (source `ip`) exist, with the table, its
+    /// chains and the bridge's base rules ([`Self::ensure_base`]), replacing a rule
+    /// of that VM with another address, all in one transaction; returns the rule. One
+    /// `nft` run when everything is there, else three: read, apply, read back.
     pub async fn ensure_vm(
         &self,
         uid: &ObjectUid,
         ip: Ipv4Addr,
         bridge: &BridgeConfig,
     ) -> Result<NatRule, NatError> {
-        self.ensure_base(bridge).await?;
         let table = self.read_table().await?;
+        let base_ok = table.has_base_for(bridge);
         let mine: Vec<&NatRule> = table.vm_rules.iter().filter(|r| &r.uid == uid).collect();
         if let [only] = mine.as_slice() {
             if only.ip == Some(ip) {
+                if !base_ok {
+                    self.apply("ensure table, chains and base rules", &base_ruleset(bridge))
+                        .await?;
+                }
                 return Ok((*only).clone());
             }
         }
         let stale: Vec<u64> = mine.iter().map(|r| r.handle).collect();
-        let text = vm_rule_ruleset(uid, ip, bridge, &stale);
+        let mut text = if base_ok {
+            String::new()
+        } else {
+            base_ruleset(bridge)
+        };
+        text.push_str(&vm_rule_ruleset(uid, ip, bridge, &stale));
         self.apply(&format!("add NAT rule for VM {uid}"), &text)
             .await?;
         self.probe_vm(uid).await?.ok_or_else(|| NatError::Failed {

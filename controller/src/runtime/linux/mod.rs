@@ -14,7 +14,10 @@
 //! (process identity and control socket, disk and its sidecar, tap and guest filter,
 //! NAT rule) plus the
 //! guest's readiness (a TCP connect to the guest, or a console marker printed since the
-//! last launch).
+//! last launch). A running VMM whose guest is not ready yet gets a boot watch
+//! (`boot_watch.rs`): the same check every 20 ms, bounded, reported through the
+//! [`ReadyNotifier`] the moment it passes, so `Ready` does not wait for the engine's
+//! next look.
 //!
 //! Images (`images.rs`): an Image's kernel, initrd and rootfs are checked, or its rootfs
 //! pulled from a registry into the shared store `<state>/images/store`
@@ -50,8 +53,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ExitNotifier, ExportRecord, Garbage, ImageContext, ImageResolution, ObservedVm, ResolvedImage,
-    RuntimeError, SyncOutcome, VmContext, VmHandles, VmRuntime, VmStep, WorkspaceContext,
+    ExitNotifier, ExportRecord, Garbage, ImageContext, ImageResolution, ObservedVm, ReadyNotifier,
+    ResolvedImage, RuntimeError, SyncOutcome, VmContext, VmHandles, VmRuntime, VmStep,
+    WorkspaceContext,
 };
 use crate::driver::{Driver, DriverConfig, Hypervisors};
 use crate::host::cgroup::{self, CgroupLayout};
@@ -64,6 +68,7 @@ use crate::host::process::ProcessIdentity;
 use crate::host::safe_path;
 use crate::host::vmm_user::{self, VmmUser};
 
+mod boot_watch;
 mod consoles;
 mod disk;
 mod garbage;
@@ -113,10 +118,14 @@ pub struct LinuxRuntime {
     /// This daemon's parent cgroup ([`cgroup::daemon_parent`]).
     cgroup_parent: String,
     notifier: Arc<Mutex<Option<ExitNotifier>>>,
+    /// Where guests that became ready are reported ([`boot_watch`]).
+    ready_notifier: Arc<Mutex<Option<ReadyNotifier>>>,
     /// The shared image store (`<state>/images/store`).
     store: ImageStore,
     /// VMM processes with an exit watch, so each is watched once.
     watched: Arc<Mutex<HashSet<ProcessIdentity>>>,
+    /// VMM processes whose guest's boot is watched, so each is watched once.
+    booting: Arc<Mutex<HashSet<ProcessIdentity>>>,
     /// Every VM's console: kept readiness watches and the log rotation sweep.
     consoles: consoles::Consoles,
 }
@@ -173,7 +182,9 @@ impl LinuxRuntime {
             cgroups,
             cgroup_parent,
             notifier: Arc::new(Mutex::new(None)),
+            ready_notifier: Arc::new(Mutex::new(None)),
             watched: Arc::new(Mutex::new(HashSet::new())),
+            booting: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -225,6 +236,13 @@ impl VmRuntime for LinuxRuntime {
 
     fn set_exit_notifier(&self, notifier: ExitNotifier) {
         *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier);
+    }
+
+    fn set_ready_notifier(&self, notifier: ReadyNotifier) {
+        *self
+            .ready_notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(notifier);
     }
 
     async fn resolve_image(&self, image: &ImageContext) -> Result<ImageResolution, RuntimeError> {

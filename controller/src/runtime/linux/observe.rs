@@ -58,6 +58,9 @@ impl LinuxRuntime {
         }
         if matches!(observed.process, ProcessState::Running { .. }) {
             observed.guest_ready = self.guest_ready(vm).await;
+            if !observed.guest_ready {
+                self.watch_boot(vm);
+            }
         }
         observed
     }

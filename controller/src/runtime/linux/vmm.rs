@@ -133,10 +133,10 @@ impl LinuxRuntime {
         Ok(handles)
     }
 
-    /// `shutdown`: stops the recorded VMM with its driver (graceful, bounded, then
-    /// forced), then any VMM of this daemon still carrying the VM's uid marker as a
-    /// whole argument (a launch interrupted before its handles were recorded; gc's rule,
-    /// [`garbage::find_vmms_of`]).
+    /// `shutdown`: stops the recorded VMM with its driver (graceful for
+    /// [`VmContext::stop_grace`], then forced), then any VMM of this daemon still
+    /// carrying the VM's uid marker as a whole argument (a launch interrupted before its
+    /// handles were recorded; gc's rule, [`garbage::find_vmms_of`]).
     pub(super) async fn shutdown(
         &self,
         vm: &VmContext,
@@ -147,7 +147,7 @@ impl LinuxRuntime {
             let driver =
                 driver_of(&self.hypervisors, vmm).map_err(|e| Self::step_error(vm, step, e))?;
             driver
-                .shutdown(vmm, &vm.uid, self.config.stop_grace)
+                .shutdown(vmm, &vm.uid, vm.stop_grace(self.config.stop_grace))
                 .await
                 .map_err(|e| Self::step_error(vm, step, e))?;
         }
@@ -333,6 +333,7 @@ mod tests {
                 hypervisor: HypervisorChoice::Auto,
                 network: NetworkSpec::default(),
                 kernel_args: Some("debug".into()),
+                stop_grace_period_seconds: None,
             },
             image: Some(image.clone()),
             vm_dir: "/state/vms/0123abcd".into(),
@@ -343,6 +344,7 @@ mod tests {
                 prefix: 24,
             }),
             bridge: "banger0".into(),
+            deleting: false,
             handles: VmHandles::default(),
         };
         (vm, image)
@@ -362,6 +364,20 @@ mod tests {
             kernel_cmdline(&vm, &image, qemu.kernel_args(), ip),
             format!("{BASE_CMDLINE} {ip} banger.name=web quiet debug")
         );
+    }
+
+    #[test]
+    fn a_delete_gives_no_grace_and_a_stop_the_spec_s_or_the_daemon_s() {
+        let default = Duration::from_secs(15);
+        let (mut vm, _) = vm();
+        assert_eq!(vm.stop_grace(default), default);
+        vm.spec.stop_grace_period_seconds = Some(40);
+        assert_eq!(vm.stop_grace(default), Duration::from_secs(40));
+        vm.spec.stop_grace_period_seconds = Some(0);
+        assert_eq!(vm.stop_grace(default), Duration::ZERO);
+        vm.spec.stop_grace_period_seconds = Some(40);
+        vm.deleting = true;
+        assert_eq!(vm.stop_grace(default), Duration::ZERO);
     }
 
     #[test]
