@@ -52,6 +52,17 @@ pub async fn run(client: &DaemonClient, args: &ConnectArgs) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// A write to stdout that fails because its reader went away (`ssh` closing its
+/// ProxyCommand after refusing a host key, `head` after enough lines) ends the stream
+/// like the guest's end of file; any other error stays one.
+fn reader_gone_is_the_end(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// Copies stdin to the guest and the guest to stdout. stdin is read on a thread of its
 /// own (a blocked read of a terminal must not hold a runtime worker or the exit);
 /// its end of file becomes a half-close towards the guest. Returns when the guest has
@@ -89,8 +100,13 @@ async fn pump(stream: GuestStream) -> std::io::Result<()> {
             if n == 0 {
                 return stdout.flush().await;
             }
-            stdout.write_all(&buf[..n]).await?;
-            stdout.flush().await?;
+            let written = match stdout.write_all(&buf[..n]).await {
+                Ok(()) => stdout.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                return reader_gone_is_the_end(e);
+            }
         }
     };
     tokio::pin!(upload);
@@ -104,5 +120,21 @@ async fn pump(stream: GuestStream) -> std::io::Result<()> {
                 uploading = false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reader_gone_is_the_end;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_closed_reader_ends_the_stream_and_other_errors_stay() {
+        assert!(reader_gone_is_the_end(Error::from(ErrorKind::BrokenPipe)).is_ok());
+        let other = reader_gone_is_the_end(Error::from(ErrorKind::PermissionDenied));
+        assert_eq!(
+            other.map_err(|e| e.kind()),
+            Err(ErrorKind::PermissionDenied)
+        );
     }
 }
