@@ -113,10 +113,18 @@ impl SshIdentity {
     }
 }
 
+/// Serialises [`ensure_identity`] within the daemon: the first VMs of a new state
+/// directory prepare their disks at once, and two generations racing (one removing the
+/// other's half-written pair as incomplete) would leave a disk with a key that is not
+/// banger's any more. (Other daemons cannot use the state directory: `daemon.lock`.)
+static IDENTITY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Generates banger's identity once (`ssh-keygen -t ed25519 -N "" -f …`); an existing
-/// key pair is kept. The directory is made with mode 0700.
+/// key pair is kept. The directory is made with mode 0700. Callers in one process are
+/// served one at a time, so they all get the same pair.
 pub fn ensure_identity(state_dir: &Path) -> Result<SshIdentity, GuestKeyError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let _one_at_a_time = IDENTITY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let id = SshIdentity::paths(state_dir);
     let dir = state_dir.join("ssh");
     std::fs::DirBuilder::new()
@@ -521,6 +529,27 @@ pub fn inject_authorized_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_first_uses_get_one_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        ensure_identity(dir.path())
+                            .and_then(|id| id.public_key_line())
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let on_disk = SshIdentity::paths(dir.path()).public_key_line().unwrap();
+        for line in &lines {
+            assert_eq!(line, &on_disk, "a caller got a key that is not banger's");
+        }
+    }
 
     fn image_with(dir: &Path, existing: Option<&str>) -> PathBuf {
         let root = dir.join("tree");
