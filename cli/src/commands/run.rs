@@ -452,9 +452,14 @@ async fn wait_ready(
     // per layer otherwise), as `apply --wait` shows it.
     let mut pull = Some(crate::progress::PullProgress::default());
     loop {
+        // A drawn bar is not interrupted by the lines below.
+        let mut pulling = false;
         if let Some(progress) = pull.as_mut() {
             match client.get(&image_ref).await? {
-                Some(image) if image.status.phase != "Ready" => progress.show(&image),
+                Some(image) if image.status.phase != "Ready" => {
+                    pulling = !image.status.pull.is_empty();
+                    progress.show(&image);
+                }
                 _ => {
                     progress.finish();
                     pull = None;
@@ -470,7 +475,7 @@ async fn wait_ready(
             && holds(vm.as_ref(), "GuestReady")
             && (plan.source.is_none() || holds(ws.as_ref(), "Synced"));
         let line = progress_line(vm.as_ref(), ws.as_ref(), plan.source.is_some());
-        if tty && line != last && pull.is_none() {
+        if tty && line != last && !pulling {
             eprintln!("banger run: {line}");
             last = line.clone();
         }
