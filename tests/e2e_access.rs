@@ -32,24 +32,7 @@ fn git(repo: &Path, args: &[&str]) {
 
 /// `banger --socket S ARGS…` outside the namespace, with `stdin` fed (or /dev/null).
 fn banger(d: &Daemon, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(banger_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run banger");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input).unwrap();
-    }
-    child.wait_with_output().expect("wait banger")
+    d.cli_with_stdin(args, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -299,6 +299,30 @@ impl Daemon {
             .expect("run banger")
     }
 
+    /// [`Self::cli`] with `stdin` written to the command's standard input (none: it
+    /// reads from /dev/null).
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(banger_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run banger");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input).expect("write banger's stdin");
+        }
+        child.wait_with_output().expect("wait banger")
+    }
+
     /// Runs the CLI and panics (with the daemon's log) unless it exits 0; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
