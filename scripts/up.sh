@@ -52,6 +52,9 @@ if ! cmp -s "$kit/vmlinux" "$guest_dir/vmlinux" || ! cmp -s "$kit/initrd.img" "$
   rm -rf "$guest_dir"
   mv "$guest_dir.tmp" "$guest_dir"
 fi
+# The VMMs run as banger-vmm (docs/security.md) and must read the kernel and initrd;
+# the kit builds them 0600. Neither holds a secret.
+chmod 0644 "$guest_dir/vmlinux" "$guest_dir/initrd.img"
 
 # The example registry image, served on 127.0.0.1 (a registry of the loopback interface
 # may speak plain HTTP).
