@@ -147,6 +147,27 @@ pub fn object_path(kind: Kind, name: &str) -> String {
     format!("/v1/objects/{}/{}", kind.plural(), encode(name))
 }
 
+/// The API path of a list: `/v1/objects` or `/v1/objects?kind=vms`.
+fn list_path(kind: Option<Kind>) -> String {
+    match kind {
+        Some(kind) => format!("/v1/objects?kind={}", kind.plural()),
+        None => "/v1/objects".to_string(),
+    }
+}
+
+/// A `GET` answer decoded into its wire type.
+fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
+    decode_answer(format!("GET {path}"), body)
+}
+
+/// An answer to `what` decoded into its wire type.
+fn decode_answer<T: DeserializeOwned>(what: String, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+        what,
+        message: e.to_string(),
+    })
+}
+
 /// Query of `GET /v1/events`.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -321,10 +342,7 @@ impl DaemonClient {
     ) -> Result<T, ClientError> {
         let what = format!("{method} {path}");
         let response = self.checked(method, path, body, wait).await?;
-        serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
-            what,
-            message: e.to_string(),
-        })
+        decode_answer(what, &response.body)
     }
 
     /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].
@@ -365,25 +383,34 @@ impl DaemonClient {
 
     /// `GET /v1/objects[?kind=…]`.
     pub async fn list(&self, kind: Option<Kind>) -> Result<ObjectList, ClientError> {
-        let path = match kind {
-            Some(kind) => format!("/v1/objects?kind={}", kind.plural()),
-            None => "/v1/objects".to_string(),
-        };
-        self.call(Method::GET, &path, None, Duration::ZERO).await
+        let body = self.list_json(kind).await?;
+        decode(&list_path(kind), &body)
+    }
+
+    /// `GET /v1/objects[?kind=…]` as the daemon wrote it (`{"items": […]}`), for
+    /// callers that print or pick from it without the typed views.
+    pub async fn list_json(&self, kind: Option<Kind>) -> Result<Bytes, ClientError> {
+        let path = list_path(kind);
+        Ok(self
+            .checked(Method::GET, &path, None, Duration::ZERO)
+            .await?
+            .body)
     }
 
     /// `GET /v1/objects/{kind}/{name}`; `Ok(None)` when the object does not exist.
     pub async fn get(&self, object: &ObjectRef) -> Result<Option<ObjectView>, ClientError> {
-        match self
-            .call(
-                Method::GET,
-                &object_path(object.kind, &object.name),
-                None,
-                Duration::ZERO,
-            )
-            .await
-        {
-            Ok(view) => Ok(Some(view)),
+        match self.get_json(object).await? {
+            Some(body) => decode(&object_path(object.kind, &object.name), &body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `GET /v1/objects/{kind}/{name}` as the daemon wrote it; `Ok(None)` when the
+    /// object does not exist.
+    pub async fn get_json(&self, object: &ObjectRef) -> Result<Option<Bytes>, ClientError> {
+        let path = object_path(object.kind, &object.name);
+        match self.checked(Method::GET, &path, None, Duration::ZERO).await {
+            Ok(response) => Ok(Some(response.body)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }

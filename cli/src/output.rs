@@ -1,10 +1,12 @@
 //! Printing objects: aligned tables (kubectl style) and `-o wide|json|yaml`.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use banger_controller::api::types::{Condition, ObjectView};
 use banger_specs::Kind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -41,6 +43,70 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<String, PrintError> {
             format: "json",
             message: e.to_string(),
         })
+}
+
+/// JSON text as [`to_json`] prints it, without a typed round trip: the same members in
+/// the same order, indented by two spaces, `"key": value`, empty objects and arrays as
+/// `{}` and `[]`, a final newline. Strings, numbers and literals are copied as they
+/// are, so text that `serde_json` wrote (the daemon's answers) comes out exactly as
+/// `to_json` of its decoded value would. Fails on anything that is not one JSON value.
+pub fn pretty_json(text: &[u8]) -> Result<String, PrintError> {
+    let invalid = |message: String| PrintError {
+        format: "json",
+        message,
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(text).map_err(|e| invalid(e.to_string()))?;
+    let mut out = Vec::with_capacity(text.len() + text.len() / 2);
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', 2 * depth));
+    };
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&c) = text.get(i) {
+        i += 1;
+        match c {
+            b'"' => {
+                // Copy the string through its closing quote; escapes stay as written.
+                let start = i - 1;
+                while let Some(&s) = text.get(i) {
+                    i += if s == b'\\' { 2 } else { 1 };
+                    if s == b'"' {
+                        break;
+                    }
+                }
+                out.extend_from_slice(&text[start..i.min(text.len())]);
+            }
+            b'{' | b'[' => {
+                let close = if c == b'{' { b'}' } else { b']' };
+                while text.get(i).is_some_and(u8::is_ascii_whitespace) {
+                    i += 1;
+                }
+                out.push(c);
+                if text.get(i) == Some(&close) {
+                    out.push(close);
+                    i += 1;
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            b',' => {
+                out.push(b',');
+                newline(&mut out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out.push(b'\n');
+    String::from_utf8(out).map_err(|e| invalid(e.to_string()))
 }
 
 /// A value as YAML, through the specs crate (the one place that talks to the YAML
@@ -153,11 +219,119 @@ pub fn condition<'a>(object: &'a ObjectView, type_: &str) -> Option<&'a Conditio
     object.status.conditions.iter().find(|c| c.type_ == type_)
 }
 
-fn ready(object: &ObjectView) -> String {
-    condition(object, "Ready").map_or_else(|| "-".to_string(), |c| c.status.clone())
+/// What a `get` table shows of one object: the members of its JSON (the wire form of
+/// [`ObjectView`]) that the columns read, borrowed from the daemon's answer where they
+/// can be. The rest (handles, condition messages, …) is skipped unread, so a table of
+/// a long list costs a fraction of decoding the whole views.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TableObject<'a> {
+    /// Kind.
+    pub kind: Kind,
+    /// Name, creation time, owner.
+    #[serde(borrow)]
+    pub metadata: TableMetadata<'a>,
+    /// The spec (the columns pick single members).
+    #[serde(default)]
+    pub spec: Cow<'a, serde_json::Value>,
+    /// Phase, conditions and what the status says of the VM, Image or Workspace.
+    #[serde(borrow, default)]
+    pub status: TableStatus<'a>,
 }
 
-fn spec_str(object: &ObjectView, pointer: &str) -> String {
+/// The metadata a table shows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableMetadata<'a> {
+    /// Name.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// RFC 3339 creation time (the AGE column).
+    #[serde(borrow)]
+    pub creation_timestamp: Cow<'a, str>,
+    /// Annotations (the OWNER column reads `banger.dev/owner`).
+    #[serde(borrow, default)]
+    pub annotations: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+/// A condition's type and status.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TableCondition<'a> {
+    /// `Ready`, `UpdateAvailable`, …
+    #[serde(rename = "type", borrow)]
+    pub type_: Cow<'a, str>,
+    /// `True`, `False` or `Unknown`.
+    #[serde(borrow)]
+    pub status: Cow<'a, str>,
+}
+
+/// The status members a table shows (an Image's resolution is flattened into the
+/// status on the wire, so its members are here too).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableStatus<'a> {
+    /// Phase.
+    #[serde(borrow, default)]
+    pub phase: Cow<'a, str>,
+    /// Conditions.
+    #[serde(borrow, default)]
+    pub conditions: Vec<TableCondition<'a>>,
+    /// VM: guest address.
+    #[serde(borrow, default)]
+    pub ip: Option<Cow<'a, str>>,
+    /// VM: hypervisor process id.
+    #[serde(default)]
+    pub pid: Option<i64>,
+    /// VM: hypervisor.
+    #[serde(borrow, default)]
+    pub hypervisor: Option<Cow<'a, str>>,
+    /// Workspace: the commit the last copy brought.
+    #[serde(borrow, default)]
+    pub base_commit: Option<Cow<'a, str>>,
+    /// Workspace: when the last copy finished.
+    #[serde(borrow, default)]
+    pub copied_at: Option<Cow<'a, str>>,
+    /// Image: the digest it resolved to (present once resolved).
+    #[serde(borrow, default)]
+    pub digest: Option<Cow<'a, str>>,
+    /// Image: the root filesystem's size.
+    #[serde(default)]
+    pub rootfs_bytes: Option<u64>,
+    /// Image: the kernel VMs boot.
+    #[serde(borrow, default)]
+    pub kernel: Option<Cow<'a, str>>,
+    /// Image: the kernel is the daemon's default one.
+    #[serde(default)]
+    pub default_kernel: bool,
+    /// Image: the digest its tag named at the last check.
+    #[serde(borrow, default)]
+    pub latest_digest: Option<Cow<'a, str>>,
+}
+
+/// `{"items": [...]}` of the list answer, as table rows.
+#[derive(Debug, Deserialize)]
+pub struct TableList<'a> {
+    /// The objects.
+    #[serde(borrow)]
+    pub items: Vec<TableObject<'a>>,
+}
+
+impl TableObject<'_> {
+    fn condition_status(&self, type_: &str) -> Option<&str> {
+        self.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.as_ref())
+    }
+}
+
+fn ready(object: &TableObject<'_>) -> String {
+    object
+        .condition_status("Ready")
+        .map_or_else(|| "-".to_string(), str::to_string)
+}
+
+fn spec_str(object: &TableObject<'_>, pointer: &str) -> String {
     match object.spec.pointer(pointer) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => "-".to_string(),
@@ -165,7 +339,7 @@ fn spec_str(object: &ObjectView, pointer: &str) -> String {
     }
 }
 
-fn spec_bytes(object: &ObjectView, pointer: &str) -> String {
+fn spec_bytes(object: &TableObject<'_>, pointer: &str) -> String {
     object
         .spec
         .pointer(pointer)
@@ -186,18 +360,22 @@ pub fn short_digest(digest: &str) -> String {
 }
 
 /// An Image's `UPDATE` column: the new digest when its tag moved, `-` otherwise.
-fn update_column(object: &ObjectView) -> String {
+fn update_column(object: &TableObject<'_>) -> String {
     object
         .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "UpdateAvailable" && c.status == "True")
-        .and_then(|_| object.status.image.as_ref()?.latest_digest.as_deref())
+        .latest_digest
+        .as_deref()
+        .filter(|_| object.condition_status("UpdateAvailable") == Some("True"))
         .map_or_else(|| "-".to_string(), short_digest)
 }
 
 /// The `get` table of objects of one kind.
-pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: OffsetDateTime) -> Table {
+pub fn rows_table(
+    kind: Kind,
+    objects: &[&TableObject<'_>],
+    wide: bool,
+    now: OffsetDateTime,
+) -> Table {
     let mut headers: Vec<&str> = match kind {
         Kind::Vm => vec![
             "NAME", "PHASE", "READY", "IP", "VCPUS", "MEMORY", "IMAGE", "AGE",
@@ -218,16 +396,17 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
     }
     let mut table = Table::new(headers);
     for object in objects {
+        let status = &object.status;
         let age = age_since(&object.metadata.creation_timestamp, now);
-        let phase = if object.status.phase.is_empty() {
+        let phase = if status.phase.is_empty() {
             "-".to_string()
         } else {
-            object.status.phase.clone()
+            status.phase.to_string()
         };
-        let mut cells = vec![object.metadata.name.clone(), phase, ready(object)];
+        let mut cells = vec![object.metadata.name.to_string(), phase, ready(object)];
         match kind {
             Kind::Vm => cells.extend([
-                or_dash(object.status.ip.as_ref()),
+                or_dash(status.ip.as_ref()),
                 spec_str(object, "/vcpus"),
                 spec_bytes(object, "/memory"),
                 spec_str(object, "/image"),
@@ -238,21 +417,28 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
                     Some(serde_json::Value::String(r)) => r.clone(),
                     _ => spec_str(object, "/rootfs"),
                 };
-                let image = object.status.image.as_ref();
-                let digest = image.map_or_else(|| "-".to_string(), |i| short_digest(&i.digest));
-                let size = image.map_or_else(|| "-".to_string(), |i| format_bytes(i.rootfs_bytes));
+                // The size and the kernel belong to a resolution, which has a digest.
+                let resolved = status.digest.is_some();
+                let digest = status
+                    .digest
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), short_digest);
+                let size = if resolved {
+                    format_bytes(status.rootfs_bytes.unwrap_or(0))
+                } else {
+                    "-".to_string()
+                };
                 cells.extend([source, digest, size, update_column(object), age]);
             }
             Kind::Workspace => cells.extend([
                 spec_str(object, "/vm"),
                 spec_str(object, "/source"),
                 spec_str(object, "/path"),
-                object
-                    .status
+                status
                     .base_commit
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |c| c.chars().take(12).collect()),
-                object.status.copied_at.as_ref().map_or_else(
+                status.copied_at.as_ref().map_or_else(
                     || "-".to_string(),
                     |at| format!("{} ago", age_since(at, now)),
                 ),
@@ -263,22 +449,18 @@ pub fn object_table(kind: Kind, objects: &[&ObjectView], wide: bool, now: Offset
             let owner = or_dash(object.metadata.annotations.get("banger.dev/owner"));
             match kind {
                 Kind::Vm => cells.extend([
-                    or_dash(object.status.hypervisor.as_ref()),
-                    or_dash(object.status.pid),
+                    or_dash(status.hypervisor.as_ref()),
+                    or_dash(status.pid),
                     owner,
                 ]),
                 Kind::Image => {
-                    let kernel = object.status.image.as_ref().map_or_else(
-                        || spec_str(object, "/kernel"),
-                        |i| {
-                            let path = i.kernel.display().to_string();
-                            if i.default_kernel {
-                                format!("{path} (default)")
-                            } else {
-                                path
-                            }
-                        },
-                    );
+                    let kernel = match (&status.digest, &status.kernel) {
+                        (Some(_), Some(path)) if status.default_kernel => {
+                            format!("{path} (default)")
+                        }
+                        (Some(_), Some(path)) => path.to_string(),
+                        _ => spec_str(object, "/kernel"),
+                    };
                     cells.extend([kernel, owner])
                 }
                 Kind::Workspace => cells.extend([spec_str(object, "/include"), owner]),
@@ -295,6 +477,60 @@ mod tests {
     use super::*;
     use banger_controller::api::types::{ObjectMetaView, StatusView};
     use time::macros::datetime;
+
+    /// The table of views as `get` makes it: from their JSON, read as [`TableObject`]s.
+    fn table_of(kind: Kind, views: &[&ObjectView], wide: bool, now: OffsetDateTime) -> Table {
+        let texts: Vec<String> = views
+            .iter()
+            .map(|v| serde_json::to_string(v).unwrap())
+            .collect();
+        let rows: Vec<TableObject<'_>> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let rows: Vec<&TableObject<'_>> = rows.iter().collect();
+        rows_table(kind, &rows, wide, now)
+    }
+
+    #[test]
+    fn pretty_json_prints_what_to_json_prints() {
+        let texts = [
+            r#"{"items":[]}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#""just a string""#,
+            r#"{"a":[],"b":{},"c":[1,-2,true,false,null,"x\"y\\z\n\u0001é/"],"d":{"e":[{"f":[]},{"g":{"h":0}}]}}"#,
+            " { \"a\" : [ 1 , { } ] } ",
+        ];
+        for text in texts {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                pretty_json(text.as_bytes()).unwrap(),
+                to_json(&value).unwrap(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn pretty_json_of_a_list_answer_is_to_json_of_its_decoded_views() {
+        // The wire form of a list, as the daemon writes it (members in the views'
+        // order, not sorted): the typed round trip `get -o json` used to make.
+        let text = r#"{"items":[{"apiVersion":"banger.dev/v1alpha1","kind":"VM","metadata":{"name":"dev","uid":"u1","generation":2,"creationTimestamp":"2026-01-01T00:00:00Z","labels":{"app":"a \"b\""},"annotations":{"banger.dev/owner":"cli"}},"spec":{"image":"base","memory":536870912,"network":{"nat":true}},"status":{"phase":"Running","observedGeneration":2,"conditions":[{"type":"Ready","status":"True","reason":"Running","message":"ok\nmore","lastTransitionTime":"2026-01-01T00:00:01Z","observedGeneration":2}],"ip":"172.30.0.2","pid":42,"hypervisor":"qemu","handles":{"lease":{"ip":"172.30.0.2","prefix":24},"tap":"bg0"}}},{"apiVersion":"banger.dev/v1alpha1","kind":"Image","metadata":{"name":"base","uid":"u2","generation":1,"creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"kernel":"/k","rootfs":"/r"},"status":{"phase":"Ready","observedGeneration":1,"conditions":[],"digest":"sha256:a","rootfs":"/r","rootfsBytes":1024,"kernel":"/k","defaultKernel":false}}]}"#;
+        let typed: banger_controller::api::types::ObjectList = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            pretty_json(text.as_bytes()).unwrap(),
+            to_json(&typed).unwrap()
+        );
+    }
+
+    #[test]
+    fn pretty_json_refuses_what_is_not_one_json_value() {
+        for text in [&b"{\"a\":"[..], b"[1,2", b"{} {}", b"", b"\"\xff\""] {
+            let e = pretty_json(text).unwrap_err();
+            assert_eq!(e.format, "json", "{text:?}");
+        }
+    }
 
     #[test]
     fn table_pads_columns_and_trims_line_ends() {
@@ -358,7 +594,7 @@ mod tests {
         .unwrap();
         let now = datetime!(2026-01-01 00:01:00 UTC);
         assert_eq!(
-            object_table(Kind::Workspace, &[&view], false, now).render(),
+            table_of(Kind::Workspace, &[&view], false, now).render(),
             "NAME   PHASE   READY   VM    SOURCE         PATH        BASE           COPIED    AGE\n\
              src    Ready   -       dev   /home/me/src   /root/src   0123456789ab   50s ago   60s\n"
         );
@@ -397,13 +633,13 @@ mod tests {
             },
         };
         let now = datetime!(2026-01-01 00:00:30 UTC);
-        let narrow = object_table(Kind::Vm, &[&view], false, now).render();
+        let narrow = table_of(Kind::Vm, &[&view], false, now).render();
         assert_eq!(
             narrow,
             "NAME   PHASE     READY   IP           VCPUS   MEMORY   IMAGE   AGE\n\
              dev    Running   True    172.30.0.2   2       1Gi      base    30s\n"
         );
-        let wide = object_table(Kind::Vm, &[&view], true, now).render();
+        let wide = table_of(Kind::Vm, &[&view], true, now).render();
         assert!(
             wide.lines()
                 .next()
@@ -463,13 +699,13 @@ mod tests {
             },
         };
         let now = datetime!(2026-01-01 00:00:30 UTC);
-        let table = object_table(Kind::Image, &[&view], false, now).render();
+        let table = table_of(Kind::Image, &[&view], false, now).render();
         assert_eq!(
             table,
             "NAME   PHASE   READY   SOURCE             DIGEST                SIZE    UPDATE                AGE\n\
              deb    Ready   True    r:5000/debian:12   sha256:aaaaaaaaaaaa   512Mi   sha256:bbbbbbbbbbbb   30s\n"
         );
-        let wide = object_table(Kind::Image, &[&view], true, now).render();
+        let wide = table_of(Kind::Image, &[&view], true, now).render();
         assert!(wide.contains("/g/vmlinux (default)"), "{wide}");
     }
 }

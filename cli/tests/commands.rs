@@ -16,6 +16,157 @@ fn get_json(daemon: &Daemon, object: &str) -> ObjectView {
         .unwrap_or_else(|e| panic!("get {object} -o json: {e}\n{}", run.stdout))
 }
 
+/// `-o json` as the typed round trip printed it (decode, then pretty-print): `get` now
+/// re-indents the daemon's text instead, and must print the same bytes.
+fn typed_json<T: serde::de::DeserializeOwned + serde::Serialize>(stdout: &str) -> String {
+    let value: T = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    serde_json::to_string_pretty(&value).unwrap() + "\n"
+}
+
+/// Rows of a table (after its header), as whitespace-separated cells.
+fn rows(stdout: &str) -> Vec<Vec<&str>> {
+    stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+#[test]
+fn get_prints_none_one_and_many_in_every_format() {
+    let daemon = Daemon::start();
+
+    // None.
+    let run = daemon.banger(&["get", "vms"]).expect_code(0);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("", "No objects found.\n")
+    );
+    let run = daemon.banger(&["get"]).expect_code(0);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("", "No objects found.\n")
+    );
+    let run = daemon.banger(&["get", "vms", "-o", "json"]).expect_code(0);
+    assert_eq!(run.stdout, "{\n  \"items\": []\n}\n");
+    let run = daemon.banger(&["get", "vms", "-o", "yaml"]).expect_code(0);
+    assert!(run.stdout.starts_with("items:"), "{}", run.stdout);
+    assert!(!run.stdout.contains("kind:"), "{}", run.stdout);
+
+    // One.
+    daemon.write_work("a.yaml", &image_and_vm("a", "256MiB"));
+    daemon
+        .banger(&["apply", "-f", "a.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let run = daemon.banger(&["get", "vms"]).expect_code(0);
+    assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
+    let row = &rows(&run.stdout)[0];
+    assert_eq!(row[..3], ["a", "Running", "True"], "{}", run.stdout);
+    assert_eq!(row[4..7], ["1", "256Mi", "base"], "{}", run.stdout);
+    let run = daemon
+        .banger(&["get", "vm", "a", "-o", "json"])
+        .expect_code(0);
+    assert_eq!(run.stdout, typed_json::<ObjectView>(&run.stdout));
+    assert!(
+        run.stdout.starts_with("{\n  \"apiVersion\": "),
+        "{}",
+        run.stdout
+    );
+
+    // Many: three VMs, listed by name.
+    daemon.write_work(
+        "bc.yaml",
+        &format!("{}---\n{}", vm_only("c", "1GiB"), vm_only("b", "512MiB")),
+    );
+    daemon
+        .banger(&["apply", "-f", "bc.yaml", "--wait", "--timeout", WAIT])
+        .expect_code(0);
+    let run = daemon.banger(&["get", "vms"]).expect_code(0);
+    let table = rows(&run.stdout);
+    let names: Vec<&str> = table.iter().map(|r| r[0]).collect();
+    assert_eq!(names, ["a", "b", "c"], "{}", run.stdout);
+    assert_eq!(
+        table.iter().map(|r| r[5]).collect::<Vec<_>>(),
+        ["256Mi", "512Mi", "1Gi"],
+        "{}",
+        run.stdout
+    );
+    let run = daemon.banger(&["get", "vms", "-o", "wide"]).expect_code(0);
+    for row in rows(&run.stdout) {
+        assert_eq!(row.len(), 11, "{}", run.stdout);
+        assert_eq!((row[8], row[10]), ("simulated", "cli"), "{}", run.stdout);
+        assert!(row[9].parse::<u32>().is_ok(), "{}", run.stdout);
+    }
+    let run = daemon.banger(&["get", "vms", "-o", "json"]).expect_code(0);
+    assert_eq!(run.stdout, typed_json::<ObjectList>(&run.stdout));
+    let list: ObjectList = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(list.items.len(), 3);
+    assert!(list.items.iter().all(|o| o.status.handles.is_some()));
+    let run = daemon.banger(&["get", "vms", "-o", "yaml"]).expect_code(0);
+    assert_eq!(run.stdout.matches("kind: VM").count(), 3, "{}", run.stdout);
+
+    // Named objects: in the order named; a list unless one was named.
+    let run = daemon
+        .banger(&["get", "vm", "c", "a", "-o", "json"])
+        .expect_code(0);
+    assert_eq!(run.stdout, typed_json::<ObjectList>(&run.stdout));
+    let list: ObjectList = serde_json::from_str(&run.stdout).unwrap();
+    let names: Vec<&str> = list
+        .items
+        .iter()
+        .map(|o| o.metadata.name.as_str())
+        .collect();
+    assert_eq!(names, ["c", "a"]);
+    let run = daemon.banger(&["get", "vm", "c", "a"]).expect_code(0);
+    let names: Vec<&str> = rows(&run.stdout).iter().map(|r| r[0]).collect();
+    assert_eq!(names, ["c", "a"], "{}", run.stdout);
+    let run = daemon
+        .banger(&["get", "vm", "b", "-o", "yaml"])
+        .expect_code(0);
+    assert!(
+        run.stdout.starts_with("apiVersion: banger.dev/v1alpha1\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("name: b\n"), "{}", run.stdout);
+
+    // Several kinds: one table per kind, names as kind/name.
+    let run = daemon.banger(&["get"]).expect_code(0);
+    let sections: Vec<&str> = run.stdout.split("\n\n").collect();
+    assert_eq!(sections.len(), 2, "{}", run.stdout);
+    assert!(sections[0].starts_with("NAME "), "{}", run.stdout);
+    assert!(sections[0]
+        .lines()
+        .nth(1)
+        .is_some_and(|l| l.starts_with("image/base ")));
+    let vms: Vec<&str> = sections[1]
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(vms, ["vm/a", "vm/b", "vm/c"], "{}", run.stdout);
+    let run = daemon.banger(&["get", "vm/a", "image/base"]).expect_code(0);
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("vm/a ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("image/base ")),
+        "{}",
+        run.stdout
+    );
+
+    // A missing name: the others print, the command fails naming it.
+    let run = daemon.banger(&["get", "vm", "a", "nope"]).expect_code(1);
+    assert_eq!(rows(&run.stdout).len(), 1, "{}", run.stdout);
+    assert_eq!(run.stderr, "Error from daemon: vm \"nope\" not found\n");
+    let run = daemon
+        .banger(&["get", "vm", "nope", "-o", "json"])
+        .expect_code(1);
+    assert_eq!(run.stdout, "");
+}
+
 #[test]
 fn apply_get_describe_diff_delete() {
     let mut daemon = Daemon::start();

@@ -4,12 +4,13 @@ use std::process::ExitCode;
 
 use banger_controller::api::types::{ObjectList, ObjectView};
 use banger_specs::Kind;
+use hyper::body::Bytes;
 use time::OffsetDateTime;
 
-use crate::client::DaemonClient;
+use crate::client::{ClientError, DaemonClient};
 use crate::commands::not_found;
 use crate::error::{print_out, CliError};
-use crate::output::{object_table, to_json, to_yaml, OutputFormat};
+use crate::output::{pretty_json, rows_table, to_yaml, OutputFormat, TableList, TableObject};
 use crate::selector::{kind_word, parse_selection, Selection};
 
 /// Arguments of `banger get`.
@@ -37,50 +38,101 @@ pub struct GetArgs {
     pub output: Option<OutputFormat>,
 }
 
-/// A value as JSON or YAML.
-fn serialized<T: serde::Serialize>(value: &T, format: OutputFormat) -> Result<String, CliError> {
-    Ok(if format == OutputFormat::Json {
-        to_json(value)?
-    } else {
-        to_yaml(value)?
+/// What `get` read from the daemon: one list answer, or one answer per named object
+/// (in the order named), each as the daemon wrote it.
+#[derive(Debug)]
+pub enum Fetched {
+    /// `{"items": [...]}` of `GET /v1/objects`.
+    List(Bytes),
+    /// The objects found by name.
+    Objects(Vec<Bytes>),
+}
+
+/// A decoding error of the daemon's answer.
+fn undecodable(e: serde_json::Error) -> CliError {
+    CliError::Client(ClientError::Decode {
+        what: "GET /v1/objects".into(),
+        message: e.to_string(),
     })
 }
 
 /// Prints objects in the chosen format. `single` prints one object bare instead of a
-/// list; `multi_kind` writes names as `vm/dev`.
+/// list; `multi_kind` writes names as `vm/dev`. JSON is the daemon's text re-indented
+/// (no typed round trip); tables read only their columns ([`TableObject`]).
 pub fn render(
-    objects: &[ObjectView],
+    fetched: &Fetched,
     format: OutputFormat,
     single: bool,
     multi_kind: bool,
 ) -> Result<String, CliError> {
-    match (format, objects) {
-        (OutputFormat::Json | OutputFormat::Yaml, [object]) if single => serialized(object, format),
-        (OutputFormat::Json | OutputFormat::Yaml, _) => serialized(
-            &ObjectList {
-                items: objects.to_vec(),
-            },
-            format,
-        ),
-        (OutputFormat::Table | OutputFormat::Wide, _) => {
-            let now = OffsetDateTime::now_utc();
-            let wide = format == OutputFormat::Wide;
-            let mut sections = Vec::new();
-            for kind in Kind::ALL {
-                let of_kind: Vec<&ObjectView> = objects.iter().filter(|o| o.kind == kind).collect();
-                if of_kind.is_empty() {
-                    continue;
+    match (format, fetched) {
+        (OutputFormat::Json, Fetched::List(body)) => Ok(pretty_json(body)?),
+        (OutputFormat::Json, Fetched::Objects(bodies)) => match bodies.as_slice() {
+            [body] if single => Ok(pretty_json(body)?),
+            _ => {
+                let mut list = b"{\"items\":[".to_vec();
+                for (i, body) in bodies.iter().enumerate() {
+                    if i > 0 {
+                        list.push(b',');
+                    }
+                    list.extend_from_slice(body);
                 }
-                let table = object_table(kind, &of_kind, wide, now).render();
-                sections.push(if multi_kind {
-                    prefix_names(&table, kind)
-                } else {
-                    table
-                });
+                list.extend_from_slice(b"]}");
+                Ok(pretty_json(&list)?)
             }
-            Ok(sections.join("\n"))
+        },
+        (OutputFormat::Yaml, Fetched::List(body)) => {
+            let list: ObjectList = serde_json::from_slice(body).map_err(undecodable)?;
+            Ok(to_yaml(&list)?)
+        }
+        (OutputFormat::Yaml, Fetched::Objects(bodies)) => {
+            let items = bodies
+                .iter()
+                .map(|b| serde_json::from_slice::<ObjectView>(b))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(undecodable)?;
+            match items.as_slice() {
+                [object] if single => Ok(to_yaml(object)?),
+                _ => Ok(to_yaml(&ObjectList { items })?),
+            }
+        }
+        (OutputFormat::Table | OutputFormat::Wide, _) => {
+            let objects = table_objects(fetched)?;
+            Ok(tables(&objects, format == OutputFormat::Wide, multi_kind))
         }
     }
+}
+
+/// The table rows of what was fetched.
+fn table_objects(fetched: &Fetched) -> Result<Vec<TableObject<'_>>, CliError> {
+    match fetched {
+        Fetched::List(body) => Ok(serde_json::from_slice::<TableList<'_>>(body)
+            .map_err(undecodable)?
+            .items),
+        Fetched::Objects(bodies) => bodies
+            .iter()
+            .map(|b| serde_json::from_slice::<TableObject<'_>>(b).map_err(undecodable))
+            .collect(),
+    }
+}
+
+/// One table per kind present, in kind order; names as `vm/dev` when `multi_kind`.
+fn tables(objects: &[TableObject<'_>], wide: bool, multi_kind: bool) -> String {
+    let now = OffsetDateTime::now_utc();
+    let mut sections = Vec::new();
+    for kind in Kind::ALL {
+        let of_kind: Vec<&TableObject<'_>> = objects.iter().filter(|o| o.kind == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let table = rows_table(kind, &of_kind, wide, now).render();
+        sections.push(if multi_kind {
+            prefix_names(&table, kind)
+        } else {
+            table
+        });
+    }
+    sections.join("\n")
 }
 
 /// Writes the NAME column as `vm/dev` (for tables that mix kinds), keeping alignment.
@@ -108,10 +160,15 @@ fn prefix_names(table: &str, kind: Kind) -> String {
 pub async fn run(client: &DaemonClient, args: &GetArgs) -> Result<ExitCode, CliError> {
     let format = args.output.unwrap_or_default();
     let selection = parse_selection(&args.args)?;
-    let (objects, single, multi_kind, missing) = match &selection {
-        Selection::All => (client.list(None).await?.items, false, true, Vec::new()),
+    let (fetched, single, multi_kind, missing) = match &selection {
+        Selection::All => (
+            Fetched::List(client.list_json(None).await?),
+            false,
+            true,
+            Vec::new(),
+        ),
         Selection::Kind(kind) => (
-            client.list(Some(*kind)).await?.items,
+            Fetched::List(client.list_json(Some(*kind)).await?),
             false,
             false,
             Vec::new(),
@@ -120,8 +177,8 @@ pub async fn run(client: &DaemonClient, args: &GetArgs) -> Result<ExitCode, CliE
             let mut found = Vec::new();
             let mut missing = Vec::new();
             for object in refs {
-                match client.get(object).await? {
-                    Some(view) => found.push(view),
+                match client.get_json(object).await? {
+                    Some(body) => found.push(body),
                     None => missing.push(object.clone()),
                 }
             }
@@ -130,16 +187,20 @@ pub async fn run(client: &DaemonClient, args: &GetArgs) -> Result<ExitCode, CliE
                 .map(|r| r.kind)
                 .collect::<std::collections::BTreeSet<_>>()
                 .len();
-            (found, refs.len() == 1, kinds > 1, missing)
+            (Fetched::Objects(found), refs.len() == 1, kinds > 1, missing)
         }
     };
     let table_format = matches!(format, OutputFormat::Table | OutputFormat::Wide);
-    if table_format && objects.is_empty() {
-        if missing.is_empty() {
-            eprintln!("No objects found.");
-        }
-    } else if !(single && objects.is_empty()) {
-        print_out(&render(&objects, format, single, multi_kind)?)?;
+    let text = match &fetched {
+        Fetched::Objects(found) if found.is_empty() && (single || table_format) => None,
+        _ => Some(render(&fetched, format, single, multi_kind)?),
+    };
+    match text {
+        // A table of nothing: the list answer had no items.
+        Some(text) if table_format && text.is_empty() => eprintln!("No objects found."),
+        Some(text) => print_out(&text)?,
+        None if table_format && missing.is_empty() => eprintln!("No objects found."),
+        None => {}
     }
     match missing.split_last() {
         None => Ok(ExitCode::SUCCESS),

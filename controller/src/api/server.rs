@@ -31,8 +31,8 @@ use serde::Deserialize;
 use super::authz::Client;
 use super::error_body::ApiJson;
 use super::types::{
-    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectList, ObjectView,
-    RefreshRequest, SshIdentityView,
+    ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectView, RefreshRequest,
+    SshIdentityView,
 };
 use super::views::{event_view, object_view, plan_view, step_view};
 use crate::config::DaemonConfig;
@@ -307,20 +307,28 @@ struct ListQuery {
     kind: Option<String>,
 }
 
+/// `GET /v1/objects[?kind=…]`: `{"items": [ObjectView, …]}`, written from the stored
+/// text ([`super::listing`]) off the async workers.
 async fn list<R: VmRuntime>(
     State(st): State<Shared<R>>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<ObjectList>, ApiError> {
+) -> Result<Response, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
-    let items = st
-        .ctl
-        .store
-        .list_with_status(kind)
-        .await?
-        .iter()
-        .map(|(o, status)| object_view(o, status))
-        .collect();
-    Ok(Json(ObjectList { items }))
+    let rows = st.ctl.store.list_stored(kind).await?;
+    let internal =
+        |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message);
+    let body = tokio::task::spawn_blocking(move || super::listing::write_list(&rows))
+        .await
+        .map_err(|e| internal(format!("list objects: {e}")))?
+        .map_err(|e| internal(format!("list objects: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn find<R: VmRuntime>(

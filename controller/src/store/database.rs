@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     schema, Event, EventCaps, EventFilter, InternalState, LeaseGrant, NewEvent, StoreError,
-    StoredObject, StoredSyncRequest,
+    StoredObject, StoredRow, StoredSyncRequest,
 };
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::journal::{JournalEntry, JournalOutcome, JournalRow};
@@ -455,6 +455,48 @@ impl Database {
         out.sort_by(|(a, _), (b, _)| {
             (a.resource.kind(), a.resource.name()).cmp(&(b.resource.kind(), b.resource.name()))
         });
+        Ok(out)
+    }
+
+    /// All objects (of one kind) as stored, with their status text, by kind then name,
+    /// in one query and without parsing anything: what the API's list writes out
+    /// ([`crate::api::listing`]).
+    pub fn list_stored(&self, kind: Option<Kind>) -> Result<Vec<StoredRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT objects.kind, objects.name, uid, generation, document, owner, created,
+                        deleting, status.view
+                 FROM objects LEFT JOIN status USING (kind, name)
+                 WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
+            )
+            .map_err(self.sql("list objects"))?;
+        let rows = stmt
+            .query_map(params![kind.map(kind_str)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    StoredRow {
+                        kind: Kind::Image,
+                        name: r.get(1)?,
+                        uid: r.get(2)?,
+                        generation: r.get(3)?,
+                        document: r.get(4)?,
+                        owner: r.get(5)?,
+                        created: r.get(6)?,
+                        deleting: r.get(7)?,
+                        status: r.get(8)?,
+                    },
+                ))
+            })
+            .map_err(self.sql("list objects"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, mut row) = row.map_err(self.sql("list objects"))?;
+            row.kind = kind_parse(&kind)
+                .ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
+            out.push(row);
+        }
+        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Ok(out)
     }
 

@@ -109,6 +109,30 @@ pub struct StoredObject {
     pub deleting: Option<String>,
 }
 
+/// An object row and its status as stored, unparsed: what the API's list writes out
+/// without a typed round trip ([`Database::list_stored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// Its unique id.
+    pub uid: String,
+    /// Its generation.
+    pub generation: i64,
+    /// Its canonical document (JSON text, keys sorted: [`crate::objects::document_json`]).
+    pub document: String,
+    /// Who owns it ([`Owner`] as JSON text).
+    pub owner: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Deletion requested at (RFC 3339).
+    pub deleting: Option<String>,
+    /// Its status ([`ObjectStatus`] as JSON text), when one was written.
+    pub status: Option<String>,
+}
+
 /// Engine bookkeeping kept next to the status, never shown as is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -322,6 +346,13 @@ impl Store {
         kind: Option<Kind>,
     ) -> Result<Vec<(StoredObject, ObjectStatus)>, StoreError> {
         self.run("list objects", move |db| db.list_with_status(kind))
+            .await
+    }
+
+    /// All objects (of one kind) with their status, as stored (unparsed), by kind then
+    /// name: one query.
+    pub async fn list_stored(&self, kind: Option<Kind>) -> Result<Vec<StoredRow>, StoreError> {
+        self.run("list objects", move |db| db.list_stored(kind))
             .await
     }
 
