@@ -459,11 +459,12 @@ fn has_mark(disk: &Path) -> bool {
     String::from_utf8_lossy(&listing.stdout).contains("marked")
 }
 
-/// New disks from a prepared base: the base is grown, checked and finished once; the
-/// first disk is a copy of it, a refilled spare is renamed into the next VM's
-/// directory; every disk is whole, grown, finished and has an id of its own; another
-/// size is another base; a newer rootfs of the Image drops the older bases; the
-/// Image's removal drops all of them; leftovers of interrupted builds are removed.
+/// New disks from a prepared base: the first disk of a key is made from the image; the
+/// refill after it builds the base (grown, checked and finished once) and a spare; the
+/// next disk is the spare renamed into place, the one after a copy of the base; every
+/// disk is whole, grown, finished and has an id of its own; another size is another
+/// base; a newer rootfs of the Image drops the older bases; the Image's removal drops
+/// all of them; leftovers of interrupted builds are removed.
 #[test]
 fn new_disks_come_from_a_prepared_base_and_its_spare() {
     use banger_controller::host::disk::Prepared;
@@ -521,30 +522,34 @@ fn new_disks_come_from_a_prepared_base_and_its_spare() {
         source.disk_id.unwrap()
     };
 
-    // The first VM: the base is built (finished once, in the store), the disk copied.
+    // The first VM: no base yet, so its disk is made from the image as without one.
     let first = make("vm-1", image, 256 * MIB);
-    let first_id = check_disk(&first, 256 * MIB);
-    let finished: Vec<PathBuf> = calls.lock().unwrap().clone();
-    assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0].parent().unwrap(), disks.dir());
+    assert_eq!(first.method, CopyMethod::Sparse);
+    assert!(has_mark(&first.path));
+    let first_id = first.source.clone().unwrap().disk_id.unwrap();
+    assert_eq!(calls.lock().unwrap().len(), 1);
     let base = disks.base_path(&key(image, 256 * MIB));
-    assert!(base.is_file());
-    fsck_clean(&base);
-    assert!(
-        first.allocated_bytes < 64 * MIB,
-        "copy is not sparse: {} bytes allocated",
-        first.allocated_bytes
-    );
     let spare = disks.spare_path(&key(image, 256 * MIB));
-    assert!(!spare.exists(), "no spare before a refill");
+    assert!(!base.exists() && !spare.exists(), "nothing prepared yet");
 
-    // A spare is made from the base; the next VM takes it: no new finishing touch.
-    assert!(disks.refill_spare(&key(image, 256 * MIB)).unwrap());
-    assert!(spare.is_file());
+    // The refill after it builds the base (finished once, in the store) and a spare.
+    assert!(disks
+        .refill_spare(&key(image, 256 * MIB), Some(&finish))
+        .unwrap());
+    let finished: Vec<PathBuf> = calls.lock().unwrap().clone();
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert_eq!(finished[1].parent().unwrap(), disks.dir());
+    assert!(base.is_file() && spare.is_file());
+    fsck_clean(&base);
+    fsck_clean(&spare);
     assert!(
-        !disks.refill_spare(&key(image, 256 * MIB)).unwrap(),
+        !disks
+            .refill_spare(&key(image, 256 * MIB), Some(&finish))
+            .unwrap(),
         "one spare"
     );
+
+    // The next VM takes the spare: no new finishing touch.
     let spare_inode = std::fs::metadata(&spare).unwrap().ino();
     let second = make("vm-2", image, 256 * MIB);
     assert_eq!(
@@ -555,17 +560,26 @@ fn new_disks_come_from_a_prepared_base_and_its_spare() {
     assert!(!spare.exists(), "the spare was used up");
     let second_id = check_disk(&second, 256 * MIB);
     assert_ne!(second_id, first_id, "each disk has its own id");
-    assert_eq!(calls.lock().unwrap().len(), 1, "finished once per base");
+    assert!(
+        second.allocated_bytes < 64 * MIB,
+        "copy is not sparse: {} bytes allocated",
+        second.allocated_bytes
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2, "finished once per base");
 
-    // Without a spare the base is copied again.
+    // Without a spare the base is copied.
     let third = make("vm-3", image, 256 * MIB);
     assert_ne!(check_disk(&third, 256 * MIB), second_id);
-    assert_eq!(calls.lock().unwrap().len(), 1);
+    assert_eq!(calls.lock().unwrap().len(), 2);
 
     // Another size is another base.
     let big = make("vm-4", image, 320 * MIB);
-    check_disk(&big, 320 * MIB);
-    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert_eq!(big.method, CopyMethod::Sparse);
+    assert!(disks
+        .refill_spare(&key(image, 320 * MIB), Some(&finish))
+        .unwrap());
+    assert_eq!(calls.lock().unwrap().len(), 4);
+    check_disk(&make("vm-4b", image, 320 * MIB), 320 * MIB);
     let mut entries = disks.entries().unwrap();
     entries.sort_by_key(|e| e.size_bytes);
     assert_eq!(
@@ -580,39 +594,31 @@ fn new_disks_come_from_a_prepared_base_and_its_spare() {
     let name = key(image, 256 * MIB).name();
     let leftover_spare = disks.dir().join(format!(".{name}.spare.tmp"));
     std::fs::write(&leftover_spare, b"half a spare").unwrap();
-    assert!(disks.refill_spare(&key(image, 256 * MIB)).unwrap());
+    assert!(disks.refill_spare(&key(image, 256 * MIB), None).unwrap());
     assert!(!leftover_spare.exists());
     fsck_clean(&spare);
 
-    // A failing finishing touch publishes no base and no disk.
+    // A newer rootfs of the Image: a failing finishing touch publishes no base and
+    // no spare.
     let newer: &'static ImageSource = Box::leak(Box::new(ImageSource {
         identity: "base|digest-2".into(),
         rootfs: image_path.clone(),
     }));
     let failing = |_: &Path| -> Result<(), String> { Err("no key for you".into()) };
-    let vm_dir = state.path().join("vms/vm-5");
-    let err = ensure_root_disk(&RootDiskRequest {
-        vm_name: "vm-5",
-        state_dir: state.path(),
-        vm_dir: &vm_dir,
-        image: newer,
-        size_bytes: 256 * MIB,
-        before_publish: Some(&failing),
-        prepared: Some(Prepared {
-            disks: &disks,
-            finish_id: "ssh-ed25519 AAAA banger",
-            image_name: "base",
-        }),
-    })
-    .unwrap_err();
+    let err = disks
+        .refill_spare(&key(newer, 256 * MIB), Some(&failing))
+        .unwrap_err();
     assert!(err.to_string().contains("no key for you"), "{err}");
-    assert!(!disks.base_path(&key(newer, 256 * MIB)).exists());
-    assert!(!root_disk_path(&vm_dir).exists());
     let newer_name = key(newer, 256 * MIB).name();
+    assert!(!disks.base_path(&key(newer, 256 * MIB)).exists());
+    assert!(!disks.spare_path(&key(newer, 256 * MIB)).exists());
     assert!(!disks.dir().join(format!(".{newer_name}.base.tmp")).exists());
 
     // That attempt already dropped the bases of the older rootfs of the Image.
     assert!(!base.exists(), "a base of the older rootfs was kept");
+    assert!(disks
+        .refill_spare(&key(newer, 256 * MIB), Some(&finish))
+        .unwrap());
     let made = make("vm-5", newer, 256 * MIB);
     assert_eq!(made.method, CopyMethod::Prepared);
     assert!(has_mark(&made.path));
@@ -627,7 +633,7 @@ fn new_disks_come_from_a_prepared_base_and_its_spare() {
     );
 
     // The Image goes: so do its bases and spares.
-    assert!(disks.refill_spare(&key(newer, 256 * MIB)).unwrap());
+    assert!(disks.refill_spare(&key(newer, 256 * MIB), None).unwrap());
     assert_eq!(disks.remove_image("other").unwrap(), Vec::<String>::new());
     assert_eq!(disks.remove_image("base").unwrap(), [newer_name]);
     assert_eq!(disks.entries().unwrap(), []);
@@ -685,7 +691,7 @@ fn two_vms_racing_for_one_spare_both_get_a_disk() {
         size_bytes: 192 * MIB,
         finish_id: "k",
     };
-    assert!(disks.refill_spare(&key).unwrap());
+    assert!(disks.refill_spare(&key, Some(&finish)).unwrap());
     let made: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = ["vm-a", "vm-b"]
             .into_iter()
@@ -696,6 +702,7 @@ fn two_vms_racing_for_one_spare_both_get_a_disk() {
     let ids: Vec<String> = made
         .iter()
         .map(|d| {
+            assert_eq!(d.method, CopyMethod::Prepared);
             fsck_clean(&d.path);
             assert!(has_mark(&d.path));
             assert_eq!(fs_bytes(&d.path), 192 * MIB);
@@ -704,5 +711,9 @@ fn two_vms_racing_for_one_spare_both_get_a_disk() {
         .collect();
     assert_ne!(ids[0], ids[1]);
     assert!(!disks.spare_path(&key).exists(), "the spare was taken");
-    assert_eq!(calls.lock().unwrap().len(), 1, "one base");
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "the first disk and the base"
+    );
 }

@@ -9,9 +9,10 @@
 //!    them are skipped, so the copy allocates about what the image allocates);
 //! 3. the copy is grown to the requested size (`set_len`, `e2fsck -fp`, `resize2fs`,
 //!    each run as an argv vector) — disks are never shrunk; with
-//!    [`RootDiskRequest::prepared`], steps 2, 3 and the finishing touch of 4 were done once on a prepared base of the
-//!    image and size ([`crate::host::prepared_disk`]), and the new disk is its spare
-//!    renamed into place or a sparse copy of it;
+//!    [`RootDiskRequest::prepared`] and a prepared base of the image and size
+//!    ([`crate::host::prepared_disk`]), steps 2, 3 and the finishing touch of 4 were
+//!    done once on the base, and the new disk is its spare renamed into place or a
+//!    sparse copy of it;
 //! 4. the caller's finishing touch runs on the temporary file
 //!    ([`RootDiskRequest::before_publish`]: banger puts its SSH key in), a sidecar
 //!    `rootfs.source.json` records which image the disk came from, the size its
@@ -146,11 +147,12 @@ pub struct RootDiskRequest<'a> {
     /// The disk's size in bytes (`spec.disk`).
     pub size_bytes: u64,
     /// Runs on a NEW disk's temporary file before it is published (not on a kept
-    /// disk); an error leaves no disk. With [`RootDiskRequest::prepared`] it runs once
-    /// on the prepared base instead, and every disk copied from the base has it.
+    /// disk); an error leaves no disk. A disk taken from a prepared base
+    /// ([`RootDiskRequest::prepared`]) has had it already (it ran once on the base).
     pub before_publish: Option<FinishDisk<'a>>,
-    /// Make a new disk from a prepared base of this image and size (grown, checked and
-    /// finished once; [`crate::host::prepared_disk`]) instead of from the image.
+    /// Take a new disk from the prepared base of this image and size (grown, checked
+    /// and finished once; [`crate::host::prepared_disk`]) when there is one, instead of
+    /// making it from the image.
     pub prepared: Option<Prepared<'a>>,
 }
 
@@ -316,7 +318,7 @@ pub fn ensure_root_disk(req: &RootDiskRequest<'_>) -> Result<RootDisk, DiskError
     // removed as a link).
     remove_if_exists(&tmp_disk).map_err(ctx.io("remove stale temporary disk", &tmp_disk))?;
     let built = (|| {
-        let method = match req.prepared {
+        let prepared = match req.prepared {
             Some(prepared) => {
                 let key = PreparedKey {
                     image_name: prepared.image_name,
@@ -324,23 +326,23 @@ pub fn ensure_root_disk(req: &RootDiskRequest<'_>) -> Result<RootDisk, DiskError
                     size_bytes: req.size_bytes,
                     finish_id: prepared.finish_id,
                 };
-                prepared
-                    .disks
-                    .fill(&ctx, &key, req.before_publish, &tmp_disk)?;
-                CopyMethod::Prepared
+                prepared.disks.take(&ctx, &key, &tmp_disk)?
             }
-            None => {
-                let method = clone_image(&ctx, &req.image.rootfs, &tmp_disk)?;
-                grow_filesystem(&ctx, &tmp_disk, image_size, req.size_bytes)?;
-                if let Some(finish) = req.before_publish {
-                    finish(&tmp_disk).map_err(|message| DiskError::BeforePublish {
-                        vm: req.vm_name.to_string(),
-                        path: tmp_disk.clone(),
-                        message,
-                    })?;
-                }
-                method
+            None => false,
+        };
+        let method = if prepared {
+            CopyMethod::Prepared
+        } else {
+            let method = clone_image(&ctx, &req.image.rootfs, &tmp_disk)?;
+            grow_filesystem(&ctx, &tmp_disk, image_size, req.size_bytes)?;
+            if let Some(finish) = req.before_publish {
+                finish(&tmp_disk).map_err(|message| DiskError::BeforePublish {
+                    vm: req.vm_name.to_string(),
+                    path: tmp_disk.clone(),
+                    message,
+                })?;
             }
+            method
         };
         write_sidecar(
             &ctx,

@@ -9,10 +9,12 @@
 //!
 //! - a **spare** (`<key>.spare.ext4`), a copy of the base made ahead, is renamed into
 //!   the VM's directory: no copy on the VM's critical path at all;
-//! - without a spare (the first VM, or two at once), the base is sparse-copied
+//! - without a spare (two VMs at once), the base is sparse-copied
 //!   ([`crate::host::disk::sparse_copy`]);
-//! - after a disk was taken, [`PreparedDisks::refill_spare`] makes the next spare (the
-//!   runtime runs it in the background).
+//! - without a base (the first VM of the key) the disk is made from the image as
+//!   before, so the first VM waits no longer than it did;
+//! - after every new disk, [`PreparedDisks::refill_spare`] builds the base if it is
+//!   missing and makes the next spare (the runtime runs it in the background).
 //!
 //! `<key>` is a digest of the image's identity, the size and the finishing touch's id
 //! (banger's public key line): a changed image, size or key is another base, never a
@@ -48,6 +50,8 @@ pub const PREPARED_DIR: &str = "disk-bases";
 const BASE_SUFFIX: &str = ".base.ext4";
 const SPARE_SUFFIX: &str = ".spare.ext4";
 const META_SUFFIX: &str = ".json";
+/// The step of a [`DiskError::Io`] opening the source of a copy.
+const OPEN_BASE: &str = "open prepared base";
 
 /// Serialises the builds of bases and spares and their removal within the daemon (the
 /// temporary file names are fixed per key).
@@ -141,41 +145,49 @@ impl PreparedDisks {
     }
 
     /// Puts a new disk of `key` at `dst` (a path that does not exist yet, in the same
-    /// file system): the spare renamed, else a sparse copy of the base, the base being
-    /// built first when missing (`finish` runs on it before it is published).
-    pub(crate) fn fill(
+    /// file system): the spare renamed, else a sparse copy of the base. Returns `false`
+    /// (and makes nothing) when there is neither: the caller makes the disk from the
+    /// image itself, and [`Self::refill_spare`] prepares the base for the next VM.
+    pub(crate) fn take(
         &self,
         ctx: &Ctx<'_>,
         key: &PreparedKey<'_>,
-        finish: Option<FinishDisk<'_>>,
         dst: &Path,
-    ) -> Result<(), DiskError> {
+    ) -> Result<bool, DiskError> {
         let (base, spare) = (self.base_path(key), self.spare_path(key));
         for path in [&self.dir, &base, &spare] {
             ctx.check(&self.state_dir, path)?;
         }
         match std::fs::rename(&spare, dst) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             // No spare (or another file system): copy the base.
             Err(err)
                 if err.kind() == io::ErrorKind::NotFound
                     || err.kind() == io::ErrorKind::CrossesDevices => {}
             Err(err) => return Err(ctx.io("rename spare disk to", dst)(err)),
         }
-        if !base.exists() {
-            self.build_base(ctx, key, finish)?;
+        match copy_disk(ctx, &base, dst) {
+            Ok(()) => Ok(true),
+            Err(DiskError::Io { step, source, .. })
+                if step == OPEN_BASE && source.kind() == io::ErrorKind::NotFound =>
+            {
+                // No base yet: nothing was created at `dst`.
+                Ok(false)
+            }
+            Err(err) => {
+                let _ = remove_if_exists(dst);
+                Err(err)
+            }
         }
-        copy_disk(ctx, &base, dst)
     }
 
-    /// Builds the base of `key` unless it exists (under the build lock).
+    /// Builds the base of `key` unless it exists (the caller holds the build lock).
     fn build_base(
         &self,
         ctx: &Ctx<'_>,
         key: &PreparedKey<'_>,
         finish: Option<FinishDisk<'_>>,
     ) -> Result<(), DiskError> {
-        let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let name = key.name();
         let base = self.base_path(key);
         let tmp = self.dir.join(format!(".{name}.base.tmp"));
@@ -235,9 +247,15 @@ impl PreparedDisks {
         sync_dir(&self.dir).map_err(ctx.io("sync directory", &self.dir))
     }
 
-    /// Makes the spare of `key` from its base when there is a base and no spare.
-    /// Returns whether a spare was made.
-    pub fn refill_spare(&self, key: &PreparedKey<'_>) -> Result<bool, DiskError> {
+    /// Makes the spare of `key` when there is none: from its base, the base being
+    /// built first when missing (`finish` runs on it before it is published). Returns
+    /// whether a spare was made. Meant to run off the VM's critical path, after a new
+    /// disk of `key` was made.
+    pub fn refill_spare(
+        &self,
+        key: &PreparedKey<'_>,
+        finish: Option<FinishDisk<'_>>,
+    ) -> Result<bool, DiskError> {
         let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let name = key.name();
         let ctx = Ctx { vm: &name };
@@ -246,8 +264,11 @@ impl PreparedDisks {
         for path in [&self.dir, &base, &spare, &tmp] {
             ctx.check(&self.state_dir, path)?;
         }
-        if spare.exists() || !base.exists() {
+        if spare.exists() {
             return Ok(false);
+        }
+        if !base.exists() {
+            self.build_base(&ctx, key, finish)?;
         }
         remove_if_exists(&tmp).map_err(ctx.io("remove stale temporary spare", &tmp))?;
         let made = copy_disk(&ctx, &base, &tmp)
@@ -338,7 +359,7 @@ fn copy_disk(ctx: &Ctx<'_>, src: &Path, dst: &Path) -> Result<(), DiskError> {
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(src)
-        .map_err(ctx.io("open prepared base", src))?;
+        .map_err(ctx.io(OPEN_BASE, src))?;
     let to = create_new_nofollow(dst).map_err(ctx.io("create", dst))?;
     sparse_copy(&from, &to).map_err(ctx.io("copy prepared base into", dst))?;
     to.sync_all().map_err(ctx.io("sync", dst))

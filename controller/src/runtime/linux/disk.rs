@@ -15,7 +15,9 @@ impl LinuxRuntime {
     /// `prepare-disk` and `grow-disk`: [`disk::ensure_root_disk`] makes or grows
     /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key and an id of its own
     /// (reported in the handles), and the VM's pinned guest host key is forgotten (a
-    /// new disk's guest makes a new one).
+    /// new disk's guest makes a new one). A new disk is taken from the prepared base
+    /// of the image and size when there is one ([`PreparedDisks`]); after it, the next
+    /// spare (and the base, the first time) is made in the background.
     pub(super) async fn prepare_disk(
         &self,
         step: VmStep,
@@ -74,23 +76,28 @@ impl LinuxRuntime {
         .map_err(|e| err(e.to_string()))?
         .map_err(err)?;
         let (root, key) = root;
-        if root.method == disk::CopyMethod::Prepared {
+        if root.method != disk::CopyMethod::Existing {
             // The next VM of this image and size takes a spare made now, off this
-            // VM's path (the daemon's blocking pool; an error only costs the next VM
-            // a copy of the base).
+            // VM's path (the daemon's blocking pool; the first new disk of a key also
+            // builds its base here). An error only costs the next VM the slow way.
             let (state_dir, image_name, vm_name) = (
                 self.config.state_dir.clone(),
                 vm.spec.image.clone(),
                 vm.name.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                let key = PreparedKey {
+                let disks = PreparedDisks::for_state_dir(&state_dir);
+                let inject = |disk: &std::path::Path| {
+                    guest_keys::inject_authorized_key(disk, &key, disks.dir())
+                        .map_err(|e| format!("inject banger's ssh key: {e}"))
+                };
+                let prepared = PreparedKey {
                     image_name: &image_name,
                     image: &spare_source,
                     size_bytes: size,
                     finish_id: &key,
                 };
-                if let Err(e) = PreparedDisks::for_state_dir(&state_dir).refill_spare(&key) {
+                if let Err(e) = disks.refill_spare(&prepared, Some(&inject)) {
                     tracing::warn!(vm = %vm_name, error = %e, "prepare the next spare disk");
                 }
             });
