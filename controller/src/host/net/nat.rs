@@ -23,8 +23,10 @@
 //! interface names passed [`names::validate_ifname`] (ASCII letters, digits, `-_.`), and
 //! uids are [`ObjectUid`]s (`[0-9a-f-]`). None can contain a quote, whitespace, `;`,
 //! `#`, a brace or a newline, so no value can change the structure of the ruleset.
-//! Reading uses `nft -j list table ip banger`, parsed with serde_json; rules are deleted
-//! by handle (`nft delete rule ip banger postrouting handle N`, argv again).
+//! Reading uses `nft -j list table ip banger`, parsed with serde_json; a VM's new rule
+//! is written with `nft --echo --handle -f -`, and its handle is taken from the
+//! kernel's echo of the transaction ([`echoed_vm_rule`]); rules are deleted by handle
+//! (`nft delete rule ip banger postrouting handle N`, argv again).
 //!
 //! A ruleset file is applied by nft as one atomic transaction.
 //!
