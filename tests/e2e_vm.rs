@@ -260,6 +260,23 @@ fn vm_lifecycle_on_real_qemu_guest() {
         "process with the VM uid left: {}",
         String::from_utf8_lossy(&ps.stdout)
     );
+
+    // The VM's disk came from a prepared base of the Image (and the spare made after
+    // it); both go with the Image.
+    let bases = d.state_dir.join("disk-bases");
+    let prepared = |suffix: &str| {
+        walk(&bases)
+            .into_iter()
+            .filter(|p| p.ends_with(suffix))
+            .count()
+    };
+    assert_eq!(prepared(".base.ext4"), 1, "{:?}", walk(&bases));
+    d.cli_ok(&["delete", "image", "kit", "--wait", "--timeout", "60s"]);
+    assert!(
+        walk(&bases).is_empty(),
+        "prepared disks left after the Image's delete: {:?}",
+        walk(&bases)
+    );
 }
 
 #[test]

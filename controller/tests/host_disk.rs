@@ -105,6 +105,7 @@ fn sparse_copy_grows_and_leaves_the_image_alone() {
         image: &image,
         size_bytes: size,
         before_publish: None,
+        prepared: None,
     };
 
     let started = Instant::now();
@@ -275,6 +276,7 @@ fn image_larger_than_requested_size_is_refused() {
         vm_dir: &vm_dir,
         image: &image,
         before_publish: None,
+        prepared: None,
         size_bytes: 64 * MIB,
     })
     .unwrap_err();
@@ -304,6 +306,7 @@ fn symlinks_in_the_path_are_refused() {
         vm_dir: &vm_dir,
         image: &image,
         before_publish: None,
+        prepared: None,
         size_bytes: 128 * MIB,
     })
     .unwrap_err();
@@ -327,6 +330,7 @@ fn symlinks_in_the_path_are_refused() {
         vm_dir: &vm_dir,
         image: &image,
         before_publish: None,
+        prepared: None,
         size_bytes: 128 * MIB,
     })
     .unwrap_err();
@@ -367,6 +371,7 @@ fn a_new_disk_is_finished_before_it_is_published() {
         image: &image,
         size_bytes: 128 * MIB,
         before_publish: Some(&failing),
+        prepared: None,
     })
     .unwrap_err();
     assert!(err.to_string().contains("no key for you"), "{err}");
@@ -399,6 +404,7 @@ fn a_new_disk_is_finished_before_it_is_published() {
         image: &image,
         size_bytes: 128 * MIB,
         before_publish: Some(&marking),
+        prepared: None,
     })
     .unwrap();
     let listing = Command::new("debugfs")
@@ -417,6 +423,7 @@ fn a_new_disk_is_finished_before_it_is_published() {
         image: &image,
         size_bytes: 128 * MIB,
         before_publish: Some(&failing),
+        prepared: None,
     })
     .unwrap();
     assert_eq!(
@@ -426,4 +433,287 @@ fn a_new_disk_is_finished_before_it_is_published() {
     );
     assert!(!vm_dir.join(".rootfs.ext4.tmp").exists());
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// A "finishing touch" that marks the disk (as banger's SSH key would) and counts the
+/// disks it ran on.
+fn marking_finish(calls: &std::sync::Mutex<Vec<PathBuf>>, p: &Path) -> Result<(), String> {
+    calls.lock().unwrap().push(p.to_path_buf());
+    let out = Command::new("debugfs")
+        .args(["-w", "-R", "mkdir /marked"])
+        .arg(p)
+        .output()
+        .map_err(|e| e.to_string())?;
+    out.status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "debugfs".into())
+}
+
+fn has_mark(disk: &Path) -> bool {
+    let listing = Command::new("debugfs")
+        .args(["-R", "ls /"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listing.stdout).contains("marked")
+}
+
+/// New disks from a prepared base: the first disk of a key is made from the image; the
+/// refill after it builds the base (grown, checked and finished once) and a spare; the
+/// next disk is the spare renamed into place, the one after a copy of the base; every
+/// disk is whole, grown, finished and has an id of its own; another size is another
+/// base; a newer rootfs of the Image drops the older bases; the Image's removal drops
+/// all of them; leftovers of interrupted builds are removed.
+#[test]
+fn new_disks_come_from_a_prepared_base_and_its_spare() {
+    use banger_controller::host::disk::Prepared;
+    use banger_controller::host::prepared_disk::{PreparedDisks, PreparedKey, PREPARED_DIR};
+
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let image_hash = sha256(&image_path);
+    let state = tempfile::tempdir().unwrap();
+    let disks = PreparedDisks::for_state_dir(state.path());
+    let image = ImageSource {
+        identity: "base|digest-1".into(),
+        rootfs: image_path.clone(),
+    };
+    let calls = std::sync::Mutex::new(Vec::new());
+    let finish = |p: &Path| marking_finish(&calls, p);
+    let make = |vm: &str, image: &ImageSource, size: u64| {
+        let vm_dir = state.path().join("vms").join(vm);
+        ensure_root_disk(&RootDiskRequest {
+            vm_name: vm,
+            state_dir: state.path(),
+            vm_dir: &vm_dir,
+            image,
+            size_bytes: size,
+            before_publish: Some(&finish),
+            prepared: Some(Prepared {
+                disks: &disks,
+                finish_id: "ssh-ed25519 AAAA banger",
+                image_name: "base",
+            }),
+        })
+        .unwrap()
+    };
+    let key = |image: &'static ImageSource, size| PreparedKey {
+        image_name: "base",
+        image,
+        size_bytes: size,
+        finish_id: "ssh-ed25519 AAAA banger",
+    };
+    let image: &'static ImageSource = Box::leak(Box::new(image));
+    let check_disk = |disk: &banger_controller::host::disk::RootDisk, size: u64| {
+        assert_eq!(disk.method, CopyMethod::Prepared);
+        assert_eq!(disk.size_bytes, size);
+        assert_eq!(fs_bytes(&disk.path), size, "filesystem not grown");
+        fsck_clean(&disk.path);
+        assert!(has_mark(&disk.path), "not finished");
+        assert_eq!(
+            read_in_image(&disk.path, "/hello.txt"),
+            "hello from the image\n"
+        );
+        let source = disk.source.clone().unwrap();
+        assert_eq!(source.image_identity, "base|digest-1");
+        assert_eq!(source.filesystem_bytes, size);
+        assert_eq!(source.method, CopyMethod::Prepared);
+        source.disk_id.unwrap()
+    };
+
+    // The first VM: no base yet, so its disk is made from the image as without one.
+    let first = make("vm-1", image, 256 * MIB);
+    assert_eq!(first.method, CopyMethod::Sparse);
+    assert!(has_mark(&first.path));
+    let first_id = first.source.clone().unwrap().disk_id.unwrap();
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    let base = disks.base_path(&key(image, 256 * MIB));
+    let spare = disks.spare_path(&key(image, 256 * MIB));
+    assert!(!base.exists() && !spare.exists(), "nothing prepared yet");
+
+    // The refill after it builds the base (finished once, in the store) and a spare.
+    assert!(disks
+        .refill_spare(&key(image, 256 * MIB), Some(&finish))
+        .unwrap());
+    let finished: Vec<PathBuf> = calls.lock().unwrap().clone();
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert_eq!(finished[1].parent().unwrap(), disks.dir());
+    assert!(base.is_file() && spare.is_file());
+    fsck_clean(&base);
+    fsck_clean(&spare);
+    assert!(
+        !disks
+            .refill_spare(&key(image, 256 * MIB), Some(&finish))
+            .unwrap(),
+        "one spare"
+    );
+
+    // The next VM takes the spare: no new finishing touch.
+    let spare_inode = std::fs::metadata(&spare).unwrap().ino();
+    let second = make("vm-2", image, 256 * MIB);
+    assert_eq!(
+        std::fs::metadata(&second.path).unwrap().ino(),
+        spare_inode,
+        "the spare was renamed into place"
+    );
+    assert!(!spare.exists(), "the spare was used up");
+    let second_id = check_disk(&second, 256 * MIB);
+    assert_ne!(second_id, first_id, "each disk has its own id");
+    assert!(
+        second.allocated_bytes < 64 * MIB,
+        "copy is not sparse: {} bytes allocated",
+        second.allocated_bytes
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2, "finished once per base");
+
+    // Without a spare the base is copied.
+    let third = make("vm-3", image, 256 * MIB);
+    assert_ne!(check_disk(&third, 256 * MIB), second_id);
+    assert_eq!(calls.lock().unwrap().len(), 2);
+
+    // Another size is another base.
+    let big = make("vm-4", image, 320 * MIB);
+    assert_eq!(big.method, CopyMethod::Sparse);
+    assert!(disks
+        .refill_spare(&key(image, 320 * MIB), Some(&finish))
+        .unwrap());
+    assert_eq!(calls.lock().unwrap().len(), 4);
+    check_disk(&make("vm-4b", image, 320 * MIB), 320 * MIB);
+    let mut entries = disks.entries().unwrap();
+    entries.sort_by_key(|e| e.size_bytes);
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.image_name.as_str(), e.size_bytes, e.base))
+            .collect::<Vec<_>>(),
+        [("base", 256 * MIB, true), ("base", 320 * MIB, true)]
+    );
+
+    // Leftovers of interrupted builds are removed by the next build of their key.
+    let name = key(image, 256 * MIB).name();
+    let leftover_spare = disks.dir().join(format!(".{name}.spare.tmp"));
+    std::fs::write(&leftover_spare, b"half a spare").unwrap();
+    assert!(disks.refill_spare(&key(image, 256 * MIB), None).unwrap());
+    assert!(!leftover_spare.exists());
+    fsck_clean(&spare);
+
+    // A newer rootfs of the Image: a failing finishing touch publishes no base and
+    // no spare.
+    let newer: &'static ImageSource = Box::leak(Box::new(ImageSource {
+        identity: "base|digest-2".into(),
+        rootfs: image_path.clone(),
+    }));
+    let failing = |_: &Path| -> Result<(), String> { Err("no key for you".into()) };
+    let err = disks
+        .refill_spare(&key(newer, 256 * MIB), Some(&failing))
+        .unwrap_err();
+    assert!(err.to_string().contains("no key for you"), "{err}");
+    let newer_name = key(newer, 256 * MIB).name();
+    assert!(!disks.base_path(&key(newer, 256 * MIB)).exists());
+    assert!(!disks.spare_path(&key(newer, 256 * MIB)).exists());
+    assert!(!disks.dir().join(format!(".{newer_name}.base.tmp")).exists());
+
+    // That attempt already dropped the bases of the older rootfs of the Image.
+    assert!(!base.exists(), "a base of the older rootfs was kept");
+    assert!(disks
+        .refill_spare(&key(newer, 256 * MIB), Some(&finish))
+        .unwrap());
+    let made = make("vm-5", newer, 256 * MIB);
+    assert_eq!(made.method, CopyMethod::Prepared);
+    assert!(has_mark(&made.path));
+    assert_eq!(
+        disks
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| e.image_identity.as_str())
+            .collect::<Vec<_>>(),
+        ["base|digest-2"]
+    );
+
+    // The Image goes: so do its bases and spares.
+    assert!(disks.refill_spare(&key(newer, 256 * MIB), None).unwrap());
+    assert_eq!(disks.remove_image("other").unwrap(), Vec::<String>::new());
+    assert_eq!(disks.remove_image("base").unwrap(), [newer_name]);
+    assert_eq!(disks.entries().unwrap(), []);
+    assert_eq!(
+        std::fs::read_dir(state.path().join(PREPARED_DIR))
+            .unwrap()
+            .count(),
+        0,
+        "files left in the store"
+    );
+    // The VMs' disks are theirs: untouched.
+    fsck_clean(&made.path);
+    fsck_clean(&first.path);
+    assert_eq!(sha256(&image_path), image_hash, "image modified");
+}
+
+/// Two VMs racing for one spare: one renames it, the other copies the base; both get
+/// a whole disk of their own.
+#[test]
+fn two_vms_racing_for_one_spare_both_get_a_disk() {
+    use banger_controller::host::disk::Prepared;
+    use banger_controller::host::prepared_disk::{PreparedDisks, PreparedKey};
+
+    let images = tempfile::tempdir().unwrap();
+    let image_path = make_image(images.path());
+    let state = tempfile::tempdir().unwrap();
+    let disks = PreparedDisks::for_state_dir(state.path());
+    let image = ImageSource {
+        identity: "base|digest-1".into(),
+        rootfs: image_path,
+    };
+    let calls = std::sync::Mutex::new(Vec::new());
+    let finish = |p: &Path| marking_finish(&calls, p);
+    let make = |vm: &str| {
+        let vm_dir = state.path().join("vms").join(vm);
+        ensure_root_disk(&RootDiskRequest {
+            vm_name: vm,
+            state_dir: state.path(),
+            vm_dir: &vm_dir,
+            image: &image,
+            size_bytes: 192 * MIB,
+            before_publish: Some(&finish),
+            prepared: Some(Prepared {
+                disks: &disks,
+                finish_id: "k",
+                image_name: "base",
+            }),
+        })
+        .unwrap()
+    };
+    make("vm-0");
+    let key = PreparedKey {
+        image_name: "base",
+        image: &image,
+        size_bytes: 192 * MIB,
+        finish_id: "k",
+    };
+    assert!(disks.refill_spare(&key, Some(&finish)).unwrap());
+    let made: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["vm-a", "vm-b"]
+            .into_iter()
+            .map(|vm| scope.spawn(move || make(vm)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ids: Vec<String> = made
+        .iter()
+        .map(|d| {
+            assert_eq!(d.method, CopyMethod::Prepared);
+            fsck_clean(&d.path);
+            assert!(has_mark(&d.path));
+            assert_eq!(fs_bytes(&d.path), 192 * MIB);
+            d.source.clone().unwrap().disk_id.unwrap()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    assert!(!disks.spare_path(&key).exists(), "the spare was taken");
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "the first disk and the base"
+    );
 }

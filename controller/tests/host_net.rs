@@ -301,6 +301,11 @@ fn nat_rule_ensure_probe_replace_remove() {
                 .await
                 .unwrap();
             assert_ne!(moved.handle, rule.handle);
+            assert_eq!(
+                nft.probe_vm(&a).await.unwrap(),
+                Some(moved.clone()),
+                "the rule returned is the one in the table"
+            );
             let rules = nft.list_vm_rules().await.unwrap();
             assert_eq!(rules.len(), 2, "{rules:?}");
             assert_eq!(rules.iter().filter(|r| r.uid == a).count(), 1);

@@ -8,7 +8,11 @@
 //!    extents found with `SEEK_DATA`/`SEEK_HOLE` are read, and all-zero blocks inside
 //!    them are skipped, so the copy allocates about what the image allocates);
 //! 3. the copy is grown to the requested size (`set_len`, `e2fsck -fp`, `resize2fs`,
-//!    each run as an argv vector) — disks are never shrunk;
+//!    each run as an argv vector) — disks are never shrunk; with
+//!    [`RootDiskRequest::prepared`] and a prepared base of the image and size
+//!    ([`crate::host::prepared_disk`]), steps 2, 3 and the finishing touch of 4 were
+//!    done once on the base, and the new disk is its spare renamed into place or a
+//!    sparse copy of it;
 //! 4. the caller's finishing touch runs on the temporary file
 //!    ([`RootDiskRequest::before_publish`]: banger puts its SSH key in), a sidecar
 //!    `rootfs.source.json` records which image the disk came from, the size its
@@ -32,6 +36,7 @@ use std::process::Command;
 use nix::unistd::{lseek, Whence};
 use serde::{Deserialize, Serialize};
 
+use crate::host::prepared_disk::{PreparedDisks, PreparedKey};
 use crate::host::safe_path::{self, UnsafePath};
 use crate::host::which::find_executable;
 
@@ -142,8 +147,26 @@ pub struct RootDiskRequest<'a> {
     /// The disk's size in bytes (`spec.disk`).
     pub size_bytes: u64,
     /// Runs on a NEW disk's temporary file before it is published (not on a kept
-    /// disk); an error leaves no disk.
+    /// disk); an error leaves no disk. A disk taken from a prepared base
+    /// ([`RootDiskRequest::prepared`]) has had it already (it ran once on the base).
     pub before_publish: Option<FinishDisk<'a>>,
+    /// Take a new disk from the prepared base of this image and size (grown, checked
+    /// and finished once; [`crate::host::prepared_disk`]) when there is one, instead of
+    /// making it from the image.
+    pub prepared: Option<Prepared<'a>>,
+}
+
+/// Where a new disk's prepared base lives and what its finishing touch is
+/// ([`RootDiskRequest::prepared`]).
+#[derive(Clone, Copy)]
+pub struct Prepared<'a> {
+    /// The store of prepared bases and spares.
+    pub disks: &'a PreparedDisks,
+    /// A stable name of what [`RootDiskRequest::before_publish`] writes (banger's
+    /// public key line): a base made with another finishing touch is another base.
+    pub finish_id: &'a str,
+    /// The Image's name: its bases go with it ([`PreparedDisks::remove_image`]).
+    pub image_name: &'a str,
 }
 
 /// A finishing touch for a new disk's temporary file ([`RootDiskRequest::before_publish`]).
@@ -157,6 +180,10 @@ impl std::fmt::Debug for RootDiskRequest<'_> {
             .field("image", &self.image)
             .field("size_bytes", &self.size_bytes)
             .field("before_publish", &self.before_publish.is_some())
+            .field(
+                "prepared",
+                &self.prepared.map(|p| p.disks.dir().to_path_buf()),
+            )
             .finish()
     }
 }
@@ -171,6 +198,9 @@ pub enum CopyMethod {
     Sparse,
     /// The disk already existed and was kept.
     Existing,
+    /// A copy of a prepared base (grown, checked and finished once per image, size and
+    /// finishing touch): a spare made ahead and renamed into place, or a sparse copy.
+    Prepared,
 }
 
 /// The sidecar recorded next to a root disk.
@@ -221,12 +251,18 @@ pub fn sidecar_path(vm_dir: &Path) -> PathBuf {
     vm_dir.join(SIDECAR_FILE)
 }
 
-struct Ctx<'a> {
-    vm: &'a str,
+/// Error context of one disk operation: the VM (or prepared base) it is for.
+pub(crate) struct Ctx<'a> {
+    /// The VM's name, or the base's name.
+    pub(crate) vm: &'a str,
 }
 
 impl Ctx<'_> {
-    fn io(&self, step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
+    pub(crate) fn io(
+        &self,
+        step: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(io::Error) -> DiskError + '_ {
         let path = path.to_path_buf();
         move |source| DiskError::Io {
             vm: self.vm.to_string(),
@@ -236,7 +272,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn check(&self, state_dir: &Path, path: &Path) -> Result<(), DiskError> {
+    pub(crate) fn check(&self, state_dir: &Path, path: &Path) -> Result<(), DiskError> {
         safe_path::check_below(state_dir, path).map_err(|source| DiskError::UnsafePath {
             vm: self.vm.to_string(),
             source,
@@ -282,15 +318,32 @@ pub fn ensure_root_disk(req: &RootDiskRequest<'_>) -> Result<RootDisk, DiskError
     // removed as a link).
     remove_if_exists(&tmp_disk).map_err(ctx.io("remove stale temporary disk", &tmp_disk))?;
     let built = (|| {
-        let method = clone_image(&ctx, &req.image.rootfs, &tmp_disk)?;
-        grow_filesystem(&ctx, &tmp_disk, image_size, req.size_bytes)?;
-        if let Some(finish) = req.before_publish {
-            finish(&tmp_disk).map_err(|message| DiskError::BeforePublish {
-                vm: req.vm_name.to_string(),
-                path: tmp_disk.clone(),
-                message,
-            })?;
-        }
+        let prepared = match req.prepared {
+            Some(prepared) => {
+                let key = PreparedKey {
+                    image_name: prepared.image_name,
+                    image: req.image,
+                    size_bytes: req.size_bytes,
+                    finish_id: prepared.finish_id,
+                };
+                prepared.disks.take(&ctx, &key, &tmp_disk)?
+            }
+            None => false,
+        };
+        let method = if prepared {
+            CopyMethod::Prepared
+        } else {
+            let method = clone_image(&ctx, &req.image.rootfs, &tmp_disk)?;
+            grow_filesystem(&ctx, &tmp_disk, image_size, req.size_bytes)?;
+            if let Some(finish) = req.before_publish {
+                finish(&tmp_disk).map_err(|message| DiskError::BeforePublish {
+                    vm: req.vm_name.to_string(),
+                    path: tmp_disk.clone(),
+                    message,
+                })?;
+            }
+            method
+        };
         write_sidecar(
             &ctx,
             req,
@@ -417,7 +470,7 @@ pub fn remove_root_disk(vm_name: &str, state_dir: &Path, vm_dir: &Path) -> Resul
     Ok(())
 }
 
-fn remove_if_exists(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -425,7 +478,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-fn create_private_dirs(vm_dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dirs(vm_dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -433,7 +486,7 @@ fn create_private_dirs(vm_dir: &Path) -> io::Result<()> {
         .create(vm_dir)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -465,7 +518,7 @@ fn write_sidecar(
     std::fs::rename(&tmp, &final_path).map_err(ctx.io("rename sidecar to", &final_path))
 }
 
-fn create_new_nofollow(path: &Path) -> io::Result<File> {
+pub(crate) fn create_new_nofollow(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -475,7 +528,11 @@ fn create_new_nofollow(path: &Path) -> io::Result<File> {
 }
 
 /// Clones `image` into the new file `dst`: reflink if possible, else a sparse copy.
-fn clone_image(ctx: &Ctx<'_>, image: &Path, dst: &Path) -> Result<CopyMethod, DiskError> {
+pub(crate) fn clone_image(
+    ctx: &Ctx<'_>,
+    image: &Path,
+    dst: &Path,
+) -> Result<CopyMethod, DiskError> {
     let src = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
@@ -549,7 +606,12 @@ fn copy_range(src: &File, dst: &File, start: i64, end: i64, buf: &mut [u8]) -> i
 }
 
 /// Grows the disk file from `current` to `target` bytes and its ext4 filesystem with it.
-fn grow_filesystem(ctx: &Ctx<'_>, disk: &Path, current: u64, target: u64) -> Result<(), DiskError> {
+pub(crate) fn grow_filesystem(
+    ctx: &Ctx<'_>,
+    disk: &Path,
+    current: u64,
+    target: u64,
+) -> Result<(), DiskError> {
     if target < current {
         return Err(DiskError::WouldShrink {
             vm: ctx.vm.to_string(),

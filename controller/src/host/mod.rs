@@ -27,6 +27,7 @@ pub mod net;
 pub mod oci;
 pub mod path_trust;
 pub mod peer;
+pub mod prepared_disk;
 pub mod read_as;
 pub mod readiness;
 pub mod safe_path;

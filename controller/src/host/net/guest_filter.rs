@@ -294,12 +294,14 @@ impl Nftables {
         filter: &GuestFilter,
         bridge: &BridgeConfig,
     ) -> Result<FilterProbe, NatError> {
-        self.ensure_base(bridge).await?;
+        // Two tables, two `nft` runs, independent of each other: at once.
+        let (base, rules) = tokio::join!(self.ensure_base(bridge), self.read_filter_rules());
+        base?;
+        let rules = rules?;
         let wanted = FilterProbe {
             ip: filter.ip,
             isolated: filter.isolated,
         };
-        let rules = self.read_filter_rules().await?;
         if read_filter(&rules, &filter.uid) == Some(wanted) {
             return Ok(wanted);
         }

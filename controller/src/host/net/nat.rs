@@ -23,8 +23,10 @@
 //! interface names passed [`names::validate_ifname`] (ASCII letters, digits, `-_.`), and
 //! uids are [`ObjectUid`]s (`[0-9a-f-]`). None can contain a quote, whitespace, `;`,
 //! `#`, a brace or a newline, so no value can change the structure of the ruleset.
-//! Reading uses `nft -j list table ip banger`, parsed with serde_json; rules are deleted
-//! by handle (`nft delete rule ip banger postrouting handle N`, argv again).
+//! Reading uses `nft -j list table ip banger`, parsed with serde_json; a VM's new rule
+//! is written with `nft --echo --handle -f -`, and its handle is taken from the
+//! kernel's echo of the transaction ([`echoed_vm_rule`]); rules are deleted by handle
+//! (`nft delete rule ip banger postrouting handle N`, argv again).
 //!
 //! A ruleset file is applied by nft as one atomic transaction.
 //!
@@ -176,7 +178,8 @@ impl Nftables {
     /// Makes the masquerade rule of VM `uid` (source `ip`) exist, with the table, its
     /// chains and the bridge's base rules ([`Self::ensure_base`]), replacing a rule
     /// of that VM with another address, all in one transaction; returns the rule. One
-    /// `nft` run when everything is there, else three: read, apply, read back.
+    /// `nft` run when everything is there, else two: read, then apply with the
+    /// kernel's echo of the new rule ([`echoed_vm_rule`]).
     pub async fn ensure_vm(
         &self,
         uid: &ObjectUid,
@@ -202,12 +205,14 @@ impl Nftables {
             base_ruleset(bridge)
         };
         text.push_str(&vm_rule_ruleset(uid, ip, bridge, &stale));
-        self.apply(&format!("add NAT rule for VM {uid}"), &text)
-            .await?;
-        self.probe_vm(uid).await?.ok_or_else(|| NatError::Failed {
+        let step = format!("add NAT rule for VM {uid}");
+        // The kernel's echo of the committed rule (`nft --echo --handle`) gives its
+        // handle: no second `nft` run to read it back.
+        let echo = self.apply_echo(&step, &text).await?;
+        echoed_vm_rule(&echo, uid, ip).ok_or_else(|| NatError::Failed {
             bin: self.bin.clone(),
-            step: format!("add NAT rule for VM {uid}"),
-            stderr: "rule not found after adding it".to_string(),
+            step,
+            stderr: format!("the rule is not in nft's echo of the transaction: {echo}"),
         })
     }
 
@@ -343,6 +348,38 @@ impl Nftables {
         write_result.map_err(|source| self.spawn_err(step, source))
     }
 
+    /// [`Self::apply`] with `--echo --handle`: returns nft's echo of what the kernel
+    /// committed, one command per line, each ending in `# handle N`.
+    pub(super) async fn apply_echo(&self, step: &str, ruleset: &str) -> Result<String, NatError> {
+        let mut child = Command::new(&self.bin)
+            .args(["--echo", "--handle", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| self.spawn_err(step, source))?;
+        // Written before waiting, then closed (dropped) so nft sees the end of input;
+        // the echo is small (a few lines), so nft never blocks on a full stdout pipe
+        // while the ruleset is being written.
+        let write_result = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(ruleset.as_bytes()).await,
+            None => Ok(()),
+        };
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|source| self.spawn_err(step, source))?;
+        if !output.status.success() {
+            return Err(NatError::Failed {
+                bin: self.bin.clone(),
+                step: step.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        write_result.map_err(|source| self.spawn_err(step, source))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     fn spawn_err(&self, step: &str, source: std::io::Error) -> NatError {
         NatError::Spawn {
             bin: self.bin.clone(),
@@ -412,6 +449,30 @@ pub fn vm_rule_ruleset(
         comment = names::nat_rule_comment(uid)
     ));
     text
+}
+
+/// VM `uid`'s masquerade rule for source `ip` in nft's echo of a transaction
+/// ([`Nftables::apply_echo`]): the `add rule` line in banger's postrouting chain with
+/// the VM's comment and that source address, and its handle. `None` when there is no
+/// such line. Pure.
+pub fn echoed_vm_rule(echo: &str, uid: &ObjectUid, ip: Ipv4Addr) -> Option<NatRule> {
+    let prefix = format!(
+        "add rule ip {} {} ",
+        names::NFT_TABLE,
+        names::NFT_POSTROUTING_CHAIN
+    );
+    let comment = format!("comment \"{}\"", names::nat_rule_comment(uid));
+    let source = format!("ip saddr {ip} ");
+    echo.lines().find_map(|line| {
+        let body = line.strip_prefix(&prefix)?;
+        let (rule, handle) = body.rsplit_once(" # handle ")?;
+        let handle = handle.trim().parse().ok()?;
+        (rule.starts_with(&source) && rule.trim_end().ends_with(&comment)).then(|| NatRule {
+            uid: uid.clone(),
+            ip: Some(ip),
+            handle,
+        })
+    })
 }
 
 /// Parses `nft -j list table ip banger` output.
@@ -495,6 +556,39 @@ mod tests {
 
     fn uid() -> ObjectUid {
         ObjectUid::parse("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88").unwrap()
+    }
+
+    #[test]
+    fn the_vm_rule_is_found_in_nfts_echo() {
+        let uid = uid();
+        let ip = Ipv4Addr::new(172, 30, 0, 5);
+        let echo = format!(
+            "add table ip banger # handle 1\n\
+             add chain ip banger postrouting {{ type nat hook postrouting priority srcnat; policy accept; }} # handle 1\n\
+             delete rule ip banger postrouting handle 4\n\
+             add rule ip banger postrouting ip saddr 172.30.0.5 oifname != \"banger0\" masquerade comment \"banger-vm:{uid}\" # handle 12\n\
+             # new generation 9 by process 77 (nft)\n"
+        );
+        assert_eq!(
+            echoed_vm_rule(&echo, &uid, ip),
+            Some(NatRule {
+                uid: uid.clone(),
+                ip: Some(ip),
+                handle: 12
+            })
+        );
+        // Another address, another VM's comment, or no handle: not this VM's rule.
+        assert_eq!(
+            echoed_vm_rule(&echo, &uid, Ipv4Addr::new(172, 30, 0, 6)),
+            None
+        );
+        let other = ObjectUid::parse("7f000000-0000-4000-8000-000000000001").unwrap();
+        assert_eq!(echoed_vm_rule(&echo, &other, ip), None);
+        let without_handle = echo.replace(" # handle 12", "");
+        assert_eq!(echoed_vm_rule(&without_handle, &uid, ip), None);
+        // 172.30.0.5 must not match a rule of 172.30.0.50.
+        let longer = echo.replace("172.30.0.5 ", "172.30.0.50 ");
+        assert_eq!(echoed_vm_rule(&longer, &uid, ip), None);
     }
 
     #[test]

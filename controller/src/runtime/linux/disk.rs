@@ -5,16 +5,19 @@
 //! blocking: it runs on the blocking pool.
 
 use super::LinuxRuntime;
-use crate::host::disk::{self, ImageSource, RootDiskRequest};
+use crate::host::disk::{self, ImageSource, Prepared, RootDiskRequest};
 use crate::host::guest_keys;
 use crate::host::names::ObjectUid;
+use crate::host::prepared_disk::{PreparedDisks, PreparedKey};
 use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
 
 impl LinuxRuntime {
     /// `prepare-disk` and `grow-disk`: [`disk::ensure_root_disk`] makes or grows
     /// `<vm_dir>/rootfs.ext4`; a new disk gets banger's public key and an id of its own
     /// (reported in the handles), and the VM's pinned guest host key is forgotten (a
-    /// new disk's guest makes a new one).
+    /// new disk's guest makes a new one). A new disk is taken from the prepared base
+    /// of the image and size when there is one ([`PreparedDisks`]); after it, the next
+    /// spare (and the base, the first time) is made in the background.
     pub(super) async fn prepare_disk(
         &self,
         step: VmStep,
@@ -27,10 +30,12 @@ impl LinuxRuntime {
             .as_ref()
             .ok_or_else(|| err("its Image is not resolved".into()))?;
         let image_name = vm.spec.image.clone();
+        let base_image_name = image_name.clone();
         let source = ImageSource {
             identity: disk_identity(&image_name, &image.rootfs_digest),
             rootfs: image.rootfs.clone(),
         };
+        let spare_source = source.clone();
         let state_dir = self.config.state_dir.clone();
         let vm_dir = vm.vm_dir.clone();
         let vm_name = vm.name.clone();
@@ -46,6 +51,7 @@ impl LinuxRuntime {
                 guest_keys::inject_authorized_key(disk, &key, &vm_dir)
                     .map_err(|e| format!("inject banger's ssh key: {e}"))
             };
+            let prepared = PreparedDisks::for_state_dir(&state_dir);
             let root = disk::ensure_root_disk(&RootDiskRequest {
                 vm_name: &vm_name,
                 state_dir: &state_dir,
@@ -53,17 +59,49 @@ impl LinuxRuntime {
                 image: &source,
                 size_bytes: size,
                 before_publish: Some(&inject),
+                prepared: Some(Prepared {
+                    disks: &prepared,
+                    finish_id: &key,
+                    image_name: &base_image_name,
+                }),
             })
             .map_err(|e| e.to_string())?;
             if root.method != disk::CopyMethod::Existing {
                 guest_keys::forget_host_key(&state_dir, &uid)
                     .map_err(|e| format!("forget the old disk's host key: {e}"))?;
             }
-            Ok::<_, String>(root)
+            Ok::<_, String>((root, key))
         })
         .await
         .map_err(|e| err(e.to_string()))?
         .map_err(err)?;
+        let (root, key) = root;
+        if root.method != disk::CopyMethod::Existing {
+            // The next VM of this image and size takes a spare made now, off this
+            // VM's path (the daemon's blocking pool; the first new disk of a key also
+            // builds its base here). An error only costs the next VM the slow way.
+            let (state_dir, image_name, vm_name) = (
+                self.config.state_dir.clone(),
+                vm.spec.image.clone(),
+                vm.name.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let disks = PreparedDisks::for_state_dir(&state_dir);
+                let inject = |disk: &std::path::Path| {
+                    guest_keys::inject_authorized_key(disk, &key, disks.dir())
+                        .map_err(|e| format!("inject banger's ssh key: {e}"))
+                };
+                let prepared = PreparedKey {
+                    image_name: &image_name,
+                    image: &spare_source,
+                    size_bytes: size,
+                    finish_id: &key,
+                };
+                if let Err(e) = disks.refill_spare(&prepared, Some(&inject)) {
+                    tracing::warn!(vm = %vm_name, error = %e, "prepare the next spare disk");
+                }
+            });
+        }
         handles.root_disk = Some(root.path);
         handles.disk_image = Some(image_name);
         handles.disk_digest = Some(image.rootfs_digest.clone());
@@ -102,6 +140,28 @@ impl LinuxRuntime {
         handles.disk_id = None;
         Ok(handles)
     }
+}
+
+/// The prepared bases and spares of the Image `image_name` go with it
+/// ([`PreparedDisks::remove_image`]).
+pub(super) async fn remove_prepared_disks(
+    state_dir: &std::path::Path,
+    image_name: &str,
+) -> Result<(), RuntimeError> {
+    let (disks, name) = (
+        PreparedDisks::for_state_dir(state_dir),
+        image_name.to_string(),
+    );
+    tokio::task::spawn_blocking(move || disks.remove_image(&name).map(|_| ()))
+        .await
+        .map_err(std::io::Error::other)
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|message| RuntimeError::Step {
+            object: format!("image/{image_name}"),
+            step: "remove-image".into(),
+            message: format!("remove its prepared disks: {message}"),
+        })
 }
 
 /// The disk sidecar's image identity: `<image name>|<rootfs digest>`.

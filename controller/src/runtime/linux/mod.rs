@@ -6,7 +6,7 @@
 //! | step | file | what it does on the host |
 //! |------|------|--------------------------|
 //! | `ensure-vm-dir`, `remove-vm-dir` | `vm_dir.rs` | `<state>/vms/<uid>` (mode 0700, symlink-checked); idempotent removal, with the VM's cgroup |
-//! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`crate::host::disk::ensure_root_disk`]: reflink or sparse copy of the image rootfs, grown to `spec.disk`; a NEW disk gets banger's public key in `/root/.ssh/authorized_keys` ([`crate::host::guest_keys`]) |
+//! | `prepare-disk`, `grow-disk`, `remove-disk` | `disk.rs` | [`crate::host::disk::ensure_root_disk`]: a NEW disk is a copy of a prepared base of the image and size ([`crate::host::prepared_disk`]: the image's rootfs grown to `spec.disk` and given banger's public key in `/root/.ssh/authorized_keys` once, [`crate::host::guest_keys`]), usually a spare made ahead in the background and renamed into place (the first disk of an image and size is made from the image, and the base after it, in the background); the bases go with their Image |
 //! | `ensure-tap`, `remove-tap`, `ensure-nat`, `remove-nat` | `network.rs` | IPv4 forwarding, the bridge, the VM's tap ([`crate::host::names::tap_name`]) attached to it and its guest filter in `table bridge banger` ([`crate::host::net::guest_filter`]: its own source only, no other guest unless both left isolation, no host address); the VM's masquerade rule in `table ip banger` ([`crate::host::net::vm`]) |
 //! | `launch`, `shutdown` | `vmm.rs` | the hypervisor's driver ([`Driver`]) boots the guest confined (the VMM user, the VM's cgroup: [`crate::driver::Confinement`]), a pidfd watch reports its exit; graceful stop, bounded, then forced, stray VMMs carrying the uid marker too, then the cgroup removed |
 //!
@@ -266,7 +266,8 @@ impl VmRuntime for LinuxRuntime {
     }
 
     async fn remove_image(&self, image: &ImageContext) -> Result<(), RuntimeError> {
-        images::remove_image(image).await
+        images::remove_image(image).await?;
+        disk::remove_prepared_disks(&self.config.state_dir, &image.name).await
     }
 
     async fn observe(&self, vm: &VmContext) -> ObservedVm {
