@@ -171,6 +171,13 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Daemon(_)) {
+        // Before the runtime's threads allocate: the daemon lives long, and each malloc
+        // arena keeps its own partly used pages; more arenas than cores buy nothing
+        // (banger_controller::heap).
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        banger_controller::heap::limit_arenas(cores);
+    }
     let result: anyhow::Result<Result<ExitCode, CliError>> =
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -5,8 +5,9 @@
 //! ([`crate::sources::dir_trust`]); then it makes the state directory the daemon's alone
 //! ([`crate::host::state_dir`]) and locks it. Then it opens the store, recovers the
 //! journal, garbage-collects host objects of no known VM ([`crate::gc`]), starts the
-//! workers, the specs directory watcher, the resync ticker, the exit listener and the
-//! API (its socket given to the group: [`crate::api::authz`]), and runs until
+//! heap trimmer ([`crate::heap`]: memory freed in a burst goes back once it is over),
+//! the workers, the specs directory watcher, the resync ticker, the exit listener and
+//! the API (its socket given to the group: [`crate::api::authz`]), and runs until
 //! `shutdown` resolves. Then it stops taking work (API and queue closed), lets the
 //! steps in flight finish (each is journaled) within `shutdown_grace`, and returns,
 //! leaving every VM running.
@@ -162,6 +163,17 @@ pub async fn run<R: VmRuntime>(
         );
     }
 
+    // Bursts (an apply of many VMs, a large list) leave freed heap resident; the
+    // trimmer gives it back once the burst is over. Memory only: the daemon runs
+    // without it.
+    let trimmer = match crate::heap::HeapTrimmer::start(crate::heap::TrimConfig::default()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "heap trimmer not started; freed memory stays with malloc");
+            None
+        }
+    };
+
     // VMM exits enqueue their VM at once.
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<ExitNotice>();
     engine.runtime.set_exit_notifier(exit_tx);
@@ -293,6 +305,10 @@ pub async fn run<R: VmRuntime>(
         tracing::debug!("API connections dropped at shutdown");
     }
     let _ = tokio::fs::remove_file(&config.socket).await;
+    if let Some(t) = trimmer {
+        // The thread ends at once; nothing waits for it here.
+        let _detached = t.stop();
+    }
     tracing::info!("banger daemon stopped; VMs left running");
     Ok(())
 }

@@ -22,8 +22,8 @@
 //!   [`host`] (the plumbing: processes, KVM, network, disks, OCI pulls, banger's SSH
 //!   key, workspace copies; it imports no driver), [`doctor`] (the checks of `banger
 //!   doctor`), [`api`] (HTTP on a Unix socket), [`clock`] and [`ids`] (time and fresh
-//!   uids), and [`daemon`] (wires it all together from a
-//!   [`config::DaemonConfig`]).
+//!   uids), [`heap`] (few malloc arenas; freed memory given back after a burst), and
+//!   [`daemon`] (wires it all together from a [`config::DaemonConfig`]).
 
 pub mod api;
 pub mod clock;
@@ -35,6 +35,7 @@ pub mod driver;
 pub mod engine;
 pub mod events;
 pub mod gc;
+pub mod heap;
 pub mod host;
 pub mod ids;
 pub mod journal;
