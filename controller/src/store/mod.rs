@@ -12,6 +12,10 @@
 //!   back, and no burst of calls grows a pool of threads (each with its own malloc
 //!   arena).
 //!
+//! The daemon's connection keeps the rows a reconcile reads parsed in memory
+//! ([`cache`], write-through): [`Store::get_object`], [`Store::get_status`] and
+//! [`Store::cached`] answer from it without a trip when they can.
+//!
 //! API reads never wait for a reconcile in flight (a reconcile holds no store lock
 //! across its steps). Schema changes are migrations numbered by SQLite's
 //! `user_version` ([`schema::MIGRATIONS`]). The text of every typed value (phases,
@@ -30,9 +34,11 @@ use crate::objects::Owner;
 use crate::runtime::{ResolvedImage, VmHandles};
 use crate::status::{EventType, ObjectStatus, Reason};
 
+pub mod cache;
 mod database;
 pub mod schema;
 
+pub use cache::RowCache;
 pub use database::{gateway_of, Database};
 
 /// A store error, with the operation it concerns.
@@ -248,7 +254,7 @@ impl Store {
     /// the store's thread (it ends when the last handle is dropped). Blocks: call it
     /// before serving, or through `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Arc::new(Database::open(path)?);
+        let db = Arc::new(Database::open_cached(path)?);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread_db = Arc::clone(&db);
         std::thread::Builder::new()
@@ -299,12 +305,20 @@ impl Store {
         }
     }
 
-    /// One object.
+    /// The cache of parsed rows: lookups that never block (see [`cache`]).
+    pub fn cached(&self) -> Option<&RowCache> {
+        self.db.cache()
+    }
+
+    /// One object (from the cache when it holds it).
     pub async fn get_object(
         &self,
         kind: Kind,
         name: &str,
     ) -> Result<Option<StoredObject>, StoreError> {
+        if let Some(o) = self.cached().and_then(|c| c.object(kind, name)) {
+            return Ok(Some(o));
+        }
         let name = name.to_owned();
         self.run("read object", move |db| db.get_object(kind, &name))
             .await
@@ -323,6 +337,12 @@ impl Store {
     ) -> Result<Vec<(StoredObject, ObjectStatus)>, StoreError> {
         self.run("list objects", move |db| db.list_with_status(kind))
             .await
+    }
+
+    /// Every object's key and whether it is being deleted, by kind then name (no
+    /// document is parsed: what a resync pass queues).
+    pub async fn object_keys(&self) -> Result<Vec<(banger_specs::ObjectKey, bool)>, StoreError> {
+        self.run("list object keys", |db| db.object_keys()).await
     }
 
     /// The object with this uid, if any.
@@ -383,12 +403,16 @@ impl Store {
         .await
     }
 
-    /// Status of an object (default when never written).
+    /// Status of an object (default when never written; from the cache when it holds
+    /// it).
     pub async fn get_status(
         &self,
         kind: Kind,
         name: &str,
     ) -> Result<(ObjectStatus, InternalState), StoreError> {
+        if let Some(s) = self.cached().and_then(|c| c.status(kind, name)) {
+            return Ok(s);
+        }
         let name = name.to_owned();
         self.run("read status", move |db| db.get_status(kind, &name))
             .await
