@@ -13,8 +13,8 @@ use crate::journal::JournalOutcome;
 use crate::planner::{crash_backoff_remaining, Action, Plan, CRASH_WINDOW_SECS};
 use crate::queue::Outcome;
 use crate::runtime::{ProcessState, VmContext, VmRuntime, VmStep};
-use crate::status::{self, ConditionType, ObjectStatus, Phase, Reason};
-use crate::store::{InternalState, StoredObject};
+use crate::status::{self, ConditionType, EventType, ObjectStatus, Phase, Reason};
+use crate::store::{InternalState, NewEvent, StoredObject};
 
 /// Plan/execute rounds within one reconcile before requeueing.
 const MAX_ROUNDS: usize = 4;
@@ -37,8 +37,14 @@ fn step_event(step: VmStep) -> Option<Reason> {
 }
 
 impl<R: VmRuntime> Engine<R> {
-    /// Runs one step with its journal row; persists the handles it returns.
-    pub async fn run_step(&self, ctx: &mut VmContext, step: VmStep) -> Result<(), ReconcileError> {
+    /// Runs one step with its journal row; persists the handles it returns and, when it
+    /// succeeded, records `event` with them (one store trip).
+    pub async fn run_step(
+        &self,
+        ctx: &mut VmContext,
+        step: VmStep,
+        event: Option<NewEvent>,
+    ) -> Result<(), ReconcileError> {
         // Copying or growing a root disk is heavy: bounded like image pulls.
         let _permit = match step {
             VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
@@ -70,7 +76,14 @@ impl<R: VmRuntime> Engine<R> {
                 // what the step made.
                 self.facts.handles.put(&ctx.uid, &new_handles);
                 ctx.handles = new_handles;
-                store.finish_step(id, &ctx.uid, ctx.handles.clone()).await?;
+                let events = &self.ctl.events;
+                let event = event.map(|e| (e, events.caps()));
+                if let Some(event_id) = store
+                    .finish_step(id, &ctx.uid, ctx.handles.clone(), event)
+                    .await?
+                {
+                    events.announce(event_id);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -205,31 +218,45 @@ impl<R: VmRuntime> Engine<R> {
                 return Ok(Some(Outcome::RequeueAfter(Duration::ZERO)));
             }
             tracing::debug!(vm = %name, step = step.name(), class = planned.class.as_str(), reason = %planned.reason, "running step");
-            self.run_step(&mut facts.ctx, step).await?;
+            let restart = step == VmStep::Launch && after_exit;
+            // The step's event is written with its journal row's completion.
+            let event = if restart {
+                Some((
+                    EventType::Warning,
+                    Reason::Restarted,
+                    planned.reason.clone(),
+                ))
+            } else {
+                step_event(step).map(|reason| {
+                    let message = format!(
+                        "{} ({}): {}",
+                        step.name(),
+                        planned.class.as_str(),
+                        planned.reason
+                    );
+                    (EventType::Normal, reason, message)
+                })
+            }
+            .map(|(type_, reason, message)| NewEvent {
+                kind: Kind::Vm,
+                name: name.to_string(),
+                type_,
+                reason,
+                message,
+            });
+            self.run_step(&mut facts.ctx, step, event).await?;
             if step == VmStep::Launch && facts.lease_pending {
                 // The VMM runs with the new address: the old one is free now.
                 self.ctl.store.commit_lease(&facts.ctx.uid).await?;
                 facts.lease_pending = false;
             }
-            let events = &self.ctl.events;
-            if step == VmStep::Launch && after_exit {
+            if restart {
                 let now = unix_now();
                 facts.internal.restarts.push(now);
                 facts
                     .internal
                     .restarts
                     .retain(|t| *t >= now - CRASH_WINDOW_SECS);
-                events
-                    .warning(Kind::Vm, name, Reason::Restarted, planned.reason.clone())
-                    .await;
-            } else if let Some(reason) = step_event(step) {
-                let message = format!(
-                    "{} ({}): {}",
-                    step.name(),
-                    planned.class.as_str(),
-                    planned.reason
-                );
-                events.normal(Kind::Vm, name, reason, message).await;
             }
         }
         Ok(None)

@@ -1054,13 +1054,15 @@ impl Database {
     }
 
     /// Completes a step that succeeded: its handles and its journal row (`done`) in one
-    /// transaction, so neither is ever recorded without the other.
+    /// transaction, so neither is ever recorded without the other; with the step's
+    /// event, if it has one (its id is returned).
     pub fn finish_step(
         &self,
         journal_id: i64,
         uid: &str,
         handles: &VmHandles,
-    ) -> Result<(), StoreError> {
+        event: Option<(&NewEvent, EventCaps)>,
+    ) -> Result<Option<i64>, StoreError> {
         let json = serde_json::to_string(handles)
             .map_err(|e| self.corrupt("write handles", e.to_string()))?;
         let done: &str = JournalOutcome::Done.into();
@@ -1076,7 +1078,12 @@ impl Database {
             params![journal_id, done, unix_ms()],
         )
         .map_err(self.sql("finish journal"))?;
-        tx.commit().map_err(self.sql("commit finish step"))
+        let event_id = match event {
+            Some((e, caps)) => Some(self.insert_event(&tx, e, caps)?),
+            None => None,
+        };
+        tx.commit().map_err(self.sql("commit finish step"))?;
+        Ok(event_id)
     }
 
     /// Records a sync request for the Workspace `uid`: numbered one more than its last.

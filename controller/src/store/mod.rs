@@ -244,6 +244,8 @@ pub struct Event {
 pub struct Store {
     db: Arc<Database>,
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Calls sent to the store's thread since it started ([`Store::trips`]).
+    trips: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A call for the store's thread.
@@ -269,7 +271,11 @@ impl Store {
                 operation: "start the store thread",
                 message: e.to_string(),
             })?;
-        Ok(Store { db, jobs })
+        Ok(Store {
+            db,
+            jobs,
+            trips: Arc::default(),
+        })
     }
 
     /// The synchronous database, for callers that are not async (tests, tools, code
@@ -295,6 +301,8 @@ impl Store {
             operation,
             message,
         };
+        self.trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.jobs.send(job).is_err() {
             return Err(failed("the store thread has stopped".into()));
         }
@@ -303,6 +311,12 @@ impl Store {
             Ok(Err(panic)) => Err(failed(panic_message(panic.as_ref()))),
             Err(_) => Err(failed("the store thread dropped the call".into())),
         }
+    }
+
+    /// Calls sent to the store's thread so far (what a test checks to prove that a
+    /// reconcile answered from the cache).
+    pub fn trips(&self) -> u64 {
+        self.trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The cache of parsed rows: lookups that never block (see [`cache`]).
@@ -494,17 +508,23 @@ impl Store {
         .await
     }
 
-    /// Completes a step that succeeded: its handles and its journal row (`done`) in one
-    /// transaction.
+    /// Completes a step that succeeded: its handles, its journal row (`done`) and its
+    /// event, if any, in one transaction. Returns the event's id.
     pub async fn finish_step(
         &self,
         journal_id: i64,
         uid: &str,
         handles: VmHandles,
-    ) -> Result<(), StoreError> {
+        event: Option<(NewEvent, EventCaps)>,
+    ) -> Result<Option<i64>, StoreError> {
         let uid = uid.to_owned();
         self.run("finish step", move |db| {
-            db.finish_step(journal_id, &uid, &handles)
+            db.finish_step(
+                journal_id,
+                &uid,
+                &handles,
+                event.as_ref().map(|(e, caps)| (e, *caps)),
+            )
         })
         .await
     }
