@@ -176,15 +176,4 @@ impl RowCache {
     pub(super) fn forget_leases(&self, uid: &str) {
         self.rows().leases.remove(uid);
     }
-
-    /// Number of objects and statuses cached (tests).
-    pub fn len(&self) -> (usize, usize) {
-        let rows = self.rows();
-        (rows.objects.len(), rows.statuses.len())
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
-    }
 }
