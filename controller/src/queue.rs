@@ -111,6 +111,25 @@ impl WorkQueue {
         self.notify.notify_one();
     }
 
+    /// [`WorkQueue::add_unless_queued`] of many keys, in order, waking the workers
+    /// once (a resync pass).
+    pub fn add_all_unless_queued(&self, keys: impl IntoIterator<Item = ObjectKey>) {
+        {
+            let mut s = self.s();
+            if s.closed {
+                return;
+            }
+            let now = Instant::now();
+            for key in keys {
+                if !(s.due.contains_key(&key) || s.active.contains(&key)) {
+                    s.insert(key, now);
+                }
+            }
+        }
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
     /// Queues a key after a delay.
     pub fn add_after(&self, key: ObjectKey, delay: Duration) {
         self.add_at(key, Instant::now() + delay);

@@ -236,14 +236,46 @@ impl<R: VmRuntime> Facts<R> {
         with_status: bool,
     ) -> Result<(VmContext, bool, Option<(ObjectStatus, InternalState)>), StoreError> {
         let read = self.vm_read(obj, spec, mode, with_status);
-        let (network, prefix) = (self.config.bridge_network, self.config.bridge_prefix);
-        let records = self
-            .store
-            .run("read vm", move |db| {
-                read_vm_records(db, &read, network, prefix)
-            })
-            .await?;
+        let records = match self.cached_vm_records(&read) {
+            Some(records) => records,
+            None => {
+                let (network, prefix) = (self.config.bridge_network, self.config.bridge_prefix);
+                self.store
+                    .run("read vm", move |db| {
+                        read_vm_records(db, &read, network, prefix)
+                    })
+                    .await?
+            }
+        };
         Ok(self.vm_context_from(obj, spec, records))
+    }
+
+    /// What [`read_vm_records`] would read, from the store's cache alone (no trip):
+    /// `None` unless every part is cached and no lease needs a write.
+    fn cached_vm_records(&self, r: &VmRead) -> Option<VmRecords> {
+        let cache = self.store.cached()?;
+        if r.read_handles {
+            return None;
+        }
+        let (ip, pending) = match r.mode {
+            LeaseMode::Allocate => {
+                let grant = cache.lease_grant(&r.uid, r.want)?;
+                (Some(grant.ip), grant.pending)
+            }
+            LeaseMode::Preview => (r.want.or(cache.active_lease(&r.uid)?), false),
+            LeaseMode::Existing => (cache.active_lease(&r.uid)?, false),
+        };
+        Some(VmRecords {
+            ip,
+            pending,
+            image: cache.image_resolution(&r.image)?,
+            handles: None,
+            status: if r.with_status {
+                Some(cache.status(Kind::Vm, &r.name)?)
+            } else {
+                None
+            },
+        })
     }
 
     /// Builds a VM's context from what [`read_vm_records`] read.

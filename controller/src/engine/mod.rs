@@ -217,13 +217,13 @@ impl<R: VmRuntime> Engine<R> {
     /// Queues every object (start and resync) as a new resync pass; objects waiting
     /// out a backoff keep it.
     pub async fn enqueue_all(&self) -> Result<usize, StoreError> {
-        let mut all = self.ctl.store.list_objects(None).await?;
-        all.sort_by_key(|o| planner::kind_order(o.resource.kind(), o.deleting.is_some()));
-        self.resyncs.begin(all.iter().map(|o| o.resource.key()));
-        for o in &all {
-            self.ctl.queue.add_unless_queued(o.resource.key());
-        }
-        Ok(all.len())
+        let mut all = self.ctl.store.object_keys().await?;
+        all.sort_by_key(|(key, deleting)| planner::kind_order(key.kind, *deleting));
+        let keys: Vec<ObjectKey> = all.into_iter().map(|(key, _)| key).collect();
+        self.resyncs.begin(keys.iter().cloned());
+        let n = keys.len();
+        self.ctl.queue.add_all_unless_queued(keys);
+        Ok(n)
     }
 
     /// Queues the objects that reference `target` (VMs of an Image, Workspaces of a VM).

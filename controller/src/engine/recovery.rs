@@ -45,7 +45,7 @@ impl<R: VmRuntime> Engine<R> {
                         .vm_context(&obj, &vm.spec, LeaseMode::Existing)
                         .await
                     {
-                        Ok(mut ctx) => self.run_step(&mut ctx, undo).await,
+                        Ok(mut ctx) => self.run_step(&mut ctx, undo, None).await,
                         Err(e) => Err(e.into()),
                     };
                     self.finish_rollback(row, undone).await?;

@@ -13,8 +13,18 @@ use crate::journal::JournalOutcome;
 use crate::planner::{crash_backoff_remaining, Action, Plan, CRASH_WINDOW_SECS};
 use crate::queue::Outcome;
 use crate::runtime::{ProcessState, VmContext, VmRuntime, VmStep};
-use crate::status::{self, ConditionType, ObjectStatus, Phase, Reason};
-use crate::store::{InternalState, StoredObject};
+use crate::status::{self, ConditionType, EventType, ObjectStatus, Phase, Reason};
+use crate::store::{InternalState, NewEvent, StoreError, StoredObject};
+
+/// What a VM's reconcile ends with (see [`Engine::end_vm_reconcile`]).
+struct ReconcileEnd {
+    /// The status and bookkeeping to write, when they changed.
+    status: Option<(ObjectStatus, InternalState)>,
+    /// The phase's event, when it changed.
+    event: Option<NewEvent>,
+    /// Queue the VM's Workspaces.
+    referrers: bool,
+}
 
 /// Plan/execute rounds within one reconcile before requeueing.
 const MAX_ROUNDS: usize = 4;
@@ -37,8 +47,14 @@ fn step_event(step: VmStep) -> Option<Reason> {
 }
 
 impl<R: VmRuntime> Engine<R> {
-    /// Runs one step with its journal row; persists the handles it returns.
-    pub async fn run_step(&self, ctx: &mut VmContext, step: VmStep) -> Result<(), ReconcileError> {
+    /// Runs one step with its journal row; persists the handles it returns and, when it
+    /// succeeded, records `event` with them (one store trip).
+    pub async fn run_step(
+        &self,
+        ctx: &mut VmContext,
+        step: VmStep,
+        event: Option<NewEvent>,
+    ) -> Result<(), ReconcileError> {
         // Copying or growing a root disk is heavy: bounded like image pulls.
         let _permit = match step {
             VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
@@ -70,7 +86,14 @@ impl<R: VmRuntime> Engine<R> {
                 // what the step made.
                 self.facts.handles.put(&ctx.uid, &new_handles);
                 ctx.handles = new_handles;
-                store.finish_step(id, &ctx.uid, ctx.handles.clone()).await?;
+                let events = &self.ctl.events;
+                let event = event.map(|e| (e, events.caps()));
+                if let Some(event_id) = store
+                    .finish_step(id, &ctx.uid, ctx.handles.clone(), event)
+                    .await?
+                {
+                    events.announce(event_id);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -155,32 +178,72 @@ impl<R: VmRuntime> Engine<R> {
                 Outcome::Done | Outcome::Failed => Outcome::RequeueAfter(retry),
             };
         }
-        if status != old_status || facts.internal != old_internal {
-            store
-                .put_status(Kind::Vm, &name, status.clone(), facts.internal.clone())
-                .await?;
-        }
         // Workspaces follow the guest: a new phase, guest readiness or VMM.
         let guest_changed = old_status.is_true(ConditionType::GuestReady)
             != status.is_true(ConditionType::GuestReady)
             || old_status.pid != status.pid;
-        if guest_changed || status.phase != old_status.phase {
-            self.enqueue_referrers(Kind::Vm, &name).await;
-        }
-        if status.phase != old_status.phase
-            && (old_status.phase != Phase::Pending || status.phase != Phase::Creating)
-        {
-            self.ctl
-                .events
-                .normal(
-                    Kind::Vm,
-                    &name,
-                    Reason::PhaseChanged,
-                    format!("{} -> {}", old_status.phase, status.phase),
-                )
-                .await;
-        }
+        let phase_changed = status.phase != old_status.phase;
+        let phase_event = (phase_changed
+            && (old_status.phase != Phase::Pending || status.phase != Phase::Creating))
+            .then(|| NewEvent {
+                kind: Kind::Vm,
+                name: name.clone(),
+                type_: EventType::Normal,
+                reason: Reason::PhaseChanged,
+                message: format!("{} -> {}", old_status.phase, status.phase),
+            });
+        let end = ReconcileEnd {
+            status: (status != old_status || facts.internal != old_internal)
+                .then_some((status, facts.internal)),
+            event: phase_event,
+            referrers: guest_changed || phase_changed,
+        };
+        self.end_vm_reconcile(&name, end).await?;
         Ok(outcome)
+    }
+
+    /// Writes what a VM's reconcile ends with — its status, its phase's event, and the
+    /// list of Workspaces to queue — in one store trip (none when nothing changed).
+    /// Like [`crate::events::EventRecorder`], a failure to record the event or to list
+    /// the Workspaces is logged, never fatal.
+    async fn end_vm_reconcile(&self, name: &str, end: ReconcileEnd) -> Result<(), StoreError> {
+        if end.status.is_none() && end.event.is_none() && !end.referrers {
+            return Ok(());
+        }
+        let caps = self.ctl.events.caps();
+        let owned = name.to_string();
+        let (event_id, referrers) = self
+            .ctl
+            .store
+            .run("write status", move |db| {
+                if let Some((status, internal)) = &end.status {
+                    db.put_status(Kind::Vm, &owned, status, internal)?;
+                }
+                let event_id = end.event.as_ref().and_then(|e| {
+                    db.add_event(e, caps)
+                        .map_err(|err| tracing::warn!(error = %err, vm = %owned, "recording event"))
+                        .ok()
+                });
+                let referrers = if end.referrers {
+                    db.referrers(Kind::Workspace, &owned)
+                        .map_err(|err| tracing::warn!(error = %err, "listing referrers"))
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                Ok((event_id, referrers))
+            })
+            .await?;
+        if let Some(id) = event_id {
+            self.ctl.events.announce(id);
+        }
+        for workspace in referrers {
+            self.ctl.queue.add(ObjectKey {
+                kind: Kind::Workspace,
+                name: workspace,
+            });
+        }
+        Ok(())
     }
 
     /// Runs the steps of one round. Returns an outcome when the reconcile must stop
@@ -205,31 +268,45 @@ impl<R: VmRuntime> Engine<R> {
                 return Ok(Some(Outcome::RequeueAfter(Duration::ZERO)));
             }
             tracing::debug!(vm = %name, step = step.name(), class = planned.class.as_str(), reason = %planned.reason, "running step");
-            self.run_step(&mut facts.ctx, step).await?;
+            let restart = step == VmStep::Launch && after_exit;
+            // The step's event is written with its journal row's completion.
+            let event = if restart {
+                Some((
+                    EventType::Warning,
+                    Reason::Restarted,
+                    planned.reason.clone(),
+                ))
+            } else {
+                step_event(step).map(|reason| {
+                    let message = format!(
+                        "{} ({}): {}",
+                        step.name(),
+                        planned.class.as_str(),
+                        planned.reason
+                    );
+                    (EventType::Normal, reason, message)
+                })
+            }
+            .map(|(type_, reason, message)| NewEvent {
+                kind: Kind::Vm,
+                name: name.to_string(),
+                type_,
+                reason,
+                message,
+            });
+            self.run_step(&mut facts.ctx, step, event).await?;
             if step == VmStep::Launch && facts.lease_pending {
                 // The VMM runs with the new address: the old one is free now.
                 self.ctl.store.commit_lease(&facts.ctx.uid).await?;
                 facts.lease_pending = false;
             }
-            let events = &self.ctl.events;
-            if step == VmStep::Launch && after_exit {
+            if restart {
                 let now = unix_now();
                 facts.internal.restarts.push(now);
                 facts
                     .internal
                     .restarts
                     .retain(|t| *t >= now - CRASH_WINDOW_SECS);
-                events
-                    .warning(Kind::Vm, name, Reason::Restarted, planned.reason.clone())
-                    .await;
-            } else if let Some(reason) = step_event(step) {
-                let message = format!(
-                    "{} ({}): {}",
-                    step.name(),
-                    planned.class.as_str(),
-                    planned.reason
-                );
-                events.normal(Kind::Vm, name, reason, message).await;
             }
         }
         Ok(None)

@@ -14,6 +14,8 @@
 //! Fault injection and probes for tests: [`SimulatedRuntime::fail_step`] (fail a step N
 //! times), [`SimulatedRuntime::fail_image`], [`SimulatedRuntime::exit_process`] (the
 //! VMM exits on its own; the exit is notified like a pidfd would),
+//! [`SimulatedRuntime::lose_process`] and [`SimulatedRuntime::lose_tap`] (a VMM or a
+//! tap gone without notice: only a probe finds it),
 //! [`SimulatedRuntime::hang_after`] (a step does its effect and never returns: a daemon
 //! crash mid-step), counters of concurrent steps per VM
 //! ([`SimulatedRuntime::max_concurrency_for`]) and [`SimulatedRuntime::plant_garbage`]
@@ -452,6 +454,33 @@ impl SimulatedRuntime {
         true
     }
 
+    /// The VMM of the VM with this uid dies without any notice (an exit the daemon
+    /// missed): only the next observation finds it. Returns whether one was running.
+    pub fn lose_process(&self, uid: &str) -> bool {
+        let mut w = self.w();
+        let Some(p) = w.vms.get_mut(uid).and_then(|v| v.process.as_mut()) else {
+            return false;
+        };
+        let was_alive = p.alive;
+        p.alive = false;
+        p.clean_exit = false;
+        w.persist_or_warn(uid);
+        was_alive
+    }
+
+    /// The tap of the VM with this uid disappears (deleted by someone else): only the
+    /// next observation finds it gone. Returns whether it had one.
+    pub fn lose_tap(&self, uid: &str) -> bool {
+        let mut w = self.w();
+        let Some(vm) = w.vms.get_mut(uid) else {
+            return false;
+        };
+        let had = vm.tap.take().is_some();
+        vm.filter = None;
+        w.persist_or_warn(uid);
+        had
+    }
+
     /// Highest number of steps (`execute` calls) seen running at once for one VM name.
     /// Observations are not counted: the API also observes (for plans) while a
     /// reconcile runs, which is allowed.
@@ -591,15 +620,50 @@ impl SimulatedRuntime {
         }
     }
 
-    fn console(ctx: &VmContext, line: &str) {
+    /// Appends a line to the VM's console log, on the blocking pool.
+    async fn console(ctx: &VmContext, line: String) {
         let path: PathBuf = ctx.console_log();
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{line}");
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(f, "{line}");
+            }
+        })
+        .await;
+    }
+
+    /// The real files of a step (the VM's directory), on the blocking pool: the
+    /// simulated host's state changes after, in [`Self::apply`].
+    async fn host_files(step: VmStep, ctx: &VmContext) -> Result<(), String> {
+        let dir = ctx.vm_dir.clone();
+        let work = move || match step {
+            VmStep::EnsureVmDir => {
+                std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))
+            }
+            VmStep::RemoveVmDir => match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("remove {}: {e}", dir.display())),
+            },
+            VmStep::PrepareDisk
+            | VmStep::GrowDisk
+            | VmStep::EnsureTap
+            | VmStep::EnsureNat
+            | VmStep::Launch
+            | VmStep::Shutdown
+            | VmStep::RemoveNat
+            | VmStep::RemoveTap
+            | VmStep::RemoveDisk => Ok(()),
+        };
+        if !matches!(step, VmStep::EnsureVmDir | VmStep::RemoveVmDir) {
+            return Ok(());
         }
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(format!("{}: {e}", dir_of(ctx))))
     }
 
     fn apply(&self, step: VmStep, ctx: &VmContext) -> Result<(), String> {
@@ -611,8 +675,7 @@ impl SimulatedRuntime {
         let vm = w.vms.entry(ctx.uid.clone()).or_default();
         match step {
             VmStep::EnsureVmDir => {
-                std::fs::create_dir_all(&ctx.vm_dir)
-                    .map_err(|e| format!("create {}: {e}", ctx.vm_dir.display()))?;
+                // The directory itself was made by `host_files`.
                 vm.vm_dir = true;
                 vm.vm_dir_path = Some(ctx.vm_dir.clone());
             }
@@ -695,11 +758,7 @@ impl SimulatedRuntime {
                 vm.disk_hidden = false;
             }
             VmStep::RemoveVmDir => {
-                match std::fs::remove_dir_all(&ctx.vm_dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("remove {}: {e}", ctx.vm_dir.display())),
-                }
+                // The directory itself was removed by `host_files`.
                 vm.vm_dir = false;
                 vm.vm_dir_path = None;
             }
@@ -711,6 +770,11 @@ impl SimulatedRuntime {
         w.executed.push((ctx.name.clone(), step));
         w.persist(&ctx.uid)
     }
+}
+
+/// A VM's directory, for messages.
+fn dir_of(ctx: &VmContext) -> String {
+    ctx.vm_dir.display().to_string()
 }
 
 /// The digest a simulated tag names: what [`SimulatedRuntime::move_tag`] set, else a
@@ -903,10 +967,13 @@ impl VmRuntime for SimulatedRuntime {
         let applied = if no_effect {
             Ok(())
         } else {
-            self.apply(step, vm)
+            match Self::host_files(step, vm).await {
+                Ok(()) => self.apply(step, vm),
+                Err(e) => Err(e),
+            }
         };
         if applied.is_ok() && step == VmStep::Launch {
-            Self::console(vm, &format!("[simulated] {} booted", vm.name));
+            Self::console(vm, format!("[simulated] {} booted", vm.name)).await;
         }
         if hang {
             // A daemon crash in the middle of the step: whatever the effect did, the

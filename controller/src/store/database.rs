@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use banger_specs::{Kind, ObjectKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::cache::RowCache;
 use super::{
     schema, Event, EventCaps, EventFilter, InternalState, LeaseGrant, NewEvent, StoreError,
     StoredObject, StoredRow, StoredSyncRequest,
@@ -57,6 +58,9 @@ fn query_one<T>(
 pub struct Database {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Parsed rows of the daemon's connection ([`Database::open_cached`]); none for
+    /// other connections.
+    cache: Option<RowCache>,
 }
 
 fn kind_str(kind: Kind) -> &'static str {
@@ -81,8 +85,25 @@ type Row = (
 );
 
 impl Database {
-    /// Opens (creating if needed) the database file, enables WAL and migrates.
+    /// Opens (creating if needed) the database file, enables WAL and migrates. Reads
+    /// always go to SQLite: for tests and tools beside (or after) a daemon.
     pub fn open(path: &Path) -> Result<Database, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// [`Database::open`] with a cache of parsed rows ([`RowCache`]): only for the one
+    /// connection that writes the database (the daemon's, which holds the state
+    /// directory's lock): another connection's writes would not be seen by it.
+    pub fn open_cached(path: &Path) -> Result<Database, StoreError> {
+        Self::open_with(path, Some(RowCache::default()))
+    }
+
+    /// The cache of parsed rows, if this connection has one.
+    pub fn cache(&self) -> Option<&RowCache> {
+        self.cache.as_ref()
+    }
+
+    fn open_with(path: &Path, cache: Option<RowCache>) -> Result<Database, StoreError> {
         let err = |operation| {
             move |source| StoreError::Sqlite {
                 path: path.to_path_buf(),
@@ -106,6 +127,7 @@ impl Database {
         let store = Database {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            cache,
         };
         store.migrate()?;
         Ok(store)
@@ -199,8 +221,9 @@ impl Database {
 
     /// One object.
     pub fn get_object(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
+        let conn = self.conn();
         let row = query_one(
-            &self.conn(),
+            &conn,
             concat!(
                 object_columns!(),
                 " FROM objects WHERE kind = ?1 AND name = ?2"
@@ -210,7 +233,11 @@ impl Database {
         )
         .optional()
         .map_err(self.sql("read object"))?;
-        row.map(|r| self.row_to_object(r)).transpose()
+        let object = row.map(|r| self.row_to_object(r)).transpose()?;
+        if let (Some(cache), Some(o)) = (&self.cache, &object) {
+            cache.put_object(o);
+        }
+        Ok(object)
     }
 
     /// All objects (of one kind), by kind then name.
@@ -234,6 +261,31 @@ impl Database {
             .map(|r| self.row_to_object(r))
             .collect::<Result<_, _>>()?;
         out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
+        Ok(out)
+    }
+
+    /// Every object's key and whether it is being deleted, by kind then name.
+    pub fn object_keys(&self) -> Result<Vec<(ObjectKey, bool)>, StoreError> {
+        let rows: Vec<(String, String, bool)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT kind, name, deleting IS NOT NULL FROM objects ORDER BY kind, name",
+                )
+                .map_err(self.sql("list object keys"))?;
+            let it = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(self.sql("list object keys"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("list object keys"))?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (kind, name, deleting) in rows {
+            let kind = kind_parse(&kind)
+                .ok_or_else(|| self.corrupt("list object keys", format!("unknown kind {kind}")))?;
+            out.push((ObjectKey { kind, name }, deleting));
+        }
+        out.sort_by(|(a, _), (b, _)| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Ok(out)
     }
 
@@ -269,7 +321,12 @@ impl Database {
     /// Inserts or replaces an object (keyed by kind/name). The caller computes uid and
     /// generation.
     pub fn put_object(&self, o: &StoredObject) -> Result<(), StoreError> {
-        self.write_object(&self.conn(), o)
+        let conn = self.conn();
+        self.write_object(&conn, o)?;
+        if let Some(cache) = &self.cache {
+            cache.put_object(o);
+        }
+        Ok(())
     }
 
     /// Objects of these keys, in order (`None`: no such object), in one read.
@@ -299,6 +356,9 @@ impl Database {
             last = Some(self.insert_event(&tx, e, caps)?);
         }
         tx.commit().map_err(self.sql("commit write objects"))?;
+        if let Some(cache) = &self.cache {
+            objects.iter().for_each(|o| cache.put_object(o));
+        }
         Ok(last)
     }
 
@@ -334,12 +394,16 @@ impl Database {
     /// Marks an object as being deleted (keeps the first mark). Returns false when the
     /// object does not exist.
     pub fn mark_deleting(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
         let n = exec(
-            &self.conn(),
+            &conn,
             "UPDATE objects SET deleting = COALESCE(deleting, ?3) WHERE kind = ?1 AND name = ?2",
             params![kind_str(kind), name, now_rfc3339()],
         )
         .map_err(self.sql("mark deleting"))?;
+        if let Some(cache) = &self.cache {
+            cache.forget_document(kind, name);
+        }
         Ok(n > 0)
     }
 
@@ -383,7 +447,11 @@ impl Database {
             params![uid],
         )
         .map_err(self.sql("remove copy manifest"))?;
-        tx.commit().map_err(self.sql("commit remove"))
+        tx.commit().map_err(self.sql("commit remove"))?;
+        if let Some(cache) = &self.cache {
+            cache.forget_object(kind, name);
+        }
+        Ok(())
     }
 
     /// Status of an object (default when never written).
@@ -392,25 +460,31 @@ impl Database {
         kind: Kind,
         name: &str,
     ) -> Result<(ObjectStatus, InternalState), StoreError> {
+        let conn = self.conn();
         let row: Option<(String, String)> = query_one(
-            &self.conn(),
+            &conn,
             "SELECT view, internal FROM status WHERE kind = ?1 AND name = ?2",
             params![kind_str(kind), name],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
         .map_err(self.sql("read status"))?;
-        match row {
-            None => Ok((ObjectStatus::default(), InternalState::default())),
-            Some((v, i)) => Ok((self.parse_status(&v)?, self.parse_internal(&i)?)),
+        let (status, internal) = match row {
+            None => (ObjectStatus::default(), InternalState::default()),
+            Some((v, i)) => (self.parse_status(&v)?, self.parse_internal(&i)?),
+        };
+        if let Some(cache) = &self.cache {
+            cache.put_status(kind, name, &status, &internal);
         }
+        Ok((status, internal))
     }
 
     /// What an Image resolved to, if that Image exists and is resolved: the one part of
     /// an Image a VM's reconcile reads (without parsing the Image's document).
     pub fn image_resolution(&self, image: &str) -> Result<Option<ResolvedImage>, StoreError> {
+        let conn = self.conn();
         let row: Option<Option<String>> = query_one(
-            &self.conn(),
+            &conn,
             "SELECT status.internal FROM objects LEFT JOIN status USING (kind, name)
              WHERE objects.kind = ?1 AND objects.name = ?2",
             params![kind_str(Kind::Image), image],
@@ -418,10 +492,14 @@ impl Database {
         )
         .optional()
         .map_err(self.sql("read image resolution"))?;
-        match row.flatten() {
-            Some(internal) => Ok(self.parse_internal(&internal)?.resolved),
-            None => Ok(None),
+        let resolved = match row.flatten() {
+            Some(internal) => self.parse_internal(&internal)?.resolved,
+            None => None,
+        };
+        if let Some(cache) = &self.cache {
+            cache.put_resolution(image, resolved.as_ref());
         }
+        Ok(resolved)
     }
 
     fn parse_status(&self, text: &str) -> Result<ObjectStatus, StoreError> {
@@ -522,13 +600,17 @@ impl Database {
             .map_err(|e| self.corrupt("write status", e.to_string()))?;
         let i = serde_json::to_string(internal)
             .map_err(|e| self.corrupt("write status", e.to_string()))?;
+        let conn = self.conn();
         exec(
-            &self.conn(),
+            &conn,
             "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
             params![kind_str(kind), name, v, i],
         )
         .map_err(self.sql("write status"))?;
+        if let Some(cache) = &self.cache {
+            cache.put_status(kind, name, status, internal);
+        }
         Ok(())
     }
 
@@ -832,6 +914,10 @@ impl Database {
         prefix: u8,
     ) -> Result<LeaseGrant, StoreError> {
         let mut conn = self.conn();
+        if let Some(cache) = &self.cache {
+            // Whatever happens below, what is known of this VM's leases is read again.
+            cache.forget_leases(uid);
+        }
         let tx = conn.transaction().map_err(self.sql("begin lease"))?;
         let rows: Vec<(String, bool)> = {
             let mut stmt = tx
@@ -859,6 +945,9 @@ impl Database {
                     )
                     .map_err(self.sql("write lease"))?;
                     tx.commit().map_err(self.sql("commit lease"))?;
+                }
+                if let Some(cache) = &self.cache {
+                    cache.put_leases(uid, Some(ip), None);
                 }
                 return Ok(LeaseGrant { ip, pending: false });
             }
@@ -927,6 +1016,9 @@ impl Database {
     /// without a reservation). Returns whether anything changed.
     pub fn commit_lease(&self, uid: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
+        if let Some(cache) = &self.cache {
+            cache.forget_leases(uid);
+        }
         let tx = conn.transaction().map_err(self.sql("begin lease"))?;
         let reserved: bool = query_one(
             &tx,
@@ -956,12 +1048,12 @@ impl Database {
 
     /// Releases every address of a VM (its lease and any reservation).
     pub fn release_lease(&self, uid: &str) -> Result<(), StoreError> {
-        exec(
-            &self.conn(),
-            "DELETE FROM leases WHERE vm_uid = ?1",
-            params![uid],
-        )
-        .map_err(self.sql("release lease"))?;
+        let conn = self.conn();
+        if let Some(cache) = &self.cache {
+            cache.forget_leases(uid);
+        }
+        exec(&conn, "DELETE FROM leases WHERE vm_uid = ?1", params![uid])
+            .map_err(self.sql("release lease"))?;
         Ok(())
     }
 
@@ -1014,13 +1106,15 @@ impl Database {
     }
 
     /// Completes a step that succeeded: its handles and its journal row (`done`) in one
-    /// transaction, so neither is ever recorded without the other.
+    /// transaction, so neither is ever recorded without the other; with the step's
+    /// event, if it has one (its id is returned).
     pub fn finish_step(
         &self,
         journal_id: i64,
         uid: &str,
         handles: &VmHandles,
-    ) -> Result<(), StoreError> {
+        event: Option<(&NewEvent, EventCaps)>,
+    ) -> Result<Option<i64>, StoreError> {
         let json = serde_json::to_string(handles)
             .map_err(|e| self.corrupt("write handles", e.to_string()))?;
         let done: &str = JournalOutcome::Done.into();
@@ -1036,7 +1130,12 @@ impl Database {
             params![journal_id, done, unix_ms()],
         )
         .map_err(self.sql("finish journal"))?;
-        tx.commit().map_err(self.sql("commit finish step"))
+        let event_id = match event {
+            Some((e, caps)) => Some(self.insert_event(&tx, e, caps)?),
+            None => None,
+        };
+        tx.commit().map_err(self.sql("commit finish step"))?;
+        Ok(event_id)
     }
 
     /// Records a sync request for the Workspace `uid`: numbered one more than its last.
@@ -1127,7 +1226,11 @@ impl Database {
             params![uid, m],
         )
         .map_err(self.sql("write copy manifest"))?;
-        tx.commit().map_err(self.sql("commit write copy"))
+        tx.commit().map_err(self.sql("commit write copy"))?;
+        if let Some(cache) = &self.cache {
+            cache.put_status(Kind::Workspace, name, status, internal);
+        }
+        Ok(())
     }
 
     /// Writes a VM's handles.

@@ -12,6 +12,10 @@
 //!   back, and no burst of calls grows a pool of threads (each with its own malloc
 //!   arena).
 //!
+//! The daemon's connection keeps the rows a reconcile reads parsed in memory
+//! ([`cache`], write-through): [`Store::get_object`], [`Store::get_status`] and
+//! [`Store::cached`] answer from it without a trip when they can.
+//!
 //! API reads never wait for a reconcile in flight (a reconcile holds no store lock
 //! across its steps). Schema changes are migrations numbered by SQLite's
 //! `user_version` ([`schema::MIGRATIONS`]). The text of every typed value (phases,
@@ -30,9 +34,11 @@ use crate::objects::Owner;
 use crate::runtime::{ResolvedImage, VmHandles};
 use crate::status::{EventType, ObjectStatus, Reason};
 
+pub mod cache;
 mod database;
 pub mod schema;
 
+pub use cache::RowCache;
 pub use database::{gateway_of, Database};
 
 /// A store error, with the operation it concerns.
@@ -262,6 +268,8 @@ pub struct Event {
 pub struct Store {
     db: Arc<Database>,
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Calls sent to the store's thread since it started ([`Store::trips`]).
+    trips: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A call for the store's thread.
@@ -272,7 +280,7 @@ impl Store {
     /// the store's thread (it ends when the last handle is dropped). Blocks: call it
     /// before serving, or through `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Arc::new(Database::open(path)?);
+        let db = Arc::new(Database::open_cached(path)?);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread_db = Arc::clone(&db);
         std::thread::Builder::new()
@@ -287,7 +295,11 @@ impl Store {
                 operation: "start the store thread",
                 message: e.to_string(),
             })?;
-        Ok(Store { db, jobs })
+        Ok(Store {
+            db,
+            jobs,
+            trips: Arc::default(),
+        })
     }
 
     /// The synchronous database, for callers that are not async (tests, tools, code
@@ -313,6 +325,8 @@ impl Store {
             operation,
             message,
         };
+        self.trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.jobs.send(job).is_err() {
             return Err(failed("the store thread has stopped".into()));
         }
@@ -323,12 +337,26 @@ impl Store {
         }
     }
 
-    /// One object.
+    /// Calls sent to the store's thread so far (what a test checks to prove that a
+    /// reconcile answered from the cache).
+    pub fn trips(&self) -> u64 {
+        self.trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The cache of parsed rows: lookups that never block (see [`cache`]).
+    pub fn cached(&self) -> Option<&RowCache> {
+        self.db.cache()
+    }
+
+    /// One object (from the cache when it holds it).
     pub async fn get_object(
         &self,
         kind: Kind,
         name: &str,
     ) -> Result<Option<StoredObject>, StoreError> {
+        if let Some(o) = self.cached().and_then(|c| c.object(kind, name)) {
+            return Ok(Some(o));
+        }
         let name = name.to_owned();
         self.run("read object", move |db| db.get_object(kind, &name))
             .await
@@ -354,6 +382,12 @@ impl Store {
     pub async fn list_stored(&self, kind: Option<Kind>) -> Result<Vec<StoredRow>, StoreError> {
         self.run("list objects", move |db| db.list_stored(kind))
             .await
+    }
+
+    /// Every object's key and whether it is being deleted, by kind then name (no
+    /// document is parsed: what a resync pass queues).
+    pub async fn object_keys(&self) -> Result<Vec<(banger_specs::ObjectKey, bool)>, StoreError> {
+        self.run("list object keys", |db| db.object_keys()).await
     }
 
     /// The object with this uid, if any.
@@ -414,12 +448,16 @@ impl Store {
         .await
     }
 
-    /// Status of an object (default when never written).
+    /// Status of an object (default when never written; from the cache when it holds
+    /// it).
     pub async fn get_status(
         &self,
         kind: Kind,
         name: &str,
     ) -> Result<(ObjectStatus, InternalState), StoreError> {
+        if let Some(s) = self.cached().and_then(|c| c.status(kind, name)) {
+            return Ok(s);
+        }
         let name = name.to_owned();
         self.run("read status", move |db| db.get_status(kind, &name))
             .await
@@ -501,17 +539,23 @@ impl Store {
         .await
     }
 
-    /// Completes a step that succeeded: its handles and its journal row (`done`) in one
-    /// transaction.
+    /// Completes a step that succeeded: its handles, its journal row (`done`) and its
+    /// event, if any, in one transaction. Returns the event's id.
     pub async fn finish_step(
         &self,
         journal_id: i64,
         uid: &str,
         handles: VmHandles,
-    ) -> Result<(), StoreError> {
+        event: Option<(NewEvent, EventCaps)>,
+    ) -> Result<Option<i64>, StoreError> {
         let uid = uid.to_owned();
         self.run("finish step", move |db| {
-            db.finish_step(journal_id, &uid, &handles)
+            db.finish_step(
+                journal_id,
+                &uid,
+                &handles,
+                event.as_ref().map(|(e, caps)| (e, *caps)),
+            )
         })
         .await
     }

@@ -251,3 +251,184 @@ fn sync_requests_are_numbered_per_workspace_and_go_with_the_object() {
         "another workspace's kept"
     );
 }
+
+/// The daemon's cache of parsed rows agrees with SQLite after every kind of write: a
+/// second connection (no cache) reads the same object, status, Image resolution and
+/// lease as the cache holds, and a failed write leaves the cache as it was.
+#[test]
+fn the_row_cache_follows_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    let db = Database::open_cached(&path).unwrap();
+    let plain = Database::open(&path).unwrap();
+    let cache = db.cache().unwrap();
+    assert!(
+        plain.cache().is_none(),
+        "only the daemon's connection caches"
+    );
+    let net = Ipv4Addr::new(172, 30, 0, 0);
+    let object = |name: &str, resource: banger_specs::Resource, generation| StoredObject {
+        uid: format!("uid-{name}"),
+        generation,
+        hash: objects::spec_hash(&resource),
+        resource,
+        owner: Owner::Cli { path_set: vec![] },
+        allow_recreate: false,
+        created: "t".into(),
+        deleting: None,
+    };
+    // Every cached entry equals what the uncached connection reads.
+    let agree = |what: &str| {
+        for (kind, name) in [(Kind::Vm, "a"), (Kind::Image, "base")] {
+            if let Some(o) = cache.object(kind, name) {
+                assert_eq!(
+                    Some(o),
+                    plain.get_object(kind, name).unwrap(),
+                    "{what}: {kind}/{name}"
+                );
+            }
+            if let Some(s) = cache.status(kind, name) {
+                assert_eq!(
+                    s,
+                    plain.get_status(kind, name).unwrap(),
+                    "{what}: status of {kind}/{name}"
+                );
+            }
+        }
+        if let Some(r) = cache.image_resolution("base") {
+            assert_eq!(
+                r,
+                plain.image_resolution("base").unwrap(),
+                "{what}: resolution"
+            );
+        }
+        if let Some(active) = cache.active_lease("uid-a") {
+            assert_eq!(
+                active,
+                plain.lease_of("uid-a").unwrap().map(|(ip, _)| ip),
+                "{what}: lease"
+            );
+        }
+    };
+
+    let image = objects::document_from_json(
+        Kind::Image,
+        r#"{"apiVersion":"banger.dev/v1alpha1","kind":"Image","metadata":{"name":"base"},"spec":{"kernel":"/k","rootfs":"/r"}}"#,
+    )
+    .unwrap();
+    db.put_object(&object("base", image.clone(), 1)).unwrap();
+    db.put_object(&object("a", vm_resource("a", "base"), 1))
+        .unwrap();
+    assert!(
+        cache.object(Kind::Vm, "a").is_some(),
+        "a write fills the cache"
+    );
+    assert_eq!(cache.image_resolution("base"), None, "not read yet");
+    assert_eq!(db.image_resolution("base").unwrap(), None);
+    assert_eq!(
+        cache.image_resolution("base"),
+        Some(None),
+        "known unresolved"
+    );
+    agree("objects written");
+
+    // A new Image status changes its resolution.
+    let resolved = crate::runtime::ResolvedImage {
+        kernel: "/k".into(),
+        initrd: None,
+        rootfs: "/r".into(),
+        kernel_args: None,
+        readiness: Default::default(),
+        rootfs_digest: "d1".into(),
+    };
+    let internal = InternalState {
+        resolved: Some(resolved.clone()),
+        ..InternalState::default()
+    };
+    db.put_status(Kind::Image, "base", &ObjectStatus::default(), &internal)
+        .unwrap();
+    assert_eq!(
+        cache.image_resolution("base"),
+        None,
+        "dropped by the status write"
+    );
+    assert_eq!(db.image_resolution("base").unwrap(), Some(resolved));
+    agree("image status written");
+
+    // Statuses, a new generation, a deletion mark.
+    let (mut status, vm_internal) = db.get_status(Kind::Vm, "a").unwrap();
+    status.observed_generation = 7;
+    db.put_status(Kind::Vm, "a", &status, &vm_internal).unwrap();
+    assert_eq!(
+        cache.status(Kind::Vm, "a").unwrap().0.observed_generation,
+        7
+    );
+    db.put_objects(
+        &[object("a", vm_resource("a", "other"), 2)],
+        &[],
+        EventCaps {
+            per_object: 10,
+            total: 100,
+        },
+    )
+    .unwrap();
+    assert_eq!(cache.object(Kind::Vm, "a").unwrap().generation, 2);
+    agree("generation 2");
+    assert!(db.mark_deleting(Kind::Vm, "a").unwrap());
+    assert!(cache.object(Kind::Vm, "a").is_none(), "dropped by the mark");
+    assert!(db
+        .get_object(Kind::Vm, "a")
+        .unwrap()
+        .unwrap()
+        .deleting
+        .is_some());
+    agree("marked deleting");
+
+    // Leases: a read-only grant is cached; a conflicting address fails and changes
+    // nothing; commits and releases drop the entry.
+    let mac = crate::host::names::mac_address_of("uid-a");
+    let first = db.lease("uid-a", &mac, None, net, 24).unwrap();
+    assert_eq!(
+        cache.active_lease("uid-a"),
+        None,
+        "a new lease is read again"
+    );
+    assert_eq!(db.lease("uid-a", &mac, None, net, 24).unwrap(), first);
+    assert_eq!(cache.lease_grant("uid-a", None), Some(first));
+    agree("leased");
+    db.lease(
+        "uid-b",
+        &crate::host::names::mac_address_of("uid-b"),
+        None,
+        net,
+        24,
+    )
+    .unwrap();
+    let taken = plain.lease_of("uid-b").unwrap().unwrap().0;
+    assert!(db.lease("uid-a", &mac, Some(taken), net, 24).is_err());
+    agree("a refused lease");
+    let moved = Ipv4Addr::new(172, 30, 0, 77);
+    let reserved = db.lease("uid-a", &mac, Some(moved), net, 24).unwrap();
+    assert!(reserved.pending);
+    assert_eq!(
+        cache.lease_grant("uid-a", Some(moved)),
+        None,
+        "a reservation is never granted from the cache"
+    );
+    assert!(db.commit_lease("uid-a").unwrap());
+    assert_eq!(
+        db.lease("uid-a", &mac, Some(moved), net, 24).unwrap().ip,
+        moved
+    );
+    agree("committed");
+    db.release_lease("uid-a").unwrap();
+    assert_eq!(cache.active_lease("uid-a"), None);
+    agree("released");
+
+    // Removal drops the object and its status.
+    db.remove_object(Kind::Vm, "a", "uid-a").unwrap();
+    assert!(cache.object(Kind::Vm, "a").is_none());
+    assert!(cache.status(Kind::Vm, "a").is_none());
+    assert!(plain.get_object(Kind::Vm, "a").unwrap().is_none());
+    agree("removed");
+}

@@ -2,6 +2,7 @@
 //! persistent simulated host adopts its VMs (no step) within its first resync pass.
 
 use super::*;
+use crate::runtime::VmStep;
 
 fn fleet(n: usize) -> String {
     let mut docs = String::from(IMAGE);
@@ -56,6 +57,135 @@ async fn a_no_op_resync_writes_nothing() {
         "a no-op resync wrote rows"
     );
     assert!(all_ready(&h, 12));
+
+    // The pass above read what it needed once; another one answers every reconcile from
+    // the store's cache: one trip in all, for the list of keys.
+    let trips = h.engine.ctl.store.trips();
+    resync_pass(&h).await;
+    assert_eq!(
+        h.engine.ctl.store.trips() - trips,
+        1,
+        "a cached resync pass makes one store trip"
+    );
+    assert_eq!(h.db().rows_written() - written, 0);
+}
+
+/// Runs one resync pass to its end.
+async fn resync_pass(h: &Harness) {
+    let before = h.engine.resyncs.counts().completed;
+    h.engine.enqueue_all().await.unwrap();
+    h.until("the resync pass completed", |h| {
+        h.engine.resyncs.counts().completed == before + 1 && idle(h)
+    })
+    .await;
+}
+
+/// Two VMs converged and two resync passes run, so that every read of the next pass
+/// comes from the store's cache.
+async fn converged_and_cached(h: &Harness) {
+    h.apply(&[("/s/fleet.yaml", &fleet(2))], |_| {})
+        .await
+        .unwrap();
+    h.until("2 VMs Running and Ready, queue idle", |h| {
+        all_ready(h, 2) && idle(h)
+    })
+    .await;
+    resync_pass(h).await;
+    let trips = h.engine.ctl.store.trips();
+    resync_pass(h).await;
+    assert_eq!(h.engine.ctl.store.trips() - trips, 1, "the pass was cached");
+}
+
+/// A cached pass sees a changed spec: the new memory is launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_pass_sees_a_changed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    converged_and_cached(&h).await;
+    let uid = h.uid(Kind::Vm, "vm-01");
+    let pid = h.sim.pid_of(&uid);
+    let doc = format!("{IMAGE}---\n{}", vm_yaml("vm-01", "base", "384Mi", ""));
+    h.apply(&[("/s/fleet.yaml", &doc)], |_| {}).await.unwrap();
+    h.until("vm-01 relaunched with 384 MiB", |h| {
+        let s = h.status(Kind::Vm, "vm-01");
+        s.observed_generation == 2
+            && status::is_true(&s.conditions, READY)
+            && h.sim.pid_of(&uid) != pid
+    })
+    .await;
+    let launched = h.engine.load_handles(&uid).await.unwrap().launched.unwrap();
+    assert_eq!(launched.memory_mib, 384);
+}
+
+/// A cached pass sees a changed status: an Image's new resolution (the VM's disk is
+/// now of another content: a recreate, blocked without `--allow-recreate`), and a
+/// problem with a VM's spec file recorded in its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_pass_sees_a_changed_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    converged_and_cached(&h).await;
+    let store = &h.engine.ctl.store;
+
+    let (image_status, mut image_internal) = store.get_status(Kind::Image, "base").await.unwrap();
+    let resolved = image_internal.resolved.as_mut().unwrap();
+    resolved.rootfs_digest = "sha256:0123456789abcdef".into();
+    store
+        .put_status(Kind::Image, "base", image_status, image_internal)
+        .await
+        .unwrap();
+    let (vm_status, mut vm_internal) = store.get_status(Kind::Vm, "vm-00").await.unwrap();
+    vm_internal.invalid_spec = Some("/s/fleet.yaml line 3: a problem".into());
+    store
+        .put_status(Kind::Vm, "vm-00", vm_status, vm_internal)
+        .await
+        .unwrap();
+
+    resync_pass(&h).await;
+    for vm in ["vm-00", "vm-01"] {
+        let s = h.status(Kind::Vm, vm);
+        let ready = status::condition(&s.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason),
+            (FALSE, Reason::RecreateBlocked),
+            "{vm}: {ready:?}"
+        );
+    }
+    let s = h.status(Kind::Vm, "vm-00");
+    let valid = status::condition(&s.conditions, SPEC_VALID).unwrap();
+    assert_eq!((valid.status, valid.reason), (FALSE, Reason::InvalidSpec));
+    assert!(status::condition(&h.status(Kind::Vm, "vm-01").conditions, SPEC_VALID).is_none());
+}
+
+/// A cached pass sees a changed observation: a VMM that died without notice is
+/// launched again, a tap deleted behind the daemon's back is made again (and the VMM
+/// restarted onto it, as the planner does for a lost tap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_pass_sees_a_changed_observation() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    converged_and_cached(&h).await;
+    let (uid0, uid1) = (h.uid(Kind::Vm, "vm-00"), h.uid(Kind::Vm, "vm-01"));
+    let pid0 = h.sim.pid_of(&uid0).unwrap();
+    assert!(h.sim.lose_process(&uid0));
+    assert!(h.sim.lose_tap(&uid1));
+    let executed = h.sim.executed().len();
+
+    resync_pass(&h).await;
+    h.until("both VMs Running and Ready again", |h| {
+        all_ready(h, 2) && idle(h)
+    })
+    .await;
+    let steps: Vec<(String, VmStep)> = h.sim.executed()[executed..].to_vec();
+    assert!(
+        steps.contains(&("vm-00".into(), VmStep::Launch)),
+        "vm-00 relaunched: {steps:?}"
+    );
+    assert!(
+        steps.contains(&("vm-01".into(), VmStep::EnsureTap)),
+        "vm-01's tap made again: {steps:?}"
+    );
+    assert_ne!(h.sim.pid_of(&uid0), Some(pid0));
 }
 
 /// A daemon restarted on the same state directory and the same recorded simulated host

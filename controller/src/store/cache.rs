@@ -1,0 +1,179 @@
+//! The daemon's memory of parsed rows: objects, statuses, Image resolutions and VMs'
+//! addresses, as the database holds them now.
+//!
+//! Why: a periodic resync reconciles every object, and a converged object's reconcile
+//! only reads (its document, its status, its Image's resolution, its lease). Parsing
+//! those rows again each time was most of a resync's cost. With this cache, such a
+//! reconcile reads from memory without a trip to the store's thread.
+//!
+//! How it stays true (the store remains the truth):
+//! - **Write-through, under the connection's lock.** Every [`super::Database`] method
+//!   that writes one of these rows updates or drops its entry while it still holds the
+//!   connection, after its transaction committed; every method that fills an entry
+//!   does so from the row it read under the same lock. So an entry always equals its
+//!   row, and a failed transaction leaves the cache as it was.
+//! - **One writer.** Only the daemon's own connection has a cache
+//!   ([`super::Database::open_cached`], used by [`super::Store::open`]); the daemon holds
+//!   the state directory's lock, so no other process writes the database meanwhile.
+//!   Connections opened by tests and tools ([`super::Database::open`]) have none.
+//! - **Reads never block.** Lookups take only the cache's own mutex (never the
+//!   connection's), so async code may call them directly ([`super::Store::cached`]).
+//!
+//! Memory: one parsed copy of each object and status (about 2 KiB per VM).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use banger_specs::Kind;
+
+use super::{InternalState, LeaseGrant, StoredObject};
+use crate::runtime::ResolvedImage;
+use crate::status::ObjectStatus;
+
+/// An object's key in the cache.
+type Key = (Kind, String);
+
+/// A VM's rows in the `leases` table, as known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaseRows {
+    active: Option<Ipv4Addr>,
+    reserved: Option<Ipv4Addr>,
+}
+
+#[derive(Default)]
+struct Rows {
+    objects: HashMap<Key, Arc<StoredObject>>,
+    statuses: HashMap<Key, Arc<(ObjectStatus, InternalState)>>,
+    /// Image name -> its resolution (`None`: the Image is missing or unresolved).
+    resolutions: HashMap<String, Option<ResolvedImage>>,
+    /// VM uid -> its lease rows.
+    leases: HashMap<String, LeaseRows>,
+}
+
+/// Parsed rows of the daemon's connection (see the module docs).
+#[derive(Default)]
+pub struct RowCache {
+    rows: Mutex<Rows>,
+}
+
+impl RowCache {
+    fn rows(&self) -> MutexGuard<'_, Rows> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The object `kind/name`, if cached.
+    pub fn object(&self, kind: Kind, name: &str) -> Option<StoredObject> {
+        let rows = self.rows();
+        rows.objects
+            .get(&(kind, name.to_string()))
+            .map(|o| StoredObject::clone(o))
+    }
+
+    /// The status of `kind/name`, if cached (the default status of an object whose
+    /// status was never written counts as cached once read).
+    pub fn status(&self, kind: Kind, name: &str) -> Option<(ObjectStatus, InternalState)> {
+        let rows = self.rows();
+        rows.statuses
+            .get(&(kind, name.to_string()))
+            .map(|s| (s.0.clone(), s.1.clone()))
+    }
+
+    /// The Image `image`'s resolution, if cached (`Some(None)`: known to be missing or
+    /// unresolved).
+    pub fn image_resolution(&self, image: &str) -> Option<Option<ResolvedImage>> {
+        self.rows().resolutions.get(image).cloned()
+    }
+
+    /// The address the VM `uid` holds (its active lease), if its leases are cached.
+    pub fn active_lease(&self, uid: &str) -> Option<Option<Ipv4Addr>> {
+        self.rows().leases.get(uid).map(|l| l.active)
+    }
+
+    /// What [`super::Database::lease`] would grant the VM `uid` asking for `want`,
+    /// when that needs no write: its active lease matches (or nothing particular is
+    /// asked for) and it holds no reservation. `None`: not known here.
+    pub fn lease_grant(&self, uid: &str, want: Option<Ipv4Addr>) -> Option<LeaseGrant> {
+        let rows = self.rows();
+        let l = rows.leases.get(uid)?;
+        match (l.active, l.reserved) {
+            (Some(ip), None) if want.is_none() || want == Some(ip) => {
+                Some(LeaseGrant { ip, pending: false })
+            }
+            _ => None,
+        }
+    }
+
+    /// Records an object as read or written.
+    pub(super) fn put_object(&self, o: &StoredObject) {
+        let key = (o.resource.kind(), o.resource.name().to_string());
+        let mut rows = self.rows();
+        if key.0 == Kind::Image {
+            rows.resolutions.remove(&key.1);
+        }
+        rows.objects.insert(key, Arc::new(o.clone()));
+    }
+
+    /// Records a status as read or written.
+    pub(super) fn put_status(
+        &self,
+        kind: Kind,
+        name: &str,
+        status: &ObjectStatus,
+        internal: &InternalState,
+    ) {
+        let mut rows = self.rows();
+        if kind == Kind::Image {
+            rows.resolutions.remove(name);
+        }
+        rows.statuses.insert(
+            (kind, name.to_string()),
+            Arc::new((status.clone(), internal.clone())),
+        );
+    }
+
+    /// Records an Image's resolution as read.
+    pub(super) fn put_resolution(&self, image: &str, resolution: Option<&ResolvedImage>) {
+        self.rows()
+            .resolutions
+            .insert(image.to_string(), resolution.cloned());
+    }
+
+    /// Records a VM's lease rows as read.
+    pub(super) fn put_leases(
+        &self,
+        uid: &str,
+        active: Option<Ipv4Addr>,
+        reserved: Option<Ipv4Addr>,
+    ) {
+        self.rows()
+            .leases
+            .insert(uid.to_string(), LeaseRows { active, reserved });
+    }
+
+    /// Drops what is known of the object `kind/name` (and its status; an Image's
+    /// resolution).
+    pub(super) fn forget_object(&self, kind: Kind, name: &str) {
+        let key = (kind, name.to_string());
+        let mut rows = self.rows();
+        rows.objects.remove(&key);
+        rows.statuses.remove(&key);
+        if kind == Kind::Image {
+            rows.resolutions.remove(name);
+        }
+    }
+
+    /// Drops the object `kind/name` only (its status stays valid).
+    pub(super) fn forget_document(&self, kind: Kind, name: &str) {
+        let mut rows = self.rows();
+        rows.objects.remove(&(kind, name.to_string()));
+        if kind == Kind::Image {
+            rows.resolutions.remove(name);
+        }
+    }
+
+    /// Drops what is known of the VM `uid`'s leases.
+    pub(super) fn forget_leases(&self, uid: &str) {
+        self.rows().leases.remove(uid);
+    }
+}
