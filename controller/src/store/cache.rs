@@ -19,7 +19,8 @@
 //! - **Reads never block.** Lookups take only the cache's own mutex (never the
 //!   connection's), so async code may call them directly ([`super::Store::cached`]).
 //!
-//! Memory: one parsed copy of each object and status (about 2 KiB per VM).
+//! Memory: one parsed copy of each object and status, a status's handles kept as their
+//! compact JSON text (about 2 KiB per VM in all).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -41,10 +42,51 @@ struct LeaseRows {
     reserved: Option<Ipv4Addr>,
 }
 
+/// A status as the cache keeps it: its `handles` (a JSON tree of a few maps, ~4 KiB
+/// of small allocations per VM when parsed) held as their compact text (a few hundred
+/// bytes) and parsed again when read.
+struct CachedStatus {
+    /// The status without its handles.
+    status: ObjectStatus,
+    /// `status.handles` as compact JSON text.
+    handles: Option<Box<str>>,
+    internal: InternalState,
+}
+
+impl CachedStatus {
+    /// `None` when the handles cannot be written as text (then the status is not kept).
+    fn new(status: &ObjectStatus, internal: &InternalState) -> Option<Self> {
+        let handles = match &status.handles {
+            Some(h) => Some(serde_json::to_string(h).ok()?.into_boxed_str()),
+            None => None,
+        };
+        let status = ObjectStatus {
+            handles: None,
+            ..status.clone()
+        };
+        Some(Self {
+            status,
+            handles,
+            internal: internal.clone(),
+        })
+    }
+
+    /// The status and internal state as stored; `None` if the handles' text does not
+    /// parse (it always does: it was written by [`CachedStatus::new`]).
+    fn get(&self) -> Option<(ObjectStatus, InternalState)> {
+        let mut status = self.status.clone();
+        status.handles = match &self.handles {
+            Some(text) => Some(serde_json::from_str(text).ok()?),
+            None => None,
+        };
+        Some((status, self.internal.clone()))
+    }
+}
+
 #[derive(Default)]
 struct Rows {
     objects: HashMap<Key, Arc<StoredObject>>,
-    statuses: HashMap<Key, Arc<(ObjectStatus, InternalState)>>,
+    statuses: HashMap<Key, CachedStatus>,
     /// Image name -> its resolution (`None`: the Image is missing or unresolved).
     resolutions: HashMap<String, Option<ResolvedImage>>,
     /// VM uid -> its lease rows.
@@ -76,7 +118,7 @@ impl RowCache {
         let rows = self.rows();
         rows.statuses
             .get(&(kind, name.to_string()))
-            .map(|s| (s.0.clone(), s.1.clone()))
+            .and_then(CachedStatus::get)
     }
 
     /// The Image `image`'s resolution, if cached (`Some(None)`: known to be missing or
@@ -126,10 +168,11 @@ impl RowCache {
         if kind == Kind::Image {
             rows.resolutions.remove(name);
         }
-        rows.statuses.insert(
-            (kind, name.to_string()),
-            Arc::new((status.clone(), internal.clone())),
-        );
+        let key = (kind, name.to_string());
+        match CachedStatus::new(status, internal) {
+            Some(cached) => rows.statuses.insert(key, cached),
+            None => rows.statuses.remove(&key),
+        };
     }
 
     /// Records an Image's resolution as read.
