@@ -14,7 +14,10 @@
 //!   must be owned by the daemon's user and must not be symbolic links, or the start
 //!   is refused; group or other permission bits there are removed (and logged by the
 //!   caller): they give nothing while the fence stands, and the directories banger
-//!   makes below are created 0700 anyway ([`TOP_DIRS`], [`DB_FILE`]);
+//!   makes below are created 0700 anyway ([`TOP_DIRS`], [`DB_FILE`]). The files of
+//!   [`GUEST_DIR`] (the default kernel and initrd) keep their read bits: the VMMs run
+//!   as another user and open them through a descriptor's path, so only their write
+//!   bits for group and others are removed;
 //! - deeper entries are not walked: they are a VM's or an Image's files (an Image's
 //!   pulled root filesystem keeps the guest's own modes), reachable only through the
 //!   0700 directories above them.
@@ -30,6 +33,10 @@ use super::path_trust::{self, user_label, Entry, EntryKind};
 /// Directories the daemon creates in the state directory at start, mode 0700: where
 /// the VMs' and Images' own directories go.
 pub const TOP_DIRS: [&str; 2] = ["vms", "images"];
+/// The default guest directory (`<state>/guest`: the default kernel, its initrd and
+/// the guest bits). The VMMs run as another user and must read its files, so those
+/// keep their read bits (none is a secret); only write bits are removed there.
+pub const GUEST_DIR: &str = "guest";
 /// The database file, created empty with mode 0600 before SQLite opens it (SQLite
 /// gives its `-wal` and `-shm` files the database file's mode).
 pub const DB_FILE: &str = "banger.db";
@@ -118,8 +125,9 @@ fn fence_problem(e: &Entry, owner: u32) -> Option<String> {
     })
 }
 
-/// The rule for the top two levels below the fence.
-fn below_verdict(e: &Entry, owner: u32) -> Verdict {
+/// The rule for the top two levels below the fence. `readable` (a regular file in
+/// [`GUEST_DIR`]) keeps its group and other read bits.
+fn below_verdict(e: &Entry, owner: u32, readable: bool) -> Verdict {
     if e.kind == EntryKind::Symlink {
         return Verdict::Refuse(
             "is a symbolic link (the top levels of the state dir hold none)".into(),
@@ -132,8 +140,13 @@ fn below_verdict(e: &Entry, owner: u32) -> Verdict {
             user_label(owner)
         ));
     }
-    if e.mode & 0o077 != 0 {
-        return Verdict::Tighten(e.mode & !0o077);
+    let open = if readable && e.kind == EntryKind::File {
+        0o033
+    } else {
+        0o077
+    };
+    if e.mode & open != 0 {
+        return Verdict::Tighten(e.mode & !open);
     }
     Verdict::Keep
 }
@@ -215,13 +228,15 @@ pub fn prepare_state_dir(
     }
 
     let mut tightened = Vec::new();
+    let guest_dir = dir.join(GUEST_DIR);
     let mut visit = |path: &Path, depth: usize| -> Result<Option<bool>, StateDirError> {
         if path == socket {
             return Ok(None);
         }
         let meta = std::fs::symlink_metadata(path).map_err(io("inspect", path))?;
         let entry = Entry::of(&meta);
-        match below_verdict(&entry, owner) {
+        let readable = depth == 2 && path.parent() == Some(guest_dir.as_path());
+        match below_verdict(&entry, owner, readable) {
             Verdict::Keep => {}
             Verdict::Tighten(to) => {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(to))
@@ -299,26 +314,45 @@ mod tests {
     #[test]
     fn below_the_fence_modes_are_tightened_and_strangers_refused() {
         use EntryKind::*;
-        assert_eq!(below_verdict(&entry(0, 0o700, Dir), 0), Verdict::Keep);
-        assert_eq!(below_verdict(&entry(0, 0o600, File), 0), Verdict::Keep);
         assert_eq!(
-            below_verdict(&entry(0, 0o755, Dir), 0),
+            below_verdict(&entry(0, 0o700, Dir), 0, false),
+            Verdict::Keep
+        );
+        assert_eq!(
+            below_verdict(&entry(0, 0o600, File), 0, false),
+            Verdict::Keep
+        );
+        // The default kernel and initrd stay readable by the VMM user; not writable.
+        assert_eq!(
+            below_verdict(&entry(0, 0o644, File), 0, true),
+            Verdict::Keep
+        );
+        assert_eq!(
+            below_verdict(&entry(0, 0o666, File), 0, true),
+            Verdict::Tighten(0o644)
+        );
+        assert_eq!(
+            below_verdict(&entry(0, 0o755, Dir), 0, true),
             Verdict::Tighten(0o700)
         );
         assert_eq!(
-            below_verdict(&entry(0, 0o644, File), 0),
+            below_verdict(&entry(0, 0o755, Dir), 0, false),
+            Verdict::Tighten(0o700)
+        );
+        assert_eq!(
+            below_verdict(&entry(0, 0o644, File), 0, false),
             Verdict::Tighten(0o600)
         );
         assert_eq!(
-            below_verdict(&entry(0, 0o4755, File), 0),
+            below_verdict(&entry(0, 0o4755, File), 0, false),
             Verdict::Tighten(0o4700)
         );
         assert!(matches!(
-            below_verdict(&entry(1000, 0o600, File), 0),
+            below_verdict(&entry(1000, 0o600, File), 0, false),
             Verdict::Refuse(_)
         ));
         assert!(matches!(
-            below_verdict(&entry(0, 0o777, Symlink), 0),
+            below_verdict(&entry(0, 0o777, Symlink), 0, false),
             Verdict::Refuse(_)
         ));
     }
@@ -416,6 +450,19 @@ mod tests {
             .unwrap();
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+        // The default kernel as scripts/up.sh installs it (0644: the VMMs read it), and
+        // an initrd left writable by the group.
+        std::fs::create_dir(state.join(GUEST_DIR)).unwrap();
+        std::fs::set_permissions(
+            state.join(GUEST_DIR),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        for (name, mode) in [("vmlinux", 0o644), ("initrd.img", 0o664)] {
+            let path = state.join(GUEST_DIR).join(name);
+            std::fs::write(&path, b"x").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
 
         let tightened = prepare_state_dir(&state, me, &socket).unwrap();
         let paths: Vec<(PathBuf, u32, u32)> = tightened
@@ -426,6 +473,7 @@ mod tests {
             paths,
             vec![
                 (state.join(DB_FILE), 0o644, 0o600),
+                (state.join("guest/initrd.img"), 0o664, 0o644),
                 (state.join("vms"), 0o755, 0o700),
                 (state.join("vms/abc"), 0o755, 0o700),
             ]
@@ -436,6 +484,11 @@ mod tests {
             "depth 3 untouched"
         );
         assert_eq!(mode(&socket), 0o660, "the socket is skipped");
+        assert_eq!(
+            mode(&state.join("guest/vmlinux")),
+            0o644,
+            "the default kernel stays readable by the VMM user"
+        );
 
         std::os::unix::fs::symlink("/etc", state.join("images/x")).unwrap();
         let err = prepare_state_dir(&state, me, &socket).unwrap_err();
