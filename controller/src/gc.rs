@@ -13,7 +13,10 @@
 //! ([`VmRuntime::prune_images`]): root filesystems that no Image's current resolution
 //! uses, and the blobs only they listed. A build in progress is skipped, and so is an
 //! entry published less than [`STORE_GRACE`] ago (its Image may not have recorded it
-//! yet).
+//! yet). So are the prepared disks (`<state>/disk-bases`,
+//! [`VmRuntime::prune_prepared_disks`]) of Images the store no longer has (deleted
+//! while the daemon was down) and their builds' leftover temporary files, with the
+//! same grace.
 //!
 //! Race with VMs created meanwhile: a VM's host objects are only made after its object
 //! is in the store. So the store is read once before listing and once after; anything
@@ -52,8 +55,9 @@ pub struct GcReport {
     /// would be). An orphan whose host objects could not all be removed keeps it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released_leases: Vec<String>,
-    /// Image store content no Image uses: root filesystems and blobs removed (or, in a
-    /// dry run, that would be).
+    /// Image store content no Image uses: root filesystems and blobs, and prepared
+    /// disks of no Image (kind `prepared-disk`), removed (or, in a dry run, that would
+    /// be).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<crate::host::oci::store::StoreItem>,
 }
@@ -151,19 +155,21 @@ impl<R: VmRuntime> GarbageCollector<R> {
         Ok(known)
     }
 
-    /// The root filesystems the Images' current resolutions use.
-    async fn used_rootfs(&self) -> Result<BTreeSet<std::path::PathBuf>, StoreError> {
-        let mut keep = BTreeSet::new();
+    /// The Images' names (deleting ones included) and the root filesystems their
+    /// current resolutions use.
+    async fn images_in_use(
+        &self,
+    ) -> Result<(BTreeSet<String>, BTreeSet<std::path::PathBuf>), StoreError> {
+        let (mut names, mut rootfs) = (BTreeSet::new(), BTreeSet::new());
         for image in self.store.list_objects(Some(Kind::Image)).await? {
-            let (_, internal) = self
-                .store
-                .get_status(Kind::Image, image.resource.name())
-                .await?;
+            let name = image.resource.name();
+            let (_, internal) = self.store.get_status(Kind::Image, name).await?;
             if let Some(r) = internal.resolved {
-                keep.insert(r.rootfs);
+                rootfs.insert(r.rootfs);
             }
+            names.insert(name.to_string());
         }
-        Ok(keep)
+        Ok((names, rootfs))
     }
 
     /// Lists the host's garbage and, unless `dry_run`, removes it (each removal is
@@ -187,7 +193,7 @@ impl<R: VmRuntime> GarbageCollector<R> {
             released_leases: Vec::new(),
             images: Vec::new(),
         };
-        let keep = self.used_rootfs().await?;
+        let (names, keep) = self.images_in_use().await?;
         match self.runtime.prune_images(&keep, options.dry_run).await {
             Ok(items) => {
                 for i in &items {
@@ -198,6 +204,23 @@ impl<R: VmRuntime> GarbageCollector<R> {
             }
             Err(e) => report.failed.push(GcFailure {
                 item: "image-store".into(),
+                error: e.to_string(),
+            }),
+        }
+        match self
+            .runtime
+            .prune_prepared_disks(&names, options.dry_run)
+            .await
+        {
+            Ok(items) => {
+                for i in &items {
+                    tracing::info!(path = %i.path.display(), bytes = i.bytes, dry_run = options.dry_run,
+                        "gc: a prepared disk of no Image");
+                }
+                report.images.extend(items);
+            }
+            Err(e) => report.failed.push(GcFailure {
+                item: "prepared-disks".into(),
                 error: e.to_string(),
             }),
         }

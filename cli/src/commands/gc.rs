@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use banger_controller::gc::GcReport;
+use banger_controller::host::prepared_disk::PRUNED_KIND;
 use hyper::Method;
 
 use crate::client::{ClientError, DaemonClient};
@@ -33,8 +34,10 @@ knows: tap devices (bgt…), NAT rules in `table ip banger` and guest filter rul
 directories in <state>/vms, VM cgroups (banger-<uid>) below this daemon's parent
 cgroup, and VMM processes carrying the marker banger-<uid> and this daemon's state
 directory. In the image store (<state>/images/store), root filesystems no Image uses
-(built more than 10 minutes ago) and the layer blobs only they listed. The daemon also
-collects garbage once when it starts.
+(built more than 10 minutes ago) and the layer blobs only they listed; in
+<state>/disk-bases, the prepared disks of Images that no longer exist and leftover
+temporary files (also older than 10 minutes). The daemon also collects garbage once
+when it starts.
 Objects of known VMs (also of VMs being deleted) and other daemons' VMMs are never
 touched. Nor are orphaned VMs (forgotten with `banger.dev/on-remove: Orphan`; they keep
 their IP lease and keep running), unless --include-orphans asks for them too: then
@@ -98,9 +101,13 @@ pub fn render_lines(report: &GcReport) -> String {
         "would remove"
     };
     for item in &report.images {
+        let what = if item.kind == PRUNED_KIND {
+            item.kind.clone()
+        } else {
+            format!("image-store/{}", item.kind)
+        };
         out.push_str(&format!(
-            "image-store/{} {} {verb} ({} bytes, used by no Image)\n",
-            item.kind,
+            "{what} {} {verb} ({} bytes, used by no Image)\n",
             item.path.display(),
             item.bytes
         ));
@@ -169,17 +176,25 @@ mod tests {
             removed: false,
             failed: vec![],
             released_leases: vec!["dead".into()],
-            images: vec![banger_controller::host::oci::store::StoreItem {
-                kind: "blob".into(),
-                path: "/s/images/store/blobs/sha256/ab".into(),
-                bytes: 10,
-            }],
+            images: vec![
+                banger_controller::host::oci::store::StoreItem {
+                    kind: "blob".into(),
+                    path: "/s/images/store/blobs/sha256/ab".into(),
+                    bytes: 10,
+                },
+                banger_controller::host::oci::store::StoreItem {
+                    kind: PRUNED_KIND.into(),
+                    path: "/s/disk-bases/k.base.ext4".into(),
+                    bytes: 20,
+                },
+            ],
         };
         assert_eq!(
             render_lines(&dry),
             "process/4242 would remove (uid dead)\ntap/bgt0123456789ab would remove (tap)\n\
              lease/dead would release (orphaned VM)\n\
-             image-store/blob /s/images/store/blobs/sha256/ab would remove (10 bytes, used by no Image)\n"
+             image-store/blob /s/images/store/blobs/sha256/ab would remove (10 bytes, used by no Image)\n\
+             prepared-disk /s/disk-bases/k.base.ext4 would remove (20 bytes, used by no Image)\n"
         );
         let done = GcReport {
             items: items(),

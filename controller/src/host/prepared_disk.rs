@@ -25,17 +25,20 @@
 //! Crash safety: a base and a spare are written to a temporary file with a fixed name
 //! (`.<key>.base.tmp`, `.<key>.spare.tmp`), synced and renamed into place, so they only
 //! ever appear whole; a leftover temporary file is removed by the next build of that
-//! key. Builds and removals within the daemon hold one lock (the temporary names are
+//! key, or by garbage collection ([`PreparedDisks::prune`], which also removes the
+//! keys of Images deleted while the daemon was down). Builds and removals within the daemon hold one lock (the temporary names are
 //! fixed; one daemon per state directory, `daemon.lock`); taking a spare is a rename
 //! and needs none (two VMs racing for one spare: one gets it, the other copies the
 //! base). A disk taken from here gets its own random disk id and sidecar when it is
 //! published ([`crate::host::disk::ensure_root_disk`]); bases and spares have none.
 
+use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -44,12 +47,15 @@ use crate::host::disk::{
     clone_image, create_new_nofollow, create_private_dirs, grow_filesystem, remove_if_exists,
     sparse_copy, sync_dir, Ctx, DiskError, FinishDisk, ImageSource,
 };
+use crate::host::oci::store::StoreItem;
 
 /// The directory below the state directory holding prepared bases and spares.
 pub const PREPARED_DIR: &str = "disk-bases";
 const BASE_SUFFIX: &str = ".base.ext4";
 const SPARE_SUFFIX: &str = ".spare.ext4";
 const META_SUFFIX: &str = ".json";
+/// [`StoreItem::kind`] of a file [`PreparedDisks::prune`] collects.
+pub const PRUNED_KIND: &str = "prepared-disk";
 /// The step of a [`DiskError::Io`] opening the source of a copy.
 const OPEN_BASE: &str = "open prepared base";
 
@@ -336,21 +342,91 @@ impl PreparedDisks {
         Ok(removed)
     }
 
+    /// Garbage collection: the keys whose Image is none of `images` (an Image deleted
+    /// while the daemon was down, whose own removal never ran) and leftover temporary
+    /// files (a build cut off by a crash; none is in progress while the build lock is
+    /// held). A key or temporary file changed within `grace` is kept: its Image may be
+    /// newer than the caller's list. Returns what was (with `dry_run`: would be)
+    /// removed, a key's files one item each. Blocking.
+    pub fn prune(
+        &self,
+        images: &BTreeSet<String>,
+        grace: Duration,
+        dry_run: bool,
+    ) -> io::Result<Vec<StoreItem>> {
+        let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = |path: &Path| {
+            std::fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < grace)
+        };
+        let mut found = Vec::new();
+        for entry in self.entries_unlocked()? {
+            let meta = self.dir.join(format!("{}{META_SUFFIX}", entry.name));
+            if images.contains(&entry.image_name) || recent(&meta) {
+                continue;
+            }
+            for file in entry_files(&entry.name) {
+                let path = self.dir.join(file);
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    found.push((path, m.len()));
+                }
+            }
+        }
+        let listing = match std::fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        for item in listing {
+            let path = item?.path();
+            let temporary = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with('.') && f.ends_with(".tmp"));
+            if !temporary || recent(&path) || found.iter().any(|(p, _)| *p == path) {
+                continue;
+            }
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                found.push((path, m.len()));
+            }
+        }
+        let mut removed = Vec::new();
+        for (path, bytes) in found {
+            if !dry_run {
+                remove_if_exists(&path)?;
+            }
+            removed.push(StoreItem {
+                kind: PRUNED_KIND.into(),
+                path,
+                bytes,
+            });
+        }
+        Ok(removed)
+    }
+
     /// Removes every file of key `name`, its record last (so a crash in between leaves
     /// it findable).
     fn remove_entry(&self, name: &str) -> io::Result<()> {
-        for file in [
-            format!("{name}{SPARE_SUFFIX}"),
-            format!("{name}{BASE_SUFFIX}"),
-            format!(".{name}.spare.tmp"),
-            format!(".{name}.base.tmp"),
-            format!(".{name}.json.tmp"),
-            format!("{name}{META_SUFFIX}"),
-        ] {
+        for file in entry_files(name) {
             remove_if_exists(&self.dir.join(file))?;
         }
         Ok(())
     }
+}
+
+/// Every file key `name` may have, its record last.
+fn entry_files(name: &str) -> [String; 6] {
+    [
+        format!("{name}{SPARE_SUFFIX}"),
+        format!("{name}{BASE_SUFFIX}"),
+        format!(".{name}.spare.tmp"),
+        format!(".{name}.base.tmp"),
+        format!(".{name}.json.tmp"),
+        format!("{name}{META_SUFFIX}"),
+    ]
 }
 
 /// Sparse-copies the disk `src` into the new file `dst` and syncs it.
@@ -373,4 +449,91 @@ fn write_file_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all_at(bytes, 0)?;
     file.sync_all()?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A key's files as a build leaves them: record, base, spare.
+    fn write_key(dir: &Path, name: &str, image: &str) {
+        let meta = PreparedMeta {
+            image_name: image.into(),
+            image_identity: format!("{image}|sha256:00"),
+            size_bytes: 4,
+        };
+        std::fs::write(
+            dir.join(format!("{name}{META_SUFFIX}")),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{name}{BASE_SUFFIX}")), b"base").unwrap();
+        std::fs::write(dir.join(format!("{name}{SPARE_SUFFIX}")), b"spare").unwrap();
+    }
+
+    fn names(items: &[StoreItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn prune_removes_the_keys_of_unknown_images_and_leftover_temporaries() {
+        let state = tempfile::tempdir().unwrap();
+        let disks = PreparedDisks::for_state_dir(state.path());
+        // No directory yet: nothing to do.
+        let known: BTreeSet<String> = ["kept".to_string()].into_iter().collect();
+        assert!(disks
+            .prune(&known, Duration::ZERO, false)
+            .unwrap()
+            .is_empty());
+
+        std::fs::create_dir(disks.dir()).unwrap();
+        write_key(disks.dir(), "aaaa", "kept");
+        write_key(disks.dir(), "bbbb", "gone");
+        std::fs::write(disks.dir().join(".cccc.base.tmp"), b"half").unwrap();
+
+        let listed = disks.prune(&known, Duration::ZERO, true).unwrap();
+        assert_eq!(
+            names(&listed),
+            [
+                "bbbb.spare.ext4",
+                "bbbb.base.ext4",
+                "bbbb.json",
+                ".cccc.base.tmp"
+            ]
+        );
+        assert!(listed.iter().all(|i| i.kind == PRUNED_KIND));
+        assert_eq!(listed[0].bytes, 5);
+        assert!(
+            disks.dir().join("bbbb.base.ext4").exists(),
+            "a dry run removes nothing"
+        );
+
+        // Within the grace period everything stays (the Image may be newer than the list).
+        assert!(disks
+            .prune(&known, Duration::from_secs(600), false)
+            .unwrap()
+            .is_empty());
+
+        let removed = disks.prune(&known, Duration::ZERO, false).unwrap();
+        assert_eq!(names(&removed), names(&listed));
+        let mut left: Vec<String> = std::fs::read_dir(disks.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["aaaa.base.ext4", "aaaa.json", "aaaa.spare.ext4"]);
+        assert_eq!(
+            disks.entries().unwrap().len(),
+            1,
+            "the kept Image's key is whole"
+        );
+        assert!(disks
+            .prune(&known, Duration::ZERO, false)
+            .unwrap()
+            .is_empty());
+    }
 }

@@ -722,6 +722,20 @@ pub trait VmRuntime: Send + Sync + 'static {
         Output = Result<Vec<crate::host::oci::store::StoreItem>, RuntimeError>,
     > + Send;
 
+    /// Removes the prepared disks (bases and spares) of Images none of `images` names,
+    /// and leftover temporary files of their builds (with `dry_run`, only lists them).
+    /// A runtime without prepared disks has nothing to remove.
+    fn prune_prepared_disks(
+        &self,
+        images: &BTreeSet<String>,
+        dry_run: bool,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<crate::host::oci::store::StoreItem>, RuntimeError>,
+    > + Send {
+        let _ = (images, dry_run);
+        async { Ok(Vec::new()) }
+    }
+
     /// Cheap check, at every reconcile of the Image (so at every resync), that a
     /// resolved image's files are still there; when not, the engine resolves it again.
     fn image_present(

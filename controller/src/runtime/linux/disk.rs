@@ -164,6 +164,26 @@ pub(super) async fn remove_prepared_disks(
         })
 }
 
+/// [`crate::runtime::VmRuntime::prune_prepared_disks`] on this host
+/// ([`PreparedDisks::prune`], with the image store's grace, [`crate::gc::STORE_GRACE`]).
+pub(super) async fn prune_prepared_disks(
+    state_dir: &std::path::Path,
+    images: &std::collections::BTreeSet<String>,
+    dry_run: bool,
+) -> Result<Vec<crate::host::oci::store::StoreItem>, RuntimeError> {
+    let disks = PreparedDisks::for_state_dir(state_dir);
+    let (dir, images) = (disks.dir().to_path_buf(), images.clone());
+    tokio::task::spawn_blocking(move || disks.prune(&images, crate::gc::STORE_GRACE, dry_run))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| RuntimeError::Step {
+            object: format!("prepared-disks/{}", dir.display()),
+            step: "gc".into(),
+            message: e.to_string(),
+        })
+}
+
 /// The disk sidecar's image identity: `<image name>|<rootfs digest>`.
 pub(super) fn disk_identity(image_name: &str, digest: &str) -> String {
     format!("{image_name}|{digest}")

@@ -261,6 +261,14 @@ impl VmRuntime for LinuxRuntime {
         images::prune(&self.store, keep, dry_run).await
     }
 
+    async fn prune_prepared_disks(
+        &self,
+        images: &BTreeSet<String>,
+        dry_run: bool,
+    ) -> Result<Vec<StoreItem>, RuntimeError> {
+        disk::prune_prepared_disks(&self.config.state_dir, images, dry_run).await
+    }
+
     async fn image_present(&self, image: &ResolvedImage) -> bool {
         images::image_present(image).await
     }
