@@ -26,11 +26,12 @@
 //! (`.<key>.base.tmp`, `.<key>.spare.tmp`), synced and renamed into place, so they only
 //! ever appear whole; a leftover temporary file is removed by the next build of that
 //! key, or by garbage collection ([`PreparedDisks::prune`], which also removes the
-//! keys of Images deleted while the daemon was down). Builds and removals within the daemon hold one lock (the temporary names are
-//! fixed; one daemon per state directory, `daemon.lock`); taking a spare is a rename
-//! and needs none (two VMs racing for one spare: one gets it, the other copies the
-//! base). A disk taken from here gets its own random disk id and sidecar when it is
-//! published ([`crate::host::disk::ensure_root_disk`]); bases and spares have none.
+//! keys of Images deleted while the daemon was down). Builds and removals within the
+//! daemon hold one lock (the temporary names are fixed; one daemon per state
+//! directory, `daemon.lock`); taking a spare is a rename and needs none (two VMs
+//! racing for one spare: one gets it, the other copies the base). A disk taken from
+//! here gets its own random disk id and sidecar when it is published
+//! ([`crate::host::disk::ensure_root_disk`]); bases and spares have none.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -355,6 +356,8 @@ impl PreparedDisks {
         dry_run: bool,
     ) -> io::Result<Vec<StoreItem>> {
         let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        crate::host::safe_path::check_below(&self.state_dir, &self.dir)
+            .map_err(io::Error::other)?;
         let recent = |path: &Path| {
             std::fs::symlink_metadata(path)
                 .and_then(|m| m.modified())
@@ -535,5 +538,14 @@ mod tests {
             .prune(&known, Duration::ZERO, false)
             .unwrap()
             .is_empty());
+
+        // A symlinked disk-bases is refused, and what it points to is left alone.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join(".x.base.tmp"), b"not ours").unwrap();
+        let state2 = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), state2.path().join(PREPARED_DIR)).unwrap();
+        let linked = PreparedDisks::for_state_dir(state2.path());
+        assert!(linked.prune(&known, Duration::ZERO, false).is_err());
+        assert!(elsewhere.path().join(".x.base.tmp").exists());
     }
 }
