@@ -325,11 +325,14 @@ impl<R: VmRuntime> Facts<R> {
     ) -> Result<VmFacts, StoreError> {
         let (ctx, lease_pending, stored) = self.read_vm(obj, spec, mode, true).await?;
         Ok(self
-            .vm_facts_from(obj, ctx, lease_pending, stored, mode, allow_recreate)
+            .vm_facts_from(obj, ctx, lease_pending, stored, mode, allow_recreate, false)
             .await)
     }
 
-    /// A VM's facts from its context and stored status: adds the observation.
+    /// A VM's facts from its context and stored status: adds the observation. A VM
+    /// `never_stored` (a preview of a new object) has a fresh uid that names no host
+    /// object: nothing is probed for it.
+    #[allow(clippy::too_many_arguments)]
     async fn vm_facts_from(
         &self,
         obj: &StoredObject,
@@ -338,11 +341,17 @@ impl<R: VmRuntime> Facts<R> {
         stored: Option<(ObjectStatus, InternalState)>,
         mode: LeaseMode,
         allow_recreate: bool,
+        never_stored: bool,
     ) -> VmFacts {
         let (status, internal) = stored.unwrap_or_default();
         let ip = ctx.lease.as_ref().map(|l| l.ip);
         let observation = match (mode, self.observations.last(&obj.uid)) {
             (LeaseMode::Preview, Some(last)) => last,
+            (LeaseMode::Preview, None) if never_stored => Observation {
+                observed: ObservedVm::nothing(),
+                failed_probes: 0,
+                probe_error: None,
+            },
             (LeaseMode::Preview, None) => Observation {
                 observed: self.runtime.observe(&ctx).await,
                 failed_probes: 0,
@@ -513,10 +522,22 @@ impl<R: VmRuntime> Facts<R> {
     ) -> Result<Plan, StoreError> {
         let obj = preview_object(existing, resource, allow_recreate);
         Ok(match resource {
-            Resource::Vm(vm) => self
-                .vm(&obj, &vm.spec, LeaseMode::Preview, allow_recreate)
-                .await?
-                .plan(),
+            Resource::Vm(vm) => {
+                let mode = LeaseMode::Preview;
+                let (ctx, pending, stored) = self.read_vm(&obj, &vm.spec, mode, true).await?;
+                let never_stored = existing.is_none();
+                self.vm_facts_from(
+                    &obj,
+                    ctx,
+                    pending,
+                    stored,
+                    mode,
+                    allow_recreate,
+                    never_stored,
+                )
+                .await
+                .plan()
+            }
             Resource::Image(_) => {
                 let (mut facts, _) = self.image(&obj).await?;
                 if existing.is_none() {
@@ -582,6 +603,7 @@ impl<R: VmRuntime> Facts<R> {
                         stored,
                         LeaseMode::Preview,
                         allow_recreate,
+                        existing.is_none(),
                     )
                     .await
                     .plan()

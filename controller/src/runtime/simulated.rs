@@ -118,6 +118,8 @@ struct World {
     next_disk_serial: u64,
     executed: Vec<(String, VmStep)>,
     duplicate_launches: u32,
+    /// Every `observe` call, of any uid.
+    observe_calls: u64,
     boot_observations: u32,
     /// VM uid -> observations left that report an unresponsive VMM.
     probe_faults: HashMap<String, u32>,
@@ -590,6 +592,11 @@ impl SimulatedRuntime {
             .map_or(0, |p| p.observations)
     }
 
+    /// How many times any VM was observed (of any uid, live or not).
+    pub fn observe_calls(&self) -> u64 {
+        self.w().observe_calls
+    }
+
     /// Steps executed so far, `(vm name, step)`, in order.
     pub fn executed(&self) -> Vec<(String, VmStep)> {
         self.w().executed.clone()
@@ -885,6 +892,7 @@ impl VmRuntime for SimulatedRuntime {
             tokio::time::sleep(latency).await;
         }
         let mut w = self.w();
+        w.observe_calls += 1;
         let boot = w.boot_observations;
         let probe_fails = match w.probe_faults.get_mut(&vm.uid) {
             Some(n) if *n > 0 => {

@@ -824,6 +824,34 @@ async fn previews_do_not_probe_the_vmm() {
     assert_eq!(h.sim.observations(&uid), before, "no probe for previews");
 }
 
+/// A preview of a VM the store does not have yet (`apply`'s plan, `diff`) observes
+/// nothing: its fresh uid names no host object. A stored VM is observed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_of_a_new_vm_probes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    let before = h.sim.observe_calls();
+    let new_vm = vm_yaml("fresh", "base", "1Gi", "");
+    let preview = h
+        .apply(
+            &[("/s/fresh.yaml", &format!("{IMAGE}---\n{new_vm}"))],
+            |r| r.dry_run = true,
+        )
+        .await
+        .unwrap();
+    let vm = preview.items.iter().find(|i| i.name == "fresh").unwrap();
+    assert!(
+        vm.plan.iter().any(|s| s.step == "launch"),
+        "a new VM is planned from nothing: {:?}",
+        vm.plan
+    );
+    assert_eq!(
+        h.sim.observe_calls(),
+        before,
+        "no probe for a new VM's preview"
+    );
+}
+
 /// An interrupted `prepare-disk` is never rolled back by removing a disk: the disk it
 /// ran on (here an existing one whose record could not be read, so the planner asked
 /// for a disk) may hold the user's work. Recovery resumes it; the disk stays.

@@ -142,28 +142,35 @@ pub async fn remove_vm_nat(nft: &Nftables, uid: &ObjectUid) -> Result<(), VmNetE
     })
 }
 
-/// Probes the VM's tap and NAT rule without changing anything.
+/// Probes the VM's tap, NAT rule and guest filter without changing anything: the
+/// three at once (two of them are an `nft` process each).
 pub async fn probe_vm_network(
     nl: &Netlink,
     nft: &Nftables,
     bridge: &BridgeConfig,
     uid: &ObjectUid,
 ) -> VmNetworkProbe {
-    let tap = match probe_tap(nl, &names::tap_name(uid), bridge).await {
+    let tap_name = names::tap_name(uid);
+    let (tap, nat_rule, filter) = tokio::join!(
+        probe_tap(nl, &tap_name, bridge),
+        nft.probe_vm(uid),
+        nft.probe_vm_filter(uid)
+    );
+    let tap = match tap {
         Ok(probe) => probe.index.is_some().then_some(probe),
         Err(e) => {
             tracing::debug!(%uid, error = %e, "cannot probe the VM's tap");
             None
         }
     };
-    let nat_rule = match nft.probe_vm(uid).await {
+    let nat_rule = match nat_rule {
         Ok(rule) => rule,
         Err(e) => {
             tracing::debug!(%uid, error = %e, "cannot probe the VM's NAT rule");
             None
         }
     };
-    let filter = match nft.probe_vm_filter(uid).await {
+    let filter = match filter {
         Ok(filter) => filter,
         Err(e) => {
             tracing::debug!(%uid, error = %e, "cannot probe the VM's guest filter");
