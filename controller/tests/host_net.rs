@@ -11,6 +11,9 @@ use banger_controller::host::names::{self, ObjectUid};
 use banger_controller::host::net::bridge::{ensure_bridge, probe_bridge, remove_bridge};
 use banger_controller::host::net::guest_filter::{FilterProbe, GuestFilter};
 use banger_controller::host::net::nat::Nftables;
+use banger_controller::host::net::neighbour::{
+    forget_guest_neighbour, parse_mac, prime_guest_neighbour,
+};
 use banger_controller::host::net::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap};
 use banger_controller::host::net::{
     enable_ipv4_forwarding, ipv4_forwarding_enabled, BridgeConfig, NetError, Netlink,
@@ -225,6 +228,60 @@ fn ipv4_forwarding_is_per_namespace() {
 }
 
 /// `net.ipv4.ip_forward` inside `ns`, read from outside with `ip netns exec`.
+/// A guest's neighbour entry is set before it boots (its MAC, state STALE), replaced
+/// for a new MAC, dropped with the tap, and dropping twice or without a bridge is fine.
+#[test]
+#[ignore = "needs root (network namespaces)"]
+fn guest_neighbour_prime_replace_forget() {
+    let ns = TestNetns::new();
+    let cfg = BridgeConfig::default();
+    let guest = Ipv4Addr::new(172, 30, 0, 7);
+    let mac = parse_mac("02:aa:bb:cc:dd:07").unwrap();
+    ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            // No bridge yet: priming says so, forgetting has nothing to do.
+            assert!(matches!(
+                prime_guest_neighbour(&nl, &cfg, guest, mac).await,
+                Err(NetError::Missing { .. })
+            ));
+            forget_guest_neighbour(&nl, &cfg, guest).await.unwrap();
+            ensure_bridge(&nl, &cfg).await.unwrap();
+            prime_guest_neighbour(&nl, &cfg, guest, mac).await.unwrap();
+        }
+    });
+    let shown = ns.ip(&["-4", "neigh", "show", "dev", "banger0", "172.30.0.7"]);
+    assert!(shown.contains("lladdr 02:aa:bb:cc:dd:07"), "{shown}");
+    assert!(shown.contains("STALE"), "{shown}");
+
+    let other = parse_mac("02:aa:bb:cc:dd:08").unwrap();
+    ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            prime_guest_neighbour(&nl, &cfg, guest, other)
+                .await
+                .unwrap();
+        }
+    });
+    let shown = ns.ip(&["-4", "neigh", "show", "dev", "banger0"]);
+    assert!(shown.contains("lladdr 02:aa:bb:cc:dd:08"), "{shown}");
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+
+    ns.run({
+        let cfg = cfg.clone();
+        move || async move {
+            let nl = Netlink::connect().unwrap();
+            forget_guest_neighbour(&nl, &cfg, guest).await.unwrap();
+            forget_guest_neighbour(&nl, &cfg, guest).await.unwrap();
+            remove_bridge(&nl, &cfg).await.unwrap();
+        }
+    });
+    let left = ns.ip(&["-4", "neigh", "show"]);
+    assert!(!left.contains("172.30.0.7"), "{left}");
+}
+
 fn ns_forwarding(ns: &TestNetns) -> String {
     let inside = Command::new("ip")
         .args([

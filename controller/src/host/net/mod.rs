@@ -8,6 +8,7 @@
 //!   may send to the host itself.
 //! - [`guest_filter`]: per-VM rules on the bridge: a guest's own MAC and address only,
 //!   no frame to or from another guest unless both left isolation.
+//! - [`neighbour`]: the host's ARP entry for each guest, known before it boots.
 //! - [`vm`]: one VM's network objects as the Linux runtime's steps make, probe and
 //!   remove them, and the garbage finder.
 //!
@@ -27,6 +28,7 @@ pub mod bridge;
 pub mod cidr;
 pub mod guest_filter;
 pub mod nat;
+pub mod neighbour;
 pub mod tap;
 pub mod vm;
 

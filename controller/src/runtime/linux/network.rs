@@ -4,6 +4,7 @@
 use super::LinuxRuntime;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::guest_filter::GuestFilter;
+use crate::host::net::neighbour::{forget_guest_neighbour, parse_mac, prime_guest_neighbour};
 use crate::host::net::vm::{
     ensure_vm_filter, ensure_vm_nat, ensure_vm_tap, remove_vm_filter, remove_vm_nat, remove_vm_tap,
 };
@@ -14,7 +15,8 @@ const GUEST_FILTER: &str = "guestFilter";
 
 impl LinuxRuntime {
     /// `ensure-tap`: forwarding, the bridge, the VM's tap attached to it, then the tap's
-    /// guest filter for the VM's leased address and `network.isolated`.
+    /// guest filter for the VM's leased address and `network.isolated`, and the host's
+    /// neighbour entry for the guest (a hint, [`crate::host::net::neighbour`]).
     pub(super) async fn ensure_tap(
         &self,
         vm: &VmContext,
@@ -38,6 +40,13 @@ impl LinuxRuntime {
         let enforced = ensure_vm_filter(&self.nft, &self.config.bridge, &filter)
             .await
             .map_err(|e| Self::step_error(vm, step, e))?;
+        if let Some(mac) = parse_mac(&names::mac_address(uid)) {
+            let primed =
+                prime_guest_neighbour(&self.netlink, &self.config.bridge, lease.ip, mac).await;
+            if let Err(e) = primed {
+                tracing::debug!(%uid, error = %e, "cannot set the guest's neighbour entry");
+            }
+        }
         handles.extra.insert(
             GUEST_FILTER.into(),
             format!(
@@ -55,7 +64,8 @@ impl LinuxRuntime {
         Ok(handles)
     }
 
-    /// `remove-tap`: deletes the VM's guest filter, then its tap (idempotent).
+    /// `remove-tap`: deletes the VM's guest filter, then its tap (idempotent), and the
+    /// host's neighbour entry for its address.
     pub(super) async fn remove_tap(
         &self,
         vm: &VmContext,
@@ -71,6 +81,12 @@ impl LinuxRuntime {
             .await
             .map_err(|e| Self::step_error(vm, step, e))?;
         handles.tap = None;
+        if let Some(lease) = &vm.lease {
+            let forgot = forget_guest_neighbour(&self.netlink, &self.config.bridge, lease.ip).await;
+            if let Err(e) = forgot {
+                tracing::debug!(%uid, error = %e, "cannot drop the guest's neighbour entry");
+            }
+        }
         Ok(handles)
     }
 
