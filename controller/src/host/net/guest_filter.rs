@@ -28,8 +28,8 @@
 //! wanted ones, deletes them by handle and adds the wanted ones in one `nft -f -`
 //! transaction (no moment without a filter), run with `--echo --handle`: the kernel's
 //! echo of what it committed must show every wanted rule ([`echoed_filter_rules`]).
-//! Removal deletes them by handle. The rules
-//! are found again by their comment, so garbage collection finds those of unknown uids.
+//! Removal deletes them by handle. The rules are found again by their comment, so
+//! garbage collection finds those of unknown uids.
 //! Every value in the ruleset text is typed and validated (the uid, the names derived
 //! from it, addresses), as in [`super::nat`].
 
