@@ -18,9 +18,13 @@
 //! # Which directories are ours
 //! Entries of `<state_dir>/vms` that are real directories (not symlinks) named like a
 //! uid ([`ObjectUid`]) that is not known.
+//!
+//! The stores' own collection (the image store, the prepared disks) shares
+//! [`changed_within`] and [`read_dir_or_empty`] from here.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +32,25 @@ use std::time::Duration;
 use crate::host::names::ObjectUid;
 use crate::host::process::{self, ProcessError, ProcessIdentity};
 use crate::host::safe_path;
+
+/// Whether `path` changed less than `grace` ago. An age that cannot be read counts as
+/// recent: garbage collection keeps what it cannot date. Blocking.
+pub fn changed_within(path: &Path, grace: Duration) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age < grace)
+}
+
+/// The entries of `dir`; none when it does not exist. Blocking.
+pub fn read_dir_or_empty(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
 
 /// How long a stray VMM gets after SIGTERM, then after SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);

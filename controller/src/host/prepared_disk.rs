@@ -48,6 +48,7 @@ use crate::host::disk::{
     clone_image, create_new_nofollow, create_private_dirs, grow_filesystem, remove_if_exists,
     sparse_copy, sync_dir, Ctx, DiskError, FinishDisk, ImageSource,
 };
+use crate::host::garbage::{changed_within, read_dir_or_empty};
 use crate::host::oci::store::StoreItem;
 
 /// The directory below the state directory holding prepared bases and spares.
@@ -295,14 +296,9 @@ impl PreparedDisks {
     }
 
     fn entries_unlocked(&self) -> io::Result<Vec<PreparedEntry>> {
-        let listing = match std::fs::read_dir(&self.dir) {
-            Ok(listing) => listing,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
         let mut found = Vec::new();
-        for item in listing {
-            let file = item?.file_name();
+        for item in read_dir_or_empty(&self.dir)? {
+            let file = item.file_name();
             let Some(name) = file.to_str().and_then(|f| f.strip_suffix(META_SUFFIX)) else {
                 continue;
             };
@@ -358,13 +354,7 @@ impl PreparedDisks {
         let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         crate::host::safe_path::check_below(&self.state_dir, &self.dir)
             .map_err(io::Error::other)?;
-        let recent = |path: &Path| {
-            std::fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < grace)
-        };
+        let recent = |path: &Path| changed_within(path, grace);
         let mut found = Vec::new();
         for entry in self.entries_unlocked()? {
             let meta = self.dir.join(format!("{}{META_SUFFIX}", entry.name));
@@ -378,13 +368,8 @@ impl PreparedDisks {
                 }
             }
         }
-        let listing = match std::fs::read_dir(&self.dir) {
-            Ok(listing) => listing,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        for item in listing {
-            let path = item?.path();
+        for item in read_dir_or_empty(&self.dir)? {
+            let path = item.path();
             let temporary = path
                 .file_name()
                 .and_then(|f| f.to_str())

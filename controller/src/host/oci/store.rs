@@ -195,11 +195,7 @@ impl ImageStore {
         for entry in read_dir_or_empty(&rootfs_dir)? {
             let dir = entry.path();
             let rootfs = dir.join(ROOTFS_FILE);
-            let recent = fs::symlink_metadata(&dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < grace);
+            let recent = crate::host::garbage::changed_within(&dir, grace);
             if keep.contains(&rootfs) || recent {
                 if let Ok(bytes) = fs::read(dir.join(MANIFEST_FILE)) {
                     kept_blobs.extend(layer_hexes(&bytes));
@@ -267,11 +263,7 @@ fn layer_hexes(manifest: &[u8]) -> Vec<String> {
 }
 
 fn read_dir_or_empty(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => entries.collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_at("read", dir)(e)),
-    }
+    crate::host::garbage::read_dir_or_empty(dir).map_err(io_at("read", dir))
 }
 
 /// Apparent size of the regular files in a directory (not recursive beyond one level).

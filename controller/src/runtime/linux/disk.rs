@@ -172,16 +172,12 @@ pub(super) async fn prune_prepared_disks(
     dry_run: bool,
 ) -> Result<Vec<crate::host::oci::store::StoreItem>, RuntimeError> {
     let disks = PreparedDisks::for_state_dir(state_dir);
-    let (dir, images) = (disks.dir().to_path_buf(), images.clone());
-    tokio::task::spawn_blocking(move || disks.prune(&images, crate::gc::STORE_GRACE, dry_run))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| RuntimeError::Step {
-            object: format!("prepared-disks/{}", dir.display()),
-            step: "gc".into(),
-            message: e.to_string(),
-        })
+    let object = format!("prepared-disks/{}", disks.dir().display());
+    let images = images.clone();
+    super::garbage::prune_on_blocking_pool(object, move || {
+        disks.prune(&images, crate::gc::STORE_GRACE, dry_run)
+    })
+    .await
 }
 
 /// The disk sidecar's image identity: `<image name>|<rootfs digest>`.

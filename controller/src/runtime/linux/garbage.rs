@@ -1,7 +1,8 @@
 //! Garbage: host objects carrying banger's naming that belong to no known VM (stray
 //! VMMs of this daemon, cgroups below this daemon's parent cgroup, taps, NAT rules,
 //! guest filter rules, VM directories), found and removed one by one.
-//! `/proc` scans and directory work run on the blocking pool.
+//! `/proc` scans and directory work run on the blocking pool, and so do the stores'
+//! own collections ([`prune_on_blocking_pool`]).
 
 use std::collections::BTreeSet;
 
@@ -11,7 +12,25 @@ use crate::host::garbage;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::tap::remove_tap;
 use crate::host::net::vm::{list_net_garbage, remove_vm_filter, remove_vm_nat};
+use crate::host::oci::store::StoreItem;
 use crate::runtime::{Garbage, GarbageKind, RuntimeError};
+
+/// Runs a store's garbage collection (`prune`, blocking) on the blocking pool; its
+/// failure is the `gc` step of `object` (e.g. `image-store/<dir>`).
+pub(super) async fn prune_on_blocking_pool(
+    object: String,
+    prune: impl FnOnce() -> std::io::Result<Vec<StoreItem>> + Send + 'static,
+) -> Result<Vec<StoreItem>, RuntimeError> {
+    tokio::task::spawn_blocking(prune)
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| RuntimeError::Step {
+            object,
+            step: "gc".into(),
+            message: e.to_string(),
+        })
+}
 
 impl LinuxRuntime {
     /// [`crate::runtime::VmRuntime::find_garbage`] on this host.

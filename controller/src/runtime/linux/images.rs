@@ -251,16 +251,11 @@ pub(super) async fn prune(
     dry_run: bool,
 ) -> Result<Vec<StoreItem>, RuntimeError> {
     let (store, keep) = (store.clone(), keep.clone());
-    let root = store.root().to_path_buf();
-    tokio::task::spawn_blocking(move || store.prune(&keep, crate::gc::STORE_GRACE, dry_run))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| RuntimeError::Step {
-            object: format!("image-store/{}", root.display()),
-            step: "gc".into(),
-            message: e.to_string(),
-        })
+    let object = format!("image-store/{}", store.root().display());
+    super::garbage::prune_on_blocking_pool(object, move || {
+        store.prune(&keep, crate::gc::STORE_GRACE, dry_run)
+    })
+    .await
 }
 
 /// Runs `check(image name, spec)` on the blocking pool (file checks `stat` and read).
