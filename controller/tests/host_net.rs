@@ -11,9 +11,7 @@ use banger_controller::host::names::{self, ObjectUid};
 use banger_controller::host::net::bridge::{ensure_bridge, probe_bridge, remove_bridge};
 use banger_controller::host::net::guest_filter::{FilterProbe, GuestFilter};
 use banger_controller::host::net::nat::Nftables;
-use banger_controller::host::net::neighbour::{
-    forget_guest_neighbour, parse_mac, prime_guest_neighbour,
-};
+use banger_controller::host::net::neighbour::{forget_guest_neighbour, prime_guest_neighbour};
 use banger_controller::host::net::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap};
 use banger_controller::host::net::{
     enable_ipv4_forwarding, ipv4_forwarding_enabled, BridgeConfig, NetError, Netlink,
@@ -236,7 +234,7 @@ fn guest_neighbour_prime_replace_forget() {
     let ns = TestNetns::new();
     let cfg = BridgeConfig::default();
     let guest = Ipv4Addr::new(172, 30, 0, 7);
-    let mac = parse_mac("02:aa:bb:cc:dd:07").unwrap();
+    let mac = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x07];
     ns.run({
         let cfg = cfg.clone();
         move || async move {
@@ -255,7 +253,7 @@ fn guest_neighbour_prime_replace_forget() {
     assert!(shown.contains("lladdr 02:aa:bb:cc:dd:07"), "{shown}");
     assert!(shown.contains("STALE"), "{shown}");
 
-    let other = parse_mac("02:aa:bb:cc:dd:08").unwrap();
+    let other = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x08];
     ns.run({
         let cfg = cfg.clone();
         move || async move {

@@ -23,20 +23,6 @@ use rtnetlink::packet_route::AddressFamily;
 use super::bridge::find_link;
 use super::{is_not_found, BridgeConfig, NetError, Netlink};
 
-/// The six bytes of a MAC written `aa:bb:cc:dd:ee:ff`, if it is one.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// The bridge's interface index (`Missing` when there is no bridge).
 async fn bridge_index(nl: &Netlink, bridge: &BridgeConfig) -> Result<u32, NetError> {
     find_link(nl, bridge.name())
@@ -96,28 +82,5 @@ pub async fn forget_guest_neighbour(
             device: bridge.name().to_string(),
             source,
         }),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn macs_parse_only_when_whole() {
-        assert_eq!(
-            parse_mac("02:d8:3d:91:f3:c9"),
-            Some([0x02, 0xd8, 0x3d, 0x91, 0xf3, 0xc9])
-        );
-        for bad in [
-            "",
-            "02:d8:3d:91:f3",
-            "02:d8:3d:91:f3:c9:00",
-            "02:d8:3d:91:f3:zz",
-            "2:d8:3d:91:f3:c9",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
     }
 }

@@ -4,7 +4,7 @@
 use super::LinuxRuntime;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::guest_filter::GuestFilter;
-use crate::host::net::neighbour::{forget_guest_neighbour, parse_mac, prime_guest_neighbour};
+use crate::host::net::neighbour::{forget_guest_neighbour, prime_guest_neighbour};
 use crate::host::net::vm::{
     ensure_vm_filter, ensure_vm_nat, ensure_vm_tap, remove_vm_filter, remove_vm_nat, remove_vm_tap,
 };
@@ -40,12 +40,10 @@ impl LinuxRuntime {
         let enforced = ensure_vm_filter(&self.nft, &self.config.bridge, &filter)
             .await
             .map_err(|e| Self::step_error(vm, step, e))?;
-        if let Some(mac) = parse_mac(&names::mac_address(uid)) {
-            let primed =
-                prime_guest_neighbour(&self.netlink, &self.config.bridge, lease.ip, mac).await;
-            if let Err(e) = primed {
-                tracing::debug!(%uid, error = %e, "cannot set the guest's neighbour entry");
-            }
+        let mac = names::mac_bytes(uid);
+        let primed = prime_guest_neighbour(&self.netlink, &self.config.bridge, lease.ip, mac).await;
+        if let Err(e) = primed {
+            tracing::debug!(%uid, error = %e, "cannot set the guest's neighbour entry");
         }
         handles.extra.insert(
             GUEST_FILTER.into(),
