@@ -8,7 +8,7 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{LinkBridge, LinkUnspec};
 
-use super::{is_not_found, BridgeConfig, NetError, Netlink};
+use super::{deleted, is_not_found, BridgeConfig, NetError, Netlink};
 
 /// What a probe of the bridge found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +190,6 @@ pub async fn remove_bridge(nl: &Netlink, cfg: &BridgeConfig) -> Result<(), NetEr
         });
     }
     let handle = nl.handle().clone();
-    match handle.link().del(link.header.index).execute().await {
-        Ok(()) => Ok(()),
-        Err(err) if is_not_found(&err) => Ok(()),
-        Err(source) => Err(NetError::Netlink {
-            step: "delete bridge",
-            device: cfg.name().to_string(),
-            source,
-        }),
-    }
+    let answer = handle.link().del(link.header.index).execute().await;
+    deleted(answer, "delete bridge", cfg.name())
 }

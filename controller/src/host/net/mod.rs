@@ -185,6 +185,24 @@ pub async fn ipv4_forwarding_enabled() -> Result<bool, NetError> {
     Ok(text.trim() == "1")
 }
 
+/// The answer to an idempotent delete of `device`: "not found" counts as done, any
+/// other error is the `step` that failed.
+pub(crate) fn deleted(
+    answer: Result<(), rtnetlink::Error>,
+    step: &'static str,
+    device: &str,
+) -> Result<(), NetError> {
+    match answer {
+        Ok(()) => Ok(()),
+        Err(err) if is_not_found(&err) => Ok(()),
+        Err(source) => Err(NetError::Netlink {
+            step,
+            device: device.to_string(),
+            source,
+        }),
+    }
+}
+
 /// Whether a netlink error is the kernel's "no such device" (or a missing address).
 pub(crate) fn is_not_found(err: &rtnetlink::Error) -> bool {
     match err {

@@ -21,7 +21,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::AddressFamily;
 
 use super::bridge::find_link;
-use super::{is_not_found, BridgeConfig, NetError, Netlink};
+use super::{deleted, BridgeConfig, NetError, Netlink};
 
 /// The bridge's interface index (`Missing` when there is no bridge).
 async fn bridge_index(nl: &Netlink, bridge: &BridgeConfig) -> Result<u32, NetError> {
@@ -74,13 +74,6 @@ pub async fn forget_guest_neighbour(
     message
         .attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-    match nl.handle().neighbours().del(message).execute().await {
-        Ok(()) => Ok(()),
-        Err(err) if is_not_found(&err) => Ok(()),
-        Err(source) => Err(NetError::Netlink {
-            step: "drop the guest's neighbour entry",
-            device: bridge.name().to_string(),
-            source,
-        }),
-    }
+    let answer = nl.handle().neighbours().del(message).execute().await;
+    deleted(answer, "drop the guest's neighbour entry", bridge.name())
 }

@@ -14,7 +14,7 @@ use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkMessage};
 use rtnetlink::LinkUnspec;
 
 use super::bridge::{find_link, link_is_up, link_kind};
-use super::{is_not_found, BridgeConfig, NetError, Netlink};
+use super::{deleted, BridgeConfig, NetError, Netlink};
 use crate::host::names::{self, ObjectUid};
 
 const TUN_DEVICE: &str = "/dev/net/tun";
@@ -135,15 +135,8 @@ pub async fn remove_tap(nl: &Netlink, name: &str) -> Result<(), NetError> {
         });
     }
     let handle = nl.handle().clone();
-    match handle.link().del(link.header.index).execute().await {
-        Ok(()) => Ok(()),
-        Err(err) if is_not_found(&err) => Ok(()),
-        Err(source) => Err(NetError::Netlink {
-            step: "delete tap",
-            device: name.to_string(),
-            source,
-        }),
-    }
+    let answer = handle.link().del(link.header.index).execute().await;
+    deleted(answer, "delete tap", name)
 }
 
 /// Names of every interface carrying banger's tap naming ([`names::is_banger_tap`]),
