@@ -332,7 +332,8 @@ mod engine {
         let config = daemon_config(args, paths);
         if args.simulate {
             tracing::warn!("--simulate: VMs run on the simulated driver; nothing boots");
-            let host = SimulatedRuntime::persistent(config.state_dir.join("simulated-host.jsonl"));
+            let host = SimulatedRuntime::persistent(config.state_dir.join("simulated-host.jsonl"))
+                .without_step_records();
             banger_controller::daemon::run(config, host, shutdown)
                 .await
                 .map_err(|e| CliError::Daemon(Box::new(e)))?;

@@ -63,25 +63,26 @@ pub fn tolerate(fresh: ObservedVm, last: Option<&Observation>, threshold: u32) -
     }
 }
 
-/// The last observation of every VM this daemon has observed.
+/// The last observation of every VM this daemon has observed. Boxed: a hash table's
+/// empty slots are as wide as its values.
 #[derive(Default)]
 pub struct Observations {
-    map: Mutex<HashMap<String, Observation>>,
+    map: Mutex<HashMap<String, Box<Observation>>>,
 }
 
 impl Observations {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Observation>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<Observation>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The last observation of a VM, if it was observed since the daemon started.
     pub fn last(&self, uid: &str) -> Option<Observation> {
-        self.map().get(uid).cloned()
+        self.map().get(uid).map(|o| Observation::clone(o))
     }
 
     /// Records an observation.
     pub fn record(&self, uid: &str, observation: Observation) {
-        self.map().insert(uid.to_string(), observation);
+        self.map().insert(uid.to_string(), Box::new(observation));
     }
 
     /// Forgets a VM (deleted).

@@ -117,6 +117,9 @@ struct World {
     next_pid: i32,
     next_disk_serial: u64,
     executed: Vec<(String, VmStep)>,
+    /// No per-step records (`executed`, `max_in_flight`): see
+    /// [`SimulatedRuntime::without_step_records`].
+    no_step_records: bool,
     duplicate_launches: u32,
     /// Every `observe` call, of any uid.
     observe_calls: u64,
@@ -268,6 +271,9 @@ impl Drop for InFlight {
         let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = w.in_flight.get_mut(&self.name) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                w.in_flight.remove(&self.name);
+            }
         }
         w.global_in_flight = w.global_in_flight.saturating_sub(1);
     }
@@ -295,6 +301,20 @@ impl SimulatedRuntime {
         runtime
     }
 
+    /// The host keeps no per-step records: [`Self::executed`] stays empty and
+    /// [`Self::max_concurrency_for`] at 0 (the global maximum is still kept). For a
+    /// `banger daemon --simulate`, whose host no test reads: the list of executed steps
+    /// would grow by one entry per step for as long as the daemon runs.
+    pub fn without_step_records(self) -> Self {
+        // Not `w()`: that would read a persistent host's record before the daemon
+        // locked its state directory.
+        self.world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .no_step_records = true;
+        self
+    }
+
     fn w(&self) -> MutexGuard<'_, World> {
         let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
         if w.record.as_ref().is_some_and(|r| !r.loaded) {
@@ -308,8 +328,10 @@ impl SimulatedRuntime {
         let n = w.in_flight.entry(name.to_string()).or_default();
         *n += 1;
         let now = *n;
-        let max = w.max_in_flight.entry(name.to_string()).or_default();
-        *max = (*max).max(now);
+        if !w.no_step_records {
+            let max = w.max_in_flight.entry(name.to_string()).or_default();
+            *max = (*max).max(now);
+        }
         w.global_in_flight += 1;
         w.global_max = w.global_max.max(w.global_in_flight);
         InFlight {
@@ -774,7 +796,9 @@ impl SimulatedRuntime {
             w.duplicate_launches += 1;
         }
         w.next_disk_serial = serial;
-        w.executed.push((ctx.name.clone(), step));
+        if !w.no_step_records {
+            w.executed.push((ctx.name.clone(), step));
+        }
         w.persist(&ctx.uid)
     }
 }

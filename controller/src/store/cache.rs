@@ -20,7 +20,8 @@
 //!   connection's), so async code may call them directly ([`super::Store::cached`]).
 //!
 //! Memory: one parsed copy of each object and status, a status's handles kept as their
-//! compact JSON text (about 2 KiB per VM in all).
+//! compact JSON text, a default internal state not kept at all, statuses boxed so the
+//! table's empty slots stay small (about 1.5 KiB per VM in all).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -44,13 +45,15 @@ struct LeaseRows {
 
 /// A status as the cache keeps it: its `handles` (a JSON tree of a few maps, ~4 KiB
 /// of small allocations per VM when parsed) held as their compact text (a few hundred
-/// bytes) and parsed again when read.
+/// bytes) and parsed again when read; its internal state only when it is not the
+/// default (a VM's usually is: ~700 bytes of empty fields saved per entry).
 struct CachedStatus {
     /// The status without its handles.
     status: ObjectStatus,
     /// `status.handles` as compact JSON text.
     handles: Option<Box<str>>,
-    internal: InternalState,
+    /// The internal state; `None` stands for [`InternalState::default`].
+    internal: Option<Box<InternalState>>,
 }
 
 impl CachedStatus {
@@ -64,10 +67,11 @@ impl CachedStatus {
             handles: None,
             ..status.clone()
         };
+        let internal = (*internal != InternalState::default()).then(|| Box::new(internal.clone()));
         Some(Self {
             status,
             handles,
-            internal: internal.clone(),
+            internal,
         })
     }
 
@@ -79,14 +83,17 @@ impl CachedStatus {
             Some(text) => Some(serde_json::from_str(text).ok()?),
             None => None,
         };
-        Some((status, self.internal.clone()))
+        let internal = self.internal.as_deref().cloned().unwrap_or_default();
+        Some((status, internal))
     }
 }
 
 #[derive(Default)]
 struct Rows {
     objects: HashMap<Key, Arc<StoredObject>>,
-    statuses: HashMap<Key, CachedStatus>,
+    /// Boxed: a hash table's empty slots are as wide as its values, and a status is a
+    /// few hundred bytes (1,000 VMs: a 2.4 MB table inline, 0.1 MB boxed).
+    statuses: HashMap<Key, Box<CachedStatus>>,
     /// Image name -> its resolution (`None`: the Image is missing or unresolved).
     resolutions: HashMap<String, Option<ResolvedImage>>,
     /// VM uid -> its lease rows.
@@ -118,7 +125,7 @@ impl RowCache {
         let rows = self.rows();
         rows.statuses
             .get(&(kind, name.to_string()))
-            .and_then(CachedStatus::get)
+            .and_then(|c| c.get())
     }
 
     /// The Image `image`'s resolution, if cached (`Some(None)`: known to be missing or
@@ -170,7 +177,7 @@ impl RowCache {
         }
         let key = (kind, name.to_string());
         match CachedStatus::new(status, internal) {
-            Some(cached) => rows.statuses.insert(key, cached),
+            Some(cached) => rows.statuses.insert(key, Box::new(cached)),
             None => rows.statuses.remove(&key),
         };
     }
@@ -218,5 +225,38 @@ impl RowCache {
     /// Drops what is known of the VM `uid`'s leases.
     pub(super) fn forget_leases(&self, uid: &str) {
         self.rows().leases.remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Phase;
+
+    #[test]
+    fn a_status_reads_back_as_put_and_a_default_internal_state_is_not_kept() {
+        let cache = RowCache::default();
+        let status = ObjectStatus {
+            phase: Phase::Running,
+            observed_generation: 3,
+            handles: Some(serde_json::json!({"tap": "bgt-x", "diskSize": 1024})),
+            ..Default::default()
+        };
+        let plain = InternalState::default();
+        let restarted = InternalState {
+            restarts: vec![1, 2],
+            ..Default::default()
+        };
+        cache.put_status(Kind::Vm, "a", &status, &plain);
+        cache.put_status(Kind::Vm, "b", &status, &restarted);
+        assert_eq!(cache.status(Kind::Vm, "a"), Some((status.clone(), plain)));
+        assert_eq!(cache.status(Kind::Vm, "b"), Some((status, restarted)));
+        let rows = cache.rows();
+        assert!(rows.statuses[&(Kind::Vm, "a".to_string())]
+            .internal
+            .is_none());
+        assert!(rows.statuses[&(Kind::Vm, "b".to_string())]
+            .internal
+            .is_some());
     }
 }

@@ -852,6 +852,28 @@ async fn a_preview_of_a_new_vm_probes_nothing() {
     );
 }
 
+/// A simulated host without step records (what `banger daemon --simulate` runs) still
+/// runs every step; it only keeps no list of them, which would grow forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_step_records_runs_steps_and_keeps_no_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatedRuntime::new().without_step_records();
+    let h = Harness::start(test_config(dir.path()), sim.clone());
+    let vm = vm_yaml("a", "base", "512Mi", "");
+    h.apply(&[("/s/a.yaml", &format!("{IMAGE}---\n{vm}"))], |_| {})
+        .await
+        .unwrap();
+    h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
+        .await;
+    assert_eq!(sim.running_count(), 1, "the VM's VMM runs");
+    assert_eq!(sim.executed(), vec![], "no list of steps kept");
+    assert_eq!(sim.max_concurrency_for("a"), 0, "no per-VM records kept");
+    assert!(
+        sim.max_concurrency() >= 1,
+        "the global maximum is still kept"
+    );
+}
+
 /// An interrupted `prepare-disk` is never rolled back by removing a disk: the disk it
 /// ran on (here an existing one whose record could not be read, so the planner asked
 /// for a disk) may hold the user's work. Recovery resumes it; the disk stays.
