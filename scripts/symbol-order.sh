@@ -11,8 +11,8 @@
 # names every function executed: a `--simulate` daemon applying, reconciling, listing,
 # resyncing and deleting 300 VMs, the same state directory under a restarted daemon,
 # and the CLI commands used meanwhile. The real runtime's host code (QEMU, taps, nft)
-# is not run here and keeps the default layout. Takes about two minutes; touches
-# nothing outside a temporary directory.
+# is not run here and keeps the default layout. Takes about four minutes here (the
+# release build included); touches nothing outside a temporary directory.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
