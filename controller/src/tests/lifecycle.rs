@@ -859,10 +859,7 @@ async fn a_host_without_step_records_runs_steps_and_keeps_no_list() {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimulatedRuntime::new().without_step_records();
     let h = Harness::start(test_config(dir.path()), sim.clone());
-    let vm = vm_yaml("a", "base", "512Mi", "");
-    h.apply(&[("/s/a.yaml", &format!("{IMAGE}---\n{vm}"))], |_| {})
-        .await
-        .unwrap();
+    h.apply_image_and_vm_a().await;
     h.until_condition(Kind::Vm, "a", READY, TRUE, "Running")
         .await;
     assert_eq!(sim.running_count(), 1, "the VM's VMM runs");
