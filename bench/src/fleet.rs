@@ -228,6 +228,7 @@ fn run(
         };
         let passes = delta(&|h| &h["resyncs"]["completed"]);
         let reconciles = delta(&|h| &h["reconciles"]);
+        let trips = delta(&|h| &h["storeTrips"]);
         Some((
             w0,
             w1,
@@ -235,6 +236,7 @@ fn run(
             procfs::ticks_to_ms(ticks1.saturating_sub(ticks0)),
             passes,
             reconciles,
+            trips,
         ))
     } else {
         None
@@ -277,7 +279,7 @@ fn run(
             }),
         );
     }
-    if let Some((w0, w1, elapsed, cpu_ms, passes, reconciles)) = window {
+    if let Some((w0, w1, elapsed, cpu_ms, passes, reconciles, trips)) = window {
         let periods = elapsed.as_secs_f64() / P2_RESYNC.as_secs_f64();
         let steps: usize = in_window.values().sum();
         done.insert(
@@ -292,6 +294,7 @@ fn run(
                     "cpuMs": cpu_ms,
                     "resyncsCompleted": passes,
                     "reconciles": reconciles,
+                    "storeTrips": trips,
                     "mutatingStepsByName": in_window,
                 }),
             }),

@@ -273,6 +273,7 @@ async fn healthz<R: VmRuntime>(State(st): State<Shared<R>>) -> Json<serde_json::
             "lastCompleted": counts.last_completed,
         },
         "reconciles": counts.reconciles,
+        "storeTrips": st.ctl.store.trips(),
     }))
 }
 

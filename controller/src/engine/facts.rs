@@ -254,27 +254,46 @@ impl<R: VmRuntime> Facts<R> {
     /// `None` unless every part is cached and no lease needs a write.
     fn cached_vm_records(&self, r: &VmRead) -> Option<VmRecords> {
         let cache = self.store.cached()?;
+        let missing = |part: &'static str| {
+            tracing::trace!(vm = %r.name, part, "not cached: a store trip reads the VM");
+        };
         if r.read_handles {
+            missing("handles");
             return None;
         }
-        let (ip, pending) = match r.mode {
-            LeaseMode::Allocate => {
-                let grant = cache.lease_grant(&r.uid, r.want)?;
-                (Some(grant.ip), grant.pending)
-            }
-            LeaseMode::Preview => (r.want.or(cache.active_lease(&r.uid)?), false),
-            LeaseMode::Existing => (cache.active_lease(&r.uid)?, false),
+        let lease = match r.mode {
+            LeaseMode::Allocate => cache
+                .lease_grant(&r.uid, r.want)
+                .map(|grant| (Some(grant.ip), grant.pending)),
+            LeaseMode::Preview => cache
+                .active_lease(&r.uid)
+                .map(|held| (r.want.or(held), false)),
+            LeaseMode::Existing => cache.active_lease(&r.uid).map(|held| (held, false)),
+        };
+        let Some((ip, pending)) = lease else {
+            missing("lease");
+            return None;
+        };
+        let Some(image) = cache.image_resolution(&r.image) else {
+            missing("image resolution");
+            return None;
+        };
+        let status = match r.with_status {
+            true => match cache.status(Kind::Vm, &r.name) {
+                Some(status) => Some(status),
+                None => {
+                    missing("status");
+                    return None;
+                }
+            },
+            false => None,
         };
         Some(VmRecords {
             ip,
             pending,
-            image: cache.image_resolution(&r.image)?,
+            image,
             handles: None,
-            status: if r.with_status {
-                Some(cache.status(Kind::Vm, &r.name)?)
-            } else {
-                None
-            },
+            status,
         })
     }
 

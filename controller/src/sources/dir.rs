@@ -279,6 +279,9 @@ impl DirSource {
             }
         }
 
+        // The stored objects by key (a directory of n objects is matched in n log n).
+        let stored: BTreeMap<ObjectKey, &crate::store::StoredObject> =
+            all.iter().map(|o| (o.resource.key(), o)).collect();
         for file in &scan.files {
             let first_error = file.problems.iter().find(|p| p.severity == Severity::Error);
             if let Some(problem) = first_error {
@@ -317,7 +320,7 @@ impl DirSource {
                     }
                     continue;
                 }
-                let existing = all.iter().find(|o| o.resource.key() == key);
+                let existing = stored.get(&key);
                 if let Some(e) = existing {
                     if let Owner::Cli { .. } = e.owner {
                         report.conflicts += 1;

@@ -39,6 +39,10 @@ const STATEMENT_CACHE: usize = 96;
 /// pages of the last few transactions.
 const PAGE_CACHE_KIB: i64 = 512;
 
+/// How many objects missing from the row cache [`Database::list_objects`] reads one by
+/// one; more are read with the whole list in one query.
+const READ_ONE_BY_ONE: usize = 16;
+
 /// Runs one statement through the connection's statement cache.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
@@ -240,8 +244,51 @@ impl Database {
         Ok(object)
     }
 
-    /// All objects (of one kind), by kind then name.
+    /// All objects (of one kind), by kind then name. With a row cache, objects it holds
+    /// are not read again: one query lists the keys, and only the missing objects are
+    /// read and parsed (a few one by one; many in one query, then cached).
     pub fn list_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.read_objects(kind);
+        };
+        let keys: Vec<(String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT kind, name FROM objects WHERE (?1 IS NULL OR kind = ?1)")
+                .map_err(self.sql("list objects"))?;
+            let it = stmt
+                .query_map(params![kind.map(kind_str)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql("list objects"))?;
+            it.collect::<Result<_, _>>()
+                .map_err(self.sql("list objects"))?
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (kind, name) in keys {
+            let kind = kind_parse(&kind)
+                .ok_or_else(|| self.corrupt("list objects", format!("unknown kind {kind}")))?;
+            match cache.object(kind, &name) {
+                Some(o) => out.push(o),
+                None => missing.push((kind, name)),
+            }
+        }
+        if missing.len() > READ_ONE_BY_ONE {
+            let all = self.read_objects(kind)?;
+            all.iter().for_each(|o| cache.put_object(o));
+            return Ok(all);
+        }
+        for (kind, name) in missing {
+            // Gone since the keys were listed: not listed.
+            out.extend(self.get_object(kind, &name)?);
+        }
+        out.sort_by(|a, b| {
+            (a.resource.kind(), a.resource.name()).cmp(&(b.resource.kind(), b.resource.name()))
+        });
+        Ok(out)
+    }
+
+    /// All objects (of one kind) read and parsed from their rows, by kind then name.
+    fn read_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
         let rows: Vec<Row> = {
             let conn = self.conn();
             let mut stmt = conn
@@ -1009,6 +1056,14 @@ impl Database {
         )
         .map_err(self.sql("write lease"))?;
         tx.commit().map_err(self.sql("commit lease"))?;
+        if let Some(cache) = &self.cache {
+            // The row inserted replaced the one of the same kind (active or reserved).
+            let (active, reserved) = match pending {
+                true => (active, Some(ip)),
+                false => (Some(ip), reserved),
+            };
+            cache.put_leases(uid, active, reserved);
+        }
         Ok(LeaseGrant { ip, pending })
     }
 

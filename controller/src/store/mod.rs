@@ -327,6 +327,7 @@ impl Store {
         };
         self.trips
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::trace!(operation, "store trip");
         if self.jobs.send(job).is_err() {
             return Err(failed("the store thread has stopped".into()));
         }

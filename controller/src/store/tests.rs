@@ -309,6 +309,11 @@ fn the_row_cache_follows_every_write() {
                 "{what}: lease"
             );
         }
+        assert_eq!(
+            db.list_objects(None).unwrap(),
+            plain.list_objects(None).unwrap(),
+            "{what}: the list"
+        );
     };
 
     let image = objects::document_from_json(
@@ -389,9 +394,9 @@ fn the_row_cache_follows_every_write() {
     let mac = crate::host::names::mac_address_of("uid-a");
     let first = db.lease("uid-a", &mac, None, net, 24).unwrap();
     assert_eq!(
-        cache.active_lease("uid-a"),
-        None,
-        "a new lease is read again"
+        cache.lease_grant("uid-a", None),
+        Some(first),
+        "a new lease is cached as written"
     );
     assert_eq!(db.lease("uid-a", &mac, None, net, 24).unwrap(), first);
     assert_eq!(cache.lease_grant("uid-a", None), Some(first));
@@ -415,6 +420,12 @@ fn the_row_cache_follows_every_write() {
         None,
         "a reservation is never granted from the cache"
     );
+    assert_eq!(
+        cache.active_lease("uid-a"),
+        Some(Some(first.ip)),
+        "the active lease stays beside the reservation"
+    );
+    agree("reserved");
     assert!(db.commit_lease("uid-a").unwrap());
     assert_eq!(
         db.lease("uid-a", &mac, Some(moved), net, 24).unwrap().ip,
@@ -431,4 +442,71 @@ fn the_row_cache_follows_every_write() {
     assert!(cache.status(Kind::Vm, "a").is_none());
     assert!(plain.get_object(Kind::Vm, "a").unwrap().is_none());
     agree("removed");
+}
+
+/// `list_objects` on the daemon's connection answers from the row cache where it can
+/// and reads the rest: after a restart (nothing cached) the whole list in one query,
+/// later only the few objects the cache lacks. Either way the list equals what a
+/// connection without a cache reads, and what was read is cached.
+#[test]
+fn listing_objects_reads_what_the_row_cache_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    let names: Vec<String> = (0..20).map(|i| format!("vm-{i:02}")).collect();
+    {
+        let before_restart = Database::open_cached(&path).unwrap();
+        for name in &names {
+            let resource = vm_resource(name, "base");
+            before_restart
+                .put_object(&StoredObject {
+                    uid: format!("uid-{name}"),
+                    generation: 1,
+                    hash: objects::spec_hash(&resource),
+                    resource,
+                    owner: Owner::Cli { path_set: vec![] },
+                    allow_recreate: false,
+                    created: "t".into(),
+                    deleting: None,
+                })
+                .unwrap();
+        }
+    }
+    let db = Database::open_cached(&path).unwrap();
+    let plain = Database::open(&path).unwrap();
+    let cache = db.cache().unwrap();
+    assert!(
+        cache.object(Kind::Vm, "vm-00").is_none(),
+        "a new connection"
+    );
+    let listed = db.list_objects(None).unwrap();
+    assert_eq!(listed.len(), 20);
+    assert_eq!(listed, plain.list_objects(None).unwrap());
+    assert!(
+        names.iter().all(|n| cache.object(Kind::Vm, n).is_some()),
+        "the list filled the cache"
+    );
+
+    // A few entries dropped, one object marked for deletion (dropped too): read again.
+    for n in ["vm-03", "vm-11", "vm-19"] {
+        cache.forget_document(Kind::Vm, n);
+    }
+    assert!(db.mark_deleting(Kind::Vm, "vm-07").unwrap());
+    let listed = db.list_objects(Some(Kind::Vm)).unwrap();
+    assert_eq!(listed, plain.list_objects(Some(Kind::Vm)).unwrap());
+    assert!(
+        listed[7].deleting.is_some(),
+        "{:?}",
+        listed[7].resource.name()
+    );
+    assert!(["vm-03", "vm-07", "vm-11", "vm-19"]
+        .iter()
+        .all(|n| cache.object(Kind::Vm, n).is_some()));
+    assert!(db.list_objects(Some(Kind::Image)).unwrap().is_empty());
+
+    db.remove_object(Kind::Vm, "vm-05", "uid-vm-05").unwrap();
+    assert_eq!(
+        db.list_objects(None).unwrap(),
+        plain.list_objects(None).unwrap()
+    );
+    assert_eq!(db.list_objects(None).unwrap().len(), 19);
 }

@@ -86,6 +86,7 @@ async fn daemon_serves_the_documented_api() {
     assert!(v["version"].is_string());
     assert!(v["resyncs"]["started"].is_u64() && v["resyncs"]["completed"].is_u64());
     assert!(v["reconciles"].is_u64());
+    assert!(v["storeTrips"].as_u64().is_some_and(|n| n > 0), "{v}");
 
     // Invalid: 422 with problems naming file and line; nothing created.
     let bad = vm_yaml("a", "base", "lots", "");

@@ -40,6 +40,7 @@ async fn a_no_op_resync_writes_nothing() {
     .await;
     let before = h.engine.resyncs.counts();
     let written = h.db().rows_written();
+    let first_trips = h.engine.ctl.store.trips();
     let queued = h.engine.enqueue_all().await.unwrap();
     assert_eq!(queued, 13, "the Image and 12 VMs");
     h.until("the resync pass completed", |h| {
@@ -57,6 +58,13 @@ async fn a_no_op_resync_writes_nothing() {
         "a no-op resync wrote rows"
     );
     assert!(all_ready(&h, 12));
+    // What the VMs' creation wrote (their leases included) is cached as written: even
+    // the first pass reads nothing but the list of keys.
+    assert_eq!(
+        h.engine.ctl.store.trips() - first_trips,
+        1,
+        "the first resync pass after the VMs converged"
+    );
 
     // The pass above read what it needed once; another one answers every reconcile from
     // the store's cache: one trip in all, for the list of keys.
