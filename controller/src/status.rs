@@ -354,7 +354,7 @@ pub struct ObjectStatus {
     pub hypervisor: Option<String>,
     /// VM: every host object banger made for it (process, sockets, tap, disk, lease, NAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handles: Option<serde_json::Value>,
+    pub handles: Option<HandlesJson>,
     /// Workspace: the host commit (the checkout's `HEAD`) the last copy brought, the
     /// base of `banger workspace export`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,6 +372,60 @@ pub struct ObjectStatus {
     /// Image: the pull in progress, one entry per layer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pull: Vec<LayerProgress>,
+}
+
+/// A VM's handles as its status shows them: a JSON object kept as its canonical text
+/// (compact, keys sorted), written out verbatim. A converged VM's reconcile derives
+/// them again and compares: as shared text, reading the status out of the store's
+/// cache, comparing and dropping it allocate nothing, where a JSON tree was parsed,
+/// cloned and dropped (a few dozen allocations) each time.
+///
+/// [`HandlesJson::of`] writes the canonical form, which is also what earlier builds
+/// stored (a `serde_json::Value` written out), so equal handles give equal text; text
+/// read back from the store is kept exactly as stored. Serialises as raw JSON, so only
+/// through `serde_json`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HandlesJson(std::sync::Arc<str>);
+
+impl HandlesJson {
+    /// The canonical JSON text of `value`: compact, every object's keys sorted (the
+    /// order a `serde_json::Value` keeps them in).
+    pub fn of<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        let tree = serde_json::to_value(value)?;
+        Ok(Self(serde_json::to_string(&tree)?.into()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The handles as a JSON tree (`null` if the text does not parse; it always does:
+    /// it was written by a JSON serialiser or read as a JSON value).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl std::fmt::Debug for HandlesJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for HandlesJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for HandlesJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        Ok(Self(raw.get().into()))
+    }
 }
 
 /// What an Image resolved to, as its status shows it.
@@ -519,5 +573,58 @@ mod tests {
         for p in Phase::iter() {
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
         }
+    }
+
+    /// Handles are written in one canonical form whatever type wrote them (so a status
+    /// stored by an earlier build, from a JSON tree, compares equal), and a status keeps
+    /// their text exactly through the store's round trip.
+    #[test]
+    fn handles_are_canonical_text_and_round_trip_as_stored() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Unsorted {
+            vm_dir: &'static str,
+            tap: &'static str,
+            disk_size: u64,
+            lease: serde_json::Value,
+        }
+        let typed = HandlesJson::of(&Unsorted {
+            vm_dir: "/s/vms/u",
+            tap: "bgt-u",
+            disk_size: 1 << 30,
+            lease: serde_json::json!({"prefix": 24, "ip": "172.30.0.2"}),
+        })
+        .unwrap();
+        let tree = serde_json::json!({
+            "tap": "bgt-u", "lease": {"ip": "172.30.0.2", "prefix": 24},
+            "diskSize": 1u64 << 30, "vmDir": "/s/vms/u"
+        });
+        assert_eq!(typed, HandlesJson::of(&tree).unwrap());
+        assert_eq!(typed.as_str(), serde_json::to_string(&tree).unwrap());
+        assert_eq!(
+            typed.as_str(),
+            r#"{"diskSize":1073741824,"lease":{"ip":"172.30.0.2","prefix":24},"tap":"bgt-u","vmDir":"/s/vms/u"}"#
+        );
+        assert_eq!(typed.to_value(), tree);
+
+        let status = ObjectStatus {
+            handles: Some(typed.clone()),
+            ..Default::default()
+        };
+        let stored = serde_json::to_string(&status).unwrap();
+        assert!(
+            stored.contains(&format!(r#""handles":{}"#, typed.as_str())),
+            "{stored}"
+        );
+        let read: ObjectStatus = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, status);
+        // Text stored in another key order is kept as it is (and so compares unequal).
+        let other =
+            r#"{"phase":"Running","observedGeneration":1,"handles":{"tap":"x","diskSize":1}}"#;
+        let read: ObjectStatus = serde_json::from_str(other).unwrap();
+        assert_eq!(
+            read.handles.unwrap().as_str(),
+            r#"{"tap":"x","diskSize":1}"#
+        );
     }
 }

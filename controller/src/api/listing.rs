@@ -278,9 +278,10 @@ mod tests {
             ip: Some("172.30.0.9".parse().unwrap()),
             pid: Some(4242),
             hypervisor: Some("qemu".into()),
-            handles: Some(serde_json::json!({
+            handles: crate::status::HandlesJson::of(&serde_json::json!({
                 "tap": "bg0", "lease": {"ip": "172.30.0.9", "prefix": 24}, "z": [1, 2]
-            })),
+            }))
+            .ok(),
             base_commit: Some("0123456789abcdef".into()),
             copied_at: Some("2026-01-01T00:00:10Z".into()),
             last_sync_request: Some(7),

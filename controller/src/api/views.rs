@@ -12,7 +12,7 @@ use super::types::{
 use crate::journal::JournalEntry;
 use crate::objects::{self, ANNOTATION_OWNER};
 use crate::planner::Plan;
-use crate::status::{Condition, ObjectStatus};
+use crate::status::{Condition, HandlesJson, ObjectStatus};
 use crate::store::{Event, StoredObject};
 
 /// A condition on the wire.
@@ -36,7 +36,7 @@ pub fn status_view(s: &ObjectStatus) -> StatusView {
         ip: s.ip.map(|ip| ip.to_string()),
         pid: s.pid,
         hypervisor: s.hypervisor.clone(),
-        handles: s.handles.clone(),
+        handles: s.handles.as_ref().map(HandlesJson::to_value),
         image: s.image.as_ref().map(|i| ImageStatusView {
             digest: i.digest.clone(),
             rootfs: i.rootfs.clone(),

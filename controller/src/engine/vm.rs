@@ -362,7 +362,7 @@ impl<R: VmRuntime> Engine<R> {
         status.ip = derived.ip;
         status.pid = derived.pid;
         status.hypervisor = derived.hypervisor;
-        status.handles = Some(derived.handles);
+        status.handles = derived.handles;
         for update in derived.conditions {
             status::set_condition(&mut status.conditions, update, g, &now);
         }

@@ -22,8 +22,10 @@ use std::time::Duration;
 use banger_specs::PowerState;
 
 use crate::planner::{Blocker, Plan};
-use crate::runtime::{ObservedVm, ProcessState, VmContext};
-use crate::status::{ConditionStatus, ConditionType, ConditionUpdate, Phase, Reason};
+use serde::Serialize;
+
+use crate::runtime::{Lease, ObservedVm, ProcessState, VmContext, VmHandles};
+use crate::status::{ConditionStatus, ConditionType, ConditionUpdate, HandlesJson, Phase, Reason};
 
 /// How soon a running VM whose guest is not ready yet is looked at again.
 pub const GUEST_POLL: Duration = Duration::from_millis(500);
@@ -57,7 +59,7 @@ pub struct DerivedVmStatus {
     /// The hypervisor of the recorded VMM.
     pub hypervisor: Option<String>,
     /// Every host object, for `describe`.
-    pub handles: serde_json::Value,
+    pub handles: Option<HandlesJson>,
     /// `GuestReady`, `Ready` and `Reconciling`, in that order.
     pub conditions: [ConditionUpdate; 3],
     /// When to look again without a trigger (`None`: only on the next trigger).
@@ -204,24 +206,30 @@ pub fn derive(inputs: VmStatusInputs<'_>) -> DerivedVmStatus {
 }
 
 /// The handles as `describe` shows them: the runtime's, plus the lease, the VM
-/// directory and the console log when the VM holds a lease.
-fn handles_view(ctx: &VmContext) -> serde_json::Value {
-    let mut handles = serde_json::to_value(&ctx.handles).unwrap_or(serde_json::Value::Null);
-    if let (Some(map), Some(lease)) = (handles.as_object_mut(), &ctx.lease) {
-        map.insert(
-            "lease".into(),
-            serde_json::to_value(lease).unwrap_or_default(),
-        );
-        map.insert(
-            "vmDir".into(),
-            serde_json::Value::String(ctx.vm_dir.display().to_string()),
-        );
-        map.insert(
-            "consoleLog".into(),
-            serde_json::Value::String(ctx.console_log().display().to_string()),
-        );
+/// directory and the console log when the VM holds a lease. `None` if they cannot be
+/// written as JSON (a path that is not UTF-8).
+fn handles_view(ctx: &VmContext) -> Option<HandlesJson> {
+    /// The view's members ([`HandlesJson::of`] writes them sorted).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct View<'a> {
+        #[serde(flatten)]
+        handles: &'a VmHandles,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lease: Option<&'a Lease>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vm_dir: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        console_log: Option<String>,
     }
-    handles
+    let leased = ctx.lease.is_some();
+    let view = View {
+        handles: &ctx.handles,
+        lease: ctx.lease.as_ref(),
+        vm_dir: leased.then(|| ctx.vm_dir.display().to_string()),
+        console_log: leased.then(|| ctx.console_log().display().to_string()),
+    };
+    HandlesJson::of(&view).ok()
 }
 
 #[cfg(test)]
@@ -522,9 +530,10 @@ mod tests {
         assert_eq!(d.pid, Some(42));
         assert_eq!(d.ip, Some(Ipv4Addr::new(172, 30, 0, 2)));
         assert_eq!(d.hypervisor.as_deref(), Some("qemu"));
-        assert_eq!(d.handles["vmDir"], "/state/vms/u1");
-        assert_eq!(d.handles["consoleLog"], "/state/vms/u1/console.log");
-        assert_eq!(d.handles["lease"]["ip"], "172.30.0.2");
+        let handles = d.handles.unwrap().to_value();
+        assert_eq!(handles["vmDir"], "/state/vms/u1");
+        assert_eq!(handles["consoleLog"], "/state/vms/u1/console.log");
+        assert_eq!(handles["lease"]["ip"], "172.30.0.2");
         let down = observed(ProcessState::Exited { clean: true }, false, true);
         let d = derive(VmStatusInputs {
             ctx: &c,

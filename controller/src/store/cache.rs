@@ -19,8 +19,8 @@
 //! - **Reads never block.** Lookups take only the cache's own mutex (never the
 //!   connection's), so async code may call them directly ([`super::Store::cached`]).
 //!
-//! Memory: one parsed copy of each object and status, a status's handles kept as their
-//! compact JSON text, a default internal state not kept at all, statuses boxed so the
+//! Memory: one parsed copy of each object and status (a status's handles are their
+//! compact JSON text), a default internal state not kept at all, statuses boxed so the
 //! table's empty slots stay small (about 1.5 KiB per VM in all).
 
 use std::collections::HashMap;
@@ -43,48 +43,30 @@ struct LeaseRows {
     reserved: Option<Ipv4Addr>,
 }
 
-/// A status as the cache keeps it: its `handles` (a JSON tree of a few maps, ~4 KiB
-/// of small allocations per VM when parsed) held as their compact text (a few hundred
-/// bytes) and parsed again when read; its internal state only when it is not the
-/// default (a VM's usually is: ~700 bytes of empty fields saved per entry).
+/// A status as the cache keeps it: its internal state only when it is not the default
+/// (a VM's usually is: ~700 bytes of empty fields saved per entry). Its handles are
+/// their JSON text already ([`crate::status::HandlesJson`]: shared, not copied, when
+/// read).
 struct CachedStatus {
-    /// The status without its handles.
+    /// The status.
     status: ObjectStatus,
-    /// `status.handles` as compact JSON text.
-    handles: Option<Box<str>>,
     /// The internal state; `None` stands for [`InternalState::default`].
     internal: Option<Box<InternalState>>,
 }
 
 impl CachedStatus {
-    /// `None` when the handles cannot be written as text (then the status is not kept).
-    fn new(status: &ObjectStatus, internal: &InternalState) -> Option<Self> {
-        let handles = match &status.handles {
-            Some(h) => Some(serde_json::to_string(h).ok()?.into_boxed_str()),
-            None => None,
-        };
-        let status = ObjectStatus {
-            handles: None,
-            ..status.clone()
-        };
+    fn new(status: &ObjectStatus, internal: &InternalState) -> Self {
         let internal = (*internal != InternalState::default()).then(|| Box::new(internal.clone()));
-        Some(Self {
-            status,
-            handles,
+        Self {
+            status: status.clone(),
             internal,
-        })
+        }
     }
 
-    /// The status and internal state as stored; `None` if the handles' text does not
-    /// parse (it always does: it was written by [`CachedStatus::new`]).
-    fn get(&self) -> Option<(ObjectStatus, InternalState)> {
-        let mut status = self.status.clone();
-        status.handles = match &self.handles {
-            Some(text) => Some(serde_json::from_str(text).ok()?),
-            None => None,
-        };
+    /// The status and internal state as stored.
+    fn get(&self) -> (ObjectStatus, InternalState) {
         let internal = self.internal.as_deref().cloned().unwrap_or_default();
-        Some((status, internal))
+        (self.status.clone(), internal)
     }
 }
 
@@ -125,7 +107,7 @@ impl RowCache {
         let rows = self.rows();
         rows.statuses
             .get(&(kind, name.to_string()))
-            .and_then(|c| c.get())
+            .map(|c| c.get())
     }
 
     /// The Image `image`'s resolution, if cached (`Some(None)`: known to be missing or
@@ -175,11 +157,10 @@ impl RowCache {
         if kind == Kind::Image {
             rows.resolutions.remove(name);
         }
-        let key = (kind, name.to_string());
-        match CachedStatus::new(status, internal) {
-            Some(cached) => rows.statuses.insert(key, Box::new(cached)),
-            None => rows.statuses.remove(&key),
-        };
+        rows.statuses.insert(
+            (kind, name.to_string()),
+            Box::new(CachedStatus::new(status, internal)),
+        );
     }
 
     /// Records an Image's resolution as read.
@@ -189,7 +170,7 @@ impl RowCache {
             .insert(image.to_string(), resolution.cloned());
     }
 
-    /// Records a VM's lease rows as read.
+    /// Records a VM's lease rows as read or written.
     pub(super) fn put_leases(
         &self,
         uid: &str,
@@ -239,7 +220,10 @@ mod tests {
         let status = ObjectStatus {
             phase: Phase::Running,
             observed_generation: 3,
-            handles: Some(serde_json::json!({"tap": "bgt-x", "diskSize": 1024})),
+            handles: crate::status::HandlesJson::of(
+                &serde_json::json!({"tap": "bgt-x", "diskSize": 1024}),
+            )
+            .ok(),
             ..Default::default()
         };
         let plain = InternalState::default();
