@@ -273,9 +273,7 @@ impl Database {
             }
         }
         if missing.len() > READ_ONE_BY_ONE {
-            let all = self.read_objects(kind)?;
-            all.iter().for_each(|o| cache.put_object(o));
-            return Ok(all);
+            return self.read_objects(kind);
         }
         for (kind, name) in missing {
             // Gone since the keys were listed: not listed.
@@ -288,9 +286,11 @@ impl Database {
     }
 
     /// All objects (of one kind) read and parsed from their rows, by kind then name.
+    /// With a row cache, every object read is cached (under the connection's lock, so an
+    /// entry is the row as read).
     fn read_objects(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
+        let conn = self.conn();
         let rows: Vec<Row> = {
-            let conn = self.conn();
             let mut stmt = conn
                 .prepare_cached(concat!(
                     object_columns!(),
@@ -307,6 +307,10 @@ impl Database {
             .into_iter()
             .map(|r| self.row_to_object(r))
             .collect::<Result<_, _>>()?;
+        if let Some(cache) = &self.cache {
+            out.iter().for_each(|o| cache.put_object(o));
+        }
+        drop(conn);
         out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
         Ok(out)
     }
