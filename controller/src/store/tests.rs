@@ -9,6 +9,20 @@ fn open() -> (tempfile::TempDir, Database) {
     (dir, store)
 }
 
+/// An object `apply` owns, with uid `uid-<name>`.
+fn stored_object(name: &str, resource: banger_specs::Resource, generation: i64) -> StoredObject {
+    StoredObject {
+        uid: format!("uid-{name}"),
+        generation,
+        hash: objects::spec_hash(&resource),
+        resource,
+        owner: Owner::Cli { path_set: vec![] },
+        allow_recreate: false,
+        created: "t".into(),
+        deleting: None,
+    }
+}
+
 #[test]
 fn migrations_run_once_and_reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,16 +281,6 @@ fn the_row_cache_follows_every_write() {
         "only the daemon's connection caches"
     );
     let net = Ipv4Addr::new(172, 30, 0, 0);
-    let object = |name: &str, resource: banger_specs::Resource, generation| StoredObject {
-        uid: format!("uid-{name}"),
-        generation,
-        hash: objects::spec_hash(&resource),
-        resource,
-        owner: Owner::Cli { path_set: vec![] },
-        allow_recreate: false,
-        created: "t".into(),
-        deleting: None,
-    };
     // Every cached entry equals what the uncached connection reads.
     let agree = |what: &str| {
         for (kind, name) in [(Kind::Vm, "a"), (Kind::Image, "base")] {
@@ -321,8 +325,9 @@ fn the_row_cache_follows_every_write() {
         r#"{"apiVersion":"banger.dev/v1alpha1","kind":"Image","metadata":{"name":"base"},"spec":{"kernel":"/k","rootfs":"/r"}}"#,
     )
     .unwrap();
-    db.put_object(&object("base", image.clone(), 1)).unwrap();
-    db.put_object(&object("a", vm_resource("a", "base"), 1))
+    db.put_object(&stored_object("base", image.clone(), 1))
+        .unwrap();
+    db.put_object(&stored_object("a", vm_resource("a", "base"), 1))
         .unwrap();
     assert!(
         cache.object(Kind::Vm, "a").is_some(),
@@ -369,7 +374,7 @@ fn the_row_cache_follows_every_write() {
         7
     );
     db.put_objects(
-        &[object("a", vm_resource("a", "other"), 2)],
+        &[stored_object("a", vm_resource("a", "other"), 2)],
         &[],
         EventCaps {
             per_object: 10,
@@ -456,18 +461,8 @@ fn listing_objects_reads_what_the_row_cache_lacks() {
     {
         let before_restart = Database::open_cached(&path).unwrap();
         for name in &names {
-            let resource = vm_resource(name, "base");
             before_restart
-                .put_object(&StoredObject {
-                    uid: format!("uid-{name}"),
-                    generation: 1,
-                    hash: objects::spec_hash(&resource),
-                    resource,
-                    owner: Owner::Cli { path_set: vec![] },
-                    allow_recreate: false,
-                    created: "t".into(),
-                    deleting: None,
-                })
+                .put_object(&stored_object(name, vm_resource(name, "base"), 1))
                 .unwrap();
         }
     }
