@@ -43,6 +43,13 @@ const PAGE_CACHE_KIB: i64 = 512;
 /// one; more are read with the whole list in one query.
 const READ_ONE_BY_ONE: usize = 16;
 
+/// Orders objects by kind (in [`Kind`]'s order, not its text's), then name.
+fn sort_by_kind_then_name(objects: &mut [StoredObject]) {
+    objects.sort_by(|a, b| {
+        (a.resource.kind(), a.resource.name()).cmp(&(b.resource.kind(), b.resource.name()))
+    });
+}
+
 /// Runs one statement through the connection's statement cache.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
@@ -279,9 +286,7 @@ impl Database {
             // Gone since the keys were listed: not listed.
             out.extend(self.get_object(kind, &name)?);
         }
-        out.sort_by(|a, b| {
-            (a.resource.kind(), a.resource.name()).cmp(&(b.resource.kind(), b.resource.name()))
-        });
+        sort_by_kind_then_name(&mut out);
         Ok(out)
     }
 
@@ -311,7 +316,7 @@ impl Database {
             out.iter().for_each(|o| cache.put_object(o));
         }
         drop(conn);
-        out.sort_by_key(|o| (o.resource.kind(), o.resource.name().to_string()));
+        sort_by_kind_then_name(&mut out);
         Ok(out)
     }
 
