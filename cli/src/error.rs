@@ -83,10 +83,22 @@ impl CliError {
 /// Writes text to stdout; a closed pipe (`banger get | head`) is not an error.
 pub fn print_out(text: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    printed(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )
+}
+
+/// Writes pretty JSON to stdout as it is made; a closed pipe is not an error.
+pub fn print_json(json: &crate::output::PrettyJson) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    printed(json.write_to(&mut stdout).and_then(|()| stdout.flush()))
+}
+
+/// The outcome of writing to stdout: a closed pipe (`| head`) ends output quietly.
+fn printed(written: std::io::Result<()>) -> Result<(), CliError> {
+    match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
     }

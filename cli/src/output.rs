@@ -1,12 +1,13 @@
 //! Printing objects: aligned tables (kubectl style) and `-o wide|json|yaml`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use banger_controller::api::types::{Condition, ObjectView};
 use banger_specs::Kind;
+use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -45,68 +46,139 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<String, PrintError> {
         })
 }
 
-/// JSON text as [`to_json`] prints it, without a typed round trip: the same members in
-/// the same order, indented by two spaces, `"key": value`, empty objects and arrays as
-/// `{}` and `[]`, a final newline. Strings, numbers and literals are copied as they
-/// are, so text that `serde_json` wrote (the daemon's answers) comes out exactly as
-/// `to_json` of its decoded value would. Fails on anything that is not one JSON value.
-pub fn pretty_json(text: &[u8]) -> Result<String, PrintError> {
-    let invalid = |message: String| PrintError {
-        format: "json",
-        message,
-    };
-    serde_json::from_slice::<serde::de::IgnoredAny>(text).map_err(|e| invalid(e.to_string()))?;
-    let mut out = Vec::with_capacity(text.len() + text.len() / 2);
-    let newline = |out: &mut Vec<u8>, depth: usize| {
-        out.push(b'\n');
-        out.extend(std::iter::repeat_n(b' ', 2 * depth));
-    };
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&c) = text.get(i) {
-        i += 1;
-        match c {
-            b'"' => {
-                // Copy the string through its closing quote; escapes stay as written.
-                let start = i - 1;
-                while let Some(&s) = text.get(i) {
-                    i += if s == b'\\' { 2 } else { 1 };
-                    if s == b'"' {
-                        break;
+/// JSON text to print as [`to_json`] prints it, without a typed round trip: the same
+/// members in the same order, indented by two spaces, `"key": value`, empty objects
+/// and arrays as `{}` and `[]`, a final newline. Strings, numbers and literals are
+/// copied as they are, so text that `serde_json` wrote (the daemon's answers) comes out
+/// exactly as `to_json` of its decoded value would.
+#[derive(Debug, Clone)]
+pub struct PrettyJson {
+    /// One JSON value, checked.
+    text: Bytes,
+}
+
+/// How much pretty JSON [`PrettyJson::write_to`] gathers before each write: a long
+/// list goes out in pieces instead of first becoming one string half again its size.
+const PRETTY_CHUNK: usize = 64 << 10;
+
+impl PrettyJson {
+    /// Checks that `text` is one JSON value (and UTF-8); fails on anything else.
+    pub fn new(text: impl Into<Bytes>) -> Result<Self, PrintError> {
+        let text = text.into();
+        let invalid = |message: String| PrintError {
+            format: "json",
+            message,
+        };
+        let utf8 = std::str::from_utf8(&text).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(utf8).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { text })
+    }
+
+    /// Writes the pretty text to `out`, a piece at a time.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let bytes: &[u8] = &self.text;
+        let mut buf = Vec::with_capacity(PRETTY_CHUNK + 1024);
+        let mut depth = 0usize;
+        let mut i = 0;
+        while let Some(&c) = bytes.get(i) {
+            match c {
+                b'"' => {
+                    let end = string_end(bytes, i);
+                    buf.extend_from_slice(&bytes[i..end]);
+                    i = end;
+                }
+                b'{' | b'[' => {
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    i += 1;
+                    while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+                        i += 1;
+                    }
+                    buf.push(c);
+                    if bytes.get(i) == Some(&close) {
+                        buf.push(close);
+                        i += 1;
+                    } else {
+                        depth += 1;
+                        newline(&mut buf, depth);
                     }
                 }
-                out.extend_from_slice(&text[start..i.min(text.len())]);
-            }
-            b'{' | b'[' => {
-                let close = if c == b'{' { b'}' } else { b']' };
-                while text.get(i).is_some_and(u8::is_ascii_whitespace) {
+                b'}' | b']' => {
+                    depth = depth.saturating_sub(1);
+                    newline(&mut buf, depth);
+                    buf.push(c);
                     i += 1;
                 }
-                out.push(c);
-                if text.get(i) == Some(&close) {
-                    out.push(close);
+                b',' => {
+                    buf.push(b',');
+                    newline(&mut buf, depth);
                     i += 1;
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
+                }
+                b':' => {
+                    buf.extend_from_slice(b": ");
+                    i += 1;
+                }
+                c if c.is_ascii_whitespace() => i += 1,
+                _ => {
+                    // A number or a literal: up to the next delimiter or space.
+                    let end = bytes[i..]
+                        .iter()
+                        .position(|&b| {
+                            matches!(b, b',' | b'}' | b']' | b':') || b.is_ascii_whitespace()
+                        })
+                        .map_or(bytes.len(), |n| i + n);
+                    buf.extend_from_slice(&bytes[i..end]);
+                    i = end;
                 }
             }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
+            if buf.len() >= PRETTY_CHUNK {
+                out.write_all(&buf)?;
+                buf.clear();
             }
-            b',' => {
-                out.push(b',');
-                newline(&mut out, depth);
-            }
-            b':' => out.extend_from_slice(b": "),
-            c if c.is_ascii_whitespace() => {}
-            c => out.push(c),
         }
+        buf.push(b'\n');
+        out.write_all(&buf)
     }
+
+    /// The whole pretty text.
+    #[cfg(test)]
+    pub fn to_text(&self) -> String {
+        let mut out = Vec::with_capacity(self.text.len() + self.text.len() / 2);
+        // Writing into a Vec cannot fail; the text is UTF-8 (checked by `new`) with only
+        // ASCII added between its tokens.
+        let _ = self.write_to(&mut out);
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+/// The position just past the string that opens at `start` (its closing quote; escapes
+/// skipped), or the end of the text.
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while let Some(n) = bytes
+        .get(i..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
+        i += n;
+        if bytes.get(i) == Some(&b'"') {
+            return i + 1;
+        }
+        // A backslash: it and the character it escapes.
+        i += 2;
+    }
+    bytes.len()
+}
+
+/// A line break and `depth` levels of two-space indentation.
+fn newline(out: &mut Vec<u8>, depth: usize) {
+    const SPACES: &[u8] = &[b' '; 64];
     out.push(b'\n');
-    String::from_utf8(out).map_err(|e| invalid(e.to_string()))
+    let mut left = 2 * depth;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.extend_from_slice(&SPACES[..n]);
+        left -= n;
+    }
 }
 
 /// A value as YAML, through the specs crate (the one place that talks to the YAML
@@ -230,9 +302,9 @@ pub struct TableObject<'a> {
     /// Name, creation time, owner.
     #[serde(borrow)]
     pub metadata: TableMetadata<'a>,
-    /// The spec (the columns pick single members).
-    #[serde(default)]
-    pub spec: Cow<'a, serde_json::Value>,
+    /// The spec members the columns show.
+    #[serde(borrow, default)]
+    pub spec: TableSpec<'a>,
     /// Phase, conditions and what the status says of the VM, Image or Workspace.
     #[serde(borrow, default)]
     pub status: TableStatus<'a>,
@@ -250,7 +322,59 @@ pub struct TableMetadata<'a> {
     pub creation_timestamp: Cow<'a, str>,
     /// Annotations (the OWNER column reads `banger.dev/owner`).
     #[serde(borrow, default)]
-    pub annotations: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    pub annotations: TableAnnotations<'a>,
+}
+
+/// The annotation a table shows.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TableAnnotations<'a> {
+    /// `banger.dev/owner`: who applied the object (the OWNER column).
+    #[serde(rename = "banger.dev/owner", borrow, default)]
+    pub owner: Option<Cow<'a, str>>,
+}
+
+/// The spec members the columns of any kind show, each as its JSON text (a column
+/// prints a string as the string, anything else as its JSON).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TableSpec<'a> {
+    /// VM: `vcpus`.
+    #[serde(borrow, default)]
+    pub vcpus: Option<&'a RawValue>,
+    /// VM: `memory` (bytes).
+    #[serde(borrow, default)]
+    pub memory: Option<&'a RawValue>,
+    /// VM: `image`.
+    #[serde(borrow, default)]
+    pub image: Option<&'a RawValue>,
+    /// Image: `oci` (the SOURCE column reads its `ref`).
+    #[serde(borrow, default)]
+    pub oci: Option<TableOci<'a>>,
+    /// Image: `rootfs`.
+    #[serde(borrow, default)]
+    pub rootfs: Option<&'a RawValue>,
+    /// Image: `kernel`.
+    #[serde(borrow, default)]
+    pub kernel: Option<&'a RawValue>,
+    /// Workspace: `vm`.
+    #[serde(borrow, default)]
+    pub vm: Option<&'a RawValue>,
+    /// Workspace: `source`.
+    #[serde(borrow, default)]
+    pub source: Option<&'a RawValue>,
+    /// Workspace: `path`.
+    #[serde(borrow, default)]
+    pub path: Option<&'a RawValue>,
+    /// Workspace: `include`.
+    #[serde(borrow, default)]
+    pub include: Option<&'a RawValue>,
+}
+
+/// An Image's `spec.oci`, as far as the table reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TableOci<'a> {
+    /// The image reference.
+    #[serde(rename = "ref", borrow, default)]
+    pub reference: Option<&'a RawValue>,
 }
 
 /// A condition's type and status.
@@ -331,19 +455,27 @@ fn ready(object: &TableObject<'_>) -> String {
         .map_or_else(|| "-".to_string(), str::to_string)
 }
 
-fn spec_str(object: &TableObject<'_>, pointer: &str) -> String {
-    match object.spec.pointer(pointer) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => "-".to_string(),
-        Some(other) => other.to_string(),
+/// A spec member's cell: a string as itself, `-` when absent or null, anything else
+/// as its JSON text.
+fn spec_str(member: Option<&RawValue>) -> String {
+    let Some(text) = member.map(|m| m.get().trim()) else {
+        return "-".to_string();
+    };
+    if text == "null" {
+        return "-".to_string();
     }
+    if text.starts_with('"') {
+        if let Ok(s) = serde_json::from_str::<String>(text) {
+            return s;
+        }
+    }
+    text.to_string()
 }
 
-fn spec_bytes(object: &TableObject<'_>, pointer: &str) -> String {
-    object
-        .spec
-        .pointer(pointer)
-        .and_then(serde_json::Value::as_u64)
+/// A spec member in bytes as [`format_bytes`] writes it; `-` unless a whole number.
+fn spec_bytes(member: Option<&RawValue>) -> String {
+    member
+        .and_then(|m| m.get().trim().parse::<u64>().ok())
         .map_or_else(|| "-".into(), format_bytes)
 }
 
@@ -407,15 +539,15 @@ pub fn rows_table(
         match kind {
             Kind::Vm => cells.extend([
                 or_dash(status.ip.as_ref()),
-                spec_str(object, "/vcpus"),
-                spec_bytes(object, "/memory"),
-                spec_str(object, "/image"),
+                spec_str(object.spec.vcpus),
+                spec_bytes(object.spec.memory),
+                spec_str(object.spec.image),
                 age,
             ]),
             Kind::Image => {
-                let source = match object.spec.pointer("/oci/ref") {
-                    Some(serde_json::Value::String(r)) => r.clone(),
-                    _ => spec_str(object, "/rootfs"),
+                let source = match object.spec.oci.as_ref().and_then(|o| o.reference) {
+                    Some(reference) => spec_str(Some(reference)),
+                    None => spec_str(object.spec.rootfs),
                 };
                 // The size and the kernel belong to a resolution, which has a digest.
                 let resolved = status.digest.is_some();
@@ -431,9 +563,9 @@ pub fn rows_table(
                 cells.extend([source, digest, size, update_column(object), age]);
             }
             Kind::Workspace => cells.extend([
-                spec_str(object, "/vm"),
-                spec_str(object, "/source"),
-                spec_str(object, "/path"),
+                spec_str(object.spec.vm),
+                spec_str(object.spec.source),
+                spec_str(object.spec.path),
                 status
                     .base_commit
                     .as_ref()
@@ -446,7 +578,7 @@ pub fn rows_table(
             ]),
         }
         if wide {
-            let owner = or_dash(object.metadata.annotations.get("banger.dev/owner"));
+            let owner = or_dash(object.metadata.annotations.owner.as_ref());
             match kind {
                 Kind::Vm => cells.extend([
                     or_dash(status.hypervisor.as_ref()),
@@ -459,11 +591,11 @@ pub fn rows_table(
                             format!("{path} (default)")
                         }
                         (Some(_), Some(path)) => path.to_string(),
-                        _ => spec_str(object, "/kernel"),
+                        _ => spec_str(object.spec.kernel),
                     };
                     cells.extend([kernel, owner])
                 }
-                Kind::Workspace => cells.extend([spec_str(object, "/include"), owner]),
+                Kind::Workspace => cells.extend([spec_str(object.spec.include), owner]),
             }
         }
         table.row(cells);
@@ -477,6 +609,11 @@ mod tests {
     use super::*;
     use banger_controller::api::types::{ObjectMetaView, StatusView};
     use time::macros::datetime;
+
+    /// [`PrettyJson`] of `text` as one string.
+    fn pretty_json(text: &[u8]) -> Result<String, PrintError> {
+        Ok(PrettyJson::new(Bytes::copy_from_slice(text))?.to_text())
+    }
 
     /// The table of views as `get` makes it: from their JSON, read as [`TableObject`]s.
     fn table_of(kind: Kind, views: &[&ObjectView], wide: bool, now: OffsetDateTime) -> Table {
@@ -501,8 +638,17 @@ mod tests {
             r#""just a string""#,
             r#"{"a":[],"b":{},"c":[1,-2,true,false,null,"x\"y\\z\n\u0001é/"],"d":{"e":[{"f":[]},{"g":{"h":0}}]}}"#,
             " { \"a\" : [ 1 , { } ] } ",
+            "{\n\t\"m\":\t[0,1.25,-0.0] ,\r\n \"n\": -1.5e-7\n}\n",
+            r#"{"ends in a backslash\\":"\\","k":{"x":"y"},"quote\"":"\""}"#,
+            r#"["ü","日本", "\u0007\t", {"":""}]"#,
         ];
-        for text in texts {
+        // Deeper than one run of indentation (64 spaces).
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        // Longer than the pieces the text is written in (64 KiB).
+        let item = r#"{"list":[true,null,{"k":"\\"}],"n":12,"name":"vm-\"x\""}"#;
+        let long = format!("{{\"items\":[{}]}}", vec![item; 5000].join(","));
+        assert!(long.len() > 3 * PRETTY_CHUNK);
+        for text in texts.iter().copied().chain([deep.as_str(), long.as_str()]) {
             let value: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(
                 pretty_json(text.as_bytes()).unwrap(),
@@ -510,6 +656,24 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn spec_cells_print_strings_as_text_and_the_rest_as_json() {
+        let spec: TableSpec<'_> = serde_json::from_str(
+            r#"{"image":"a \"quoted\" name","vcpus":2,"memory":1073741824,"vm":null,
+               "source":{"x":[1]},"path":"/p","oci":{"ref":"r:5000/x:1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec_str(spec.image), "a \"quoted\" name");
+        assert_eq!(spec_str(spec.vcpus), "2");
+        assert_eq!(spec_bytes(spec.memory), "1Gi");
+        assert_eq!(spec_bytes(spec.image), "-");
+        assert_eq!(spec_str(spec.vm), "-");
+        assert_eq!(spec_str(spec.kernel), "-");
+        assert_eq!(spec_str(spec.source), r#"{"x":[1]}"#);
+        assert_eq!(spec_str(spec.path), "/p");
+        assert_eq!(spec_str(spec.oci.and_then(|o| o.reference)), "r:5000/x:1");
     }
 
     #[test]

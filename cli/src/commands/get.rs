@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::client::{ClientError, DaemonClient};
 use crate::commands::not_found;
-use crate::error::{print_out, CliError};
-use crate::output::{pretty_json, rows_table, to_yaml, OutputFormat, TableList, TableObject};
+use crate::error::{print_json, print_out, CliError};
+use crate::output::{rows_table, to_yaml, OutputFormat, PrettyJson, TableList, TableObject};
 use crate::selector::{kind_word, parse_selection, Selection};
 
 /// Arguments of `banger get`.
@@ -56,6 +56,15 @@ fn undecodable(e: serde_json::Error) -> CliError {
     })
 }
 
+/// What `get` prints: a table or YAML as text, or JSON written out a piece at a time.
+#[derive(Debug)]
+pub enum Rendered {
+    /// A table (empty when there was nothing to show) or YAML.
+    Text(String),
+    /// JSON, checked, to be re-indented as it is written.
+    Json(PrettyJson),
+}
+
 /// Prints objects in the chosen format. `single` prints one object bare instead of a
 /// list; `multi_kind` writes names as `vm/dev`. JSON is the daemon's text re-indented
 /// (no typed round trip); tables read only their columns ([`TableObject`]).
@@ -64,11 +73,13 @@ pub fn render(
     format: OutputFormat,
     single: bool,
     multi_kind: bool,
-) -> Result<String, CliError> {
-    match (format, fetched) {
-        (OutputFormat::Json, Fetched::List(body)) => Ok(pretty_json(body)?),
+) -> Result<Rendered, CliError> {
+    let text = match (format, fetched) {
+        (OutputFormat::Json, Fetched::List(body)) => {
+            return Ok(Rendered::Json(PrettyJson::new(body.clone())?))
+        }
         (OutputFormat::Json, Fetched::Objects(bodies)) => match bodies.as_slice() {
-            [body] if single => Ok(pretty_json(body)?),
+            [body] if single => return Ok(Rendered::Json(PrettyJson::new(body.clone())?)),
             _ => {
                 let mut list = b"{\"items\":[".to_vec();
                 for (i, body) in bodies.iter().enumerate() {
@@ -78,12 +89,12 @@ pub fn render(
                     list.extend_from_slice(body);
                 }
                 list.extend_from_slice(b"]}");
-                Ok(pretty_json(&list)?)
+                return Ok(Rendered::Json(PrettyJson::new(list)?));
             }
         },
         (OutputFormat::Yaml, Fetched::List(body)) => {
             let list: ObjectList = serde_json::from_slice(body).map_err(undecodable)?;
-            Ok(to_yaml(&list)?)
+            to_yaml(&list)?
         }
         (OutputFormat::Yaml, Fetched::Objects(bodies)) => {
             let items = bodies
@@ -92,15 +103,16 @@ pub fn render(
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(undecodable)?;
             match items.as_slice() {
-                [object] if single => Ok(to_yaml(object)?),
-                _ => Ok(to_yaml(&ObjectList { items })?),
+                [object] if single => to_yaml(object)?,
+                _ => to_yaml(&ObjectList { items })?,
             }
         }
         (OutputFormat::Table | OutputFormat::Wide, _) => {
             let objects = table_objects(fetched)?;
-            Ok(tables(&objects, format == OutputFormat::Wide, multi_kind))
+            tables(&objects, format == OutputFormat::Wide, multi_kind)
         }
-    }
+    };
+    Ok(Rendered::Text(text))
 }
 
 /// The table rows of what was fetched.
@@ -197,8 +209,11 @@ pub async fn run(client: &DaemonClient, args: &GetArgs) -> Result<ExitCode, CliE
     };
     match text {
         // A table of nothing: the list answer had no items.
-        Some(text) if table_format && text.is_empty() => eprintln!("No objects found."),
-        Some(text) => print_out(&text)?,
+        Some(Rendered::Text(text)) if table_format && text.is_empty() => {
+            eprintln!("No objects found.")
+        }
+        Some(Rendered::Text(text)) => print_out(&text)?,
+        Some(Rendered::Json(json)) => print_json(&json)?,
         None if table_format && missing.is_empty() => eprintln!("No objects found."),
         None => {}
     }
