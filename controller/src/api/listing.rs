@@ -12,9 +12,12 @@
 //!   to.
 //! - `metadata` comes from the row's columns and the document's labels and
 //!   annotations (plus `banger.dev/owner`), written in [`ObjectMetaView`]'s order.
-//! - `status` is the stored [`ObjectStatus`] member by member, in [`StatusView`]'s
-//!   order, with the Image resolution's members lifted out of `image` (the view
-//!   flattens it). Every status member is copied as text; only its keys are read.
+//! - `status` is the stored text as it is when the store marked it so (`as_listed`: a
+//!   status without an Image resolution serialises exactly as [`StatusView`] does, so
+//!   most rows are copied unread). Otherwise it is the stored [`ObjectStatus`] member
+//!   by member, in [`StatusView`]'s order, with the Image resolution's members lifted
+//!   out of `image` (the view flattens it): every member is copied as text; only its
+//!   keys are read.
 //!
 //! The result is byte for byte what serialising the typed [`ObjectList`] gives; the
 //! tests below hold the two paths to that.
@@ -28,6 +31,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use banger_specs::API_VERSION;
 use serde::Deserialize;
@@ -35,20 +39,27 @@ use serde_json::value::RawValue;
 
 use crate::objects::{Owner, ANNOTATION_OWNER};
 use crate::status::ObjectStatus;
-use crate::store::StoredRow;
+use crate::store::{Database, StoreError, StoredRow};
+use banger_specs::Kind;
 
-/// A stored row that cannot be written out: its text is not what the store writes.
+/// Why a list could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind}/{name}: stored {part} does not parse: {source}")]
-pub struct ListingError {
-    /// The object's kind.
-    pub kind: &'static str,
-    /// The object's name.
-    pub name: String,
-    /// `document`, `owner` or `status`.
-    pub part: &'static str,
-    /// What the parser said.
-    pub source: serde_json::Error,
+pub enum ListingError {
+    /// The rows could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored row that cannot be written out: its text is not what the store writes.
+    #[error("{kind}/{name}: stored {part} does not parse: {source}")]
+    Corrupt {
+        /// The object's kind.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// `document`, `owner` or `status`.
+        part: &'static str,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
 }
 
 /// The parts of a stored document the list needs; the rest is skipped.
@@ -100,23 +111,31 @@ struct StoredStatus<'a> {
     pull: Option<&'a RawValue>,
 }
 
-/// `{"items": [...]}` for these rows (in their order): the body of `GET /v1/objects`.
-pub fn write_list(rows: &[StoredRow]) -> Result<Vec<u8>, ListingError> {
-    let size: usize = rows
-        .iter()
-        .map(|r| r.document.len() + r.status.as_ref().map_or(0, String::len) + 256)
-        .sum();
-    let mut out = Vec::with_capacity(size + 16);
+/// `{"items": [...]}` of every object (of `kind`), by kind then name: the body of
+/// `GET /v1/objects`, written while the store hands over its rows (nothing is copied
+/// out of SQLite first). Runs on the store's thread.
+pub fn write_list(db: &Database, kind: Option<Kind>) -> Result<Vec<u8>, ListingError> {
+    // Room for as much as the last list took (and a little more): a long list is then
+    // written without growing (and copying) its buffer again and again. Reserved room
+    // that is never written costs no memory.
+    let hint = LAST_LIST_BYTES.load(Ordering::Relaxed);
+    let mut out = Vec::with_capacity((hint + hint / 8).max(64 << 10));
     out.extend_from_slice(b"{\"items\":[");
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    db.for_each_stored(kind, |row| {
+        if !first {
             out.push(b',');
         }
-        write_object(row, &mut out)?;
-    }
+        first = false;
+        write_object(&row, &mut out)
+    })?;
     out.extend_from_slice(b"]}");
+    LAST_LIST_BYTES.store(out.len(), Ordering::Relaxed);
     Ok(out)
 }
+
+/// The size of the last list written ([`write_list`]'s first reservation).
+static LAST_LIST_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Appends `value` as a JSON string or number.
 fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
@@ -134,16 +153,16 @@ fn key(out: &mut Vec<u8>, first: bool, name: &str) {
     out.extend_from_slice(b"\":");
 }
 
-fn write_object(row: &StoredRow, out: &mut Vec<u8>) -> Result<(), ListingError> {
-    let error = |part, source| ListingError {
+fn write_object(row: &StoredRow<'_>, out: &mut Vec<u8>) -> Result<(), ListingError> {
+    let error = |part, source| ListingError::Corrupt {
         kind: row.kind.as_str(),
-        name: row.name.clone(),
+        name: row.name.to_string(),
         part,
         source,
     };
     let document: StoredDocument<'_> =
-        serde_json::from_str(&row.document).map_err(|e| error("document", e))?;
-    let owner: Owner = serde_json::from_str(&row.owner).map_err(|e| error("owner", e))?;
+        serde_json::from_str(row.document).map_err(|e| error("document", e))?;
+    let owner: Owner = serde_json::from_str(row.owner).map_err(|e| error("owner", e))?;
 
     out.push(b'{');
     key(out, true, "apiVersion");
@@ -179,7 +198,8 @@ fn write_object(row: &StoredRow, out: &mut Vec<u8>) -> Result<(), ListingError> 
     key(out, false, "spec");
     out.extend_from_slice(document.spec.get().as_bytes());
     key(out, false, "status");
-    match &row.status {
+    match row.status {
+        Some(text) if row.status_as_listed => out.extend_from_slice(text.as_bytes()),
         Some(text) => {
             let status: StoredStatus<'_> =
                 serde_json::from_str(text).map_err(|e| error("status", e))?;
@@ -247,8 +267,8 @@ mod tests {
     use crate::status::{
         Condition, ConditionStatus, ConditionType, ImageStatus, LayerProgress, Phase, Reason,
     };
-    use crate::store::{Database, InternalState, StoredObject};
-    use banger_specs::{Kind, Resource};
+    use crate::store::{InternalState, StoredObject};
+    use banger_specs::Resource;
 
     fn condition(type_: ConditionType, status: ConditionStatus, reason: Reason) -> Condition {
         Condition {
@@ -330,7 +350,7 @@ mod tests {
     }
 
     fn listed(db: &Database, kind: Option<Kind>) -> Vec<u8> {
-        write_list(&db.list_stored(kind).unwrap()).unwrap()
+        write_list(db, kind).unwrap()
     }
 
     fn store_with_every_kind() -> (tempfile::TempDir, Database) {
@@ -388,9 +408,14 @@ spec:
         for (i, doc) in docs.objects.into_iter().map(|o| o.resource).enumerate() {
             let (kind, name) = (doc.kind(), doc.name().to_string());
             stored(&db, doc, &format!("u{i}"), owners[i % 2].clone());
-            // `bare` keeps no status row: the list shows the default status.
+            // `bare` keeps no status row: the list shows the default status. Only an
+            // Image's status holds a resolution: the others are listed as stored.
+            let mut status = full_status();
+            if kind != Kind::Image {
+                status.image = None;
+            }
             if name != "bare" {
-                db.put_status(kind, &name, &full_status(), &InternalState::default())
+                db.put_status(kind, &name, &status, &InternalState::default())
                     .unwrap();
             }
         }
@@ -447,6 +472,33 @@ spec:
     }
 
     #[test]
+    fn a_status_without_a_resolution_is_stored_as_it_is_listed() {
+        let sparse = ObjectStatus {
+            phase: Phase::Running,
+            ip: Some("10.0.0.2".parse().unwrap()),
+            ..ObjectStatus::default()
+        };
+        let without_pull = ObjectStatus {
+            pull: Vec::new(),
+            ..full_status()
+        };
+        for mut status in [ObjectStatus::default(), sparse, full_status(), without_pull] {
+            status.image = None;
+            let stored = serde_json::to_string(&status).unwrap();
+            let read: StoredStatus<'_> = serde_json::from_str(&stored).unwrap();
+            let mut listed = Vec::new();
+            write_status(&read, &mut listed);
+            assert_eq!(String::from_utf8(listed).unwrap(), stored);
+        }
+        // With a resolution the two differ: such a row is read.
+        let stored = serde_json::to_string(&full_status()).unwrap();
+        let read: StoredStatus<'_> = serde_json::from_str(&stored).unwrap();
+        let mut listed = Vec::new();
+        write_status(&read, &mut listed);
+        assert_ne!(String::from_utf8(listed).unwrap(), stored);
+    }
+
+    #[test]
     fn every_status_member_is_copied() {
         let written = serde_json::to_value(full_status()).unwrap();
         let members: Vec<&str> = written
@@ -476,18 +528,19 @@ spec:
 
     #[test]
     fn a_corrupt_row_is_named() {
-        let row = StoredRow {
-            kind: Kind::Vm,
-            name: "dev".into(),
-            uid: "u".into(),
-            generation: 1,
-            document: "{not json".into(),
-            owner: r#"{"cli":{"pathSet":[]}}"#.into(),
-            created: "t".into(),
-            deleting: None,
-            status: None,
-        };
-        let e = write_list(&[row]).unwrap_err();
+        let (dir, db) = store_with_every_kind();
+        drop(db);
+        let raw = rusqlite::Connection::open(dir.path().join("banger.db")).unwrap();
+        raw.execute(
+            "UPDATE objects SET document = '{not json' WHERE kind = 'VM' AND name = 'dev'",
+            [],
+        )
+        .unwrap();
+        drop(raw);
+        let db = Database::open(&dir.path().join("banger.db")).unwrap();
+        let e = write_list(&db, None).unwrap_err();
         assert!(e.to_string().starts_with("VM/dev: stored document"), "{e}");
+        // The other kinds' lists do not read the row.
+        assert!(write_list(&db, Some(Kind::Image)).is_ok());
     }
 }

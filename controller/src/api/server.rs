@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use super::authz::Client;
 use super::error_body::ApiJson;
+use super::listing::ListingError;
 use super::types::{
     ApplyRequest, DeleteRequest, DescribeView, ErrorBody, EventView, ObjectView, RefreshRequest,
     SshIdentityView,
@@ -315,13 +316,24 @@ async fn list<R: VmRuntime>(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
-    let rows = st.ctl.store.list_stored(kind).await?;
-    let internal =
-        |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message);
-    let body = tokio::task::spawn_blocking(move || super::listing::write_list(&rows))
-        .await
-        .map_err(|e| internal(format!("list objects: {e}")))?
-        .map_err(|e| internal(format!("list objects: {e}")))?;
+    let listed = st
+        .ctl
+        .store
+        .run("list objects", move |db| {
+            Ok(super::listing::write_list(db, kind))
+        })
+        .await?;
+    let body = match listed {
+        Ok(body) => body,
+        Err(ListingError::Store(e)) => return Err(e.into()),
+        Err(e @ ListingError::Corrupt { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("list objects: {e}"),
+            ))
+        }
+    };
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

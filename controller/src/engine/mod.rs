@@ -93,7 +93,10 @@ impl ReconcileError {
                 StoreError::LeaseConflict { .. } | StoreError::LeasesExhausted { .. },
             ) => Reason::IpConflict,
             ReconcileError::Store(
-                StoreError::Sqlite { .. } | StoreError::Corrupt { .. } | StoreError::Task { .. },
+                StoreError::Sqlite { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::Task { .. }
+                | StoreError::RolledBack { .. },
             ) => Reason::StoreError,
             ReconcileError::Runtime(RuntimeError::Image { cause, .. }) => match cause {
                 ImageFailure::Unavailable => Reason::ImageUnavailable,

@@ -9,9 +9,13 @@
 //! How it stays true (the store remains the truth):
 //! - **Write-through, under the connection's lock.** Every [`super::Database`] method
 //!   that writes one of these rows updates or drops its entry while it still holds the
-//!   connection, after its transaction committed; every method that fills an entry
-//!   does so from the row it read under the same lock. So an entry always equals its
-//!   row, and a failed transaction leaves the cache as it was.
+//!   connection, after its transaction (or its savepoint in the store thread's shared
+//!   transaction) committed; every method that fills an entry does so from the row it
+//!   read under the same lock. So an entry always equals its row, and a failed write
+//!   leaves the cache as it was. A shared transaction that is not committed after all
+//!   (SQLite rolled it back, or its `COMMIT` failed: a full disk, an I/O error) empties
+//!   the whole cache, which then fills again from the database; between its writes and
+//!   that moment a lookup could have seen what was then lost.
 //! - **One writer.** Only the daemon's own connection has a cache
 //!   ([`super::Database::open_cached`], used by [`super::Store::open`]); the daemon holds
 //!   the state directory's lock, so no other process writes the database meanwhile.
@@ -201,6 +205,12 @@ impl RowCache {
         if kind == Kind::Image {
             rows.resolutions.remove(name);
         }
+    }
+
+    /// Drops every entry: after a shared transaction was not committed, the entries its
+    /// writes put here are not the database's rows (see [`super::Database::end_batch`]).
+    pub(super) fn clear(&self) {
+        *self.rows() = Rows::default();
     }
 
     /// Drops what is known of the VM `uid`'s leases.

@@ -1,5 +1,8 @@
 //! The synchronous database: one SQLite connection in WAL mode behind a mutex. Every
-//! method is one short transaction. Async code goes through [`super::Store`].
+//! method is one short transaction: a savepoint, so that it can also run inside the
+//! store thread's shared transaction ([`Database::begin_batch`]), where it commits or
+//! rolls back on its own just the same, and becomes durable with the batch. Async code
+//! goes through [`super::Store`].
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -7,6 +10,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
 use banger_specs::{Kind, ObjectKey};
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::cache::RowCache;
@@ -53,6 +57,36 @@ fn sort_by_kind_then_name(objects: &mut [StoredObject]) {
 /// Runs one statement through the connection's statement cache.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Whether a status's JSON text is the API's view of it as it is (the `as_listed`
+/// column): true unless it holds an Image resolution, which the view flattens
+/// ([`crate::api::listing`] checks the two agree).
+fn listed_as_is(status: &ObjectStatus) -> bool {
+    status.image.is_none()
+}
+
+/// The lowest number in `from..=to` that `taken` (sorted) does not hold.
+fn lowest_free(taken: &[u32], from: u32, to: u32) -> Option<u32> {
+    let mut candidate = from;
+    for &n in taken {
+        if n < candidate {
+            continue;
+        }
+        if n > candidate {
+            break;
+        }
+        candidate = candidate.checked_add(1)?;
+    }
+    (candidate <= to).then_some(candidate)
+}
+
+/// A text column of a row, borrowed from SQLite (`None` for NULL).
+fn column_text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    match row.get_ref(i)? {
+        ValueRef::Null => Ok(None),
+        other => other.as_str().map(Some).map_err(rusqlite::Error::from),
+    }
 }
 
 /// Reads one row through the connection's statement cache.
@@ -164,6 +198,53 @@ impl Database {
             operation,
             message,
         }
+    }
+
+    /// Opens a shared transaction: until [`Database::end_batch`], every method's writes
+    /// join it (each method's own savepoint still commits or rolls back only its
+    /// writes), and none is durable before the batch commits. The store's thread uses
+    /// it to commit the calls queued together at once ([`super::Store`]).
+    pub fn begin_batch(&self) -> Result<(), StoreError> {
+        self.conn()
+            .execute_batch("BEGIN")
+            .map_err(self.sql("begin shared transaction"))
+    }
+
+    /// Whether the shared transaction of [`Database::begin_batch`] is still open: SQLite
+    /// rolls a whole transaction back after some errors (a full disk, an I/O error).
+    pub fn in_batch(&self) -> bool {
+        !self.conn().is_autocommit()
+    }
+
+    /// Commits the shared transaction. When it cannot (it was rolled back, or `COMMIT`
+    /// failed), nothing it held is in the database: the transaction is rolled back if
+    /// still open, the row cache is emptied (its entries may hold what was lost), and
+    /// the error is returned for the callers whose writes were in it.
+    pub fn end_batch(&self) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let outcome = if conn.is_autocommit() {
+            Err(StoreError::RolledBack {
+                path: self.path.clone(),
+            })
+        } else {
+            conn.execute_batch("COMMIT")
+                .map_err(self.sql("commit shared transaction"))
+        };
+        if outcome.is_err() {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            if let Some(cache) = &self.cache {
+                cache.clear();
+            }
+        }
+        outcome
+    }
+
+    /// Runs SQL as it is on the connection (tests that make SQLite misbehave).
+    #[cfg(test)]
+    pub(crate) fn execute_raw(&self, sql: &str) {
+        let _ = self.conn().execute_batch(sql);
     }
 
     /// The database file.
@@ -401,9 +482,7 @@ impl Database {
         caps: EventCaps,
     ) -> Result<Option<i64>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(self.sql("begin write objects"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin write objects"))?;
         for o in objects {
             self.write_object(&tx, o)?;
         }
@@ -468,7 +547,7 @@ impl Database {
     /// global cap drops it.
     pub fn remove_object(&self, kind: Kind, name: &str, uid: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin remove"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin remove"))?;
         exec(
             &tx,
             "DELETE FROM objects WHERE kind = ?1 AND name = ?2 AND uid = ?3",
@@ -602,46 +681,61 @@ impl Database {
         Ok(out)
     }
 
-    /// All objects (of one kind) as stored, with their status text, by kind then name,
-    /// in one query and without parsing anything: what the API's list writes out
-    /// ([`crate::api::listing`]).
-    pub fn list_stored(&self, kind: Option<Kind>) -> Result<Vec<StoredRow>, StoreError> {
+    /// Hands every object (of one kind) as stored, with its status text, to `f`, by
+    /// kind then name, in one query and without parsing or copying anything: each row
+    /// is borrowed from SQLite while `f` looks at it (what the API's list writes out,
+    /// [`crate::api::listing`]). Stops at `f`'s first error.
+    pub fn for_each_stored<E: From<StoreError>>(
+        &self,
+        kind: Option<Kind>,
+        mut f: impl FnMut(StoredRow<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let conn = self.conn();
+        // Kinds' texts sort as the kinds do (`Image` < `VM` < `Workspace`), and SQLite
+        // compares text bytewise as Rust does: the rows come in the typed order.
         let mut stmt = conn
             .prepare_cached(
                 "SELECT objects.kind, objects.name, uid, generation, document, owner, created,
-                        deleting, status.view
+                        deleting, status.view, status.as_listed
                  FROM objects LEFT JOIN status USING (kind, name)
                  WHERE (?1 IS NULL OR kind = ?1) ORDER BY kind, name",
             )
             .map_err(self.sql("list objects"))?;
-        let rows = stmt
-            .query_map(params![kind.map(kind_str)], |r| {
+        let mut rows = stmt
+            .query(params![kind.map(kind_str)])
+            .map_err(self.sql("list objects"))?;
+        while let Some(row) = rows.next().map_err(self.sql("list objects"))? {
+            let read = || -> rusqlite::Result<_> {
+                let kind = column_text(row, 0)?.unwrap_or_default();
+                let required = |i| {
+                    column_text(row, i)?.ok_or(rusqlite::Error::InvalidColumnType(
+                        i,
+                        "NULL".into(),
+                        rusqlite::types::Type::Null,
+                    ))
+                };
                 Ok((
-                    r.get::<_, String>(0)?,
+                    kind,
                     StoredRow {
                         kind: Kind::Image,
-                        name: r.get(1)?,
-                        uid: r.get(2)?,
-                        generation: r.get(3)?,
-                        document: r.get(4)?,
-                        owner: r.get(5)?,
-                        created: r.get(6)?,
-                        deleting: r.get(7)?,
-                        status: r.get(8)?,
+                        name: required(1)?,
+                        uid: required(2)?,
+                        generation: row.get(3)?,
+                        document: required(4)?,
+                        owner: required(5)?,
+                        created: required(6)?,
+                        deleting: column_text(row, 7)?,
+                        status: column_text(row, 8)?,
+                        status_as_listed: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
                     },
                 ))
-            })
-            .map_err(self.sql("list objects"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (kind, mut row) = row.map_err(self.sql("list objects"))?;
-            row.kind = kind_parse(&kind)
+            };
+            let (kind, mut stored) = read().map_err(self.sql("list objects"))?;
+            stored.kind = kind_parse(kind)
                 .ok_or_else(|| self.corrupt("read object", format!("unknown kind {kind}")))?;
-            out.push(row);
+            f(stored)?;
         }
-        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-        Ok(out)
+        Ok(())
     }
 
     /// Writes the status of an object.
@@ -659,9 +753,9 @@ impl Database {
         let conn = self.conn();
         exec(
             &conn,
-            "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
-            params![kind_str(kind), name, v, i],
+            "INSERT INTO status (kind, name, view, internal, as_listed) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4, as_listed = ?5",
+            params![kind_str(kind), name, v, i, listed_as_is(status)],
         )
         .map_err(self.sql("write status"))?;
         if let Some(cache) = &self.cache {
@@ -674,7 +768,7 @@ impl Database {
     /// oldest events of all beyond `caps.total`. Returns its id.
     pub fn add_event(&self, event: &NewEvent, caps: EventCaps) -> Result<i64, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin event"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin event"))?;
         let id = self.insert_event(&tx, event, caps)?;
         tx.commit().map_err(self.sql("commit event"))?;
         Ok(id)
@@ -817,7 +911,7 @@ impl Database {
         step: &str,
     ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin journal"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin journal"))?;
         let running: &str = JournalOutcome::Running.into();
         exec(&tx,
             "INSERT INTO journal (uid, kind, name, step, started, started_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -974,7 +1068,7 @@ impl Database {
             // Whatever happens below, what is known of this VM's leases is read again.
             cache.forget_leases(uid);
         }
-        let tx = conn.transaction().map_err(self.sql("begin lease"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin lease"))?;
         let rows: Vec<(String, bool)> = {
             let mut stmt = tx
                 .prepare_cached("SELECT ip, pending FROM leases WHERE vm_uid = ?1")
@@ -1035,19 +1129,26 @@ impl Database {
                 ip
             }
             None => {
-                let taken: std::collections::HashSet<u32> = {
+                // The lowest address not taken: the taken ones in order, then the first
+                // gap (no set to hash into, no string kept per row).
+                let mut taken: Vec<u32> = Vec::new();
+                {
                     let mut stmt = tx
                         .prepare_cached("SELECT ip FROM leases")
                         .map_err(self.sql("read leases"))?;
-                    let rows = stmt
-                        .query_map([], |r| r.get::<_, String>(0))
-                        .map_err(self.sql("read leases"))?;
-                    rows.filter_map(|r| r.ok())
-                        .filter_map(|s| s.parse::<Ipv4Addr>().ok())
-                        .map(u32::from)
-                        .collect()
-                };
-                let free = (first + 1..=last).find(|n| !taken.contains(n));
+                    let mut rows = stmt.query([]).map_err(self.sql("read leases"))?;
+                    while let Some(row) = rows.next().map_err(self.sql("read leases"))? {
+                        if let Some(ip) = column_text(row, 0)
+                            .ok()
+                            .flatten()
+                            .and_then(|t| t.parse::<Ipv4Addr>().ok())
+                        {
+                            taken.push(u32::from(ip));
+                        }
+                    }
+                }
+                taken.sort_unstable();
+                let free = lowest_free(&taken, first + 1, last);
                 Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
             }
         };
@@ -1083,7 +1184,7 @@ impl Database {
         if let Some(cache) = &self.cache {
             cache.forget_leases(uid);
         }
-        let tx = conn.transaction().map_err(self.sql("begin lease"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin lease"))?;
         let reserved: bool = query_one(
             &tx,
             "SELECT EXISTS (SELECT 1 FROM leases WHERE vm_uid = ?1 AND pending = 1)",
@@ -1183,7 +1284,7 @@ impl Database {
             .map_err(|e| self.corrupt("write handles", e.to_string()))?;
         let done: &str = JournalOutcome::Done.into();
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin finish step"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin finish step"))?;
         exec(&tx,
             "INSERT INTO handles (vm_uid, handles) VALUES (?1, ?2) ON CONFLICT (vm_uid) DO UPDATE SET handles = ?2",
             params![uid, json],
@@ -1275,12 +1376,12 @@ impl Database {
         let m = serde_json::to_string(manifest)
             .map_err(|e| self.corrupt("write copy manifest", e.to_string()))?;
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.sql("begin write copy"))?;
+        let tx = conn.savepoint().map_err(self.sql("begin write copy"))?;
         exec(
             &tx,
-            "INSERT INTO status (kind, name, view, internal) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4",
-            params![kind_str(Kind::Workspace), name, v, i],
+            "INSERT INTO status (kind, name, view, internal, as_listed) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kind, name) DO UPDATE SET view = ?3, internal = ?4, as_listed = ?5",
+            params![kind_str(Kind::Workspace), name, v, i, listed_as_is(status)],
         )
         .map_err(self.sql("write status"))?;
         exec(
@@ -1355,5 +1456,19 @@ mod tests {
         let db = Database::open(&dir.path().join("banger.db")).unwrap();
         let kib: i64 = query_one(&db.conn(), "PRAGMA cache_size", [], |r| r.get(0)).unwrap();
         assert_eq!(kib, -PAGE_CACHE_KIB);
+    }
+
+    #[test]
+    fn the_lowest_free_address_is_the_first_gap() {
+        assert_eq!(lowest_free(&[], 2, 9), Some(2));
+        assert_eq!(lowest_free(&[2, 3, 4], 2, 9), Some(5));
+        assert_eq!(lowest_free(&[2, 3, 5], 2, 9), Some(4));
+        assert_eq!(lowest_free(&[1, 3, 4], 2, 9), Some(2), "below the range");
+        assert_eq!(lowest_free(&[0, 1, 2, 3, 4], 2, 4), None, "all taken");
+        assert_eq!(lowest_free(&[7, 8], 2, 9), Some(2));
+        assert_eq!(
+            lowest_free(&[u32::MAX - 1, u32::MAX], u32::MAX - 1, u32::MAX),
+            None
+        );
     }
 }

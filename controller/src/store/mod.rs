@@ -11,6 +11,13 @@
 //!   saves the hand-offs between pool threads: calls queued while it works run back to
 //!   back, and no burst of calls grows a pool of threads (each with its own malloc
 //!   arena).
+//! - **Group commit.** Calls that queued up while the thread worked (up to
+//!   [`MAX_BATCH`]) run in one shared transaction ([`Database::begin_batch`]): each
+//!   call's writes still commit or roll back on their own (a savepoint), but SQLite
+//!   writes the pages they share and takes its locks once for all of them. No call is
+//!   answered before the transaction committed, so a caller never acts on a write that
+//!   is not in the database; if the commit fails, every call in it gets the error.
+//!   A call alone in the queue is its own transaction, as it would be without this.
 //!
 //! The daemon's connection keeps the rows a reconcile reads parsed in memory
 //! ([`cache`], write-through): [`Store::get_object`], [`Store::get_status`] and
@@ -66,6 +73,13 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// SQLite rolled a shared transaction back before its end (after an error such as a
+    /// full disk): the writes made in it are lost.
+    #[error("store {path}: SQLite rolled the shared transaction back")]
+    RolledBack {
+        /// Database file.
+        path: PathBuf,
+    },
     /// A stored row does not parse.
     #[error("store {path}: {operation}: corrupt row: {message}")]
     Corrupt {
@@ -115,28 +129,31 @@ pub struct StoredObject {
     pub deleting: Option<String>,
 }
 
-/// An object row and its status as stored, unparsed: what the API's list writes out
-/// without a typed round trip ([`Database::list_stored`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRow {
+/// An object row and its status as stored, unparsed and borrowed from SQLite's row:
+/// what the API's list writes out without a typed round trip
+/// ([`Database::for_each_stored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRow<'a> {
     /// Its kind.
     pub kind: Kind,
     /// Its name.
-    pub name: String,
+    pub name: &'a str,
     /// Its unique id.
-    pub uid: String,
+    pub uid: &'a str,
     /// Its generation.
     pub generation: i64,
     /// Its canonical document (JSON text, keys sorted: [`crate::objects::document_json`]).
-    pub document: String,
+    pub document: &'a str,
     /// Who owns it ([`Owner`] as JSON text).
-    pub owner: String,
+    pub owner: &'a str,
     /// Creation time (RFC 3339).
-    pub created: String,
+    pub created: &'a str,
     /// Deletion requested at (RFC 3339).
-    pub deleting: Option<String>,
+    pub deleting: Option<&'a str>,
     /// Its status ([`ObjectStatus`] as JSON text), when one was written.
-    pub status: Option<String>,
+    pub status: Option<&'a str>,
+    /// `status` is the API's text of the status as it is (nothing to reorder or lift).
+    pub status_as_listed: bool,
 }
 
 /// Engine bookkeeping kept next to the status, never shown as is.
@@ -272,8 +289,18 @@ pub struct Store {
     trips: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// A call for the store's thread.
-type Job = Box<dyn FnOnce(&Database) + Send>;
+/// A call for the store's thread: it runs against the database and returns how to
+/// answer its caller, once the transaction it ran in is committed (or is not).
+type Job = Box<dyn FnOnce(&Database) -> Answer + Send>;
+
+/// Answers a call: with its own result, or with the error that kept the shared
+/// transaction it ran in from committing.
+type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// The most calls that share one transaction. Enough for every reconcile worker's
+/// next call to queue up behind one another; few enough that a call never waits long
+/// behind the others for its commit.
+pub const MAX_BATCH: usize = 64;
 
 impl Store {
     /// Opens (creating if needed) the database file, enables WAL, migrates and starts
@@ -285,11 +312,7 @@ impl Store {
         let thread_db = Arc::clone(&db);
         std::thread::Builder::new()
             .name("banger-store".into())
-            .spawn(move || {
-                for job in queue {
-                    job(&thread_db);
-                }
-            })
+            .spawn(move || serve(&thread_db, &queue))
             .map_err(|e| StoreError::Task {
                 path: path.to_path_buf(),
                 operation: "start the store thread",
@@ -316,9 +339,20 @@ impl Store {
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let path = self.db.path().to_path_buf();
         let job: Job = Box::new(move |db| {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(db)));
-            let _ = reply.send(result);
+            Box::new(move |uncommitted: Option<&StoreError>| {
+                let result = match (result, uncommitted) {
+                    (Ok(Ok(_)), Some(e)) => Ok(Err(StoreError::Task {
+                        path,
+                        operation,
+                        message: format!("not committed: {e}"),
+                    })),
+                    (result, _) => result,
+                };
+                let _ = reply.send(result);
+            })
         });
         let failed = |message: String| StoreError::Task {
             path: self.db.path().to_path_buf(),
@@ -375,13 +409,6 @@ impl Store {
         kind: Option<Kind>,
     ) -> Result<Vec<(StoredObject, ObjectStatus)>, StoreError> {
         self.run("list objects", move |db| db.list_with_status(kind))
-            .await
-    }
-
-    /// All objects (of one kind) with their status, as stored (unparsed), by kind then
-    /// name: one query.
-    pub async fn list_stored(&self, kind: Option<Kind>) -> Result<Vec<StoredRow>, StoreError> {
-        self.run("list objects", move |db| db.list_stored(kind))
             .await
     }
 
@@ -675,6 +702,51 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         (Some(s), _) => format!("panicked: {s}"),
         (_, Some(s)) => format!("panicked: {s}"),
         _ => "panicked".into(),
+    }
+}
+
+/// The store thread's loop: runs the calls in the order they came, those that queued
+/// up together in one shared transaction, until every [`Store`] handle is dropped.
+fn serve(db: &Database, queue: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(db, jobs);
+    }
+}
+
+/// Runs `jobs` in one transaction (a lone job in its own) and then answers them.
+fn run_batch(db: &Database, jobs: Vec<Job>) {
+    let shared = jobs.len() > 1 && db.begin_batch().is_ok();
+    if !shared {
+        for job in jobs {
+            job(db)(None);
+        }
+        return;
+    }
+    let mut answers = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        answers.push(job(db));
+        if !db.in_batch() {
+            // SQLite rolled the transaction back (after an error): the calls so far
+            // lost their writes. The rest run as a batch of their own.
+            let lost = db.end_batch().err();
+            for answer in answers.drain(..) {
+                answer(lost.as_ref());
+            }
+            run_batch(db, jobs.collect());
+            return;
+        }
+    }
+    let outcome = db.end_batch().err();
+    for answer in answers {
+        answer(outcome.as_ref());
     }
 }
 

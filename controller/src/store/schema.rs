@@ -89,4 +89,10 @@ pub const MIGRATIONS: &[&str] = &[
         manifest TEXT NOT NULL
     );
     "#,
+    // 4: whether a status's `view` is already the API's text of it (a status without an
+    // Image resolution serialises member for member as the API's view does), so that a
+    // list copies it without reading it. Rows written before say 0 and are read.
+    r#"
+    ALTER TABLE status ADD COLUMN as_listed INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

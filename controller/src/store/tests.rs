@@ -505,3 +505,192 @@ fn listing_objects_reads_what_the_row_cache_lacks() {
     );
     assert_eq!(db.list_objects(None).unwrap().len(), 19);
 }
+
+/// A status that says `phase`.
+fn status_of(phase: crate::status::Phase) -> ObjectStatus {
+    ObjectStatus {
+        phase,
+        ..ObjectStatus::default()
+    }
+}
+
+/// Occupies the store's thread until the returned sender is dropped or sent to, so that
+/// the calls made meanwhile queue up behind it; returns once the thread runs it.
+async fn hold_store_thread(store: &Store) -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (running, started) = tokio::sync::oneshot::channel::<()>();
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .run("hold the thread", move |_db| {
+                let _ = running.send(());
+                let _ = held.recv_timeout(std::time::Duration::from_secs(10));
+                Ok(())
+            })
+            .await
+    });
+    started.await.unwrap();
+    release
+}
+
+/// Lets the calls spawned so far reach the store's queue.
+async fn let_calls_queue() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_together_share_one_transaction_each_with_its_own_outcome() {
+    use crate::status::Phase;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    let store = Store::open(&path).unwrap();
+    // Alone in the queue, a call is its own transaction.
+    let alone = store.run("alone", |db| Ok(db.in_batch())).await.unwrap();
+    assert!(!alone);
+
+    let release = hold_store_thread(&store).await;
+    let s = store.clone();
+    let first = tokio::spawn(async move {
+        s.run("write a", |db| {
+            db.put_status(
+                Kind::Vm,
+                "a",
+                &status_of(Phase::Running),
+                &InternalState::default(),
+            )?;
+            Ok(db.in_batch())
+        })
+        .await
+    });
+    let_calls_queue().await;
+    // A call that writes and then fails: its writes roll back, the others' stay.
+    let s = store.clone();
+    let failing = tokio::spawn(async move {
+        s.run("fail", |db| -> Result<(), StoreError> {
+            db.journal_begin("uid-b", Kind::Vm, "b", "create-tap")?;
+            db.put_handles("uid-b", &VmHandles::default())?;
+            Err(StoreError::Task {
+                path: db.path().to_path_buf(),
+                operation: "fail",
+                message: "on purpose".into(),
+            })
+        })
+        .await
+    });
+    let_calls_queue().await;
+    let s = store.clone();
+    let panicking = tokio::spawn(async move {
+        s.run("panic", |db| -> Result<(), StoreError> {
+            db.put_status(
+                Kind::Vm,
+                "p",
+                &status_of(Phase::Failed),
+                &InternalState::default(),
+            )?;
+            panic!("on purpose");
+        })
+        .await
+    });
+    let_calls_queue().await;
+    let s = store.clone();
+    let last = tokio::spawn(async move {
+        s.run("write c", |db| {
+            db.put_status(
+                Kind::Vm,
+                "c",
+                &status_of(Phase::Stopped),
+                &InternalState::default(),
+            )?;
+            Ok(db.in_batch())
+        })
+        .await
+    });
+    let_calls_queue().await;
+    // Nothing is answered while the transaction is open.
+    assert!(!first.is_finished() && !last.is_finished());
+    release.send(()).unwrap();
+
+    assert!(
+        first.await.unwrap().unwrap(),
+        "the first queued call ran in the batch"
+    );
+    assert!(failing.await.unwrap().is_err());
+    let panicked = panicking.await.unwrap().unwrap_err();
+    assert!(panicked.to_string().contains("on purpose"), "{panicked}");
+    assert!(
+        last.await.unwrap().unwrap(),
+        "the last queued call ran in the batch"
+    );
+
+    // Another connection sees what the batch committed: each call's writes as if
+    // it had been its own transaction (the failed call's writes did commit: they
+    // were done before the failure, as without the batch).
+    let other = Database::open(&path).unwrap();
+    let phase = |name: &str| other.get_status(Kind::Vm, name).unwrap().0.phase;
+    assert_eq!(phase("a"), Phase::Running);
+    assert_eq!(phase("c"), Phase::Stopped);
+    assert_eq!(other.journal_unfinished().unwrap().len(), 1);
+    // A panic unwinds through the call: the status it wrote is still the call's
+    // own write, committed with the batch like the failed call's.
+    assert_eq!(phase("p"), Phase::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_transaction_that_is_lost_fails_every_call_in_it() {
+    use crate::status::Phase;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    let store = Store::open(&path).unwrap();
+    let release = hold_store_thread(&store).await;
+    let spawn_write = |name: &'static str| {
+        let s = store.clone();
+        tokio::spawn(async move {
+            s.run("write", move |db| {
+                db.put_status(
+                    Kind::Vm,
+                    name,
+                    &status_of(Phase::Running),
+                    &InternalState::default(),
+                )
+            })
+            .await
+        })
+    };
+    let before = spawn_write("a");
+    let_calls_queue().await;
+    // What SQLite does after a full disk or an I/O error: the whole transaction is
+    // rolled back under the calls' feet.
+    let s = store.clone();
+    let rollback = tokio::spawn(async move {
+        s.run("roll back", |db| {
+            db.execute_raw("ROLLBACK");
+            Ok(())
+        })
+        .await
+    });
+    let_calls_queue().await;
+    let after = spawn_write("b");
+    let_calls_queue().await;
+    release.send(()).unwrap();
+
+    let lost = before.await.unwrap().unwrap_err();
+    assert!(
+        lost.to_string()
+            .contains("rolled the shared transaction back"),
+        "{lost}"
+    );
+    assert!(rollback.await.unwrap().is_err());
+    after.await.unwrap().unwrap();
+
+    let other = Database::open(&path).unwrap();
+    let phase = |name: &str| other.get_status(Kind::Vm, name).unwrap().0.phase;
+    assert_eq!(phase("a"), Phase::Pending, "no status row: the default");
+    assert_eq!(phase("b"), Phase::Running);
+    // The cache forgot what the lost write put there.
+    assert!(store.cached().unwrap().status(Kind::Vm, "a").is_none());
+    let (status, _) = store.get_status(Kind::Vm, "a").await.unwrap();
+    assert_eq!(status.phase, Phase::Pending);
+}
