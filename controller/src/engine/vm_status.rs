@@ -20,10 +20,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use banger_specs::PowerState;
-
-use crate::planner::{Blocker, Plan};
 use serde::Serialize;
 
+use crate::planner::{Blocker, Plan};
 use crate::runtime::{Lease, ObservedVm, ProcessState, VmContext, VmHandles};
 use crate::status::{ConditionStatus, ConditionType, ConditionUpdate, HandlesJson, Phase, Reason};
 

@@ -533,6 +533,24 @@ async fn hold_store_thread(store: &Store) -> std::sync::mpsc::Sender<()> {
     release
 }
 
+/// Spawns a call that writes the VM `name`'s status as `phase`; it answers whether it
+/// ran in a shared transaction.
+fn spawn_status_write(
+    store: &Store,
+    name: &'static str,
+    phase: crate::status::Phase,
+) -> tokio::task::JoinHandle<Result<bool, StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .run("write status", move |db| {
+                db.put_status(Kind::Vm, name, &status_of(phase), &InternalState::default())?;
+                Ok(db.in_batch())
+            })
+            .await
+    })
+}
+
 /// Lets the calls spawned so far reach the store's queue.
 async fn let_calls_queue() {
     for _ in 0..20 {
@@ -552,21 +570,10 @@ async fn calls_queued_together_share_one_transaction_each_with_its_own_outcome()
     assert!(!alone);
 
     let release = hold_store_thread(&store).await;
-    let s = store.clone();
-    let first = tokio::spawn(async move {
-        s.run("write a", |db| {
-            db.put_status(
-                Kind::Vm,
-                "a",
-                &status_of(Phase::Running),
-                &InternalState::default(),
-            )?;
-            Ok(db.in_batch())
-        })
-        .await
-    });
+    let first = spawn_status_write(&store, "a", Phase::Running);
     let_calls_queue().await;
-    // A call that writes and then fails: its writes roll back, the others' stay.
+    // A call that writes and then fails: it alone gets the error; the others' writes
+    // and its own (made before it failed) stay, as without the batch.
     let s = store.clone();
     let failing = tokio::spawn(async move {
         s.run("fail", |db| -> Result<(), StoreError> {
@@ -595,19 +602,7 @@ async fn calls_queued_together_share_one_transaction_each_with_its_own_outcome()
         .await
     });
     let_calls_queue().await;
-    let s = store.clone();
-    let last = tokio::spawn(async move {
-        s.run("write c", |db| {
-            db.put_status(
-                Kind::Vm,
-                "c",
-                &status_of(Phase::Stopped),
-                &InternalState::default(),
-            )?;
-            Ok(db.in_batch())
-        })
-        .await
-    });
+    let last = spawn_status_write(&store, "c", Phase::Stopped);
     let_calls_queue().await;
     // Nothing is answered while the transaction is open.
     assert!(!first.is_finished() && !last.is_finished());
@@ -645,21 +640,7 @@ async fn a_shared_transaction_that_is_lost_fails_every_call_in_it() {
     let path = dir.path().join("banger.db");
     let store = Store::open(&path).unwrap();
     let release = hold_store_thread(&store).await;
-    let spawn_write = |name: &'static str| {
-        let s = store.clone();
-        tokio::spawn(async move {
-            s.run("write", move |db| {
-                db.put_status(
-                    Kind::Vm,
-                    name,
-                    &status_of(Phase::Running),
-                    &InternalState::default(),
-                )
-            })
-            .await
-        })
-    };
-    let before = spawn_write("a");
+    let before = spawn_status_write(&store, "a", Phase::Running);
     let_calls_queue().await;
     // What SQLite does after a full disk or an I/O error: the whole transaction is
     // rolled back under the calls' feet.
@@ -672,7 +653,7 @@ async fn a_shared_transaction_that_is_lost_fails_every_call_in_it() {
         .await
     });
     let_calls_queue().await;
-    let after = spawn_write("b");
+    let after = spawn_status_write(&store, "b", Phase::Running);
     let_calls_queue().await;
     release.send(()).unwrap();
 
