@@ -14,7 +14,7 @@ use crate::planner::{crash_backoff_remaining, Action, Plan, CRASH_WINDOW_SECS};
 use crate::queue::Outcome;
 use crate::runtime::{ProcessState, VmContext, VmRuntime, VmStep};
 use crate::status::{self, ConditionType, EventType, ObjectStatus, Phase, Reason};
-use crate::store::{InternalState, NewEvent, StoreError, StoredObject};
+use crate::store::{FinishedStep, InternalState, NewEvent, StoreError, StoredObject};
 
 /// What a VM's reconcile ends with (see [`Engine::end_vm_reconcile`]).
 struct ReconcileEnd {
@@ -48,16 +48,36 @@ fn step_event(step: VmStep) -> Option<Reason> {
 
 impl<R: VmRuntime> Engine<R> {
     /// Runs one step with its journal row; persists the handles it returns and, when it
-    /// succeeded, records `event` with them (one store trip).
+    /// succeeded, records `event` with them.
     pub async fn run_step(
         &self,
         ctx: &mut VmContext,
         step: VmStep,
         event: Option<NewEvent>,
     ) -> Result<(), ReconcileError> {
+        let mut finished = None;
+        self.run_step_carried(ctx, step, event, &mut finished)
+            .await?;
+        self.write_finished(&mut finished).await?;
+        Ok(())
+    }
+
+    /// Runs one step of a round: its journal row is written first — in the same trip
+    /// as the completion of the round's step before it (`finished`), if any — then the
+    /// step; when it succeeded, its handles are put in memory and its completion is
+    /// left in `finished` for the round's next trip ([`FinishedStep`]). A failed step's
+    /// row is completed at once. Only a wait for a heavy-step permit comes between a
+    /// step and its completion, and it writes the completion first.
+    async fn run_step_carried(
+        &self,
+        ctx: &mut VmContext,
+        step: VmStep,
+        event: Option<NewEvent>,
+        finished: &mut Option<FinishedStep>,
+    ) -> Result<(), ReconcileError> {
         // Copying or growing a root disk is heavy: bounded like image pulls.
-        let _permit = match step {
-            VmStep::PrepareDisk | VmStep::GrowDisk => Some(self.heavy.acquire().await),
+        let heavy = match step {
+            VmStep::PrepareDisk | VmStep::GrowDisk => true,
             VmStep::EnsureVmDir
             | VmStep::EnsureTap
             | VmStep::EnsureNat
@@ -66,13 +86,35 @@ impl<R: VmRuntime> Engine<R> {
             | VmStep::RemoveNat
             | VmStep::RemoveTap
             | VmStep::RemoveDisk
-            | VmStep::RemoveVmDir => None,
+            | VmStep::RemoveVmDir => false,
+        };
+        let _permit = match heavy.then(|| self.heavy.try_acquire()) {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(_)) => {
+                // The wait may be long: the step before is recorded first.
+                self.write_finished(finished).await?;
+                self.heavy.acquire().await.ok()
+            }
         };
         let store = &self.ctl.store;
         let number = self.fault.as_ref().map(|f| f.start_step());
-        let id = store
-            .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())
-            .await?;
+        let id = match finished.take() {
+            Some(before) => {
+                let (event_id, id) = store
+                    .finish_and_begin(before, Kind::Vm, &ctx.name, step.name())
+                    .await?;
+                if let Some(event_id) = event_id {
+                    self.ctl.events.announce(event_id);
+                }
+                id
+            }
+            None => {
+                store
+                    .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())
+                    .await?
+            }
+        };
         if let (Some(fault), Some(n)) = (&self.fault, number) {
             fault.maybe_crash(n, CrashWhen::Before).await;
         }
@@ -82,18 +124,16 @@ impl<R: VmRuntime> Engine<R> {
         }
         match result {
             Ok(new_handles) => {
-                // Memory first: a store that fails now must not make this daemon forget
-                // what the step made.
+                // Memory first: a store that fails later must not make this daemon
+                // forget what the step made.
                 self.facts.handles.put(&ctx.uid, &new_handles);
                 ctx.handles = new_handles;
-                let events = &self.ctl.events;
-                let event = event.map(|e| (e, events.caps()));
-                if let Some(event_id) = store
-                    .finish_step(id, &ctx.uid, ctx.handles.clone(), event)
-                    .await?
-                {
-                    events.announce(event_id);
-                }
+                *finished = Some(FinishedStep {
+                    journal_id: id,
+                    uid: ctx.uid.clone(),
+                    handles: ctx.handles.clone(),
+                    event: event.map(|e| (e, self.ctl.events.caps())),
+                });
                 Ok(())
             }
             Err(e) => {
@@ -103,6 +143,17 @@ impl<R: VmRuntime> Engine<R> {
                 Err(e.into())
             }
         }
+    }
+
+    /// Writes a step's completion left for the next trip (one trip; none when there is
+    /// none) and announces its event.
+    async fn write_finished(&self, finished: &mut Option<FinishedStep>) -> Result<(), StoreError> {
+        if let Some(done) = finished.take() {
+            if let Some(event_id) = self.ctl.store.finish_step(done).await? {
+                self.ctl.events.announce(event_id);
+            }
+        }
+        Ok(())
     }
 
     /// Reconciles one VM.
@@ -247,12 +298,29 @@ impl<R: VmRuntime> Engine<R> {
     }
 
     /// Runs the steps of one round. Returns an outcome when the reconcile must stop
-    /// here (shutdown requested).
+    /// here (shutdown requested). Each step's completion is written with the next
+    /// step's journal row, the last one's before the round returns.
     async fn run_round(
         &self,
         name: &str,
         facts: &mut VmFacts,
         plan: &Plan,
+    ) -> Result<Option<Outcome>, ReconcileError> {
+        let mut finished = None;
+        let stop = self.run_round_steps(name, facts, plan, &mut finished).await;
+        // Whatever `stop` is: a step that failed took the one before it along in its
+        // own journal row's trip, so what is left here succeeded and was not written.
+        self.write_finished(&mut finished).await?;
+        stop
+    }
+
+    /// [`Self::run_round`]'s steps; the last completion is left in `finished`.
+    async fn run_round_steps(
+        &self,
+        name: &str,
+        facts: &mut VmFacts,
+        plan: &Plan,
+        finished: &mut Option<FinishedStep>,
     ) -> Result<Option<Outcome>, ReconcileError> {
         let after_exit = matches!(facts.observed.process, ProcessState::Exited { .. });
         for planned in &plan.steps {
@@ -294,9 +362,11 @@ impl<R: VmRuntime> Engine<R> {
                 reason,
                 message,
             });
-            self.run_step(&mut facts.ctx, step, event).await?;
+            self.run_step_carried(&mut facts.ctx, step, event, finished)
+                .await?;
             if step == VmStep::Launch && facts.lease_pending {
                 // The VMM runs with the new address: the old one is free now.
+                self.write_finished(finished).await?;
                 self.ctl.store.commit_lease(&facts.ctx.uid).await?;
                 facts.lease_pending = false;
             }

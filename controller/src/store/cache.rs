@@ -27,7 +27,7 @@
 //! compact JSON text), a default internal state not kept at all, statuses boxed so the
 //! table's empty slots stay small (about 1.5 KiB per VM in all).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -84,6 +84,10 @@ struct Rows {
     resolutions: HashMap<String, Option<ResolvedImage>>,
     /// VM uid -> its lease rows.
     leases: HashMap<String, LeaseRows>,
+    /// Every address in the `leases` table (active and reserved), once read whole:
+    /// a new VM's address is the lowest one not here, found without reading every
+    /// lease again (that scan made applying N VMs cost O(N²)).
+    taken: Option<BTreeSet<u32>>,
 }
 
 /// Parsed rows of the daemon's connection (see the module docs).
@@ -216,6 +220,42 @@ impl RowCache {
     /// Drops what is known of the VM `uid`'s leases.
     pub(super) fn forget_leases(&self, uid: &str) {
         self.rows().leases.remove(uid);
+    }
+
+    /// The lowest address in `from..=to` that no lease holds, if every taken address
+    /// is known here (`None`: not known; `Some(None)`: none is free).
+    pub(super) fn lowest_free(&self, from: u32, to: u32) -> Option<Option<u32>> {
+        let rows = self.rows();
+        let taken = rows.taken.as_ref()?;
+        Some(super::database::lowest_free(
+            taken.range(from..).copied(),
+            from,
+            to,
+        ))
+    }
+
+    /// Records every address the `leases` table holds, as read whole.
+    pub(super) fn put_taken(&self, taken: &[u32]) {
+        self.rows().taken = Some(taken.iter().copied().collect());
+    }
+
+    /// Records a lease row written (`taken`) and one deleted (`freed`), when the taken
+    /// addresses are known.
+    pub(super) fn update_taken(&self, taken: Option<Ipv4Addr>, freed: Option<Ipv4Addr>) {
+        let mut rows = self.rows();
+        if let Some(set) = rows.taken.as_mut() {
+            if let Some(ip) = freed {
+                set.remove(&u32::from(ip));
+            }
+            if let Some(ip) = taken {
+                set.insert(u32::from(ip));
+            }
+        }
+    }
+
+    /// Drops the taken addresses (read whole again when next needed).
+    pub(super) fn forget_taken(&self) {
+        self.rows().taken = None;
     }
 }
 

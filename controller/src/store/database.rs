@@ -66,10 +66,10 @@ fn listed_as_is(status: &ObjectStatus) -> bool {
     status.image.is_none()
 }
 
-/// The lowest number in `from..=to` that `taken` (sorted) does not hold.
-fn lowest_free(taken: &[u32], from: u32, to: u32) -> Option<u32> {
+/// The lowest number in `from..=to` that `taken` (in ascending order) does not hold.
+pub(super) fn lowest_free(taken: impl IntoIterator<Item = u32>, from: u32, to: u32) -> Option<u32> {
     let mut candidate = from;
-    for &n in taken {
+    for n in taken {
         if n < candidate {
             continue;
         }
@@ -1095,6 +1095,9 @@ impl Database {
                     )
                     .map_err(self.sql("write lease"))?;
                     tx.commit().map_err(self.sql("commit lease"))?;
+                    if let Some(cache) = &self.cache {
+                        cache.update_taken(None, reserved);
+                    }
                 }
                 if let Some(cache) = &self.cache {
                     cache.put_leases(uid, Some(ip), None);
@@ -1129,26 +1132,23 @@ impl Database {
                 ip
             }
             None => {
-                // The lowest address not taken: the taken ones in order, then the first
-                // gap (no set to hash into, no string kept per row).
-                let mut taken: Vec<u32> = Vec::new();
-                {
-                    let mut stmt = tx
-                        .prepare_cached("SELECT ip FROM leases")
-                        .map_err(self.sql("read leases"))?;
-                    let mut rows = stmt.query([]).map_err(self.sql("read leases"))?;
-                    while let Some(row) = rows.next().map_err(self.sql("read leases"))? {
-                        if let Some(ip) = column_text(row, 0)
-                            .ok()
-                            .flatten()
-                            .and_then(|t| t.parse::<Ipv4Addr>().ok())
-                        {
-                            taken.push(u32::from(ip));
+                // The lowest address not taken: from the cache's set when it holds every
+                // taken address, else from every lease row in order (and the cache keeps
+                // them from now on).
+                let cached = self
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.lowest_free(first + 1, last));
+                let free = match cached {
+                    Some(free) => free,
+                    None => {
+                        let taken = self.taken_addresses(&tx)?;
+                        if let Some(cache) = &self.cache {
+                            cache.put_taken(&taken);
                         }
+                        lowest_free(taken, first + 1, last)
                     }
-                }
-                taken.sort_unstable();
-                let free = lowest_free(&taken, first + 1, last);
+                };
                 Ipv4Addr::from(free.ok_or(StoreError::LeasesExhausted { network, prefix })?)
             }
         };
@@ -1168,6 +1168,7 @@ impl Database {
         tx.commit().map_err(self.sql("commit lease"))?;
         if let Some(cache) = &self.cache {
             // The row inserted replaced the one of the same kind (active or reserved).
+            cache.update_taken(Some(ip), if pending { reserved } else { active });
             let (active, reserved) = match pending {
                 true => (active, Some(ip)),
                 false => (Some(ip), reserved),
@@ -1175,6 +1176,33 @@ impl Database {
             cache.put_leases(uid, active, reserved);
         }
         Ok(LeaseGrant { ip, pending })
+    }
+
+    /// Every address the `leases` table holds, in ascending order (a row whose address
+    /// does not parse is skipped: it cannot be granted anyway).
+    fn taken_addresses(&self, conn: &Connection) -> Result<Vec<u32>, StoreError> {
+        let mut taken: Vec<u32> = Vec::new();
+        let mut stmt = conn
+            .prepare_cached("SELECT ip FROM leases")
+            .map_err(self.sql("read leases"))?;
+        let mut rows = stmt.query([]).map_err(self.sql("read leases"))?;
+        while let Some(row) = rows.next().map_err(self.sql("read leases"))? {
+            if let Some(ip) = column_text(row, 0)
+                .ok()
+                .flatten()
+                .and_then(|t| t.parse::<Ipv4Addr>().ok())
+            {
+                taken.push(u32::from(ip));
+            }
+        }
+        taken.sort_unstable();
+        Ok(taken)
+    }
+
+    /// Every address the `leases` table holds, in ascending order.
+    #[cfg(test)]
+    pub(super) fn taken(&self) -> Vec<u32> {
+        self.taken_addresses(&self.conn()).unwrap()
     }
 
     /// Makes a VM's reservation its active lease and releases the old address (no-op
@@ -1208,6 +1236,10 @@ impl Database {
         )
         .map_err(self.sql("write lease"))?;
         tx.commit().map_err(self.sql("commit lease"))?;
+        if let Some(cache) = &self.cache {
+            // The old address is free: read the taken ones again when next needed.
+            cache.forget_taken();
+        }
         Ok(true)
     }
 
@@ -1219,6 +1251,9 @@ impl Database {
         }
         exec(&conn, "DELETE FROM leases WHERE vm_uid = ?1", params![uid])
             .map_err(self.sql("release lease"))?;
+        if let Some(cache) = &self.cache {
+            cache.forget_taken();
+        }
         Ok(())
     }
 
@@ -1251,6 +1286,18 @@ impl Database {
                 .map_err(self.sql("count rows"))
         };
         Ok((count("events")?, count("journal")?))
+    }
+
+    /// Leaves checkpoints to another connection ([`super::checkpoint`]): this one
+    /// checkpoints by itself only once the log holds `pages` pages, and truncates a
+    /// longer log to `limit` bytes when it starts over.
+    pub fn checkpoint_elsewhere(&self, pages: i64, limit: i64) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.pragma_update(None, "wal_autocheckpoint", pages)
+            .map_err(self.sql("set the checkpoint bound"))?;
+        conn.pragma_update(None, "journal_size_limit", limit)
+            .map_err(self.sql("set the log size limit"))?;
+        Ok(())
     }
 
     /// Rows inserted, updated or deleted through this connection since it opened (what a
@@ -1460,14 +1507,14 @@ mod tests {
 
     #[test]
     fn the_lowest_free_address_is_the_first_gap() {
-        assert_eq!(lowest_free(&[], 2, 9), Some(2));
-        assert_eq!(lowest_free(&[2, 3, 4], 2, 9), Some(5));
-        assert_eq!(lowest_free(&[2, 3, 5], 2, 9), Some(4));
-        assert_eq!(lowest_free(&[1, 3, 4], 2, 9), Some(2), "below the range");
-        assert_eq!(lowest_free(&[0, 1, 2, 3, 4], 2, 4), None, "all taken");
-        assert_eq!(lowest_free(&[7, 8], 2, 9), Some(2));
+        assert_eq!(lowest_free([], 2, 9), Some(2));
+        assert_eq!(lowest_free([2, 3, 4], 2, 9), Some(5));
+        assert_eq!(lowest_free([2, 3, 5], 2, 9), Some(4));
+        assert_eq!(lowest_free([1, 3, 4], 2, 9), Some(2), "below the range");
+        assert_eq!(lowest_free([0, 1, 2, 3, 4], 2, 4), None, "all taken");
+        assert_eq!(lowest_free([7, 8], 2, 9), Some(2));
         assert_eq!(
-            lowest_free(&[u32::MAX - 1, u32::MAX], u32::MAX - 1, u32::MAX),
+            lowest_free([u32::MAX - 1, u32::MAX], u32::MAX - 1, u32::MAX),
             None
         );
     }

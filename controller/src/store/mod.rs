@@ -42,6 +42,7 @@ use crate::runtime::{ResolvedImage, VmHandles};
 use crate::status::{EventType, ObjectStatus, Reason};
 
 pub mod cache;
+pub mod checkpoint;
 mod database;
 pub mod schema;
 
@@ -308,11 +309,13 @@ impl Store {
     /// before serving, or through `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Arc::new(Database::open_cached(path)?);
+        db.checkpoint_elsewhere(checkpoint::AUTOCHECKPOINT_PAGES, checkpoint::LOG_SIZE_LIMIT)?;
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread_db = Arc::clone(&db);
         std::thread::Builder::new()
             .name("banger-store".into())
-            .spawn(move || serve(&thread_db, &queue))
+            .spawn(move || serve(&thread_db, &queue, &checkpointer))
             .map_err(|e| StoreError::Task {
                 path: path.to_path_buf(),
                 operation: "start the store thread",
@@ -569,21 +572,26 @@ impl Store {
 
     /// Completes a step that succeeded: its handles, its journal row (`done`) and its
     /// event, if any, in one transaction. Returns the event's id.
-    pub async fn finish_step(
+    pub async fn finish_step(&self, finished: FinishedStep) -> Result<Option<i64>, StoreError> {
+        self.run("finish step", move |db| finished.write(db)).await
+    }
+
+    /// Completes the VM's step that succeeded ([`Store::finish_step`]), then writes the
+    /// `running` journal row of its next step ([`Store::journal_begin`]): one trip, each
+    /// write its own transaction, the second only if the first was written. Returns the
+    /// finished step's event id and the new row's id.
+    pub async fn finish_and_begin(
         &self,
-        journal_id: i64,
-        uid: &str,
-        handles: VmHandles,
-        event: Option<(NewEvent, EventCaps)>,
-    ) -> Result<Option<i64>, StoreError> {
-        let uid = uid.to_owned();
-        self.run("finish step", move |db| {
-            db.finish_step(
-                journal_id,
-                &uid,
-                &handles,
-                event.as_ref().map(|(e, caps)| (e, *caps)),
-            )
+        finished: FinishedStep,
+        kind: Kind,
+        name: &str,
+        step: &'static str,
+    ) -> Result<(Option<i64>, i64), StoreError> {
+        let name = name.to_owned();
+        self.run("finish step, write journal", move |db| {
+            let event_id = finished.write(db)?;
+            let id = db.journal_begin(&finished.uid, kind, &name, step)?;
+            Ok((event_id, id))
         })
         .await
     }
@@ -707,7 +715,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// The store thread's loop: runs the calls in the order they came, those that queued
 /// up together in one shared transaction, until every [`Store`] handle is dropped.
-fn serve(db: &Database, queue: &std::sync::mpsc::Receiver<Job>) {
+fn serve(
+    db: &Database,
+    queue: &std::sync::mpsc::Receiver<Job>,
+    checkpointer: &checkpoint::Checkpointer,
+) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -716,7 +728,11 @@ fn serve(db: &Database, queue: &std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let written = db.rows_written();
         run_batch(db, jobs);
+        if db.rows_written() != written {
+            checkpointer.written();
+        }
     }
 }
 
@@ -758,6 +774,35 @@ pub struct LeaseGrant {
     /// It is a reservation beside the VM's active lease (an address change): it becomes
     /// the active lease once a VMM runs with it ([`Store::commit_lease`]).
     pub pending: bool,
+}
+
+/// A VM's step that succeeded, whose journal row is still `running`: what completes
+/// it. The engine writes it with the VM's next trip to the store (the next step's
+/// journal row, or a trip of its own at the end of the round), so a step costs one
+/// trip, not two; until then the handles are in the daemon's memory, and a crash leaves
+/// the row `running`, as a crash right after the step's effect always could.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedStep {
+    /// The step's journal row.
+    pub journal_id: i64,
+    /// The VM's uid.
+    pub uid: String,
+    /// The VM's handles after the step.
+    pub handles: VmHandles,
+    /// The step's event, if it has one.
+    pub event: Option<(NewEvent, EventCaps)>,
+}
+
+impl FinishedStep {
+    /// Writes it ([`Database::finish_step`]); returns its event's id.
+    pub fn write(&self, db: &Database) -> Result<Option<i64>, StoreError> {
+        db.finish_step(
+            self.journal_id,
+            &self.uid,
+            &self.handles,
+            self.event.as_ref().map(|(e, caps)| (e, *caps)),
+        )
+    }
 }
 
 /// An event to record.

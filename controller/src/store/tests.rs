@@ -675,3 +675,59 @@ async fn a_shared_transaction_that_is_lost_fails_every_call_in_it() {
     let (status, _) = store.get_status(Kind::Vm, "a").await.unwrap();
     assert_eq!(status.phase, Phase::Pending);
 }
+
+/// The daemon's connection finds a new VM's address in its cached set of taken
+/// addresses: after every kind of lease write (grant, reservation, a reservation
+/// dropped, committed, released) it grants what a connection that reads every lease
+/// grants, and the set equals the table.
+#[test]
+fn cached_taken_addresses_grant_what_a_scan_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = Database::open_cached(&dir.path().join("cached.db")).unwrap();
+    let plain = Database::open(&dir.path().join("plain.db")).unwrap();
+    let net = Ipv4Addr::new(172, 30, 0, 0);
+    let (first, last) = (u32::from(net) + 2, u32::from(net) + 254);
+    let ip = |n: u8| Ipv4Addr::new(172, 30, 0, n);
+    let lease = |uid: &str, want: Option<Ipv4Addr>| {
+        let mac = crate::host::names::mac_address_of(uid);
+        let a = cached.lease(uid, &mac, want, net, 24).unwrap();
+        let b = plain.lease(uid, &mac, want, net, 24).unwrap();
+        assert_eq!((a.ip, a.pending), (b.ip, b.pending), "{uid} wants {want:?}");
+        a.ip
+    };
+    // Whether the set is known (a release or a commit drops it: read whole again on the
+    // next grant); when known, it finds what the table's addresses give.
+    let agree = |what: &str, known: bool| {
+        let cache = cached.cache().unwrap();
+        let free = cache.lowest_free(first, last);
+        assert_eq!(free.is_some(), known, "{what}: known");
+        if let Some(free) = free {
+            let scanned = database::lowest_free(cached.taken(), first, last);
+            assert_eq!(free, scanned, "{what}");
+        }
+    };
+    for uid in ["a", "b", "c", "d"] {
+        lease(uid, None);
+    }
+    agree("granted", true);
+    assert_eq!(lease("b", None), ip(3));
+    cached.release_lease("b").unwrap();
+    plain.release_lease("b").unwrap();
+    agree("released", false);
+    assert_eq!(lease("e", None), ip(3), "the gap is reused");
+    // `a` moves to .6: .6 is reserved beside its active .2, so neither is free.
+    assert_eq!(lease("a", Some(ip(6))), ip(6));
+    agree("reserved", true);
+    assert_eq!(lease("f", None), ip(7));
+    // `a` asks for its active address again: the reservation goes, .6 is free.
+    assert_eq!(lease("a", None), ip(2));
+    agree("reservation dropped", true);
+    assert_eq!(lease("g", None), ip(6));
+    // `a` moves to .9 and commits: .2 is free.
+    lease("a", Some(ip(9)));
+    assert!(cached.commit_lease("a").unwrap());
+    assert!(plain.commit_lease("a").unwrap());
+    agree("committed", false);
+    assert_eq!(lease("h", None), ip(2));
+    agree("end", true);
+}

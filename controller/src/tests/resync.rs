@@ -267,3 +267,71 @@ async fn a_torn_last_record_line_is_skipped() {
         "compacted without the torn line"
     );
 }
+
+/// A new VM's reconcile writes each step's completion in the same store trip as the
+/// next step's journal row: one trip per step, plus the reads before, the last step's
+/// completion and the status. Every row is `done` and each step's event is recorded,
+/// in order, before the phase's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_vm_costs_one_store_trip_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
+    h.apply(&[("/s/i.yaml", IMAGE)], |_| {}).await.unwrap();
+    h.until("the Image resolved, queue idle", |h| {
+        h.status(Kind::Image, "base").phase == Phase::Ready && idle(h)
+    })
+    .await;
+    h.apply(&[("/s/a.yaml", &vm_yaml("a", "base", "256Mi", ""))], |_| {})
+        .await
+        .unwrap();
+    let applied = h.engine.ctl.store.trips();
+    h.until("a Running and Ready, queue idle", |h| {
+        all_ready(h, 1) && idle(h)
+    })
+    .await;
+    let steps = h.db().journal_for(&h.uid(Kind::Vm, "a"), 50).unwrap();
+    let events = h
+        .db()
+        .list_events(
+            &crate::store::EventFilter {
+                kind: Some(Kind::Vm),
+                name: Some("a".into()),
+            },
+            0,
+            100,
+        )
+        .unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ensure-vm-dir",
+            "ensure-tap",
+            "ensure-nat",
+            "prepare-disk",
+            "launch"
+        ]
+    );
+    assert!(
+        steps.iter().all(|s| s.outcome == JournalOutcome::Done),
+        "{steps:?}"
+    );
+    let reasons: Vec<Reason> = events.iter().map(|e| e.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            Reason::Created,
+            Reason::DiskPrepared,
+            Reason::Launched,
+            Reason::PhaseChanged
+        ]
+    );
+    // Its first read may come before the apply's answer: never more, possibly one
+    // fewer. Two trips per step (row, then completion) would make 12.
+    let reconcile = h.engine.ctl.store.trips() - applied;
+    assert!(
+        reconcile <= steps.len() as u64 + 3,
+        "{reconcile} trips for {} steps",
+        steps.len()
+    );
+}
