@@ -730,9 +730,7 @@ fn serve(
         }
         let written = db.rows_written();
         run_batch(db, jobs);
-        if db.rows_written() != written {
-            checkpointer.written();
-        }
+        checkpointer.written(db.rows_written().saturating_sub(written));
     }
 }
 
