@@ -189,16 +189,7 @@ async fn two_sources_conflict_and_force_takes_ownership() {
     assert!(matches!(h.object(Kind::Vm, "a").owner, Owner::Cli { .. }));
     d.write("a.yaml", &vm_yaml("a", "base", "256Mi", ""));
     h.until("conflict event", |h| {
-        h.db()
-            .list_events(
-                &crate::store::EventFilter {
-                    kind: Some(Kind::Vm),
-                    name: Some("a".into()),
-                },
-                0,
-                100,
-            )
-            .unwrap()
+        h.events(Kind::Vm, "a")
             .iter()
             .any(|e| e.reason == Reason::SourceConflict)
     })

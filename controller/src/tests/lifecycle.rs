@@ -263,16 +263,7 @@ async fn failures_back_off_then_stall_and_retry_recovers() {
         .iter()
         .any(|s| s.step == "launch" && s.outcome == JournalOutcome::Failed));
     assert!(h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Vm),
-                name: Some("a".into())
-            },
-            0,
-            100
-        )
-        .unwrap()
+        .events(Kind::Vm, "a")
         .iter()
         .any(|e| e.reason == Reason::ReconcileFailed));
 
@@ -336,16 +327,7 @@ async fn process_exits_follow_restart_policy_with_crash_loop_backoff() {
         .await;
     assert_eq!(h.sim.pid_of(&uid), None);
     let restarts = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Vm),
-                name: Some("a".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap()
+        .events(Kind::Vm, "a")
         .iter()
         .filter(|e| e.reason == Reason::Restarted)
         .count();
@@ -505,17 +487,7 @@ async fn images_are_re_probed_and_re_resolved_when_their_files_vanish() {
         .map(|s| s.outcome.to_string())
         .collect();
     assert_eq!(outcomes, vec!["done", "failed", "done"]);
-    let events = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Image),
-                name: Some("base".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap();
+    let events = h.events(Kind::Image, "base");
     assert!(events
         .iter()
         .any(|e| e.reason == Reason::ReconcileFailed && e.message.contains("simulated failure")));
@@ -561,17 +533,7 @@ async fn a_failed_rollback_does_not_stop_the_next_daemon() {
         .as_deref()
         .unwrap()
         .contains("rollback failed"));
-    let events = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Vm),
-                name: Some("a".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap();
+    let events = h.events(Kind::Vm, "a");
     assert!(events.iter().any(|e| e.reason == Reason::RollbackFailed));
 }
 

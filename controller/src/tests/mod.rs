@@ -153,6 +153,15 @@ impl Harness {
         self.db().get_object(kind, name).unwrap().unwrap()
     }
 
+    /// The first 100 events of `kind/name`, oldest first.
+    pub fn events(&self, kind: Kind, name: &str) -> Vec<crate::store::Event> {
+        let filter = crate::store::EventFilter {
+            kind: Some(kind),
+            name: Some(name.into()),
+        };
+        self.db().list_events(&filter, 0, 100).unwrap()
+    }
+
     pub fn uid(&self, kind: Kind, name: &str) -> String {
         self.object(kind, name).uid
     }

@@ -290,17 +290,7 @@ async fn a_new_vm_costs_one_store_trip_per_step() {
     })
     .await;
     let steps = h.db().journal_for(&h.uid(Kind::Vm, "a"), 50).unwrap();
-    let events = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Vm),
-                name: Some("a".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap();
+    let events = h.events(Kind::Vm, "a");
     let names: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(
         names,

@@ -128,17 +128,7 @@ async fn the_interval_checks_and_the_annotation_applies() {
         digest(h) == "sha256:bbbb"
     })
     .await;
-    let events = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Image),
-                name: Some("deb".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap();
+    let events = h.events(Kind::Image, "deb");
     assert!(events.iter().any(|e| e.reason == Reason::UpdateApplied));
 
     // Pinned by digest: never checked.

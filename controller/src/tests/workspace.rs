@@ -81,17 +81,7 @@ async fn copied_once_per_root_disk_and_never_again_after_a_vmm_restart() {
     let s = h.status(Kind::Workspace, "code");
     assert_eq!(s.phase, Phase::Ready);
     assert!(status::is_true(&s.conditions, READY));
-    let events = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Workspace),
-                name: Some("code".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap();
+    let events = h.events(Kind::Workspace, "code");
     assert!(
         events.iter().any(|e| e.reason == Reason::Copied),
         "{events:?}"
@@ -284,17 +274,7 @@ async fn a_failed_copy_backs_off_and_recovers() {
     h.until_condition(Kind::Workspace, "code", SYNCED, TRUE, "Copied")
         .await;
     assert_eq!(h.sim.syncs_of("code").len(), 1);
-    let events = h
-        .db()
-        .list_events(
-            &crate::store::EventFilter {
-                kind: Some(Kind::Workspace),
-                name: Some("code".into()),
-            },
-            0,
-            100,
-        )
-        .unwrap();
+    let events = h.events(Kind::Workspace, "code");
     let failures: Vec<_> = events
         .iter()
         .filter(|e| e.reason == Reason::ReconcileFailed)
