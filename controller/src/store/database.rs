@@ -1288,6 +1288,19 @@ impl Database {
         Ok((count("events")?, count("journal")?))
     }
 
+    /// Bytes the database's pages take as this connection sees them (`page_count` times
+    /// `page_size`): the size the file has once every page in the log is checkpointed,
+    /// whenever the checkpoint thread gets to it.
+    #[cfg(test)]
+    pub fn page_bytes(&self) -> u64 {
+        let conn = self.conn();
+        let pragma = |name: &str| -> u64 {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+        };
+        pragma("page_count") * pragma("page_size")
+    }
+
     /// Leaves checkpoints to another connection ([`super::checkpoint`]): this one
     /// checkpoints by itself only once the log holds `pages` pages, and truncates a
     /// longer log to `limit` bytes when it starts over.

@@ -204,7 +204,7 @@ async fn a_thousand_vms_created_and_deleted_leave_the_database_bounded() {
         let wal = p.with_extension("db-wal");
         std::fs::metadata(p).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
     };
-    let mut sizes = Vec::new();
+    let mut pages = Vec::new();
     for round in 0..2 {
         h.apply(&[("/s/many.yaml", &docs)], |_| {}).await.unwrap();
         h.until(&format!("round {round}: 1000 VMs Running"), |h| {
@@ -241,14 +241,17 @@ async fn a_thousand_vms_created_and_deleted_leave_the_database_bounded() {
         assert_eq!(journal, image_rows, "no journal rows of deleted VMs");
         assert!(events <= 1_500, "round {round}: {events} events");
         assert_eq!(h.db().lease_count().unwrap(), 0);
-        sizes.push(size(&db_path));
+        pages.push(h.db().page_bytes());
+        let on_disk = size(&db_path);
+        assert!(on_disk < 16 * 1024 * 1024, "round {round}: {on_disk} bytes");
     }
-    // Free pages are reused: the second round fits in what the first one made.
+    // Free pages are reused: the second round fits in what the first one made. (Counted
+    // in pages, not in file bytes: how much of the log is checkpointed at this moment
+    // depends on the checkpoint thread's timing, not on reuse.)
     assert!(
-        sizes[1] <= sizes[0] + sizes[0] / 10,
-        "database grew from {} to {} bytes",
-        sizes[0],
-        sizes[1]
+        pages[1] <= pages[0] + pages[0] / 10,
+        "database grew from {} to {} bytes of pages",
+        pages[0],
+        pages[1]
     );
-    assert!(sizes[1] < 16 * 1024 * 1024, "{sizes:?}");
 }
