@@ -7,6 +7,7 @@
 //! ([`LeaseMode::Allocate`]); a preview takes the address it would get without leasing
 //! it ([`LeaseMode::Preview`]).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -165,7 +166,7 @@ pub struct Facts<R: VmRuntime> {
     runtime: Arc<R>,
     config: Arc<DaemonConfig>,
     /// Every VM's last handles (see [`HandleCache`]).
-    pub(super) handles: Arc<HandleCache>,
+    pub(crate) handles: Arc<HandleCache>,
     /// Every VM's last observation (see [`Observations`]).
     pub(super) observations: Arc<Observations>,
 }
@@ -201,16 +202,18 @@ impl<R: VmRuntime> Facts<R> {
         spec: &VmSpec,
         mode: LeaseMode,
     ) -> Result<VmContext, StoreError> {
-        Ok(self.read_vm(obj, spec, mode, false).await?.0)
+        Ok(self.read_vm(obj, spec, mode, false, false).await?.0)
     }
 
-    /// What to read for one VM (see [`read_vm_records`]).
+    /// What to read for one VM (see [`read_vm_records`]). A VM `never_stored` (a
+    /// preview of a new object) has a fresh uid: it holds no lease, handles or status.
     fn vm_read(
         &self,
         obj: &StoredObject,
         spec: &VmSpec,
         mode: LeaseMode,
         with_status: bool,
+        never_stored: bool,
     ) -> VmRead {
         VmRead {
             uid: obj.uid.clone(),
@@ -219,8 +222,9 @@ impl<R: VmRuntime> Facts<R> {
             image: spec.image.clone(),
             want: spec.network.ip,
             mode,
-            read_handles: self.handles.get(&obj.uid).is_none(),
+            read_handles: !never_stored && self.handles.get(&obj.uid).is_none(),
             with_status,
+            never_stored,
         }
     }
 
@@ -234,15 +238,16 @@ impl<R: VmRuntime> Facts<R> {
         spec: &VmSpec,
         mode: LeaseMode,
         with_status: bool,
+        never_stored: bool,
     ) -> Result<(VmContext, bool, Option<(ObjectStatus, InternalState)>), StoreError> {
-        let read = self.vm_read(obj, spec, mode, with_status);
+        let read = self.vm_read(obj, spec, mode, with_status, never_stored);
         let records = match self.cached_vm_records(&read) {
             Some(records) => records,
             None => {
                 let (network, prefix) = (self.config.bridge_network, self.config.bridge_prefix);
                 self.store
                     .run("read vm", move |db| {
-                        read_vm_records(db, &read, network, prefix)
+                        read_vm_records(db, &read, network, prefix, &mut HashMap::new())
                     })
                     .await?
             }
@@ -257,6 +262,13 @@ impl<R: VmRuntime> Facts<R> {
         let missing = |part: &'static str| {
             tracing::trace!(vm = %r.name, part, "not cached: a store trip reads the VM");
         };
+        if r.never_stored {
+            let Some(image) = cache.image_resolution(&r.image) else {
+                missing("image resolution");
+                return None;
+            };
+            return Some(VmRecords::never_stored(r, image));
+        }
         if r.read_handles {
             missing("handles");
             return None;
@@ -294,6 +306,7 @@ impl<R: VmRuntime> Facts<R> {
             image,
             handles: None,
             status,
+            never_stored: false,
         })
     }
 
@@ -305,8 +318,10 @@ impl<R: VmRuntime> Facts<R> {
         records: VmRecords,
     ) -> (VmContext, bool, Option<(ObjectStatus, InternalState)>) {
         let cfg = &self.config;
+        // A never-stored VM's fresh uid is not remembered: nothing would ever forget it.
         let handles = match (self.handles.get(&obj.uid), records.handles) {
             (Some(h), _) => h,
+            (None, read) if records.never_stored => read.unwrap_or_default(),
             (None, read) => self
                 .handles
                 .put_if_absent(&obj.uid, &read.unwrap_or_default()),
@@ -342,7 +357,7 @@ impl<R: VmRuntime> Facts<R> {
         mode: LeaseMode,
         allow_recreate: bool,
     ) -> Result<VmFacts, StoreError> {
-        let (ctx, lease_pending, stored) = self.read_vm(obj, spec, mode, true).await?;
+        let (ctx, lease_pending, stored) = self.read_vm(obj, spec, mode, true, false).await?;
         Ok(self
             .vm_facts_from(obj, ctx, lease_pending, stored, mode, allow_recreate, false)
             .await)
@@ -543,8 +558,10 @@ impl<R: VmRuntime> Facts<R> {
         Ok(match resource {
             Resource::Vm(vm) => {
                 let mode = LeaseMode::Preview;
-                let (ctx, pending, stored) = self.read_vm(&obj, &vm.spec, mode, true).await?;
                 let never_stored = existing.is_none();
+                let (ctx, pending, stored) = self
+                    .read_vm(&obj, &vm.spec, mode, true, never_stored)
+                    .await?;
                 self.vm_facts_from(
                     &obj,
                     ctx,
@@ -590,8 +607,11 @@ impl<R: VmRuntime> Facts<R> {
             .collect();
         let reads: Vec<VmRead> = objs
             .iter()
-            .filter_map(|o| match &o.resource {
-                Resource::Vm(vm) => Some(self.vm_read(o, &vm.spec, LeaseMode::Preview, true)),
+            .zip(items)
+            .filter_map(|(o, (existing, _))| match &o.resource {
+                Resource::Vm(vm) => {
+                    Some(self.vm_read(o, &vm.spec, LeaseMode::Preview, true, existing.is_none()))
+                }
                 Resource::Image(_) | Resource::Workspace(_) => None,
             })
             .collect();
@@ -599,9 +619,10 @@ impl<R: VmRuntime> Facts<R> {
         let mut records = self
             .store
             .run("read vms", move |db| {
+                let mut images = HashMap::new();
                 reads
                     .iter()
-                    .map(|r| read_vm_records(db, r, network, prefix))
+                    .map(|r| read_vm_records(db, r, network, prefix, &mut images))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?
@@ -676,6 +697,8 @@ struct VmRead {
     /// The handles are not cached: read them.
     read_handles: bool,
     with_status: bool,
+    /// A preview of a new object: its fresh uid holds nothing to read.
+    never_stored: bool,
 }
 
 /// What [`read_vm_records`] read.
@@ -685,16 +708,46 @@ struct VmRecords {
     image: Option<ResolvedImage>,
     handles: Option<VmHandles>,
     status: Option<(ObjectStatus, InternalState)>,
+    /// Read for a never-stored VM (see [`VmRead::never_stored`]).
+    never_stored: bool,
+}
+
+impl VmRecords {
+    /// What a never-stored VM holds: the address it asks for, no handles, a default
+    /// status (as for a VM without a status row); only its Image's resolution is read.
+    fn never_stored(r: &VmRead, image: Option<ResolvedImage>) -> Self {
+        Self {
+            ip: r.want,
+            pending: false,
+            image,
+            handles: None,
+            status: r.with_status.then(Default::default),
+            never_stored: true,
+        }
+    }
 }
 
 /// Reads (and with [`LeaseMode::Allocate`], leases) what one VM's facts need, on the
-/// blocking pool: the lease, its Image's resolution, its handles, its status.
+/// blocking pool: the lease, its Image's resolution, its handles, its status. `images`
+/// remembers the resolutions read so far by this trip (many VMs share an Image).
 fn read_vm_records(
     db: &Database,
     r: &VmRead,
     network: Ipv4Addr,
     prefix: u8,
+    images: &mut HashMap<String, Option<ResolvedImage>>,
 ) -> Result<VmRecords, StoreError> {
+    let image = match images.get(&r.image) {
+        Some(resolution) => resolution.clone(),
+        None => {
+            let resolution = db.image_resolution(&r.image)?;
+            images.insert(r.image.clone(), resolution.clone());
+            resolution
+        }
+    };
+    if r.never_stored {
+        return Ok(VmRecords::never_stored(r, image));
+    }
     let (ip, pending) = match r.mode {
         LeaseMode::Allocate => {
             let grant = db.lease(&r.uid, &r.mac, r.want, network, prefix)?;
@@ -709,7 +762,7 @@ fn read_vm_records(
     Ok(VmRecords {
         ip,
         pending,
-        image: db.image_resolution(&r.image)?,
+        image,
         handles: if r.read_handles {
             Some(db.get_handles(&r.uid)?.unwrap_or_default())
         } else {
@@ -720,5 +773,6 @@ fn read_vm_records(
         } else {
             None
         },
+        never_stored: false,
     })
 }

@@ -66,4 +66,10 @@ impl HandleCache {
     pub fn forget(&self, uid: &str) {
         self.map().remove(uid);
     }
+
+    /// How many VMs' handles are remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
 }

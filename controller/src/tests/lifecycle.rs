@@ -787,12 +787,14 @@ async fn previews_do_not_probe_the_vmm() {
 }
 
 /// A preview of a VM the store does not have yet (`apply`'s plan, `diff`) observes
-/// nothing: its fresh uid names no host object. A stored VM is observed once.
+/// nothing and remembers nothing: its fresh uid names no host object and no VM the
+/// daemon would ever forget. A stored VM is observed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_of_a_new_vm_probes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(test_config(dir.path()), SimulatedRuntime::new());
     let before = h.sim.observe_calls();
+    let handles_before = h.engine.facts.handles.len();
     let new_vm = vm_yaml("fresh", "base", "1Gi", "");
     let preview = h
         .apply(
@@ -811,6 +813,11 @@ async fn a_preview_of_a_new_vm_probes_nothing() {
         h.sim.observe_calls(),
         before,
         "no probe for a new VM's preview"
+    );
+    assert_eq!(
+        h.engine.facts.handles.len(),
+        handles_before,
+        "no handles remembered for a uid that was never stored"
     );
 }
 
