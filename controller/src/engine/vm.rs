@@ -66,8 +66,8 @@ impl<R: VmRuntime> Engine<R> {
     /// as the completion of the round's step before it (`finished`), if any — then the
     /// step; when it succeeded, its handles are put in memory and its completion is
     /// left in `finished` for the round's next trip ([`FinishedStep`]). A failed step's
-    /// row is completed at once. Only a wait for a heavy-step permit comes between a
-    /// step and its completion, and it writes the completion first.
+    /// row is completed at once. A heavy step waits for its permit after its journal
+    /// row (and the completion before it) is written.
     async fn run_step_carried(
         &self,
         ctx: &mut VmContext,
@@ -75,28 +75,6 @@ impl<R: VmRuntime> Engine<R> {
         event: Option<NewEvent>,
         finished: &mut Option<FinishedStep>,
     ) -> Result<(), ReconcileError> {
-        // Copying or growing a root disk is heavy: bounded like image pulls.
-        let heavy = match step {
-            VmStep::PrepareDisk | VmStep::GrowDisk => true,
-            VmStep::EnsureVmDir
-            | VmStep::EnsureTap
-            | VmStep::EnsureNat
-            | VmStep::Launch
-            | VmStep::Shutdown
-            | VmStep::RemoveNat
-            | VmStep::RemoveTap
-            | VmStep::RemoveDisk
-            | VmStep::RemoveVmDir => false,
-        };
-        let _permit = match heavy.then(|| self.heavy.try_acquire()) {
-            None => None,
-            Some(Ok(permit)) => Some(permit),
-            Some(Err(_)) => {
-                // The wait may be long: the step before is recorded first.
-                self.write_finished(finished).await?;
-                self.heavy.acquire().await.ok()
-            }
-        };
         let store = &self.ctl.store;
         let number = self.fault.as_ref().map(|f| f.start_step());
         let id = match finished.take() {
@@ -114,6 +92,26 @@ impl<R: VmRuntime> Engine<R> {
                     .journal_begin(&ctx.uid, Kind::Vm, &ctx.name, step.name())
                     .await?
             }
+        };
+        // Copying or growing a root disk is heavy: bounded like image pulls. The permit
+        // is taken after the journal trip, so that it bounds the work, not its
+        // bookkeeping (held across a store trip, two permits capped a fleet's
+        // throughput at two trips at a time), and a long wait leaves nothing unwritten.
+        let heavy = match step {
+            VmStep::PrepareDisk | VmStep::GrowDisk => true,
+            VmStep::EnsureVmDir
+            | VmStep::EnsureTap
+            | VmStep::EnsureNat
+            | VmStep::Launch
+            | VmStep::Shutdown
+            | VmStep::RemoveNat
+            | VmStep::RemoveTap
+            | VmStep::RemoveDisk
+            | VmStep::RemoveVmDir => false,
+        };
+        let _permit = match heavy {
+            true => self.heavy.acquire().await.ok(),
+            false => None,
         };
         if let (Some(fault), Some(n)) = (&self.fault, number) {
             fault.maybe_crash(n, CrashWhen::Before).await;

@@ -114,6 +114,9 @@ struct World {
     max_in_flight: HashMap<String, u32>,
     global_in_flight: u32,
     global_max: u32,
+    /// Steps running now, and the most seen at once, per kind of step.
+    step_in_flight: HashMap<VmStep, u32>,
+    step_max: HashMap<VmStep, u32>,
     next_pid: i32,
     next_disk_serial: u64,
     executed: Vec<(String, VmStep)>,
@@ -264,6 +267,7 @@ pub struct SimulatedRuntime {
 struct InFlight {
     world: Arc<Mutex<World>>,
     name: String,
+    step: VmStep,
 }
 
 impl Drop for InFlight {
@@ -276,6 +280,9 @@ impl Drop for InFlight {
             }
         }
         w.global_in_flight = w.global_in_flight.saturating_sub(1);
+        if let Some(n) = w.step_in_flight.get_mut(&self.step) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -323,7 +330,7 @@ impl SimulatedRuntime {
         w
     }
 
-    fn enter(&self, name: &str) -> InFlight {
+    fn enter(&self, name: &str, step: VmStep) -> InFlight {
         let mut w = self.w();
         let n = w.in_flight.entry(name.to_string()).or_default();
         *n += 1;
@@ -334,9 +341,15 @@ impl SimulatedRuntime {
         }
         w.global_in_flight += 1;
         w.global_max = w.global_max.max(w.global_in_flight);
+        let of_step = w.step_in_flight.entry(step).or_default();
+        *of_step += 1;
+        let of_step = *of_step;
+        let max = w.step_max.entry(step).or_default();
+        *max = (*max).max(of_step);
         InFlight {
             world: self.world.clone(),
             name: name.to_string(),
+            step,
         }
     }
 
@@ -515,6 +528,11 @@ impl SimulatedRuntime {
     /// Highest number of steps seen running at once, all VMs together.
     pub fn max_concurrency(&self) -> u32 {
         self.w().global_max
+    }
+
+    /// Highest number of `step`s seen running at once, all VMs together.
+    pub fn max_concurrency_of(&self, step: VmStep) -> u32 {
+        self.w().step_max.get(&step).copied().unwrap_or(0)
     }
 
     /// Number of VMs with a live VMM.
@@ -967,7 +985,7 @@ impl VmRuntime for SimulatedRuntime {
     }
 
     async fn execute(&self, step: VmStep, vm: &VmContext) -> Result<VmHandles, RuntimeError> {
-        let _guard = self.enter(&vm.name);
+        let _guard = self.enter(&vm.name, step);
         let (latency, fault, hang, no_effect) = {
             let mut w = self.w();
             let fault = match w.step_faults.get_mut(&(vm.name.clone(), step)) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::runtime::VmStep;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_is_scoped_to_the_same_path_set() {
@@ -121,6 +122,41 @@ async fn fifty_concurrent_applies_run_one_reconcile_at_a_time() {
         "two reconciles of one VM overlapped"
     );
     assert_eq!(sim.duplicate_launches(), 0);
+}
+
+/// Copying a root disk is heavy: at most `max_heavy` copies run at once however many
+/// VMs are reconciled together, while the other steps run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_disks_are_prepared_within_the_heavy_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_concurrent = 8;
+    config.max_heavy = 1;
+    let sim = SimulatedRuntime::new();
+    sim.set_latency(Duration::from_millis(20));
+    let h = Harness::start(config, sim.clone());
+    let mut docs = String::from(IMAGE);
+    for i in 0..6 {
+        docs.push_str("---\n");
+        docs.push_str(&vm_yaml(&format!("vm-{i}"), "base", "256Mi", ""));
+    }
+    h.apply(&[("/s/many.yaml", &docs)], |_| {}).await.unwrap();
+    h.until("6 VMs Running", |h| {
+        h.db()
+            .list_with_status(Some(Kind::Vm))
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Running)
+            .count()
+            == 6
+    })
+    .await;
+    assert_eq!(sim.max_concurrency_of(VmStep::PrepareDisk), 1);
+    assert!(
+        sim.max_concurrency_of(VmStep::EnsureVmDir) > 1,
+        "the VMs were reconciled side by side: {}",
+        sim.max_concurrency_of(VmStep::EnsureVmDir)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
