@@ -43,6 +43,11 @@ const STATEMENT_CACHE: usize = 96;
 /// pages of the last few transactions.
 const PAGE_CACHE_KIB: i64 = 512;
 
+/// The unfinished journal rows, oldest first. The outcome is a literal (a parameter
+/// would not match the partial index `journal_running`'s condition).
+const JOURNAL_UNFINISHED: &str =
+    "SELECT id, uid, kind, name, step, outcome FROM journal WHERE outcome = 'running' ORDER BY id";
+
 /// How many objects missing from the row cache [`Database::list_objects`] reads one by
 /// one; more are read with the whole list in one query.
 const READ_ONE_BY_ONE: usize = 16;
@@ -955,12 +960,11 @@ impl Database {
     /// Rows still `running`: steps a previous daemon did not finish.
     pub fn journal_unfinished(&self) -> Result<Vec<JournalRow>, StoreError> {
         let conn = self.conn();
-        let running: &str = JournalOutcome::Running.into();
         let mut stmt = conn
-            .prepare_cached("SELECT id, uid, kind, name, step, outcome FROM journal WHERE outcome = ?1 ORDER BY id")
+            .prepare_cached(JOURNAL_UNFINISHED)
             .map_err(self.sql("read journal"))?;
         let rows = stmt
-            .query_map(params![running], |r| {
+            .query_map([], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -1516,6 +1520,34 @@ mod tests {
         let db = Database::open(&dir.path().join("banger.db")).unwrap();
         let kib: i64 = query_one(&db.conn(), "PRAGMA cache_size", [], |r| r.get(0)).unwrap();
         assert_eq!(kib, -PAGE_CACHE_KIB);
+    }
+
+    #[test]
+    fn unfinished_journal_rows_are_read_through_their_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("banger.db")).unwrap();
+        let plan: Vec<String> = {
+            let conn = db.conn();
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {JOURNAL_UNFINISHED}"))
+                .unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        assert!(
+            plan.iter().any(|step| step.contains("journal_running")),
+            "{plan:?}"
+        );
+        let begun = db.journal_begin("u1", Kind::Vm, "a", "launch").unwrap();
+        let done = db.journal_begin("u1", Kind::Vm, "a", "ensure-tap").unwrap();
+        db.journal_finish(done, JournalOutcome::Done, None).unwrap();
+        let unfinished: Vec<i64> = db
+            .journal_unfinished()
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(unfinished, vec![begun]);
     }
 
     #[test]

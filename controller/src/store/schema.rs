@@ -95,4 +95,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE status ADD COLUMN as_listed INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: only unfinished journal rows are looked up by outcome (recovery's
+    // `journal_unfinished`): an index of those few rows replaces the index of every
+    // row's outcome, which each step's two journal writes moved between regions.
+    r#"
+    DROP INDEX journal_outcome;
+    CREATE INDEX journal_running ON journal (id) WHERE outcome = 'running';
+    "#,
 ];
