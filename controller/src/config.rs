@@ -146,7 +146,9 @@ impl DaemonConfig {
             socket_group: None,
             api: ApiLimits::default(),
             resync: Duration::from_secs(30),
-            max_concurrent: 16,
+            // Reconciles are mostly waits (store trips, the host): a fleet's group
+            // commits grow with the reconciles in flight (BENCHMARKS.md, P3).
+            max_concurrent: 32,
             max_heavy: 2,
             stall_after: 5,
             backoff_min: Duration::from_secs(1),

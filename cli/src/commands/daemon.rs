@@ -99,7 +99,8 @@ pub struct DaemonArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Reconciles running at once.
+    /// Reconciles running at once, all objects together (default 32; disk copies and
+    /// image pulls are bounded apart, 2 at a time).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: Option<u32>,
     /// Name of the bridge VMs attach to.
