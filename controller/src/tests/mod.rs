@@ -162,6 +162,16 @@ impl Harness {
         self.db().list_events(&filter, 0, 100).unwrap()
     }
 
+    /// How many VMs the store has in phase Running.
+    pub fn running_vms(&self) -> usize {
+        self.db()
+            .list_with_status(Some(Kind::Vm))
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Running)
+            .count()
+    }
+
     pub fn uid(&self, kind: Kind, name: &str) -> String {
         self.object(kind, name).uid
     }

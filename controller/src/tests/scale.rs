@@ -141,16 +141,7 @@ async fn root_disks_are_prepared_within_the_heavy_bound() {
         docs.push_str(&vm_yaml(&format!("vm-{i}"), "base", "256Mi", ""));
     }
     h.apply(&[("/s/many.yaml", &docs)], |_| {}).await.unwrap();
-    h.until("6 VMs Running", |h| {
-        h.db()
-            .list_with_status(Some(Kind::Vm))
-            .unwrap()
-            .iter()
-            .filter(|(_, s)| s.phase == Phase::Running)
-            .count()
-            == 6
-    })
-    .await;
+    h.until("6 VMs Running", |h| h.running_vms() == 6).await;
     assert_eq!(sim.max_concurrency_of(VmStep::PrepareDisk), 1);
     assert!(
         sim.max_concurrency_of(VmStep::EnsureVmDir) > 1,
@@ -244,13 +235,7 @@ async fn a_thousand_vms_created_and_deleted_leave_the_database_bounded() {
     for round in 0..2 {
         h.apply(&[("/s/many.yaml", &docs)], |_| {}).await.unwrap();
         h.until(&format!("round {round}: 1000 VMs Running"), |h| {
-            h.db()
-                .list_with_status(Some(Kind::Vm))
-                .unwrap()
-                .iter()
-                .filter(|(_, s)| s.phase == Phase::Running)
-                .count()
-                == 1000
+            h.running_vms() == 1000
         })
         .await;
         let delete = DeleteRequest {
