@@ -10,11 +10,12 @@
 //! the store's thread wrote [`ROWS_PER_CHECKPOINT`] rows since the last one
 //! ([`Checkpointer::written`]), at most once per [`MIN_INTERVAL`]. So a burst is
 //! checkpointed as it goes, while a single apply (a few dozen rows) is not made to wait
-//! behind an `fsync` on its way to a running VM. Its checkpoints are PASSIVE: they copy what they can without
-//! waiting for the store's writes or making them wait. The store's own connection
-//! keeps SQLite's automatic checkpoint, every [`AUTOCHECKPOINT_PAGES`], only as a bound
-//! on the log should this thread fall behind (while this thread checkpoints, SQLite
-//! skips it), and truncates a longer log to [`LOG_SIZE_LIMIT`] when it starts over.
+//! behind an `fsync` on its way to a running VM. Its checkpoints are PASSIVE: they
+//! copy what they can without waiting for the store's writes or making them wait. The
+//! store's own connection keeps SQLite's automatic checkpoint, every
+//! [`AUTOCHECKPOINT_PAGES`], only as a bound on the log should this thread fall behind
+//! (while this thread checkpoints, SQLite skips it), and truncates a longer log to
+//! [`LOG_SIZE_LIMIT`] when it starts over.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
