@@ -62,7 +62,7 @@ fn in_cgroup(cgroup: &VmCgroup, script: &str) -> Command {
             "for f in \"$@\"; do echo 0 > \"$f\" || exit 99; done; {script}"
         ))
         .arg("sh")
-        .args(cgroup.procs_files());
+        .args(cgroup.join_files());
     cmd
 }
 
@@ -112,7 +112,7 @@ async fn a_vm_cgroup_confines_a_detached_process_and_is_removed_once_empty() {
         cwd: dir.path().to_path_buf(),
         marker: marker.clone(),
         credentials: Some(user.credentials(Vec::new())),
-        cgroup_procs: cgroup.procs_files(),
+        cgroup_join_files: cgroup.join_files(),
     };
     let id = spawn_detached(&command, &[]).unwrap();
     assert!(read_stat(id.pid).unwrap().is_some());

@@ -167,7 +167,7 @@ fn gc_removes_exactly_the_planted_objects() {
                 cwd: caged_dir.path().to_path_buf(),
                 marker: marker.clone(),
                 credentials: None,
-                cgroup_procs: caged_cgroup.procs_files(),
+                cgroup_join_files: caged_cgroup.join_files(),
             },
             &[],
         )

@@ -29,7 +29,7 @@ fn sleeper(dir: &std::path::Path, uid: &str, trap_term: bool) -> DetachedCommand
         cwd: dir.to_path_buf(),
         marker: uid_marker(uid),
         credentials: None,
-        cgroup_procs: Vec::new(),
+        cgroup_join_files: Vec::new(),
     }
 }
 

@@ -487,7 +487,7 @@ struct LaunchPlan {
     args: Vec<OsString>,
     socket: PathBuf,
     calls: Vec<ApiCall>,
-    cgroup_procs: Vec<PathBuf>,
+    cgroup_join_files: Vec<PathBuf>,
     record_dir: PathBuf,
 }
 
@@ -503,12 +503,12 @@ fn prepare_direct(spec: &LaunchSpec, binary: PathBuf, id: &str) -> Result<Launch
         .append(true)
         .open(&log)
         .map_err(|e| format!("create {}: {e}", log.display()))?;
-    let cgroup_procs = match &spec.confinement.cgroup {
+    let cgroup_join_files = match &spec.confinement.cgroup {
         Some(cgroup) => {
             cgroup
                 .ensure(&CgroupLimits::for_vm(spec.memory_mib, spec.vcpus, 0))
                 .map_err(|e| e.to_string())?;
-            cgroup.procs_files()
+            cgroup.join_files()
         }
         None => Vec::new(),
     };
@@ -518,7 +518,7 @@ fn prepare_direct(spec: &LaunchSpec, binary: PathBuf, id: &str) -> Result<Launch
         args: command_args(&socket, id),
         socket,
         calls,
-        cgroup_procs,
+        cgroup_join_files,
         record_dir: spec.vm_dir.clone(),
     })
 }
@@ -560,7 +560,7 @@ fn prepare_jailed(
         args: jail::jailer_argv(id, &binary, user, &jailer.chroot_base, &cgroup_args),
         socket,
         calls,
-        cgroup_procs: Vec::new(),
+        cgroup_join_files: Vec::new(),
         record_dir: jail.instance_dir,
     })
 }
@@ -705,7 +705,7 @@ impl Hypervisor for FirecrackerDriver {
                 cwd: spec.vm_dir.clone(),
                 marker: id.clone(),
                 credentials: None,
-                cgroup_procs: plan.cgroup_procs,
+                cgroup_join_files: plan.cgroup_join_files,
             },
             &[],
         )

@@ -570,10 +570,10 @@ impl QemuDriver {
             cwd: spec.vm_dir.clone(),
             marker: marker.clone(),
             credentials: Some(confinement.user.credentials(groups)),
-            cgroup_procs: confinement
+            cgroup_join_files: confinement
                 .cgroup
                 .as_ref()
-                .map(|c| c.procs_files())
+                .map(|c| c.join_files())
                 .unwrap_or_default(),
         };
         let spawned = process::spawn_detached(&command, &files.inherited());

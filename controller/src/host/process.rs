@@ -12,7 +12,7 @@
 //!   cgroups it is given (while still root) and then takes the credentials it is given
 //!   (supplementary groups, group, user, `no_new_privs`): the program never runs
 //!   privileged or outside its cgroup ([`DetachedCommand::credentials`],
-//!   [`DetachedCommand::cgroup_procs`]).
+//!   [`DetachedCommand::cgroup_join_files`]).
 //! - **Reaping.** The VMM is a plain child of the daemon that spawned it; that daemon
 //!   reaps it in the background once its pidfd reports the exit (a tokio task, or a
 //!   thread outside a runtime), so no zombie is left while the daemon lives. When the
@@ -607,9 +607,9 @@ pub struct DetachedCommand {
     /// Who it runs as; `None` keeps the daemon's own user. With credentials the process
     /// also gets `no_new_privs`, so no setuid program can give privileges back.
     pub credentials: Option<Credentials>,
-    /// `cgroup.procs` files the process writes itself into before exec
-    /// ([`crate::host::cgroup::VmCgroup::procs_files`]); empty keeps the daemon's cgroups.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files the process writes `0` into before exec to join its cgroups
+    /// ([`crate::host::cgroup::VmCgroup::join_files`]); empty keeps the daemon's cgroups.
+    pub cgroup_join_files: Vec<PathBuf>,
 }
 
 /// Spawns `command` detached (see the module docs) and returns its identity. The process
@@ -661,7 +661,7 @@ pub fn spawn_detached(
         program: program.clone(),
         reason: format!(
             "{e} (exec, or the child's setup: session, cgroups {:?}, credentials {:?})",
-            command.cgroup_procs, command.credentials
+            command.cgroup_join_files, command.credentials
         ),
     })?;
     let pid = i32::try_from(child.id()).map_err(|_| ProcessError::Spawn {
@@ -701,8 +701,8 @@ fn open_output_log(path: &Path) -> Result<File, ProcessError> {
 /// What the child does between fork and exec, prepared in the parent so that the child
 /// only makes system calls: no allocation, no lock.
 struct ChildSetup {
-    /// `cgroup.procs` files to write `0` (this process) into.
-    cgroup_procs: Vec<CString>,
+    /// Files to write `0` (this process, single-threaded) into to join its cgroups.
+    cgroup_join_files: Vec<CString>,
     /// Descriptors to keep open across exec.
     inherit: Vec<RawFd>,
     /// `(uid, gid, supplementary groups)` to switch to last.
@@ -711,8 +711,8 @@ struct ChildSetup {
 
 impl ChildSetup {
     fn new(command: &DetachedCommand, inherit: &[BorrowedFd<'_>]) -> Result<ChildSetup, String> {
-        let cgroup_procs = command
-            .cgroup_procs
+        let cgroup_join_files = command
+            .cgroup_join_files
             .iter()
             .map(|p| {
                 CString::new(p.as_os_str().as_bytes())
@@ -720,7 +720,7 @@ impl ChildSetup {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ChildSetup {
-            cgroup_procs,
+            cgroup_join_files,
             inherit: inherit.iter().map(AsRawFd::as_raw_fd).collect(),
             credentials: command
                 .credentials
@@ -738,7 +738,7 @@ impl ChildSetup {
         if unsafe { libc::setsid() } == -1 {
             return Err(io::Error::last_os_error());
         }
-        for path in &self.cgroup_procs {
+        for path in &self.cgroup_join_files {
             join_cgroup(path)?;
         }
         close_on_exec_above_stderr();
@@ -767,7 +767,8 @@ impl ChildSetup {
     }
 }
 
-/// Writes `0` (the calling process) into a `cgroup.procs` file. Async-signal-safe.
+/// Writes `0` (the calling process) into a cgroup's `tasks` or `cgroup.procs` file.
+/// Async-signal-safe.
 fn join_cgroup(path: &CString) -> io::Result<()> {
     // SAFETY: `path` is a NUL-terminated string that outlives the call.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
