@@ -178,12 +178,20 @@ fn main() -> ExitCode {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         banger_controller::heap::limit_arenas(cores);
     }
-    let result: anyhow::Result<Result<ExitCode, CliError>> =
+    // The daemon serves many clients and reconciles at once: a thread per core. A
+    // client command is one conversation with the daemon: one thread, so a long answer
+    // (`get` of 1,000 VMs is 2 MB) is read without a wake-up of another thread per
+    // chunk, and no worker threads are started and stopped for it.
+    let mut builder = if matches!(cli.command, Command::Daemon(_)) {
         tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
-            .map(|runtime| runtime.block_on(run(&cli)));
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let result: anyhow::Result<Result<ExitCode, CliError>> = builder
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
+        .map(|runtime| runtime.block_on(run(&cli)));
     let error_code = if matches!(cli.command, Command::Diff(_)) {
         2
     } else {
