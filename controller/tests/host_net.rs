@@ -599,7 +599,7 @@ fn vm_network_lifecycle_and_garbage() {
         // a: tap and NAT; b: tap only.
         let tap_a = ensure_vm_tap(&nl, &bridge, &a).await.unwrap();
         assert!(tap_a.is_healthy(), "{tap_a:?}");
-        let rule_a = ensure_vm_nat(&nft, &bridge, &a, ip_a).await.unwrap();
+        let rule_a = ensure_vm_nat(&nft, &bridge, &a, ip_a, None).await.unwrap();
         assert_eq!(rule_a.ip, Some(ip_a));
         let tap_b = ensure_vm_tap(&nl, &bridge, &b).await.unwrap();
         assert!(tap_b.is_healthy(), "{tap_b:?}");
@@ -613,7 +613,7 @@ fn vm_network_lifecycle_and_garbage() {
         // Ensuring again changes nothing.
         assert_eq!(ensure_vm_tap(&nl, &bridge, &a).await.unwrap(), tap_a);
         assert_eq!(
-            ensure_vm_nat(&nft, &bridge, &a, ip_a).await.unwrap(),
+            ensure_vm_nat(&nft, &bridge, &a, ip_a, None).await.unwrap(),
             rule_a
         );
 
@@ -622,7 +622,7 @@ fn vm_network_lifecycle_and_garbage() {
         let p = probe_vm_network(&nl, &nft, &bridge, &a).await;
         assert!(p.nat_rule.is_none() && matches(&p, ip_a, false));
         assert!(!matches(&p, ip_a, true));
-        ensure_vm_nat(&nft, &bridge, &a, ip_a).await.unwrap();
+        ensure_vm_nat(&nft, &bridge, &a, ip_a, None).await.unwrap();
 
         // Only `b` is known: `a`'s tap and rule are garbage.
         let known: BTreeSet<ObjectUid> = [b.clone()].into_iter().collect();
@@ -649,6 +649,86 @@ fn vm_network_lifecycle_and_garbage() {
             ip_b,
             false
         ));
+    });
+}
+
+/// `ensure-nat` written from the read `observe` made (no read of its own): the rule, the
+/// table's base with it when the read showed none, a replaced address; and a read gone
+/// stale (its rule or a chain deleted since) fails whole and changes nothing.
+#[test]
+#[ignore = "needs root (network namespaces, nftables)"]
+fn nat_rule_written_from_the_observed_read() {
+    use banger_controller::host::net::vm::{ensure_vm_nat, probe_vm_network};
+
+    async fn nft_cli(args: &[&str]) {
+        let status = tokio::process::Command::new("nft")
+            .args(args)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "nft {args:?}");
+    }
+
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let nft = Nftables::default();
+        let bridge = BridgeConfig::default();
+        let a = uid("0b6d8f1e-4a2c-4f7e-9d51-3c2a1b0e9f88");
+        let ip = |n| Ipv4Addr::new(172, 30, 0, n);
+
+        // Nothing yet: the read says so, and the rule goes in with the table's base.
+        let read = probe_vm_network(&nl, &nft, &bridge, &a)
+            .await
+            .nat_read
+            .unwrap();
+        assert!(!read.base_ok && read.rules.is_empty(), "{read:?}");
+        let rule = ensure_vm_nat(&nft, &bridge, &a, ip(2), Some(&read))
+            .await
+            .unwrap();
+        assert_eq!(rule.ip, Some(ip(2)));
+        assert_eq!(nft.probe_vm(&a).await.unwrap(), Some(rule.clone()));
+        assert!(nft.read_table().await.unwrap().has_base_for(&bridge));
+
+        // A read that shows the rule: nothing is written, the rule is returned.
+        let read = probe_vm_network(&nl, &nft, &bridge, &a)
+            .await
+            .nat_read
+            .unwrap();
+        assert!(read.base_ok);
+        assert_eq!(read.rules, vec![rule.clone()]);
+        let same = ensure_vm_nat(&nft, &bridge, &a, ip(2), Some(&read))
+            .await
+            .unwrap();
+        assert_eq!(same, rule);
+
+        // Another address: the read's rule is replaced in the same transaction.
+        let moved = ensure_vm_nat(&nft, &bridge, &a, ip(9), Some(&read))
+            .await
+            .unwrap();
+        assert_ne!(moved.handle, rule.handle);
+        assert_eq!(nft.list_vm_rules().await.unwrap(), vec![moved.clone()]);
+
+        // The same read again is stale (its rule is gone): refused whole.
+        ensure_vm_nat(&nft, &bridge, &a, ip(3), Some(&read))
+            .await
+            .unwrap_err();
+        assert_eq!(nft.list_vm_rules().await.unwrap(), vec![moved.clone()]);
+
+        // A chain deleted since the read: refused whole; a read of its own repairs it.
+        let read = probe_vm_network(&nl, &nft, &bridge, &a)
+            .await
+            .nat_read
+            .unwrap();
+        nft_cli(&["flush", "chain", "ip", "banger", "postrouting"]).await;
+        nft_cli(&["delete", "chain", "ip", "banger", "postrouting"]).await;
+        ensure_vm_nat(&nft, &bridge, &a, ip(4), Some(&read))
+            .await
+            .unwrap_err();
+        assert!(nft.list_vm_rules().await.unwrap().is_empty());
+        let repaired = ensure_vm_nat(&nft, &bridge, &a, ip(4), None).await.unwrap();
+        assert_eq!(nft.list_vm_rules().await.unwrap(), vec![repaired]);
+        nft.remove_table().await.unwrap();
     });
 }
 

@@ -135,6 +135,32 @@ impl NatTable {
     }
 }
 
+/// What one read of banger's table says about one VM's masquerade rule: all a write of
+/// that rule needs ([`Nftables::ensure_vm_as_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmNatRead {
+    /// The table had its chains and exactly the bridge's base rules
+    /// ([`NatTable::has_base_for`]).
+    pub base_ok: bool,
+    /// The VM's rules in it.
+    pub rules: Vec<NatRule>,
+}
+
+impl NatTable {
+    /// What this read says about VM `uid`'s rule on `bridge`. Pure.
+    pub fn vm_read(&self, uid: &ObjectUid, bridge: &BridgeConfig) -> VmNatRead {
+        VmNatRead {
+            base_ok: self.has_base_for(bridge),
+            rules: self
+                .vm_rules
+                .iter()
+                .filter(|r| &r.uid == uid)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// The nftables command banger drives (binary path configurable for tests/doctor).
 #[derive(Debug, Clone)]
 pub struct Nftables {
@@ -196,20 +222,32 @@ impl Nftables {
         ip: Ipv4Addr,
         bridge: &BridgeConfig,
     ) -> Result<NatRule, NatError> {
-        let table = self.read_table().await?;
-        let base_ok = table.has_base_for(bridge);
-        let mine: Vec<&NatRule> = table.vm_rules.iter().filter(|r| &r.uid == uid).collect();
-        if let [only] = mine.as_slice() {
+        let read = self.read_table().await?.vm_read(uid, bridge);
+        self.ensure_vm_as_read(uid, ip, bridge, &read).await
+    }
+
+    /// [`Self::ensure_vm`] from a read made before (under the VM's lock, so nothing
+    /// else has written the VM's rules since): no `nft` run when the read shows the
+    /// rule, else one write. If the table lost a chain since the read, the transaction
+    /// fails whole and changes nothing.
+    pub async fn ensure_vm_as_read(
+        &self,
+        uid: &ObjectUid,
+        ip: Ipv4Addr,
+        bridge: &BridgeConfig,
+        read: &VmNatRead,
+    ) -> Result<NatRule, NatError> {
+        if let [only] = read.rules.as_slice() {
             if only.ip == Some(ip) {
-                if !base_ok {
+                if !read.base_ok {
                     self.apply("ensure table, chains and base rules", &base_ruleset(bridge))
                         .await?;
                 }
-                return Ok((*only).clone());
+                return Ok(only.clone());
             }
         }
-        let stale: Vec<u64> = mine.iter().map(|r| r.handle).collect();
-        let mut text = if base_ok {
+        let stale: Vec<u64> = read.rules.iter().map(|r| r.handle).collect();
+        let mut text = if read.base_ok {
             String::new()
         } else {
             base_ruleset(bridge)
@@ -707,6 +745,31 @@ mod tests {
             !rule.contains("add table") && !rule.contains("add chain"),
             "{rule}"
         );
+    }
+
+    #[test]
+    fn a_vm_read_keeps_the_base_and_only_that_vms_rules() {
+        let bridge = BridgeConfig::default();
+        let name = bridge.name().to_string();
+        let other = ObjectUid::parse("7f000000-0000-4000-8000-000000000001").unwrap();
+        let rule = |uid: &ObjectUid, handle| NatRule {
+            uid: uid.clone(),
+            ip: Some(Ipv4Addr::new(172, 30, 0, 5)),
+            handle,
+        };
+        let mut table = NatTable {
+            exists: true,
+            chains: vec!["postrouting".into(), "forward".into(), "input".into()],
+            vm_rules: vec![rule(&uid(), 4), rule(&other, 5), rule(&uid(), 6)],
+            forward_bridges: vec![name.clone(); FORWARD_BASE_RULES],
+            input_bridges: vec![name; INPUT_BASE_RULES],
+        };
+        let read = table.vm_read(&uid(), &bridge);
+        assert!(read.base_ok);
+        assert_eq!(read.rules, vec![rule(&uid(), 4), rule(&uid(), 6)]);
+        table.chains.pop();
+        assert!(!table.vm_read(&other, &bridge).base_ok);
+        assert_eq!(table.vm_read(&other, &bridge).rules, vec![rule(&other, 5)]);
     }
 
     #[test]

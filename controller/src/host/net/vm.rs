@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use super::bridge::ensure_bridge;
 use super::guest_filter::{FilterProbe, FilterRule, GuestFilter};
-use super::nat::{NatError, NatRule, Nftables};
+use super::nat::{NatError, NatRule, Nftables, VmNatRead};
 use super::tap::{ensure_tap, list_banger_taps, probe_tap, remove_tap, TapProbe};
 use super::{enable_ipv4_forwarding, BridgeConfig, NetError, Netlink};
 use crate::host::names::{self, ObjectUid};
@@ -49,6 +49,10 @@ pub struct VmNetworkProbe {
     pub tap: Option<TapProbe>,
     /// The VM's NAT rule, if any.
     pub nat_rule: Option<NatRule>,
+    /// What the read of the NAT table said of the VM's rules (`None` when it failed):
+    /// what `ensure-nat` can write from without reading again
+    /// ([`Nftables::ensure_vm_as_read`]).
+    pub nat_read: Option<VmNatRead>,
     /// What the VM's guest filter enforces, when it is complete.
     pub filter: Option<FilterProbe>,
 }
@@ -84,7 +88,8 @@ pub async fn ensure_vm_tap(
     ensure_tap(nl, uid, bridge).await.map_err(net)
 }
 
-/// `ensure-tap`, second half: the VM's guest filter as `filter` wants it (idempotent).
+/// `ensure-tap`, its other half (run alongside the tap): the VM's guest filter as `filter`
+/// wants it (idempotent).
 pub async fn ensure_vm_filter(
     nft: &Nftables,
     bridge: &BridgeConfig,
@@ -119,19 +124,23 @@ pub async fn remove_vm_tap(nl: &Netlink, uid: &ObjectUid) -> Result<(), VmNetErr
 }
 
 /// `ensure-nat`: the VM's masquerade rule for source `ip` (idempotent; a rule of the
-/// VM with another address is replaced). Returns the rule.
+/// VM with another address is replaced). Returns the rule. With `read`, a read of the
+/// table made under the VM's lock, the table is not read again.
 pub async fn ensure_vm_nat(
     nft: &Nftables,
     bridge: &BridgeConfig,
     uid: &ObjectUid,
     ip: Ipv4Addr,
+    read: Option<&VmNatRead>,
 ) -> Result<NatRule, VmNetError> {
-    nft.ensure_vm(uid, ip, bridge)
-        .await
-        .map_err(|source| VmNetError::Nat {
-            uid: uid.to_string(),
-            source,
-        })
+    let ensured = match read {
+        Some(read) => nft.ensure_vm_as_read(uid, ip, bridge, read).await,
+        None => nft.ensure_vm(uid, ip, bridge).await,
+    };
+    ensured.map_err(|source| VmNetError::Nat {
+        uid: uid.to_string(),
+        source,
+    })
 }
 
 /// `remove-nat`: deletes every masquerade rule of the VM (idempotent).
@@ -151,9 +160,9 @@ pub async fn probe_vm_network(
     uid: &ObjectUid,
 ) -> VmNetworkProbe {
     let tap_name = names::tap_name(uid);
-    let (tap, nat_rule, filter) = tokio::join!(
+    let (tap, nat_table, filter) = tokio::join!(
         probe_tap(nl, &tap_name, bridge),
-        nft.probe_vm(uid),
+        nft.read_table(),
         nft.probe_vm_filter(uid)
     );
     let tap = match tap {
@@ -163,13 +172,14 @@ pub async fn probe_vm_network(
             None
         }
     };
-    let nat_rule = match nat_rule {
-        Ok(rule) => rule,
+    let nat_read = match nat_table {
+        Ok(table) => Some(table.vm_read(uid, bridge)),
         Err(e) => {
             tracing::debug!(%uid, error = %e, "cannot probe the VM's NAT rule");
             None
         }
     };
+    let nat_rule = nat_read.as_ref().and_then(|r| r.rules.first().cloned());
     let filter = match filter {
         Ok(filter) => filter,
         Err(e) => {
@@ -180,6 +190,7 @@ pub async fn probe_vm_network(
     VmNetworkProbe {
         tap,
         nat_rule,
+        nat_read,
         filter,
     }
 }
@@ -315,6 +326,7 @@ mod tests {
                 ip: Some(ip),
                 handle: 1,
             }),
+            nat_read: None,
             filter: None,
         };
         assert!(probe.nat_for(ip) && probe.tap_healthy());

@@ -75,6 +75,7 @@ mod garbage;
 mod images;
 
 pub use images::{ImageConfig, DEFAULT_INITRD, DEFAULT_KERNEL, GUEST_BITS_DIR, KERNEL_RELEASE};
+mod nat_reads;
 mod network;
 mod observe;
 mod vm_dir;
@@ -128,6 +129,8 @@ pub struct LinuxRuntime {
     booting: Arc<Mutex<HashSet<ProcessIdentity>>>,
     /// Every VM's console: kept readiness watches and the log rotation sweep.
     consoles: consoles::Consoles,
+    /// NAT table reads `observe` made, for the `ensure-nat` step after it.
+    nat_reads: nat_reads::NatReads,
 }
 
 impl std::fmt::Debug for LinuxRuntime {
@@ -185,6 +188,7 @@ impl LinuxRuntime {
             ready_notifier: Arc::new(Mutex::new(None)),
             watched: Arc::new(Mutex::new(HashSet::new())),
             booting: Arc::new(Mutex::new(HashSet::new())),
+            nat_reads: nat_reads::NatReads::default(),
         })
     }
 

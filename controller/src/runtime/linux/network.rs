@@ -1,6 +1,8 @@
 //! The VM's network steps: `ensure-tap` (the tap and its guest filter), `remove-tap`,
 //! `ensure-nat`, `remove-nat`, through [`crate::host::net::vm`].
 
+use std::time::Instant;
+
 use super::LinuxRuntime;
 use crate::host::names::{self, ObjectUid};
 use crate::host::net::guest_filter::GuestFilter;
@@ -14,9 +16,10 @@ use crate::runtime::{RuntimeError, VmContext, VmHandles, VmStep};
 const GUEST_FILTER: &str = "guestFilter";
 
 impl LinuxRuntime {
-    /// `ensure-tap`: forwarding, the bridge, the VM's tap attached to it, then the tap's
-    /// guest filter for the VM's leased address and `network.isolated`, and the host's
-    /// neighbour entry for the guest (a hint, [`crate::host::net::neighbour`]).
+    /// `ensure-tap`: forwarding, the bridge and the VM's tap attached to it, and at the
+    /// same time the tap's guest filter for the VM's leased address and
+    /// `network.isolated`; then the host's neighbour entry for the guest (a hint,
+    /// [`crate::host::net::neighbour`]).
     pub(super) async fn ensure_tap(
         &self,
         vm: &VmContext,
@@ -28,18 +31,21 @@ impl LinuxRuntime {
             .lease
             .as_ref()
             .ok_or_else(|| Self::step_error(vm, step, "it has no IP lease"))?;
-        let tap = ensure_vm_tap(&self.netlink, &self.config.bridge, uid)
-            .await
-            .map_err(|e| Self::step_error(vm, step, e))?;
-        handles.tap = Some(tap.name);
         let filter = GuestFilter {
             uid: uid.clone(),
             ip: lease.ip,
             isolated: vm.spec.network.isolated,
         };
-        let enforced = ensure_vm_filter(&self.nft, &self.config.bridge, &filter)
-            .await
-            .map_err(|e| Self::step_error(vm, step, e))?;
+        // The tap (netlink) and its filter (`nft` processes) at once: the filter's rules
+        // name the tap (`iifname`), they do not need it to exist, and no guest frame
+        // can cross a tap before its VMM runs.
+        let (tap, enforced) = tokio::join!(
+            ensure_vm_tap(&self.netlink, &self.config.bridge, uid),
+            ensure_vm_filter(&self.nft, &self.config.bridge, &filter),
+        );
+        let tap = tap.map_err(|e| Self::step_error(vm, step, e))?;
+        handles.tap = Some(tap.name);
+        let enforced = enforced.map_err(|e| Self::step_error(vm, step, e))?;
         let mac = names::mac_bytes(uid);
         let primed = prime_guest_neighbour(&self.netlink, &self.config.bridge, lease.ip, mac).await;
         if let Err(e) = primed {
@@ -88,7 +94,8 @@ impl LinuxRuntime {
         Ok(handles)
     }
 
-    /// `ensure-nat`: the VM's masquerade rule for its leased address.
+    /// `ensure-nat`: the VM's masquerade rule for its leased address, written from the
+    /// table as this reconcile observed it when that read is fresh.
     pub(super) async fn ensure_nat(
         &self,
         vm: &VmContext,
@@ -100,7 +107,10 @@ impl LinuxRuntime {
             .lease
             .as_ref()
             .ok_or_else(|| Self::step_error(vm, step, "it has no IP lease"))?;
-        let rule = ensure_vm_nat(&self.nft, &self.config.bridge, uid, lease.ip)
+        // The table as this reconcile's `observe` read it, if it is fresh
+        // ([`super::nat_reads`]); else `ensure_vm_nat` reads it.
+        let read = self.nat_reads.take_fresh(&vm.uid, Instant::now());
+        let rule = ensure_vm_nat(&self.nft, &self.config.bridge, uid, lease.ip, read.as_ref())
             .await
             .map_err(|e| Self::step_error(vm, step, e))?;
         handles.nat_rule = Some(format!(
@@ -119,6 +129,7 @@ impl LinuxRuntime {
         uid: &ObjectUid,
         mut handles: VmHandles,
     ) -> Result<VmHandles, RuntimeError> {
+        self.nat_reads.forget(&vm.uid);
         remove_vm_nat(&self.nft, uid)
             .await
             .map_err(|e| Self::step_error(vm, VmStep::RemoveNat, e))?;

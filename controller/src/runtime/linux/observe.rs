@@ -3,7 +3,7 @@
 //! unresponsive.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::disk::split_disk_identity;
 use super::vmm::console_offset;
@@ -45,6 +45,7 @@ impl LinuxRuntime {
             }
         }
         if let Ok(uid) = ObjectUid::parse(&vm.uid) {
+            let probed_at = Instant::now();
             let net = probe_vm_network(&self.netlink, &self.nft, &self.config.bridge, &uid).await;
             observed.tap = net.tap.as_ref().map(|tap| ObservedTap {
                 attached: tap.is_healthy(),
@@ -55,6 +56,12 @@ impl LinuxRuntime {
                 }),
             });
             observed.nat = vm.lease.as_ref().is_some_and(|lease| net.nat_for(lease.ip));
+            match net.nat_read {
+                Some(read) if vm.spec.network.nat && !observed.nat => {
+                    self.nat_reads.keep(&vm.uid, read, probed_at);
+                }
+                _ => self.nat_reads.forget(&vm.uid),
+            }
         }
         if matches!(observed.process, ProcessState::Running { .. }) {
             observed.guest_ready = self.guest_ready(vm).await;

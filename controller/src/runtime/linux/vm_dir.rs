@@ -55,6 +55,7 @@ impl LinuxRuntime {
         }
         handles.extra.clear();
         self.consoles.forget(&vm.uid);
+        self.nat_reads.forget(&vm.uid);
         Ok(handles)
     }
 }
