@@ -171,18 +171,16 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Daemon(_)) {
-        // Before the runtime's threads allocate: the daemon lives long, and each malloc
-        // arena keeps its own partly used pages; more arenas than cores buy nothing
-        // (banger_controller::heap).
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        banger_controller::heap::limit_arenas(cores);
-    }
     // The daemon serves many clients and reconciles at once: a thread per core. A
     // client command is one conversation with the daemon: one thread, so a long answer
     // (`get` of 1,000 VMs is 2 MB) is read without a wake-up of another thread per
     // chunk, and no worker threads are started and stopped for it.
     let mut builder = if matches!(cli.command, Command::Daemon(_)) {
+        // Before the runtime's threads allocate: the daemon lives long, and each malloc
+        // arena keeps its own partly used pages; more arenas than cores buy nothing
+        // (banger_controller::heap).
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        banger_controller::heap::limit_arenas(cores);
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
